@@ -1,0 +1,79 @@
+"""Fan-in collectors with O(1) work per arriving message (G9).
+
+A collector holds arriving messages in one FIFO queue per expected type and
+counts how many positions of the expected list are still unfilled. A batch is
+released, in the declared order, when that count reaches zero; messages beyond
+one batch wait in their queues for the next batch and are never lost.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+__all__ = ["Collector", "collector_key"]
+
+
+def collector_key(node: int, expected: Sequence[type]) -> tuple[object, ...]:
+    """A key identifying the collector a step uses for ``expected``.
+
+    Short lists are keyed by their content. Long lists, such as the common
+    ``[Result] * n``, are keyed by length and ends so that a call costs O(1).
+    """
+    if len(expected) <= 8:
+        return (node, *expected)
+    return (node, len(expected), expected[0], expected[-1])
+
+
+class Collector:
+    """Buffers messages until one of each expected position is held."""
+
+    __slots__ = ("_held", "_kind_of", "_missing", "_need", "expected")
+
+    def __init__(self, expected: Sequence[type]) -> None:
+        self.expected = tuple(expected)
+        self._need: dict[type, int] = {}
+        for kind in self.expected:
+            self._need[kind] = self._need.get(kind, 0) + 1
+        self._held: dict[type, deque[object]] = {kind: deque() for kind in self._need}
+        self._kind_of: dict[type, type | None] = {}
+        self._missing = len(self.expected)
+
+    def _match(self, concrete: type) -> type | None:
+        try:
+            return self._kind_of[concrete]
+        except KeyError:
+            kind = next((k for k in self._need if issubclass(concrete, k)), None)
+            self._kind_of[concrete] = kind
+            return kind
+
+    def add(self, message: object) -> list[object] | None:
+        """Hold ``message``; return the full batch once every position is filled."""
+        kind = self._match(type(message))
+        if kind is None:
+            return None
+        queue = self._held[kind]
+        queue.append(message)
+        if len(queue) <= self._need[kind]:
+            self._missing -= 1
+        if self._missing:
+            return None
+        batch = [self._held[k].popleft() for k in self.expected]
+        self._missing = sum(n - min(n, len(self._held[k])) for k, n in self._need.items())
+        return batch
+
+    @property
+    def held(self) -> int:
+        """How many messages the collector holds."""
+        return sum(len(q) for q in self._held.values())
+
+    def describe(self) -> str:
+        """A short description for stall messages: what it holds and what it lacks."""
+        parts = []
+        for kind, need in self._need.items():
+            parts.append(f"{kind.__name__} {min(len(self._held[kind]), need)}/{need}")
+        return ", ".join(parts)
+
+    def snapshot(self) -> tuple[object, ...]:
+        """A plain, comparable view of the collector's content."""
+        return (self.expected, tuple((k, tuple(q)) for k, q in self._held.items()), self._missing)

@@ -1,0 +1,100 @@
+"""Commands: everything a run asks its shell to do, as data.
+
+The shell carries commands out in list order. Ordering matters: a
+:class:`SuperstepEnded` comes before the :class:`StartStep` commands of the next
+superstep, so a checkpoint taken there sees nothing in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import ClassVar
+
+__all__ = [
+    "CollectResult",
+    "Command",
+    "FailWait",
+    "PublishEvent",
+    "ResolveWait",
+    "RunEnded",
+    "RunStatus",
+    "StartStep",
+    "SuperstepEnded",
+]
+
+
+class RunStatus(Enum):
+    """Where a run is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartStep:
+    """Run node ``node`` on ``message`` as invocation ``invocation``."""
+
+    kind: ClassVar[str] = "start_step"
+    invocation: int
+    node: int
+    message: object
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolveWait:
+    """Wake the waiting invocation ``invocation`` with ``event``."""
+
+    kind: ClassVar[str] = "resolve_wait"
+    invocation: int
+    event: object
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailWait:
+    """The wait of invocation ``invocation`` timed out: raise in the step."""
+
+    kind: ClassVar[str] = "fail_wait"
+    invocation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishEvent:
+    """Put ``event`` on the run's stream (an input request nobody accepts)."""
+
+    kind: ClassVar[str] = "publish_event"
+    event: object
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CollectResult:
+    """The answer to a collect request: the full batch, or ``None`` while incomplete."""
+
+    kind: ClassVar[str] = "collect_result"
+    batch: list[object] | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SuperstepEnded:
+    """Superstep ``superstep`` passed its barrier: nothing is in flight (checkpoint here)."""
+
+    kind: ClassVar[str] = "superstep_ended"
+    superstep: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunEnded:
+    """The run ended with ``status``; ``result`` is the stop message, ``error`` the failure."""
+
+    kind: ClassVar[str] = "run_ended"
+    status: RunStatus
+    result: object = None
+    error: BaseException | None = None
+
+
+Command = (
+    StartStep | ResolveWait | FailWait | PublishEvent | CollectResult | SuperstepEnded | RunEnded
+)

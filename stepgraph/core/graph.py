@@ -1,0 +1,101 @@
+"""The compiled graph: the kernel's read-only view of a workflow definition.
+
+Both authoring styles compile to a :class:`Graph`. The kernel only needs to know,
+for a message, which nodes receive it (:meth:`Graph.route`), whether a message
+ends the run (:meth:`Graph.is_stop`), and whether it asks the outside world for
+input (:meth:`Graph.is_input_request`). Routing by type is cached per concrete
+message type, so a hop costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["EXTERNAL", "Graph", "Node"]
+
+EXTERNAL = -1
+"""Sender index used for messages that come from outside the run (start, send_event)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    """One node (a step or an executor) of a compiled graph.
+
+    Attributes:
+        name: unique name, used in every message about the node.
+        index: position in the graph's node order (the order of deterministic delivery).
+        accepts: message types the node accepts; subclasses match.
+        num_workers: how many messages the node may process at once (G4).
+    """
+
+    name: str
+    index: int
+    accepts: tuple[type, ...]
+    num_workers: int = 1
+
+
+@dataclass(slots=True, kw_only=True, eq=False)
+class Graph:
+    """A compiled, validated workflow graph.
+
+    Attributes:
+        name: the workflow's name, used in error messages.
+        nodes: the nodes, in graph order.
+        stop_types: message types that end the run when emitted.
+        input_request_types: message types that ask the caller for input; when no node
+            accepts one, it is published on the stream and the run waits (a pause, not a stall).
+        held_types: message types that may arrive with no accepting node (for example a
+            human response); they are held for a later ``wait_for_event`` instead of failing.
+        finish_when_idle: when true, a run with nothing left to do ends successfully
+            (executor graphs) instead of raising ``WorkflowStalled``.
+        router: optional explicit router ``(sender index, message) -> target indexes``;
+            when absent, messages are routed by type to every accepting node.
+    """
+
+    name: str
+    nodes: tuple[Node, ...]
+    stop_types: tuple[type, ...]
+    input_request_types: tuple[type, ...] = ()
+    held_types: tuple[type, ...] = ()
+    finish_when_idle: bool = False
+    router: Callable[[int, object], tuple[int, ...]] | None = None
+    index_of: dict[str, int] = field(init=False)
+    _routes: dict[type, tuple[int, ...]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.index_of = {node.name: node.index for node in self.nodes}
+        for position, node in enumerate(self.nodes):
+            if node.index != position:
+                raise ValueError(f"node {node.name!r} has index {node.index}, expected {position}")
+
+    def route(self, sender: int, message: object) -> tuple[int, ...]:
+        """Return the indexes of the nodes that receive ``message`` sent by ``sender``."""
+        if self.router is not None:
+            return self.router(sender, message)
+        kind = type(message)
+        targets = self._routes.get(kind)
+        if targets is None:
+            targets = tuple(node.index for node in self.nodes if issubclass(kind, node.accepts))
+            self._routes[kind] = targets
+        return targets
+
+    def accepts(self, index: int, message: object) -> bool:
+        """Whether node ``index`` accepts ``message``."""
+        return isinstance(message, self.nodes[index].accepts)
+
+    def is_stop(self, message: object) -> bool:
+        """Whether ``message`` ends the run."""
+        return isinstance(message, self.stop_types)
+
+    def is_input_request(self, message: object) -> bool:
+        """Whether ``message`` asks the caller for input."""
+        return isinstance(message, self.input_request_types)
+
+    def is_held(self, message: object) -> bool:
+        """Whether ``message`` may wait, unaccepted, for a ``wait_for_event``."""
+        return isinstance(message, self.held_types)
+
+    def names(self, indexes: Sequence[int]) -> list[str]:
+        """The names of the nodes at ``indexes``."""
+        return [self.nodes[i].name for i in indexes]

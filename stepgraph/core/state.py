@@ -1,0 +1,152 @@
+"""RunState: everything the kernel knows about one run.
+
+The state is mutated in place by :func:`stepgraph.core.kernel.apply` (never
+copied per tick). :meth:`RunState.snapshot` gives a plain, comparable view of
+it, used to check that replaying a tick log rebuilds the same state.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .collector import Collector
+from .commands import RunStatus
+from .graph import Graph
+from .ticks import Emission
+
+__all__ = ["Invocation", "Mode", "NodeState", "RunState", "Waiter"]
+
+
+class Mode(Enum):
+    """How messages are delivered: in supersteps behind a barrier, or as soon as possible."""
+
+    SUPERSTEP = "superstep"
+    ASYNC = "async"
+
+
+OrderKey = tuple[int, int]
+"""Deterministic position of an emission's source: (sender node index, sender's count)."""
+
+
+class NodeState:
+    """Per-node run state: the inbox of messages to process and how many are in flight."""
+
+    __slots__ = ("in_flight", "inbox", "started")
+
+    def __init__(self) -> None:
+        self.inbox: deque[tuple[object, int]] = deque()  # (message, generation)
+        self.in_flight = 0  # invocations started and not completed (waiting ones included)
+        self.started = 0  # invocations ever started: the node's deterministic send sequence
+
+    def snapshot(self) -> tuple[object, ...]:
+        return (tuple(self.inbox), self.in_flight, self.started)
+
+
+class Invocation:
+    """One run of one node on one message."""
+
+    __slots__ = ("generation", "id", "message", "node", "order", "waiting")
+
+    def __init__(
+        self, id: int, node: int, message: object, generation: int, order: OrderKey
+    ) -> None:
+        self.id = id
+        self.node = node
+        self.message = message
+        self.generation = generation
+        self.order = order
+        self.waiting = False
+
+    def snapshot(self) -> tuple[object, ...]:
+        return (self.id, self.node, self.message, self.generation, self.order, self.waiting)
+
+
+@dataclass(slots=True)
+class Waiter:
+    """An invocation suspended in ``wait_for_event``."""
+
+    invocation: int
+    types: tuple[type, ...]
+    requirements: Mapping[str, object]
+
+    def matches(self, message: object) -> bool:
+        if not isinstance(message, self.types):
+            return False
+        return all(getattr(message, k, _MISSING) == v for k, v in self.requirements.items())
+
+
+_MISSING = object()
+
+
+@dataclass(slots=True, eq=False)
+class RunState:
+    """The kernel's state of one run. Create it with the compiled graph and the run options."""
+
+    graph: Graph
+    mode: Mode = Mode.SUPERSTEP
+    max_supersteps: int = 10_000
+    max_concurrency: int | None = None
+    run_id: str = ""
+    status: RunStatus = RunStatus.PENDING
+    superstep: int = 0
+    nodes: list[NodeState] = field(default_factory=list)
+    invocations: dict[int, Invocation] = field(default_factory=dict)
+    next_invocation: int = 0
+    running: int = 0  # invocations executing (not waiting)
+    queued: int = 0  # messages in inboxes, not yet started
+    blocked: deque[int] = field(default_factory=deque)  # nodes held back by max_concurrency
+    outbox: list[tuple[OrderKey, int, tuple[Emission, ...]]] = field(default_factory=list)
+    external_sent: int = 0
+    stop: tuple[OrderKey, object] | None = None
+    waiters: dict[int, Waiter] = field(default_factory=dict)
+    awaited_types: set[type] = field(default_factory=set)
+    unclaimed: deque[object] = field(default_factory=deque)
+    input_requests: int = 0
+    collectors: dict[tuple[object, ...], Collector] = field(default_factory=dict)
+    recent: deque[tuple[int, object]] = field(default_factory=lambda: deque(maxlen=5))
+    result: object = None
+    error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            self.nodes = [NodeState() for _ in self.graph.nodes]
+
+    @property
+    def idle(self) -> bool:
+        """Nothing runs and nothing waits to start."""
+        return self.running == 0 and self.queued == 0
+
+    @property
+    def ended(self) -> bool:
+        return self.status in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+    def snapshot(self) -> dict[str, object]:
+        """A plain, comparable view of the whole state (for replay checks and debugging)."""
+        return {
+            "mode": self.mode.value,
+            "run_id": self.run_id,
+            "status": self.status.value,
+            "superstep": self.superstep,
+            "nodes": [n.snapshot() for n in self.nodes],
+            "invocations": {k: v.snapshot() for k, v in self.invocations.items()},
+            "next_invocation": self.next_invocation,
+            "running": self.running,
+            "queued": self.queued,
+            "blocked": tuple(self.blocked),
+            "outbox": list(self.outbox),
+            "external_sent": self.external_sent,
+            "stop": self.stop,
+            "waiters": {
+                k: (w.types, dict(w.requirements)) for k, w in sorted(self.waiters.items())
+            },
+            "awaited_types": sorted(t.__qualname__ for t in self.awaited_types),
+            "unclaimed": tuple(self.unclaimed),
+            "input_requests": self.input_requests,
+            "collectors": {k: c.snapshot() for k, c in self.collectors.items()},
+            "recent": tuple(self.recent),
+            "result": self.result,
+            "error": None if self.error is None else (type(self.error), str(self.error)),
+        }

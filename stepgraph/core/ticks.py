@@ -1,0 +1,133 @@
+"""Ticks: everything that happens to a run, as data.
+
+A run is a fold of :func:`stepgraph.core.kernel.apply` over its ticks. Ticks carry
+every outside fact the kernel needs (run ids, errors, events from the caller), so
+replaying the tick log rebuilds the run state exactly, without a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+__all__ = [
+    "CancelRequested",
+    "CollectRequested",
+    "Emission",
+    "EventsSent",
+    "ExternalEventReceived",
+    "RunStarted",
+    "RunTimedOut",
+    "StepCompleted",
+    "StepFailed",
+    "Tick",
+    "WaitStarted",
+    "WaitTimedOut",
+]
+
+Emission = tuple[object, int | None]
+"""A message a step emitted, with the index of its one target node (``None``: route it)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted:
+    """The run starts with ``start`` as its first message."""
+
+    kind: ClassVar[str] = "run_started"
+    run_id: str
+    start: object
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepCompleted:
+    """Invocation ``invocation`` returned; ``emitted`` is what it sent, in order."""
+
+    kind: ClassVar[str] = "step_completed"
+    invocation: int
+    emitted: tuple[Emission, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventsSent:
+    """Invocation ``invocation`` sent messages before completing (async mode, or before a wait)."""
+
+    kind: ClassVar[str] = "events_sent"
+    invocation: int
+    emitted: tuple[Emission, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFailed:
+    """Invocation ``invocation`` raised ``error`` after its retry policy was exhausted."""
+
+    kind: ClassVar[str] = "step_failed"
+    invocation: int
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExternalEventReceived:
+    """The caller sent ``event`` into the run (``handler.send_event``)."""
+
+    kind: ClassVar[str] = "external_event_received"
+    event: object
+    target: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WaitStarted:
+    """Invocation ``invocation`` waits for a message of ``types`` matching ``requirements``."""
+
+    kind: ClassVar[str] = "wait_started"
+    invocation: int
+    types: tuple[type, ...]
+    requirements: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WaitTimedOut:
+    """The wait of invocation ``invocation`` reached its timeout."""
+
+    kind: ClassVar[str] = "wait_timed_out"
+    invocation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CollectRequested:
+    """Invocation ``invocation`` asks its collector to hold ``message`` until ``expected`` fill."""
+
+    kind: ClassVar[str] = "collect_requested"
+    invocation: int
+    message: object
+    expected: tuple[type, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRequested:
+    """The caller cancelled the run."""
+
+    kind: ClassVar[str] = "cancel_requested"
+    reason: str = "cancelled by the caller"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunTimedOut:
+    """The run's own timeout of ``seconds`` elapsed."""
+
+    kind: ClassVar[str] = "run_timed_out"
+    seconds: float
+
+
+Tick = (
+    RunStarted
+    | StepCompleted
+    | EventsSent
+    | StepFailed
+    | ExternalEventReceived
+    | WaitStarted
+    | WaitTimedOut
+    | CollectRequested
+    | CancelRequested
+    | RunTimedOut
+)
