@@ -1,0 +1,1 @@
+"""Authoring styles that compile to the kernel's Graph."""

@@ -1,0 +1,253 @@
+"""``Workflow``: a class of ``@step`` methods, compiled once per class to a kernel Graph."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import ValidationError
+
+from ..core import Graph, Mode, Node
+from ..errors import InvalidStartEventError, StepgraphError, WorkflowValidationError
+from ..events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
+from ..runtime.context import Context
+from ..runtime.handler import WorkflowHandler
+from ..runtime.run import Run
+from .step import STEP_ATTRIBUTE, StepSpec, inspect_step
+
+__all__ = ["CompiledWorkflow", "Workflow"]
+
+_COMPILED = "_stepgraph_compiled_"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledWorkflow:
+    """A validated workflow class: its kernel graph and its steps, in graph order."""
+
+    name: str
+    graph: Graph
+    specs: tuple[StepSpec, ...]
+    start_type: type[StartEvent]
+
+
+class Workflow:
+    """Base class of event-driven workflows: subclass it and add ``@step`` methods.
+
+    Args:
+        timeout: seconds the whole run may take (``None``: no limit).
+        mode: ``"superstep"`` (default: deterministic delivery behind a barrier) or
+            ``"async"`` (deliver as soon as possible; highest throughput).
+        max_supersteps: bound on supersteps (async mode: on message generations);
+            exceeding it raises ``SuperstepLimitExceeded``.
+        max_concurrency: at most this many step invocations run at once (``None``: no bound).
+
+    The workflow object holds its definition only: one object can run many times,
+    concurrently, and in different event loops.
+
+    Example::
+
+        class Echo(Workflow):
+            @step
+            async def start(self, ev: StartEvent) -> StopEvent:
+                return StopEvent(result=ev.text)
+
+        assert await Echo().run(text="hi") == "hi"
+    """
+
+    reducers: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        timeout: float | None = None,
+        mode: str = "superstep",
+        max_supersteps: int = 10_000,
+        max_concurrency: int | None = None,
+        verbose: bool = False,
+    ) -> None:
+        name = type(self).__name__
+        try:
+            self.mode = Mode(mode)
+        except ValueError:
+            raise WorkflowValidationError(
+                f"{name}(mode={mode!r}): mode must be 'superstep' or 'async'"
+            ) from None
+        if timeout is not None and timeout <= 0:
+            raise WorkflowValidationError(f"{name}(timeout={timeout!r}): must be > 0 or None")
+        if max_supersteps < 1:
+            raise WorkflowValidationError(
+                f"{name}(max_supersteps={max_supersteps!r}): must be >= 1"
+            )
+        if max_concurrency is not None and max_concurrency < 1:
+            raise WorkflowValidationError(
+                f"{name}(max_concurrency={max_concurrency!r}): must be >= 1 or None"
+            )
+        self.timeout = timeout
+        self.max_supersteps = max_supersteps
+        self.max_concurrency = max_concurrency
+        self.verbose = verbose
+
+    # -- definition ---------------------------------------------------------------------------
+
+    @classmethod
+    def _compiled(cls) -> CompiledWorkflow:
+        compiled = cls.__dict__.get(_COMPILED)
+        if compiled is None:
+            compiled = _compile(cls)
+            setattr(cls, _COMPILED, compiled)
+        return compiled
+
+    def validate(self) -> None:
+        """Check the definition; raises ``WorkflowValidationError`` naming step and event."""
+        self._compiled()
+
+    @property
+    def steps(self) -> list[str]:
+        """The names of the steps, in graph order."""
+        return [spec.name for spec in self._compiled().specs]
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self, start_event: StartEvent | None = None, **kwargs: Any) -> WorkflowHandler:
+        """Start a run on the running event loop and return its handler at once.
+
+        Args:
+            start_event: the first event; by default built from ``kwargs`` as the
+                StartEvent (sub)class the start step accepts.
+            **kwargs: the start event's attributes.
+
+        Raises:
+            InvalidStartEventError: the keywords do not validate as the start event.
+            WorkflowValidationError: the workflow definition is invalid.
+        """
+        compiled = self._compiled()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise StepgraphError(
+                f"{compiled.name}.run() needs a running event loop: call it from async code "
+                f"(`await wf.run(...)`) or use {compiled.name}().run_sync(...) in a script"
+            ) from None
+        event = self._start_event(compiled, start_event, kwargs)
+        return self._launch(compiled, event, journal=False)
+
+    def _launch(
+        self, compiled: CompiledWorkflow, event: Event, *, journal: bool
+    ) -> WorkflowHandler:
+        """Create the run's shell in the running loop and start it."""
+        run = Run(
+            name=compiled.name,
+            graph=compiled.graph,
+            specs=compiled.specs,
+            workflow=self,
+            mode=self.mode,
+            timeout=self.timeout,
+            max_supersteps=self.max_supersteps,
+            max_concurrency=self.max_concurrency,
+            journal=journal,
+        )
+        run.start(event)
+        return WorkflowHandler(run)
+
+    @staticmethod
+    def _start_event(
+        compiled: CompiledWorkflow, start_event: StartEvent | None, kwargs: dict[str, Any]
+    ) -> StartEvent:
+        if start_event is not None:
+            if kwargs:
+                raise InvalidStartEventError(
+                    f"{compiled.name}.run(): pass either start_event=... or keywords, not both "
+                    f"(got keywords {sorted(kwargs)})"
+                )
+            if not isinstance(start_event, compiled.start_type):
+                raise InvalidStartEventError(
+                    f"{compiled.name}.run(start_event=...): expected a "
+                    f"{compiled.start_type.__name__}, got {type(start_event).__name__}"
+                )
+            return start_event
+        try:
+            return compiled.start_type(**kwargs)
+        except ValidationError as exc:
+            raise InvalidStartEventError(
+                f"{compiled.name}.run() arguments {sorted(kwargs)} are not a valid "
+                f"{compiled.start_type.__name__}: {exc}"
+            ) from exc
+
+    def run_sync(self, start_event: StartEvent | None = None, **kwargs: Any) -> Any:
+        """Run to completion in a new event loop (for scripts) and return the result."""
+
+        async def main() -> Any:
+            return await self.run(start_event, **kwargs)
+
+        return asyncio.run(main())
+
+
+def _collect_steps(cls: type) -> list[Any]:
+    found: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if callable(value) and hasattr(value, STEP_ATTRIBUTE):
+                found[name] = value
+            elif name in found and not hasattr(value, STEP_ATTRIBUTE):
+                del found[name]  # a subclass replaced the step by a plain attribute
+    return list(found.values())
+
+
+def _names(types: tuple[type, ...]) -> str:
+    return " | ".join(t.__name__ for t in types)
+
+
+def _compile(cls: type) -> CompiledWorkflow:
+    name = cls.__name__
+    specs = tuple(inspect_step(name, func, Context) for func in _collect_steps(cls))
+    if not specs:
+        raise WorkflowValidationError(
+            f"workflow {name!r} has no steps: decorate methods with @step"
+        )
+    start_types = {t for s in specs for t in s.accepts if issubclass(t, StartEvent)}
+    if not start_types:
+        raise WorkflowValidationError(
+            f"workflow {name!r}: no step accepts StartEvent; add a step whose event "
+            f"parameter is annotated with StartEvent (or a subclass)"
+        )
+    start_type = _most_specific(name, start_types)
+    if not any(issubclass(t, StopEvent) for s in specs for t in s.returns):
+        raise WorkflowValidationError(
+            f"workflow {name!r}: no step returns StopEvent, so no run could end; annotate "
+            f"the step that finishes with `-> StopEvent` (or a union including it)"
+        )
+    accepted = tuple(t for s in specs for t in s.accepts)
+    free = (StopEvent, InputRequiredEvent, HumanResponseEvent)
+    for spec in specs:
+        for produced in spec.returns:
+            if produced is Event or issubclass(produced, free):
+                continue
+            if not issubclass(produced, accepted):
+                raise WorkflowValidationError(
+                    f"workflow {name!r}: step {spec.name!r} returns {produced.__name__}, but no "
+                    f"step accepts {produced.__name__}; add a step taking `ev: "
+                    f"{produced.__name__}` or remove it from the return annotation "
+                    f"(-> {_names(spec.returns)})"
+                )
+    nodes = tuple(
+        Node(name=s.name, index=i, accepts=s.accepts, num_workers=s.config.num_workers)
+        for i, s in enumerate(specs)
+    )
+    graph = Graph(
+        name=name,
+        nodes=nodes,
+        stop_types=(StopEvent,),
+        input_request_types=(InputRequiredEvent,),
+        held_types=(HumanResponseEvent,),
+    )
+    return CompiledWorkflow(name=name, graph=graph, specs=specs, start_type=start_type)
+
+
+def _most_specific(name: str, types: set[type]) -> type[StartEvent]:
+    leaves = [t for t in types if not any(o is not t and issubclass(o, t) for o in types)]
+    if len(leaves) > 1:
+        raise WorkflowValidationError(
+            f"workflow {name!r}: steps accept unrelated start events "
+            f"{sorted(t.__name__ for t in leaves)}; use one StartEvent subclass"
+        )
+    return leaves[0]

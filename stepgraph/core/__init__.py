@@ -1,0 +1,65 @@
+"""The pure run kernel: a compiled graph, a run state, ticks in, commands out.
+
+Nothing in this package does IO, reads a clock, draws random numbers or imports
+asyncio; the shell (``stepgraph.runtime``) drives it.
+"""
+
+from .commands import (
+    CollectResult,
+    Command,
+    FailWait,
+    PublishEvent,
+    ResolveWait,
+    RunEnded,
+    RunStatus,
+    StartStep,
+    SuperstepEnded,
+)
+from .graph import EXTERNAL, Graph, Node
+from .kernel import KernelError, apply
+from .state import Mode, RunState
+from .ticks import (
+    CancelRequested,
+    CollectRequested,
+    Emission,
+    EventsSent,
+    ExternalEventReceived,
+    RunStarted,
+    RunTimedOut,
+    StepCompleted,
+    StepFailed,
+    Tick,
+    WaitStarted,
+    WaitTimedOut,
+)
+
+__all__ = [
+    "EXTERNAL",
+    "CancelRequested",
+    "CollectRequested",
+    "CollectResult",
+    "Command",
+    "Emission",
+    "EventsSent",
+    "ExternalEventReceived",
+    "FailWait",
+    "Graph",
+    "KernelError",
+    "Mode",
+    "Node",
+    "PublishEvent",
+    "ResolveWait",
+    "RunEnded",
+    "RunStarted",
+    "RunState",
+    "RunStatus",
+    "RunTimedOut",
+    "StartStep",
+    "StepCompleted",
+    "StepFailed",
+    "SuperstepEnded",
+    "Tick",
+    "WaitStarted",
+    "WaitTimedOut",
+    "apply",
+]

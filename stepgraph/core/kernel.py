@@ -1,0 +1,402 @@
+"""The run kernel: ``apply(state, tick) -> list[Command]``.
+
+Rules of this module (keep them):
+
+* It is synchronous, deterministic and does no IO: no asyncio, no clock, no
+  randomness. Every outside fact arrives inside a tick.
+* Each tick kind has one ``_apply_<kind>`` function. After it, ``_settle`` runs the
+  superstep barrier, finishes, or detects a stall; it is the only place that does.
+* It mutates ``state`` in place and never copies it per tick.
+* Failures are data: a failing run becomes a :class:`RunEnded` command, never an
+  exception escaping ``apply``. Only a tick the kernel cannot handle raises.
+
+Delivery (docs/semantics.md, G6): in superstep mode, messages emitted during
+superstep k wait in ``state.outbox`` and are delivered at the barrier in order of
+(sender node index, sender's invocation count, emission order); in async mode they
+are delivered at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import (
+    SuperstepLimitExceeded,
+    UnroutableEventError,
+    WorkflowCancelled,
+    WorkflowStalled,
+    WorkflowTimeoutError,
+)
+from .collector import Collector, collector_key
+from .commands import (
+    CollectResult,
+    Command,
+    FailWait,
+    PublishEvent,
+    ResolveWait,
+    RunEnded,
+    RunStatus,
+    StartStep,
+    SuperstepEnded,
+)
+from .graph import EXTERNAL
+from .state import Invocation, Mode, OrderKey, RunState, Waiter
+from .ticks import (
+    CancelRequested,
+    CollectRequested,
+    Emission,
+    EventsSent,
+    ExternalEventReceived,
+    RunStarted,
+    RunTimedOut,
+    StepCompleted,
+    StepFailed,
+    Tick,
+    WaitStarted,
+    WaitTimedOut,
+)
+
+__all__ = ["KernelError", "apply"]
+
+
+class KernelError(RuntimeError):
+    """A tick the kernel cannot handle in the current state (a bug in the shell)."""
+
+
+def apply(state: RunState, tick: Tick) -> list[Command]:
+    """Apply ``tick`` to ``state`` in place and return the commands it produces."""
+    handler = _HANDLERS.get(type(tick))
+    if handler is None:
+        raise KernelError(f"unknown tick {tick!r} (run {state.run_id!r}, {state.status.value})")
+    out: list[Command] = []
+    if state.ended and type(tick) is not CollectRequested:
+        return out  # late news of a run that has ended (cancelled steps finishing)
+    if state.status is RunStatus.PENDING and type(tick) is not RunStarted:
+        raise KernelError(f"tick {tick!r} before the run started")
+    handler(state, tick, out)
+    if state.status is RunStatus.RUNNING:
+        _settle(state, out)
+    return out
+
+
+# -- tick handlers ------------------------------------------------------------------------------
+
+
+def _apply_run_started(state: RunState, tick: RunStarted, out: list[Command]) -> None:
+    if state.status is not RunStatus.PENDING:
+        raise KernelError(f"run {state.run_id!r} started twice")
+    state.run_id = tick.run_id
+    state.status = RunStatus.RUNNING
+    _deliver(state, EXTERNAL, tick.start, None, 0, out)
+
+
+def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Command]) -> None:
+    inv = _invocation(state, tick.invocation)
+    del state.invocations[inv.id]
+    node = state.nodes[inv.node]
+    node.in_flight -= 1
+    state.running -= 1
+    if tick.emitted:
+        _emit(state, inv, tick.emitted, out)
+    if state.status is RunStatus.RUNNING:
+        _start(state, inv.node, out)
+        if state.blocked:
+            _start_blocked(state, out)
+
+
+def _apply_events_sent(state: RunState, tick: EventsSent, out: list[Command]) -> None:
+    _emit(state, _invocation(state, tick.invocation), tick.emitted, out)
+
+
+def _apply_step_failed(state: RunState, tick: StepFailed, out: list[Command]) -> None:
+    _invocation(state, tick.invocation)
+    _end(state, RunStatus.FAILED, None, tick.error, out)
+
+
+def _apply_external_event(state: RunState, tick: ExternalEventReceived, out: list[Command]) -> None:
+    if state.input_requests:
+        state.input_requests -= 1
+    if state.mode is Mode.SUPERSTEP:
+        order = (EXTERNAL, state.external_sent)
+        state.external_sent += 1
+        state.outbox.append((order, state.superstep, ((tick.event, tick.target),)))
+    else:
+        _deliver(state, EXTERNAL, tick.event, tick.target, 0, out)
+
+
+def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) -> None:
+    inv = _invocation(state, tick.invocation)
+    waiter = Waiter(inv.id, tick.types, tick.requirements)
+    state.awaited_types.update(tick.types)
+    inv.waiting = True
+    state.running -= 1
+    for held in state.unclaimed:
+        if waiter.matches(held):
+            state.unclaimed.remove(held)
+            _resolve(state, waiter, held, out)
+            return
+    state.waiters[inv.id] = waiter
+
+
+def _apply_wait_timed_out(state: RunState, tick: WaitTimedOut, out: list[Command]) -> None:
+    waiter = state.waiters.pop(tick.invocation, None)
+    if waiter is None:
+        return  # already resolved: the event won the race
+    inv = state.invocations[tick.invocation]
+    inv.waiting = False
+    state.running += 1
+    out.append(FailWait(invocation=inv.id))
+
+
+def _apply_collect(state: RunState, tick: CollectRequested, out: list[Command]) -> None:
+    inv = _invocation(state, tick.invocation)
+    key = collector_key(inv.node, tick.expected)
+    collector = state.collectors.get(key)
+    if collector is None:
+        collector = state.collectors[key] = Collector(tick.expected)
+    batch = collector.add(tick.message)
+    if batch is not None and not collector.held:
+        del state.collectors[key]
+    out.append(CollectResult(batch=batch))
+
+
+def _apply_cancel(state: RunState, tick: CancelRequested, out: list[Command]) -> None:
+    _end(state, RunStatus.CANCELLED, None, WorkflowCancelled(tick.reason), out)
+
+
+def _apply_run_timed_out(state: RunState, tick: RunTimedOut, out: list[Command]) -> None:
+    busy = sorted({state.graph.nodes[i.node].name for i in state.invocations.values()})
+    doing = f"; still running: {', '.join(busy)}" if busy else ""
+    error = WorkflowTimeoutError(
+        f"workflow {state.graph.name!r} timed out after {tick.seconds}s "
+        f"(superstep {state.superstep}{doing}); raise the timeout with {state.graph.name}"
+        f"(timeout=...) or pass timeout=None"
+    )
+    _end(state, RunStatus.FAILED, None, error, out)
+
+
+_HANDLERS: dict[type, Callable[[RunState, Any, list[Command]], None]] = {
+    RunStarted: _apply_run_started,
+    StepCompleted: _apply_step_completed,
+    EventsSent: _apply_events_sent,
+    StepFailed: _apply_step_failed,
+    ExternalEventReceived: _apply_external_event,
+    WaitStarted: _apply_wait_started,
+    WaitTimedOut: _apply_wait_timed_out,
+    CollectRequested: _apply_collect,
+    CancelRequested: _apply_cancel,
+    RunTimedOut: _apply_run_timed_out,
+}
+
+
+# -- delivery -----------------------------------------------------------------------------------
+
+
+def _invocation(state: RunState, invocation: int) -> Invocation:
+    try:
+        return state.invocations[invocation]
+    except KeyError:
+        raise KernelError(f"no invocation {invocation} in flight in run {state.run_id!r}") from None
+
+
+def _emit(
+    state: RunState, inv: Invocation, emitted: tuple[Emission, ...], out: list[Command]
+) -> None:
+    """Route what an invocation emitted: at once (async) or at the next barrier (superstep)."""
+    graph = state.graph
+    if state.mode is Mode.SUPERSTEP:
+        for message, _ in emitted:
+            if graph.is_stop(message) and (state.stop is None or inv.order < state.stop[0]):
+                state.stop = (inv.order, message)
+        state.outbox.append((inv.order, inv.generation + 1, emitted))
+        return
+    for message, target in emitted:
+        if graph.is_stop(message):
+            _end(state, RunStatus.FINISHED, message, None, out)
+            return
+        _deliver(state, inv.node, message, target, inv.generation + 1, out)
+        if state.status is not RunStatus.RUNNING:
+            return
+
+
+def _deliver(
+    state: RunState,
+    sender: int,
+    message: object,
+    target: int | None,
+    generation: int,
+    out: list[Command],
+) -> None:
+    """Hand ``message`` to a waiter, or enqueue it at its target nodes and start them."""
+    graph = state.graph
+    if state.waiters:
+        for waiter in state.waiters.values():
+            if waiter.matches(message):
+                del state.waiters[waiter.invocation]
+                _resolve(state, waiter, message, out)
+                return
+    if state.mode is Mode.ASYNC and generation > state.max_supersteps:
+        _end(state, RunStatus.FAILED, None, _limit_error(state), out)
+        return
+    targets = graph.route(sender, message) if target is None else (target,)
+    if not targets:
+        if graph.is_input_request(message):
+            state.input_requests += 1
+            out.append(PublishEvent(event=message))
+        elif sender == EXTERNAL or graph.is_held(message) or type(message) in state.awaited_types:
+            state.unclaimed.append(message)
+        else:
+            _end(state, RunStatus.FAILED, None, _unroutable(state, sender, message), out)
+        return
+    nodes = state.nodes
+    for index in targets:
+        nodes[index].inbox.append((message, generation))
+        state.queued += 1
+        _start(state, index, out)
+
+
+def _resolve(state: RunState, waiter: Waiter, message: object, out: list[Command]) -> None:
+    inv = state.invocations[waiter.invocation]
+    inv.waiting = False
+    state.running += 1
+    out.append(ResolveWait(invocation=inv.id, event=message))
+
+
+def _start(state: RunState, index: int, out: list[Command]) -> None:
+    """Start as many queued messages of node ``index`` as its workers and the run allow."""
+    node = state.nodes[index]
+    limit = state.graph.nodes[index].num_workers
+    cap = state.max_concurrency
+    while node.inbox and node.in_flight < limit:
+        if cap is not None and state.running >= cap:
+            if index not in state.blocked:
+                state.blocked.append(index)
+            return
+        message, generation = node.inbox.popleft()
+        state.queued -= 1
+        state.running += 1
+        node.in_flight += 1
+        order: OrderKey = (index, node.started)
+        node.started += 1
+        inv_id = state.next_invocation
+        state.next_invocation = inv_id + 1
+        state.invocations[inv_id] = Invocation(inv_id, index, message, generation, order)
+        state.recent.append((index, message))
+        out.append(StartStep(invocation=inv_id, node=index, message=message))
+
+
+def _start_blocked(state: RunState, out: list[Command]) -> None:
+    cap = state.max_concurrency
+    while state.blocked and (cap is None or state.running < cap):
+        _start(state, state.blocked.popleft(), out)
+
+
+# -- barrier, finish, stall ---------------------------------------------------------------------
+
+
+def _settle(state: RunState, out: list[Command]) -> None:
+    """Pass the barrier, finish, or detect a stall once nothing runs or waits to start."""
+    while state.status is RunStatus.RUNNING and state.running == 0 and state.queued == 0:
+        if state.stop is not None:
+            _end(state, RunStatus.FINISHED, state.stop[1], None, out)
+            return
+        if state.outbox:
+            _barrier(state, out)
+            continue
+        _idle(state, out)
+        return
+
+
+def _barrier(state: RunState, out: list[Command]) -> None:
+    """End superstep k and deliver its messages, in deterministic order, in superstep k + 1."""
+    out.append(SuperstepEnded(superstep=state.superstep))
+    state.superstep += 1
+    if state.superstep > state.max_supersteps:
+        _end(state, RunStatus.FAILED, None, _limit_error(state), out)
+        return
+    outbox = state.outbox
+    state.outbox = []
+    if len(outbox) > 1:
+        outbox.sort(key=_order_of)
+    for order, generation, emitted in outbox:
+        for message, target in emitted:
+            _deliver(state, order[0], message, target, generation, out)
+            if state.status is not RunStatus.RUNNING:
+                return
+
+
+def _order_of(entry: tuple[OrderKey, int, tuple[Emission, ...]]) -> OrderKey:
+    return entry[0]
+
+
+def _idle(state: RunState, out: list[Command]) -> None:
+    if state.waiters or state.input_requests:
+        return  # paused: waiting for outside input is not a stall
+    if state.graph.finish_when_idle:
+        _end(state, RunStatus.FINISHED, None, None, out)
+        return
+    _end(state, RunStatus.FAILED, None, _stall_error(state), out)
+
+
+def _end(
+    state: RunState,
+    status: RunStatus,
+    result: object,
+    error: BaseException | None,
+    out: list[Command],
+) -> None:
+    state.status = status
+    state.result = result
+    state.error = error
+    out.append(RunEnded(status=status, result=result, error=error))
+
+
+# -- error messages -----------------------------------------------------------------------------
+
+
+def _describe(message: object) -> str:
+    text = repr(message)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _sender_name(state: RunState, sender: int) -> str:
+    return "the caller" if sender == EXTERNAL else f"step {state.graph.nodes[sender].name!r}"
+
+
+def _unroutable(state: RunState, sender: int, message: object) -> UnroutableEventError:
+    return UnroutableEventError(
+        f"workflow {state.graph.name!r}: {_sender_name(state, sender)} emitted "
+        f"{type(message).__name__} ({_describe(message)}) but no step accepts "
+        f"{type(message).__name__}; add a step whose event parameter is annotated with it"
+    )
+
+
+def _limit_error(state: RunState) -> SuperstepLimitExceeded:
+    last = ", ".join(f"{state.graph.nodes[i].name} <- {type(m).__name__}" for i, m in state.recent)
+    return SuperstepLimitExceeded(
+        f"workflow {state.graph.name!r} exceeded max_supersteps={state.max_supersteps} "
+        f"(last steps: {last}); a loop that never reaches StopEvent? "
+        f"Raise the bound with max_supersteps=... if the loop is meant to be that long"
+    )
+
+
+def _stall_error(state: RunState) -> WorkflowStalled:
+    graph = state.graph
+    collectors = tuple(
+        f"step {graph.nodes[int(str(key[0]))].name!r} collects {c.describe()}"
+        for key, c in state.collectors.items()
+    )
+    last = tuple(f"{type(m).__name__} -> step {graph.nodes[i].name!r}" for i, m in state.recent)
+    unclaimed = [type(m).__name__ for m in state.unclaimed]
+    parts = [
+        f"workflow {graph.name!r} stalled at superstep {state.superstep}: nothing runs, "
+        "nothing is pending and no one waits for input, but no StopEvent was emitted"
+    ]
+    if collectors:
+        parts.append("waiting collectors: " + "; ".join(collectors))
+    if unclaimed:
+        parts.append("events no step took: " + ", ".join(unclaimed))
+    if last:
+        parts.append("last events: " + "; ".join(last))
+    return WorkflowStalled(". ".join(parts), collectors=collectors, last_events=last)

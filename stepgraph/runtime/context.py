@@ -1,0 +1,146 @@
+"""Context: the step author's view of the run. It forwards to the run; it holds no logic."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import StepgraphError, WorkflowRuntimeError
+from ..events import Event
+from ..state.store import StateStore
+
+if TYPE_CHECKING:
+    from .run import Run, _Scope
+
+__all__ = ["Context", "get_context", "set_current_context"]
+
+E = TypeVar("E", bound=Event)
+
+_current: contextvars.ContextVar[Context] = contextvars.ContextVar("stepgraph_context")
+
+
+def get_context() -> Context:
+    """The Context of the run whose step is calling, so helpers need no ``ctx`` parameter.
+
+    Raises:
+        StepgraphError: when called outside a running step.
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        raise StepgraphError(
+            "get_context() was called outside a running step; call it from a step "
+            "(or from code a step calls)"
+        ) from None
+
+
+def set_current_context(ctx: Context) -> None:
+    _current.set(ctx)
+
+
+class Context:
+    """One per run: send events, stream progress, collect, wait, and share state.
+
+    Example::
+
+        @step
+        async def fan_out(self, ctx: Context, ev: StartEvent) -> None:
+            for item in ev.items:
+                ctx.send_event(Item(value=item))
+    """
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run_id(self) -> str:
+        """The run's unique id."""
+        return self._run.run_id
+
+    @property
+    def store(self) -> StateStore:
+        """The run's shared state (``get``, ``set``, ``update``, ``edit()``)."""
+        return self._run.store
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the run has not ended yet."""
+        return not self._run.done
+
+    def _scope(self, what: str) -> _Scope:
+        from .run import current_scope
+
+        scope = current_scope()
+        if scope is None or scope.run is not self._run:
+            raise WorkflowRuntimeError(f"ctx.{what}() can only be called from a step of this run")
+        return scope
+
+    def send_event(self, event: Event, step: str | None = None) -> None:
+        """Emit ``event`` in addition to what the step returns.
+
+        Args:
+            event: the event; it goes to every step that accepts its type.
+            step: the name of one step to send it to instead.
+
+        Raises:
+            UnknownStepError: ``step`` names no step of the workflow.
+            UnroutableEventError: ``step`` does not accept the event's type.
+        """
+        from .run import current_scope
+
+        scope = current_scope()
+        self._run.send(scope if scope is not None and scope.run is self._run else None, event, step)
+
+    def write_event_to_stream(self, event: Event) -> None:
+        """Put ``event`` on the run's stream (``handler.stream_events()``), in order."""
+        run = self._run
+        import threading
+
+        if threading.get_ident() == run._thread:
+            run.stream.push(event)
+        else:
+            run.loop.call_soon_threadsafe(run.stream.push, event)
+
+    def collect_events(self, event: Event, expected: Sequence[type[Event]]) -> list[Any] | None:
+        """Hold ``event`` until one event of each type in ``expected`` is held.
+
+        Returns ``None`` until then; then the events, in the order of ``expected``.
+        Extra events wait for the next batch; none are lost (G9).
+
+        Example::
+
+            results = ctx.collect_events(ev, [Result] * n)
+            if results is None:
+                return None
+        """
+        scope = self._scope("collect_events")
+        if not expected:
+            step = self._run.graph.nodes[scope.node].name
+            raise WorkflowRuntimeError(
+                f"step {step!r} of workflow {self._run.name!r} called collect_events("
+                f"{type(event).__name__}, []) with no expected types; pass the list of "
+                f"event types to wait for, e.g. [Result] * n"
+            )
+        return self._run.collect(scope, event, expected)
+
+    async def wait_for_event(
+        self,
+        event_type: type[E] | tuple[type[E], ...],
+        requirements: Mapping[str, Any] | None = None,
+        timeout: float | None = 2000.0,
+    ) -> E:
+        """Suspend the step until an event of ``event_type`` matching ``requirements`` arrives.
+
+        While it waits, the step does not hold up the superstep barrier, and the run
+        counts as waiting for input (a pause, not a stall).
+
+        Raises:
+            WaitForEventTimeoutError: nothing matching arrived within ``timeout`` seconds.
+        """
+        scope = self._scope("wait_for_event")
+        types = event_type if isinstance(event_type, tuple) else (event_type,)
+        result: E = await self._run.wait_for(scope, types, dict(requirements or {}), timeout)
+        return result

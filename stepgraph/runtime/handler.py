@@ -1,0 +1,87 @@
+"""WorkflowHandler: the caller's handle on a run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Generator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import RunFinishedError
+from ..events import Event
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .run import Run
+
+__all__ = ["WorkflowHandler"]
+
+
+class WorkflowHandler:
+    """Returned by ``run()``: await it for the result, stream its events, talk to it.
+
+    The run starts when ``run()`` is called, whether or not the handler is awaited.
+
+    Example::
+
+        handler = wf.run(topic="tides")
+        async for ev in handler.stream_events():
+            print(ev)
+        result = await handler
+    """
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._run.future.__await__()
+
+    @property
+    def run_id(self) -> str:
+        """The run's unique id."""
+        return self._run.run_id
+
+    @property
+    def ctx(self) -> Context:
+        """The run's Context."""
+        return self._run.ctx
+
+    def done(self) -> bool:
+        """Whether the run has ended."""
+        return self._run.future.done()
+
+    def result(self) -> Any:
+        """The result of an ended run (raises its error); like ``asyncio.Future.result``."""
+        return self._run.future.result()
+
+    def exception(self) -> BaseException | None:
+        """The error of an ended run, or None."""
+        return self._run.future.exception()
+
+    def stream_events(self) -> AsyncIterator[Any]:
+        """Every event the steps wrote to the stream, in order, ending with the StopEvent."""
+        return self._run.stream.events(self._run.run_id)
+
+    def send_event(self, event: Event, step: str | None = None) -> None:
+        """Send ``event`` into the run from outside (for example a HumanResponseEvent).
+
+        Raises:
+            RunFinishedError: the run has already ended.
+        """
+        if self._run.done:
+            raise RunFinishedError(
+                f"cannot send {type(event).__name__} to run {self._run.run_id} of workflow "
+                f"{self._run.name!r}: the run has already ended"
+            )
+        self._run.send(None, event, step)
+
+    async def cancel(self) -> None:
+        """Cancel the run; awaiting the handler then raises ``WorkflowCancelled``."""
+        run = self._run
+        if not run.done:
+            run.cancel()
+        future = run.future
+        if future.done() and not future.cancelled():
+            future.exception()  # mark retrieved: a cancelled run is not an unhandled error
+        await asyncio.sleep(0)  # let the cancelled workers unwind

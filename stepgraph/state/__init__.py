@@ -1,0 +1,5 @@
+"""Shared run state: the store behind ``ctx.store``."""
+
+from .store import StateStore
+
+__all__ = ["StateStore"]
