@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import inspect
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
@@ -41,6 +43,8 @@ class StepSpec:
         ctx_position: 0 or 1: where the Context goes among (ctx, event); None: no ctx.
         is_async: whether ``func`` is a coroutine function (sync steps run in a thread).
         config: the decorator's options.
+        call: ``call(workflow, ctx, event)`` -> awaitable of the step's result; sync steps
+            run in the loop's default thread pool with the caller's context variables.
     """
 
     name: str
@@ -50,6 +54,7 @@ class StepSpec:
     ctx_position: int | None
     is_async: bool
     config: StepConfig
+    call: Callable[[Any, Any, Any], Awaitable[Any]]
 
 
 @overload
@@ -179,12 +184,46 @@ def inspect_step(owner: str, func: Callable[..., Any], context_type: type) -> St
             f"{where}: its return annotation must name Event subclasses or None, "
             f"got {hints['return']!r}"
         )
+    is_async = inspect.iscoroutinefunction(func)
     return StepSpec(
         name=name,
         func=func,
         accepts=tuple(accepts),
         returns=tuple(returns),
         ctx_position=ctx_position,
-        is_async=inspect.iscoroutinefunction(func),
+        is_async=is_async,
         config=config,
+        call=_caller(func, ctx_position, is_async),
     )
+
+
+def _caller(
+    func: Callable[..., Any], ctx_position: int | None, is_async: bool
+) -> Callable[[Any, Any, Any], Awaitable[Any]]:
+    """Build ``call(workflow, ctx, event)`` once per step, so a hop does no introspection."""
+    if ctx_position is None:
+
+        def arrange(w: Any, c: Any, e: Any) -> tuple[Any, ...]:
+            return (w, e)
+    elif ctx_position == 0:
+
+        def arrange(w: Any, c: Any, e: Any) -> tuple[Any, ...]:
+            return (w, c, e)
+    else:
+
+        def arrange(w: Any, c: Any, e: Any) -> tuple[Any, ...]:
+            return (w, e, c)
+
+    if not is_async:
+
+        def call_in_thread(w: Any, c: Any, e: Any) -> Awaitable[Any]:
+            context = contextvars.copy_context()
+            loop = asyncio.get_running_loop()
+            return loop.run_in_executor(None, context.run, func, *arrange(w, c, e))
+
+        return call_in_thread
+    if ctx_position is None:
+        return lambda w, c, e: func(w, e)
+    if ctx_position == 0:
+        return func
+    return lambda w, c, e: func(w, e, c)

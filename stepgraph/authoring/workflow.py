@@ -146,8 +146,9 @@ class Workflow:
             max_concurrency=self.max_concurrency,
             journal=journal,
         )
+        handler = WorkflowHandler(run)
         run.start(event)
-        return WorkflowHandler(run)
+        return handler
 
     @staticmethod
     def _start_event(

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
+# Commands are slotted, keyword-only dataclasses, treated as immutable: nothing mutates one
+# after construction. They are not frozen=True because a frozen dataclass costs twice as
+# much to construct (object.__setattr__ per field) and these are built on every hop.
+
 __all__ = [
     "CollectResult",
     "Command",
@@ -34,7 +38,7 @@ class RunStatus(Enum):
     CANCELLED = "cancelled"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class StartStep:
     """Run node ``node`` on ``message`` as invocation ``invocation``."""
 
@@ -44,7 +48,7 @@ class StartStep:
     message: object
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class ResolveWait:
     """Wake the waiting invocation ``invocation`` with ``event``."""
 
@@ -53,7 +57,7 @@ class ResolveWait:
     event: object
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class FailWait:
     """The wait of invocation ``invocation`` timed out: raise in the step."""
 
@@ -61,7 +65,7 @@ class FailWait:
     invocation: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class PublishEvent:
     """Put ``event`` on the run's stream (an input request nobody accepts)."""
 
@@ -69,7 +73,7 @@ class PublishEvent:
     event: object
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class CollectResult:
     """The answer to a collect request: the full batch, or ``None`` while incomplete."""
 
@@ -77,7 +81,7 @@ class CollectResult:
     batch: list[object] | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class SuperstepEnded:
     """Superstep ``superstep`` passed its barrier: nothing is in flight (checkpoint here)."""
 
@@ -85,7 +89,7 @@ class SuperstepEnded:
     superstep: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class RunEnded:
     """The run ended with ``status``; ``result`` is the stop message, ``error`` the failure."""
 

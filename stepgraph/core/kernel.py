@@ -70,7 +70,10 @@ def apply(state: RunState, tick: Tick) -> list[Command]:
     if handler is None:
         raise KernelError(f"unknown tick {tick!r} (run {state.run_id!r}, {state.status.value})")
     out: list[Command] = []
-    if state.ended and type(tick) is not CollectRequested:
+    status = state.status
+    if (status is not RunStatus.RUNNING and status is not RunStatus.PENDING) and type(
+        tick
+    ) is not CollectRequested:
         return out  # late news of a run that has ended (cancelled steps finishing)
     if state.status is RunStatus.PENDING and type(tick) is not RunStarted:
         raise KernelError(f"tick {tick!r} before the run started")
@@ -100,7 +103,8 @@ def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Comman
     if tick.emitted:
         _emit(state, inv, tick.emitted, out)
     if state.status is RunStatus.RUNNING:
-        _start(state, inv.node, out)
+        if node.inbox:
+            _start(state, inv.node, out)
         if state.blocked:
             _start_blocked(state, out)
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextvars
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import StepgraphError, WorkflowRuntimeError
 from ..events import Event
 from ..state.store import StateStore
+from ._scope import Scope, current_scope
 
 if TYPE_CHECKING:
-    from .run import Run, _Scope
+    from .run import Run
 
 __all__ = ["Context", "get_context", "set_current_context"]
 
@@ -70,9 +72,7 @@ class Context:
         """Whether the run has not ended yet."""
         return not self._run.done
 
-    def _scope(self, what: str) -> _Scope:
-        from .run import current_scope
-
+    def _scope(self, what: str) -> Scope:
         scope = current_scope()
         if scope is None or scope.run is not self._run:
             raise WorkflowRuntimeError(f"ctx.{what}() can only be called from a step of this run")
@@ -89,16 +89,12 @@ class Context:
             UnknownStepError: ``step`` names no step of the workflow.
             UnroutableEventError: ``step`` does not accept the event's type.
         """
-        from .run import current_scope
-
         scope = current_scope()
         self._run.send(scope if scope is not None and scope.run is self._run else None, event, step)
 
     def write_event_to_stream(self, event: Event) -> None:
         """Put ``event`` on the run's stream (``handler.stream_events()``), in order."""
         run = self._run
-        import threading
-
         if threading.get_ident() == run._thread:
             run.stream.push(event)
         else:

@@ -29,10 +29,12 @@ class WorkflowHandler:
         result = await handler
     """
 
-    __slots__ = ("_run",)
+    __slots__ = ("_ctx", "_run")
 
     def __init__(self, run: Run) -> None:
+        assert run.ctx is not None, "create the handler before the run starts"
         self._run = run
+        self._ctx = run.ctx
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._run.future.__await__()
@@ -45,7 +47,7 @@ class WorkflowHandler:
     @property
     def ctx(self) -> Context:
         """The run's Context."""
-        return self._run.ctx
+        return self._ctx
 
     def done(self) -> bool:
         """Whether the run has ended."""

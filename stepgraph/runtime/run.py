@@ -15,7 +15,7 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import itertools
 import threading
 import uuid
 from collections import deque
@@ -59,6 +59,7 @@ from ..errors import (
 )
 from ..events import Event, StopEvent
 from ..state.store import StateStore
+from ._scope import Scope, current_scope, set_scope
 from .stream import EventStream
 
 if TYPE_CHECKING:
@@ -67,39 +68,17 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "current_scope"]
 
-_scope: contextvars.ContextVar[_Scope] = contextvars.ContextVar("stepgraph_scope")
+_RUN_ID_PREFIX = uuid.uuid4().hex[:16]
+_run_counter = itertools.count(1)
 
 
-def current_scope() -> _Scope | None:
-    """The invocation the calling code runs in, or None outside a step."""
-    return _scope.get(None)
+def new_run_id() -> str:
+    """A unique run id: a random per-process prefix and a counter (cheaper than uuid4)."""
+    return f"{_RUN_ID_PREFIX}{next(_run_counter):016x}"
 
 
-class _Scope:
-    """One invocation of one step: what it sent so far (buffered in superstep mode)."""
-
-    __slots__ = ("invocation", "message", "node", "run", "sent")
-
-    def __init__(self, run: Run, invocation: int, node: int, message: object) -> None:
-        self.run = run
-        self.invocation = invocation
-        self.node = node
-        self.message = message
-        self.sent: list[tuple[object, int | None]] = []
-
-
-class _Slot:
-    """The workers of one node: their queue of started invocations and idle waiters."""
-
-    __slots__ = ("call", "idle", "pending", "running", "spec", "workers")
-
-    def __init__(self, spec: StepSpec, call: Callable[[object], Any]) -> None:
-        self.spec = spec
-        self.call = call
-        self.pending: deque[StartStep] = deque()
-        self.idle: list[asyncio.Future[None]] = []
-        self.workers = 0
-        self.running = 0
+_YIELD_EVERY = 64
+"""A worker yields to the event loop after this many steps in a row without waiting."""
 
 
 def _short(value: object) -> str:
@@ -128,7 +107,7 @@ class Run:
         self.loop = asyncio.get_running_loop()
         self.name = name
         self.graph = graph
-        self.run_id = uuid.uuid4().hex
+        self.run_id = new_run_id()
         self.state = RunState(
             graph, mode=mode, max_supersteps=max_supersteps, max_concurrency=max_concurrency
         )
@@ -137,7 +116,9 @@ class Run:
         self.future: asyncio.Future[Any] = self.loop.create_future()
         self.stream = EventStream()
         self.store = StateStore()
-        self.ctx: Context = Context(self)
+        # The run holds its Context only while it runs: Context -> Run is the lasting
+        # direction, so a finished run is freed by reference counting, not by the GC.
+        self.ctx: Context | None = Context(self)
         self.journal: list[Tick] | None = [] if journal else None
         self.done = False
         self._thread = threading.get_ident()
@@ -145,40 +126,14 @@ class Run:
         self._waits: dict[int, asyncio.Future[Any]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self.on_superstep: list[Callable[[int], None]] = []
-        self._slots = [self._make_slot(spec, workflow) for spec in specs]
+        self._specs = specs
+        self._workflow = workflow
+        self._pending: deque[StartStep] = deque()  # started invocations not yet on a worker
+        self._idle: list[asyncio.Future[None]] = []
+        self._workers = 0
+        self._busy = 0  # workers executing a step body
 
     # -- setup ----------------------------------------------------------------------------------
-
-    def _make_slot(self, spec: StepSpec, workflow: object) -> _Slot:
-        func, ctx, loop = spec.func, self.ctx, self.loop
-        call: Callable[[object], Any]
-        if spec.is_async:
-            if spec.ctx_position is None:
-
-                def call(message: object) -> Any:
-                    return func(workflow, message)
-            elif spec.ctx_position == 0:
-
-                def call(message: object) -> Any:
-                    return func(workflow, ctx, message)
-            else:
-
-                def call(message: object) -> Any:
-                    return func(workflow, message, ctx)
-        else:
-            args: Callable[[object], tuple[object, ...]]
-            if spec.ctx_position is None:
-                args = lambda m: (workflow, m)  # noqa: E731
-            elif spec.ctx_position == 0:
-                args = lambda m: (workflow, ctx, m)  # noqa: E731
-            else:
-                args = lambda m: (workflow, m, ctx)  # noqa: E731
-
-            def call(message: object) -> Any:
-                context = contextvars.copy_context()
-                return loop.run_in_executor(None, context.run, func, *args(message))
-
-        return _Slot(spec, call)
 
     def start(self, start_event: object) -> None:
         """Start the run on the running loop."""
@@ -245,48 +200,63 @@ class Run:
     # -- workers --------------------------------------------------------------------------------
 
     def _dispatch(self, command: StartStep) -> None:
-        slot = self._slots[command.node]
-        slot.pending.append(command)
-        if slot.idle:
-            slot.idle.pop().set_result(None)
-        elif slot.workers - slot.running - len(slot.idle) < len(slot.pending):
-            slot.workers += 1
-            task = self.loop.create_task(self._worker(slot))
-            self._tasks.add(task)
+        """Queue a started invocation for the run's workers; wake or add one if needed.
 
-    async def _worker(self, slot: _Slot) -> None:
+        Workers are shared by all nodes of the run (the kernel already enforces
+        num_workers per node), so a worker that finishes a step usually runs the
+        step it just made ready itself, with no event-loop hand-off.
+        """
+        pending = self._pending
+        pending.append(command)
+        if self._idle:
+            self._idle.pop().set_result(None)
+        elif self._workers - self._busy < len(pending):
+            self._workers += 1
+            self._tasks.add(self.loop.create_task(self._worker()))
+
+    async def _worker(self) -> None:
         from .context import set_current_context
 
-        set_current_context(self.ctx)
-        pending = slot.pending
+        ctx = self.ctx
+        assert ctx is not None
+        set_current_context(ctx)
+        pending = self._pending
+        streak = 0
         while True:
             while pending:
                 command = pending.popleft()
-                slot.running += 1
-                tick = await self._invoke(slot, command)
-                slot.running -= 1
+                self._busy += 1
+                tick = await self._invoke(command)
+                self._busy -= 1
                 self.feed(tick)
                 if self.done:
                     return
+                streak += 1
+                if streak >= _YIELD_EVERY:  # let other tasks run during long chains
+                    streak = 0
+                    await asyncio.sleep(0)
+            streak = 0
             waiter: asyncio.Future[None] = self.loop.create_future()
-            slot.idle.append(waiter)
+            self._idle.append(waiter)
             await waiter
 
-    async def _invoke(self, slot: _Slot, command: StartStep) -> Tick:
-        spec = slot.spec
+    async def _invoke(self, command: StartStep) -> Tick:
+        spec = self._specs[command.node]
+        call = spec.call
+        workflow, ctx = self._workflow, self.ctx
         message = command.message
-        scope = _Scope(self, command.invocation, command.node, message)
-        _scope.set(scope)
+        scope = Scope(self, command.invocation, command.node, message)
+        set_scope(scope)
         timeout = spec.config.timeout
         policy = spec.config.retry_policy
         attempt = 1
         while True:
             try:
                 if timeout is None:
-                    result = await slot.call(message)
+                    result = await call(workflow, ctx, message)
                 else:
                     async with asyncio.timeout(timeout) as deadline:
-                        result = await slot.call(message)
+                        result = await call(workflow, ctx, message)
                 break
             except Exception as exc:
                 timed_out = timeout is not None and deadline.expired()
@@ -334,7 +304,7 @@ class Run:
 
     # -- context services -----------------------------------------------------------------------
 
-    def send(self, scope: _Scope | None, event: object, step: str | None) -> None:
+    def send(self, scope: Scope | None, event: object, step: str | None) -> None:
         """``ctx.send_event``: buffer (superstep mode) or deliver now (async mode)."""
         where = (
             "the caller"
@@ -374,16 +344,20 @@ class Run:
     def send_external(self, event: object, target: int | None) -> None:
         self.feed_threadsafe(ExternalEventReceived(event=event, target=target))
 
-    def collect(self, scope: _Scope, event: object, expected: Sequence[type]) -> list[Any] | None:
-        tick = CollectRequested(invocation=scope.invocation, message=event, expected=expected)  # type: ignore[arg-type]
-        for command in self.call_in_loop(lambda: self.feed(tick)):
+    def collect(self, scope: Scope, event: object, expected: Sequence[type]) -> list[Any] | None:
+        tick = CollectRequested(invocation=scope.invocation, message=event, expected=expected)
+        if threading.get_ident() == self._thread:
+            commands = self.feed(tick)
+        else:
+            commands = self.call_in_loop(lambda: self.feed(tick))
+        for command in commands:
             if type(command) is CollectResult:
                 return command.batch
         return None
 
     async def wait_for(
         self,
-        scope: _Scope,
+        scope: Scope,
         types: tuple[type, ...],
         requirements: Mapping[str, object],
         timeout: float | None,
@@ -430,6 +404,7 @@ class Run:
         if self.done:
             return
         self.done = True
+        self.ctx = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -441,7 +416,10 @@ class Run:
         for waiter in self._waits.values():
             waiter.cancel()
         self._waits.clear()
-        self._slots.clear()
+        self._pending.clear()
+        for waiter in self._idle:
+            waiter.cancel()
+        self._idle.clear()
         future = self.future
         if status is RunStatus.FINISHED:
             if result is not None:
