@@ -15,6 +15,8 @@ step's own exception (with a note naming the step and the event), so that
     |   +-- InvalidStepResultError     a step returned something that is not an event
     |   +-- RunFinishedError           an event was sent to a run that has ended
     |   +-- InvalidStartEventError     run() arguments the start event rejects
+    |   +-- RequestNotFoundError       send_response() for a request that is not open
+    |   +-- InvalidResponseError       send_response() with a value of the wrong type
     +-- WorkflowStalled                nothing runs, nothing is pending, no one waits for input
     +-- SuperstepLimitExceeded         more than max_supersteps supersteps (a runaway loop)
     +-- WorkflowCancelled              the run was cancelled
@@ -26,8 +28,10 @@ step's own exception (with a note naming the step and the event), so that
 from __future__ import annotations
 
 __all__ = [
+    "InvalidResponseError",
     "InvalidStartEventError",
     "InvalidStepResultError",
+    "RequestNotFoundError",
     "RunFinishedError",
     "StepTimeoutError",
     "StepgraphError",
@@ -101,6 +105,17 @@ class WorkflowCancelled(StepgraphError):
 
 class WorkflowTimeoutError(StepgraphError, TimeoutError):
     """The run, a step, or a wait exceeded its timeout."""
+
+
+class RequestNotFoundError(WorkflowRuntimeError, KeyError):
+    """``send_response`` named a request that is not open (unknown, or already answered)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidResponseError(WorkflowRuntimeError, TypeError):
+    """``send_response`` got a value of the wrong type; the request stays open."""
 
 
 class StepTimeoutError(WorkflowTimeoutError):

@@ -55,6 +55,7 @@ class StepSpec:
     is_async: bool
     config: StepConfig
     call: Callable[[Any, Any, Any], Awaitable[Any]]
+    returns_events: bool = True
 
 
 @overload

@@ -13,6 +13,7 @@ from ..errors import InvalidStartEventError, StepgraphError, WorkflowValidationE
 from ..events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from ..runtime.context import Context
 from ..runtime.handler import WorkflowHandler
+from ..runtime.plan import RunPlan
 from ..runtime.run import Run
 from .step import STEP_ATTRIBUTE, StepSpec, inspect_step
 
@@ -23,12 +24,19 @@ _COMPILED = "_stepgraph_compiled_"
 
 @dataclass(frozen=True, slots=True)
 class CompiledWorkflow:
-    """A validated workflow class: its kernel graph and its steps, in graph order."""
+    """A validated workflow class: its run plan, its steps in graph order, its start event."""
 
-    name: str
-    graph: Graph
+    plan: RunPlan
     specs: tuple[StepSpec, ...]
     start_type: type[StartEvent]
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def graph(self) -> Graph:
+        return self.plan.graph
 
 
 class Workflow:
@@ -136,10 +144,8 @@ class Workflow:
     ) -> WorkflowHandler:
         """Create the run's shell in the running loop and start it."""
         run = Run(
-            name=compiled.name,
-            graph=compiled.graph,
-            specs=compiled.specs,
-            workflow=self,
+            compiled.plan,
+            self,
             mode=self.mode,
             timeout=self.timeout,
             max_supersteps=self.max_supersteps,
@@ -241,7 +247,15 @@ def _compile(cls: type) -> CompiledWorkflow:
         input_request_types=(InputRequiredEvent,),
         held_types=(HumanResponseEvent,),
     )
-    return CompiledWorkflow(name=name, graph=graph, specs=specs, start_type=start_type)
+    reducers = dict(getattr(cls, "reducers", None) or {})
+    for key, reducer in reducers.items():
+        if not callable(reducer):
+            raise WorkflowValidationError(
+                f"workflow {name!r}: reducers[{key!r}] is {reducer!r}, not a function "
+                f"(old, new) -> merged"
+            )
+    plan = RunPlan(name=name, graph=graph, programs=specs, context_type=Context, reducers=reducers)
+    return CompiledWorkflow(plan=plan, specs=specs, start_type=start_type)
 
 
 def _most_specific(name: str, types: set[type]) -> type[StartEvent]:

@@ -9,7 +9,7 @@ one batch wait in their queues for the next batch and are never lost.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 __all__ = ["Collector", "collector_key"]
 
@@ -30,20 +30,22 @@ class Collector:
 
     __slots__ = ("_held", "_kind_of", "_missing", "_need", "expected")
 
-    def __init__(self, expected: Sequence[type]) -> None:
+    def __init__(self, expected: Sequence[Hashable]) -> None:
         self.expected = tuple(expected)
-        self._need: dict[type, int] = {}
+        self._need: dict[Hashable, int] = {}
         for kind in self.expected:
             self._need[kind] = self._need.get(kind, 0) + 1
-        self._held: dict[type, deque[object]] = {kind: deque() for kind in self._need}
-        self._kind_of: dict[type, type | None] = {}
+        self._held: dict[Hashable, deque[object]] = {kind: deque() for kind in self._need}
+        self._kind_of: dict[type, Hashable | None] = {}
         self._missing = len(self.expected)
 
-    def _match(self, concrete: type) -> type | None:
+    def _match(self, concrete: type) -> Hashable | None:
         try:
             return self._kind_of[concrete]
         except KeyError:
-            kind = next((k for k in self._need if issubclass(concrete, k)), None)
+            kind = next(
+                (k for k in self._need if isinstance(k, type) and issubclass(concrete, k)), None
+            )
             self._kind_of[concrete] = kind
             return kind
 
@@ -52,6 +54,10 @@ class Collector:
         kind = self._match(type(message))
         if kind is None:
             return None
+        return self.add_kind(kind, message)
+
+    def add_kind(self, kind: Hashable, message: object) -> list[object] | None:
+        """Hold ``message`` as one of ``kind`` (an entry of ``expected``); see :meth:`add`."""
         queue = self._held[kind]
         queue.append(message)
         if len(queue) <= self._need[kind]:
@@ -71,7 +77,8 @@ class Collector:
         """A short description for stall messages: what it holds and what it lacks."""
         parts = []
         for kind, need in self._need.items():
-            parts.append(f"{kind.__name__} {min(len(self._held[kind]), need)}/{need}")
+            name = kind.__name__ if isinstance(kind, type) else str(kind)
+            parts.append(f"{name} {min(len(self._held[kind]), need)}/{need}")
         return ", ".join(parts)
 
     def snapshot(self) -> tuple[object, ...]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["EXTERNAL", "Graph", "Node"]
+__all__ = ["EXTERNAL", "FanIn", "Graph", "Node"]
 
 EXTERNAL = -1
 """Sender index used for messages that come from outside the run (start, send_event)."""
@@ -35,6 +35,21 @@ class Node:
     num_workers: int = 1
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FanIn:
+    """A fan-in edge: ``target`` receives one list per complete set, one message per source.
+
+    Attributes:
+        target: index of the node receiving the batches.
+        sources: indexes of the source nodes, in batch order.
+        label: name used in stall messages.
+    """
+
+    target: int
+    sources: tuple[int, ...]
+    label: str = ""
+
+
 @dataclass(slots=True, kw_only=True, eq=False)
 class Graph:
     """A compiled, validated workflow graph.
@@ -50,7 +65,12 @@ class Graph:
         finish_when_idle: when true, a run with nothing left to do ends successfully
             (executor graphs) instead of raising ``WorkflowStalled``.
         router: optional explicit router ``(sender index, message) -> target indexes``;
-            when absent, messages are routed by type to every accepting node.
+            when absent, messages are routed by type to every accepting node. With a
+            router, the kernel checks that each target accepts the message's type.
+        output_types: message types that are run outputs: recorded in order and published
+            on the stream, never routed.
+        fan_ins: fan-in edges; a message from a source to a fan-in's target is held until
+            every source has sent one, then the target gets them as one list (G9).
     """
 
     name: str
@@ -60,11 +80,19 @@ class Graph:
     held_types: tuple[type, ...] = ()
     finish_when_idle: bool = False
     router: Callable[[int, object], tuple[int, ...]] | None = None
+    output_types: tuple[type, ...] = ()
+    fan_ins: tuple[FanIn, ...] = ()
     index_of: dict[str, int] = field(init=False)
+    fan_in_of: dict[tuple[int, int], tuple[int, int]] = field(init=False)
     _routes: dict[type, tuple[int, ...]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.index_of = {node.name: node.index for node in self.nodes}
+        self.fan_in_of = {
+            (source, fan_in.target): (group, position)
+            for group, fan_in in enumerate(self.fan_ins)
+            for position, source in enumerate(fan_in.sources)
+        }
         for position, node in enumerate(self.nodes):
             if node.index != position:
                 raise ValueError(f"node {node.name!r} has index {node.index}, expected {position}")
@@ -91,6 +119,10 @@ class Graph:
     def is_input_request(self, message: object) -> bool:
         """Whether ``message`` asks the caller for input."""
         return isinstance(message, self.input_request_types)
+
+    def is_output(self, message: object) -> bool:
+        """Whether ``message`` is a run output."""
+        return isinstance(message, self.output_types)
 
     def is_held(self, message: object) -> bool:
         """Whether ``message`` may wait, unaccepted, for a ``wait_for_event``."""

@@ -19,7 +19,7 @@ are delivered at once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ..errors import (
     SuperstepLimitExceeded,
@@ -234,6 +234,10 @@ def _deliver(
 ) -> None:
     """Hand ``message`` to a waiter, or enqueue it at its target nodes and start them."""
     graph = state.graph
+    if graph.output_types and isinstance(message, graph.output_types):
+        state.outputs.append(message)
+        out.append(PublishEvent(event=message))
+        return
     if state.waiters:
         for waiter in state.waiters.values():
             if waiter.matches(message):
@@ -253,11 +257,31 @@ def _deliver(
         else:
             _end(state, RunStatus.FAILED, None, _unroutable(state, sender, message), out)
         return
-    nodes = state.nodes
     for index in targets:
-        nodes[index].inbox.append((message, generation))
+        if graph.fan_in_of:  # executor graphs only
+            group = graph.fan_in_of.get((sender, index))
+            if group is not None:
+                batch = _hold_for_fan_in(state, group, message)
+                if batch is None:
+                    continue
+                message = batch
+        if graph.router is not None and not graph.accepts(index, message):
+            error = _not_accepted(state, sender, index, message)
+            _end(state, RunStatus.FAILED, None, error, out)
+            return
+        state.nodes[index].inbox.append((message, generation))
         state.queued += 1
         _start(state, index, out)
+
+
+def _hold_for_fan_in(state: RunState, group: tuple[int, int], message: object) -> object:
+    """Hold a message bound for a fan-in; return the batch list once every source sent one."""
+    buffers = state.fan_in_buffers
+    collector = buffers.get(group[0])
+    if collector is None:
+        sources = state.graph.fan_ins[group[0]].sources
+        collector = buffers[group[0]] = Collector(range(len(sources)))
+    return collector.add_kind(group[1], message)
 
 
 def _resolve(state: RunState, waiter: Waiter, message: object, out: list[Command]) -> None:
@@ -303,6 +327,10 @@ def _settle(state: RunState, out: list[Command]) -> None:
     """Pass the barrier, finish, or detect a stall once nothing runs or waits to start."""
     while state.status is RunStatus.RUNNING and state.running == 0 and state.queued == 0:
         if state.stop is not None:
+            error = _first_unroutable(state)
+            if error is not None:
+                _end(state, RunStatus.FAILED, None, error, out)
+                return
             _end(state, RunStatus.FINISHED, state.stop[1], None, out)
             return
         if state.outbox:
@@ -310,6 +338,21 @@ def _settle(state: RunState, out: list[Command]) -> None:
             continue
         _idle(state, out)
         return
+
+
+def _first_unroutable(state: RunState) -> UnroutableEventError | None:
+    """At the final barrier: an undelivered message no node would take is still an error."""
+    graph = state.graph
+    for order, _, emitted in state.outbox:
+        for message, target in emitted:
+            if target is not None or graph.is_stop(message) or graph.is_output(message):
+                continue
+            if graph.is_input_request(message) or graph.is_held(message):
+                continue
+            if type(message) in state.awaited_types or graph.route(order[0], message):
+                continue
+            return _unroutable(state, order[0], message)
+    return None
 
 
 def _barrier(state: RunState, out: list[Command]) -> None:
@@ -365,14 +408,37 @@ def _describe(message: object) -> str:
 
 
 def _sender_name(state: RunState, sender: int) -> str:
-    return "the caller" if sender == EXTERNAL else f"step {state.graph.nodes[sender].name!r}"
+    if sender == EXTERNAL:
+        return "the caller"
+    kind = "step" if state.graph.router is None else "executor"
+    return f"{kind} {state.graph.nodes[sender].name!r}"
 
 
 def _unroutable(state: RunState, sender: int, message: object) -> UnroutableEventError:
+    graph = state.graph
+    if graph.router is not None and sender != EXTERNAL:
+        name = graph.nodes[sender].name
+        return UnroutableEventError(
+            f"workflow {graph.name!r}: executor {name!r} sent {type(message).__name__} "
+            f"({_describe(message)}) but no edge out of {name!r} takes it (no edge, or every "
+            f"condition was false); add an edge, a Default case, or use yield_output for results"
+        )
     return UnroutableEventError(
         f"workflow {state.graph.name!r}: {_sender_name(state, sender)} emitted "
         f"{type(message).__name__} ({_describe(message)}) but no step accepts "
         f"{type(message).__name__}; add a step whose event parameter is annotated with it"
+    )
+
+
+def _not_accepted(
+    state: RunState, sender: int, target: int, message: object
+) -> UnroutableEventError:
+    node = state.graph.nodes[target]
+    return UnroutableEventError(
+        f"workflow {state.graph.name!r}: {_sender_name(state, sender)} sent "
+        f"{type(message).__name__} ({_describe(message)}) to {node.name!r}, which has no "
+        f"handler for {type(message).__name__} (it handles "
+        f"{', '.join(t.__name__ for t in node.accepts)})"
     )
 
 
@@ -388,10 +454,18 @@ def _limit_error(state: RunState) -> SuperstepLimitExceeded:
 def _stall_error(state: RunState) -> WorkflowStalled:
     graph = state.graph
     collectors = tuple(
-        f"step {graph.nodes[int(str(key[0]))].name!r} collects {c.describe()}"
+        f"step {graph.nodes[cast(int, key[0])].name!r} collects {c.describe()}"
         for key, c in state.collectors.items()
     )
     last = tuple(f"{type(m).__name__} -> step {graph.nodes[i].name!r}" for i, m in state.recent)
+    for group, buffer in state.fan_in_buffers.items():
+        if buffer.held:
+            fan_in = graph.fan_ins[group]
+            sources = ", ".join(graph.names(fan_in.sources))
+            collectors += (
+                f"fan-in into {graph.nodes[fan_in.target].name!r} from [{sources}] holds "
+                f"{buffer.describe()}",
+            )
     unclaimed = [type(m).__name__ for m in state.unclaimed]
     parts = [
         f"workflow {graph.name!r} stalled at superstep {state.superstep}: nothing runs, "

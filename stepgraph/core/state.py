@@ -106,6 +106,8 @@ class RunState:
     unclaimed: deque[object] = field(default_factory=deque)
     input_requests: int = 0
     collectors: dict[tuple[object, ...], Collector] = field(default_factory=dict)
+    fan_in_buffers: dict[int, Collector] = field(default_factory=dict)
+    outputs: list[object] = field(default_factory=list)
     recent: deque[tuple[int, object]] = field(default_factory=lambda: deque(maxlen=5))
     result: object = None
     error: BaseException | None = None
@@ -146,6 +148,8 @@ class RunState:
             "unclaimed": tuple(self.unclaimed),
             "input_requests": self.input_requests,
             "collectors": {k: c.snapshot() for k, c in self.collectors.items()},
+            "fan_in_buffers": {k: c.snapshot() for k, c in sorted(self.fan_in_buffers.items())},
+            "outputs": list(self.outputs),
             "recent": tuple(self.recent),
             "result": self.result,
             "error": None if self.error is None else (type(self.error), str(self.error)),

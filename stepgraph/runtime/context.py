@@ -89,8 +89,16 @@ class Context:
             UnknownStepError: ``step`` names no step of the workflow.
             UnroutableEventError: ``step`` does not accept the event's type.
         """
+        run = self._run
         scope = current_scope()
-        self._run.send(scope if scope is not None and scope.run is self._run else None, event, step)
+        if scope is not None and scope.run is not run:
+            scope = None
+        if not isinstance(event, Event):
+            raise WorkflowRuntimeError(
+                f"{run.where(scope)} sent {event!r:.200} ({type(event).__name__}); "
+                f"send_event takes an Event"
+            )
+        run.send(scope, event, step)
 
     def write_event_to_stream(self, event: Event) -> None:
         """Put ``event`` on the run's stream (``handler.stream_events()``), in order."""

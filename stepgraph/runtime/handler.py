@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RunFinishedError
+from ..errors import RunFinishedError, WorkflowRuntimeError
 from ..events import Event
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ class WorkflowHandler:
     """
 
     __slots__ = ("_ctx", "_run")
+    _ctx: Any
 
     def __init__(self, run: Run) -> None:
         assert run.ctx is not None, "create the handler before the run starts"
@@ -46,8 +47,9 @@ class WorkflowHandler:
 
     @property
     def ctx(self) -> Context:
-        """The run's Context."""
-        return self._ctx
+        """The run's context: a ``Context`` (``@step``) or ``WorkflowContext`` (graphs)."""
+        ctx: Context = self._ctx
+        return ctx
 
     def done(self) -> bool:
         """Whether the run has ended."""
@@ -76,7 +78,30 @@ class WorkflowHandler:
                 f"cannot send {type(event).__name__} to run {self._run.run_id} of workflow "
                 f"{self._run.name!r}: the run has already ended"
             )
+        if not isinstance(event, Event) and not self._run.plan.executor_graph:
+            raise WorkflowRuntimeError(
+                f"handler.send_event({event!r:.200}): run {self._run.run_id} of workflow "
+                f"{self._run.name!r} takes Event instances"
+            )
         self._run.send(None, event, step)
+
+    async def send_response(self, request_id: str, response: Any) -> None:
+        """Answer the request ``request_id`` (from a ``RequestInfoEvent``) with ``response``.
+
+        Raises:
+            RequestNotFoundError: no such request is open.
+            InvalidResponseError: ``response`` is not of the requested type; the request
+                stays open, so you can answer again.
+            RunFinishedError: the run has already ended.
+        """
+        if self._run.done:
+            raise RunFinishedError(
+                f"cannot answer request {request_id!r}: run {self._run.run_id} of workflow "
+                f"{self._run.name!r} has already ended"
+            )
+        forwarded = self._run.respond(request_id, response)
+        if forwarded is not None:
+            await forwarded
 
     async def cancel(self) -> None:
         """Cancel the run; awaiting the handler then raises ``WorkflowCancelled``."""

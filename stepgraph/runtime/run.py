@@ -4,8 +4,9 @@ Rules of this module:
 
 * All asyncio objects of a run are created inside the loop that runs it (G1), when
   the run starts; the workflow object holds none of them.
-* Each node has long-lived worker tasks (at most ``num_workers``), fed through a
-  deque and woken by a future: one loop hand-off per hop, no Task per invocation.
+* A run has long-lived worker tasks shared by its nodes (the kernel enforces each
+  node's ``num_workers``), fed through a deque and woken by a future: no Task per
+  invocation, and a worker runs the step it just made ready without a hand-off.
 * ``feed`` is the only path into the kernel; it never re-enters itself, because no
   command is carried out by feeding another tick synchronously.
 * When the run ends every worker is cancelled and the run drops its references,
@@ -17,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import types
+import typing
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +32,6 @@ from ..core import (
     EventsSent,
     ExternalEventReceived,
     FailWait,
-    Graph,
     Mode,
     PublishEvent,
     ResolveWait,
@@ -48,7 +50,9 @@ from ..core import (
     apply,
 )
 from ..errors import (
+    InvalidResponseError,
     InvalidStepResultError,
+    RequestNotFoundError,
     StepgraphError,
     StepTimeoutError,
     UnknownStepError,
@@ -58,13 +62,20 @@ from ..errors import (
     WorkflowRuntimeError,
 )
 from ..events import Event, StopEvent
+from ..graph_events import (
+    ExecutorCompletedEvent,
+    ExecutorInvokedEvent,
+    RequestInfoEvent,
+    RunResult,
+    SuperstepCompletedEvent,
+)
 from ..state.store import StateStore
 from ._scope import Scope, current_scope, set_scope
+from .plan import NodeProgram, RunPlan
 from .stream import EventStream
 
 if TYPE_CHECKING:
-    from ..authoring.step import StepSpec
-    from .context import Context
+    pass
 
 __all__ = ["Run", "current_scope"]
 
@@ -81,44 +92,88 @@ _YIELD_EVERY = 64
 """A worker yields to the event loop after this many steps in a row without waiting."""
 
 
+def _is_instance(value: object, expected: Any) -> bool:
+    """isinstance that understands Any/object, unions and generic aliases (list[str])."""
+    if expected is Any or expected is object:
+        return True
+    origin = typing.get_origin(expected)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_is_instance(value, arg) for arg in typing.get_args(expected))
+    if origin is not None:
+        expected = origin
+    return isinstance(value, expected)
+
+
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-class Run:
-    """The shell of one run of a ``@step`` workflow."""
+class _Request:
+    """An open request for information (executor graphs)."""
+
+    __slots__ = ("data", "forward", "node", "response_type")
 
     def __init__(
         self,
+        node: int,
+        data: object,
+        response_type: type,
+        forward: Callable[[object], Any] | None = None,
+    ) -> None:
+        self.node = node
+        self.data = data
+        self.response_type = response_type
+        self.forward = forward
+
+
+class ResponseMessage:
+    """The caller's answer to a request, delivered to the executor that asked."""
+
+    __slots__ = ("data", "request_id", "response")
+
+    def __init__(self, request_id: str, data: object, response: object) -> None:
+        self.request_id = request_id
+        self.data = data
+        self.response = response
+
+    def __repr__(self) -> str:
+        return f"ResponseMessage(request_id={self.request_id!r}, response={self.response!r})"
+
+
+class Run:
+    """The shell of one run: a kernel state, its workers, its stream and its shared state."""
+
+    def __init__(
+        self,
+        plan: RunPlan,
+        owner: object,
         *,
-        name: str,
-        graph: Graph,
-        specs: Sequence[StepSpec],
-        workflow: object,
         mode: Mode,
         timeout: float | None,
         max_supersteps: int,
         max_concurrency: int | None,
         journal: bool = False,
     ) -> None:
-        from .context import Context
-
         self.loop = asyncio.get_running_loop()
-        self.name = name
-        self.graph = graph
+        self.plan = plan
+        self.name = plan.name
+        graph = self.graph = plan.graph
         self.run_id = new_run_id()
         self.state = RunState(
             graph, mode=mode, max_supersteps=max_supersteps, max_concurrency=max_concurrency
         )
-        self.superstep_mode = mode is Mode.SUPERSTEP
         self.timeout = timeout
         self.future: asyncio.Future[Any] = self.loop.create_future()
         self.stream = EventStream()
-        self.store = StateStore()
+        self.superstep_mode = mode is Mode.SUPERSTEP
+        self.store = StateStore(
+            reducers=plan.reducers,
+            order=self._writer_position if plan.reducers and self.superstep_mode else None,
+        )
         # The run holds its Context only while it runs: Context -> Run is the lasting
         # direction, so a finished run is freed by reference counting, not by the GC.
-        self.ctx: Context | None = Context(self)
+        self.ctx: Any = plan.context_type(self)
         self.journal: list[Tick] | None = [] if journal else None
         self.done = False
         self._thread = threading.get_ident()
@@ -126,8 +181,10 @@ class Run:
         self._waits: dict[int, asyncio.Future[Any]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self.on_superstep: list[Callable[[int], None]] = []
-        self._specs = specs
-        self._workflow = workflow
+        self._specs: tuple[NodeProgram, ...] = plan.programs
+        self._workflow = owner
+        self.requests: dict[str, _Request] = {}
+        self.lifecycle = False  # executor graphs: switched on when the stream is consumed
         self._pending: deque[StartStep] = deque()  # started invocations not yet on a worker
         self._idle: list[asyncio.Future[None]] = []
         self._workers = 0
@@ -165,13 +222,27 @@ class Run:
             elif kind is RunEnded:
                 self._end(command.status, command.result, command.error)  # type: ignore[union-attr]
             elif kind is SuperstepEnded:
-                for hook in self.on_superstep:
-                    hook(command.superstep)  # type: ignore[union-attr]
+                self._superstep_ended(command.superstep)  # type: ignore[union-attr]
             elif kind is PublishEvent:
                 self.stream.push(command.event)  # type: ignore[union-attr]
             elif kind is FailWait:
                 self._fail_wait(command.invocation)  # type: ignore[union-attr]
         return commands
+
+    def _superstep_ended(self, superstep: int) -> None:
+        self.store.apply_pending()
+        if self.lifecycle:
+            self.stream.push(SuperstepCompletedEvent(superstep=superstep))
+        for hook in self.on_superstep:
+            hook(superstep)
+
+    def _writer_position(self) -> tuple[int, int] | None:
+        """The deterministic position of the step writing to the store (reducer order)."""
+        scope = current_scope()
+        if scope is None or scope.run is not self:
+            return None
+        invocation = self.state.invocations.get(scope.invocation)
+        return None if invocation is None else invocation.order
 
     def feed_threadsafe(self, tick: Tick) -> None:
         """Feed from any thread (sync steps run in a thread)."""
@@ -208,6 +279,9 @@ class Run:
         """
         pending = self._pending
         pending.append(command)
+        if self.lifecycle:
+            name = self._specs[command.node].name
+            self.stream.push(ExecutorInvokedEvent(executor_id=name))
         if self._idle:
             self._idle.pop().set_result(None)
         elif self._workers - self._busy < len(pending):
@@ -228,6 +302,9 @@ class Run:
                 self._busy += 1
                 tick = await self._invoke(command)
                 self._busy -= 1
+                if self.lifecycle:
+                    name = self._specs[command.node].name
+                    self.stream.push(ExecutorCompletedEvent(executor_id=name))
                 self.feed(tick)
                 if self.done:
                     return
@@ -272,21 +349,28 @@ class Run:
         sent = scope.sent
         if result is None:
             return StepCompleted(invocation=command.invocation, emitted=tuple(sent))
-        if isinstance(result, Event):
+        if isinstance(result, Event) and spec.returns_events:
             sent.append((result, None))
             return StepCompleted(invocation=command.invocation, emitted=tuple(sent))
+        if spec.returns_events:
+            hint = "a step returns an Event or None (send several with ctx.send_event)"
+        else:
+            hint = "a handler returns None; send messages with `await ctx.send_message(...)`"
         error = InvalidStepResultError(
-            f"step {spec.name!r} of workflow {self.name!r} returned {_short(result)} "
-            f"({type(result).__name__}) processing {type(message).__name__}; a step returns "
-            f"an Event or None (send several events with ctx.send_event)"
+            f"{self._kind} {spec.name!r} of workflow {self.name!r} returned {_short(result)} "
+            f"({type(result).__name__}) processing {type(message).__name__}; {hint}"
         )
         return StepFailed(invocation=command.invocation, error=error)
 
+    @property
+    def _kind(self) -> str:
+        return "executor" if self.plan.executor_graph else "step"
+
     def _step_error(
-        self, spec: StepSpec, message: object, exc: Exception, attempt: int, timed_out: bool
+        self, spec: NodeProgram, message: object, exc: Exception, attempt: int, timed_out: bool
     ) -> BaseException:
         where = (
-            f"step {spec.name!r} of workflow {self.name!r} (run {self.run_id}) "
+            f"{self._kind} {spec.name!r} of workflow {self.name!r} (run {self.run_id}) "
             f"processing {type(message).__name__}: {_short(message)}"
         )
         if timed_out:
@@ -304,42 +388,94 @@ class Run:
 
     # -- context services -----------------------------------------------------------------------
 
+    def where(self, scope: Scope | None) -> str:
+        """Who is acting, for messages: the caller, or a step of this run."""
+        if scope is None or scope.run is not self:
+            return "the caller"
+        return f"{self._kind} {self.graph.nodes[scope.node].name!r} of workflow {self.name!r}"
+
     def send(self, scope: Scope | None, event: object, step: str | None) -> None:
-        """``ctx.send_event``: buffer (superstep mode) or deliver now (async mode)."""
-        where = (
-            "the caller"
-            if scope is None
-            else f"step {self.graph.nodes[scope.node].name!r} of workflow {self.name!r}"
-        )
-        if not isinstance(event, Event):
-            raise WorkflowRuntimeError(
-                f"{where} sent {_short(event)} ({type(event).__name__}); send_event takes an Event"
-            )
-        target = self._target(where, event, step)
+        """Send from a step or from the caller, to the routed nodes or to node ``step``."""
+        target = self._target(self.where(scope), event, step)
         if scope is None or scope.run is not self:
             self.send_external(event, target)
-        elif self.superstep_mode:
-            scope.sent.append((event, target))
+        else:
+            self.emit(scope, event, target)
+
+    def emit(self, scope: Scope, message: object, target: int | None = None) -> None:
+        """Emit from a step: buffered until it returns (superstep mode) or delivered now."""
+        if self.superstep_mode:
+            scope.sent.append((message, target))
         else:
             self.feed_threadsafe(
-                EventsSent(invocation=scope.invocation, emitted=((event, target),))
+                EventsSent(invocation=scope.invocation, emitted=((message, target),))
             )
 
     def _target(self, where: str, event: object, step: str | None) -> int | None:
         if step is None:
             return None
+        kind = self._kind
         index = self.graph.index_of.get(step)
         if index is None:
             raise UnknownStepError(
-                f"{where} sent {type(event).__name__} to step {step!r}, but workflow "
-                f"{self.name!r} has no such step; its steps are {sorted(self.graph.index_of)}"
+                f"{where} sent {type(event).__name__} to {kind} {step!r}, but workflow "
+                f"{self.name!r} has no such {kind}; it has {sorted(self.graph.index_of)}"
             )
         if not self.graph.accepts(index, event) and not isinstance(event, StopEvent):
             raise UnroutableEventError(
-                f"{where} sent {type(event).__name__} to step {step!r}, which does not accept "
-                f"it (it accepts {[t.__name__ for t in self.graph.nodes[index].accepts]})"
+                f"{where} sent {type(event).__name__} to {kind} {step!r}, which does not "
+                f"accept it (it accepts {[t.__name__ for t in self.graph.nodes[index].accepts]})"
             )
         return index
+
+    # -- requests for information (executor graphs) ---------------------------------------------
+
+    def request(
+        self,
+        scope: Scope,
+        data: object,
+        response_type: type,
+        forward: Callable[[object], Any] | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """Open a request: publish a RequestInfoEvent; the answer comes by ``respond``."""
+        request_id = request_id or uuid.uuid4().hex
+        node = scope.node
+        self.requests[request_id] = _Request(node, data, response_type, forward)
+        event = RequestInfoEvent(
+            request_id=request_id,
+            data=data,
+            source_executor_id=self.graph.nodes[node].name,
+            response_type=getattr(response_type, "__name__", str(response_type)),
+        )
+        if forward is not None:
+            self.stream.push(event)  # a sub-workflow's request: its run is the one waiting
+        else:
+            self.emit(scope, event)
+        return request_id
+
+    def respond(self, request_id: str, response: object) -> Any:
+        """Answer an open request; a response of the wrong type leaves it open."""
+        request = self.requests.get(request_id)
+        if request is None:
+            raise RequestNotFoundError(
+                f"run {self.run_id} of workflow {self.name!r} has no open request "
+                f"{request_id!r} (open: {sorted(self.requests) or 'none'})"
+            )
+        expected = request.response_type
+        if not _is_instance(response, expected):
+            raise InvalidResponseError(
+                f"request {request_id!r} from executor "
+                f"{self.graph.nodes[request.node].name!r} expects a "
+                f"{getattr(expected, '__name__', expected)}, got {type(response).__name__} "
+                f"({_short(response)}); the request stays open"
+            )
+        del self.requests[request_id]
+        if request.forward is not None:
+            return request.forward(response)
+        message = ResponseMessage(request_id, request.data, response)
+        self.feed(ExternalEventReceived(event=message, target=request.node))
+        return None
 
     def send_external(self, event: object, target: int | None) -> None:
         self.feed_threadsafe(ExternalEventReceived(event=event, target=target))
@@ -405,6 +541,7 @@ class Run:
             return
         self.done = True
         self.ctx = None
+        self.store.apply_pending()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -422,12 +559,13 @@ class Run:
         self._idle.clear()
         future = self.future
         if status is RunStatus.FINISHED:
-            if result is not None:
-                self.stream.push(result)
-            value = result
-            if type(result) is StopEvent:
-                value = result.result
-            future.set_result(value)
+            if self.plan.executor_graph:
+                outputs = [output.data for output in self.state.outputs]  # type: ignore[attr-defined]
+                future.set_result(RunResult(outputs, self.run_id, self.store.to_dict()))
+            else:
+                if result is not None:
+                    self.stream.push(result)
+                future.set_result(result.result if type(result) is StopEvent else result)
         elif status is RunStatus.CANCELLED:
             future.set_exception(error or WorkflowCancelled(f"run {self.run_id} was cancelled"))
         else:

@@ -5,14 +5,21 @@ event loop, so no other step can interleave with it. ``edit()`` takes the
 store's lock for a multi-key block; single operations from other steps wait
 for it. An edit block works on an overlay and commits only when the block
 exits normally: an exception inside it leaves the state unchanged.
+
+Keys with a reducer (see :mod:`stepgraph.state.reducers`) merge writes instead of
+replacing the value. When the store buffers (superstep mode), a write to such a
+key is held until the barrier and merged there in deterministic order; ``get``
+returns the value as of the last barrier.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
+
+from ..errors import WorkflowRuntimeError
 
 __all__ = ["StateStore"]
 
@@ -22,12 +29,57 @@ _DELETED = object()
 class StateStore:
     """Key-value state shared by the steps of one run (``ctx.store``)."""
 
-    __slots__ = ("_data", "_lock", "_owner")
+    __slots__ = ("_data", "_lock", "_order", "_owner", "_pending", "_reducers")
 
-    def __init__(self, initial: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        initial: dict[str, Any] | None = None,
+        *,
+        reducers: Mapping[str, Callable[[Any, Any], Any]] | None = None,
+        order: Callable[[], tuple[int, int] | None] | None = None,
+    ) -> None:
+        """Create a store.
+
+        Args:
+            initial: the starting content.
+            reducers: per-key merge functions ``(old, new) -> merged``.
+            order: when given, reducer writes are buffered until :meth:`apply_pending`;
+                it returns the deterministic position of the writing step, or None
+                outside a step (then the write merges at once).
+        """
         self._data: dict[str, Any] = dict(initial or {})
         self._lock: asyncio.Lock | None = None
         self._owner: asyncio.Task[Any] | None = None
+        self._reducers = dict(reducers or {})
+        self._order = order
+        self._pending: list[tuple[tuple[int, int], int, str, Any]] = []
+
+    def _write(self, key: str, value: Any) -> None:
+        reducer = self._reducers.get(key) if self._reducers else None
+        if reducer is None:
+            self._data[key] = value
+            return
+        position = self._order() if self._order is not None else None
+        if position is None:
+            self._data[key] = reducer(self._data.get(key), value)
+        else:
+            self._pending.append((position, len(self._pending), key, value))
+
+    def apply_pending(self) -> None:
+        """Merge the buffered reducer writes, by (writer position, write order)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        pending.sort(key=lambda entry: (entry[0], entry[1]))
+        for _, _, key, value in pending:
+            self._data[key] = self._reducers[key](self._data.get(key), value)
+
+    def _no_reducer(self, key: str, what: str) -> None:
+        if key in self._reducers:
+            raise WorkflowRuntimeError(
+                f"ctx.store.{what}({key!r}, ...): key {key!r} has a reducer, which merges "
+                f"writes; write to it with ctx.store.set({key!r}, value)"
+            )
 
     def _busy(self) -> bool:
         lock = self._lock
@@ -49,16 +101,17 @@ class StateStore:
         """Set ``key`` to ``value``."""
         if self._busy():
             async with self._get_lock():
-                self._data[key] = value
+                self._write(key, value)
                 return
-        self._data[key] = value
+        self._write(key, value)
 
     async def update(self, key: str, fn: Callable[[Any], Any]) -> Any:
         """Atomically replace the value of ``key`` by ``fn(old)`` and return it.
 
         ``old`` is ``None`` when the key is missing. ``fn`` may be a coroutine
-        function; the key stays locked while it runs.
+        function; the key stays locked while it runs. Not for keys with a reducer.
         """
+        self._no_reducer(key, "update")
         if self._busy() or asyncio.iscoroutinefunction(fn):
             async with self._locked():
                 value = fn(self._data.get(key))
@@ -72,6 +125,7 @@ class StateStore:
 
     async def delete(self, key: str) -> None:
         """Remove ``key`` if present."""
+        self._no_reducer(key, "delete")
         if self._busy():
             async with self._get_lock():
                 self._data.pop(key, None)
@@ -103,7 +157,7 @@ class StateStore:
         async with self._locked():
             view = _EditView(self._data)
             yield view
-            view.commit()
+            view.commit(self)
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow copy of the whole state."""
@@ -146,10 +200,11 @@ class _EditView(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return sum(1 for _ in self._keys())
 
-    def commit(self) -> None:
+    def commit(self, store: StateStore) -> None:
         for key, value in self._changes.items():
             if value is _DELETED:
+                store._no_reducer(key, "edit() deleting")
                 self._base.pop(key, None)
             else:
-                self._base[key] = value
+                store._write(key, value)
         self._changes.clear()
