@@ -182,11 +182,23 @@ class Workflow:
 
     def run_sync(self, start_event: StartEvent | None = None, **kwargs: Any) -> Any:
         """Run to completion in a new event loop (for scripts) and return the result."""
+        _no_running_loop(type(self).__name__)
 
         async def main() -> Any:
             return await self.run(start_event, **kwargs)
 
         return asyncio.run(main())
+
+
+def _no_running_loop(name: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise StepgraphError(
+        f"{name}.run_sync() was called inside a running event loop; use "
+        f"`await {name}(...).run(...)` there (run_sync is for scripts)"
+    )
 
 
 def _collect_steps(cls: type) -> list[Any]:

@@ -15,7 +15,7 @@ from .commands import (
     StartStep,
     SuperstepEnded,
 )
-from .graph import EXTERNAL, Graph, Node
+from .graph import EXTERNAL, FanIn, Graph, Node
 from .kernel import KernelError, apply
 from .state import Mode, RunState
 from .ticks import (
@@ -43,6 +43,7 @@ __all__ = [
     "EventsSent",
     "ExternalEventReceived",
     "FailWait",
+    "FanIn",
     "Graph",
     "KernelError",
     "Mode",

@@ -43,7 +43,8 @@ class Collector:
         try:
             return self._kind_of[concrete]
         except KeyError:
-            kind = next(
+            # An exact match first, so that [Base, Sub] files a Sub under Sub, not Base.
+            kind = (concrete if concrete in self._need else None) or next(
                 (k for k in self._need if isinstance(k, type) and issubclass(concrete, k)), None
             )
             self._kind_of[concrete] = kind

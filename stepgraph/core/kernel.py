@@ -141,6 +141,8 @@ def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) 
             _resolve(state, waiter, held, out)
             return
     state.waiters[inv.id] = waiter
+    if state.blocked:  # the waiting step frees its slot: start what max_concurrency held back
+        _start_blocked(state, out)
 
 
 def _apply_wait_timed_out(state: RunState, tick: WaitTimedOut, out: list[Command]) -> None:

@@ -64,8 +64,14 @@ class WorkflowHandler:
         return self._run.future.exception()
 
     def stream_events(self) -> AsyncIterator[Any]:
-        """Every event the steps wrote to the stream, in order, ending with the StopEvent."""
-        return self._run.stream.events(self._run.run_id)
+        """Every event written to the stream, in order, ending with the StopEvent.
+
+        For executor graphs: lifecycle events (from now on), outputs and requests.
+        """
+        run = self._run
+        if run.plan.executor_graph:
+            run.lifecycle = True
+        return run.stream.events(run.run_id)
 
     def send_event(self, event: Event, step: str | None = None) -> None:
         """Send ``event`` into the run from outside (for example a HumanResponseEvent).

@@ -279,9 +279,6 @@ class Run:
         """
         pending = self._pending
         pending.append(command)
-        if self.lifecycle:
-            name = self._specs[command.node].name
-            self.stream.push(ExecutorInvokedEvent(executor_id=name))
         if self._idle:
             self._idle.pop().set_result(None)
         elif self._workers - self._busy < len(pending):
@@ -300,6 +297,9 @@ class Run:
             while pending:
                 command = pending.popleft()
                 self._busy += 1
+                if self.lifecycle:
+                    name = self._specs[command.node].name
+                    self.stream.push(ExecutorInvokedEvent(executor_id=name))
                 tick = await self._invoke(command)
                 self._busy -= 1
                 if self.lifecycle:

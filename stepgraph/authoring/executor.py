@@ -1,0 +1,313 @@
+"""Executors: the nodes of executor graphs, with handlers chosen by message type.
+
+An :class:`Executor` subclass declares ``@handler`` methods; the handler whose
+first parameter's annotation matches the message's type (unions allowed,
+subclasses match, ``list[str]`` matches any list) processes the message.
+``@response_handler`` methods receive answers to ``ctx.request_info``.
+``@executor`` turns one function into an executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from ..errors import UnroutableEventError, WorkflowValidationError
+from ..runtime.retry import RetryPolicy
+from ..runtime.run import ResponseMessage
+from ..runtime.workflow_context import WorkflowContext
+from .step import StepConfig
+
+__all__ = [
+    "Executor",
+    "ExecutorProgram",
+    "FunctionExecutor",
+    "HandlerSpec",
+    "executor",
+    "handler",
+    "response_handler",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_HANDLER = "__stepgraph_handler__"
+_RESPONSE = "__stepgraph_response_handler__"
+
+
+def handler(func: F) -> F:
+    """Mark an executor method as a message handler.
+
+    The handler takes ``(self, message: T, ctx: WorkflowContext)``; ``T`` selects
+    which messages it handles. The ``ctx`` parameter is optional.
+
+    Example::
+
+        class Upper(Executor):
+            @handler
+            async def on_text(self, text: str, ctx: WorkflowContext) -> None:
+                await ctx.send_message(text.upper())
+    """
+    setattr(func, _HANDLER, True)
+    return func
+
+
+def response_handler(func: F) -> F:
+    """Mark an executor method as the receiver of answers to ``ctx.request_info``.
+
+    It takes ``(self, request, response: T, ctx)``: the request's data and the
+    caller's answer; ``T`` selects which answers it receives.
+    """
+    setattr(func, _RESPONSE, True)
+    return func
+
+
+def runtime_types(annotation: Any) -> tuple[type, ...] | None:
+    """The classes an annotation accepts at run time; None when it names no class.
+
+    ``Any``/``object`` accept everything; unions flatten; ``list[str]`` is ``list``.
+    """
+    if annotation is Any or annotation is object:
+        return (object,)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        found: list[type] = []
+        for arg in typing.get_args(annotation):
+            inner = runtime_types(arg)
+            if inner is None:
+                return None
+            found.extend(inner)
+        return tuple(found)
+    if origin is typing.Annotated:
+        return runtime_types(typing.get_args(annotation)[0])
+    if origin is not None and isinstance(origin, type):
+        return (origin,)
+    if annotation is None or annotation is type(None):
+        return (type(None),)
+    if isinstance(annotation, type):
+        return (annotation,)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """One handler: the types it takes, what it may send, and how to call it."""
+
+    name: str
+    types: tuple[type, ...]
+    output_types: tuple[type, ...] | None  # from WorkflowContext[T]; None: undeclared
+    call: Callable[[Any, Any], Awaitable[Any]]  # (message, ctx) -> awaitable
+
+
+def _inspect_handler(
+    owner: str, func: Callable[..., Any], bound_self: object, *, response: bool
+) -> HandlerSpec:
+    where = f"{'response handler' if response else 'handler'} {func.__name__!r} of {owner!r}"
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception as exc:
+        raise WorkflowValidationError(f"{where}: cannot resolve its annotations: {exc}") from exc
+    params = list(inspect.signature(func).parameters.values())
+    if bound_self is not None:
+        params = params[1:]
+    ctx_index: int | None = None
+    values: list[inspect.Parameter] = []
+    for param in params:
+        hint = hints.get(param.name)
+        base = typing.get_origin(hint) or hint
+        if (isinstance(base, type) and issubclass(base, WorkflowContext)) or (
+            hint is None and param.name in ("ctx", "context")
+        ):
+            ctx_index = len(values)
+        else:
+            values.append(param)
+    wanted = 2 if response else 1
+    if len(values) != wanted:
+        shape = "(self, request, response: T, ctx)" if response else "(self, message: T, ctx)"
+        raise WorkflowValidationError(f"{where} must take {shape}; got {len(values)} values")
+    typed = values[-1]
+    if typed.name not in hints:
+        raise WorkflowValidationError(
+            f"{where}: annotate parameter {typed.name!r} with the type it handles"
+        )
+    accepted = runtime_types(hints[typed.name])
+    if not accepted:
+        raise WorkflowValidationError(
+            f"{where}: cannot dispatch on annotation {hints[typed.name]!r} of {typed.name!r}"
+        )
+    output_types: tuple[type, ...] | None = None
+    ctx_hint = next(
+        (hints.get(p.name) for p in params if p.name not in [v.name for v in values]), None
+    )
+    if ctx_hint is not None and typing.get_args(ctx_hint):
+        output_types = runtime_types(typing.get_args(ctx_hint)[0])
+        if output_types == (object,):
+            output_types = None  # WorkflowContext[Any]: sends anything, nothing to check
+    target = func if bound_self is None else func.__get__(bound_self)
+    is_async = inspect.iscoroutinefunction(func)
+    call = _call_adapter(target, ctx_index, is_async, response)
+    return HandlerSpec(func.__name__, accepted, output_types, call)
+
+
+def _call_adapter(
+    target: Callable[..., Any], ctx_index: int | None, is_async: bool, response: bool
+) -> Callable[[Any, Any], Awaitable[Any]]:
+    def arrange(message: Any, ctx: Any) -> tuple[Any, ...]:
+        values: list[Any] = [message.data, message.response] if response else [message]
+        if ctx_index is not None:
+            values.insert(ctx_index, ctx)
+        return tuple(values)
+
+    if is_async:
+        if not response and ctx_index == 1:
+            return lambda message, ctx: target(message, ctx)
+        return lambda message, ctx: target(*arrange(message, ctx))
+
+    def in_thread(message: Any, ctx: Any) -> Awaitable[Any]:
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(None, context.run, target, *arrange(message, ctx))
+
+    return in_thread
+
+
+class Executor:
+    """A node of an executor graph. Subclass it and add ``@handler`` methods.
+
+    Args:
+        id: the node's unique id in a graph (default: the class name).
+        num_workers: how many messages it may process at once (default 1: serial).
+        retry_policy: how a failing handler is retried.
+        timeout: seconds one attempt of a handler may take.
+
+    Keep per-run data in ``ctx.store``, not on ``self``: one executor object serves
+    every run of the graphs it is part of.
+    """
+
+    def __init__(
+        self,
+        id: str | None = None,
+        *,
+        num_workers: int = 1,
+        retry_policy: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.id = id or type(self).__name__
+        if not isinstance(self.id, str) or not self.id:
+            raise WorkflowValidationError(f"{type(self).__name__}(id={id!r}): id must be a str")
+        if num_workers < 1:
+            raise WorkflowValidationError(f"executor {self.id!r}: num_workers must be >= 1")
+        if timeout is not None and timeout <= 0:
+            raise WorkflowValidationError(f"executor {self.id!r}: timeout must be > 0 or None")
+        self.config = StepConfig(
+            num_workers=num_workers, retry_policy=retry_policy, timeout=timeout
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r})"
+
+    def handler_specs(self) -> tuple[list[HandlerSpec], list[HandlerSpec]]:
+        """The message handlers and the response handlers, in definition order."""
+        handlers: dict[str, Any] = {}
+        responses: dict[str, Any] = {}
+        for klass in reversed(type(self).__mro__):
+            for name, value in vars(klass).items():
+                if getattr(value, _HANDLER, False):
+                    handlers[name] = value
+                if getattr(value, _RESPONSE, False):
+                    responses[name] = value
+        return (
+            [_inspect_handler(self.id, f, self, response=False) for f in handlers.values()],
+            [_inspect_handler(self.id, f, self, response=True) for f in responses.values()],
+        )
+
+
+class FunctionExecutor(Executor):
+    """An executor made of one function (see :func:`executor`)."""
+
+    def __init__(self, func: Callable[..., Any], id: str | None = None, **options: Any) -> None:
+        super().__init__(id or func.__name__, **options)
+        self.func = func
+
+    def handler_specs(self) -> tuple[list[HandlerSpec], list[HandlerSpec]]:
+        return [_inspect_handler(self.id, self.func, None, response=False)], []
+
+
+@overload
+def executor(func: Callable[..., Any], /) -> FunctionExecutor: ...
+@overload
+def executor(
+    *, id: str | None = None, **options: Any
+) -> Callable[[Callable[..., Any]], FunctionExecutor]: ...
+
+
+def executor(func: Any = None, /, *, id: str | None = None, **options: Any) -> Any:
+    """Turn a function ``(message: T, ctx: WorkflowContext) -> None`` into an executor.
+
+    Example::
+
+        @executor(id="rev")
+        async def rev(text: str, ctx: WorkflowContext) -> None:
+            await ctx.yield_output(text[::-1])
+    """
+    if func is not None:
+        return FunctionExecutor(func, id, **options)
+    return lambda f: FunctionExecutor(f, id, **options)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorProgram:
+    """An executor compiled for the runtime: dispatch by type to its handlers."""
+
+    name: str
+    config: StepConfig
+    call: Callable[[Any, Any, Any], Awaitable[Any]]
+    accepts: tuple[type, ...]
+    handlers: tuple[HandlerSpec, ...]
+    responses: tuple[HandlerSpec, ...]
+    returns_events: bool = False
+
+
+def compile_executor(node: Executor) -> ExecutorProgram:
+    """Introspect an executor's handlers and build its dispatching program."""
+    handlers, responses = node.handler_specs()
+    if not handlers and not responses:
+        raise WorkflowValidationError(
+            f"executor {node.id!r} ({type(node).__name__}) has no @handler methods"
+        )
+    accepts = tuple(t for h in handlers for t in h.types)
+    if responses:
+        accepts += (ResponseMessage,)
+    cache: dict[type, HandlerSpec | None] = {}
+
+    def pick(kind: type, pool: list[HandlerSpec]) -> HandlerSpec | None:
+        return next((h for h in pool if issubclass(kind, h.types)), None)
+
+    def call(owner: Any, ctx: Any, message: Any) -> Awaitable[Any]:
+        kind = type(message)
+        if kind is ResponseMessage:
+            chosen = pick(type(message.response), responses)
+        else:
+            try:
+                chosen = cache[kind]
+            except KeyError:
+                chosen = cache[kind] = pick(kind, handlers)
+        if chosen is None:
+            raise UnroutableEventError(
+                f"executor {node.id!r} has no handler for {kind.__name__} ({message!r:.120})"
+            )
+        return chosen.call(message, ctx)
+
+    return ExecutorProgram(
+        name=node.id,
+        config=node.config,
+        call=call,
+        accepts=accepts,
+        handlers=tuple(handlers),
+        responses=tuple(responses),
+    )
