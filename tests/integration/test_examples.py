@@ -1,0 +1,240 @@
+"""The examples run and do what they say.
+
+Each example is checked twice: imported, with its main function called and its
+result asserted on; and as a real script (``python examples/x.py``) in a
+subprocess, with its output asserted on. Every file in examples/ must be
+covered here, and the README's code block must be ``examples/readme_example.py``
+and run as shown.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import redirect_stdout
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+README = ROOT / "README.md"
+
+# script -> (arguments, standard input, strings its output must contain)
+SCRIPTS: dict[str, tuple[list[str], str, list[str]]] = {
+    "hello_steps.py": ([], "", ["Hello, stepgraph!"]),
+    "fan_out_fan_in.py": (
+        [],
+        "",
+        ["squares:      [1, 4, 9, 16, 25, 36, 49, 64, 81, 100]", "peak workers: 4"],
+    ),
+    "loop_with_retries.py": (
+        [],
+        "",
+        ["loop iterations: 3", "page 3: succeeded on attempt 3 of 3", "retries in total: 6"],
+    ),
+    "human_in_the_loop.py": ([], "", ["Approve? yes", "billing-api: deployed"]),
+    "human_in_the_loop.py --interactive": (
+        ["--interactive"],
+        "no\n",
+        ["Approve? ", "billing-api: not deployed"],
+    ),
+    "streaming_progress.py": (
+        [],
+        "",
+        ["1/7  plan", "7/7  assemble", "# Report: tidal energy", "13 progress events streamed"],
+    ),
+    "readme_example.py": ([], "", ["42"]),
+}
+
+
+def load(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` as a module (registered, so pydantic can resolve it)."""
+    module_name = f"stepgraph_example_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- every example is covered -------------------------------------------------------------------
+
+
+def test_every_example_file_is_run_by_this_module() -> None:
+    on_disk = {path.name for path in EXAMPLES.glob("*.py")}
+    covered = {key.split()[0] for key in SCRIPTS}
+    assert on_disk == covered
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
+def test_every_example_is_a_script_with_a_docstring_and_a_main(path: Path) -> None:
+    module = load(path.stem)
+    assert module.__doc__ and module.__doc__.strip()
+    assert callable(module.main)
+    assert 'if __name__ == "__main__":\n    main()' in path.read_text()
+
+
+# -- imported: the main logic returns the right result ------------------------------------------
+
+
+async def test_hello_steps_passes_the_greeting_through_three_steps() -> None:
+    example = load("hello_steps")
+    assert await example.hello("stepgraph") == "Hello, stepgraph!"
+    assert example.HelloSteps().steps == ["greet", "polish"]
+
+
+async def test_fan_out_fan_in_gathers_every_result_with_four_workers_at_most() -> None:
+    example = load("fan_out_fan_in")
+    result = await example.fan_out_fan_in(list(range(1, 11)))
+    assert result["squares"] == [n * n for n in range(1, 11)]
+    assert result["peak_workers"] == 4  # parallel, and never more than num_workers
+
+
+async def test_fan_out_fan_in_with_fewer_items_than_workers() -> None:
+    example = load("fan_out_fan_in")
+    result = await example.fan_out_fan_in([7, 3])
+    assert result == {"squares": [49, 9], "peak_workers": 2}
+
+
+async def test_loop_with_retries_loops_once_per_page_and_retries_each_fetch_twice() -> None:
+    example = load("loop_with_retries")
+    result = await example.crawl(3)
+    assert result["loop_iterations"] == 3
+    assert result["attempts"] == {1: 3, 2: 3, 3: 3}
+    assert result["retries"] == 6
+    assert result["contents"] == [f"content of page {p}" for p in (1, 2, 3)]
+
+
+async def test_loop_with_retries_with_one_page_does_not_loop() -> None:
+    example = load("loop_with_retries")
+    result = await example.crawl(1)
+    assert result["loop_iterations"] == 1
+    assert result["attempts"] == {1: 3}
+
+
+@pytest.mark.parametrize(("answer", "outcome"), [("yes", "deployed"), ("no", "not deployed")])
+async def test_human_in_the_loop_pauses_for_the_answer_and_finishes_with_it(
+    answer: str, outcome: str
+) -> None:
+    example = load("human_in_the_loop")
+    prompts, result = await example.ask_and_run("search", lambda prompt: answer)
+    assert prompts == ["Deploy search to production. Approve? "]
+    assert result == f"search: {outcome}"
+
+
+async def test_streaming_progress_streams_every_stage_in_order_and_returns_the_report() -> None:
+    example = load("streaming_progress")
+    seen: list[tuple[Any, float]] = []
+    run = await example.research_report("tides", lambda ev, t: seen.append((ev, t)))
+
+    titles = list(example.OUTLINE)
+    assert run.report.startswith("# Report: tides\n")
+    assert [line[3:] for line in run.report.splitlines() if line.startswith("## ")] == titles
+    assert [ev for ev, _ in seen] == run.progress  # the callback saw each event as it arrived
+    assert [t for _, t in seen] == sorted(t for _, t in seen)
+
+    stages = [ev.stage for ev in run.progress]
+    assert stages == ["plan"] + ["write"] * (2 * len(titles)) + ["collect", "assemble"]
+    details = [ev.detail for ev in run.progress]
+    drafting = [i for i, d in enumerate(details) if d.startswith("drafting")]
+    finished = [i for i, d in enumerate(details) if d.startswith("finished")]
+    assert max(drafting) < min(finished)  # the five writers work at the same time
+    dones = [ev.done for ev in run.progress]
+    assert dones == sorted(dones) and dones[0] == 1 and dones[-1] == run.progress[-1].total == 7
+    assert run.seconds > 0
+
+
+def test_streaming_progress_line_shows_time_bar_count_stage_and_detail() -> None:
+    example = load("streaming_progress")
+    ev = example.Progress(stage="write", detail="finished 'Risks'", done=3, total=6)
+    line = example.progress_line(ev, 0.0125, width=10)
+    assert line == "  12.5 ms [#####.....] 3/6  write    finished 'Risks'"
+
+
+def test_readme_example_prints_the_answer() -> None:
+    example = load("readme_example")
+    out = io.StringIO()
+    with redirect_stdout(out):
+        example.main()
+    assert out.getvalue() == "42\n"
+
+
+# -- the README's code block is the readme example, and runs ------------------------------------
+
+
+def readme_code_block() -> str:
+    match = re.search(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    assert match is not None, "README.md has no ```python block"
+    return match.group(1)
+
+
+def test_readme_code_block_is_exactly_the_readme_example_after_its_docstring() -> None:
+    source = (EXAMPLES / "readme_example.py").read_text()
+    docstring_end = source.index('"""', 3) + 3
+    assert source[docstring_end:].lstrip("\n") == readme_code_block()
+
+
+def test_readme_code_block_runs_as_shown() -> None:
+    namespace: dict[str, Any] = {"__name__": "readme_block"}
+    exec(compile(readme_code_block(), "README.md", "exec"), namespace)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        namespace["main"]()
+    assert out.getvalue() == "42\n"
+
+
+# -- as scripts: `python examples/x.py` ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def script_outputs() -> Iterator[dict[str, subprocess.CompletedProcess[str]]]:
+    """Run every script at once, each in its own process, and collect what each printed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    started = {
+        key: (
+            subprocess.Popen(
+                [sys.executable, str(EXAMPLES / key.split()[0]), *args],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+            stdin,
+        )
+        for key, (args, stdin, _) in SCRIPTS.items()
+    }
+    outputs: dict[str, subprocess.CompletedProcess[str]] = {}
+    try:
+        for key, (process, stdin) in started.items():
+            out, err = process.communicate(stdin, timeout=60)
+            outputs[key] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+        yield outputs
+    finally:
+        for process, _ in started.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.mark.parametrize("key", list(SCRIPTS))
+def test_example_runs_as_a_script_and_prints_its_result(
+    key: str, script_outputs: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    done = script_outputs[key]
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    for expected in SCRIPTS[key][2]:
+        assert expected in done.stdout
