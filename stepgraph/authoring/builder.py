@@ -16,6 +16,7 @@ from ..core import EXTERNAL, FanIn, Graph, Node
 from ..errors import UnknownStepError, WorkflowValidationError
 from ..graph_events import RequestInfoEvent, WorkflowOutputEvent
 from ..runtime.plan import RunPlan
+from ..runtime.run import ResponseMessage
 from ..runtime.workflow_context import WorkflowContext
 from ..state.reducers import Reducer
 from .executor import Executor, ExecutorProgram, compile_executor
@@ -238,6 +239,7 @@ class WorkflowBuilder:
             nodes=nodes,
             stop_types=(),
             input_request_types=(RequestInfoEvent,),
+            answer_types=(ResponseMessage,),
             finish_when_idle=True,
             router=_make_router(self._groups, index, len(order), index[start_id]),
             output_types=(WorkflowOutputEvent,),

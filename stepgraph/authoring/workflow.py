@@ -15,6 +15,7 @@ from ..runtime.context import Context
 from ..runtime.handler import WorkflowHandler
 from ..runtime.plan import RunPlan
 from ..runtime.run import Run
+from .export import CALLER, END, Edge, to_dot, to_mermaid
 from .step import STEP_ATTRIBUTE, StepSpec, inspect_step
 
 __all__ = ["CompiledWorkflow", "Workflow"]
@@ -113,6 +114,37 @@ class Workflow:
     def steps(self) -> list[str]:
         """The names of the steps, in graph order."""
         return [spec.name for spec in self._compiled().specs]
+
+    def _edges(self) -> list[Edge]:
+        """Edges implied by the annotations: each returned type to the steps accepting it."""
+        specs = self._compiled().specs
+        edges: list[Edge] = []
+        for spec in specs:
+            for produced in spec.returns:
+                name = produced.__name__
+                if issubclass(produced, StopEvent):
+                    edges.append((spec.name, END, name, "edge"))
+                    continue
+                if issubclass(produced, InputRequiredEvent):
+                    edges.append((spec.name, CALLER, name, "edge"))
+                targets = [s.name for s in specs if issubclass(produced, s.accepts)]
+                edges.extend((spec.name, target, name, "edge") for target in targets)
+        for spec in specs:
+            answers = [t for t in spec.accepts if issubclass(t, HumanResponseEvent)]
+            edges.extend((CALLER, spec.name, t.__name__, "edge") for t in answers)
+        return edges
+
+    def _start_step(self) -> str:
+        compiled = self._compiled()
+        return next(s.name for s in compiled.specs if issubclass(compiled.start_type, s.accepts))
+
+    def to_mermaid(self) -> str:
+        """The steps and the events between them as a Mermaid flowchart."""
+        return to_mermaid(self.steps, self._edges(), start=self._start_step())
+
+    def to_dot(self) -> str:
+        """The steps and the events between them as Graphviz DOT."""
+        return to_dot(type(self).__name__, self.steps, self._edges(), start=self._start_step())
 
     # -- running ------------------------------------------------------------------------------
 
@@ -258,6 +290,7 @@ def _compile(cls: type) -> CompiledWorkflow:
         stop_types=(StopEvent,),
         input_request_types=(InputRequiredEvent,),
         held_types=(HumanResponseEvent,),
+        answer_types=(HumanResponseEvent,),
     )
     reducers = dict(getattr(cls, "reducers", None) or {})
     for key, reducer in reducers.items():

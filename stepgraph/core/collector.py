@@ -18,7 +18,8 @@ def collector_key(node: int, expected: Sequence[type]) -> tuple[object, ...]:
     """A key identifying the collector a step uses for ``expected``.
 
     Short lists are keyed by their content. Long lists, such as the common
-    ``[Result] * n``, are keyed by length and ends so that a call costs O(1).
+    ``[Result] * n``, are keyed by length and ends so that finding the collector
+    costs O(1); :meth:`Collector.same_expected` then confirms the whole list.
     """
     if len(expected) <= 8:
         return (node, *expected)
@@ -28,16 +29,27 @@ def collector_key(node: int, expected: Sequence[type]) -> tuple[object, ...]:
 class Collector:
     """Buffers messages until one of each expected position is held."""
 
-    __slots__ = ("_held", "_kind_of", "_missing", "_need", "expected")
+    __slots__ = ("_expected_list", "_held", "_kind_of", "_missing", "_need", "expected")
 
     def __init__(self, expected: Sequence[Hashable]) -> None:
         self.expected = tuple(expected)
+        self._expected_list = list(self.expected)
         self._need: dict[Hashable, int] = {}
         for kind in self.expected:
             self._need[kind] = self._need.get(kind, 0) + 1
         self._held: dict[Hashable, deque[object]] = {kind: deque() for kind in self._need}
         self._kind_of: dict[type, Hashable | None] = {}
         self._missing = len(self.expected)
+
+    def same_expected(self, expected: Sequence[Hashable]) -> bool:
+        """Whether ``expected`` is this collector's list (one C-level comparison)."""
+        if type(expected) is tuple:
+            return expected == self.expected
+        return (
+            list(self.expected) == expected
+            if type(expected) is not list
+            else (self._expected_list == expected)
+        )
 
     def _match(self, concrete: type) -> Hashable | None:
         try:

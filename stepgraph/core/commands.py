@@ -87,6 +87,7 @@ class SuperstepEnded:
 
     kind: ClassVar[str] = "superstep_ended"
     superstep: int
+    snapshot: dict[str, object] | None = None  # the state at the barrier, when captured
 
 
 @dataclass(slots=True, kw_only=True)

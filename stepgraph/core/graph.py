@@ -62,6 +62,8 @@ class Graph:
             accepts one, it is published on the stream and the run waits (a pause, not a stall).
         held_types: message types that may arrive with no accepting node (for example a
             human response); they are held for a later ``wait_for_event`` instead of failing.
+        answer_types: message types from the caller that answer an input request; only
+            they end a pause for input.
         finish_when_idle: when true, a run with nothing left to do ends successfully
             (executor graphs) instead of raising ``WorkflowStalled``.
         router: optional explicit router ``(sender index, message) -> target indexes``;
@@ -78,6 +80,7 @@ class Graph:
     stop_types: tuple[type, ...]
     input_request_types: tuple[type, ...] = ()
     held_types: tuple[type, ...] = ()
+    answer_types: tuple[type, ...] = ()
     finish_when_idle: bool = False
     router: Callable[[int, object], tuple[int, ...]] | None = None
     output_types: tuple[type, ...] = ()
@@ -123,6 +126,10 @@ class Graph:
     def is_output(self, message: object) -> bool:
         """Whether ``message`` is a run output."""
         return isinstance(message, self.output_types)
+
+    def is_answer(self, message: object) -> bool:
+        """Whether ``message`` (from the caller) answers an input request."""
+        return isinstance(message, self.answer_types)
 
     def is_held(self, message: object) -> bool:
         """Whether ``message`` may wait, unaccepted, for a ``wait_for_event``."""

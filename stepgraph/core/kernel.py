@@ -119,7 +119,7 @@ def _apply_step_failed(state: RunState, tick: StepFailed, out: list[Command]) ->
 
 
 def _apply_external_event(state: RunState, tick: ExternalEventReceived, out: list[Command]) -> None:
-    if state.input_requests:
+    if state.input_requests and state.graph.is_answer(tick.event):
         state.input_requests -= 1
     if state.mode is Mode.SUPERSTEP:
         order = (EXTERNAL, state.external_sent)
@@ -159,6 +159,13 @@ def _apply_collect(state: RunState, tick: CollectRequested, out: list[Command]) 
     inv = _invocation(state, tick.invocation)
     key = collector_key(inv.node, tick.expected)
     collector = state.collectors.get(key)
+    if (
+        collector is not None
+        and len(tick.expected) > 8
+        and not collector.same_expected(tick.expected)
+    ):
+        key = (inv.node, *tick.expected)  # a different long list with the same ends: exact key
+        collector = state.collectors.get(key)
     if collector is None:
         collector = state.collectors[key] = Collector(tick.expected)
     batch = collector.add(tick.message)
@@ -359,7 +366,8 @@ def _first_unroutable(state: RunState) -> UnroutableEventError | None:
 
 def _barrier(state: RunState, out: list[Command]) -> None:
     """End superstep k and deliver its messages, in deterministic order, in superstep k + 1."""
-    out.append(SuperstepEnded(superstep=state.superstep))
+    view = state.snapshot() if state.capture_barriers else None
+    out.append(SuperstepEnded(superstep=state.superstep, snapshot=view))
     state.superstep += 1
     if state.superstep > state.max_supersteps:
         _end(state, RunStatus.FAILED, None, _limit_error(state), out)

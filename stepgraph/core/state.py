@@ -111,6 +111,7 @@ class RunState:
     recent: deque[tuple[int, object]] = field(default_factory=lambda: deque(maxlen=5))
     result: object = None
     error: BaseException | None = None
+    capture_barriers: bool = False  # attach a snapshot to each SuperstepEnded (checkpoints)
 
     def __post_init__(self) -> None:
         if not self.nodes:

@@ -404,6 +404,12 @@ class Run:
 
     def emit(self, scope: Scope, message: object, target: int | None = None) -> None:
         """Emit from a step: buffered until it returns (superstep mode) or delivered now."""
+        if scope.invocation not in self.state.invocations:  # else dropped, or a kernel error
+            raise WorkflowRuntimeError(
+                f"{self.where(scope)} sent {type(message).__name__} after the step had "
+                f"returned (from a task it started?); send before the step returns, or "
+                f"await that task inside the step"
+            )
         if self.superstep_mode:
             scope.sent.append((message, target))
         else:
