@@ -390,9 +390,9 @@ def _order_of(entry: tuple[OrderKey, int, tuple[Emission, ...]]) -> OrderKey:
 def _idle(state: RunState, out: list[Command]) -> None:
     if state.waiters or state.input_requests:
         return  # paused: waiting for outside input is not a stall
-    if state.graph.finish_when_idle:
+    if state.graph.finish_when_idle and not any(b.held for b in state.fan_in_buffers.values()):
         _end(state, RunStatus.FINISHED, None, None, out)
-        return
+        return  # a partial fan-in at the end would lose messages: that is a stall (G9, G10)
     _end(state, RunStatus.FAILED, None, _stall_error(state), out)
 
 
