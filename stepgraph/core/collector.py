@@ -86,6 +86,10 @@ class Collector:
         """How many messages the collector holds."""
         return sum(len(q) for q in self._held.values())
 
+    def counts(self) -> list[int]:
+        """How many messages are held for each distinct expected kind, in first-seen order."""
+        return [len(q) for q in self._held.values()]
+
     def describe(self) -> str:
         """A short description for stall messages: what it holds and what it lacks."""
         parts = []

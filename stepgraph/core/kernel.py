@@ -463,28 +463,31 @@ def _limit_error(state: RunState) -> SuperstepLimitExceeded:
 
 def _stall_error(state: RunState) -> WorkflowStalled:
     graph = state.graph
+    kind = "step" if graph.router is None else "executor"
     collectors = tuple(
         f"step {graph.nodes[cast(int, key[0])].name!r} collects {c.describe()}"
         for key, c in state.collectors.items()
     )
-    last = tuple(f"{type(m).__name__} -> step {graph.nodes[i].name!r}" for i, m in state.recent)
+    last = tuple(f"{type(m).__name__} -> {kind} {graph.nodes[i].name!r}" for i, m in state.recent)
     for group, buffer in state.fan_in_buffers.items():
         if buffer.held:
             fan_in = graph.fan_ins[group]
-            sources = ", ".join(graph.names(fan_in.sources))
+            names = graph.names(fan_in.sources)
+            have = ", ".join(f"{name}: {n}" for name, n in zip(names, buffer.counts(), strict=True))
             collectors += (
-                f"fan-in into {graph.nodes[fan_in.target].name!r} from [{sources}] holds "
-                f"{buffer.describe()}",
+                f"fan-in into {graph.nodes[fan_in.target].name!r} holds messages from "
+                f"[{have}] and waits for the sources still at 0",
             )
     unclaimed = [type(m).__name__ for m in state.unclaimed]
+    ending = "no StopEvent was emitted" if graph.router is None else "a fan-in is incomplete"
     parts = [
         f"workflow {graph.name!r} stalled at superstep {state.superstep}: nothing runs, "
-        "nothing is pending and no one waits for input, but no StopEvent was emitted"
+        f"nothing is pending and no one waits for input, but {ending}"
     ]
     if collectors:
         parts.append("waiting collectors: " + "; ".join(collectors))
     if unclaimed:
-        parts.append("events no step took: " + ", ".join(unclaimed))
+        parts.append(f"events no {kind} took: " + ", ".join(unclaimed))
     if last:
         parts.append("last events: " + "; ".join(last))
     return WorkflowStalled(". ".join(parts), collectors=collectors, last_events=last)
