@@ -309,6 +309,14 @@ class WorkflowBuilder:
         self, name: str, programs: tuple[ExecutorProgram, ...], index: dict[str, int]
     ) -> None:
         for group in self._groups:
+            if group.kind == "fan_in":  # a fan-in delivers lists, whatever its sources declare
+                receiver = programs[index[_id(group.targets[0])]]
+                if not any(issubclass(list, t) for t in receiver.accepts):
+                    raise WorkflowValidationError(
+                        f"workflow {name!r}: fan-in target {receiver.name!r} has no "
+                        f"handler for a list (annotate it `messages: list[...]`)"
+                    )
+                continue
             for source in group.sources:
                 program = programs[index[_id(source)]]
                 sent = _declared_outputs(program)
@@ -316,13 +324,6 @@ class WorkflowBuilder:
                     continue
                 for target in group.targets:
                     receiver = programs[index[_id(target)]]
-                    if group.kind == "fan_in":
-                        if not any(issubclass(list, t) for t in receiver.accepts):
-                            raise WorkflowValidationError(
-                                f"workflow {name!r}: fan-in target {receiver.name!r} has no "
-                                f"handler for a list (annotate it `messages: list[...]`)"
-                            )
-                        continue
                     for kind in sent:
                         if not any(issubclass(kind, t) for t in receiver.accepts):
                             raise WorkflowValidationError(
@@ -392,6 +393,8 @@ def _make_router(
     def route(sender: int, message: object) -> tuple[int, ...]:
         if sender == EXTERNAL:
             return from_start
+        if type(message) is RequestInfoEvent:
+            return ()  # a request goes to the caller (the stream), never along edges
         always = fixed[sender]
         if always is not None:
             return always

@@ -62,6 +62,10 @@ class Collector:
             self._kind_of[concrete] = kind
             return kind
 
+    def expects(self, message: object) -> bool:
+        """Whether ``message`` is of one of the expected types."""
+        return self._match(type(message)) is not None
+
     def add(self, message: object) -> list[object] | None:
         """Hold ``message``; return the full batch once every position is filled."""
         kind = self._match(type(message))

@@ -79,6 +79,7 @@ class CollectResult:
 
     kind: ClassVar[str] = "collect_result"
     batch: list[object] | None
+    accepted: bool = True  # False: the message is of none of the expected types
 
 
 @dataclass(slots=True, kw_only=True)

@@ -168,6 +168,11 @@ def _apply_collect(state: RunState, tick: CollectRequested, out: list[Command]) 
         collector = state.collectors.get(key)
     if collector is None:
         collector = state.collectors[key] = Collector(tick.expected)
+    if not collector.expects(tick.message):
+        if not collector.held:
+            del state.collectors[key]
+        out.append(CollectResult(batch=None, accepted=False))
+        return
     batch = collector.add(tick.message)
     if batch is not None and not collector.held:
         del state.collectors[key]

@@ -494,6 +494,13 @@ class Run:
             commands = self.call_in_loop(lambda: self.feed(tick))
         for command in commands:
             if type(command) is CollectResult:
+                if not command.accepted:
+                    kinds = sorted({t.__name__ for t in expected})
+                    raise WorkflowRuntimeError(
+                        f"{self.where(scope)} called collect_events with a "
+                        f"{type(event).__name__}, which is none of the expected types {kinds}; "
+                        f"the event would be lost"
+                    )
                 return command.batch
         return None
 

@@ -1,0 +1,146 @@
+"""G9 fan-in: ``ctx.collect_events`` releases one batch per full set, in declared order.
+
+A batch holds one event of each expected type in the order of the expected list,
+whatever order they arrived in; extra events wait for the next batch and are never
+lost; a large ``[Result] * n`` collector gathers every event; an empty expected list
+is an error naming the step.
+"""
+
+import pytest
+from _helpers_b import both_modes, failure, finish
+
+from stepgraph import Context, Event, StartEvent, StopEvent, Workflow, step
+from stepgraph.errors import StepgraphError
+
+
+class A(Event):
+    n: int = 0
+
+
+class B(Event):
+    n: int = 0
+
+
+class Result(Event):
+    value: int
+
+
+@both_modes
+@pytest.mark.parametrize("arrival", ["AB", "BA"])
+async def test_batch_is_in_declared_order_whatever_the_arrival_order(
+    mode: str, arrival: str
+) -> None:
+    arrived: list[str] = []
+
+    class Join(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> None:
+            for kind in arrival:
+                ctx.send_event(A() if kind == "A" else B())
+
+        @step
+        async def join(self, ctx: Context, ev: A | B) -> StopEvent | None:
+            arrived.append(type(ev).__name__)
+            batch = ctx.collect_events(ev, [A, B])
+            if batch is None:
+                return None
+            return StopEvent(result=[type(e).__name__ for e in batch])
+
+    assert await finish(Join(mode=mode).run()) == ["A", "B"]
+    assert "".join(arrived) == arrival
+
+
+@both_modes
+async def test_extra_events_wait_for_the_next_batch_and_none_is_lost(mode: str) -> None:
+    batches: list[list[tuple[str, int]]] = []
+
+    class TwoBatches(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> None:
+            ctx.send_event(A(n=1))
+            ctx.send_event(A(n=2))
+            ctx.send_event(B(n=1))
+            ctx.send_event(B(n=2))
+
+        @step
+        async def join(self, ctx: Context, ev: A | B) -> StopEvent | None:
+            batch = ctx.collect_events(ev, [A, B])
+            if batch is None:
+                return None
+            batches.append([(type(e).__name__, e.n) for e in batch])
+            return StopEvent(result=len(batches)) if len(batches) == 2 else None
+
+    handler = TwoBatches(mode=mode).run()
+    assert await finish(handler) == 2
+    assert batches == [[("A", 1), ("B", 1)], [("A", 2), ("B", 2)]]
+    assert handler._run.state.collectors == {}, "an event stayed behind in the collector"
+
+
+@both_modes
+async def test_a_collector_of_a_thousand_results_gathers_all_of_them(mode: str) -> None:
+    count = 1000
+
+    class Gather(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> None:
+            for i in range(count):
+                ctx.send_event(Result(value=i))
+
+        @step
+        async def gather(self, ctx: Context, ev: Result) -> StopEvent | None:
+            batch = ctx.collect_events(ev, [Result] * count)
+            if batch is None:
+                return None
+            return StopEvent(result=[r.value for r in batch])
+
+    values = await finish(Gather(mode=mode).run())
+    assert len(values) == count
+    assert set(values) == set(range(count))
+
+
+@both_modes
+async def test_collect_events_with_an_empty_list_raises_naming_the_step(mode: str) -> None:
+    class EmptyJoin(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> A:
+            return A()
+
+        @step
+        async def empty_join(self, ctx: Context, ev: A) -> StopEvent | None:
+            ctx.collect_events(ev, [])
+            return StopEvent(result="unreachable")
+
+    exc = await failure(EmptyJoin(mode=mode).run())
+    assert isinstance(exc, StepgraphError)
+    assert "'empty_join'" in str(exc)
+    assert "collect_events" in str(exc)
+
+
+class C(Event):
+    n: int = 0
+
+
+@both_modes
+async def test_two_long_collectors_of_one_step_keep_their_events_apart(mode: str) -> None:
+    with_b = [A] + [B] * 8 + [A]
+    with_c = [A] + [C] * 8 + [A]  # same length and ends as with_b, different middle
+    batches: list[list[str]] = []
+
+    class TwoLists(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> None:
+            # both collectors are open at once: the B batch completes last
+            for event in [A(n=1), A(n=1), A(n=2), A(n=2), *[C(n=2)] * 8, *[B(n=1)] * 8]:
+                ctx.send_event(event)
+
+        @step
+        async def join(self, ctx: Context, ev: A | B | C) -> StopEvent | None:
+            expected = with_b if ev.n == 1 else with_c
+            batch = ctx.collect_events(ev, expected)
+            if batch is None:
+                return None
+            batches.append([type(e).__name__ for e in batch])
+            return StopEvent(result=len(batches)) if len(batches) == 2 else None
+
+    assert await finish(TwoLists(mode=mode).run()) == 2
+    assert sorted(batches) == sorted([[t.__name__ for t in with_b], [t.__name__ for t in with_c]])
