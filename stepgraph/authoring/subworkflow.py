@@ -37,16 +37,23 @@ class WorkflowExecutor(Executor):
         assert scope is not None
         inner = self.workflow.run(message)
         inner_run = inner._run
-        async for event in inner_run.stream.events(inner_run.run_id):
-            if isinstance(event, WorkflowOutputEvent):
-                await ctx.send_message(event.data)
-            elif isinstance(event, RequestInfoEvent):
-                request = inner_run.requests[event.request_id]
+        try:
+            async for event in inner_run.stream.events(inner_run.run_id):
+                if isinstance(event, WorkflowOutputEvent):
+                    await ctx.send_message(event.data)
+                elif isinstance(event, RequestInfoEvent):
+                    request = inner_run.requests[event.request_id]
 
-                def forward(value: object, request_id: str = event.request_id) -> Any:
-                    return inner.send_response(request_id, value)
+                    def forward(value: object, request_id: str = event.request_id) -> Any:
+                        return inner.send_response(request_id, value)
 
-                outer.request(scope, event.data, request.response_type, forward, event.request_id)
+                    outer.request(
+                        scope, event.data, request.response_type, forward, event.request_id
+                    )
+        finally:
+            if not inner_run.done:  # this node was cancelled (the outer run ended): end it too
+                inner_run.cancel(f"executor {self.id!r} of workflow {outer.name!r} stopped")
+                inner_run.future.exception()  # retrieved: a cancelled inner run is not an error
         try:
             await inner
         except Exception as exc:

@@ -62,9 +62,9 @@ class Collector:
             self._kind_of[concrete] = kind
             return kind
 
-    def expects(self, message: object) -> bool:
-        """Whether ``message`` is of one of the expected types."""
-        return self._match(type(message)) is not None
+    def kind_of(self, message: object) -> Hashable | None:
+        """The expected entry ``message`` fills (first exact type, then subclass), or None."""
+        return self._match(type(message))
 
     def add(self, message: object) -> list[object] | None:
         """Hold ``message``; return the full batch once every position is filled."""

@@ -95,8 +95,9 @@ def _apply_run_started(state: RunState, tick: RunStarted, out: list[Command]) ->
 
 
 def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Command]) -> None:
-    inv = _invocation(state, tick.invocation)
-    del state.invocations[inv.id]
+    inv = state.invocations.pop(tick.invocation, None)
+    if inv is None:
+        raise KernelError(f"no invocation {tick.invocation} in flight in run {state.run_id!r}")
     node = state.nodes[inv.node]
     node.in_flight -= 1
     state.running -= 1
@@ -168,12 +169,13 @@ def _apply_collect(state: RunState, tick: CollectRequested, out: list[Command]) 
         collector = state.collectors.get(key)
     if collector is None:
         collector = state.collectors[key] = Collector(tick.expected)
-    if not collector.expects(tick.message):
+    kind = collector.kind_of(tick.message)
+    if kind is None:
         if not collector.held:
             del state.collectors[key]
         out.append(CollectResult(batch=None, accepted=False))
         return
-    batch = collector.add(tick.message)
+    batch = collector.add_kind(kind, tick.message)
     if batch is not None and not collector.held:
         del state.collectors[key]
     out.append(CollectResult(batch=batch))
@@ -222,15 +224,17 @@ def _emit(
     state: RunState, inv: Invocation, emitted: tuple[Emission, ...], out: list[Command]
 ) -> None:
     """Route what an invocation emitted: at once (async) or at the next barrier (superstep)."""
-    graph = state.graph
+    stop_types = state.graph.stop_types
     if state.mode is Mode.SUPERSTEP:
         for message, _ in emitted:
-            if graph.is_stop(message) and (state.stop is None or inv.order < state.stop[0]):
+            if isinstance(message, stop_types) and (
+                state.stop is None or inv.order < state.stop[0]
+            ):
                 state.stop = (inv.order, message)
         state.outbox.append((inv.order, inv.generation + 1, emitted))
         return
     for message, target in emitted:
-        if graph.is_stop(message):
+        if isinstance(message, stop_types):
             _end(state, RunStatus.FINISHED, message, None, out)
             return
         _deliver(state, inv.node, message, target, inv.generation + 1, out)
@@ -272,18 +276,19 @@ def _deliver(
             _end(state, RunStatus.FAILED, None, _unroutable(state, sender, message), out)
         return
     for index in targets:
+        delivered = message
         if graph.fan_in_of:  # executor graphs only
             group = graph.fan_in_of.get((sender, index))
             if group is not None:
                 batch = _hold_for_fan_in(state, group, message)
                 if batch is None:
                     continue
-                message = batch
-        if graph.router is not None and not graph.accepts(index, message):
-            error = _not_accepted(state, sender, index, message)
+                delivered = batch
+        if graph.router is not None and not graph.accepts(index, delivered):
+            error = _not_accepted(state, sender, index, delivered)
             _end(state, RunStatus.FAILED, None, error, out)
             return
-        state.nodes[index].inbox.append((message, generation))
+        state.nodes[index].inbox.append((delivered, generation))
         state.queued += 1
         _start(state, index, out)
 

@@ -396,7 +396,7 @@ class Run:
 
     def send(self, scope: Scope | None, event: object, step: str | None) -> None:
         """Send from a step or from the caller, to the routed nodes or to node ``step``."""
-        target = self._target(self.where(scope), event, step)
+        target = None if step is None else self._target(self.where(scope), event, step)
         if scope is None or scope.run is not self:
             self.send_external(event, target)
         else:

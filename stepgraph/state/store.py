@@ -201,9 +201,11 @@ class _EditView(MutableMapping[str, Any]):
         return sum(1 for _ in self._keys())
 
     def commit(self, store: StateStore) -> None:
-        for key, value in self._changes.items():
+        for key, value in self._changes.items():  # check all first: a failed commit writes nothing
             if value is _DELETED:
                 store._no_reducer(key, "edit() deleting")
+        for key, value in self._changes.items():
+            if value is _DELETED:
                 self._base.pop(key, None)
             else:
                 store._write(key, value)
