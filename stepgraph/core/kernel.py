@@ -362,7 +362,7 @@ def _settle(state: RunState, out: list[Command]) -> None:
 def _first_unroutable(state: RunState) -> UnroutableEventError | None:
     """At the final barrier: an undelivered message no node would take is still an error."""
     graph = state.graph
-    for order, _, emitted in state.outbox:
+    for order, _, emitted in sorted(state.outbox, key=_order_of):
         for message, target in emitted:
             if target is not None or graph.is_stop(message) or graph.is_output(message):
                 continue

@@ -165,6 +165,7 @@ class Run:
         )
         self.timeout = timeout
         self.future: asyncio.Future[Any] = self.loop.create_future()
+        self.future.add_done_callback(self._future_done)
         self.stream = EventStream()
         self.superstep_mode = mode is Mode.SUPERSTEP
         self.store = StateStore(
@@ -544,6 +545,12 @@ class Run:
 
     # -- the end --------------------------------------------------------------------------------
 
+    def _future_done(self, future: asyncio.Future[Any]) -> None:
+        # An awaiter that is cancelled (asyncio.wait_for, asyncio.timeout) cancels the
+        # future it awaits: nobody can get the result any more, so the run ends too.
+        if future.cancelled() and not self.done:
+            self.cancel("the result was cancelled (an await of the run was cancelled)")
+
     def cancel(self, reason: str = "cancelled by the caller") -> None:
         from ..core import CancelRequested
 
@@ -571,6 +578,9 @@ class Run:
             waiter.cancel()
         self._idle.clear()
         future = self.future
+        if future.done():  # cancelled by an awaiter: there is no one to report to
+            self.stream.close()
+            return
         if status is RunStatus.FINISHED:
             if self.plan.executor_graph:
                 outputs = [output.data for output in self.state.outputs]  # type: ignore[attr-defined]
