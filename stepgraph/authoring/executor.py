@@ -286,7 +286,19 @@ def compile_executor(node: Executor) -> ExecutorProgram:
     cache: dict[type, HandlerSpec | None] = {}
 
     def pick(kind: type, pool: list[HandlerSpec]) -> HandlerSpec | None:
-        return next((h for h in pool if issubclass(kind, h.types)), None)
+        """The most specific matching handler (closest in the MRO); ties: definition order."""
+        mro = kind.__mro__
+        best: HandlerSpec | None = None
+        best_distance = len(mro) + 1
+        for spec in pool:
+            distances = [
+                mro.index(t) if t in mro else len(mro)  # ABCs match without being in the MRO
+                for t in spec.types
+                if issubclass(kind, t)
+            ]
+            if distances and min(distances) < best_distance:
+                best, best_distance = spec, min(distances)
+        return best
 
     def call(owner: Any, ctx: Any, message: Any) -> Awaitable[Any]:
         kind = type(message)

@@ -379,7 +379,7 @@ def _barrier(state: RunState, out: list[Command]) -> None:
     view = state.snapshot() if state.capture_barriers else None
     out.append(SuperstepEnded(superstep=state.superstep, snapshot=view))
     state.superstep += 1
-    if state.superstep > state.max_supersteps:
+    if state.superstep > state.max_supersteps and _has_work(state):
         _end(state, RunStatus.FAILED, None, _limit_error(state), out)
         return
     outbox = state.outbox
@@ -391,6 +391,16 @@ def _barrier(state: RunState, out: list[Command]) -> None:
             _deliver(state, order[0], message, target, generation, out)
             if state.status is not RunStatus.RUNNING:
                 return
+
+
+def _has_work(state: RunState) -> bool:
+    """Whether the outbox holds a message that would run a node (not only outputs/requests)."""
+    graph = state.graph
+    return any(
+        not (graph.is_output(message) or graph.is_input_request(message))
+        for _, _, emitted in state.outbox
+        for message, _ in emitted
+    )
 
 
 def _order_of(entry: tuple[OrderKey, int, tuple[Emission, ...]]) -> OrderKey:
@@ -462,11 +472,17 @@ def _not_accepted(
     )
 
 
+_ENDLESS = {
+    True: "a loop that never reaches StopEvent?",
+    False: "a cycle whose conditions never stop sending?",
+}
+
+
 def _limit_error(state: RunState) -> SuperstepLimitExceeded:
     last = ", ".join(f"{state.graph.nodes[i].name} <- {type(m).__name__}" for i, m in state.recent)
     return SuperstepLimitExceeded(
         f"workflow {state.graph.name!r} exceeded max_supersteps={state.max_supersteps} "
-        f"(last steps: {last}); a loop that never reaches StopEvent? "
+        f"(last steps: {last}); {_ENDLESS[state.graph.router is None]} "
         f"Raise the bound with max_supersteps=... if the loop is meant to be that long"
     )
 

@@ -73,7 +73,7 @@ class WorkflowHandler:
             run.lifecycle = True
         return run.stream.events(run.run_id)
 
-    def send_event(self, event: Event, step: str | None = None) -> None:
+    def send_event(self, event: Any, step: str | None = None) -> None:
         """Send ``event`` into the run from outside (for example a HumanResponseEvent).
 
         Raises:

@@ -344,7 +344,8 @@ class Run:
                 if delay is None:
                     error = self._step_error(spec, message, exc, attempt, timed_out)
                     return StepFailed(invocation=command.invocation, error=error)
-                scope.sent.clear()  # a failed attempt's buffered sends are discarded
+                scope.sent.clear()  # a failed attempt's buffered sends are discarded,
+                self.store.discard_pending(self._writer_position())  # and its reducer writes
                 attempt += 1
                 await asyncio.sleep(delay)
         sent = scope.sent

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import WorkflowRuntimeError
@@ -12,9 +14,10 @@ from ._scope import Scope, current_scope
 if TYPE_CHECKING:
     from .run import Run
 
-__all__ = ["WorkflowContext"]
+__all__ = ["Ready", "WorkflowContext"]
 
 T_Out = TypeVar("T_Out")
+T = TypeVar("T")
 
 
 class WorkflowContext(Generic[T_Out]):
@@ -53,24 +56,31 @@ class WorkflowContext(Generic[T_Out]):
             )
         return scope
 
-    async def send_message(self, message: Any, target: str | None = None) -> None:
+    def send_message(self, message: Any, target: str | None = None) -> Ready[None]:
         """Send ``message`` along every out-edge whose condition holds, or to node ``target``.
 
-        In superstep mode the message is delivered in the next superstep.
+        The send happens when called; the result may be awaited (``await
+        ctx.send_message(x)``) or not (in a sync ``def`` handler). In superstep mode the
+        message is delivered in the next superstep.
 
         Raises:
             UnknownStepError: ``target`` names no executor of the graph.
             UnroutableEventError: ``target`` has no handler for the message's type.
         """
         self._run.send(self._scope("send_message"), message, target)
+        return _DONE
 
-    async def yield_output(self, data: Any) -> None:
-        """Add ``data`` to the run's outputs (``RunResult.outputs``) and to the stream."""
+    def yield_output(self, data: Any) -> Ready[None]:
+        """Add ``data`` to the run's outputs (``RunResult.outputs``) and to the stream.
+
+        Like ``send_message``, it acts when called; awaiting the result is optional.
+        """
         scope = self._scope("yield_output")
         name = self._run.graph.nodes[scope.node].name
         self._run.emit(scope, WorkflowOutputEvent(data=data, executor_id=name))
+        return _DONE
 
-    async def request_info(self, data: Any, response_type: type) -> str:
+    def request_info(self, data: Any, response_type: type) -> Ready[str]:
         """Ask the caller for information; returns the request id at once.
 
         A ``RequestInfoEvent`` appears on the stream. When the caller answers with
@@ -87,12 +97,37 @@ class WorkflowContext(Generic[T_Out]):
                 f"executor {program.name!r} asked for a {response_type.__name__} with "
                 f"request_info but has no @response_handler taking {response_type.__name__}"
             )
-        return run.request(scope, data, response_type)
+        return Ready(run.call_in_loop(lambda: run.request(scope, data, response_type)))
 
-    async def add_event(self, event: Any) -> None:
-        """Put ``event`` on the run's stream."""
+    def add_event(self, event: Any) -> Ready[None]:
+        """Put ``event`` on the run's stream (awaiting the result is optional)."""
         self.write_event_to_stream(event)
+        return _DONE
 
     def write_event_to_stream(self, event: Any) -> None:
-        """Put ``event`` on the run's stream (same as ``add_event``, synchronous)."""
-        self._run.stream.push(event)
+        """Put ``event`` on the run's stream."""
+        run = self._run
+        if threading.get_ident() == run._thread:
+            run.stream.push(event)
+        else:
+            run.loop.call_soon_threadsafe(run.stream.push, event)
+
+
+class Ready(Generic[T]):
+    """An already-completed awaitable: ``await`` gives ``value`` at once, without a loop turn.
+
+    WorkflowContext methods act when called and return one of these, so they work
+    both with ``await`` in async handlers and without it in sync handlers.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.value
+        yield  # a generator: `await` finishes at once with `value`
+
+
+_DONE: Ready[None] = Ready(None)

@@ -65,6 +65,11 @@ class StateStore:
         else:
             self._pending.append((position, len(self._pending), key, value))
 
+    def discard_pending(self, position: tuple[int, int] | None) -> None:
+        """Drop the buffered reducer writes of the step at ``position`` (a failed attempt)."""
+        if position is not None and self._pending:
+            self._pending = [entry for entry in self._pending if entry[0] != position]
+
     def apply_pending(self) -> None:
         """Merge the buffered reducer writes, by (writer position, write order)."""
         if not self._pending:

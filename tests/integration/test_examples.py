@@ -52,6 +52,10 @@ SCRIPTS: dict[str, tuple[list[str], str, list[str]]] = {
         ["1/7  plan", "7/7  assemble", "# Report: tidal energy", "13 progress events streamed"],
     ),
     "readme_example.py": ([], "", ["42"]),
+    "graph_ticket_triage.py": ([], "", ["#3 -> general"]),  # more in test_graph_examples.py
+    "graph_map_reduce.py": ([], "", ["words: 33 counted, 33 in shared state"]),
+    "graph_review_loop.py": ([], "", ["draft v3 published"]),
+    "graph_nested_workflow.py": ([], "", ["reimbursed: 485"]),
 }
 
 

@@ -1,0 +1,1 @@
+"""Conformance tests of guarantees G2-G11 for executor graphs (``WorkflowBuilder``)."""
