@@ -19,39 +19,59 @@ CALLER = "__caller__"
 _SPECIAL = {START: "start", END: "end", CALLER: "caller"}
 
 
-def _junctions(edges: Sequence[Edge]) -> dict[str, str]:
-    """One junction id per fan-in target."""
-    targets = sorted({target for _, target, _, kind in edges if kind == "fan_in"})
-    return {target: f"fan_in_{i}" for i, target in enumerate(targets)}
+def _junctions(nodes: Sequence[str], edges: Sequence[Edge]) -> dict[str, str]:
+    """One junction id per fan-in target, numbered in graph order."""
+    targets = {target for _, target, _, kind in edges if kind == "fan_in"}
+    ordered = [node for node in nodes if node in targets]
+    return {target: f"__fan_in_{i}__" for i, target in enumerate(ordered)}
 
 
-def _mermaid_id(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+_MERMAID_RESERVED = {"end", "graph", "subgraph", "flowchart", "style", "class", "click"}
+
+
+def _mermaid_ids(nodes: Sequence[str], junctions: dict[str, str]) -> dict[str, str]:
+    """A unique, safe Mermaid id per node name (names like "a-b" and "a_b" stay apart)."""
+    taken = {START, END, CALLER, *junctions.values()}
+    ids = {START: START, END: END, CALLER: CALLER}
+    for name in nodes:
+        base = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name) or "node"
+        candidate, n = base, 1
+        while candidate in taken or candidate.lower() in _MERMAID_RESERVED:
+            n += 1
+            candidate = f"{base}_{n}"
+        taken.add(candidate)
+        ids[name] = candidate
+    return ids
+
+
+def _mermaid_label(text: str) -> str:
+    return text.replace('"', "#quot;")
 
 
 def to_mermaid(nodes: Sequence[str], edges: Sequence[Edge], *, start: str) -> str:
     """A Mermaid ``flowchart TD``: nodes in graph order, then edges in declaration order."""
     lines = ["flowchart TD", f'    {START}(["start"])']
     used = {s for s, _, _, _ in edges} | {t for _, t, _, _ in edges}
+    junctions = _junctions(nodes, edges)
+    ids = _mermaid_ids(nodes, junctions)
     for node in nodes:
-        lines.append(f'    {_mermaid_id(node)}["{node}"]')
+        lines.append(f'    {ids[node]}["{_mermaid_label(node)}"]')
     for special in (END, CALLER):
         if special in used:
             lines.append(f'    {special}(["{_SPECIAL[special]}"])')
-    junctions = _junctions(edges)
     for target, junction in junctions.items():
         lines.append(f"    {junction}((fan-in))")
-        lines.append(f"    {junction} --> {_mermaid_id(target)}")
-    lines.append(f"    {START} --> {_mermaid_id(start)}")
+        lines.append(f"    {junction} --> {ids[target]}")
+    lines.append(f"    {START} --> {ids[start]}")
     for source, target, label, kind in edges:
-        src = _mermaid_id(source)
+        src = ids[source]
         if kind == "fan_in":
             lines.append(f"    {src} --> {junctions[target]}")
             continue
         arrow = "-.->" if kind == "fan_out" else "-->"
         text = label if kind != "fan_out" else ("fan-out" + (f": {label}" if label else ""))
-        shown = f"|{text}|" if text else ""
-        lines.append(f"    {src} {arrow}{shown} {_mermaid_id(target)}")
+        shown = f"|{_mermaid_label(text)}|" if text else ""
+        lines.append(f"    {src} {arrow}{shown} {ids[target]}")
     return "\n".join(lines) + "\n"
 
 
@@ -69,7 +89,7 @@ def to_dot(name: str, nodes: Sequence[str], edges: Sequence[Edge], *, start: str
     for special in (END, CALLER):
         if special in used:
             lines.append(f'    {_dot_quote(special)} [label="{_SPECIAL[special]}", shape=oval];')
-    junctions = _junctions(edges)
+    junctions = _junctions(nodes, edges)
     for target, junction in junctions.items():
         lines.append(f'    {_dot_quote(junction)} [label="fan-in", shape=circle];')
         lines.append(f"    {_dot_quote(junction)} -> {_dot_quote(target)};")

@@ -71,9 +71,9 @@ def apply(state: RunState, tick: Tick) -> list[Command]:
         raise KernelError(f"unknown tick {tick!r} (run {state.run_id!r}, {state.status.value})")
     out: list[Command] = []
     status = state.status
-    if (status is not RunStatus.RUNNING and status is not RunStatus.PENDING) and type(
-        tick
-    ) is not CollectRequested:
+    if status is not RunStatus.RUNNING and status is not RunStatus.PENDING:
+        if type(tick) is CollectRequested:  # a cancelled step still collecting: nothing changes
+            out.append(CollectResult(batch=None))
         return out  # late news of a run that has ended (cancelled steps finishing)
     if state.status is RunStatus.PENDING and type(tick) is not RunStarted:
         raise KernelError(f"tick {tick!r} before the run started")
@@ -98,16 +98,18 @@ def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Comman
     inv = state.invocations.pop(tick.invocation, None)
     if inv is None:
         raise KernelError(f"no invocation {tick.invocation} in flight in run {state.run_id!r}")
+    if inv.waiting:
+        raise KernelError(f"invocation {inv.id} completed while waiting (run {state.run_id!r})")
     node = state.nodes[inv.node]
     node.in_flight -= 1
     state.running -= 1
     if tick.emitted:
         _emit(state, inv, tick.emitted, out)
     if state.status is RunStatus.RUNNING:
+        if state.blocked:  # nodes held back by max_concurrency go first: no starvation
+            _start_blocked(state, out)
         if node.inbox:
             _start(state, inv.node, out)
-        if state.blocked:
-            _start_blocked(state, out)
 
 
 def _apply_events_sent(state: RunState, tick: EventsSent, out: list[Command]) -> None:
@@ -125,7 +127,11 @@ def _apply_external_event(state: RunState, tick: ExternalEventReceived, out: lis
     if state.mode is Mode.SUPERSTEP:
         order = (EXTERNAL, state.external_sent)
         state.external_sent += 1
+        if state.graph.is_stop(tick.event) and (state.stop is None or order < state.stop[0]):
+            state.stop = (order, tick.event)  # the caller may end the run with a StopEvent
         state.outbox.append((order, state.superstep, ((tick.event, tick.target),)))
+    elif state.graph.is_stop(tick.event):
+        _end(state, RunStatus.FINISHED, tick.event, None, out)
     else:
         _deliver(state, EXTERNAL, tick.event, tick.target, 0, out)
 
@@ -310,16 +316,23 @@ def _resolve(state: RunState, waiter: Waiter, message: object, out: list[Command
     out.append(ResolveWait(invocation=inv.id, event=message))
 
 
-def _start(state: RunState, index: int, out: list[Command]) -> None:
-    """Start as many queued messages of node ``index`` as its workers and the run allow."""
+def _start(state: RunState, index: int, out: list[Command], first: bool = False) -> None:
+    """Start as many queued messages of node ``index`` as its workers and the run allow.
+
+    Under ``max_concurrency``, nodes held back earlier start first; ``first`` marks the
+    node just taken from the head of that queue.
+    """
     node = state.nodes[index]
     limit = state.graph.nodes[index].num_workers
     cap = state.max_concurrency
     while node.inbox and node.in_flight < limit:
-        if cap is not None and state.running >= cap:
+        if cap is not None and (
+            state.running >= cap or (state.blocked and not first)
+        ):  # no slot, or nodes held back earlier come first (FIFO, no starvation)
             if index not in state.blocked:
                 state.blocked.append(index)
             return
+        first = False
         message, generation = node.inbox.popleft()
         state.queued -= 1
         state.running += 1
@@ -336,7 +349,7 @@ def _start(state: RunState, index: int, out: list[Command]) -> None:
 def _start_blocked(state: RunState, out: list[Command]) -> None:
     cap = state.max_concurrency
     while state.blocked and (cap is None or state.running < cap):
-        _start(state, state.blocked.popleft(), out)
+        _start(state, state.blocked.popleft(), out, first=True)
 
 
 # -- barrier, finish, stall ---------------------------------------------------------------------

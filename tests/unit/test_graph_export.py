@@ -95,8 +95,8 @@ flowchart TD
     join["join"]
     urgent["urgent"]
     send_email["send email"]
-    fan_in_0((fan-in))
-    fan_in_0 --> join
+    __fan_in_0__((fan-in))
+    __fan_in_0__ --> join
     __start__ --> source
     source --> parse
     parse --> check
@@ -106,8 +106,8 @@ flowchart TD
     big -.->|fan-out| right
     small -.->|fan-out: pick_first| left
     small -.->|fan-out: pick_first| right
-    left --> fan_in_0
-    right --> fan_in_0
+    left --> __fan_in_0__
+    right --> __fan_in_0__
     join -->|is_urgent| urgent
     join -->|default| send_email
 """
@@ -126,8 +126,8 @@ digraph "export demo" {
     "join" [shape=box];
     "urgent" [shape=box];
     "send email" [shape=box];
-    "fan_in_0" [label="fan-in", shape=circle];
-    "fan_in_0" -> "join";
+    "__fan_in_0__" [label="fan-in", shape=circle];
+    "__fan_in_0__" -> "join";
     "__start__" -> "source";
     "source" -> "parse";
     "parse" -> "check";
@@ -137,8 +137,8 @@ digraph "export demo" {
     "big" -> "right" [label="fan-out", style=dashed];
     "small" -> "left" [label="fan-out: pick_first", style=dashed];
     "small" -> "right" [label="fan-out: pick_first", style=dashed];
-    "left" -> "fan_in_0";
-    "right" -> "fan_in_0";
+    "left" -> "__fan_in_0__";
+    "right" -> "__fan_in_0__";
     "join" -> "urgent" [label="is_urgent"];
     "join" -> "send email" [label="default"];
 }

@@ -359,12 +359,6 @@ def test_max_concurrency_bounds_the_runs_in_flight_invocations(mode: Mode) -> No
     assert h.peak_running_at_start == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a node that keeps feeding itself takes every freed slot before the nodes "
-    "max_concurrency held back (its own new message is started in _deliver before "
-    "_start_blocked runs), so they starve until its loop ends",
-)
 def test_max_concurrency_starts_held_back_nodes_before_a_looping_node_runs_again() -> None:
     graph = make_graph(("start", (Go,)), ("loop", (Job,)), ("held", (Answer,)))
     h = KernelHarness(graph, mode=Mode.ASYNC, max_concurrency=1)
@@ -722,3 +716,23 @@ def test_a_tick_before_run_started_raises_kernel_error(tick: Tick) -> None:
     with pytest.raises(KernelError, match="before the run started"):
         apply(state, tick)
     assert state.status is RunStatus.PENDING
+
+
+@MODES
+def test_a_stop_event_from_the_caller_ends_the_run(mode: Mode) -> None:
+    h = KernelHarness(make_graph(("start", (Go,)), ("other", (Job,))), mode=mode)
+    h.start(Go(n=0))
+    h.external(Done())
+    if h.ended is None:  # superstep mode: at the barrier, once the running step returns
+        h.complete(next(iter(h.in_flight)))
+    assert h.state.status is RunStatus.FINISHED
+    assert isinstance(h.state.result, Done)
+
+
+def test_completing_a_waiting_invocation_is_a_kernel_error() -> None:
+    h = KernelHarness(make_graph(("start", (Go,))))
+    h.start(Go(n=0))
+    invocation = next(iter(h.in_flight))
+    h.feed(WaitStarted(invocation=invocation, types=(Answer,), requirements={}))
+    with pytest.raises(KernelError, match="while waiting"):
+        h.feed(StepCompleted(invocation=invocation))
