@@ -12,7 +12,10 @@ __all__ = ["Scope", "current_scope", "set_scope"]
 
 
 class Scope:
-    """One invocation of one step: what it sent so far (buffered in superstep mode)."""
+    """One invocation of one step: what it sent and has not been delivered yet.
+
+    Superstep mode holds sends until the step returns; async mode until it suspends.
+    """
 
     __slots__ = ("invocation", "message", "node", "run", "sent")
 

@@ -185,6 +185,8 @@ class Run:
         self._specs: tuple[NodeProgram, ...] = plan.programs
         self._workflow = owner
         self.requests: dict[str, _Request] = {}
+        self._unflushed: list[Scope] = []  # async mode: steps whose sends await delivery
+        self._flush_scheduled = False
         self.lifecycle = False  # executor graphs: switched on when the stream is consumed
         self._pending: deque[StartStep] = deque()  # started invocations not yet on a worker
         self._idle: list[asyncio.Future[None]] = []
@@ -307,6 +309,7 @@ class Run:
                     name = self._specs[command.node].name
                     self.stream.push(ExecutorCompletedEvent(executor_id=name))
                 self.feed(tick)
+                tick = command = None  # type: ignore[assignment]  # hold no finished message
                 if self.done:
                     return
                 streak += 1
@@ -349,6 +352,7 @@ class Run:
                 attempt += 1
                 await asyncio.sleep(delay)
         sent = scope.sent
+        scope.sent = []  # a pending flush (async mode) finds nothing left to deliver
         if result is None:
             return StepCompleted(invocation=command.invocation, emitted=tuple(sent))
         if isinstance(result, Event) and spec.returns_events:
@@ -414,10 +418,30 @@ class Run:
             )
         if self.superstep_mode:
             scope.sent.append((message, target))
-        else:
-            self.feed_threadsafe(
-                EventsSent(invocation=scope.invocation, emitted=((message, target),))
+        elif threading.get_ident() != self._thread:  # a sync step in a thread: deliver now
+            self.loop.call_soon_threadsafe(
+                self.feed, EventsSent(invocation=scope.invocation, emitted=((message, target),))
             )
+        else:
+            # Async mode delivers no later than the step's next suspension: nothing else
+            # can run before it, so buffering until then is not observable, and a step that
+            # sends several messages and returns costs one kernel call instead of several.
+            if not scope.sent:
+                self._unflushed.append(scope)
+                if not self._flush_scheduled:  # one callback per loop turn, not per send
+                    self._flush_scheduled = True
+                    self.loop.call_soon(self._flush)
+            scope.sent.append((message, target))
+
+    def _flush(self) -> None:
+        """Deliver what still-running steps sent (async mode), once they have suspended."""
+        self._flush_scheduled = False
+        scopes, self._unflushed = self._unflushed, []
+        for scope in scopes:
+            sent = scope.sent
+            if sent and not self.done and scope.invocation in self.state.invocations:
+                scope.sent = []
+                self.feed(EventsSent(invocation=scope.invocation, emitted=tuple(sent)))
 
     def _target(self, where: str, event: object, step: str | None) -> int | None:
         if step is None:

@@ -1,0 +1,174 @@
+"""``python -m bench``: stepgraph against plain asyncio, and the memory of pending events.
+
+Examples::
+
+    python -m bench                    # every workload, 11 repetitions after 2 warm-ups
+    python -m bench --quick            # 3 repetitions after 1 warm-up (a smoke run)
+    python -m bench --only w1,memory   # a subset: w1, w2, w1g, w2g, w3, memory
+    python -m bench --check            # exit with status 1 when a target is missed
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.memory import TARGET_BYTES, MemoryResult, measure_pending
+from bench.suite import WORKLOADS, Workload
+from bench.timing import Runner, measure, median, paired_ratio
+from bench.workloads import MODES, Mode
+
+CHOICES = (*(w.key for w in WORKLOADS), "memory")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=(__doc__ or "").partition("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="3 repetitions, 1 warm-up")
+    parser.add_argument("--reps", type=int, help="timed repetitions per workload (default 11)")
+    parser.add_argument("--warmup", type=int, help="untimed warm-up calls (default 2)")
+    parser.add_argument(
+        "--only", help=f"comma-separated subset of {','.join(CHOICES)} (default: all)"
+    )
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="comma-separated stepgraph modes (default: both)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=report.RESULTS_DIR / "latest.json",
+        help="where to write the JSON results (default: bench/results/latest.json)",
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only, write no JSON")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--verbose", action="store_true", help="also print every repetition")
+    args = parser.parse_args(argv)
+    args.reps = args.reps or (3 if args.quick else 11)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.only = _split(args.only, CHOICES) if args.only else list(CHOICES)
+    args.modes = _split(args.modes, MODES)
+    return args
+
+
+def _split(value: str, allowed: tuple[str, ...]) -> list[Any]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    unknown = [item for item in items if item not in allowed]
+    if unknown:
+        raise SystemExit(f"unknown choice(s) {', '.join(unknown)}; pick from {', '.join(allowed)}")
+    return items
+
+
+async def run_workload(
+    workload: Workload, modes: list[Mode], reps: int, warmup: int, verbose: bool
+) -> list[dict[str, Any]]:
+    """Time stepgraph in each mode and the baseline, interleaved, and build the entries."""
+    runners: dict[str, Runner] = {mode: workload.stepgraph_runner(mode) for mode in modes}
+    runners["baseline"] = workload.baseline_runner
+    if workload.step_runner is not None:
+        for mode in modes:
+            runners[f"step-{mode}"] = workload.step_runner(mode)
+    samples = await measure(runners, workload.size, reps=reps, warmup=warmup)
+    base = median(samples["baseline"])
+    if verbose:
+        for name, values in samples.items():
+            shown = ", ".join(f"{v:.2f}" for v in values)
+            print(f"  {workload.key} {name}: [{shown}] µs/{workload.unit}", file=sys.stderr)
+    entries = []
+    for mode in modes:
+        ours = median(samples[mode])
+        ratio = paired_ratio(samples[mode], samples["baseline"])
+        entry: dict[str, Any] = {}
+        if workload.step_runner is not None:
+            vs_step = paired_ratio(samples[mode], samples[f"step-{mode}"])
+            entry = {
+                "step_us_per_unit": round(median(samples[f"step-{mode}"]), 3),
+                "vs_step": round(vs_step, 3),
+                "vs_step_target": workload.step_target_ratio,
+                "vs_step_passed": vs_step <= workload.step_target_ratio,
+            }
+        entries.append(
+            {
+                **entry,
+                "workload": workload.key,
+                "mode": mode,
+                "us_per_unit": round(ours, 3),
+                "baseline": workload.baseline,
+                "baseline_us_per_unit": round(base, 3),
+                "ratio": round(ratio, 3),
+                "unit": workload.unit,
+                "target_ratio": workload.target_ratio,
+                "passed": ratio <= workload.target_ratio and entry.get("vs_step_passed", True),
+                "title": workload.title,
+                "size": workload.size,
+            }
+        )
+    return entries
+
+
+def memory_entry(result: MemoryResult) -> dict[str, Any]:
+    """The JSON entry of one mode's memory measurement."""
+    return {
+        "workload": "memory_pending",
+        "mode": result.mode,
+        "bytes_per_pending_event": round(result.bytes_per_pending_event, 1),
+        "target_bytes": TARGET_BYTES,
+        "passed": result.bytes_per_pending_event < TARGET_BYTES,
+        "pending_events": result.pending,
+        "event_object_bytes": round(result.event_object_bytes, 1),
+    }
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every selected workload, then the memory measurement."""
+    results: list[dict[str, Any]] = []
+    for workload in WORKLOADS:
+        if workload.key in args.only:
+            started = time.perf_counter()
+            results += await run_workload(
+                workload, args.modes, args.reps, args.warmup, args.verbose
+            )
+            elapsed = time.perf_counter() - started
+            print(f"{workload.key} {workload.title}: {elapsed:.1f} s", file=sys.stderr)
+    if "memory" in args.only:
+        for mode in args.modes:
+            measured = await measure_pending(mode, reps=1 if args.quick else 3)
+            results.append(memory_entry(measured))
+            if args.verbose:
+                for site, size in measured.top_sites:
+                    print(f"  memory {mode}: {size:>9} B at {site}", file=sys.stderr)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print the table, write the JSON; the exit status reflects ``--check``."""
+    args = parse_args(argv)
+    started = time.perf_counter()
+    results = asyncio.run(run(args))
+    print()
+    report.print_report(results)
+    elapsed = time.perf_counter() - started
+    print(
+        f"\nMedians of {args.reps} repetitions after {args.warmup} warm-up(s), interleaved; "
+        "a ratio is the median of the per-repetition ratios.\n"
+        f"Took {elapsed:.1f} s."
+    )
+    if not args.no_write:
+        document = {
+            **report.run_metadata(reps=args.reps, warmup=args.warmup, quick=args.quick),
+            "results": results,
+        }
+        report.write_json(args.output, document)
+        print(f"wrote {report.display_path(args.output)}")
+    missed = [r for r in results if not r["passed"]]
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""``python -m bench.peers``: stepgraph, plain asyncio and each peer on W1 to W3, one process.
+
+Examples::
+
+    python -m bench.peers                 # install/refresh nothing if already set up, run all
+    python -m bench.peers --upgrade       # reinstall the latest peers first
+    python -m bench.peers --quick --only w1
+    python -m bench.peers --here          # run in this interpreter (peers installed here)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.peers import venv
+from bench.peers.common import Peer
+from bench.suite import WORKLOADS, Workload
+from bench.timing import Runner, measure, median
+from bench.workloads import MODES
+
+PEER_MODULES = {
+    "agent_framework_core": "agent-framework-core",
+    "llama_index_workflows": "llama-index-workflows",
+    "langgraph_stategraph": "langgraph",
+}
+"""Module of ``bench.peers`` → the distribution it benchmarks."""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.peers", description=(__doc__ or "").partition("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="2 repetitions, 1 warm-up")
+    parser.add_argument("--reps", type=int, help="timed repetitions (default 5)")
+    parser.add_argument("--only", help="comma-separated subset of w1,w2,w3 (default: all)")
+    parser.add_argument("--upgrade", action="store_true", help="reinstall the latest peers")
+    parser.add_argument("--here", action="store_true", help="use this interpreter, no venv")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=report.RESULTS_DIR / "peers.json",
+        help="where to write the JSON results (default: bench/results/peers.json)",
+    )
+    args = parser.parse_args(argv)
+    args.reps = args.reps or (2 if args.quick else 5)
+    args.warmup = 1
+    keys = [w.key for w in WORKLOADS]
+    args.only = [k.strip() for k in args.only.split(",")] if args.only else keys
+    if unknown := set(args.only) - set(keys):
+        parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}")
+    return args
+
+
+def load_peers() -> tuple[list[Peer], list[dict[str, str]]]:
+    """Every peer whose module imports and builds; the others with the reason."""
+    peers: list[Peer] = []
+    skipped: list[dict[str, str]] = []
+    for name, dist in PEER_MODULES.items():
+        try:
+            module = importlib.import_module(f"bench.peers.{name}")
+        except ImportError as exc:
+            skipped.append({"peer": dist, "reason": f"not importable ({exc})"})
+            continue
+        try:
+            peers.append(module.load())
+        except Exception as exc:  # an API change in the peer skips that peer only
+            skipped.append({"peer": dist, "reason": f"{type(exc).__name__}: {exc}"})
+    for skip in skipped:
+        print(f"skipping {skip['peer']}: {skip['reason']}", file=sys.stderr)
+    return peers, skipped
+
+
+async def time_workload(
+    workload: Workload, peers: list[Peer], reps: int, warmup: int
+) -> list[dict[str, Any]]:
+    """stepgraph (both modes) and the baseline interleaved, then each peer in turn."""
+    runners: dict[str, Runner] = {mode: workload.stepgraph_runner(mode) for mode in MODES}
+    runners[workload.baseline] = workload.baseline_runner
+    samples = await measure(runners, workload.size, reps=reps, warmup=warmup)
+    ours = {mode: median(samples[mode]) for mode in MODES}
+    base = {"workload": workload.key, "unit": workload.unit, "size": workload.size}
+    entries: list[dict[str, Any]] = [
+        {**base, "contender": "stepgraph", "mode": mode, "us_per_unit": round(us, 3)}
+        for mode, us in ours.items()
+    ]
+    entries.append(
+        {
+            **base,
+            "contender": workload.baseline,
+            "us_per_unit": round(median(samples[workload.baseline]), 3),
+        }
+    )
+    for peer in peers:
+        spec = peer.workloads.get(workload.key)
+        if spec is None:
+            continue
+        size = spec.size or workload.size
+        started = time.perf_counter()
+        peer_samples = await measure({peer.name: spec.runner}, size, reps=reps, warmup=warmup)
+        us = median(peer_samples[peer.name])
+        print(
+            f"  {workload.key} {peer.name}: {us:.1f} µs/{workload.unit} "
+            f"({time.perf_counter() - started:.1f} s)",
+            file=sys.stderr,
+        )
+        entries.append(
+            {
+                **base,
+                "size": size,
+                "contender": peer.name,
+                "version": report.package_version(peer.dist),
+                "us_per_unit": round(us, 3),
+                "stepgraph_speedup": {mode: round(us / o, 2) for mode, o in ours.items()},
+                "note": spec.note,
+            }
+        )
+    return entries
+
+
+def table_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per contender: its figure and how many times faster stepgraph is."""
+    rows = []
+    for e in entries:
+        name = e["contender"] + (f" ({e['mode']})" if "mode" in e else "")
+        if e.get("version"):
+            name += f" {e['version']}"
+        speedup = e.get("stepgraph_speedup", {})
+        rows.append(
+            [
+                f"{e['workload']} {name}",
+                f"{e['size']}",
+                f"{e['us_per_unit']:.2f} µs/{e['unit']}",
+                f"{speedup['superstep']:.1f}x" if speedup else "",
+                f"{speedup['async']:.1f}x" if speedup else "",
+                e.get("note", ""),
+            ]
+        )
+    return rows
+
+
+HEADERS = ("workload / contender", "size", "figure", "sg superstep", "sg async", "note")
+
+
+async def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Load the peers, then time every selected workload."""
+    peers, skipped = load_peers()
+    entries: list[dict[str, Any]] = []
+    for workload in WORKLOADS:
+        if workload.key in args.only:
+            entries += await time_workload(workload, peers, args.reps, args.warmup)
+    return entries, skipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Set up the environment (or re-execute inside it), run, print, write JSON."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if not args.here and not venv.inside():
+        venv.ensure(args.upgrade)
+        venv.reexec([a for a in argv if a != "--upgrade"])
+    started = time.perf_counter()
+    entries, skipped = asyncio.run(run(args))
+    print()
+    print(report.format_table(HEADERS, table_rows(entries)))
+    print(
+        f"\nMedians of {args.reps} repetitions after {args.warmup} warm-up; 'sg superstep' and "
+        "'sg async' say how many times faster stepgraph is than that contender (per unit).\n"
+        f"Took {time.perf_counter() - started:.1f} s."
+    )
+    for skip in skipped:
+        print(f"skipped {skip['peer']}: {skip['reason']}")
+    peer_versions = {dist: report.package_version(dist) for dist in venv.PEER_DISTS}
+    document = {
+        **report.run_metadata(reps=args.reps, warmup=args.warmup, peers=peer_versions),
+        "results": entries,
+        "skipped": skipped,
+    }
+    report.write_json(args.output, document)
+    print(f"wrote {report.display_path(args.output)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Reporting: the printed table and the JSON file under ``bench/results/``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def git_commit() -> str | None:
+    """The repository's ``HEAD`` commit, or ``None`` outside git or before the first commit."""
+    return _git("rev-parse", "HEAD") or None
+
+
+def git_dirty() -> bool | None:
+    """Whether tracked files differ from ``HEAD`` (``None`` when git cannot tell)."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
+
+
+def package_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist``, or ``None``."""
+    try:
+        return importlib_metadata.version(dist)
+    except importlib_metadata.PackageNotFoundError:
+        pass
+    try:  # e.g. stepgraph imported from a checkout that was never pip-installed
+        version = getattr(importlib.import_module(dist.replace("-", "_")), "__version__", None)
+    except ImportError:
+        return None
+    return version if isinstance(version, str) else None
+
+
+def run_metadata(**extra: Any) -> dict[str, Any]:
+    """Where and when the figures were taken (no machine paths)."""
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
+        "stepgraph_version": package_version("stepgraph"),
+        **extra,
+    }
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` to ``path`` atomically (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain aligned text table; the first column is left-aligned, the others right."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            str(cell).ljust(width) if i == 0 else str(cell).rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def timing_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Table rows for ``python -m bench``'s timing and memory entries."""
+    rows: list[list[str]] = []
+    for r in results:
+        if "ratio" in r:
+            rows.append(
+                [
+                    f"{r['workload']} {r['title']}",
+                    r["mode"],
+                    f"{r['us_per_unit']:.2f} µs/{r['unit']}",
+                    r["baseline"],
+                    f"{r['baseline_us_per_unit']:.2f} µs/{r['unit']}",
+                    f"{r['ratio']:.2f}x",
+                    f"<= {r['target_ratio']:g}x",
+                    "pass" if r["passed"] else "FAIL",
+                ]
+            )
+            if "vs_step" in r:
+                rows.append(
+                    [
+                        f"  {r['workload']} vs @step style",
+                        r["mode"],
+                        f"{r['us_per_unit']:.2f} µs/{r['unit']}",
+                        "@step",
+                        f"{r['step_us_per_unit']:.2f} µs/{r['unit']}",
+                        f"{r['vs_step']:.2f}x",
+                        f"<= {r['vs_step_target']:g}x",
+                        "pass" if r["vs_step_passed"] else "FAIL",
+                    ]
+                )
+        else:
+            rows.append(
+                [
+                    f"{r['workload']} ({r['pending_events']} queued)",
+                    r["mode"],
+                    f"{r['bytes_per_pending_event']:.0f} B/event",
+                    "event object",
+                    f"{r['event_object_bytes']:.0f} B",
+                    "",
+                    f"< {r['target_bytes']} B",
+                    "pass" if r["passed"] else "FAIL",
+                ]
+            )
+    return rows
+
+
+TIMING_HEADERS = (
+    "workload",
+    "mode",
+    "stepgraph",
+    "baseline",
+    "baseline figure",
+    "ratio",
+    "target",
+    "result",
+)
+
+
+def print_report(results: Sequence[dict[str, Any]], out: Any = None) -> None:
+    """Print the results table of ``python -m bench``."""
+    print(format_table(TIMING_HEADERS, timing_rows(results)), file=out or sys.stdout)
