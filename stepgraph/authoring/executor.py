@@ -315,6 +315,13 @@ def compile_executor(node: Executor) -> ExecutorProgram:
             )
         return chosen.call(message, ctx)
 
+    if len(handlers) == 1 and not responses:
+        # One handler: the kernel only delivers what it accepts, so skip the dispatch.
+        only = handlers[0].call
+
+        def call(owner: Any, ctx: Any, message: Any) -> Awaitable[Any]:
+            return only(message, ctx)
+
     return ExecutorProgram(
         name=node.id,
         config=node.config,

@@ -67,7 +67,14 @@ class WorkflowContext(Generic[T_Out]):
             UnknownStepError: ``target`` names no executor of the graph.
             UnroutableEventError: ``target`` has no handler for the message's type.
         """
-        self._run.send(self._scope("send_message"), message, target)
+        run = self._run
+        scope = current_scope()
+        if scope is None or scope.run is not run:
+            scope = self._scope("send_message")  # raises
+        if target is None:
+            run.emit(scope, message)
+        else:
+            run.send(scope, message, target)
         return _DONE
 
     def yield_output(self, data: Any) -> Ready[None]:
