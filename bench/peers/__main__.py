@@ -99,7 +99,9 @@ async def time_workload(
         }
     )
     for peer in peers:
-        spec = peer.workloads.get(workload.key)
+        # w1g/w2g (stepgraph's executor graphs) do the logical work of w1/w2: compare them
+        # with the peers' w1/w2, which are graphs already for agent-framework and langgraph.
+        spec = peer.workloads.get(workload.key) or peer.workloads.get(workload.key.rstrip("g"))
         if spec is None:
             continue
         size = spec.size or workload.size

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from ..core import Mode
-from ..errors import StepgraphError, WorkflowValidationError
 from ..graph_events import RunResult
 from ..runtime.handler import WorkflowHandler
+from ..runtime.launch import RunOptions, launch, run_in_new_loop
 from ..runtime.plan import RunPlan
-from ..runtime.run import Run
 from .export import Edge, to_dot, to_mermaid
 
 __all__ = ["GraphWorkflow"]
@@ -36,20 +33,14 @@ class GraphWorkflow:
         max_supersteps: int,
         max_concurrency: int | None,
     ) -> None:
-        try:
-            self.mode = Mode(mode)
-        except ValueError:
-            raise WorkflowValidationError(
-                f"build(mode={mode!r}): mode must be 'superstep' or 'async'"
-            ) from None
-        if timeout is not None and timeout <= 0:
-            raise WorkflowValidationError(f"build(timeout={timeout!r}): must be > 0 or None")
-        if max_supersteps < 1:
-            raise WorkflowValidationError(f"build(max_supersteps={max_supersteps!r}): must be >= 1")
-        if max_concurrency is not None and max_concurrency < 1:
-            raise WorkflowValidationError(
-                f"build(max_concurrency={max_concurrency!r}): must be >= 1 or None"
-            )
+        self.options = RunOptions.checked(
+            "build",
+            mode=mode,
+            timeout=timeout,
+            max_supersteps=max_supersteps,
+            max_concurrency=max_concurrency,
+        )
+        self.mode = self.options.mode
         self.plan = plan
         self.name = plan.name
         self.edges = edges
@@ -71,37 +62,12 @@ class GraphWorkflow:
         return self._launch(message, journal=False)
 
     def _launch(self, message: Any, *, journal: bool) -> WorkflowHandler:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            raise StepgraphError(
-                f"workflow {self.name!r}: run() needs a running event loop; use run_sync() "
-                f"in a script"
-            ) from None
-        run = Run(
-            self.plan,
-            None,
-            mode=self.mode,
-            timeout=self.timeout,
-            max_supersteps=self.max_supersteps,
-            max_concurrency=self.max_concurrency,
-            journal=journal,
-        )
-        handler = WorkflowHandler(run)
-        run.start(message)
-        return handler
+        return launch(self.plan, None, self.options, message, journal=journal)
 
     def run_sync(self, message: Any = None) -> RunResult:
         """Run to completion in a new event loop (for scripts)."""
-        from .workflow import _no_running_loop
-
-        _no_running_loop(f"workflow {self.name!r}")
-
-        async def main() -> RunResult:
-            result: RunResult = await self.run(message)
-            return result
-
-        return asyncio.run(main())
+        result: RunResult = run_in_new_loop(f"workflow {self.name!r}", lambda: self.run(message))
+        return result
 
     def to_mermaid(self) -> str:
         """The graph as a Mermaid flowchart."""

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from ..core import Graph, Mode, Node
-from ..errors import InvalidStartEventError, StepgraphError, WorkflowValidationError
+from ..core import Graph, Node
+from ..errors import InvalidStartEventError, WorkflowValidationError
 from ..events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from ..runtime.context import Context
 from ..runtime.handler import WorkflowHandler
+from ..runtime.launch import RunOptions, launch, run_in_new_loop
 from ..runtime.plan import RunPlan
-from ..runtime.run import Run
 from .export import CALLER, END, Edge, to_dot, to_mermaid
 from .step import STEP_ATTRIBUTE, StepSpec, inspect_step
 
@@ -74,23 +73,14 @@ class Workflow:
         max_concurrency: int | None = None,
         verbose: bool = False,
     ) -> None:
-        name = type(self).__name__
-        try:
-            self.mode = Mode(mode)
-        except ValueError:
-            raise WorkflowValidationError(
-                f"{name}(mode={mode!r}): mode must be 'superstep' or 'async'"
-            ) from None
-        if timeout is not None and timeout <= 0:
-            raise WorkflowValidationError(f"{name}(timeout={timeout!r}): must be > 0 or None")
-        if max_supersteps < 1:
-            raise WorkflowValidationError(
-                f"{name}(max_supersteps={max_supersteps!r}): must be >= 1"
-            )
-        if max_concurrency is not None and max_concurrency < 1:
-            raise WorkflowValidationError(
-                f"{name}(max_concurrency={max_concurrency!r}): must be >= 1 or None"
-            )
+        self.options = RunOptions.checked(
+            type(self).__name__,
+            mode=mode,
+            timeout=timeout,
+            max_supersteps=max_supersteps,
+            max_concurrency=max_concurrency,
+        )
+        self.mode = self.options.mode
         self.timeout = timeout
         self.max_supersteps = max_supersteps
         self.max_concurrency = max_concurrency
@@ -161,13 +151,6 @@ class Workflow:
             WorkflowValidationError: the workflow definition is invalid.
         """
         compiled = self._compiled()
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            raise StepgraphError(
-                f"{compiled.name}.run() needs a running event loop: call it from async code "
-                f"(`await wf.run(...)`) or use {compiled.name}().run_sync(...) in a script"
-            ) from None
         event = self._start_event(compiled, start_event, kwargs)
         return self._launch(compiled, event, journal=False)
 
@@ -175,18 +158,8 @@ class Workflow:
         self, compiled: CompiledWorkflow, event: Event, *, journal: bool
     ) -> WorkflowHandler:
         """Create the run's shell in the running loop and start it."""
-        run = Run(
-            compiled.plan,
-            self,
-            mode=self.mode,
-            timeout=self.timeout,
-            max_supersteps=self.max_supersteps,
-            max_concurrency=self.max_concurrency,
-            journal=journal,
-        )
-        handler = WorkflowHandler(run)
-        run.start(event)
-        return handler
+        who = f"{compiled.name}.run()"
+        return launch(compiled.plan, self, self.options, event, journal=journal, who=who)
 
     @staticmethod
     def _start_event(
@@ -214,23 +187,7 @@ class Workflow:
 
     def run_sync(self, start_event: StartEvent | None = None, **kwargs: Any) -> Any:
         """Run to completion in a new event loop (for scripts) and return the result."""
-        _no_running_loop(type(self).__name__)
-
-        async def main() -> Any:
-            return await self.run(start_event, **kwargs)
-
-        return asyncio.run(main())
-
-
-def _no_running_loop(name: str) -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise StepgraphError(
-        f"{name}.run_sync() was called inside a running event loop; use "
-        f"`await {name}(...).run(...)` there (run_sync is for scripts)"
-    )
+        return run_in_new_loop(type(self).__name__, lambda: self.run(start_event, **kwargs))
 
 
 def _collect_steps(cls: type) -> list[Any]:

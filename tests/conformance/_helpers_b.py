@@ -8,40 +8,10 @@ The guard is a safety net only: no test relies on it firing.
 import asyncio
 from typing import Any
 
-import pytest
+# The run helpers shared with G1-G6, re-exported for the G7-G12 modules.
+from _helpers_a import GUARD_SECONDS, MODES, both_modes, failure, finish  # noqa: F401
 
 from stepgraph import WorkflowHandler
-
-MODES: tuple[str, ...] = ("superstep", "async")
-"""Both delivery modes; guarantees that hold in either mode are tested in both."""
-
-both_modes = pytest.mark.parametrize("mode", MODES)
-"""Parametrize a test over both delivery modes (its ``mode`` argument)."""
-
-GUARD_SECONDS = 5.0
-"""Upper bound on any single run in these tests (they finish in milliseconds)."""
-
-
-async def finish(handler: WorkflowHandler) -> Any:
-    """Await the run's result; a run that does not end within the guard fails the test."""
-    try:
-        async with asyncio.timeout(GUARD_SECONDS):
-            return await handler
-    except TimeoutError as exc:
-        if handler.done():
-            raise  # the run itself ended with a timeout error: that is its outcome
-        raise AssertionError(f"the run did not end within {GUARD_SECONDS}s (a hang)") from exc
-
-
-async def failure(handler: WorkflowHandler) -> BaseException:
-    """Await a run that must fail and return its exception (fails the test if it succeeds)."""
-    try:
-        result = await finish(handler)
-    except AssertionError:
-        raise
-    except Exception as exc:
-        return exc
-    raise AssertionError(f"the run was expected to fail but returned {result!r}")
 
 
 async def drain(handler: WorkflowHandler) -> list[Any]:

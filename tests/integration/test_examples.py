@@ -242,3 +242,14 @@ def test_example_runs_as_a_script_and_prints_its_result(
     assert done.stderr == ""
     for expected in SCRIPTS[key][2]:
         assert expected in done.stdout
+
+
+def test_every_other_readme_code_block_runs_and_prints_what_its_comment_says() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)[1:]
+    assert blocks, "README.md shows only one python block"
+    for block in blocks:
+        out = io.StringIO()
+        with redirect_stdout(out):
+            exec(compile(block, "README.md", "exec", dont_inherit=True), {"__name__": "block"})
+        promised = re.findall(r"print\(.*\)\s+#\s*(.+)", block)
+        assert promised and out.getvalue().splitlines() == promised
