@@ -20,7 +20,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check stepgraph tests examples bench
 	$(BIN)/ruff format --check stepgraph tests examples bench
-	$(BIN)/mypy --strict stepgraph/core
+	$(BIN)/mypy --strict stepgraph
 
 test: lint
 	$(BIN)/python -m pytest --tb=short; status=$$?; \

@@ -217,19 +217,19 @@ class Run:
             self._end(RunStatus.FAILED, None, exc)
             return []
         for command in commands:
-            kind = type(command)
-            if kind is StartStep:
-                self._dispatch(command)  # type: ignore[arg-type]
-            elif kind is ResolveWait:
-                self._waits[command.invocation].set_result(command.event)  # type: ignore[union-attr]
-            elif kind is RunEnded:
-                self._end(command.status, command.result, command.error)  # type: ignore[union-attr]
-            elif kind is SuperstepEnded:
-                self._superstep_ended(command.superstep)  # type: ignore[union-attr]
-            elif kind is PublishEvent:
-                self.stream.push(command.event)  # type: ignore[union-attr]
-            elif kind is FailWait:
-                self._fail_wait(command.invocation)  # type: ignore[union-attr]
+            match command:
+                case StartStep():
+                    self._dispatch(command)
+                case ResolveWait():
+                    self._waits[command.invocation].set_result(command.event)
+                case RunEnded():
+                    self._end(command.status, command.result, command.error)
+                case SuperstepEnded():
+                    self._superstep_ended(command.superstep)
+                case PublishEvent():
+                    self.stream.push(command.event)
+                case FailWait():
+                    self._fail_wait(command.invocation)
         return commands
 
     def _superstep_ended(self, superstep: int) -> None:
