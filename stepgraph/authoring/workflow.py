@@ -49,6 +49,7 @@ class Workflow:
         max_supersteps: bound on supersteps (async mode: on message generations);
             exceeding it raises ``SuperstepLimitExceeded``.
         max_concurrency: at most this many step invocations run at once (``None``: no bound).
+        verbose: print each step as it runs and the events it produces.
 
     The workflow object holds its definition only: one object can run many times,
     concurrently, and in different event loops.
@@ -79,6 +80,7 @@ class Workflow:
             timeout=timeout,
             max_supersteps=max_supersteps,
             max_concurrency=max_concurrency,
+            verbose=verbose,
         )
         self.mode = self.options.mode
         self.timeout = timeout

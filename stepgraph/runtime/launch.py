@@ -26,6 +26,7 @@ class RunOptions:
     timeout: float | None
     max_supersteps: int
     max_concurrency: int | None
+    verbose: bool = False
 
     @classmethod
     def checked(
@@ -36,6 +37,7 @@ class RunOptions:
         timeout: float | None,
         max_supersteps: int,
         max_concurrency: int | None,
+        verbose: bool = False,
     ) -> RunOptions:
         """Validate the options; errors read ``where(option=value): ...``."""
         try:
@@ -54,7 +56,7 @@ class RunOptions:
             raise WorkflowValidationError(
                 f"{where}(max_concurrency={max_concurrency!r}): must be >= 1 or None"
             )
-        return cls(parsed, timeout, max_supersteps, max_concurrency)
+        return cls(parsed, timeout, max_supersteps, max_concurrency, verbose)
 
 
 def launch(
@@ -83,6 +85,7 @@ def launch(
         max_supersteps=options.max_supersteps,
         max_concurrency=options.max_concurrency,
         journal=journal,
+        verbose=options.verbose,
     )
     handler = WorkflowHandler(run)
     run.start(start)

@@ -154,8 +154,10 @@ class Run:
         max_supersteps: int,
         max_concurrency: int | None,
         journal: bool = False,
+        verbose: bool = False,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.verbose = verbose
         self.plan = plan
         self.name = plan.name
         graph = self.graph = plan.graph
@@ -232,6 +234,16 @@ class Run:
                     self._fail_wait(command.invocation)
         return commands
 
+    def _say(self, command: StartStep, tick: Tick) -> None:
+        """verbose=True: what a step produced, as LlamaIndex Workflows prints it."""
+        name = self._specs[command.node].name
+        if isinstance(tick, StepFailed):
+            print(f"Step {name} failed: {type(tick.error).__name__}: {tick.error}")
+            return
+        emitted = tick.emitted if isinstance(tick, StepCompleted) else ()
+        produced = ", ".join(type(message).__name__ for message, _ in emitted) or "no event"
+        print(f"Step {name} produced {produced}")
+
     def _superstep_ended(self, superstep: int) -> None:
         self.store.apply_pending()
         if self.lifecycle:
@@ -303,8 +315,12 @@ class Run:
                 if self.lifecycle:
                     name = self._specs[command.node].name
                     self.stream.push(ExecutorInvokedEvent(executor_id=name))
+                if self.verbose:
+                    print(f"Running step {self._specs[command.node].name}")
                 tick = await self._invoke(command)
                 self._busy -= 1
+                if self.verbose:
+                    self._say(command, tick)
                 if self.lifecycle:
                     name = self._specs[command.node].name
                     self.stream.push(ExecutorCompletedEvent(executor_id=name))
