@@ -55,15 +55,16 @@ class Collector:
         try:
             return self._kind_of[concrete]
         except KeyError:
-            # An exact match first, so that [Base, Sub] files a Sub under Sub, not Base.
-            kind = (concrete if concrete in self._need else None) or next(
-                (k for k in self._need if isinstance(k, type) and issubclass(concrete, k)), None
-            )
+            # The closest expected class in the MRO, so that [Base, Mid] files a Leaf(Mid)
+            # under Mid, not Base; an expected ABC (not in the MRO) matches last.
+            mro = concrete.__mro__
+            kinds = [k for k in self._need if isinstance(k, type) and issubclass(concrete, k)]
+            kind = min(kinds, key=lambda k: mro.index(k) if k in mro else len(mro), default=None)
             self._kind_of[concrete] = kind
             return kind
 
     def kind_of(self, message: object) -> Hashable | None:
-        """The expected entry ``message`` fills (first exact type, then subclass), or None."""
+        """The expected entry ``message`` fills (its closest expected class), or None."""
         return self._match(type(message))
 
     def add(self, message: object) -> list[object] | None:

@@ -736,3 +736,21 @@ def test_completing_a_waiting_invocation_is_a_kernel_error() -> None:
     h.feed(WaitStarted(invocation=invocation, types=(Answer,), requirements={}))
     with pytest.raises(KernelError, match="while waiting"):
         h.feed(StepCompleted(invocation=invocation))
+
+
+def test_a_collector_files_a_message_under_its_closest_expected_class() -> None:
+    from stepgraph.core.collector import Collector
+
+    class Base:
+        pass
+
+    class Mid(Base):
+        pass
+
+    class Leaf(Mid):
+        pass
+
+    collector = Collector([Base, Mid])
+    leaf, base = Leaf(), Base()
+    assert collector.add(leaf) is None  # fills Mid, not Base
+    assert collector.add(base) == [base, leaf]
