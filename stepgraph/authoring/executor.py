@@ -22,7 +22,7 @@ from ..errors import UnroutableEventError, WorkflowValidationError
 from ..runtime.retry import RetryPolicy
 from ..runtime.run import ResponseMessage
 from ..runtime.workflow_context import WorkflowContext
-from .step import StepConfig
+from .step import StepConfig, caller_locals
 
 __all__ = [
     "Executor",
@@ -105,11 +105,16 @@ class HandlerSpec:
 
 
 def _inspect_handler(
-    owner: str, func: Callable[..., Any], bound_self: object, *, response: bool
+    owner: str,
+    func: Callable[..., Any],
+    bound_self: object,
+    *,
+    response: bool,
+    localns: dict[str, Any] | None = None,
 ) -> HandlerSpec:
     where = f"{'response handler' if response else 'handler'} {func.__name__!r} of {owner!r}"
     try:
-        hints = typing.get_type_hints(func, include_extras=True)
+        hints = typing.get_type_hints(func, localns=localns, include_extras=True)
     except Exception as exc:
         raise WorkflowValidationError(f"{where}: cannot resolve its annotations: {exc}") from exc
     params = list(inspect.signature(func).parameters.values())
@@ -208,8 +213,18 @@ class Executor:
             num_workers=num_workers, retry_policy=retry_policy, timeout=timeout
         )
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._stepgraph_localns_ = caller_locals()  # type: ignore[attr-defined]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r})"
+
+    def _localns(self) -> dict[str, Any] | None:
+        names: dict[str, Any] = {}
+        for klass in reversed(type(self).__mro__):
+            names.update(vars(klass).get("_stepgraph_localns_") or {})
+        return names or None
 
     def handler_specs(self) -> tuple[list[HandlerSpec], list[HandlerSpec]]:
         """The message handlers and the response handlers, in definition order."""
@@ -221,21 +236,37 @@ class Executor:
                     handlers[name] = value
                 if getattr(value, _RESPONSE, False):
                     responses[name] = value
+        localns = self._localns()
         return (
-            [_inspect_handler(self.id, f, self, response=False) for f in handlers.values()],
-            [_inspect_handler(self.id, f, self, response=True) for f in responses.values()],
+            [
+                _inspect_handler(self.id, f, self, response=False, localns=localns)
+                for f in handlers.values()
+            ],
+            [
+                _inspect_handler(self.id, f, self, response=True, localns=localns)
+                for f in responses.values()
+            ],
         )
 
 
 class FunctionExecutor(Executor):
     """An executor made of one function (see :func:`executor`)."""
 
-    def __init__(self, func: Callable[..., Any], id: str | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        id: str | None = None,
+        *,
+        localns: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(id or func.__name__, **options)
         self.func = func
+        self.localns = localns
 
     def handler_specs(self) -> tuple[list[HandlerSpec], list[HandlerSpec]]:
-        return [_inspect_handler(self.id, self.func, None, response=False)], []
+        spec = _inspect_handler(self.id, self.func, None, response=False, localns=self.localns)
+        return [spec], []
 
 
 @overload
@@ -255,9 +286,10 @@ def executor(func: Any = None, /, *, id: str | None = None, **options: Any) -> A
         async def rev(text: str, ctx: WorkflowContext) -> None:
             await ctx.yield_output(text[::-1])
     """
+    localns = caller_locals()
     if func is not None:
-        return FunctionExecutor(func, id, **options)
-    return lambda f: FunctionExecutor(f, id, **options)
+        return FunctionExecutor(func, id, localns=localns, **options)
+    return lambda f: FunctionExecutor(f, id, localns=localns, **options)
 
 
 @dataclass(frozen=True, slots=True)

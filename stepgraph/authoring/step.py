@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Awaitable, Callable
@@ -134,13 +135,31 @@ def _event_types(annotation: Any) -> tuple[type, ...] | None:
     return None
 
 
-def inspect_step(owner: str, func: Callable[..., Any], context_type: type) -> StepSpec:
+def caller_locals(depth: int = 2) -> dict[str, Any] | None:
+    """The local names where a workflow or executor is defined, if inside a function.
+
+    Annotations are strings under ``from __future__ import annotations``; a class defined
+    in a function (in a test, say) refers to local event classes that only this frame
+    knows. Kept per class, never per run.
+    """
+    frame = sys._getframe(depth)
+    if frame.f_code.co_name == "<module>":
+        return None
+    return dict(frame.f_locals)
+
+
+def inspect_step(
+    owner: str,
+    func: Callable[..., Any],
+    context_type: type,
+    localns: dict[str, Any] | None = None,
+) -> StepSpec:
     """Check a step's signature and build its spec; errors name the workflow and step."""
     name = func.__name__
     where = f"step {name!r} of workflow {owner!r}"
     config: StepConfig = getattr(func, STEP_ATTRIBUTE)
     try:
-        hints = typing.get_type_hints(func)
+        hints = typing.get_type_hints(func, localns=localns)
     except Exception as exc:
         raise WorkflowValidationError(f"{where}: cannot resolve its annotations: {exc}") from exc
     params = list(inspect.signature(func).parameters.values())[1:]  # drop self

@@ -15,7 +15,7 @@ from ..runtime.handler import WorkflowHandler
 from ..runtime.launch import RunOptions, launch, run_in_new_loop
 from ..runtime.plan import RunPlan
 from .export import CALLER, END, Edge, to_dot, to_mermaid
-from .step import STEP_ATTRIBUTE, StepSpec, inspect_step
+from .step import STEP_ATTRIBUTE, StepSpec, caller_locals, inspect_step
 
 __all__ = ["CompiledWorkflow", "Workflow"]
 
@@ -65,6 +65,10 @@ class Workflow:
     """
 
     reducers: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._stepgraph_localns_ = caller_locals()  # type: ignore[attr-defined]
 
     def __init__(
         self,
@@ -209,7 +213,12 @@ def _names(types: tuple[type, ...]) -> str:
 
 def _compile(cls: type) -> CompiledWorkflow:
     name = cls.__name__
-    specs = tuple(inspect_step(name, func, Context) for func in _collect_steps(cls))
+    localns: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        localns.update(vars(klass).get("_stepgraph_localns_") or {})
+    specs = tuple(
+        inspect_step(name, func, Context, localns or None) for func in _collect_steps(cls)
+    )
     if not specs:
         raise WorkflowValidationError(
             f"workflow {name!r} has no steps: decorate methods with @step"
