@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextvars
 import inspect
 import sys
+import textwrap
 import types
 import typing
 from collections.abc import Awaitable, Callable
@@ -146,6 +148,29 @@ def caller_locals(depth: int = 2) -> dict[str, Any] | None:
     if frame.f_code.co_name == "<module>":
         return None
     return dict(frame.f_locals)
+
+
+def awaited_types(func: Callable[..., Any], localns: dict[str, Any] | None) -> set[type]:
+    """Event types a step passes to ``ctx.wait_for_event`` (read from its source, if any).
+
+    Validation accepts a returned type with no accepting step when some step waits for
+    it. Only names and tuples of names are recognised; anything else is left unseen.
+    """
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and node.args):
+            continue
+        callee = node.func
+        if isinstance(callee, ast.Attribute) and callee.attr == "wait_for_event":
+            first = node.args[0]
+            items = first.elts if isinstance(first, ast.Tuple) else [first]
+            names.extend(item.id for item in items if isinstance(item, ast.Name))
+    scope = {**getattr(func, "__globals__", {}), **(localns or {})}
+    return {scope[n] for n in names if isinstance(scope.get(n), type)}
 
 
 def inspect_step(

@@ -15,7 +15,7 @@ from ..runtime.handler import WorkflowHandler
 from ..runtime.launch import RunOptions, launch, run_in_new_loop
 from ..runtime.plan import RunPlan
 from .export import CALLER, END, Edge, to_dot, to_mermaid
-from .step import STEP_ATTRIBUTE, StepSpec, caller_locals, inspect_step
+from .step import STEP_ATTRIBUTE, StepSpec, awaited_types, caller_locals, inspect_step
 
 __all__ = ["CompiledWorkflow", "Workflow"]
 
@@ -236,7 +236,8 @@ def _compile(cls: type) -> CompiledWorkflow:
             f"the step that finishes with `-> StopEvent` (or a union including it)"
         )
     accepted = tuple(t for s in specs for t in s.accepts)
-    free = (StopEvent, InputRequiredEvent, HumanResponseEvent)
+    awaited = tuple({t for s in specs for t in awaited_types(s.func, localns or None)})
+    free = (StopEvent, InputRequiredEvent, HumanResponseEvent, *awaited)
     for spec in specs:
         for produced in spec.returns:
             if produced is Event or issubclass(produced, free):
@@ -245,8 +246,8 @@ def _compile(cls: type) -> CompiledWorkflow:
                 raise WorkflowValidationError(
                     f"workflow {name!r}: step {spec.name!r} returns {produced.__name__}, but no "
                     f"step accepts {produced.__name__}; add a step taking `ev: "
-                    f"{produced.__name__}` or remove it from the return annotation "
-                    f"(-> {_names(spec.returns)})"
+                    f"{produced.__name__}`, wait for it with ctx.wait_for_event, or remove it "
+                    f"from the return annotation (-> {_names(spec.returns)})"
                 )
     nodes = tuple(
         Node(name=s.name, index=i, accepts=s.accepts, num_workers=s.config.num_workers)

@@ -48,6 +48,7 @@ from .ticks import (
     Emission,
     EventsSent,
     ExternalEventReceived,
+    InputRequested,
     RunStarted,
     RunTimedOut,
     StepCompleted,
@@ -152,6 +153,11 @@ def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) 
         _start_blocked(state, out)
 
 
+def _apply_input_requested(state: RunState, tick: InputRequested, out: list[Command]) -> None:
+    _invocation(state, tick.invocation)
+    state.input_requests += 1
+
+
 def _apply_wait_timed_out(state: RunState, tick: WaitTimedOut, out: list[Command]) -> None:
     waiter = state.waiters.pop(tick.invocation, None)
     if waiter is None:
@@ -209,6 +215,7 @@ _HANDLERS: dict[type, Callable[[RunState, Any, list[Command]], None]] = {
     StepFailed: _apply_step_failed,
     ExternalEventReceived: _apply_external_event,
     WaitStarted: _apply_wait_started,
+    InputRequested: _apply_input_requested,
     WaitTimedOut: _apply_wait_timed_out,
     CollectRequested: _apply_collect,
     CancelRequested: _apply_cancel,

@@ -21,6 +21,7 @@ __all__ = [
     "Emission",
     "EventsSent",
     "ExternalEventReceived",
+    "InputRequested",
     "RunStarted",
     "RunTimedOut",
     "StepCompleted",
@@ -90,6 +91,14 @@ class WaitStarted:
 
 
 @dataclass(slots=True, kw_only=True)
+class InputRequested:
+    """A step put an input request on the stream itself: the run waits for an answer."""
+
+    kind: ClassVar[str] = "input_requested"
+    invocation: int
+
+
+@dataclass(slots=True, kw_only=True)
 class WaitTimedOut:
     """The wait of invocation ``invocation`` reached its timeout."""
 
@@ -130,6 +139,7 @@ Tick = (
     | StepFailed
     | ExternalEventReceived
     | WaitStarted
+    | InputRequested
     | WaitTimedOut
     | CollectRequested
     | CancelRequested

@@ -7,8 +7,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..core import InputRequested
 from ..errors import StepgraphError, WorkflowRuntimeError
-from ..events import Event
+from ..events import Event, InputRequiredEvent
 from ..state.store import StateStore
 from ._scope import Scope, current_scope
 
@@ -107,6 +108,10 @@ class Context:
             run.stream.push(event)
         else:
             run.loop.call_soon_threadsafe(run.stream.push, event)
+        if isinstance(event, InputRequiredEvent):  # the run now waits for an answer: a pause
+            scope = current_scope()
+            if scope is not None and scope.run is run:
+                run.feed_threadsafe(InputRequested(invocation=scope.invocation))
 
     def collect_events(self, event: Event, expected: Sequence[type[Event]]) -> list[Any] | None:
         """Hold ``event`` until one event of each type in ``expected`` is held.
