@@ -406,23 +406,43 @@ def _make_router(
     return route
 
 
+def _noted(fn: Callable[..., Any], what: str) -> Callable[..., Any]:
+    """Wrap a user routing function so that its errors name the edge they came from."""
+
+    def call(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            exc.add_note(f"stepgraph: raised by {what}")
+            raise
+
+    return call
+
+
 def _group_route(group: _Group, index: dict[str, int]) -> Callable[[object], tuple[int, ...]]:
     targets = tuple(index[_id(t)] for t in group.targets)
     if group.kind == "fan_in":
         join = (index[_id(group.targets[0])],)
         return lambda message: join
+    source = _id(group.sources[0])
     if group.kind == "edge":
-        condition = group.condition
-        if condition is None:
+        if group.condition is None:
             return lambda message: targets
+        condition = _noted(
+            group.condition,
+            f"the condition {_label(group.condition)!r} of the edge "
+            f"{source!r} -> {_id(group.targets[0])!r}",
+        )
         return lambda message: targets if condition(message) else ()
     if group.kind == "fan_out":
-        selector = group.selector
-        if selector is None:
+        if group.selector is None:
             return lambda message: targets
+        selector = _noted(
+            group.selector,
+            f"the selector {_label(group.selector)!r} of the fan-out from {source!r}",
+        )
         ids = [_id(t) for t in group.targets]
         by_id = dict(zip(ids, targets, strict=True))
-        source = _id(group.sources[0])
 
         def select(message: object) -> tuple[int, ...]:
             chosen = []
@@ -437,7 +457,16 @@ def _group_route(group: _Group, index: dict[str, int]) -> Callable[[object], tup
 
         return select
     branches = [
-        (None if isinstance(case, Default) else case.condition, index[_id(case.target)])
+        (
+            None
+            if isinstance(case, Default)
+            else _noted(
+                case.condition,
+                f"the case {_label(case.condition)!r} of the switch from {source!r} "
+                f"to {_id(case.target)!r}",
+            ),
+            index[_id(case.target)],
+        )
         for case in group.cases
     ]
 

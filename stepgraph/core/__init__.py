@@ -19,6 +19,7 @@ from .graph import EXTERNAL, FanIn, Graph, Node
 from .kernel import KernelError, apply
 from .state import Mode, RunState
 from .ticks import (
+    AttemptFailed,
     CancelRequested,
     CollectRequested,
     Emission,
@@ -30,12 +31,14 @@ from .ticks import (
     StepCompleted,
     StepFailed,
     Tick,
+    WaitCancelled,
     WaitStarted,
     WaitTimedOut,
 )
 
 __all__ = [
     "EXTERNAL",
+    "AttemptFailed",
     "CancelRequested",
     "CollectRequested",
     "CollectResult",
@@ -62,6 +65,7 @@ __all__ = [
     "StepFailed",
     "SuperstepEnded",
     "Tick",
+    "WaitCancelled",
     "WaitStarted",
     "WaitTimedOut",
     "apply",

@@ -86,6 +86,17 @@ class Collector:
         self._missing = sum(n - min(n, len(self._held[k])) for k, n in self._need.items())
         return batch
 
+    def retract(self, kind: Hashable, message: object) -> bool:
+        """Take back a held ``message`` (by identity) of ``kind``; whether it was held."""
+        queue = self._held[kind]
+        for position, held in enumerate(queue):
+            if held is message:
+                del queue[position]
+                if len(queue) < self._need[kind]:
+                    self._missing += 1
+                return True
+        return False
+
     @property
     def held(self) -> int:
         """How many messages the collector holds."""

@@ -43,6 +43,7 @@ from .commands import (
 from .graph import EXTERNAL
 from .state import Invocation, Mode, OrderKey, RunState, Waiter
 from .ticks import (
+    AttemptFailed,
     CancelRequested,
     CollectRequested,
     Emission,
@@ -54,6 +55,7 @@ from .ticks import (
     StepCompleted,
     StepFailed,
     Tick,
+    WaitCancelled,
     WaitStarted,
     WaitTimedOut,
 )
@@ -107,7 +109,7 @@ def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Comman
     if tick.emitted:
         _emit(state, inv, tick.emitted, out)
     if state.status is RunStatus.RUNNING:
-        if state.blocked:  # nodes held back by max_concurrency go first: no starvation
+        if state.blocked or state.resumable:  # held back by max_concurrency go first
             _start_blocked(state, out)
         if node.inbox:
             _start(state, inv.node, out)
@@ -139,9 +141,12 @@ def _apply_external_event(state: RunState, tick: ExternalEventReceived, out: lis
 
 def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) -> None:
     inv = _invocation(state, tick.invocation)
+    if inv.waiting:
+        raise KernelError(f"invocation {inv.id} waits twice at once (run {state.run_id!r})")
     waiter = Waiter(inv.id, tick.types, tick.requirements)
     state.awaited_types.update(tick.types)
     inv.waiting = True
+    state.nodes[inv.node].waiting += 1
     state.running -= 1
     for held in state.unclaimed:
         if waiter.matches(held):
@@ -149,7 +154,7 @@ def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) 
             _resolve(state, waiter, held, out)
             return
     state.waiters[inv.id] = waiter
-    if state.blocked:  # the waiting step frees its slot: start what max_concurrency held back
+    if state.blocked or state.resumable:  # the waiting step frees its slot
         _start_blocked(state, out)
 
 
@@ -162,10 +167,47 @@ def _apply_wait_timed_out(state: RunState, tick: WaitTimedOut, out: list[Command
     waiter = state.waiters.pop(tick.invocation, None)
     if waiter is None:
         return  # already resolved: the event won the race
-    inv = state.invocations[tick.invocation]
-    inv.waiting = False
-    state.running += 1
-    out.append(FailWait(invocation=inv.id))
+    _resume(state, tick.invocation, None, True, out)
+
+
+def _apply_wait_cancelled(state: RunState, tick: WaitCancelled, out: list[Command]) -> None:
+    """The step stopped waiting by itself: it runs again, with no command to carry out."""
+    if state.waiters.pop(tick.invocation, None) is not None:
+        inv = state.invocations[tick.invocation]
+        inv.waiting = False
+        state.nodes[inv.node].waiting -= 1
+        state.running += 1
+        return
+    for entry in state.resumable:  # resumed, but still waiting for a slot
+        if entry[0] == tick.invocation:
+            state.resumable.remove(entry)
+            inv = state.invocations[tick.invocation]
+            inv.waiting = False
+            state.nodes[inv.node].waiting -= 1
+            state.running += 1
+            return
+
+
+def _apply_attempt_failed(state: RunState, tick: AttemptFailed, out: list[Command]) -> None:
+    """Undo a failed attempt: take back the events it collected and its undelivered sends."""
+    inv = _invocation(state, tick.invocation)
+    for key, kind, message in inv.collected or ():
+        collector = state.collectors.get(key)
+        if collector is not None:
+            collector.retract(kind, message)
+            if not collector.held:
+                del state.collectors[key]
+    inv.collected = None
+    if state.outbox:
+        state.outbox = [entry for entry in state.outbox if entry[0] != inv.order]
+        if state.stop is not None and state.stop[0] == inv.order:
+            state.stop = None
+            for order, _, emitted in state.outbox:
+                for message, _ in emitted:
+                    if state.graph.is_stop(message) and (
+                        state.stop is None or order < state.stop[0]
+                    ):
+                        state.stop = (order, message)
 
 
 def _apply_collect(state: RunState, tick: CollectRequested, out: list[Command]) -> None:
@@ -188,6 +230,10 @@ def _apply_collect(state: RunState, tick: CollectRequested, out: list[Command]) 
         out.append(CollectResult(batch=None, accepted=False))
         return
     batch = collector.add_kind(kind, tick.message)
+    if batch is None:  # held: a failed attempt of this invocation takes it back
+        if inv.collected is None:
+            inv.collected = []
+        inv.collected.append((key, kind, tick.message))
     if batch is not None and not collector.held:
         del state.collectors[key]
     out.append(CollectResult(batch=batch))
@@ -217,6 +263,8 @@ _HANDLERS: dict[type, Callable[[RunState, Any, list[Command]], None]] = {
     WaitStarted: _apply_wait_started,
     InputRequested: _apply_input_requested,
     WaitTimedOut: _apply_wait_timed_out,
+    WaitCancelled: _apply_wait_cancelled,
+    AttemptFailed: _apply_attempt_failed,
     CollectRequested: _apply_collect,
     CancelRequested: _apply_cancel,
     RunTimedOut: _apply_run_timed_out,
@@ -317,10 +365,25 @@ def _hold_for_fan_in(state: RunState, group: tuple[int, int], message: object) -
 
 
 def _resolve(state: RunState, waiter: Waiter, message: object, out: list[Command]) -> None:
-    inv = state.invocations[waiter.invocation]
+    _resume(state, waiter.invocation, message, False, out)
+
+
+def _resume(
+    state: RunState, invocation: int, message: object, timed_out: bool, out: list[Command]
+) -> None:
+    """Wake a waiting invocation, when max_concurrency has a slot for it (G5)."""
+    cap = state.max_concurrency
+    if cap is not None and state.running >= cap:
+        state.resumable.append((invocation, message, timed_out))
+        return
+    inv = state.invocations[invocation]
     inv.waiting = False
+    state.nodes[inv.node].waiting -= 1
     state.running += 1
-    out.append(ResolveWait(invocation=inv.id, event=message))
+    if timed_out:
+        out.append(FailWait(invocation=invocation))
+    else:
+        out.append(ResolveWait(invocation=invocation, event=message))
 
 
 def _start(state: RunState, index: int, out: list[Command], first: bool = False) -> None:
@@ -355,6 +418,9 @@ def _start(state: RunState, index: int, out: list[Command], first: bool = False)
 
 def _start_blocked(state: RunState, out: list[Command]) -> None:
     cap = state.max_concurrency
+    while state.resumable and (cap is None or state.running < cap):  # resumed waits first
+        invocation, message, timed_out = state.resumable.popleft()
+        _resume(state, invocation, message, timed_out, out)
     while state.blocked and (cap is None or state.running < cap):
         _start(state, state.blocked.popleft(), out, first=True)
 
@@ -364,7 +430,11 @@ def _start_blocked(state: RunState, out: list[Command]) -> None:
 
 def _settle(state: RunState, out: list[Command]) -> None:
     """Pass the barrier, finish, or detect a stall once nothing runs or waits to start."""
-    while state.status is RunStatus.RUNNING and state.running == 0 and state.queued == 0:
+    while (
+        state.status is RunStatus.RUNNING
+        and state.running == 0
+        and (state.queued == 0 or _queued_only_behind_waiters(state))
+    ):
         if state.stop is not None:
             error = _first_unroutable(state)
             if error is not None:
@@ -377,6 +447,23 @@ def _settle(state: RunState, out: list[Command]) -> None:
             continue
         _idle(state, out)
         return
+
+
+def _queued_only_behind_waiters(state: RunState) -> bool:
+    """Whether every queued message waits for a node whose slots all hold waiting steps.
+
+    Such messages cannot start before outside input arrives, so they must not hold the
+    superstep barrier (the input may well come from the next superstep).
+    """
+    if not state.waiters:
+        return False
+    specs = state.graph.nodes
+    for index, node in enumerate(state.nodes):
+        if node.inbox and not (
+            node.in_flight >= specs[index].num_workers and node.waiting == node.in_flight
+        ):
+            return False
+    return True
 
 
 def _first_unroutable(state: RunState) -> UnroutableEventError | None:

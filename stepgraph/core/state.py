@@ -34,21 +34,22 @@ OrderKey = tuple[int, int]
 class NodeState:
     """Per-node run state: the inbox of messages to process and how many are in flight."""
 
-    __slots__ = ("in_flight", "inbox", "started")
+    __slots__ = ("in_flight", "inbox", "started", "waiting")
 
     def __init__(self) -> None:
         self.inbox: deque[tuple[object, int]] = deque()  # (message, generation)
         self.in_flight = 0  # invocations started and not completed (waiting ones included)
+        self.waiting = 0  # of those, how many wait in wait_for_event
         self.started = 0  # invocations ever started: the node's deterministic send sequence
 
     def snapshot(self) -> tuple[object, ...]:
-        return (tuple(self.inbox), self.in_flight, self.started)
+        return (tuple(self.inbox), self.in_flight, self.waiting, self.started)
 
 
 class Invocation:
     """One run of one node on one message."""
 
-    __slots__ = ("generation", "id", "message", "node", "order", "waiting")
+    __slots__ = ("collected", "generation", "id", "message", "node", "order", "waiting")
 
     def __init__(
         self, id: int, node: int, message: object, generation: int, order: OrderKey
@@ -59,6 +60,7 @@ class Invocation:
         self.generation = generation
         self.order = order
         self.waiting = False
+        self.collected: list[tuple[tuple[object, ...], object, object]] | None = None
 
     def snapshot(self) -> tuple[object, ...]:
         return (self.id, self.node, self.message, self.generation, self.order, self.waiting)
@@ -98,6 +100,8 @@ class RunState:
     running: int = 0  # invocations executing (not waiting)
     queued: int = 0  # messages in inboxes, not yet started
     blocked: deque[int] = field(default_factory=deque)  # nodes held back by max_concurrency
+    # waits that may resume but wait for a free slot: (invocation, event, timed out)
+    resumable: deque[tuple[int, object, bool]] = field(default_factory=deque)
     outbox: list[tuple[OrderKey, int, tuple[Emission, ...]]] = field(default_factory=list)
     external_sent: int = 0
     stop: tuple[OrderKey, object] | None = None
@@ -139,6 +143,7 @@ class RunState:
             "running": self.running,
             "queued": self.queued,
             "blocked": tuple(self.blocked),
+            "resumable": tuple(self.resumable),
             "outbox": list(self.outbox),
             "external_sent": self.external_sent,
             "stop": self.stop,

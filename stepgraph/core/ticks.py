@@ -16,6 +16,7 @@ from typing import ClassVar
 # much to construct (object.__setattr__ per field) and these are built on every hop.
 
 __all__ = [
+    "AttemptFailed",
     "CancelRequested",
     "CollectRequested",
     "Emission",
@@ -27,6 +28,7 @@ __all__ = [
     "StepCompleted",
     "StepFailed",
     "Tick",
+    "WaitCancelled",
     "WaitStarted",
     "WaitTimedOut",
 ]
@@ -91,6 +93,22 @@ class WaitStarted:
 
 
 @dataclass(slots=True, kw_only=True)
+class WaitCancelled:
+    """Invocation ``invocation`` stopped waiting on its own (its own timeout, a cancel)."""
+
+    kind: ClassVar[str] = "wait_cancelled"
+    invocation: int
+
+
+@dataclass(slots=True, kw_only=True)
+class AttemptFailed:
+    """An attempt of ``invocation`` failed and will be retried: undo what it left behind."""
+
+    kind: ClassVar[str] = "attempt_failed"
+    invocation: int
+
+
+@dataclass(slots=True, kw_only=True)
 class InputRequested:
     """A step put an input request on the stream itself: the run waits for an answer."""
 
@@ -141,6 +159,8 @@ Tick = (
     | WaitStarted
     | InputRequested
     | WaitTimedOut
+    | WaitCancelled
+    | AttemptFailed
     | CollectRequested
     | CancelRequested
     | RunTimedOut

@@ -17,7 +17,7 @@ class Scope:
     Superstep mode holds sends until the step returns; async mode until it suspends.
     """
 
-    __slots__ = ("invocation", "message", "node", "run", "sent")
+    __slots__ = ("active", "invocation", "message", "node", "run", "sent")
 
     def __init__(self, run: Run, invocation: int, node: int, message: object) -> None:
         self.run = run
@@ -25,6 +25,7 @@ class Scope:
         self.node = node
         self.message = message
         self.sent: list[tuple[object, int | None]] = []
+        self.active = True  # False once its attempt has failed or been abandoned
 
 
 _scope: contextvars.ContextVar[Scope] = contextvars.ContextVar("stepgraph_scope")

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..core import (
+    AttemptFailed,
     CollectRequested,
     CollectResult,
     Command,
@@ -45,6 +46,7 @@ from ..core import (
     StepFailed,
     SuperstepEnded,
     Tick,
+    WaitCancelled,
     WaitStarted,
     WaitTimedOut,
     apply,
@@ -90,6 +92,12 @@ def new_run_id() -> str:
 
 _YIELD_EVERY = 64
 """A worker yields to the event loop after this many steps in a row without waiting."""
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the current task is being cancelled (rather than the step raising it)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _is_instance(value: object, expected: Any) -> bool:
@@ -215,15 +223,24 @@ class Run:
             self.journal.append(tick)
         try:
             commands = apply(self.state, tick)
-        except Exception as exc:  # a kernel bug must fail the run, never hang it
+        except Exception as exc:  # a kernel bug (or a raising edge condition) fails the run
             self._end(RunStatus.FAILED, None, exc)
             return []
+        try:
+            self._carry_out(commands)
+        except Exception as exc:  # a raising reducer or hook fails the run, never hangs it
+            self._end(RunStatus.FAILED, None, exc)
+        return commands
+
+    def _carry_out(self, commands: list[Command]) -> None:
         for command in commands:
             match command:
                 case StartStep():
                     self._dispatch(command)
                 case ResolveWait():
-                    self._waits[command.invocation].set_result(command.event)
+                    waiter = self._waits.get(command.invocation)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(command.event)
                 case RunEnded():
                     self._end(command.status, command.result, command.error)
                 case SuperstepEnded():
@@ -232,7 +249,6 @@ class Run:
                     self.stream.push(command.event)
                 case FailWait():
                     self._fail_wait(command.invocation)
-        return commands
 
     def _say(self, command: StartStep, tick: Tick) -> None:
         """verbose=True: what a step produced, as LlamaIndex Workflows prints it."""
@@ -256,8 +272,11 @@ class Run:
         scope = current_scope()
         if scope is None or scope.run is not self:
             return None
-        invocation = self.state.invocations.get(scope.invocation)
-        return None if invocation is None else invocation.order
+        return self._position_of(scope.invocation)
+
+    def _position_of(self, invocation: int) -> tuple[int, int] | None:
+        found = self.state.invocations.get(invocation)
+        return None if found is None else found.order
 
     def feed_threadsafe(self, tick: Tick) -> None:
         """Feed from any thread (sync steps run in a thread)."""
@@ -306,6 +325,14 @@ class Run:
         ctx = self.ctx
         assert ctx is not None
         set_current_context(ctx)
+        try:
+            await self._work()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug in the shell must fail the run, never hang it
+            self._end(RunStatus.FAILED, None, exc)
+
+    async def _work(self) -> None:
         pending = self._pending
         streak = 0
         while True:
@@ -342,12 +369,14 @@ class Run:
         call = spec.call
         workflow, ctx = self._workflow, self.ctx
         message = command.message
-        scope = Scope(self, command.invocation, command.node, message)
-        set_scope(scope)
         timeout = spec.config.timeout
         policy = spec.config.retry_policy
         attempt = 1
         while True:
+            # A fresh scope per attempt: an abandoned attempt (a sync step still running in
+            # its thread after a timeout) can no longer send for the invocation.
+            scope = Scope(self, command.invocation, command.node, message)
+            set_scope(scope)
             try:
                 if timeout is None:
                     result = await call(workflow, ctx, message)
@@ -355,16 +384,23 @@ class Run:
                     async with asyncio.timeout(timeout) as deadline:
                         result = await call(workflow, ctx, message)
                 break
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside():
+                    raise  # the run is ending: this worker is being cancelled
+                scope.active = False
                 timed_out = timeout is not None and deadline.expired()
                 delay = None
-                if policy is not None and not isinstance(exc, WorkflowRuntimeError):
+                if policy is not None and not isinstance(
+                    exc, WorkflowRuntimeError | asyncio.CancelledError
+                ):
                     delay = policy.next_delay(attempt, exc)
                 if delay is None:
                     error = self._step_error(spec, message, exc, attempt, timed_out)
                     return StepFailed(invocation=command.invocation, error=error)
-                scope.sent.clear()  # a failed attempt's buffered sends are discarded,
-                self.store.discard_pending(self._writer_position())  # and its reducer writes
+                # A failed attempt leaves nothing behind: its buffered sends, its reducer
+                # writes, the events it collected and its undelivered flushed sends.
+                self.store.discard_pending(self._position_of(command.invocation))
+                self.feed(AttemptFailed(invocation=command.invocation))
                 attempt += 1
                 await asyncio.sleep(delay)
         sent = scope.sent
@@ -389,7 +425,12 @@ class Run:
         return "executor" if self.plan.executor_graph else "step"
 
     def _step_error(
-        self, spec: NodeProgram, message: object, exc: Exception, attempt: int, timed_out: bool
+        self,
+        spec: NodeProgram,
+        message: object,
+        exc: BaseException,
+        attempt: int,
+        timed_out: bool,
     ) -> BaseException:
         where = (
             f"{self._kind} {spec.name!r} of workflow {self.name!r} (run {self.run_id}) "
@@ -426,7 +467,7 @@ class Run:
 
     def emit(self, scope: Scope, message: object, target: int | None = None) -> None:
         """Emit from a step: buffered until it returns (superstep mode) or delivered now."""
-        if scope.invocation not in self.state.invocations:  # else dropped, or a kernel error
+        if not scope.active or scope.invocation not in self.state.invocations:
             raise WorkflowRuntimeError(
                 f"{self.where(scope)} sent {type(message).__name__} after the step had "
                 f"returned (from a task it started?); send before the step returns, or "
@@ -455,7 +496,12 @@ class Run:
         scopes, self._unflushed = self._unflushed, []
         for scope in scopes:
             sent = scope.sent
-            if sent and not self.done and scope.invocation in self.state.invocations:
+            if (
+                sent
+                and scope.active
+                and not self.done
+                and scope.invocation in self.state.invocations
+            ):
                 scope.sent = []
                 self.feed(EventsSent(invocation=scope.invocation, emitted=tuple(sent)))
 
@@ -556,6 +602,11 @@ class Run:
         if scope.sent:  # what the step sent before waiting must flow, or the wait could deadlock
             sent, scope.sent = tuple(scope.sent), []
             self.feed(EventsSent(invocation=scope.invocation, emitted=sent))
+        if scope.invocation in self._waits:
+            raise WorkflowRuntimeError(
+                f"{self.where(scope)} called wait_for_event while already waiting; one step "
+                f"waits for one event at a time (await the first wait, or use two steps)"
+            )
         waiter: asyncio.Future[Any] = self.loop.create_future()
         self._waits[scope.invocation] = waiter
         handle = None
@@ -570,6 +621,8 @@ class Run:
             if handle is not None:
                 handle.cancel()
             self._waits.pop(scope.invocation, None)
+            if waiter.cancelled() or not waiter.done():  # the step stopped waiting itself
+                self.feed(WaitCancelled(invocation=scope.invocation))
 
     def _fail_wait(self, invocation: int) -> None:
         waiter = self._waits.get(invocation)
@@ -602,7 +655,11 @@ class Run:
             return
         self.done = True
         self.ctx = None
-        self.store.apply_pending()
+        try:
+            self.store.apply_pending()
+        except Exception as exc:  # a reducer raised: the run cannot report its state
+            if status is RunStatus.FINISHED:
+                status, result, error = RunStatus.FAILED, None, exc
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

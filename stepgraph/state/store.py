@@ -15,6 +15,7 @@ returns the value as of the last barrier.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -125,6 +126,8 @@ class StateStore:
                 self._data[key] = value
                 return value
         value = fn(self._data.get(key))
+        if inspect.isawaitable(value):  # a plain function that returned a coroutine
+            value = await value
         self._data[key] = value
         return value
 
