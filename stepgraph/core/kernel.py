@@ -326,7 +326,12 @@ def _deliver(
     if state.mode is Mode.ASYNC and generation > state.max_supersteps:
         _end(state, RunStatus.FAILED, None, _limit_error(state), out)
         return
-    targets = graph.route(sender, message) if target is None else (target,)
+    if target is not None:
+        targets: tuple[int, ...] = (target,)
+    elif graph.router is not None:
+        targets = graph.router(sender, message)
+    else:
+        targets = graph.route(sender, message)
     if not targets:
         if graph.is_input_request(message):
             state.input_requests += 1
@@ -345,7 +350,7 @@ def _deliver(
                 if batch is None:
                     continue
                 delivered = batch
-        if graph.router is not None and not graph.accepts(index, delivered):
+        if graph.router is not None and not isinstance(delivered, graph.nodes[index].accepts):
             error = _not_accepted(state, sender, index, delivered)
             _end(state, RunStatus.FAILED, None, error, out)
             return

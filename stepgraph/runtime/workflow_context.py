@@ -137,4 +137,13 @@ class Ready(Generic[T]):
         yield  # a generator: `await` finishes at once with `value`
 
 
-_DONE: Ready[None] = Ready(None)
+class _Done(Ready[None]):
+    """The completed awaitable of ``None`` (no generator to create per ``await``)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]
+
+
+_DONE: Ready[None] = _Done(None)
