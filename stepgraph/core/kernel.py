@@ -230,7 +230,7 @@ def _apply_collect(state: RunState, tick: CollectRequested, out: list[Command]) 
         out.append(CollectResult(batch=None, accepted=False))
         return
     batch = collector.add_kind(kind, tick.message)
-    if batch is None:  # held: a failed attempt of this invocation takes it back
+    if batch is None and tick.undoable:  # held: a failed attempt takes it back
         if inv.collected is None:
             inv.collected = []
         inv.collected.append((key, kind, tick.message))

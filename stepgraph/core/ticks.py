@@ -132,6 +132,7 @@ class CollectRequested:
     invocation: int
     message: object
     expected: Sequence[type]
+    undoable: bool = False  # the step may be retried: remember the message to take it back
 
 
 @dataclass(slots=True, kw_only=True)

@@ -226,29 +226,26 @@ class Run:
         except Exception as exc:  # a kernel bug (or a raising edge condition) fails the run
             self._end(RunStatus.FAILED, None, exc)
             return []
-        try:
-            self._carry_out(commands)
-        except Exception as exc:  # a raising reducer or hook fails the run, never hangs it
+        try:  # a raising reducer or hook fails the run, never hangs it
+            for command in commands:
+                match command:
+                    case StartStep():
+                        self._dispatch(command)
+                    case ResolveWait():
+                        waiter = self._waits.get(command.invocation)
+                        if waiter is not None and not waiter.done():
+                            waiter.set_result(command.event)
+                    case RunEnded():
+                        self._end(command.status, command.result, command.error)
+                    case SuperstepEnded():
+                        self._superstep_ended(command.superstep)
+                    case PublishEvent():
+                        self.stream.push(command.event)
+                    case FailWait():
+                        self._fail_wait(command.invocation)
+        except Exception as exc:
             self._end(RunStatus.FAILED, None, exc)
         return commands
-
-    def _carry_out(self, commands: list[Command]) -> None:
-        for command in commands:
-            match command:
-                case StartStep():
-                    self._dispatch(command)
-                case ResolveWait():
-                    waiter = self._waits.get(command.invocation)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(command.event)
-                case RunEnded():
-                    self._end(command.status, command.result, command.error)
-                case SuperstepEnded():
-                    self._superstep_ended(command.superstep)
-                case PublishEvent():
-                    self.stream.push(command.event)
-                case FailWait():
-                    self._fail_wait(command.invocation)
 
     def _say(self, command: StartStep, tick: Tick) -> None:
         """verbose=True: what a step produced, as LlamaIndex Workflows prints it."""
@@ -575,7 +572,10 @@ class Run:
         self.feed_threadsafe(ExternalEventReceived(event=event, target=target))
 
     def collect(self, scope: Scope, event: object, expected: Sequence[type]) -> list[Any] | None:
-        tick = CollectRequested(invocation=scope.invocation, message=event, expected=expected)
+        undoable = self._specs[scope.node].config.retry_policy is not None
+        tick = CollectRequested(
+            invocation=scope.invocation, message=event, expected=expected, undoable=undoable
+        )
         if threading.get_ident() == self._thread:
             commands = self.feed(tick)
         else:
