@@ -160,3 +160,32 @@ TIMING_HEADERS = (
 def print_report(results: Sequence[dict[str, Any]], out: Any = None) -> None:
     """Print the results table of ``python -m bench``."""
     print(format_table(TIMING_HEADERS, timing_rows(results)), file=out or sys.stdout)
+
+
+def markdown_table(results: Sequence[dict[str, Any]]) -> str:
+    """The results as the Markdown table the README shows (``python -m bench.markdown``)."""
+    lines = [
+        "| workload | mode | stepgraph | plain asyncio | ratio | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if "ratio" in r:
+            unit = r["unit"]
+            ours = f"{r['us_per_unit']:.2f} µs/{unit}"
+            if "vs_step" in r:
+                ours += f" ({r['vs_step']:.2f}x the `@step` style)"
+            target = f"<= {r['target_ratio']:g}x"
+            if "vs_step" in r:
+                target += f", <= {r['vs_step_target']:g}x of `@step`"
+            base = f"{r['baseline_us_per_unit']:.2f} ({r['baseline']})"
+            lines.append(
+                f"| {r['workload']} {r['title']} | {r['mode']} | {ours} | {base} | "
+                f"{r['ratio']:.2f}x | {target} |"
+            )
+        else:
+            lines.append(
+                f"| memory per pending event | {r['mode']} | "
+                f"{r['bytes_per_pending_event']:.0f} B beyond the event "
+                f"({r['event_object_bytes']:.0f} B) | | | < {r['target_bytes']} B |"
+            )
+    return "\n".join(lines)
