@@ -173,18 +173,12 @@ def _apply_wait_timed_out(state: RunState, tick: WaitTimedOut, out: list[Command
 def _apply_wait_cancelled(state: RunState, tick: WaitCancelled, out: list[Command]) -> None:
     """The step stopped waiting by itself: it runs again, with no command to carry out."""
     if state.waiters.pop(tick.invocation, None) is not None:
-        inv = state.invocations[tick.invocation]
-        inv.waiting = False
-        state.nodes[inv.node].waiting -= 1
-        state.running += 1
+        _wake(state, tick.invocation)
         return
     for entry in state.resumable:  # resumed, but still waiting for a slot
         if entry[0] == tick.invocation:
             state.resumable.remove(entry)
-            inv = state.invocations[tick.invocation]
-            inv.waiting = False
-            state.nodes[inv.node].waiting -= 1
-            state.running += 1
+            _wake(state, tick.invocation)
             return
 
 
@@ -381,14 +375,19 @@ def _resume(
     if cap is not None and state.running >= cap:
         state.resumable.append((invocation, message, timed_out))
         return
-    inv = state.invocations[invocation]
-    inv.waiting = False
-    state.nodes[inv.node].waiting -= 1
-    state.running += 1
+    _wake(state, invocation)
     if timed_out:
         out.append(FailWait(invocation=invocation))
     else:
         out.append(ResolveWait(invocation=invocation, event=message))
+
+
+def _wake(state: RunState, invocation: int) -> None:
+    """A waiting invocation runs again."""
+    inv = state.invocations[invocation]
+    inv.waiting = False
+    state.nodes[inv.node].waiting -= 1
+    state.running += 1
 
 
 def _start(state: RunState, index: int, out: list[Command], first: bool = False) -> None:
