@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import os
 import re
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.integration.example_scripts import check_script, run_scripts
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -52,10 +53,6 @@ SCRIPTS: dict[str, tuple[list[str], str, list[str]]] = {
         ["1/7  plan", "7/7  assemble", "# Report: tidal energy", "13 progress events streamed"],
     ),
     "readme_example.py": ([], "", ["42"]),
-    "graph_ticket_triage.py": ([], "", ["#3 -> general"]),  # more in test_graph_examples.py
-    "graph_map_reduce.py": ([], "", ["words: 33 counted, 33 in shared state"]),
-    "graph_review_loop.py": ([], "", ["draft v3 published"]),
-    "graph_nested_workflow.py": ([], "", ["reimbursed: 485"]),
 }
 
 
@@ -75,10 +72,12 @@ def load(name: str) -> ModuleType:
 # -- every example is covered -------------------------------------------------------------------
 
 
-def test_every_example_file_is_run_by_this_module() -> None:
+def test_every_example_file_is_run_by_this_module_or_the_graph_examples_module() -> None:
     on_disk = {path.name for path in EXAMPLES.glob("*.py")}
     covered = {key.split()[0] for key in SCRIPTS}
-    assert on_disk == covered
+    graphs = {path.name for path in EXAMPLES.glob("graph_*.py")}  # test_graph_examples.py
+    assert on_disk == covered | graphs
+    assert not covered & graphs
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
@@ -204,44 +203,14 @@ def test_readme_code_block_runs_as_shown() -> None:
 @pytest.fixture(scope="module")
 def script_outputs() -> Iterator[dict[str, subprocess.CompletedProcess[str]]]:
     """Run every script at once, each in its own process, and collect what each printed."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    started = {
-        key: (
-            subprocess.Popen(
-                [sys.executable, str(EXAMPLES / key.split()[0]), *args],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            ),
-            stdin,
-        )
-        for key, (args, stdin, _) in SCRIPTS.items()
-    }
-    outputs: dict[str, subprocess.CompletedProcess[str]] = {}
-    try:
-        for key, (process, stdin) in started.items():
-            out, err = process.communicate(stdin, timeout=60)
-            outputs[key] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
-        yield outputs
-    finally:
-        for process, _ in started.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    yield from run_scripts(SCRIPTS)
 
 
 @pytest.mark.parametrize("key", list(SCRIPTS))
 def test_example_runs_as_a_script_and_prints_its_result(
     key: str, script_outputs: dict[str, subprocess.CompletedProcess[str]]
 ) -> None:
-    done = script_outputs[key]
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
-    for expected in SCRIPTS[key][2]:
-        assert expected in done.stdout
+    check_script(script_outputs[key], SCRIPTS[key][2])
 
 
 def test_every_other_readme_code_block_runs_and_prints_what_its_comment_says() -> None:

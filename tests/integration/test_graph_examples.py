@@ -11,7 +11,6 @@ page says, and their assertions hold.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from types import ModuleType
 import pytest
 
 from stepgraph import RunResult
+from tests.integration.example_scripts import check_script, run_scripts
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -236,41 +236,11 @@ def test_every_graph_example_is_run_as_a_script() -> None:
 @pytest.fixture(scope="module")
 def script_outputs() -> Iterator[dict[str, subprocess.CompletedProcess[str]]]:
     """Run every script at once, each in its own process, and collect what each printed."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    started = {
-        key: (
-            subprocess.Popen(
-                [sys.executable, str(EXAMPLES / key.split()[0]), *args],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            ),
-            stdin,
-        )
-        for key, (args, stdin, _) in SCRIPTS.items()
-    }
-    outputs: dict[str, subprocess.CompletedProcess[str]] = {}
-    try:
-        for key, (process, stdin) in started.items():
-            out, err = process.communicate(stdin, timeout=60)
-            outputs[key] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
-        yield outputs
-    finally:
-        for process, _ in started.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    yield from run_scripts(SCRIPTS)
 
 
 @pytest.mark.parametrize("key", list(SCRIPTS))
 def test_graph_example_runs_as_a_script_and_prints_its_result(
     key: str, script_outputs: dict[str, subprocess.CompletedProcess[str]]
 ) -> None:
-    done = script_outputs[key]
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
-    for expected in SCRIPTS[key][2]:
-        assert expected in done.stdout
+    check_script(script_outputs[key], SCRIPTS[key][2])
