@@ -188,7 +188,8 @@ def test_a_declared_type_is_accepted_by_a_handler_for_a_base_class_or_any() -> N
     @executor(id="c")
     async def c(message: Any, ctx: WorkflowContext) -> None: ...
 
-    WorkflowBuilder(start=a).add_fan_out(a, [b, c]).build()
+    wf = WorkflowBuilder(start=a).add_fan_out(a, [b, c]).build()  # raises if the check is wrong
+    assert wf.executor_ids == ["a", "b", "c"]
 
 
 def test_undeclared_and_any_sends_are_not_checked_at_build_time() -> None:
