@@ -46,6 +46,21 @@ from stepgraph.errors import (
 )
 from stepgraph.state import add, append, merge
 
+
+async def _loop_turns(n: int = 5) -> None:
+    """Give the event loop ``n`` turns: loop turns, not wall-clock time."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def _read_until(handler: WorkflowHandler, kind: type) -> Any:
+    """Read the handler's stream up to (and including) the first event of type ``kind``."""
+    async for ev in handler.stream_events():
+        if isinstance(ev, kind):
+            return ev
+    raise AssertionError(f"the stream ended without a {kind.__name__}")
+
+
 # =================================================================================================
 # Issue 3: @step workflows
 # =================================================================================================
@@ -96,20 +111,22 @@ _started: list[str] = []
 
 
 class Starts(Workflow):
+    started: asyncio.Event  # set by the test
+
     @step
     async def go(self, ev: StartEvent) -> StopEvent:
         _started.append(ev.tag)
+        self.started.set()
         return StopEvent(result=ev.tag)
 
 
 async def test_run_returns_handler_at_once_and_starts_without_await() -> None:
     _started.clear()
-    handler = Starts().run(tag="never-awaited")
+    wf = Starts()
+    wf.started = asyncio.Event()
+    handler = wf.run(tag="never-awaited")
     assert isinstance(handler, WorkflowHandler)
-    for _ in range(100):
-        if _started:
-            break
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(wf.started.wait(), 5)  # the handler itself is not awaited
     assert _started == ["never-awaited"]  # the run went ahead although nobody awaited it
     assert await handler == "never-awaited"
 
@@ -186,7 +203,7 @@ class SlowStep(Workflow):
     @step(retry_policy=RetryPolicy(max_attempts=2, backoff=0.001), timeout=0.05)
     async def sluggish(self, ev: StartEvent) -> StopEvent:
         _attempts["slow"] = _attempts.get("slow", 0) + 1
-        await asyncio.sleep(5)
+        await asyncio.Event().wait()  # never set: only the 0.05 s step timeout ends it
         return StopEvent(result="late")
 
 
@@ -198,10 +215,15 @@ async def test_step_timeout_counts_as_attempt_then_timeout_error_naming_the_step
     assert "sluggish" in str(info.value)
 
 
+class Waiting(Event):
+    pass
+
+
 class Forever(Workflow):
     @step
-    async def wait(self, ev: StartEvent) -> StopEvent:
-        await asyncio.sleep(10)
+    async def wait(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(Waiting())  # the step is running now
+        await asyncio.Event().wait()  # never set: the step never finishes
         return StopEvent(result="never")
 
 
@@ -213,7 +235,7 @@ async def test_run_timeout_raises_workflow_timeout_error_also_timeout_error() ->
 
 async def test_cancel_makes_awaiting_the_handler_raise_workflow_cancelled() -> None:
     handler = Forever().run()
-    await asyncio.sleep(0.02)
+    await _read_until(handler, Waiting)  # the step is running
     await handler.cancel()
     with pytest.raises(WorkflowCancelled):
         await handler
@@ -273,6 +295,10 @@ _cancelled: list[str] = []
 
 
 class FailsWhileOtherRuns(Workflow):
+    # Set by the async-mode test: ``fan`` fails only once ``long`` runs. (In superstep mode
+    # Other is delivered after ``fan`` returns, so ``long`` never starts there.)
+    long_started: asyncio.Event | None = None
+
     @step
     async def start(self, ev: StartEvent) -> Boom | Other:
         return Boom()
@@ -280,13 +306,16 @@ class FailsWhileOtherRuns(Workflow):
     @step
     async def fan(self, ctx: Context, ev: Boom) -> None:
         ctx.send_event(Other())
-        await asyncio.sleep(0.05)
+        if self.long_started is not None:
+            await self.long_started.wait()
         raise ValueError("bad input")
 
     @step
     async def long(self, ev: Other) -> StopEvent:
+        if self.long_started is not None:
+            self.long_started.set()
         try:
-            await asyncio.sleep(5)
+            await asyncio.Event().wait()  # never set: only cancellation ends it
         except asyncio.CancelledError:
             _cancelled.append("long")
             raise
@@ -295,11 +324,13 @@ class FailsWhileOtherRuns(Workflow):
 
 async def test_failed_run_reraises_step_exception_with_note_and_cancels_others() -> None:
     _cancelled.clear()
+    wf = FailsWhileOtherRuns(mode="async", timeout=5)
+    wf.long_started = asyncio.Event()
     with pytest.raises(ValueError, match="bad input") as info:
-        await FailsWhileOtherRuns(mode="async").run()
+        await wf.run()
     notes = " ".join(getattr(info.value, "__notes__", []))
     assert "fan" in notes and "Boom" in notes
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # a loop turn for the cancelled step to unwind
     assert _cancelled == ["long"]
 
 
@@ -397,7 +428,7 @@ class SendsUnaccepted(Workflow):
     @step
     async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
         ctx.send_event(Unwanted())
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # suspend between the send and the StopEvent (a loop turn)
         return StopEvent()
 
 
@@ -459,7 +490,8 @@ async def test_input_required_and_human_response_flow_and_stream_ends_with_stop_
         seen.append(ev)
         if isinstance(ev, InputRequiredEvent):
             assert ev.prefix == "Approve? "
-            await asyncio.sleep(0.05)  # waiting for outside input is never a stall
+            await _loop_turns()  # waiting for outside input is never a stall
+            assert not handler.done(), handler.exception()
             handler.send_event(HumanResponseEvent(response="yes"))
     assert await handler == "answered yes"
     assert any(isinstance(ev, InputRequiredEvent) for ev in seen)
@@ -593,7 +625,8 @@ async def test_wait_for_event_with_requirements_and_timeout() -> None:
     handler = Waits().run()
     async for ev in handler.stream_events():
         if isinstance(ev, Ready):
-            await asyncio.sleep(0.05)  # waiting is not a stall
+            await _loop_turns()  # waiting is not a stall
+            assert not handler.done(), handler.exception()
             handler.send_event(Signal(key="yes", value=7))
     assert await handler == 7
 
@@ -646,6 +679,8 @@ _in_flight = {"now": 0, "peak": 0}
 
 
 class Workers(Workflow):
+    four_running: asyncio.Event  # set by the test
+
     @step
     async def start(self, ctx: Context, ev: StartEvent) -> None:
         for n in range(8):
@@ -655,7 +690,10 @@ class Workers(Workflow):
     async def work(self, ev: Item) -> Ping:
         _in_flight["now"] += 1
         _in_flight["peak"] = max(_in_flight["peak"], _in_flight["now"])
-        await asyncio.sleep(0.02)
+        if _in_flight["now"] == 4:
+            self.four_running.set()
+        await self.four_running.wait()  # hold the first four until all four run at once
+        await _loop_turns()  # a fifth invocation, were one started, would run meanwhile
         _in_flight["now"] -= 1
         return Ping(n=ev.n)
 
@@ -667,7 +705,9 @@ class Workers(Workflow):
 
 async def test_num_workers_4_runs_four_at_once() -> None:
     _in_flight.update(now=0, peak=0)
-    assert await Workers().run() == 8
+    wf = Workers(timeout=5)  # the timeout only guards against hanging if fewer than 4 run
+    wf.four_running = asyncio.Event()
+    assert await wf.run() == 8
     assert _in_flight["peak"] == 4
 
 
@@ -766,14 +806,17 @@ async def test_add_fan_out_without_selector_goes_to_all() -> None:
 
 @pytest.mark.parametrize("mode", ["superstep", "async"])
 async def test_add_fan_in_gives_list_one_per_source_in_source_order(mode: str) -> None:
+    c_sent = asyncio.Event()
+
     @executor(id="b")
     async def b(text: str, ctx: WorkflowContext) -> None:
-        await asyncio.sleep(0.05)  # b finishes last ...
+        await c_sent.wait()  # b finishes last ...
         await ctx.send_message(f"b-{text}")
 
     @executor(id="c")
     async def c(text: str, ctx: WorkflowContext) -> None:
         await ctx.send_message(f"c-{text}")  # ... c first
+        c_sent.set()
 
     @executor(id="join")
     async def join(parts: list[str], ctx: WorkflowContext) -> None:
@@ -783,7 +826,7 @@ async def test_add_fan_in_gives_list_one_per_source_in_source_order(mode: str) -
         WorkflowBuilder(start=src)
         .add_fan_out(src, [b, c])
         .add_fan_in([b, c], join)
-        .build(mode=mode)
+        .build(mode=mode, timeout=5)  # the timeout only guards against hanging
     )
     assert (await wf.run("x")).outputs == [["b-x", "c-x"]]
 
@@ -861,7 +904,7 @@ async def test_graph_max_supersteps_and_timeout_like_workflow() -> None:
 
     @executor(id="sleepy")
     async def sleepy(n: int, ctx: WorkflowContext) -> None:
-        await asyncio.sleep(5)
+        await asyncio.Event().wait()  # never set: only the 0.05 s run timeout ends it
 
     with pytest.raises(WorkflowTimeoutError):
         await WorkflowBuilder(start=sleepy).build(timeout=0.05).run(0)
@@ -935,26 +978,38 @@ def test_build_validation_errors() -> None:
 
 
 async def test_reducer_100_nodes_appending_concurrently_lose_nothing_in_node_order() -> None:
+    finished: dict[int, asyncio.Event] = {}
+
     class Writer(Executor):
         @handler
         async def on_text(self, text: str, ctx: WorkflowContext) -> None:
-            await asyncio.sleep(0.001 * (100 - int(self.id[1:])) / 10)
+            i = int(self.id[1:])
+            if i < 99:  # finish in reverse node order: w99 first, w0 last
+                await finished[i + 1].wait()
             await ctx.store.set("log", self.id)
+            finished[i].set()
 
     writers = [Writer(id=f"w{i}") for i in range(100)]
-    wf = WorkflowBuilder(start=src, reducers={"log": append}).add_fan_out(src, writers).build()
+    finished.update({i: asyncio.Event() for i in range(100)})
+    wf = (
+        WorkflowBuilder(start=src, reducers={"log": append})
+        .add_fan_out(src, writers)
+        .build(timeout=5)  # the timeout only guards against hanging
+    )
     result = await wf.run("go")
     assert result.state["log"] == [w.id for w in writers]  # node order, nothing lost
     wf_async = (
         WorkflowBuilder(start=src, reducers={"log": append})
         .add_fan_out(src, writers)
-        .build(mode="async")
+        .build(mode="async", timeout=5)
     )
+    finished.update({i: asyncio.Event() for i in range(100)})
     assert sorted((await wf_async.run("go")).state["log"]) == sorted(w.id for w in writers)
 
 
 class ReducerSteps(Workflow):
     reducers = {"log": append}
+    finished: dict[int, asyncio.Event]  # set by the test
 
     @step
     async def start(self, ctx: Context, ev: StartEvent) -> None:
@@ -963,8 +1018,10 @@ class ReducerSteps(Workflow):
 
     @step(num_workers=20)
     async def work(self, ctx: Context, ev: Item) -> Ping:
-        await asyncio.sleep(0.001 * (20 - ev.n))
+        if ev.n < 19:  # finish in reverse order: 19 first, 0 last
+            await self.finished[ev.n + 1].wait()
         await ctx.store.set("log", ev.n)
+        self.finished[ev.n].set()
         return Ping(n=ev.n)
 
     @step
@@ -975,7 +1032,9 @@ class ReducerSteps(Workflow):
 
 
 async def test_reducers_class_attribute_on_step_workflow() -> None:
-    assert await ReducerSteps().run() == list(range(20))
+    wf = ReducerSteps(timeout=5)  # the timeout only guards against hanging
+    wf.finished = {n: asyncio.Event() for n in range(20)}
+    assert await wf.run() == list(range(20))
 
 
 class Asker(Executor):
@@ -998,7 +1057,7 @@ async def test_request_info_response_handler_and_send_response_wrong_type_stays_
         if isinstance(ev, RequestInfoEvent):
             requests.append(ev)
             assert ev.data == "budget"
-            await asyncio.sleep(0.05)
+            await _loop_turns()
             assert not handler.done()  # paused, not stalled
             with pytest.raises(InvalidResponseError) as info:
                 await handler.send_response(ev.request_id, "not an int")
@@ -1107,7 +1166,8 @@ async def test_streamed_input_required_event_waits_for_human_response(mode: str)
     try:
         async for ev in handler.stream_events():
             if isinstance(ev, InputRequiredEvent):
-                await asyncio.sleep(0.05)
+                await _loop_turns()  # waiting for outside input is never a stall
+                assert not handler.done(), handler.exception()
                 handler.send_event(HumanResponseEvent(response="bob"))
     except StepgraphError:
         if handler.done():
@@ -1131,7 +1191,8 @@ async def test_sent_input_required_event_waits_for_human_response(mode: str) -> 
     handler = SentAsk(mode=mode, timeout=5).run()
     async for ev in handler.stream_events():
         if isinstance(ev, InputRequiredEvent):
-            await asyncio.sleep(0.05)
+            await _loop_turns()  # waiting for outside input is never a stall
+            assert not handler.done(), handler.exception()
             handler.send_event(HumanResponseEvent(response="bob"))
     assert await handler == "bob"
 
@@ -1141,24 +1202,29 @@ class Awaited(Event):
 
 
 class ReturnsAwaited(Workflow):
+    waiting: asyncio.Event  # set by the test
+
     @step
     async def start(self, ev: StartEvent) -> Progress:
         return Progress(pct=0)
 
     @step
     async def waiter(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        self.waiting.set()  # the wait below registers before the sender can resume
         got = await ctx.wait_for_event(Awaited, timeout=5.0)
         return StopEvent(result=got.v)
 
     @step
     async def sender(self, ev: Progress) -> Awaited:  # no step accepts Awaited: it is awaited
-        await asyncio.sleep(0.02)
+        await self.waiting.wait()  # send only once the waiter waits
         return Awaited(v=3)
 
 
 async def test_type_awaited_by_wait_for_event_is_valid_without_accepting_step() -> None:
     ReturnsAwaited().validate()
-    assert await ReturnsAwaited(timeout=5).run() == 3
+    wf = ReturnsAwaited(timeout=5)
+    wf.waiting = asyncio.Event()
+    assert await wf.run() == 3
 
 
 class SendsAwaited(Workflow):
@@ -1176,13 +1242,16 @@ async def test_sent_type_awaited_by_wait_for_event_needs_no_accepting_step() -> 
 async def test_cancel_ends_the_stream_and_awaiting_raises() -> None:
     handler = Forever().run()
     seen: list[Event] = []
+    step_running = asyncio.Event()
 
     async def consume() -> None:
         async for ev in handler.stream_events():
             seen.append(ev)
+            if isinstance(ev, Waiting):
+                step_running.set()
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.02)
+    await step_running.wait()
     await handler.cancel()
     await asyncio.wait_for(task, 2)  # the stream ended
     with pytest.raises(WorkflowCancelled):
@@ -1203,14 +1272,17 @@ async def test_one_workflow_object_runs_many_runs_concurrently_isolated() -> Non
 
 @pytest.mark.parametrize("mode", ["superstep", "async"])
 async def test_fan_in_extras_wait_for_the_next_batch(mode: str) -> None:
+    b_sent = asyncio.Event()
+
     @executor(id="b")
     async def b(text: str, ctx: WorkflowContext) -> None:
         await ctx.send_message("b1")
         await ctx.send_message("b2")
+        b_sent.set()
 
     @executor(id="c")
     async def c(text: str, ctx: WorkflowContext) -> None:
-        await asyncio.sleep(0.02)
+        await b_sent.wait()  # both of b's messages come first
         await ctx.send_message("c1")
         await ctx.send_message("c2")
 
@@ -1222,7 +1294,7 @@ async def test_fan_in_extras_wait_for_the_next_batch(mode: str) -> None:
         WorkflowBuilder(start=src)
         .add_fan_out(src, [b, c])
         .add_fan_in([b, c], join)
-        .build(mode=mode)
+        .build(mode=mode, timeout=5)  # the timeout only guards against hanging
     )
     assert (await wf.run("x")).outputs == [["b1", "c1"], ["b2", "c2"]]
 
@@ -1250,7 +1322,7 @@ async def test_graph_send_response_after_the_run_and_cancel() -> None:
     with pytest.raises(StepgraphError):
         await handler.send_response(request_id, 2)
     waiting = wf.run("q")
-    await asyncio.sleep(0.02)
+    await _read_until(waiting, RequestInfoEvent)  # paused on its open request
     await waiting.cancel()
     with pytest.raises(WorkflowCancelled):
         await waiting
