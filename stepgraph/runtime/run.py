@@ -16,6 +16,7 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import threading
 import types
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import (
     AttemptFailed,
+    CancelRequested,
     CollectRequested,
     CollectResult,
     Command,
@@ -73,6 +75,7 @@ from ..graph_events import (
 )
 from ..state.store import StateStore
 from ._scope import Scope, current_scope, set_scope
+from .context import set_current_context
 from .plan import NodeProgram, RunPlan
 from .stream import EventStream
 
@@ -286,8 +289,6 @@ class Run:
         """Run ``fn`` on the loop's thread and return its result (blocking a worker thread)."""
         if threading.get_ident() == self._thread:
             return fn()
-        import concurrent.futures
-
         answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def run() -> None:
@@ -317,8 +318,6 @@ class Run:
             self._tasks.add(self.loop.create_task(self._worker()))
 
     async def _worker(self) -> None:
-        from .context import set_current_context
-
         ctx = self.ctx
         assert ctx is not None
         set_current_context(ctx)
@@ -646,8 +645,6 @@ class Run:
             self.cancel("the result was cancelled (an await of the run was cancelled)")
 
     def cancel(self, reason: str = "cancelled by the caller") -> None:
-        from ..core import CancelRequested
-
         self.feed(CancelRequested(reason=reason))
 
     def _end(self, status: RunStatus, result: object, error: BaseException | None) -> None:

@@ -69,3 +69,26 @@ async def spin(turns: int = SPINS) -> None:
 def superstep_of(ctx: Context) -> int:
     """The superstep the run is in (read from the kernel state; a test hook)."""
     return int(ctx._run.state.superstep)
+
+
+class Gauge:
+    """Counts the invocations inside a step or handler, keeps the maximum, holds them at a gate."""
+
+    def __init__(self, full_at: int) -> None:
+        self.active = 0
+        self.max_active = 0
+        self.done = 0
+        self.full_at = full_at
+        self.full = asyncio.Event()  # set when `full_at` invocations are inside at once
+        self.gate = asyncio.Event()  # the test opens it
+
+    async def hold(self) -> None:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        if self.active == self.full_at:
+            self.full.set()
+        await asyncio.sleep(0)  # real suspensions: another invocation could enter here
+        await self.gate.wait()
+        await asyncio.sleep(0)
+        self.active -= 1
+        self.done += 1

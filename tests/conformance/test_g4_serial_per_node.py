@@ -12,7 +12,7 @@ import asyncio
 import threading
 
 import pytest
-from _helpers_a import both_modes, finish, reached, spin
+from _helpers_a import Gauge, both_modes, finish, reached, spin
 
 from stepgraph import Context, Event, StartEvent, StopEvent, Workflow, WorkflowHandler, step
 
@@ -21,29 +21,6 @@ MESSAGES = 12
 
 class Job(Event):
     n: int
-
-
-class Gauge:
-    """Counts the invocations inside a step, remembers the maximum, holds them at a gate."""
-
-    def __init__(self, full_at: int) -> None:
-        self.active = 0
-        self.max_active = 0
-        self.done = 0
-        self.full_at = full_at
-        self.full = asyncio.Event()  # set when `full_at` invocations are inside at once
-        self.gate = asyncio.Event()  # the test opens it
-
-    async def hold(self) -> None:
-        self.active += 1
-        self.max_active = max(self.max_active, self.active)
-        if self.active == self.full_at:
-            self.full.set()
-        await asyncio.sleep(0)  # real suspensions: another invocation could enter here
-        await self.gate.wait()
-        await asyncio.sleep(0)
-        self.active -= 1
-        self.done += 1
 
 
 def node_state(handler: WorkflowHandler, name: str) -> tuple[int, int]:

@@ -12,13 +12,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from _helpers_a import GUARD_SECONDS, both_modes, finish, reached, spin
+from _helpers_a import GUARD_SECONDS, Gauge, both_modes, finish, reached, spin
 from _helpers_b import drain, failure, notes_of, wait_until
 
 from stepgraph import WorkflowContext, WorkflowHandler
 
 __all__ = [
     "RENDEZVOUS_SECONDS",
+    "Gauge",
     "Windows",
     "both_modes",
     "drain",

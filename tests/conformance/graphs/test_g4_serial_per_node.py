@@ -18,32 +18,9 @@ import pytest
 
 from stepgraph import Executor, WorkflowBuilder, WorkflowContext, executor, handler
 
-from ._helpers import Windows, both_modes, finish, node_state, reached, rendezvous, spin
+from ._helpers import Gauge, Windows, both_modes, finish, node_state, reached, rendezvous, spin
 
 MESSAGES = 12
-
-
-class Gauge:
-    """Counts the invocations inside a handler, remembers the maximum, holds them at a gate."""
-
-    def __init__(self, full_at: int) -> None:
-        self.active = 0
-        self.max_active = 0
-        self.done = 0
-        self.full_at = full_at
-        self.full = asyncio.Event()  # set when `full_at` invocations are inside at once
-        self.gate = asyncio.Event()  # the test opens it
-
-    async def hold(self) -> None:
-        self.active += 1
-        self.max_active = max(self.max_active, self.active)
-        if self.active == self.full_at:
-            self.full.set()
-        await asyncio.sleep(0)  # real suspensions: another invocation could enter here
-        await self.gate.wait()
-        await asyncio.sleep(0)
-        self.active -= 1
-        self.done += 1
 
 
 class Start(Executor):
