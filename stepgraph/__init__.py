@@ -21,6 +21,7 @@ from .graph_events import (
 )
 from .runtime.context import Context, get_context
 from .runtime.handler import WorkflowHandler
+from .runtime.observers import RunObserver
 from .runtime.retry import RetryPolicy
 from .runtime.workflow_context import WorkflowContext
 
@@ -38,6 +39,7 @@ __all__ = [
     "InputRequiredEvent",
     "RequestInfoEvent",
     "RetryPolicy",
+    "RunObserver",
     "RunResult",
     "StartEvent",
     "StopEvent",

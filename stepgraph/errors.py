@@ -21,8 +21,14 @@ step's own exception (with a note naming the step and the event), so that
     +-- SuperstepLimitExceeded         more than max_supersteps supersteps (a runaway loop)
     +-- WorkflowCancelled              the run was cancelled
     +-- WorkflowTimeoutError           (also a TimeoutError) the run, a step or a wait timed out
-        +-- StepTimeoutError           a step exceeded its own timeout after its retries
-        +-- WaitForEventTimeoutError   ctx.wait_for_event() timed out
+    |   +-- StepTimeoutError           a step exceeded its own timeout after its retries
+    |   +-- WaitForEventTimeoutError   ctx.wait_for_event() timed out
+    +-- RecordedError                  an error known only from its record (a journal, another
+    |                                  process): its type name, message and traceback text
+    +-- SerializationError             a value that cannot be written to a journal or a store
+    +-- ReplayDivergenceError          a journal that the kernel does not replay the same way
+    +-- KernelError                    (also a RuntimeError) a tick the kernel cannot take in its
+                                       state: a bug in the shell that fed it
 """
 
 from __future__ import annotations
@@ -31,8 +37,12 @@ __all__ = [
     "InvalidResponseError",
     "InvalidStartEventError",
     "InvalidStepResultError",
+    "KernelError",
+    "RecordedError",
+    "ReplayDivergenceError",
     "RequestNotFoundError",
     "RunFinishedError",
+    "SerializationError",
     "StepTimeoutError",
     "StepgraphError",
     "SuperstepLimitExceeded",
@@ -124,3 +134,49 @@ class StepTimeoutError(WorkflowTimeoutError):
 
 class WaitForEventTimeoutError(WorkflowTimeoutError):
     """``ctx.wait_for_event`` received no matching event in time."""
+
+
+class RecordedError(StepgraphError):
+    """An error known only from its record: a replayed journal, another process.
+
+    The original exception object is not available; its class name, message and
+    traceback text are.
+
+    Attributes:
+        type: the original exception's class, as ``module.QualifiedName``.
+        message: the original ``str()`` of the exception.
+        traceback: the original traceback text, when it was recorded.
+    """
+
+    def __init__(self, text: str, *, type: str = "", message: str = "", traceback: str = ""):
+        super().__init__(text)
+        self.type = type
+        self.message = message
+        self.traceback = traceback
+
+
+class SerializationError(StepgraphError):
+    """A value could not be written to (or read back from) a journal or a store.
+
+    The message names the value's type and where it was found.
+    """
+
+
+class ReplayDivergenceError(StepgraphError):
+    """Replaying a journal did not give what the journal recorded.
+
+    Attributes:
+        position: the index of the tick (0-based) where replay diverged.
+    """
+
+    def __init__(self, message: str, *, position: int = -1) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+class KernelError(StepgraphError, RuntimeError):
+    """A tick the kernel cannot handle in the run's current state.
+
+    It means the shell that fed the tick has a bug (or a journal was tampered with);
+    the message names the tick, the run and its status.
+    """

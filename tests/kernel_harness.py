@@ -5,6 +5,10 @@ started, lets a test decide which one completes next and what it emits, and reco
 tick it fed and every command it got back. Like the kernel, it does no IO, reads no clock
 and never touches asyncio, so kernel tests are plain synchronous functions.
 
+A graph with explicit edges is routed by the shell, not the kernel: give the harness the
+``router`` the shell would use, and it resolves the targets of what an invocation emits
+before feeding it, as the shell does.
+
 Example::
 
     h = KernelHarness(graph)
@@ -22,15 +26,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from stepgraph.core import (
+    ArmTimer,
+    AttemptFailed,
     CancelRequested,
+    CancelTimer,
     CollectRequested,
     CollectResult,
     Command,
     Emission,
     EventsSent,
     ExternalEventReceived,
+    Failure,
     FailWait,
+    ForwardResponse,
     Graph,
+    MergeState,
     Mode,
     PublishEvent,
     ResolveWait,
@@ -38,23 +48,24 @@ from stepgraph.core import (
     RunStarted,
     RunState,
     RunStatus,
-    RunTimedOut,
     StartStep,
     StepCompleted,
     StepFailed,
     SuperstepEnded,
     Tick,
+    TimerFired,
     WaitStarted,
-    WaitTimedOut,
     apply,
 )
+
+Router = Callable[[int, object], tuple[int, ...] | None]
 
 __all__ = ["Emitted", "KernelHarness", "Outcome", "Started", "first_ready", "to"]
 
 
 def to(target: int, message: object) -> Emission:
     """An emission sent to one node (``ctx.send_event(ev, step=...)``), for ``complete``."""
-    return (message, target)
+    return (message, (target,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +117,8 @@ def first_ready(ready: Sequence[StartStep]) -> int:
 
 def _emission(item: object) -> Emission:
     if isinstance(item, tuple):
-        message, target = item
-        return (message, target)
+        message, targets = item
+        return (message, targets)
     return (item, None)
 
 
@@ -129,6 +140,7 @@ class KernelHarness:
         failed_waits: invocations whose wait timed out (``FailWait``), in order.
         published: events the kernel asked to publish on the stream.
         barriers: the supersteps whose barrier passed (``SuperstepEnded``), in order.
+        timers: the timers armed and not yet fired or cancelled, with their delay.
         collected: ``(node, message, expected)`` for every collect request the collector
             took, in order.
         rejected: ``(node, message, expected)`` for every collect request refused because
@@ -147,10 +159,17 @@ class KernelHarness:
         mode: Mode = Mode.SUPERSTEP,
         max_supersteps: int = 10_000,
         max_concurrency: int | None = None,
+        timeout: float | None = None,
+        router: Router | None = None,
     ) -> None:
         self.graph = graph
+        self.router = router
         self.state = RunState(
-            graph, mode=mode, max_supersteps=max_supersteps, max_concurrency=max_concurrency
+            graph,
+            mode=mode,
+            max_supersteps=max_supersteps,
+            max_concurrency=max_concurrency,
+            timeout=timeout,
         )
         self.ticks: list[Tick] = []
         self.commands: list[Command] = []
@@ -164,6 +183,7 @@ class KernelHarness:
         self.failed_waits: list[int] = []
         self.published: list[object] = []
         self.barriers: list[int] = []
+        self.timers: dict[str, float] = {}
         self.collected: list[tuple[int, object, tuple[type, ...]]] = []
         self.rejected: list[tuple[int, object, tuple[type, ...]]] = []
         self.batches: list[tuple[int, tuple[type, ...], list[object]]] = []
@@ -211,8 +231,14 @@ class KernelHarness:
         elif isinstance(command, RunEnded):
             assert self.ended is None, f"the run ended twice: {self.ended} then {command}"
             self.ended = command
+        elif isinstance(command, ArmTimer):
+            self.timers[command.timer] = command.delay
+        elif isinstance(command, CancelTimer):
+            del self.timers[command.timer]
         else:
-            assert isinstance(command, CollectResult), f"unknown command {command!r}"
+            assert isinstance(command, CollectResult | MergeState | ForwardResponse), (
+                f"unknown command {command!r}"
+            )
 
     # -- ticks, by what the shell saw -------------------------------------------------------
 
@@ -227,39 +253,73 @@ class KernelHarness:
 
         A message given as ``to(node, message)`` targets one node; others are routed.
         """
-        out = (*(_emission(m) for m in messages), *emitted)
+        out = self._routed(invocation, (*(_emission(m) for m in messages), *emitted))
         self._record(invocation, out)
         self._leave(invocation)
         return self.feed(StepCompleted(invocation=invocation, emitted=out))
 
     def send(self, invocation: int, *messages: object) -> list[Command]:
         """Invocation ``invocation`` sends ``messages`` while still running (``EventsSent``)."""
-        out = tuple(_emission(m) for m in messages)
+        out = self._routed(invocation, tuple(_emission(m) for m in messages))
         self._record(invocation, out)
         return self.feed(EventsSent(invocation=invocation, emitted=out))
 
     def fail(self, invocation: int, error: BaseException) -> list[Command]:
         """Invocation ``invocation`` raised ``error`` after its retries."""
         self._leave(invocation)
-        return self.feed(StepFailed(invocation=invocation, error=error))
+        return self.feed(StepFailed(invocation=invocation, failure=Failure.from_error(error)))
+
+    def fail_attempt(
+        self, invocation: int, error: BaseException, retry_in: float = 0.0
+    ) -> list[Command]:
+        """An attempt of ``invocation`` raised ``error``; it is retried after ``retry_in``."""
+        failure = Failure.from_error(error)
+        return self.feed(AttemptFailed(invocation=invocation, failure=failure, retry_in=retry_in))
+
+    def fire(self, timer: str) -> list[Command]:
+        """The armed timer ``timer`` is due."""
+        self.timers.pop(timer, None)
+        return self.feed(TimerFired(timer=timer))
+
+    def _routed(self, invocation: int, out: tuple[Emission, ...]) -> tuple[Emission, ...]:
+        """Resolve targets along explicit edges, as the shell does before feeding."""
+        if self.router is None:
+            return out
+        node = self.in_flight[invocation].node
+        return tuple(
+            (message, self.router(node, message) if targets is None else targets)
+            for message, targets in out
+        )
 
     def external(self, event: object, target: int | None = None) -> list[Command]:
         """The caller sends ``event`` into the run."""
         return self.feed(ExternalEventReceived(event=event, target=target))
 
     def wait(
-        self, invocation: int, *types: type, requirements: Mapping[str, object] | None = None
+        self,
+        invocation: int,
+        *types: type,
+        requirements: Mapping[str, object] | None = None,
+        timeout: float | None = None,
     ) -> list[Command]:
-        """Invocation ``invocation`` starts waiting for a message of ``types``."""
+        """Invocation ``invocation`` starts waiting for a message of ``types``.
+
+        With a ``timeout``, the kernel arms the wait's timer (``time_out_wait`` fires it).
+        """
         self.waiting.add(invocation)
         self.waited.add(invocation)
         return self.feed(
-            WaitStarted(invocation=invocation, types=types, requirements=dict(requirements or {}))
+            WaitStarted(
+                invocation=invocation,
+                types=types,
+                requirements=dict(requirements or {}),
+                timeout=timeout,
+            )
         )
 
     def time_out_wait(self, invocation: int) -> list[Command]:
-        """The wait of ``invocation`` reached its timeout."""
-        return self.feed(WaitTimedOut(invocation=invocation))
+        """The wait of ``invocation`` reached its timeout (its timer fires)."""
+        return self.fire(f"wait:{invocation}")
 
     def collect(
         self, invocation: int, message: object, expected: Sequence[type]
@@ -289,9 +349,9 @@ class KernelHarness:
         """The caller cancels the run."""
         return self.feed(CancelRequested(reason=reason))
 
-    def time_out(self, seconds: float = 1.0) -> list[Command]:
-        """The run's own timeout elapsed."""
-        return self.feed(RunTimedOut(seconds=seconds))
+    def time_out(self) -> list[Command]:
+        """The run's own timeout elapsed (its timer fires; create the harness with one)."""
+        return self.fire("run")
 
     def _leave(self, invocation: int) -> None:
         if invocation not in self.in_flight:
@@ -375,7 +435,7 @@ class KernelHarness:
             if self.ended is not None:
                 return
         if outcome.wait_for and invocation not in self.waited:
-            self.wait(invocation, *outcome.wait_for)
+            self.wait(invocation, *outcome.wait_for, timeout=1.0)
             return
         if invocation in self.failed_waits:
             self.fail(invocation, TimeoutError(f"wait of invocation {invocation} timed out"))

@@ -9,20 +9,20 @@ subclasses match, ``list[str]`` matches any list) processes the message.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import inspect
-import types
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from ..core import ResponseMessage
+from ..core.types import closest
 from ..errors import UnroutableEventError, WorkflowValidationError
+from ..runtime.backends import Backend, body_caller
+from ..runtime.plan import StepConfig
 from ..runtime.retry import RetryPolicy
-from ..runtime.run import ResponseMessage
 from ..runtime.workflow_context import WorkflowContext
-from .step import StepConfig, caller_locals
+from .introspect import caller_locals, node_config, runtime_types
 
 __all__ = [
     "Executor",
@@ -67,33 +67,6 @@ def response_handler(func: F) -> F:
     return func
 
 
-def runtime_types(annotation: Any) -> tuple[type, ...] | None:
-    """The classes an annotation accepts at run time; None when it names no class.
-
-    ``Any``/``object`` accept everything; unions flatten; ``list[str]`` is ``list``.
-    """
-    if annotation is Any or annotation is object:
-        return (object,)
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union or origin is types.UnionType:
-        found: list[type] = []
-        for arg in typing.get_args(annotation):
-            inner = runtime_types(arg)
-            if inner is None:
-                return None
-            found.extend(inner)
-        return tuple(found)
-    if origin is typing.Annotated:
-        return runtime_types(typing.get_args(annotation)[0])
-    if origin is not None and isinstance(origin, type):
-        return (origin,)
-    if annotation is None or annotation is type(None):
-        return (type(None),)
-    if isinstance(annotation, type):
-        return (annotation,)
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class HandlerSpec:
     """One handler: the types it takes, what it may send, and how to call it."""
@@ -101,6 +74,7 @@ class HandlerSpec:
     name: str
     types: tuple[type, ...]
     output_types: tuple[type, ...] | None  # from WorkflowContext[T]; None: undeclared
+    body: Callable[[Any, Any], Any]  # (message, ctx) -> result, sync or async
     call: Callable[[Any, Any], Awaitable[Any]]  # (message, ctx) -> awaitable
 
 
@@ -154,31 +128,25 @@ def _inspect_handler(
         if output_types == (object,):
             output_types = None  # WorkflowContext[Any]: sends anything, nothing to check
     target = func if bound_self is None else func.__get__(bound_self)
-    is_async = inspect.iscoroutinefunction(func)
-    call = _call_adapter(target, ctx_index, is_async, response)
-    return HandlerSpec(func.__name__, accepted, output_types, call)
+    body = _arranged(target, ctx_index, response)
+    call = body_caller(body, inspect.iscoroutinefunction(func))
+    return HandlerSpec(func.__name__, accepted, output_types, body, call)
 
 
-def _call_adapter(
-    target: Callable[..., Any], ctx_index: int | None, is_async: bool, response: bool
-) -> Callable[[Any, Any], Awaitable[Any]]:
-    def arrange(message: Any, ctx: Any) -> tuple[Any, ...]:
+def _arranged(
+    target: Callable[..., Any], ctx_index: int | None, response: bool
+) -> Callable[[Any, Any], Any]:
+    """``target`` taking ``(message, ctx)``, its arguments put in place once per handler."""
+    if not response and ctx_index == 1:
+        return target
+
+    def arrange(message: Any, ctx: Any) -> Any:
         values: list[Any] = [message.data, message.response] if response else [message]
         if ctx_index is not None:
             values.insert(ctx_index, ctx)
-        return tuple(values)
+        return target(*values)
 
-    if is_async:
-        if not response and ctx_index == 1:
-            return lambda message, ctx: target(message, ctx)
-        return lambda message, ctx: target(*arrange(message, ctx))
-
-    def in_thread(message: Any, ctx: Any) -> Awaitable[Any]:
-        context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        return loop.run_in_executor(None, context.run, target, *arrange(message, ctx))
-
-    return in_thread
+    return arrange
 
 
 class Executor:
@@ -205,12 +173,11 @@ class Executor:
         self.id = id or type(self).__name__
         if not isinstance(self.id, str) or not self.id:
             raise WorkflowValidationError(f"{type(self).__name__}(id={id!r}): id must be a str")
-        if num_workers < 1:
-            raise WorkflowValidationError(f"executor {self.id!r}: num_workers must be >= 1")
-        if timeout is not None and timeout <= 0:
-            raise WorkflowValidationError(f"executor {self.id!r}: timeout must be > 0 or None")
-        self.config = StepConfig(
-            num_workers=num_workers, retry_policy=retry_policy, timeout=timeout
+        self.config = node_config(
+            f"executor {self.id!r}",
+            num_workers=num_workers,
+            retry_policy=retry_policy,
+            timeout=timeout,
         )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -298,11 +265,13 @@ class ExecutorProgram:
 
     name: str
     config: StepConfig
+    body: Callable[[Any, Any, Any], Any]
     call: Callable[[Any, Any, Any], Awaitable[Any]]
     accepts: tuple[type, ...]
     handlers: tuple[HandlerSpec, ...]
     responses: tuple[HandlerSpec, ...]
     returns_events: bool = False
+    backend: Backend | None = None
 
 
 def compile_executor(node: Executor) -> ExecutorProgram:
@@ -319,46 +288,50 @@ def compile_executor(node: Executor) -> ExecutorProgram:
 
     def pick(kind: type, pool: list[HandlerSpec]) -> HandlerSpec | None:
         """The most specific matching handler (closest in the MRO); ties: definition order."""
-        mro = kind.__mro__
-        best: HandlerSpec | None = None
-        best_distance = len(mro) + 1
-        for spec in pool:
-            distances = [
-                mro.index(t) if t in mro else len(mro)  # ABCs match without being in the MRO
-                for t in spec.types
-                if issubclass(kind, t)
-            ]
-            if distances and min(distances) < best_distance:
-                best, best_distance = spec, min(distances)
-        return best
+        return closest(kind, pool, _types_of)
 
-    def call(owner: Any, ctx: Any, message: Any) -> Awaitable[Any]:
+    def chosen(message: Any) -> HandlerSpec:
         kind = type(message)
         if kind is ResponseMessage:
-            chosen = pick(type(message.response), responses)
+            spec = pick(type(message.response), responses)
         else:
             try:
-                chosen = cache[kind]
+                spec = cache[kind]
             except KeyError:
-                chosen = cache[kind] = pick(kind, handlers)
-        if chosen is None:
+                spec = cache[kind] = pick(kind, handlers)
+        if spec is None:
             raise UnroutableEventError(
                 f"executor {node.id!r} has no handler for {kind.__name__} ({message!r:.120})"
             )
-        return chosen.call(message, ctx)
+        return spec
+
+    def call(owner: Any, ctx: Any, message: Any) -> Awaitable[Any]:
+        return chosen(message).call(message, ctx)
+
+    def body(owner: Any, ctx: Any, message: Any) -> Any:
+        return chosen(message).body(message, ctx)
 
     if len(handlers) == 1 and not responses:
         # One handler: the kernel only delivers what it accepts, so skip the dispatch.
-        only = handlers[0].call
+        only = handlers[0]
+        only_call, only_body = only.call, only.body
 
         def call(owner: Any, ctx: Any, message: Any) -> Awaitable[Any]:
-            return only(message, ctx)
+            return only_call(message, ctx)
+
+        def body(owner: Any, ctx: Any, message: Any) -> Any:
+            return only_body(message, ctx)
 
     return ExecutorProgram(
         name=node.id,
         config=node.config,
+        body=body,
         call=call,
         accepts=accepts,
         handlers=tuple(handlers),
         responses=tuple(responses),
     )
+
+
+def _types_of(spec: HandlerSpec) -> tuple[type, ...]:
+    return spec.types

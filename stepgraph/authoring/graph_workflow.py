@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..graph_events import RunResult
+from ..runtime.clock import Clock
 from ..runtime.handler import WorkflowHandler
 from ..runtime.launch import RunOptions, launch, run_in_new_loop
+from ..runtime.observers import RunObserver
 from ..runtime.plan import RunPlan
 from .export import Edge, to_dot, to_mermaid
 
@@ -32,6 +35,10 @@ class GraphWorkflow:
         timeout: float | None,
         max_supersteps: int,
         max_concurrency: int | None,
+        verbose: bool = False,
+        observers: Sequence[RunObserver] = (),
+        journal: RunObserver | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.options = RunOptions.checked(
             "build",
@@ -39,6 +46,10 @@ class GraphWorkflow:
             timeout=timeout,
             max_supersteps=max_supersteps,
             max_concurrency=max_concurrency,
+            verbose=verbose,
+            observers=observers,
+            journal=journal,
+            clock=clock,
         )
         self.mode = self.options.mode
         self.plan = plan
@@ -59,10 +70,7 @@ class GraphWorkflow:
 
     def run(self, message: Any = None) -> WorkflowHandler:
         """Start a run with ``message`` for the start executor; returns the handler at once."""
-        return self._launch(message, journal=False)
-
-    def _launch(self, message: Any, *, journal: bool) -> WorkflowHandler:
-        return launch(self.plan, None, self.options, message, journal=journal)
+        return launch(self.plan, None, self.options, message, who=f"workflow {self.name!r}: run()")
 
     def run_sync(self, message: Any = None) -> RunResult:
         """Run to completion in a new event loop (for scripts)."""

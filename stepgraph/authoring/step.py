@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import ast
-import asyncio
-import contextvars
 import inspect
-import sys
 import textwrap
-import types
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,22 +12,16 @@ from typing import Any, TypeVar, overload
 
 from ..errors import WorkflowValidationError
 from ..events import Event
+from ..runtime.backends import Backend, body_caller
+from ..runtime.plan import StepConfig
 from ..runtime.retry import RetryPolicy
+from .introspect import node_config, runtime_types
 
 __all__ = ["StepConfig", "StepSpec", "step"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 STEP_ATTRIBUTE = "__stepgraph_step__"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StepConfig:
-    """What ``@step(...)`` was given."""
-
-    num_workers: int = 1
-    retry_policy: RetryPolicy | None = None
-    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,8 +36,10 @@ class StepSpec:
         ctx_position: 0 or 1: where the Context goes among (ctx, event); None: no ctx.
         is_async: whether ``func`` is a coroutine function (sync steps run in a thread).
         config: the decorator's options.
-        call: ``call(workflow, ctx, event)`` -> awaitable of the step's result; sync steps
-            run in the loop's default thread pool with the caller's context variables.
+        body: ``body(workflow, ctx, event)``: the step called with its arguments in place.
+        call: ``call(workflow, ctx, event)`` -> awaitable of the step's result: the body
+            itself when async, else the body on the thread backend.
+        backend: where the body runs when not the default (see ``NodeProgram``).
     """
 
     name: str
@@ -57,8 +49,10 @@ class StepSpec:
     ctx_position: int | None
     is_async: bool
     config: StepConfig
+    body: Callable[[Any, Any, Any], Any]
     call: Callable[[Any, Any, Any], Awaitable[Any]]
     returns_events: bool = True
+    backend: Backend | None = None
 
 
 @overload
@@ -98,15 +92,9 @@ def step(
             async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
                 return StopEvent(result=ev.text)
     """
-    if not isinstance(num_workers, int) or num_workers < 1:
-        raise WorkflowValidationError(f"@step(num_workers={num_workers!r}): must be an int >= 1")
-    if timeout is not None and timeout <= 0:
-        raise WorkflowValidationError(f"@step(timeout={timeout!r}): must be > 0 seconds or None")
-    if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
-        raise WorkflowValidationError(
-            f"@step(retry_policy={retry_policy!r}): expected a RetryPolicy(...)"
-        )
-    config = StepConfig(num_workers=num_workers, retry_policy=retry_policy, timeout=timeout)
+    config = node_config(
+        "@step", num_workers=num_workers, retry_policy=retry_policy, timeout=timeout
+    )
 
     def mark(fn: F) -> F:
         if not callable(fn):
@@ -120,34 +108,11 @@ def step(
 
 
 def _event_types(annotation: Any) -> tuple[type, ...] | None:
-    """The classes named by an annotation (a class, a union, Optional); None if not classes."""
-    if annotation is None or annotation is type(None):
-        return ()
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union or origin is types.UnionType:
-        found: list[type] = []
-        for arg in typing.get_args(annotation):
-            inner = _event_types(arg)
-            if inner is None:
-                return None
-            found.extend(inner)
-        return tuple(found)
-    if isinstance(annotation, type):
-        return (annotation,)
-    return None
-
-
-def caller_locals(depth: int = 2) -> dict[str, Any] | None:
-    """The local names where a workflow or executor is defined, if inside a function.
-
-    Annotations are strings under ``from __future__ import annotations``; a class defined
-    in a function (in a test, say) refers to local event classes that only this frame
-    knows. Kept per class, never per run.
-    """
-    frame = sys._getframe(depth)
-    if frame.f_code.co_name == "<module>":
+    """The classes an annotation names, ``None`` left out; None if it names no class."""
+    found = runtime_types(annotation)
+    if found is None or object in found:
         return None
-    return dict(frame.f_locals)
+    return tuple(t for t in found if t is not type(None))
 
 
 def awaited_types(func: Callable[..., Any], localns: dict[str, Any] | None) -> set[type]:
@@ -230,6 +195,7 @@ def inspect_step(
             f"got {hints['return']!r}"
         )
     is_async = inspect.iscoroutinefunction(func)
+    body = _arranged(func, ctx_position)
     return StepSpec(
         name=name,
         func=func,
@@ -238,37 +204,15 @@ def inspect_step(
         ctx_position=ctx_position,
         is_async=is_async,
         config=config,
-        call=_caller(func, ctx_position, is_async),
+        body=body,
+        call=body_caller(body, is_async),
     )
 
 
-def _caller(
-    func: Callable[..., Any], ctx_position: int | None, is_async: bool
-) -> Callable[[Any, Any, Any], Awaitable[Any]]:
-    """Build ``call(workflow, ctx, event)`` once per step, so a hop does no introspection."""
-    if ctx_position is None:
-
-        def arrange(w: Any, c: Any, e: Any) -> tuple[Any, ...]:
-            return (w, e)
-    elif ctx_position == 0:
-
-        def arrange(w: Any, c: Any, e: Any) -> tuple[Any, ...]:
-            return (w, c, e)
-    else:
-
-        def arrange(w: Any, c: Any, e: Any) -> tuple[Any, ...]:
-            return (w, e, c)
-
-    if not is_async:
-
-        def call_in_thread(w: Any, c: Any, e: Any) -> Awaitable[Any]:
-            context = contextvars.copy_context()
-            loop = asyncio.get_running_loop()
-            return loop.run_in_executor(None, context.run, func, *arrange(w, c, e))
-
-        return call_in_thread
-    if ctx_position is None:
-        return lambda w, c, e: func(w, e)
+def _arranged(func: Callable[..., Any], ctx_position: int | None) -> Callable[[Any, Any, Any], Any]:
+    """``func`` taking ``(workflow, ctx, event)``, built once per step (no per-hop work)."""
     if ctx_position == 0:
         return func
+    if ctx_position is None:
+        return lambda w, c, e: func(w, e)
     return lambda w, c, e: func(w, e, c)

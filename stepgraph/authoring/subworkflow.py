@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..graph_events import RequestInfoEvent, WorkflowOutputEvent
-from ..runtime._scope import current_scope
+from ..runtime.scope import current_scope
 from ..runtime.workflow_context import WorkflowContext
 from .executor import Executor, handler
 from .graph_workflow import GraphWorkflow
@@ -32,33 +32,33 @@ class WorkflowExecutor(Executor):
 
     @handler
     async def run_workflow(self, message: object, ctx: WorkflowContext[Any]) -> None:
-        outer = ctx._run
         scope = current_scope()
         assert scope is not None
+        outer = ctx._run.name
         inner = self.workflow.run(message)
-        inner_run = inner._run
         try:
-            async for event in inner_run.stream.events(inner_run.run_id):
+            async for event in inner._events():
                 if isinstance(event, WorkflowOutputEvent):
                     await ctx.send_message(event.data)
                 elif isinstance(event, RequestInfoEvent):
-                    request = inner_run.requests[event.request_id]
+                    request = inner._run.open_request(event.request_id)
+                    assert request is not None, "a request on the stream is open"
 
                     def forward(value: object, request_id: str = event.request_id) -> Any:
                         return inner.send_response(request_id, value)
 
-                    outer.request(
-                        scope, event.data, request.response_type, forward, event.request_id
+                    ctx._request(
+                        scope, event.data, request.response_type, event.request_id, forward
                     )
         finally:
-            if not inner_run.done:  # this node was cancelled (the outer run ended): end it too
-                inner_run.cancel(f"executor {self.id!r} of workflow {outer.name!r} stopped")
-                inner_run.future.exception()  # retrieved: a cancelled inner run is not an error
+            if inner._run.running:  # this node was cancelled (the outer run ended): end it too
+                inner._run.cancel(f"executor {self.id!r} of workflow {outer!r} stopped")
+                inner.exception()  # retrieved: a cancelled inner run is not an error
         try:
             await inner
         except Exception as exc:
             exc.add_note(
                 f"stepgraph: raised in sub-workflow {self.workflow.name!r}, run by executor "
-                f"{self.id!r} of workflow {outer.name!r}"
+                f"{self.id!r} of workflow {outer!r}"
             )
             raise

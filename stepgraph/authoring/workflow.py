@@ -2,24 +2,62 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from ..core import Graph, Node
-from ..errors import InvalidStartEventError, WorkflowValidationError
+from ..core import Graph, Node, RunState
+from ..errors import InvalidStartEventError, WorkflowRuntimeError, WorkflowValidationError
 from ..events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
+from ..runtime.clock import Clock
 from ..runtime.context import Context
 from ..runtime.handler import WorkflowHandler
 from ..runtime.launch import RunOptions, launch, run_in_new_loop
+from ..runtime.observers import RunObserver
 from ..runtime.plan import RunPlan
+from ..runtime.stream import EventStream
 from .export import CALLER, END, Edge, to_dot, to_mermaid
-from .step import STEP_ATTRIBUTE, StepSpec, awaited_types, caller_locals, inspect_step
+from .introspect import caller_locals, check_reducers
+from .step import STEP_ATTRIBUTE, StepSpec, awaited_types, inspect_step
 
-__all__ = ["CompiledWorkflow", "Workflow"]
+__all__ = ["CompiledWorkflow", "StepStyle", "Workflow"]
 
 _COMPILED = "_stepgraph_compiled_"
+
+
+class StepStyle:
+    """What ``@step`` workflows decide about their runs (``RunStyle``).
+
+    A run's result is its StopEvent's ``result`` (a StopEvent subclass is returned whole),
+    and the StopEvent is the last event on the stream. Messages are routed by type, in
+    the kernel; the caller sends Event instances.
+    """
+
+    __slots__ = ()
+
+    def result(self, state: RunState, run_id: str) -> object:
+        stop = state.result
+        return stop.result if type(stop) is StopEvent else stop
+
+    def closing_events(self, state: RunState) -> Iterable[object]:
+        return () if state.result is None else (state.result,)
+
+    def check_external(self, event: object, where: str) -> None:
+        if not isinstance(event, Event):
+            raise WorkflowRuntimeError(
+                f"handler.send_event({event!r:.200}): {where} takes Event instances"
+            )
+
+    def route(self, sender: int, message: object) -> tuple[int, ...] | None:
+        return None
+
+    def lifecycle(self, stream: EventStream) -> RunObserver | None:
+        return None
+
+
+STEP_STYLE = StepStyle()
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +88,9 @@ class Workflow:
             exceeding it raises ``SuperstepLimitExceeded``.
         max_concurrency: at most this many step invocations run at once (``None``: no bound).
         verbose: print each step as it runs and the events it produces.
+        observers: :class:`~stepgraph.RunObserver` objects told about every run.
+        journal: a :class:`~stepgraph.journal.Journal` recording every run's ticks.
+        clock: the clock of every timer (``stepgraph.testing.FakeClock`` in tests).
 
     The workflow object holds its definition only: one object can run many times,
     concurrently, and in different event loops.
@@ -77,6 +118,10 @@ class Workflow:
         max_supersteps: int = 10_000,
         max_concurrency: int | None = None,
         verbose: bool = False,
+        *,
+        observers: Sequence[RunObserver] = (),
+        journal: RunObserver | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.options = RunOptions.checked(
             type(self).__name__,
@@ -85,6 +130,9 @@ class Workflow:
             max_supersteps=max_supersteps,
             max_concurrency=max_concurrency,
             verbose=verbose,
+            observers=observers,
+            journal=journal,
+            clock=clock,
         )
         self.mode = self.options.mode
         self.timeout = timeout
@@ -158,14 +206,12 @@ class Workflow:
         """
         compiled = self._compiled()
         event = self._start_event(compiled, start_event, kwargs)
-        return self._launch(compiled, event, journal=False)
+        return launch(compiled.plan, self, self.options, event, who=f"{compiled.name}.run()")
 
-    def _launch(
-        self, compiled: CompiledWorkflow, event: Event, *, journal: bool
-    ) -> WorkflowHandler:
-        """Create the run's shell in the running loop and start it."""
-        who = f"{compiled.name}.run()"
-        return launch(compiled.plan, self, self.options, event, journal=journal, who=who)
+    @property
+    def plan(self) -> RunPlan:
+        """The compiled plan runs of this workflow follow (validates the definition)."""
+        return self._compiled().plan
 
     @staticmethod
     def _start_event(
@@ -261,14 +307,15 @@ def _compile(cls: type) -> CompiledWorkflow:
         held_types=(HumanResponseEvent,),
         answer_types=(HumanResponseEvent,),
     )
-    reducers = dict(getattr(cls, "reducers", None) or {})
-    for key, reducer in reducers.items():
-        if not callable(reducer):
-            raise WorkflowValidationError(
-                f"workflow {name!r}: reducers[{key!r}] is {reducer!r}, not a function "
-                f"(old, new) -> merged"
-            )
-    plan = RunPlan(name=name, graph=graph, programs=specs, context_type=Context, reducers=reducers)
+    reducers = check_reducers(name, getattr(cls, "reducers", None))
+    plan = RunPlan(
+        name=name,
+        graph=graph,
+        programs=specs,
+        context_type=Context,
+        style=STEP_STYLE,
+        reducers=reducers,
+    )
     return CompiledWorkflow(plan=plan, specs=specs, start_type=start_type)
 
 

@@ -1,13 +1,20 @@
 """The pure run kernel: a compiled graph, a run state, ticks in, commands out.
 
-Nothing in this package does IO, reads a clock, draws random numbers or imports
-asyncio; the shell (``stepgraph.runtime``) drives it.
+Nothing in this package does IO, reads a clock, draws random numbers, imports asyncio or
+runs user code; the shell (``stepgraph.runtime``) drives it. It is an internal package:
+its names may change between releases (docs/architecture.md describes it).
 """
 
+from ..errors import KernelError
 from .commands import (
+    COMMAND_TYPES,
+    ArmTimer,
+    CancelTimer,
     CollectResult,
     Command,
     FailWait,
+    ForwardResponse,
+    MergeState,
     PublishEvent,
     ResolveWait,
     RunEnded,
@@ -15,10 +22,13 @@ from .commands import (
     StartStep,
     SuperstepEnded,
 )
+from .failure import Failure
 from .graph import EXTERNAL, FanIn, Graph, Node
-from .kernel import KernelError, apply
-from .state import Mode, RunState
+from .kernel import apply
+from .messages import ResponseMessage
+from .state import Mode, OpenRequest, RunState
 from .ticks import (
+    TICK_TYPES,
     AttemptFailed,
     CancelRequested,
     CollectRequested,
@@ -26,20 +36,29 @@ from .ticks import (
     EventsSent,
     ExternalEventReceived,
     InputRequested,
+    RequestOpened,
+    ResponseReceived,
+    RunAborted,
     RunStarted,
-    RunTimedOut,
+    StateMerged,
+    StateWritten,
     StepCompleted,
     StepFailed,
+    Targets,
     Tick,
+    TimerFired,
     WaitCancelled,
     WaitStarted,
-    WaitTimedOut,
 )
 
 __all__ = [
+    "COMMAND_TYPES",
     "EXTERNAL",
+    "TICK_TYPES",
+    "ArmTimer",
     "AttemptFailed",
     "CancelRequested",
+    "CancelTimer",
     "CollectRequested",
     "CollectResult",
     "Command",
@@ -47,26 +66,36 @@ __all__ = [
     "EventsSent",
     "ExternalEventReceived",
     "FailWait",
+    "Failure",
     "FanIn",
+    "ForwardResponse",
     "Graph",
     "InputRequested",
     "KernelError",
+    "MergeState",
     "Mode",
     "Node",
+    "OpenRequest",
     "PublishEvent",
+    "RequestOpened",
     "ResolveWait",
+    "ResponseMessage",
+    "ResponseReceived",
+    "RunAborted",
     "RunEnded",
     "RunStarted",
     "RunState",
     "RunStatus",
-    "RunTimedOut",
     "StartStep",
+    "StateMerged",
+    "StateWritten",
     "StepCompleted",
     "StepFailed",
     "SuperstepEnded",
+    "Targets",
     "Tick",
+    "TimerFired",
     "WaitCancelled",
     "WaitStarted",
-    "WaitTimedOut",
     "apply",
 ]

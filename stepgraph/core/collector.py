@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable, Sequence
 
+from .types import closest
+
 __all__ = ["Collector", "collector_key"]
 
 
@@ -57,9 +59,8 @@ class Collector:
         except KeyError:
             # The closest expected class in the MRO, so that [Base, Mid] files a Leaf(Mid)
             # under Mid, not Base; an expected ABC (not in the MRO) matches last.
-            mro = concrete.__mro__
-            kinds = [k for k in self._need if isinstance(k, type) and issubclass(concrete, k)]
-            kind = min(kinds, key=lambda k: mro.index(k) if k in mro else len(mro), default=None)
+            kinds = [k for k in self._need if isinstance(k, type)]
+            kind = closest(concrete, kinds, _itself)
             self._kind_of[concrete] = kind
             return kind
 
@@ -117,3 +118,7 @@ class Collector:
     def snapshot(self) -> tuple[object, ...]:
         """A plain, comparable view of the collector's content."""
         return (self.expected, tuple((k, tuple(q)) for k, q in self._held.items()), self._missing)
+
+
+def _itself(kind: type) -> tuple[type]:
+    return (kind,)

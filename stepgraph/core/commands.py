@@ -11,14 +11,21 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
+from .failure import Failure
+
 # Commands are slotted, keyword-only dataclasses, treated as immutable: nothing mutates one
 # after construction. They are not frozen=True because a frozen dataclass costs twice as
 # much to construct (object.__setattr__ per field) and these are built on every hop.
 
 __all__ = [
+    "COMMAND_TYPES",
+    "ArmTimer",
+    "CancelTimer",
     "CollectResult",
     "Command",
     "FailWait",
+    "ForwardResponse",
+    "MergeState",
     "PublishEvent",
     "ResolveWait",
     "RunEnded",
@@ -40,12 +47,13 @@ class RunStatus(Enum):
 
 @dataclass(slots=True, kw_only=True)
 class StartStep:
-    """Run node ``node`` on ``message`` as invocation ``invocation``."""
+    """Run attempt ``attempt`` (1-based) of node ``node`` on ``message`` as ``invocation``."""
 
     kind: ClassVar[str] = "start_step"
     invocation: int
     node: int
     message: object
+    attempt: int = 1
 
 
 @dataclass(slots=True, kw_only=True)
@@ -67,7 +75,7 @@ class FailWait:
 
 @dataclass(slots=True, kw_only=True)
 class PublishEvent:
-    """Put ``event`` on the run's stream (an input request nobody accepts)."""
+    """Put ``event`` on the run's stream (an input request nobody accepts, an output)."""
 
     kind: ClassVar[str] = "publish_event"
     event: object
@@ -93,14 +101,86 @@ class SuperstepEnded:
 
 @dataclass(slots=True, kw_only=True)
 class RunEnded:
-    """The run ended with ``status``; ``result`` is the stop message, ``error`` the failure."""
+    """The run ended with ``status``; ``result`` is the stop message.
+
+    On failure, ``failure`` is the error as data and ``error`` the exception to raise: the
+    live one where there is one, else one rebuilt from the record.
+    """
 
     kind: ClassVar[str] = "run_ended"
     status: RunStatus
     result: object = None
     error: BaseException | None = None
+    failure: Failure | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class ArmTimer:
+    """Fire ``TimerFired(timer=timer)`` in ``delay`` seconds (due at wall time ``due``).
+
+    The shell measures ``delay`` on its monotonic clock; ``due`` is kept so that a run
+    restored elsewhere can arm what is left of it.
+    """
+
+    kind: ClassVar[str] = "arm_timer"
+    timer: str
+    delay: float
+    due: float
+
+
+@dataclass(slots=True, kw_only=True)
+class CancelTimer:
+    """Forget the timer ``timer``: it must not fire any more."""
+
+    kind: ClassVar[str] = "cancel_timer"
+    timer: str
+
+
+@dataclass(slots=True, kw_only=True)
+class MergeState:
+    """Run the reducers on ``writes`` (key, value), in this order; answer with ``StateMerged``.
+
+    Until the answer comes the barrier waits, so nothing of the next superstep starts.
+    """
+
+    kind: ClassVar[str] = "merge_state"
+    writes: tuple[tuple[str, object], ...]
+
+
+@dataclass(slots=True, kw_only=True)
+class ForwardResponse:
+    """Pass the caller's ``response`` to the sub-workflow run whose request it answers."""
+
+    kind: ClassVar[str] = "forward_response"
+    request_id: str
+    response: object
 
 
 Command = (
-    StartStep | ResolveWait | FailWait | PublishEvent | CollectResult | SuperstepEnded | RunEnded
+    StartStep
+    | ResolveWait
+    | FailWait
+    | PublishEvent
+    | CollectResult
+    | SuperstepEnded
+    | RunEnded
+    | ArmTimer
+    | CancelTimer
+    | MergeState
+    | ForwardResponse
 )
+
+COMMAND_TYPES: tuple[type, ...] = (
+    StartStep,
+    ResolveWait,
+    FailWait,
+    PublishEvent,
+    CollectResult,
+    SuperstepEnded,
+    RunEnded,
+    ArmTimer,
+    CancelTimer,
+    MergeState,
+    ForwardResponse,
+)
+"""Every command class, in the order of the table in docs/architecture.md."""

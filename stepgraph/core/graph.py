@@ -1,15 +1,18 @@
 """The compiled graph: the kernel's read-only view of a workflow definition.
 
-Both authoring styles compile to a :class:`Graph`. The kernel only needs to know,
-for a message, which nodes receive it (:meth:`Graph.route`), whether a message
-ends the run (:meth:`Graph.is_stop`), and whether it asks the outside world for
-input (:meth:`Graph.is_input_request`). Routing by type is cached per concrete
-message type, so a hop costs one dict lookup.
+Both authoring styles compile to a :class:`Graph`, which is data only: names, indexes
+and types, never a function of the user's. The kernel only needs to know, for a
+message, which nodes receive it by type (:meth:`Graph.route`), whether a message ends
+the run (:meth:`Graph.is_stop`), and whether it asks the outside world for input
+(:meth:`Graph.is_input_request`). Routing by type is cached per concrete message type,
+so a hop costs one dict lookup. Graphs with explicit edges (``entry`` set) are routed by
+the shell, which runs the edges' conditions next to the step and hands the kernel the
+targets inside the tick.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["EXTERNAL", "FanIn", "Graph", "Node"]
@@ -66,9 +69,11 @@ class Graph:
             they end a pause for input.
         finish_when_idle: when true, a run with nothing left to do ends successfully
             (executor graphs) instead of raising ``WorkflowStalled``.
-        router: optional explicit router ``(sender index, message) -> target indexes``;
-            when absent, messages are routed by type to every accepting node. With a
-            router, the kernel checks that each target accepts the message's type.
+        entry: for graphs with explicit edges, the nodes that receive messages from the
+            caller; the shell resolves every other message's targets along the edges and
+            the kernel checks that each target accepts it. ``None``: messages are routed
+            by type to every accepting node.
+        node_kind: what a node is called in messages (``"step"``, ``"executor"``).
         output_types: message types that are run outputs: recorded in order and published
             on the stream, never routed.
         fan_ins: fan-in edges; a message from a source to a fan-in's target is held until
@@ -82,7 +87,8 @@ class Graph:
     held_types: tuple[type, ...] = ()
     answer_types: tuple[type, ...] = ()
     finish_when_idle: bool = False
-    router: Callable[[int, object], tuple[int, ...]] | None = None
+    entry: tuple[int, ...] | None = None
+    node_kind: str = "step"
     output_types: tuple[type, ...] = ()
     fan_ins: tuple[FanIn, ...] = ()
     index_of: dict[str, int] = field(init=False)
@@ -100,10 +106,19 @@ class Graph:
             if node.index != position:
                 raise ValueError(f"node {node.name!r} has index {node.index}, expected {position}")
 
+    @property
+    def explicit_routing(self) -> bool:
+        """Whether messages follow explicit edges (resolved by the shell) rather than types."""
+        return self.entry is not None
+
     def route(self, sender: int, message: object) -> tuple[int, ...]:
-        """Return the indexes of the nodes that receive ``message`` sent by ``sender``."""
-        if self.router is not None:
-            return self.router(sender, message)
+        """The nodes that receive ``message`` from ``sender`` when the tick names no targets.
+
+        By type; in a graph with explicit edges, the entry nodes for the caller's messages
+        and no node for a node's (the shell resolves those).
+        """
+        if self.entry is not None:
+            return self.entry if sender == EXTERNAL else ()
         kind = type(message)
         targets = self._routes.get(kind)
         if targets is None:

@@ -3,17 +3,26 @@
 Rules of this module (keep them):
 
 * It is synchronous, deterministic and does no IO: no asyncio, no clock, no
-  randomness. Every outside fact arrives inside a tick.
+  randomness. Every outside fact arrives inside a tick, the time included (``tick.at``).
+* No user code runs inside ``apply``: no step body, edge condition, selector, reducer or
+  hook. The shell runs them and hands the kernel their outcome (targets, merged values,
+  failures) in ticks. The kernel only reads messages: their types, the fields a
+  ``wait_for_event`` requires, and their ``repr`` for error messages.
 * Each tick kind has one ``_apply_<kind>`` function. After it, ``_settle`` runs the
   superstep barrier, finishes, or detects a stall; it is the only place that does.
 * It mutates ``state`` in place and never copies it per tick.
 * Failures are data: a failing run becomes a :class:`RunEnded` command, never an
-  exception escaping ``apply``. Only a tick the kernel cannot handle raises.
+  exception escaping ``apply``. Only a tick the kernel cannot handle raises
+  :class:`KernelError`.
 
 Delivery (docs/semantics.md, G6): in superstep mode, messages emitted during
 superstep k wait in ``state.outbox`` and are delivered at the barrier in order of
 (sender node index, sender's invocation count, emission order); in async mode they
 are delivered at once.
+
+Timers: the kernel arms ``"run"`` (the run's timeout), ``"wait:<invocation>"`` (a
+``wait_for_event`` deadline) and ``"retry:<invocation>"`` (a retry's backoff) with
+:class:`ArmTimer`; the shell answers with :class:`TimerFired` when one is due.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from ..errors import (
+    KernelError,
     SuperstepLimitExceeded,
     UnroutableEventError,
     WorkflowCancelled,
@@ -30,9 +40,13 @@ from ..errors import (
 )
 from .collector import Collector, collector_key
 from .commands import (
+    ArmTimer,
+    CancelTimer,
     CollectResult,
     Command,
     FailWait,
+    ForwardResponse,
+    MergeState,
     PublishEvent,
     ResolveWait,
     RunEnded,
@@ -40,8 +54,11 @@ from .commands import (
     StartStep,
     SuperstepEnded,
 )
+from .failure import Failure
 from .graph import EXTERNAL
-from .state import Invocation, Mode, OrderKey, RunState, Waiter
+from .messages import ResponseMessage
+from .state import Invocation, Mode, OpenRequest, OrderKey, RunState, Waiter
+from .text import short_repr
 from .ticks import (
     AttemptFailed,
     CancelRequested,
@@ -50,21 +67,24 @@ from .ticks import (
     EventsSent,
     ExternalEventReceived,
     InputRequested,
+    RequestOpened,
+    ResponseReceived,
+    RunAborted,
     RunStarted,
-    RunTimedOut,
+    StateMerged,
+    StateWritten,
     StepCompleted,
     StepFailed,
+    Targets,
     Tick,
+    TimerFired,
     WaitCancelled,
     WaitStarted,
-    WaitTimedOut,
 )
 
 __all__ = ["KernelError", "apply"]
 
-
-class KernelError(RuntimeError):
-    """A tick the kernel cannot handle in the current state (a bug in the shell)."""
+RUN_TIMER = "run"
 
 
 def apply(state: RunState, tick: Tick) -> list[Command]:
@@ -78,8 +98,9 @@ def apply(state: RunState, tick: Tick) -> list[Command]:
         if type(tick) is CollectRequested:  # a cancelled step still collecting: nothing changes
             out.append(CollectResult(batch=None))
         return out  # late news of a run that has ended (cancelled steps finishing)
-    if state.status is RunStatus.PENDING and type(tick) is not RunStarted:
+    if status is RunStatus.PENDING and type(tick) is not RunStarted:
         raise KernelError(f"tick {tick!r} before the run started")
+    state.now = tick.at
     handler(state, tick, out)
     if state.status is RunStatus.RUNNING:
         _settle(state, out)
@@ -94,15 +115,20 @@ def _apply_run_started(state: RunState, tick: RunStarted, out: list[Command]) ->
         raise KernelError(f"run {state.run_id!r} started twice")
     state.run_id = tick.run_id
     state.status = RunStatus.RUNNING
+    state.started_at = tick.at
+    if state.timeout is not None:
+        _arm(state, RUN_TIMER, state.timeout, out)
     _deliver(state, EXTERNAL, tick.start, None, 0, out)
 
 
 def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Command]) -> None:
-    inv = state.invocations.pop(tick.invocation, None)
+    inv = state.invocations.get(tick.invocation)
     if inv is None:
         raise KernelError(f"no invocation {tick.invocation} in flight in run {state.run_id!r}")
-    if inv.waiting:
-        raise KernelError(f"invocation {inv.id} completed while waiting (run {state.run_id!r})")
+    if inv.waiting or inv.backing_off:
+        doing = "waiting" if inv.waiting else "backing off"
+        raise KernelError(f"invocation {inv.id} completed while {doing} (run {state.run_id!r})")
+    del state.invocations[inv.id]
     node = state.nodes[inv.node]
     node.in_flight -= 1
     state.running -= 1
@@ -121,22 +147,32 @@ def _apply_events_sent(state: RunState, tick: EventsSent, out: list[Command]) ->
 
 def _apply_step_failed(state: RunState, tick: StepFailed, out: list[Command]) -> None:
     _invocation(state, tick.invocation)
-    _end(state, RunStatus.FAILED, None, tick.error, out)
+    _end(state, RunStatus.FAILED, None, out, failure=tick.failure)
 
 
-def _apply_external_event(state: RunState, tick: ExternalEventReceived, out: list[Command]) -> None:
+def _apply_attempt_failed(state: RunState, tick: AttemptFailed, out: list[Command]) -> None:
+    """Undo a failed attempt, then start the next one now or when its backoff timer fires."""
+    inv = _invocation(state, tick.invocation)
+    if inv.waiting or inv.backing_off:
+        raise KernelError(f"invocation {inv.id} failed an attempt it is not running")
+    _undo_attempt(state, inv)
+    inv.attempt += 1
+    inv.failure = tick.failure
+    if tick.retry_in > 0:
+        inv.backing_off = True
+        _arm(state, f"retry:{inv.id}", tick.retry_in, out)
+        return
+    out.append(
+        StartStep(invocation=inv.id, node=inv.node, message=inv.message, attempt=inv.attempt)
+    )
+
+
+def _apply_external_event_received(
+    state: RunState, tick: ExternalEventReceived, out: list[Command]
+) -> None:
     if state.input_requests and state.graph.is_answer(tick.event):
         state.input_requests -= 1
-    if state.mode is Mode.SUPERSTEP:
-        order = (EXTERNAL, state.external_sent)
-        state.external_sent += 1
-        if state.graph.is_stop(tick.event) and (state.stop is None or order < state.stop[0]):
-            state.stop = (order, tick.event)  # the caller may end the run with a StopEvent
-        state.outbox.append((order, state.superstep, ((tick.event, tick.target),)))
-    elif state.graph.is_stop(tick.event):
-        _end(state, RunStatus.FINISHED, tick.event, None, out)
-    else:
-        _deliver(state, EXTERNAL, tick.event, tick.target, 0, out)
+    _from_caller(state, tick.event, None if tick.target is None else (tick.target,), out)
 
 
 def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) -> None:
@@ -154,25 +190,16 @@ def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) 
             _resolve(state, waiter, held, out)
             return
     state.waiters[inv.id] = waiter
+    if tick.timeout is not None:
+        _arm(state, f"wait:{inv.id}", tick.timeout, out)
     if state.blocked or state.resumable:  # the waiting step frees its slot
         _start_blocked(state, out)
-
-
-def _apply_input_requested(state: RunState, tick: InputRequested, out: list[Command]) -> None:
-    _invocation(state, tick.invocation)
-    state.input_requests += 1
-
-
-def _apply_wait_timed_out(state: RunState, tick: WaitTimedOut, out: list[Command]) -> None:
-    waiter = state.waiters.pop(tick.invocation, None)
-    if waiter is None:
-        return  # already resolved: the event won the race
-    _resume(state, tick.invocation, None, True, out)
 
 
 def _apply_wait_cancelled(state: RunState, tick: WaitCancelled, out: list[Command]) -> None:
     """The step stopped waiting by itself: it runs again, with no command to carry out."""
     if state.waiters.pop(tick.invocation, None) is not None:
+        _disarm(state, f"wait:{tick.invocation}", out)
         _wake(state, tick.invocation)
         return
     for entry in state.resumable:  # resumed, but still waiting for a slot
@@ -182,29 +209,12 @@ def _apply_wait_cancelled(state: RunState, tick: WaitCancelled, out: list[Comman
             return
 
 
-def _apply_attempt_failed(state: RunState, tick: AttemptFailed, out: list[Command]) -> None:
-    """Undo a failed attempt: take back the events it collected and its undelivered sends."""
-    inv = _invocation(state, tick.invocation)
-    for key, kind, message in inv.collected or ():
-        collector = state.collectors.get(key)
-        if collector is not None:
-            collector.retract(kind, message)
-            if not collector.held:
-                del state.collectors[key]
-    inv.collected = None
-    if state.outbox:
-        state.outbox = [entry for entry in state.outbox if entry[0] != inv.order]
-        if state.stop is not None and state.stop[0] == inv.order:
-            state.stop = None
-            for order, _, emitted in state.outbox:
-                for message, _ in emitted:
-                    if state.graph.is_stop(message) and (
-                        state.stop is None or order < state.stop[0]
-                    ):
-                        state.stop = (order, message)
+def _apply_input_requested(state: RunState, tick: InputRequested, out: list[Command]) -> None:
+    _invocation(state, tick.invocation)
+    state.input_requests += 1
 
 
-def _apply_collect(state: RunState, tick: CollectRequested, out: list[Command]) -> None:
+def _apply_collect_requested(state: RunState, tick: CollectRequested, out: list[Command]) -> None:
     inv = _invocation(state, tick.invocation)
     key = collector_key(inv.node, tick.expected)
     collector = state.collectors.get(key)
@@ -233,19 +243,82 @@ def _apply_collect(state: RunState, tick: CollectRequested, out: list[Command]) 
     out.append(CollectResult(batch=batch))
 
 
-def _apply_cancel(state: RunState, tick: CancelRequested, out: list[Command]) -> None:
-    _end(state, RunStatus.CANCELLED, None, WorkflowCancelled(tick.reason), out)
+def _apply_cancel_requested(state: RunState, tick: CancelRequested, out: list[Command]) -> None:
+    _end(state, RunStatus.CANCELLED, None, out, error=WorkflowCancelled(tick.reason))
 
 
-def _apply_run_timed_out(state: RunState, tick: RunTimedOut, out: list[Command]) -> None:
-    busy = sorted({state.graph.nodes[i.node].name for i in state.invocations.values()})
-    doing = f"; still running: {', '.join(busy)}" if busy else ""
-    error = WorkflowTimeoutError(
-        f"workflow {state.graph.name!r} timed out after {tick.seconds}s "
-        f"(superstep {state.superstep}{doing}); raise the timeout with {state.graph.name}"
-        f"(timeout=...) or pass timeout=None"
+def _apply_timer_fired(state: RunState, tick: TimerFired, out: list[Command]) -> None:
+    if state.timers.pop(tick.timer, None) is None:
+        return  # disarmed meanwhile (the event won the race): nothing to do
+    kind, _, argument = tick.timer.partition(":")
+    if kind == RUN_TIMER:
+        _time_out(state, out)
+        return
+    invocation = int(argument)
+    if kind == "wait":
+        if state.waiters.pop(invocation, None) is not None:
+            _resume(state, invocation, None, True, out)
+        return
+    if kind == "retry":
+        inv = _invocation(state, invocation)
+        inv.backing_off = False
+        out.append(
+            StartStep(invocation=inv.id, node=inv.node, message=inv.message, attempt=inv.attempt)
+        )
+        return
+    raise KernelError(f"unknown timer {tick.timer!r} fired in run {state.run_id!r}")
+
+
+def _apply_request_opened(state: RunState, tick: RequestOpened, out: list[Command]) -> None:
+    inv = _invocation(state, tick.invocation)
+    if tick.request_id in state.requests:
+        raise KernelError(f"request {tick.request_id!r} opened twice in run {state.run_id!r}")
+    state.requests[tick.request_id] = OpenRequest(
+        tick.request_id, inv.node, inv.id, tick.data, tick.response_type, tick.forwarded
     )
-    _end(state, RunStatus.FAILED, None, error, out)
+
+
+def _apply_response_received(state: RunState, tick: ResponseReceived, out: list[Command]) -> None:
+    request = state.requests.pop(tick.request_id, None)
+    if request is None:
+        raise KernelError(f"no open request {tick.request_id!r} in run {state.run_id!r}")
+    if request.forwarded:
+        out.append(ForwardResponse(request_id=request.request_id, response=tick.response))
+        return
+    if state.input_requests:
+        state.input_requests -= 1
+    message = ResponseMessage(request.request_id, request.data, tick.response)
+    _from_caller(state, message, (request.node,), out)
+
+
+def _apply_state_written(state: RunState, tick: StateWritten, out: list[Command]) -> None:
+    store = state.store
+    for key, value in tick.writes:
+        store[key] = value
+    for key in tick.deletes:
+        store.pop(key, None)
+    if tick.merges:
+        if tick.invocation is None:
+            raise KernelError(f"reducer writes with no invocation in run {state.run_id!r}")
+        order = _invocation(state, tick.invocation).order
+        for key, value in tick.merges:
+            state.pending_merges.append((order, state.merges_seen, key, value))
+            state.merges_seen += 1
+
+
+def _apply_state_merged(state: RunState, tick: StateMerged, out: list[Command]) -> None:
+    if not state.merging:
+        raise KernelError(f"merged state that no MergeState asked for in run {state.run_id!r}")
+    state.merging = False
+    if tick.failure is not None:
+        _end(state, RunStatus.FAILED, None, out, failure=tick.failure)
+        return
+    for key, value in tick.values:
+        state.store[key] = value
+
+
+def _apply_run_aborted(state: RunState, tick: RunAborted, out: list[Command]) -> None:
+    _end(state, RunStatus.FAILED, None, out, failure=tick.failure)
 
 
 _HANDLERS: dict[type, Callable[[RunState, Any, list[Command]], None]] = {
@@ -253,16 +326,71 @@ _HANDLERS: dict[type, Callable[[RunState, Any, list[Command]], None]] = {
     StepCompleted: _apply_step_completed,
     EventsSent: _apply_events_sent,
     StepFailed: _apply_step_failed,
-    ExternalEventReceived: _apply_external_event,
-    WaitStarted: _apply_wait_started,
-    InputRequested: _apply_input_requested,
-    WaitTimedOut: _apply_wait_timed_out,
-    WaitCancelled: _apply_wait_cancelled,
     AttemptFailed: _apply_attempt_failed,
-    CollectRequested: _apply_collect,
-    CancelRequested: _apply_cancel,
-    RunTimedOut: _apply_run_timed_out,
+    ExternalEventReceived: _apply_external_event_received,
+    WaitStarted: _apply_wait_started,
+    WaitCancelled: _apply_wait_cancelled,
+    InputRequested: _apply_input_requested,
+    CollectRequested: _apply_collect_requested,
+    CancelRequested: _apply_cancel_requested,
+    TimerFired: _apply_timer_fired,
+    RequestOpened: _apply_request_opened,
+    ResponseReceived: _apply_response_received,
+    StateWritten: _apply_state_written,
+    StateMerged: _apply_state_merged,
+    RunAborted: _apply_run_aborted,
 }
+
+
+# -- attempts and timers ------------------------------------------------------------------------
+
+
+def _undo_attempt(state: RunState, inv: Invocation) -> None:
+    """Take back what a failed attempt left: collected events, undelivered sends, writes."""
+    for key, kind, message in inv.collected or ():
+        collector = state.collectors.get(key)
+        if collector is not None:
+            collector.retract(kind, message)
+            if not collector.held:
+                del state.collectors[key]
+    inv.collected = None
+    if state.pending_merges:
+        state.pending_merges = [m for m in state.pending_merges if m[0] != inv.order]
+    if state.mode is Mode.SUPERSTEP:  # its requests are still in the outbox, unpublished
+        for request_id in [r for r, o in state.requests.items() if o.invocation == inv.id]:
+            del state.requests[request_id]
+    if state.outbox:
+        state.outbox = [entry for entry in state.outbox if entry[0] != inv.order]
+        if state.stop is not None and state.stop[0] == inv.order:
+            state.stop = None
+            for order, _, emitted in state.outbox:
+                for message, _ in emitted:
+                    if state.graph.is_stop(message) and (
+                        state.stop is None or order < state.stop[0]
+                    ):
+                        state.stop = (order, message)
+
+
+def _arm(state: RunState, timer: str, delay: float, out: list[Command]) -> None:
+    due = state.now + delay
+    state.timers[timer] = due
+    out.append(ArmTimer(timer=timer, delay=delay, due=due))
+
+
+def _disarm(state: RunState, timer: str, out: list[Command]) -> None:
+    if state.timers.pop(timer, None) is not None:
+        out.append(CancelTimer(timer=timer))
+
+
+def _time_out(state: RunState, out: list[Command]) -> None:
+    busy = sorted({state.graph.nodes[i.node].name for i in state.invocations.values()})
+    doing = f"; still running: {', '.join(busy)}" if busy else ""
+    error = WorkflowTimeoutError(
+        f"workflow {state.graph.name!r} timed out after {state.timeout}s "
+        f"(superstep {state.superstep}{doing}); raise the timeout with {state.graph.name}"
+        f"(timeout=...) or pass timeout=None"
+    )
+    _end(state, RunStatus.FAILED, None, out, error=error)
 
 
 # -- delivery -----------------------------------------------------------------------------------
@@ -273,6 +401,20 @@ def _invocation(state: RunState, invocation: int) -> Invocation:
         return state.invocations[invocation]
     except KeyError:
         raise KernelError(f"no invocation {invocation} in flight in run {state.run_id!r}") from None
+
+
+def _from_caller(state: RunState, message: object, targets: Targets, out: list[Command]) -> None:
+    """A message from outside the run: in the next superstep, or at once in async mode."""
+    if state.mode is Mode.SUPERSTEP:
+        order = (EXTERNAL, state.external_sent)
+        state.external_sent += 1
+        if state.graph.is_stop(message) and (state.stop is None or order < state.stop[0]):
+            state.stop = (order, message)  # the caller may end the run with a StopEvent
+        state.outbox.append((order, state.superstep, ((message, targets),)))
+    elif state.graph.is_stop(message):
+        _end(state, RunStatus.FINISHED, message, out)
+    else:
+        _deliver(state, EXTERNAL, message, targets, 0, out)
 
 
 def _emit(
@@ -288,11 +430,11 @@ def _emit(
                 state.stop = (inv.order, message)
         state.outbox.append((inv.order, inv.generation + 1, emitted))
         return
-    for message, target in emitted:
+    for message, targets in emitted:
         if isinstance(message, stop_types):
-            _end(state, RunStatus.FINISHED, message, None, out)
+            _end(state, RunStatus.FINISHED, message, out)
             return
-        _deliver(state, inv.node, message, target, inv.generation + 1, out)
+        _deliver(state, inv.node, message, targets, inv.generation + 1, out)
         if state.status is not RunStatus.RUNNING:
             return
 
@@ -301,7 +443,7 @@ def _deliver(
     state: RunState,
     sender: int,
     message: object,
-    target: int | None,
+    targets: Targets,
     generation: int,
     out: list[Command],
 ) -> None:
@@ -318,13 +460,10 @@ def _deliver(
                 _resolve(state, waiter, message, out)
                 return
     if state.mode is Mode.ASYNC and generation > state.max_supersteps:
-        _end(state, RunStatus.FAILED, None, _limit_error(state), out)
+        _end(state, RunStatus.FAILED, None, out, error=_limit_error(state))
         return
-    if target is not None:
-        targets: tuple[int, ...] = (target,)
-    elif graph.router is not None:
-        targets = graph.router(sender, message)
-    else:
+    explicit = targets is not None or graph.entry is not None
+    if targets is None:
         targets = graph.route(sender, message)
     if not targets:
         if graph.is_input_request(message):
@@ -333,7 +472,7 @@ def _deliver(
         elif sender == EXTERNAL or graph.is_held(message) or type(message) in state.awaited_types:
             state.unclaimed.append(message)
         else:
-            _end(state, RunStatus.FAILED, None, _unroutable(state, sender, message), out)
+            _end(state, RunStatus.FAILED, None, out, error=_unroutable(state, sender, message))
         return
     for index in targets:
         delivered = message
@@ -344,9 +483,9 @@ def _deliver(
                 if batch is None:
                     continue
                 delivered = batch
-        if graph.router is not None and not isinstance(delivered, graph.nodes[index].accepts):
+        if explicit and not isinstance(delivered, graph.nodes[index].accepts):
             error = _not_accepted(state, sender, index, delivered)
-            _end(state, RunStatus.FAILED, None, error, out)
+            _end(state, RunStatus.FAILED, None, out, error=error)
             return
         state.nodes[index].inbox.append((delivered, generation))
         state.queued += 1
@@ -364,6 +503,7 @@ def _hold_for_fan_in(state: RunState, group: tuple[int, int], message: object) -
 
 
 def _resolve(state: RunState, waiter: Waiter, message: object, out: list[Command]) -> None:
+    _disarm(state, f"wait:{waiter.invocation}", out)
     _resume(state, waiter.invocation, message, False, out)
 
 
@@ -433,24 +573,49 @@ def _start_blocked(state: RunState, out: list[Command]) -> None:
 
 
 def _settle(state: RunState, out: list[Command]) -> None:
-    """Pass the barrier, finish, or detect a stall once nothing runs or waits to start."""
+    """Pass the barrier, finish, or detect a stall once nothing runs or waits to start.
+
+    Reducer writes are merged first: the shell runs the reducers (``MergeState``) and the
+    barrier resumes when their values arrive (``StateMerged``).
+    """
     while (
         state.status is RunStatus.RUNNING
         and state.running == 0
         and (state.queued == 0 or _queued_only_behind_waiters(state))
     ):
+        if state.merging:
+            return
         if state.stop is not None:
             error = _first_unroutable(state)
             if error is not None:
-                _end(state, RunStatus.FAILED, None, error, out)
-                return
-            _end(state, RunStatus.FINISHED, state.stop[1], None, out)
+                _end(state, RunStatus.FAILED, None, out, error=error)
+            elif state.pending_merges:
+                _merge(state, out)
+            else:
+                _end(state, RunStatus.FINISHED, state.stop[1], out)
             return
         if state.outbox:
+            if state.pending_merges:
+                _merge(state, out)
+                return
             _barrier(state, out)
             continue
         _idle(state, out)
         return
+
+
+def _merge(state: RunState, out: list[Command]) -> None:
+    """Ask the shell to merge the pending reducer writes, in (writer position, arrival) order."""
+    pending = state.pending_merges
+    state.pending_merges = []
+    if len(pending) > 1:
+        pending.sort(key=_merge_order)
+    state.merging = True
+    out.append(MergeState(writes=tuple((key, value) for _, _, key, value in pending)))
+
+
+def _merge_order(entry: tuple[OrderKey, int, str, object]) -> tuple[OrderKey, int]:
+    return (entry[0], entry[1])
 
 
 def _queued_only_behind_waiters(state: RunState) -> bool:
@@ -474,12 +639,14 @@ def _first_unroutable(state: RunState) -> UnroutableEventError | None:
     """At the final barrier: an undelivered message no node would take is still an error."""
     graph = state.graph
     for order, _, emitted in sorted(state.outbox, key=_order_of):
-        for message, target in emitted:
-            if target is not None or graph.is_stop(message) or graph.is_output(message):
+        for message, targets in emitted:
+            if targets or graph.is_stop(message) or graph.is_output(message):
                 continue
             if graph.is_input_request(message) or graph.is_held(message):
                 continue
-            if type(message) in state.awaited_types or graph.route(order[0], message):
+            if targets is None and (
+                type(message) in state.awaited_types or graph.route(order[0], message)
+            ):
                 continue
             return _unroutable(state, order[0], message)
     return None
@@ -491,15 +658,15 @@ def _barrier(state: RunState, out: list[Command]) -> None:
     out.append(SuperstepEnded(superstep=state.superstep, snapshot=view))
     state.superstep += 1
     if state.superstep > state.max_supersteps and _has_work(state):
-        _end(state, RunStatus.FAILED, None, _limit_error(state), out)
+        _end(state, RunStatus.FAILED, None, out, error=_limit_error(state))
         return
     outbox = state.outbox
     state.outbox = []
     if len(outbox) > 1:
         outbox.sort(key=_order_of)
     for order, generation, emitted in outbox:
-        for message, target in emitted:
-            _deliver(state, order[0], message, target, generation, out)
+        for message, targets in emitted:
+            _deliver(state, order[0], message, targets, generation, out)
             if state.status is not RunStatus.RUNNING:
                 return
 
@@ -522,51 +689,56 @@ def _idle(state: RunState, out: list[Command]) -> None:
     if state.waiters or state.input_requests:
         return  # paused: waiting for outside input is not a stall
     if state.graph.finish_when_idle and not any(b.held for b in state.fan_in_buffers.values()):
-        _end(state, RunStatus.FINISHED, None, None, out)
+        if state.pending_merges:
+            _merge(state, out)
+        else:
+            _end(state, RunStatus.FINISHED, None, out)
         return  # a partial fan-in at the end would lose messages: that is a stall (G9, G10)
-    _end(state, RunStatus.FAILED, None, _stall_error(state), out)
+    _end(state, RunStatus.FAILED, None, out, error=_stall_error(state))
 
 
 def _end(
     state: RunState,
     status: RunStatus,
     result: object,
-    error: BaseException | None,
     out: list[Command],
+    *,
+    error: BaseException | None = None,
+    failure: Failure | None = None,
 ) -> None:
+    """End the run; a failure is given as a kernel-made ``error`` or as a ``failure`` record."""
+    if failure is None and error is not None:
+        failure = Failure.from_error(error)
+    elif failure is not None and error is None:
+        error = failure.error
     state.status = status
     state.result = result
-    state.error = error
-    out.append(RunEnded(status=status, result=result, error=error))
+    state.failure = failure
+    state.timers.clear()  # the shell drops every timer of an ended run
+    out.append(RunEnded(status=status, result=result, error=error, failure=failure))
 
 
 # -- error messages -----------------------------------------------------------------------------
 
 
-def _describe(message: object) -> str:
-    text = repr(message)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
 def _sender_name(state: RunState, sender: int) -> str:
     if sender == EXTERNAL:
         return "the caller"
-    kind = "step" if state.graph.router is None else "executor"
-    return f"{kind} {state.graph.nodes[sender].name!r}"
+    return f"{state.graph.node_kind} {state.graph.nodes[sender].name!r}"
 
 
 def _unroutable(state: RunState, sender: int, message: object) -> UnroutableEventError:
     graph = state.graph
-    if graph.router is not None and sender != EXTERNAL:
+    if graph.explicit_routing and sender != EXTERNAL:
         name = graph.nodes[sender].name
         return UnroutableEventError(
-            f"workflow {graph.name!r}: executor {name!r} sent {type(message).__name__} "
-            f"({_describe(message)}) but no edge out of {name!r} takes it (no edge, or every "
+            f"workflow {graph.name!r}: {graph.node_kind} {name!r} sent {type(message).__name__} "
+            f"({short_repr(message)}) but no edge out of {name!r} takes it (no edge, or every "
             f"condition was false); add an edge, a Default case, or use yield_output for results"
         )
     return UnroutableEventError(
         f"workflow {state.graph.name!r}: {_sender_name(state, sender)} emitted "
-        f"{type(message).__name__} ({_describe(message)}) but no step accepts "
+        f"{type(message).__name__} ({short_repr(message)}) but no step accepts "
         f"{type(message).__name__}; add a step whose event parameter is annotated with it"
     )
 
@@ -577,15 +749,15 @@ def _not_accepted(
     node = state.graph.nodes[target]
     return UnroutableEventError(
         f"workflow {state.graph.name!r}: {_sender_name(state, sender)} sent "
-        f"{type(message).__name__} ({_describe(message)}) to {node.name!r}, which has no "
+        f"{type(message).__name__} ({short_repr(message)}) to {node.name!r}, which has no "
         f"handler for {type(message).__name__} (it handles "
         f"{', '.join(t.__name__ for t in node.accepts)})"
     )
 
 
 _ENDLESS = {
-    True: "a loop that never reaches StopEvent?",
-    False: "a cycle whose conditions never stop sending?",
+    False: "a loop that never reaches StopEvent?",
+    True: "a cycle whose conditions never stop sending?",
 }
 
 
@@ -593,14 +765,14 @@ def _limit_error(state: RunState) -> SuperstepLimitExceeded:
     last = ", ".join(f"{state.graph.nodes[i].name} <- {type(m).__name__}" for i, m in state.recent)
     return SuperstepLimitExceeded(
         f"workflow {state.graph.name!r} exceeded max_supersteps={state.max_supersteps} "
-        f"(last steps: {last}); {_ENDLESS[state.graph.router is None]} "
+        f"(last steps: {last}); {_ENDLESS[state.graph.explicit_routing]} "
         f"Raise the bound with max_supersteps=... if the loop is meant to be that long"
     )
 
 
 def _stall_error(state: RunState) -> WorkflowStalled:
     graph = state.graph
-    kind = "step" if graph.router is None else "executor"
+    kind = graph.node_kind
     collectors = tuple(
         f"step {graph.nodes[cast(int, key[0])].name!r} collects {c.describe()}"
         for key, c in state.collectors.items()
@@ -616,7 +788,7 @@ def _stall_error(state: RunState) -> WorkflowStalled:
                 f"[{have}] and waits for the sources still at 0",
             )
     unclaimed = [type(m).__name__ for m in state.unclaimed]
-    ending = "no StopEvent was emitted" if graph.router is None else "a fan-in is incomplete"
+    ending = "a fan-in is incomplete" if graph.explicit_routing else "no StopEvent was emitted"
     parts = [
         f"workflow {graph.name!r} stalled at superstep {state.superstep}: nothing runs, "
         f"nothing is pending and no one waits for input, but {ending}"

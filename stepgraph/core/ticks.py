@@ -1,19 +1,24 @@
 """Ticks: everything that happens to a run, as data.
 
 A run is a fold of :func:`stepgraph.core.kernel.apply` over its ticks. Ticks carry
-every outside fact the kernel needs (run ids, errors, events from the caller), so
-replaying the tick log rebuilds the run state exactly, without a clock.
+every outside fact the kernel needs: run ids, the time (``at``, wall-clock seconds read
+by the shell), failures, the targets the shell resolved for a step's messages, shared
+state writes and the values reducers merged. Replaying the tick log therefore rebuilds
+the run state exactly, without a clock and without running any user code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from .failure import Failure
 
 # Ticks are slotted, keyword-only dataclasses, treated as immutable: nothing mutates one
-# after construction. They are not frozen=True because a frozen dataclass costs twice as
-# much to construct (object.__setattr__ per field) and these are built on every hop.
+# after construction, except that the shell stamps ``at`` once, as it feeds the tick. They
+# are not frozen=True because a frozen dataclass costs twice as much to construct
+# (object.__setattr__ per field) and these are built on every hop.
 
 __all__ = [
     "AttemptFailed",
@@ -23,22 +28,36 @@ __all__ = [
     "EventsSent",
     "ExternalEventReceived",
     "InputRequested",
+    "RequestOpened",
+    "ResponseReceived",
+    "RunAborted",
     "RunStarted",
-    "RunTimedOut",
+    "StateMerged",
+    "StateWritten",
     "StepCompleted",
     "StepFailed",
     "Tick",
+    "TimerFired",
     "WaitCancelled",
     "WaitStarted",
-    "WaitTimedOut",
 ]
 
-Emission = tuple[object, int | None]
-"""A message a step emitted, with the index of its one target node (``None``: route it)."""
+Targets = tuple[int, ...] | None
+"""Where a message goes: ``None`` routes it by type (or, from the caller, to an edge graph's
+entry); a tuple names the nodes: the step given to ``send_event(..., step=...)``, or the
+targets of the edges whose conditions the shell evaluated."""
+
+Emission = tuple[object, Targets]
+"""A message a step emitted, with its targets (see :data:`Targets`)."""
 
 
 @dataclass(slots=True, kw_only=True)
-class RunStarted:
+class _Tick:
+    at: float = 0.0  # wall-clock seconds, read from the shell's clock when it fed the tick
+
+
+@dataclass(slots=True, kw_only=True)
+class RunStarted(_Tick):
     """The run starts with ``start`` as its first message."""
 
     kind: ClassVar[str] = "run_started"
@@ -47,7 +66,7 @@ class RunStarted:
 
 
 @dataclass(slots=True, kw_only=True)
-class StepCompleted:
+class StepCompleted(_Tick):
     """Invocation ``invocation`` returned; ``emitted`` is what it sent, in order."""
 
     kind: ClassVar[str] = "step_completed"
@@ -56,7 +75,7 @@ class StepCompleted:
 
 
 @dataclass(slots=True, kw_only=True)
-class EventsSent:
+class EventsSent(_Tick):
     """Invocation ``invocation`` sent messages before completing (async mode, or before a wait)."""
 
     kind: ClassVar[str] = "events_sent"
@@ -65,17 +84,31 @@ class EventsSent:
 
 
 @dataclass(slots=True, kw_only=True)
-class StepFailed:
-    """Invocation ``invocation`` raised ``error`` after its retry policy was exhausted."""
+class StepFailed(_Tick):
+    """Invocation ``invocation`` failed for good (its retry policy gave up, or routing failed)."""
 
     kind: ClassVar[str] = "step_failed"
     invocation: int
-    error: BaseException
+    failure: Failure
 
 
 @dataclass(slots=True, kw_only=True)
-class ExternalEventReceived:
-    """The caller sent ``event`` into the run (``handler.send_event``)."""
+class AttemptFailed(_Tick):
+    """An attempt of ``invocation`` failed and will be retried after ``retry_in`` seconds.
+
+    The kernel undoes what the attempt left behind and starts the next attempt, at once
+    or when its backoff timer fires.
+    """
+
+    kind: ClassVar[str] = "attempt_failed"
+    invocation: int
+    failure: Failure
+    retry_in: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class ExternalEventReceived(_Tick):
+    """The caller sent ``event`` into the run (``handler.send_event``), to node ``target``."""
 
     kind: ClassVar[str] = "external_event_received"
     event: object
@@ -83,17 +116,21 @@ class ExternalEventReceived:
 
 
 @dataclass(slots=True, kw_only=True)
-class WaitStarted:
-    """Invocation ``invocation`` waits for a message of ``types`` matching ``requirements``."""
+class WaitStarted(_Tick):
+    """Invocation ``invocation`` waits for a message of ``types`` matching ``requirements``.
+
+    With a ``timeout`` (seconds), the wait fails when its timer fires first.
+    """
 
     kind: ClassVar[str] = "wait_started"
     invocation: int
     types: tuple[type, ...]
     requirements: Mapping[str, object]
+    timeout: float | None = None
 
 
 @dataclass(slots=True, kw_only=True)
-class WaitCancelled:
+class WaitCancelled(_Tick):
     """Invocation ``invocation`` stopped waiting on its own (its own timeout, a cancel)."""
 
     kind: ClassVar[str] = "wait_cancelled"
@@ -101,15 +138,7 @@ class WaitCancelled:
 
 
 @dataclass(slots=True, kw_only=True)
-class AttemptFailed:
-    """An attempt of ``invocation`` failed and will be retried: undo what it left behind."""
-
-    kind: ClassVar[str] = "attempt_failed"
-    invocation: int
-
-
-@dataclass(slots=True, kw_only=True)
-class InputRequested:
+class InputRequested(_Tick):
     """A step put an input request on the stream itself: the run waits for an answer."""
 
     kind: ClassVar[str] = "input_requested"
@@ -117,15 +146,7 @@ class InputRequested:
 
 
 @dataclass(slots=True, kw_only=True)
-class WaitTimedOut:
-    """The wait of invocation ``invocation`` reached its timeout."""
-
-    kind: ClassVar[str] = "wait_timed_out"
-    invocation: int
-
-
-@dataclass(slots=True, kw_only=True)
-class CollectRequested:
+class CollectRequested(_Tick):
     """Invocation ``invocation`` asks its collector to hold ``message`` until ``expected`` fill."""
 
     kind: ClassVar[str] = "collect_requested"
@@ -136,7 +157,7 @@ class CollectRequested:
 
 
 @dataclass(slots=True, kw_only=True)
-class CancelRequested:
+class CancelRequested(_Tick):
     """The caller cancelled the run."""
 
     kind: ClassVar[str] = "cancel_requested"
@@ -144,11 +165,74 @@ class CancelRequested:
 
 
 @dataclass(slots=True, kw_only=True)
-class RunTimedOut:
-    """The run's own timeout of ``seconds`` elapsed."""
+class TimerFired(_Tick):
+    """The timer ``timer`` (armed by an ``ArmTimer`` command) reached its due time."""
 
-    kind: ClassVar[str] = "run_timed_out"
-    seconds: float
+    kind: ClassVar[str] = "timer_fired"
+    timer: str
+
+
+@dataclass(slots=True, kw_only=True)
+class RequestOpened(_Tick):
+    """Invocation ``invocation`` asked the caller for information (``request_info``).
+
+    The request stays open until a :class:`ResponseReceived` answers it. A ``forwarded``
+    request belongs to a sub-workflow run: its answer goes back to that run (the shell's
+    ``ForwardResponse``) instead of to a node of this one.
+    """
+
+    kind: ClassVar[str] = "request_opened"
+    invocation: int
+    request_id: str
+    data: object
+    response_type: Any
+    forwarded: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class ResponseReceived(_Tick):
+    """The caller answered the open request ``request_id`` with ``response``."""
+
+    kind: ClassVar[str] = "response_received"
+    request_id: str
+    response: object
+
+
+@dataclass(slots=True, kw_only=True)
+class StateWritten(_Tick):
+    """Shared state changed: ``writes`` set keys, ``deletes`` removed keys, ``merges`` wait.
+
+    ``merges`` are writes to keys with a reducer made by invocation ``invocation`` in
+    superstep mode: they are merged at the barrier, in order of writer position (the shell
+    runs the reducers when the kernel asks, with a ``MergeState`` command). Everywhere else
+    the shell has already merged, and the tick carries the merged value in ``writes``.
+    """
+
+    kind: ClassVar[str] = "state_written"
+    invocation: int | None = None
+    writes: tuple[tuple[str, object], ...] = ()
+    deletes: tuple[str, ...] = ()
+    merges: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(slots=True, kw_only=True)
+class StateMerged(_Tick):
+    """The shell ran the reducers a ``MergeState`` asked for: ``values`` to set, in order.
+
+    A reducer that raised gives ``failure`` instead, which fails the run.
+    """
+
+    kind: ClassVar[str] = "state_merged"
+    values: tuple[tuple[str, object], ...] = ()
+    failure: Failure | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class RunAborted(_Tick):
+    """The shell could not go on (an observer or the shell itself raised): the run fails."""
+
+    kind: ClassVar[str] = "run_aborted"
+    failure: Failure
 
 
 Tick = (
@@ -156,13 +240,38 @@ Tick = (
     | StepCompleted
     | EventsSent
     | StepFailed
+    | AttemptFailed
     | ExternalEventReceived
     | WaitStarted
-    | InputRequested
-    | WaitTimedOut
     | WaitCancelled
-    | AttemptFailed
+    | InputRequested
     | CollectRequested
     | CancelRequested
-    | RunTimedOut
+    | TimerFired
+    | RequestOpened
+    | ResponseReceived
+    | StateWritten
+    | StateMerged
+    | RunAborted
 )
+
+TICK_TYPES: tuple[type, ...] = (
+    RunStarted,
+    StepCompleted,
+    EventsSent,
+    StepFailed,
+    AttemptFailed,
+    ExternalEventReceived,
+    WaitStarted,
+    WaitCancelled,
+    InputRequested,
+    CollectRequested,
+    CancelRequested,
+    TimerFired,
+    RequestOpened,
+    ResponseReceived,
+    StateWritten,
+    StateMerged,
+    RunAborted,
+)
+"""Every tick class, in the order of the table in docs/architecture.md."""

@@ -1,26 +1,24 @@
-"""Context: the step author's view of the run. It forwards to the run; it holds no logic."""
+"""Context: the step author's view of the run. It forwards to the run's port; no logic."""
 
 from __future__ import annotations
 
 import contextvars
-import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..core import InputRequested
 from ..errors import StepgraphError, WorkflowRuntimeError
-from ..events import Event, InputRequiredEvent
+from ..events import Event
 from ..state.store import StateStore
-from ._scope import Scope, current_scope
+from .scope import Scope, current_scope
 
 if TYPE_CHECKING:
-    from .run import Run
+    from .ports import StepPort
 
 __all__ = ["Context", "get_context", "set_current_context"]
 
 E = TypeVar("E", bound=Event)
 
-_current: contextvars.ContextVar[Context] = contextvars.ContextVar("stepgraph_context")
+_current: contextvars.ContextVar[Any] = contextvars.ContextVar("stepgraph_context")
 
 
 def get_context() -> Context:
@@ -30,7 +28,8 @@ def get_context() -> Context:
         StepgraphError: when called outside a running step.
     """
     try:
-        return _current.get()
+        context: Context = _current.get()
+        return context
     except LookupError:
         raise StepgraphError(
             "get_context() was called outside a running step; call it from a step "
@@ -38,7 +37,7 @@ def get_context() -> Context:
         ) from None
 
 
-def set_current_context(ctx: Context) -> None:
+def set_current_context(ctx: Any) -> None:
     _current.set(ctx)
 
 
@@ -53,9 +52,9 @@ class Context:
                 ctx.send_event(Item(value=item))
     """
 
-    __slots__ = ("_run",)
+    __slots__ = ("__weakref__", "_run")
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: StepPort) -> None:
         self._run = run
 
     @property
@@ -71,7 +70,7 @@ class Context:
     @property
     def is_running(self) -> bool:
         """Whether the run has not ended yet."""
-        return not self._run.done
+        return self._run.running
 
     def _scope(self, what: str) -> Scope:
         scope = current_scope()
@@ -99,19 +98,20 @@ class Context:
                 f"{run.where(scope)} sent {event!r:.200} ({type(event).__name__}); "
                 f"send_event takes an Event"
             )
-        run.send(scope, event, step)
+        if step is None and scope is not None:
+            run.emit(scope, event)
+        else:
+            run.send(scope, event, step)
 
     def write_event_to_stream(self, event: Event) -> None:
-        """Put ``event`` on the run's stream (``handler.stream_events()``), in order."""
+        """Put ``event`` on the run's stream (``handler.stream_events()``), in order.
+
+        An ``InputRequiredEvent`` written by a step pauses the run until the caller
+        answers with a ``HumanResponseEvent`` (a pause, not a stall).
+        """
         run = self._run
-        if threading.get_ident() == run._thread:
-            run.stream.push(event)
-        else:
-            run.loop.call_soon_threadsafe(run.stream.push, event)
-        if isinstance(event, InputRequiredEvent):  # the run now waits for an answer: a pause
-            scope = current_scope()
-            if scope is not None and scope.run is run:
-                run.feed_threadsafe(InputRequested(invocation=scope.invocation))
+        scope = current_scope()
+        run.publish(scope if scope is not None and scope.run is run else None, event)
 
     def collect_events(self, event: Event, expected: Sequence[type[Event]]) -> list[Any] | None:
         """Hold ``event`` until one event of each type in ``expected`` is held.
@@ -127,9 +127,8 @@ class Context:
         """
         scope = self._scope("collect_events")
         if not expected:
-            step = self._run.graph.nodes[scope.node].name
             raise WorkflowRuntimeError(
-                f"step {step!r} of workflow {self._run.name!r} called collect_events("
+                f"{self._run.where(scope)} called collect_events("
                 f"{type(event).__name__}, []) with no expected types; pass the list of "
                 f"event types to wait for, e.g. [Result] * n"
             )

@@ -1,4 +1,4 @@
-"""WorkflowHandler: the caller's handle on a run."""
+"""WorkflowHandler: the caller's handle on a run. It talks to the run's caller port only."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RunFinishedError, WorkflowRuntimeError
-from ..events import Event
+from ..core import RunStatus
+from ..errors import RunFinishedError
 
 if TYPE_CHECKING:
     from .context import Context
-    from .run import Run
+    from .ports import CallerPort
 
 __all__ = ["WorkflowHandler"]
 
@@ -29,16 +29,15 @@ class WorkflowHandler:
         result = await handler
     """
 
-    __slots__ = ("_ctx", "_run")
+    __slots__ = ("__weakref__", "_ctx", "_run")
     _ctx: Any
 
-    def __init__(self, run: Run) -> None:
-        assert run.ctx is not None, "create the handler before the run starts"
-        self._run = run
-        self._ctx = run.ctx
+    def __init__(self, port: CallerPort) -> None:
+        self._run = port
+        self._ctx = port.context
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return self._run.future.__await__()
+        return self._run.outcome.__await__()
 
     @property
     def run_id(self) -> str:
@@ -51,27 +50,29 @@ class WorkflowHandler:
         ctx: Context = self._ctx
         return ctx
 
+    @property
+    def status(self) -> RunStatus:
+        """Where the run is: ``RunStatus.RUNNING``, ``FINISHED``, ``FAILED`` or ``CANCELLED``."""
+        return self._run.status
+
     def done(self) -> bool:
         """Whether the run has ended."""
-        return self._run.future.done()
+        return self._run.outcome.done()
 
     def result(self) -> Any:
         """The result of an ended run (raises its error); like ``asyncio.Future.result``."""
-        return self._run.future.result()
+        return self._run.outcome.result()
 
     def exception(self) -> BaseException | None:
         """The error of an ended run, or None."""
-        return self._run.future.exception()
+        return self._run.outcome.exception()
 
     def stream_events(self) -> AsyncIterator[Any]:
         """Every event written to the stream, in order, ending with the StopEvent.
 
         For executor graphs: lifecycle events (from now on), outputs and requests.
         """
-        run = self._run
-        if run.plan.executor_graph:
-            run.lifecycle = True
-        return run.stream.events(run.run_id)
+        return self._run.events(lifecycle=True)
 
     def send_event(self, event: Any, step: str | None = None) -> None:
         """Send ``event`` into the run from outside (for example a HumanResponseEvent).
@@ -79,17 +80,14 @@ class WorkflowHandler:
         Raises:
             RunFinishedError: the run has already ended.
         """
-        if self._run.done:
+        run = self._run
+        if not run.running:
             raise RunFinishedError(
-                f"cannot send {type(event).__name__} to run {self._run.run_id} of workflow "
-                f"{self._run.name!r}: the run has already ended"
+                f"cannot send {type(event).__name__} to run {run.run_id} of workflow "
+                f"{run.name!r}: the run has already ended"
             )
-        if not isinstance(event, Event) and not self._run.plan.executor_graph:
-            raise WorkflowRuntimeError(
-                f"handler.send_event({event!r:.200}): run {self._run.run_id} of workflow "
-                f"{self._run.name!r} takes Event instances"
-            )
-        self._run.send(None, event, step)
+        run.plan.style.check_external(event, f"run {run.run_id} of workflow {run.name!r}")
+        run.send_external(event, step)
 
     async def send_response(self, request_id: str, response: Any) -> None:
         """Answer the request ``request_id`` (from a ``RequestInfoEvent``) with ``response``.
@@ -100,21 +98,26 @@ class WorkflowHandler:
                 stays open, so you can answer again.
             RunFinishedError: the run has already ended.
         """
-        if self._run.done:
+        run = self._run
+        if not run.running:
             raise RunFinishedError(
-                f"cannot answer request {request_id!r}: run {self._run.run_id} of workflow "
-                f"{self._run.name!r} has already ended"
+                f"cannot answer request {request_id!r}: run {run.run_id} of workflow "
+                f"{run.name!r} has already ended"
             )
-        forwarded = self._run.respond(request_id, response)
+        forwarded = run.respond(request_id, response)
         if forwarded is not None:
             await forwarded
 
     async def cancel(self) -> None:
         """Cancel the run; awaiting the handler then raises ``WorkflowCancelled``."""
         run = self._run
-        if not run.done:
-            run.cancel()
-        future = run.future
-        if future.done() and not future.cancelled():
-            future.exception()  # mark retrieved: a cancelled run is not an unhandled error
+        if run.running:
+            run.cancel("cancelled by the caller")
+        outcome = run.outcome
+        if outcome.done() and not outcome.cancelled():
+            outcome.exception()  # mark retrieved: a cancelled run is not an unhandled error
         await asyncio.sleep(0)  # let the cancelled workers unwind
+
+    def _events(self) -> AsyncIterator[Any]:
+        """The stream without lifecycle events (a sub-workflow's, read by its executor)."""
+        return self._run.events(lifecycle=False)

@@ -1,17 +1,22 @@
-"""Starting runs: option checks and the launch shared by both authoring styles."""
+"""Starting runs: option checks and the launch shared by every authoring style."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core import Mode
 from ..errors import StepgraphError, WorkflowValidationError
+from .clock import SYSTEM_CLOCK, Clock
 from .handler import WorkflowHandler
+from .observers import RunObserver
 from .plan import RunPlan
-from .run import Run
+from .run import IN_PROCESS
+
+if TYPE_CHECKING:
+    from .ports import Runtime
 
 __all__ = ["RunOptions", "launch", "run_in_new_loop"]
 
@@ -20,13 +25,18 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
-    """How runs of a workflow behave: delivery mode and bounds. Checked once, when made."""
+    """How runs of a workflow behave: delivery mode, bounds, observers and clock.
+
+    Checked once, when made (:meth:`checked`).
+    """
 
     mode: Mode
     timeout: float | None
     max_supersteps: int
     max_concurrency: int | None
     verbose: bool = False
+    observers: tuple[RunObserver, ...] = ()
+    clock: Clock = SYSTEM_CLOCK
 
     @classmethod
     def checked(
@@ -38,6 +48,9 @@ class RunOptions:
         max_supersteps: int,
         max_concurrency: int | None,
         verbose: bool = False,
+        observers: Sequence[RunObserver] = (),
+        journal: RunObserver | None = None,
+        clock: Clock | None = None,
     ) -> RunOptions:
         """Validate the options; errors read ``where(option=value): ...``."""
         try:
@@ -56,7 +69,34 @@ class RunOptions:
             raise WorkflowValidationError(
                 f"{where}(max_concurrency={max_concurrency!r}): must be >= 1 or None"
             )
-        return cls(parsed, timeout, max_supersteps, max_concurrency, verbose)
+        watchers = tuple(observers)
+        for observer in watchers:
+            if not isinstance(observer, RunObserver):
+                raise WorkflowValidationError(
+                    f"{where}(observers=[..., {observer!r}]): an observer is an instance of "
+                    f"a RunObserver subclass"
+                )
+        if journal is not None:
+            if not isinstance(journal, RunObserver):
+                raise WorkflowValidationError(
+                    f"{where}(journal={journal!r}): expected a stepgraph.journal.Journal"
+                )
+            watchers += (journal,)
+        if clock is not None and not all(
+            callable(getattr(clock, name, None)) for name in ("monotonic", "wall", "call_later")
+        ):
+            raise WorkflowValidationError(
+                f"{where}(clock={clock!r}): a clock has monotonic(), wall() and call_later()"
+            )
+        return cls(
+            parsed,
+            timeout,
+            max_supersteps,
+            max_concurrency,
+            verbose,
+            watchers,
+            SYSTEM_CLOCK if clock is None else clock,
+        )
 
 
 def launch(
@@ -65,10 +105,13 @@ def launch(
     options: RunOptions,
     start: object,
     *,
-    journal: bool = False,
+    runtime: Runtime | None = None,
     who: str = "",
 ) -> WorkflowHandler:
-    """Create a run in the running loop, start it with ``start`` and return its handler."""
+    """Create a run in the running loop, start it with ``start`` and return its handler.
+
+    ``runtime`` runs it (the in-process runtime by default).
+    """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -77,18 +120,11 @@ def launch(
             f"{who} needs a running event loop: call it from async code "
             f"(`await wf.run(...)`) or use run_sync(...) in a script"
         ) from None
-    run = Run(
-        plan,
-        owner,
-        mode=options.mode,
-        timeout=options.timeout,
-        max_supersteps=options.max_supersteps,
-        max_concurrency=options.max_concurrency,
-        journal=journal,
-        verbose=options.verbose,
-    )
-    handler = WorkflowHandler(run)
-    run.start(start)
+    if runtime is None:
+        runtime = IN_PROCESS
+    port = runtime.create(plan, owner, options)
+    handler = WorkflowHandler(port)
+    port.start(start)
     return handler
 
 

@@ -1,21 +1,47 @@
-"""RunPlan: everything a run needs from its definition, built once per workflow."""
+"""RunPlan: everything a run needs from its definition, built once per workflow.
+
+An authoring style (``@step`` workflows, executor graphs) compiles to a :class:`RunPlan`:
+the kernel graph, one :class:`NodeProgram` per node, and a :class:`RunStyle` that says
+what is particular to the style (how a finished run's result is shaped, how a message
+from the caller is checked, how a node's messages are routed along explicit edges,
+which events tell a stream consumer about the run's life). The runtime has no other
+knowledge of the authoring styles.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..core import Graph
+from ..core import Graph, RunState
+from .retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from ..authoring.step import StepConfig
+    from .backends import Backend
+    from .observers import RunObserver
+    from .stream import EventStream
 
-__all__ = ["NodeProgram", "RunPlan"]
+__all__ = ["NodeProgram", "RunPlan", "RunStyle", "StepConfig"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepConfig:
+    """A node's options: ``@step(...)`` or ``Executor(...)`` keywords."""
+
+    num_workers: int = 1
+    retry_policy: RetryPolicy | None = None
+    timeout: float | None = None
 
 
 class NodeProgram(Protocol):
-    """What the runtime needs of a node: its name, its options, and how to call it."""
+    """What the runtime needs of a node: its name, its options, and how to call it.
+
+    ``call(owner, ctx, message)`` returns an awaitable of the body's result. ``backend``
+    is where the body runs when it is not the default (inline for ``async def``, a thread
+    for ``def``); a backend that is not in-process gets a recording context instead of
+    the live one, and the body's effects come back as data.
+    """
 
     @property
     def name(self) -> str: ...
@@ -24,7 +50,38 @@ class NodeProgram(Protocol):
     @property
     def call(self) -> Callable[[Any, Any, Any], Awaitable[Any]]: ...
     @property
+    def body(self) -> Callable[[Any, Any, Any], Any]:
+        """``body(owner, ctx, message)``: the body itself, sync or async, on no backend."""
+        ...
+
+    @property
     def returns_events(self) -> bool: ...
+    @property
+    def backend(self) -> Backend | None: ...
+
+
+class RunStyle(Protocol):
+    """What an authoring style decides about its runs (see the module docstring)."""
+
+    def result(self, state: RunState, run_id: str) -> object:
+        """The value awaiting the handler gives when the run finished."""
+        ...
+
+    def closing_events(self, state: RunState) -> Iterable[object]:
+        """Events put on the stream when the run finished, before it closes."""
+        ...
+
+    def check_external(self, event: object, where: str) -> None:
+        """Raise when ``event`` cannot be sent into a run from outside."""
+        ...
+
+    def route(self, sender: int, message: object) -> tuple[int, ...] | None:
+        """The targets of a node's message along explicit edges; None: by type (kernel)."""
+        ...
+
+    def lifecycle(self, stream: EventStream) -> RunObserver | None:
+        """An observer putting lifecycle events on ``stream`` once it is consumed, or None."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,13 +93,13 @@ class RunPlan:
         graph: the kernel graph.
         programs: one per node, in graph order.
         context_type: the facade given to node code (``Context`` or ``WorkflowContext``).
+        style: what the authoring style decides (result, routing, lifecycle events).
         reducers: shared-state keys whose writes merge (see ``stepgraph.state``).
-        executor_graph: whether runs end with a ``RunResult`` and stream lifecycle events.
     """
 
     name: str
     graph: Graph
     programs: tuple[NodeProgram, ...]
     context_type: Callable[[Any], Any]
+    style: RunStyle
     reducers: Mapping[str, Callable[[Any, Any], Any]] = field(default_factory=dict)
-    executor_graph: bool = False

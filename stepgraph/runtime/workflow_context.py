@@ -1,18 +1,18 @@
-"""WorkflowContext: what an executor's handler can do in its run. It only forwards."""
+"""WorkflowContext: what an executor's handler can do in its run. It forwards to the port."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Generator
+import uuid
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import WorkflowRuntimeError
-from ..graph_events import WorkflowOutputEvent
+from ..graph_events import RequestInfoEvent, WorkflowOutputEvent
 from ..state.store import StateStore
-from ._scope import Scope, current_scope
+from .scope import Scope, current_scope
 
 if TYPE_CHECKING:
-    from .run import Run
+    from .ports import StepPort
 
 __all__ = ["Ready", "WorkflowContext"]
 
@@ -33,9 +33,9 @@ class WorkflowContext(Generic[T_Out]):
             await ctx.send_message(text.upper())
     """
 
-    __slots__ = ("_run",)
+    __slots__ = ("__weakref__", "_run")
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: StepPort) -> None:
         self._run = run
 
     @property
@@ -83,7 +83,7 @@ class WorkflowContext(Generic[T_Out]):
         Like ``send_message``, it acts when called; awaiting the result is optional.
         """
         scope = self._scope("yield_output")
-        name = self._run.graph.nodes[scope.node].name
+        name = self._run.plan.graph.nodes[scope.node].name
         self._run.emit(scope, WorkflowOutputEvent(data=data, executor_id=name))
         return _DONE
 
@@ -96,15 +96,31 @@ class WorkflowContext(Generic[T_Out]):
         requests are open the run is paused, not stalled.
         """
         scope = self._scope("request_info")
-        run = self._run
-        program = run.plan.programs[scope.node]
+        program = self._run.plan.programs[scope.node]
         responses = getattr(program, "responses", ())
         if not any(issubclass(response_type, h.types) for h in responses):
             raise WorkflowRuntimeError(
                 f"executor {program.name!r} asked for a {response_type.__name__} with "
                 f"request_info but has no @response_handler taking {response_type.__name__}"
             )
-        return Ready(run.call_in_loop(lambda: run.request(scope, data, response_type)))
+        return Ready(self._request(scope, data, response_type, uuid.uuid4().hex, None))
+
+    def _request(
+        self,
+        scope: Scope,
+        data: object,
+        response_type: Any,
+        request_id: str,
+        forward: Callable[[object], Awaitable[None]] | None,
+    ) -> str:
+        """Open a request; a sub-workflow's (``forward``) is answered by its own run."""
+        event = RequestInfoEvent(
+            request_id=request_id,
+            data=data,
+            source_executor_id=self._run.plan.graph.nodes[scope.node].name,
+            response_type=getattr(response_type, "__name__", str(response_type)),
+        )
+        return self._run.request(scope, request_id, data, response_type, event, forward)
 
     def add_event(self, event: Any) -> Ready[None]:
         """Put ``event`` on the run's stream (awaiting the result is optional)."""
@@ -112,12 +128,14 @@ class WorkflowContext(Generic[T_Out]):
         return _DONE
 
     def write_event_to_stream(self, event: Any) -> None:
-        """Put ``event`` on the run's stream."""
+        """Put ``event`` on the run's stream.
+
+        Unlike ``Context.write_event_to_stream`` with an ``InputRequiredEvent``, nothing
+        written here pauses the run: executor graphs ask the caller with ``request_info``.
+        """
         run = self._run
-        if threading.get_ident() == run._thread:
-            run.stream.push(event)
-        else:
-            run.loop.call_soon_threadsafe(run.stream.push, event)
+        scope = current_scope()
+        run.publish(scope if scope is not None and scope.run is run else None, event)
 
 
 class Ready(Generic[T]):

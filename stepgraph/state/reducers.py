@@ -12,10 +12,10 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["Reducer", "add", "append", "extend", "merge"]
+__all__ = ["Reducer", "add", "append", "extend", "merge", "merge_writes"]
 
 Reducer = Callable[[Any, Any], Any]
 
@@ -38,3 +38,20 @@ def add(old: Any, new: Any) -> Any:
 def merge(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
     """Merge the mapping ``new`` into the dict (later keys win)."""
     return {**(old or {}), **new}
+
+
+def merge_writes(
+    current: Mapping[str, Any],
+    writes: Iterable[tuple[str, Any]],
+    reducers: Mapping[str, Reducer],
+) -> list[tuple[str, Any]]:
+    """Merge ``writes`` (key, value), in order, over ``current`` with each key's reducer.
+
+    Returns the merged value of each key written, in order of first write; ``current``
+    is not changed. A reducer that raises propagates: nothing is returned.
+    """
+    merged: dict[str, Any] = {}
+    for key, value in writes:
+        old = merged[key] if key in merged else current.get(key)
+        merged[key] = reducers[key](old, value)
+    return list(merged.items())

@@ -10,27 +10,95 @@ Keys with a reducer (see :mod:`stepgraph.state.reducers`) merge writes instead o
 replacing the value. When the store buffers (superstep mode), a write to such a
 key is held until the barrier and merged there in deterministic order; ``get``
 returns the value as of the last barrier.
+
+Inside a run, the store's content is part of the run's kernel state: every change
+reaches it as a tick (``StateWritten``), and buffered reducer writes are merged when
+the kernel asks, so that replaying a run's ticks rebuilds its state too. A store made
+on its own (``StateStore({...})``) keeps its content itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import WorkflowRuntimeError
+from .reducers import merge_writes
 
-__all__ = ["StateStore"]
+__all__ = ["StateSink", "StateStore"]
 
 _DELETED = object()
+
+Writes = tuple[tuple[str, Any], ...]
+
+
+class StateSink(Protocol):
+    """Where a store's changes go: the store itself, or its run's kernel (as ticks)."""
+
+    def writer(self) -> object | None:
+        """Who is writing, when its reducer writes wait for a barrier; None: merge now."""
+        ...
+
+    def commit(
+        self, writes: Writes, deletes: tuple[str, ...], merges: Writes, writer: object | None
+    ) -> None:
+        """Apply ``writes`` and ``deletes`` now; hold ``merges`` (by ``writer``) for the barrier."""
+        ...
+
+
+class _OwnSink:
+    """The sink of a store made on its own: it keeps the buffered reducer writes itself."""
+
+    __slots__ = ("data", "order", "pending", "reducers")
+
+    def __init__(
+        self,
+        data: dict[str, Any],
+        reducers: Mapping[str, Callable[[Any, Any], Any]],
+        order: Callable[[], tuple[int, int] | None] | None,
+    ) -> None:
+        self.data = data
+        self.reducers = reducers
+        self.order = order
+        self.pending: list[tuple[tuple[int, int], int, str, Any]] = []
+
+    def writer(self) -> object | None:
+        return self.order() if self.order is not None else None
+
+    def commit(
+        self, writes: Writes, deletes: tuple[str, ...], merges: Writes, writer: object | None
+    ) -> None:
+        self.data.update(writes)
+        for key in deletes:
+            self.data.pop(key, None)
+        for key, value in merges:
+            self.pending.append((writer, len(self.pending), key, value))  # type: ignore[arg-type]
+
+
+class _ClosedSink:
+    """The sink of a store whose run has ended: writes go nowhere, as the kernel ignores them."""
+
+    __slots__ = ()
+
+    def writer(self) -> object | None:
+        return None
+
+    def commit(
+        self, writes: Writes, deletes: tuple[str, ...], merges: Writes, writer: object | None
+    ) -> None:
+        return None
+
+
+_CLOSED = _ClosedSink()
 
 
 class StateStore:
     """Key-value state shared by the steps of one run (``ctx.store``)."""
 
-    __slots__ = ("_data", "_lock", "_order", "_owner", "_pending", "_reducers")
+    __slots__ = ("_data", "_lock", "_owner", "_reducers", "_sink")
 
     def __init__(
         self,
@@ -39,7 +107,7 @@ class StateStore:
         reducers: Mapping[str, Callable[[Any, Any], Any]] | None = None,
         order: Callable[[], tuple[int, int] | None] | None = None,
     ) -> None:
-        """Create a store.
+        """Create a store of its own (a run makes its own with :meth:`attached`).
 
         Args:
             initial: the starting content.
@@ -49,36 +117,76 @@ class StateStore:
                 outside a step (then the write merges at once).
         """
         self._data: dict[str, Any] = dict(initial or {})
+        self._reducers: Mapping[str, Callable[[Any, Any], Any]] = dict(reducers or {})
+        self._sink: StateSink = _OwnSink(self._data, self._reducers, order)
         self._lock: asyncio.Lock | None = None
         self._owner: asyncio.Task[Any] | None = None
-        self._reducers = dict(reducers or {})
-        self._order = order
-        self._pending: list[tuple[tuple[int, int], int, str, Any]] = []
 
-    def _write(self, key: str, value: Any) -> None:
-        reducer = self._reducers.get(key) if self._reducers else None
-        if reducer is None:
-            self._data[key] = value
+    @classmethod
+    def attached(
+        cls,
+        data: dict[str, Any],
+        reducers: Mapping[str, Callable[[Any, Any], Any]],
+        sink: StateSink,
+    ) -> StateStore:
+        """A store over ``data`` (a run's kernel state) whose changes go to ``sink``."""
+        store = cls.__new__(cls)
+        store._data = data
+        store._reducers = reducers
+        store._sink = sink
+        store._lock = None
+        store._owner = None
+        return store
+
+    def close(self) -> None:
+        """Detach the store from its run (it ended): reads still work; writes are dropped."""
+        self._sink = _CLOSED
+
+    def _commit(
+        self,
+        writes: list[tuple[str, Any]],
+        deletes: tuple[str, ...] = (),
+    ) -> None:
+        """Send changes to the sink; reducer keys merge now or wait for the barrier."""
+        reducers = self._reducers
+        if not reducers or not any(key in reducers for key, _ in writes):
+            self._sink.commit(tuple(writes), deletes, (), None)
             return
-        position = self._order() if self._order is not None else None
-        if position is None:
-            self._data[key] = reducer(self._data.get(key), value)
-        else:
-            self._pending.append((position, len(self._pending), key, value))
+        writer = self._sink.writer()
+        plain: list[tuple[str, Any]] = []
+        held: list[tuple[str, Any]] = []
+        for key, value in writes:
+            if key not in reducers:
+                plain.append((key, value))
+            elif writer is None:
+                merged = merge_writes(self._data, ((key, value),), reducers)
+                plain.append(merged[0])
+            else:
+                held.append((key, value))
+        self._sink.commit(tuple(plain), deletes, tuple(held), writer)
+
+    # -- a store of its own -------------------------------------------------------------------
 
     def discard_pending(self, position: tuple[int, int] | None) -> None:
-        """Drop the buffered reducer writes of the step at ``position`` (a failed attempt)."""
-        if position is not None and self._pending:
-            self._pending = [entry for entry in self._pending if entry[0] != position]
+        """Drop the buffered reducer writes of the step at ``position`` (a store of its own)."""
+        sink = self._sink
+        if position is not None and isinstance(sink, _OwnSink) and sink.pending:
+            sink.pending = [entry for entry in sink.pending if entry[0] != position]
 
     def apply_pending(self) -> None:
-        """Merge the buffered reducer writes, by (writer position, write order)."""
-        if not self._pending:
+        """Merge the buffered reducer writes, by (writer position, write order).
+
+        For a store of its own; in a run, the kernel decides when writes merge.
+        """
+        sink = self._sink
+        if not isinstance(sink, _OwnSink) or not sink.pending:
             return
-        pending, self._pending = self._pending, []
+        pending, sink.pending = sink.pending, []
         pending.sort(key=lambda entry: (entry[0], entry[1]))
-        for _, _, key, value in pending:
-            self._data[key] = self._reducers[key](self._data.get(key), value)
+        writes = tuple((key, value) for _, _, key, value in pending)
+        self._data.update(merge_writes(self._data, writes, self._reducers))
+
+    # -- operations ---------------------------------------------------------------------------
 
     def _no_reducer(self, key: str, what: str) -> None:
         if key in self._reducers:
@@ -107,9 +215,9 @@ class StateStore:
         """Set ``key`` to ``value``."""
         if self._busy():
             async with self._get_lock():
-                self._write(key, value)
+                self._commit([(key, value)])
                 return
-        self._write(key, value)
+        self._commit([(key, value)])
 
     async def update(self, key: str, fn: Callable[[Any], Any]) -> Any:
         """Atomically replace the value of ``key`` by ``fn(old)`` and return it.
@@ -121,14 +229,14 @@ class StateStore:
         if self._busy() or asyncio.iscoroutinefunction(fn):
             async with self._locked():
                 value = fn(self._data.get(key))
-                if isinstance(value, Awaitable):
+                if inspect.isawaitable(value):
                     value = await value
-                self._data[key] = value
+                self._commit([(key, value)])
                 return value
         value = fn(self._data.get(key))
         if inspect.isawaitable(value):  # a plain function that returned a coroutine
             value = await value
-        self._data[key] = value
+        self._commit([(key, value)])
         return value
 
     async def delete(self, key: str) -> None:
@@ -136,9 +244,9 @@ class StateStore:
         self._no_reducer(key, "delete")
         if self._busy():
             async with self._get_lock():
-                self._data.pop(key, None)
+                self._commit([], (key,))
                 return
-        self._data.pop(key, None)
+        self._commit([], (key,))
 
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:
@@ -209,12 +317,9 @@ class _EditView(MutableMapping[str, Any]):
         return sum(1 for _ in self._keys())
 
     def commit(self, store: StateStore) -> None:
-        for key, value in self._changes.items():  # check all first: a failed commit writes nothing
-            if value is _DELETED:
-                store._no_reducer(key, "edit() deleting")
-        for key, value in self._changes.items():
-            if value is _DELETED:
-                self._base.pop(key, None)
-            else:
-                store._write(key, value)
+        deleted = tuple(k for k, v in self._changes.items() if v is _DELETED)
+        for key in deleted:  # check all first: a failed commit writes nothing
+            store._no_reducer(key, "edit() deleting")
+        writes = [(k, v) for k, v in self._changes.items() if v is not _DELETED]
+        store._commit(writes, deleted)
         self._changes.clear()

@@ -20,8 +20,10 @@ from typing import cast
 import pytest
 from _helpers_a import finish, reached, spin, superstep_of
 
-from stepgraph import Context, Event, StartEvent, StopEvent, Workflow, step
+from stepgraph import Context, Event, RunObserver, StartEvent, StopEvent, Workflow, step
 from stepgraph.core import RunState, SuperstepEnded, apply
+from stepgraph.journal import Journal
+from stepgraph.runtime.observers import RunInfo
 
 
 class Go(Event):
@@ -299,7 +301,7 @@ async def test_the_stop_event_earliest_in_delivery_order_wins(first_to_finish: s
 
 async def test_at_each_barrier_no_step_runs_and_the_state_holds_the_whole_superstep() -> None:
     log: list[tuple[str, str, int]] = []
-    barriers: list[tuple[int, int, int, dict[str, object]]] = []
+    barriers: list[tuple[int, int, dict[str, object]]] = []
 
     class Levels(Workflow):
         @step
@@ -331,18 +333,30 @@ async def test_at_each_barrier_no_step_runs_and_the_state_holds_the_whole_supers
             await ctx.store.update("finished", lambda n: (n or 0) + 1)
             log.append(("leave", name, superstep_of(ctx)))
 
-    handler = Levels().run()
-    run = handler._run
+    class AtBarriers(RunObserver):
+        """Counts step attempts running, and records each barrier with the shared state."""
 
-    def at_barrier(k: int) -> None:
-        log.append(("barrier", "", k))
-        barriers.append((k, run._busy, len(run._pending), run.store.to_dict()))
+        running = 0
 
-    run.on_superstep.append(at_barrier)
+        def step_started(
+            self, run: RunInfo, step: str, invocation: int, attempt: int, message: object
+        ) -> None:
+            self.running += 1
+
+        def step_ended(
+            self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: object
+        ) -> None:
+            self.running -= 1
+
+        def superstep_ended(self, run: RunInfo, superstep: int) -> None:
+            log.append(("barrier", "", superstep))
+            barriers.append((superstep, self.running, dict(run.state.store)))
+
+    handler = Levels(observers=[AtBarriers()]).run()
     assert await finish(handler) == "done"
 
     assert [k for k, *_ in barriers] == [0, 1]  # the run ends at the barrier of 2
-    assert [(busy, pending) for _, busy, pending, _ in barriers] == [(0, 0), (0, 0)]
+    assert [running for _, running, _ in barriers] == [0, 0]  # no step runs at a barrier
     assert [state for *_, state in barriers] == [{"finished": 1}, {"finished": 4}]
     for k in (0, 1):
         at = log.index(("barrier", "", k))
@@ -382,18 +396,17 @@ def delivery_order(outbox: object) -> list[object]:
 
 
 async def test_the_checkpoint_view_at_each_barrier_has_nothing_in_flight() -> None:
-    wf = Spread()
-    handler = wf._launch(wf._compiled(), StartEvent(), journal=True)
+    journal = Journal()
+    wf = Spread(journal=journal)
+    handler = wf.run()
     assert await finish(handler) == [0, 1, 2]
-    journal = handler._run.journal
-    assert journal is not None
 
     # Replay the run's ticks with barrier capture on: each SuperstepEnded then carries
     # the kernel state as a checkpoint would record it.
-    state = RunState(wf._compiled().graph, capture_barriers=True)
+    state = RunState(wf.plan.graph, capture_barriers=True)
     views = [
         command.snapshot
-        for tick in journal
+        for tick in journal.ticks(handler.run_id)
         for command in apply(state, tick)
         if isinstance(command, SuperstepEnded)
     ]

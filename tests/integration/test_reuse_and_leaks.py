@@ -202,7 +202,7 @@ async def sequential_runs(wf: Echo) -> SequentialRuns:
     streamed = [ev async for ev in handler.stream_events()]
     first: dict[str, weakref.ref[Any]] = {
         "Run": weakref.ref(handler._run),
-        "result future": weakref.ref(handler._run.future),
+        "result future": weakref.ref(handler._run.outcome),
         "start event": weakref.ref(start),
         "streamed Ping": weakref.ref(streamed[0]),
     }

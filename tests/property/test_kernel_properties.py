@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from stepgraph.core import Emission, Graph, Mode, Node, RunStatus, StartStep
+from stepgraph.core import EXTERNAL, Emission, Graph, Mode, Node, RunStatus, StartStep
 from stepgraph.errors import SuperstepLimitExceeded, UnroutableEventError, WorkflowStalled
 from tests.kernel_harness import KernelHarness, Outcome
 
@@ -113,10 +113,7 @@ def graphs(draw: st.DrawFn, *, total: bool = False) -> Graph:
                 index = draw(st.integers(0, size - 1))
                 node = nodes[index]
                 nodes[index] = replace(node, accepts=(*node.accepts, kind))
-    router = None
-    if (
-        not total and draw(st.integers(0, 4)) == 0
-    ):  # now and then an explicit router instead of types
+    if not total and draw(st.integers(0, 4)) == 0:  # now and then explicit edges, not types
         table = draw(
             st.dictionaries(
                 st.tuples(st.integers(-1, size - 1), st.sampled_from(ACCEPTED_TYPES)),
@@ -124,21 +121,42 @@ def graphs(draw: st.DrawFn, *, total: bool = False) -> Graph:
                 max_size=8,
             )
         )
-        router = _router(table, tuple(nodes))
+        route = _router(table, tuple(nodes))
+        graph = Graph(
+            name="random",
+            nodes=tuple(nodes),
+            stop_types=(Stop,),
+            input_request_types=(Ask,),
+            answer_types=(Answer,),
+            entry=route(EXTERNAL, Start(uid="s", depth=0)),
+        )
+        ROUTERS[id(graph)] = (graph, route)
+        return graph
     return Graph(
         name="random",
         nodes=tuple(nodes),
         stop_types=(Stop,),
         input_request_types=(Ask,),
         answer_types=(Answer,),
-        router=router,
     )
+
+
+ROUTERS: dict[int, tuple[Graph, Callable[[int, object], tuple[int, ...] | None]]] = {}
+"""The shell-side router of each generated graph with explicit edges, by graph id."""
+
+
+def router_of(graph: Graph) -> Callable[[int, object], tuple[int, ...] | None] | None:
+    """The router the shell would use for ``graph`` (None: routed by type in the kernel)."""
+    found = ROUTERS.get(id(graph))
+    return None if found is None or found[0] is not graph else found[1]
 
 
 def _router(
     table: dict[tuple[int, type], tuple[int, ...]], nodes: tuple[Node, ...]
-) -> Callable[[int, object], tuple[int, ...]]:
-    def route(sender: int, message: object) -> tuple[int, ...]:
+) -> Callable[[int, object], tuple[int, ...] | None]:
+    def route(sender: int, message: object) -> tuple[int, ...] | None:
+        if isinstance(message, Stop | Ask):
+            return None  # stops and input requests are the kernel's, never routed
         targets = table.get((sender, type(message)))
         if targets is not None:
             return targets
@@ -231,12 +249,12 @@ class Script:
             return Outcome(emit=emit, collect=tuple(EMITTED_TYPES[i] for i in plan.expected))
         return Outcome(send=send, emit=emit)
 
-    def _target(self, message: Msg, choice: int | None) -> int | None:
+    def _target(self, message: Msg, choice: int | None) -> tuple[int, ...] | None:
         """A target the shell would accept (``send_event(step=...)`` checks it), else None."""
         if choice is None:
             return None
         accepting = [n.index for n in self.graph.nodes if isinstance(message, n.accepts)]
-        return accepting[choice % len(accepting)] if accepting else None
+        return (accepting[choice % len(accepting)],) if accepting else None
 
 
 def order_from(choices: Sequence[int]) -> Callable[[Sequence[StartStep]], int]:
@@ -261,7 +279,11 @@ def run(
     held back only by ``max_concurrency`` while everything else waits would hang the run.
     """
     h = KernelHarness(
-        graph, mode=mode, max_supersteps=max_supersteps, max_concurrency=max_concurrency
+        graph,
+        mode=mode,
+        max_supersteps=max_supersteps,
+        max_concurrency=max_concurrency,
+        router=router_of(graph),
     )
     h.start(Start(uid="s", depth=0))
     for _ in range(1000):

@@ -296,7 +296,9 @@ def test_a_handler_may_omit_ctx() -> None:
 def test_bad_executor_options_are_rejected_naming_the_executor() -> None:
     async def noop(text: str) -> None: ...
 
-    with pytest.raises(WorkflowValidationError, match="executor 'x': num_workers must be >= 1"):
+    with pytest.raises(
+        WorkflowValidationError, match="executor 'x': num_workers must be an int >= 1"
+    ):
         FunctionExecutor(noop, id="x", num_workers=0)
     with pytest.raises(WorkflowValidationError, match="executor 'y': timeout must be > 0"):
         executor(id="y", timeout=0)(noop)

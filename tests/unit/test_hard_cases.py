@@ -482,7 +482,7 @@ class ReducerClashAtBarrier(Workflow):
 
 async def test_reducer_error_at_the_barrier_fails_the_run() -> None:
     h = ReducerClashAtBarrier(timeout=HANG_GUARD).run()
-    workers = set(h._run._tasks)
+    workers = set(h._run.workers.tasks)
     try:
         with pytest.raises(TypeError):
             await h
@@ -502,7 +502,7 @@ class ReducerClashAtEnd(Workflow):
 
 async def test_reducer_error_when_the_run_ends_fails_the_run() -> None:
     h = ReducerClashAtEnd(timeout=HANG_GUARD).run()
-    workers = set(h._run._tasks)
+    workers = set(h._run.workers.tasks)
     try:
         with pytest.raises(TypeError):
             await asyncio.wait_for(h, HANG_GUARD * 2)

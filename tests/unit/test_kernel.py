@@ -18,11 +18,13 @@ from dataclasses import dataclass
 import pytest
 
 from stepgraph.core import (
+    ArmTimer,
     CancelRequested,
     CollectRequested,
     CollectResult,
     EventsSent,
     ExternalEventReceived,
+    Failure,
     FailWait,
     Graph,
     KernelError,
@@ -34,14 +36,13 @@ from stepgraph.core import (
     RunStarted,
     RunState,
     RunStatus,
-    RunTimedOut,
     StartStep,
     StepCompleted,
     StepFailed,
     SuperstepEnded,
     Tick,
+    TimerFired,
     WaitStarted,
-    WaitTimedOut,
     apply,
 )
 from stepgraph.errors import (
@@ -187,7 +188,7 @@ def test_completing_an_invocation_not_in_flight_raises_kernel_error() -> None:
 @pytest.mark.parametrize(
     "tick",
     [
-        StepFailed(invocation=7, error=ValueError()),
+        StepFailed(invocation=7, failure=Failure.from_error(ValueError())),
         EventsSent(invocation=7, emitted=((Job(), None),)),
         WaitStarted(invocation=7, types=(Answer,), requirements={}),
         CollectRequested(invocation=7, message=Job(), expected=(Job,)),
@@ -206,7 +207,9 @@ def test_a_step_failure_fails_the_run_with_the_steps_own_error() -> None:
     h.start(Go())
     error = ValueError("boom")
     [command] = h.fail(h.only("a"), error)
-    assert command == RunEnded(status=RunStatus.FAILED, error=error)
+    assert command == RunEnded(
+        status=RunStatus.FAILED, error=error, failure=Failure.from_error(error)
+    )
     assert command.error is error
     assert h.complete(h.only("b"), Job()) == []  # the other step's late result is ignored
 
@@ -487,20 +490,23 @@ def test_a_waiter_takes_only_events_matching_its_requirements() -> None:
 def test_a_wait_timeout_fails_the_wait_in_the_step() -> None:
     h = KernelHarness(make_graph(("w", (Go,))))
     h.start(Go())
-    h.wait(0, Answer)
+    assert h.wait(0, Answer, timeout=1.5) == [ArmTimer(timer="wait:0", delay=1.5, due=1.5)]
     assert h.time_out_wait(0) == [FailWait(invocation=0)]
-    assert h.state.waiters == {} and h.state.running == 1
+    assert h.state.waiters == {} and h.state.running == 1 and h.state.timers == {}
     error = TimeoutError("wait timed out")
     h.fail(0, error)
-    assert ended(h) == RunEnded(status=RunStatus.FAILED, error=error)
+    assert ended(h) == RunEnded(
+        status=RunStatus.FAILED, error=error, failure=Failure.from_error(error)
+    )
 
 
 def test_a_wait_timeout_after_the_wait_was_resolved_is_ignored() -> None:
     h = KernelHarness(make_graph(("w", (Go,)), ("a", (Go,))))
     h.start(Go())
-    h.wait(h.only("w"), Answer)
+    h.wait(h.only("w"), Answer, timeout=1.0)
     h.complete(h.only("a"), Answer("in time"))
     assert h.resolved == {0: Answer("in time")}
+    assert h.timers == {}  # the wait's timer was cancelled when the answer came
     before = h.state.snapshot()
     assert h.time_out_wait(0) == []
     assert h.state.snapshot() == before
@@ -661,9 +667,9 @@ def test_cancel_ends_the_run_as_cancelled_and_ignores_steps_still_running() -> N
 
 
 def test_a_run_timeout_fails_the_run_naming_the_steps_still_running() -> None:
-    h = KernelHarness(make_graph(("a", (Go,)), ("b", (Go,))))
+    h = KernelHarness(make_graph(("a", (Go,)), ("b", (Go,))), timeout=2.5)
     h.start(Go())
-    [command] = h.time_out(2.5)
+    [command] = h.time_out()
     assert isinstance(command, RunEnded) and command.status is RunStatus.FAILED
     assert isinstance(command.error, WorkflowTimeoutError)
     assert isinstance(command.error, TimeoutError)
@@ -677,13 +683,13 @@ def test_a_run_timeout_fails_the_run_naming_the_steps_still_running() -> None:
 LATE_TICKS: list[Tick] = [
     RunStarted(run_id="again", start=Go()),
     StepCompleted(invocation=1, emitted=((Job(), None),)),
-    StepFailed(invocation=1, error=ValueError("late")),
+    StepFailed(invocation=1, failure=Failure.from_error(ValueError("late"))),
     EventsSent(invocation=1, emitted=((Job(), None),)),
     ExternalEventReceived(event=Answer("late")),
     WaitStarted(invocation=1, types=(Answer,), requirements={}),
-    WaitTimedOut(invocation=2),
+    TimerFired(timer="wait:2"),
     CancelRequested(),
-    RunTimedOut(seconds=1.0),
+    TimerFired(timer="run"),
 ]
 
 

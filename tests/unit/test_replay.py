@@ -22,14 +22,17 @@ from stepgraph import (
     HumanResponseEvent,
     InputRequiredEvent,
     RetryPolicy,
+    RunObserver,
     StartEvent,
     StopEvent,
     Workflow,
     WorkflowHandler,
     step,
 )
-from stepgraph.core import Command, RunEnded, RunState, RunStatus, Tick, apply
+from stepgraph.core import RunEnded, RunState, RunStatus
 from stepgraph.errors import WorkflowStalled
+from stepgraph.journal import Journal, replay
+from stepgraph.runtime.observers import RunInfo
 
 GUARD_SECONDS = 5.0  # a safety net against a hung run; every run here ends in milliseconds
 
@@ -155,38 +158,29 @@ CASES: dict[str, Case] = {
 }
 
 
-def replay(wf: Workflow, journal: list[Tick]) -> tuple[RunState, list[list[Command]]]:
-    """Fold ``journal`` into a fresh state, as the run's own options would have built it."""
-    state = RunState(
-        wf._compiled().graph,
-        mode=wf.mode,
-        max_supersteps=wf.max_supersteps,
-        max_concurrency=wf.max_concurrency,
-    )
-    return state, [apply(state, tick) for tick in journal]
+class FinalState(RunObserver):
+    """Keeps the kernel state of the run it watched, as it was when the run ended."""
 
+    state: RunState | None = None
 
-def comparable(commands: list[list[Command]]) -> list[list[object]]:
-    """Commands with kernel-made errors compared by type and text (exceptions compare by id)."""
-    out: list[list[object]] = []
-    for batch in commands:
-        row: list[object] = []
-        for command in batch:
-            if isinstance(command, RunEnded) and command.error is not None:
-                error = command.error
-                row.append((command.status, command.result, type(error), str(error)))
-            else:
-                row.append(command)
-        out.append(row)
-    return out
+    def run_ended(
+        self, run: RunInfo, status: RunStatus, result: object, error: BaseException | None
+    ) -> None:
+        self.state = run.state
 
 
 @pytest.mark.parametrize("mode", ["superstep", "async"])
 @pytest.mark.parametrize("case", list(CASES))
 async def test_replay_rebuilds_identical_state(case: str, mode: str) -> None:
     workflow, start_event, interact, expected = CASES[case]
-    wf = workflow(mode=mode, max_concurrency=3 if case == "fan-out/fan-in" else None)
-    handler = wf._launch(wf._compiled(), start_event(), journal=True)
+    journal, final = Journal(), FinalState()
+    wf = workflow(
+        mode=mode,
+        max_concurrency=3 if case == "fan-out/fan-in" else None,
+        journal=journal,
+        observers=[final],
+    )
+    handler = wf.run(start_event=start_event())
     async with asyncio.timeout(GUARD_SECONDS):
         await interact(handler)
         if isinstance(expected, type):
@@ -195,15 +189,14 @@ async def test_replay_rebuilds_identical_state(case: str, mode: str) -> None:
         else:
             assert await handler == expected
     if isinstance(wf, Flaky):
-        assert wf.attempts == 3  # two failed attempts, retried by the shell, unseen by the kernel
-    live = handler._run.state
-    journal = handler._run.journal
-    assert journal is not None and len(journal) > 2
+        assert wf.attempts == 3  # two failed attempts, each a tick of its own
+    live = final.state
+    records = journal.records(handler.run_id)
+    assert live is not None and len(records) > 2
     assert live.status in (RunStatus.FINISHED, RunStatus.FAILED)
 
-    fresh, commands = replay(wf, journal)
+    fresh = replay(wf, records)  # also checks every tick gives the commands recorded
     assert fresh.snapshot() == live.snapshot()
-    again, commands_again = replay(wf, journal)
+    again = replay(wf, records)
     assert again.snapshot() == live.snapshot()
-    assert comparable(commands_again) == comparable(commands)
-    assert any(isinstance(c, RunEnded) for c in commands[-1])  # the journal ends with the end
+    assert any(isinstance(c, RunEnded) for c in records[-1].commands)  # it ends with the end

@@ -21,6 +21,7 @@ from stepgraph import (
     ExecutorCompletedEvent,
     ExecutorInvokedEvent,
     RequestInfoEvent,
+    RunObserver,
     SuperstepCompletedEvent,
     WorkflowBuilder,
     WorkflowContext,
@@ -28,6 +29,7 @@ from stepgraph import (
     handler,
     response_handler,
 )
+from stepgraph.runtime.observers import RunInfo
 
 from ._helpers import drain, finish, node_state, reached, spin, superstep_of
 
@@ -300,9 +302,12 @@ async def test_the_barrier_hook_runs_after_superstep_k_and_before_k_plus_1() -> 
     builder = WorkflowBuilder(start=fork).add_fan_out(fork, links)
     for link in links:
         builder.add_edge(link, link)
-    handler_ = builder.build().run(2)
-    run = handler_._run
-    run.on_superstep.append(lambda k: at_barrier.append((k, list(started), list(completed))))
+
+    class AtBarriers(RunObserver):
+        def superstep_ended(self, run: RunInfo, superstep: int) -> None:
+            at_barrier.append((superstep, list(started), list(completed)))
+
+    handler_ = builder.build(observers=[AtBarriers()]).run(2)
     await finish(handler_)
 
     # superstep 3 sends nothing: the run ends when it does, with no barrier after it

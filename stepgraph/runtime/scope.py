@@ -6,25 +6,27 @@ import contextvars
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .run import Run
+    from .ports import StepPort
 
 __all__ = ["Scope", "current_scope", "set_scope"]
 
 
 class Scope:
-    """One invocation of one step: what it sent and has not been delivered yet.
+    """One attempt of one invocation: what it sent that has not been delivered yet.
 
-    Superstep mode holds sends until the step returns; async mode until it suspends.
+    Superstep mode holds sends until the step returns; async mode until it suspends. A
+    fresh scope per attempt keeps an abandoned attempt (a sync body still running in its
+    thread after a timeout) from sending for the invocation.
     """
 
     __slots__ = ("active", "invocation", "message", "node", "run", "sent")
 
-    def __init__(self, run: Run, invocation: int, node: int, message: object) -> None:
+    def __init__(self, run: StepPort, invocation: int, node: int, message: object) -> None:
         self.run = run
         self.invocation = invocation
         self.node = node
         self.message = message
-        self.sent: list[tuple[object, int | None]] = []
+        self.sent: list[tuple[object, tuple[int, ...] | None]] = []
         self.active = True  # False once its attempt has failed or been abandoned
 
 

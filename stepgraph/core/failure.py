@@ -1,0 +1,66 @@
+"""Failures as data: what a journal, a snapshot or another process keeps of an exception.
+
+A :class:`Failure` holds an error's type name, message, notes and traceback text, which
+serialize and compare by value. Where the error happened in this process, the live
+exception rides along (``exception``) so that the caller still gets the very object the
+step raised; it is never compared, serialized or needed by the kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import RecordedError
+
+__all__ = ["Failure"]
+
+
+@dataclass(slots=True, kw_only=True)
+class Failure:
+    """An error as data.
+
+    Attributes:
+        type: the exception's class, as ``module.QualifiedName``.
+        message: ``str()`` of the exception.
+        notes: its ``__notes__`` (``add_note``), in order.
+        traceback: the formatted traceback, when the shell captured one.
+        exception: the live exception, where the failure happened in this process.
+    """
+
+    type: str
+    message: str
+    notes: tuple[str, ...] = ()
+    traceback: str = ""
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_error(cls, error: BaseException, traceback: str = "") -> Failure:
+        """The failure of ``error`` (its traceback text is the caller's to give)."""
+        kind = type(error)
+        return cls(
+            type=f"{kind.__module__}.{kind.__qualname__}",
+            message=str(error),
+            notes=tuple(getattr(error, "__notes__", ())),
+            traceback=traceback,
+            exception=error,
+        )
+
+    @property
+    def type_name(self) -> str:
+        """The exception class's short name (``ValueError``)."""
+        return self.type.rpartition(".")[2]
+
+    @property
+    def error(self) -> BaseException:
+        """The live exception, or a :class:`RecordedError` rebuilt from the record."""
+        if self.exception is not None:
+            return self.exception
+        error = RecordedError(
+            f"{self.type_name}: {self.message}" if self.message else self.type_name,
+            type=self.type,
+            message=self.message,
+            traceback=self.traceback,
+        )
+        for note in self.notes:
+            error.add_note(note)
+        return error

@@ -1,0 +1,228 @@
+"""JSON for journals: ticks, commands and the values they carry, and back.
+
+Values keep their Python type across the trip: events (pydantic models) come back as
+the same class with the same fields, tuples as tuples, classes as themselves. Anything
+that is not JSON is written as a one-key object whose key starts with ``$``:
+
+=================  ===============================================================
+``$tuple``         a tuple (its items)
+``$map``           a dict (a list of ``[key, value]`` pairs, so keys may be any value)
+``$float``         ``nan``, ``inf`` or ``-inf``
+``$type``          a class, as ``module:QualifiedName``
+``$enum``          an enum member: ``[class, value]``
+``$model``         a pydantic model: ``[class, {field: value}]`` (extra fields included)
+``$dataclass``     a dataclass instance: ``[class, {field: value}]``
+``$failure``       a :class:`~stepgraph.core.Failure` (the live exception is not kept)
+``$response``      a :class:`~stepgraph.core.ResponseMessage`
+=================  ===============================================================
+
+Classes are named by module and qualified name, so only classes importable from a
+module can be written: a class defined inside a function cannot, and a
+:class:`~stepgraph.errors.SerializationError` says so, naming the value and where it
+was found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..core import COMMAND_TYPES, TICK_TYPES, Command, Failure, ResponseMessage, Tick
+from ..core.text import short_repr
+from ..errors import SerializationError
+
+__all__ = [
+    "class_path",
+    "decode",
+    "decode_command",
+    "decode_tick",
+    "encode",
+    "encode_command",
+    "encode_tick",
+    "import_class",
+]
+
+_TICKS: dict[str, type] = {cls.kind: cls for cls in TICK_TYPES}  # type: ignore[attr-defined]
+_COMMANDS: dict[str, type] = {cls.kind: cls for cls in COMMAND_TYPES}  # type: ignore[attr-defined]
+_SKIPPED_COMMAND_FIELDS = frozenset({"error"})  # live exceptions: ``failure`` keeps the record
+
+
+def class_path(cls: type, where: str = "") -> str:
+    """``module:QualifiedName`` of a class that can be imported again."""
+    qualname = cls.__qualname__
+    if "<locals>" in qualname:
+        raise SerializationError(
+            f"cannot write class {qualname} {where}: it is defined inside a function, so "
+            f"nothing could import it back; define it at module level"
+        )
+    return f"{cls.__module__}:{qualname}"
+
+
+def import_class(path: str) -> Any:
+    """The class named ``module:QualifiedName``."""
+    module, _, qualname = path.partition(":")
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise SerializationError(f"cannot import {path!r} to read a journal: {exc}") from exc
+    return found
+
+
+def encode(value: Any, where: str = "") -> Any:
+    """``value`` as JSON-compatible data (see the module docstring)."""
+    if value is None or value is True or value is False:
+        return value
+    kind = type(value)
+    if kind is int or kind is str:
+        return value
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        return {"$float": repr(value)}
+    if kind is list:
+        return [encode(item, where) for item in value]
+    if kind is tuple:
+        return {"$tuple": [encode(item, where) for item in value]}
+    if kind is dict:
+        return {"$map": [[encode(k, where), encode(v, where)] for k, v in value.items()]}
+    if isinstance(value, type):
+        return {"$type": class_path(value, where)}
+    if isinstance(value, Enum):
+        return {"$enum": [class_path(kind, where), encode(value.value, where)]}
+    if isinstance(value, BaseModel):
+        fields = {name: getattr(value, name) for name in type(value).model_fields}
+        fields.update(value.__pydantic_extra__ or {})
+        data = {
+            name: encode(item, f"{where} in {kind.__name__}.{name}")
+            for name, item in fields.items()
+        }
+        return {"$model": [class_path(kind, where), data]}
+    if kind is Failure:
+        return {
+            "$failure": {
+                "type": value.type,
+                "message": value.message,
+                "notes": list(value.notes),
+                "traceback": value.traceback,
+            }
+        }
+    if kind is ResponseMessage:
+        return {
+            "$response": [
+                value.request_id,
+                encode(value.data, where),
+                encode(value.response, where),
+            ]
+        }
+    if dataclasses.is_dataclass(value):
+        data = {
+            f.name: encode(getattr(value, f.name), f"{where} in {kind.__name__}.{f.name}")
+            for f in dataclasses.fields(value)
+        }
+        return {"$dataclass": [class_path(kind, where), data]}
+    raise SerializationError(
+        f"cannot write a {kind.__qualname__} ({short_repr(value)}) {where}: a journal holds JSON "
+        f"values, tuples, dicts, classes, enums, pydantic models (events) and dataclasses"
+    )
+
+
+def decode(data: Any) -> Any:
+    """The value :func:`encode` wrote as ``data``."""
+    if isinstance(data, list):
+        return [decode(item) for item in data]
+    if not isinstance(data, dict):
+        return data
+    if len(data) != 1:
+        raise SerializationError(f"unexpected object in a journal: {short_repr(data)}")
+    ((tag, body),) = data.items()
+    decoder = _DECODERS.get(tag)
+    if decoder is None:
+        raise SerializationError(f"unknown tag {tag!r} in a journal value")
+    return decoder(body)
+
+
+def _model(body: Any) -> Any:
+    path, fields = body
+    cls = import_class(path)
+    return cls.model_construct(**{name: decode(value) for name, value in fields.items()})
+
+
+def _dataclass(body: Any) -> Any:
+    path, fields = body
+    cls = import_class(path)
+    return cls(**{name: decode(value) for name, value in fields.items()})
+
+
+def _enum(body: Any) -> Any:
+    path, value = body
+    return import_class(path)(decode(value))
+
+
+def _failure(body: Any) -> Failure:
+    return Failure(
+        type=body["type"],
+        message=body["message"],
+        notes=tuple(body["notes"]),
+        traceback=body["traceback"],
+    )
+
+
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "$tuple": lambda body: tuple(decode(item) for item in body),
+    "$map": lambda body: {decode(k): decode(v) for k, v in body},
+    "$float": float,
+    "$type": import_class,
+    "$enum": _enum,
+    "$model": _model,
+    "$dataclass": _dataclass,
+    "$failure": _failure,
+    "$response": lambda body: ResponseMessage(body[0], decode(body[1]), decode(body[2])),
+}
+
+
+def _fields(item: Any, skipped: frozenset[str], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": item.kind}
+    for f in dataclasses.fields(item):
+        if f.name not in skipped:
+            out[f.name] = encode(getattr(item, f.name), f"{where}.{f.name}")
+    return out
+
+
+def encode_tick(tick: Tick) -> dict[str, Any]:
+    """A tick as a JSON object: ``{"kind": ..., <field>: <value>, ...}``."""
+    return _fields(tick, frozenset(), f"in tick {tick.kind}")
+
+
+def encode_command(command: Command) -> dict[str, Any]:
+    """A command as a JSON object; a live exception is left out (its failure stays)."""
+    return _fields(command, _SKIPPED_COMMAND_FIELDS, f"in command {command.kind}")
+
+
+def decode_tick(data: dict[str, Any]) -> Tick:
+    """The tick :func:`encode_tick` wrote."""
+    return _build(_TICKS, data, "tick")  # type: ignore[no-any-return]
+
+
+def decode_command(data: dict[str, Any]) -> Command:
+    """The command :func:`encode_command` wrote (its live exception is not restored)."""
+    return _build(_COMMANDS, data, "command")  # type: ignore[no-any-return]
+
+
+def _build(kinds: dict[str, type], data: dict[str, Any], what: str) -> Any:
+    fields = dict(data)
+    kind = fields.pop("kind", None)
+    cls = kinds.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise SerializationError(f"unknown {what} kind {kind!r} in a journal")
+    try:
+        return cls(**{name: decode(value) for name, value in fields.items()})
+    except TypeError as exc:
+        raise SerializationError(f"malformed {what} {kind!r} in a journal: {exc}") from exc

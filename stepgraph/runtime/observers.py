@@ -1,0 +1,135 @@
+"""The observer seam: watching runs without changing them.
+
+A :class:`RunObserver` is told when a run starts, every tick the kernel applied with the
+commands it produced, when a step attempt starts and ends, when a superstep passes its
+barrier, and when the run ends. The shell calls observers only when a run has some, so
+an unobserved run pays nothing. ``verbose=True``, the lifecycle events of executor
+graphs, journals and (later) telemetry are all observers.
+
+Observers run synchronously on the run's event loop thread, in the order given. An
+observer that raises fails the run, like a raising reducer: it never hangs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from ..core import Command, Mode, RunState, RunStatus, StepCompleted, StepFailed, Tick
+
+if TYPE_CHECKING:
+    from .stream import EventStream
+
+__all__ = ["RunInfo", "RunObserver", "StreamLifecycle", "Verbose"]
+
+
+class RunInfo(Protocol):
+    """What an observer may read about the run it watches."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def name(self) -> str:
+        """The workflow's name."""
+        ...
+
+    @property
+    def mode(self) -> Mode: ...
+    @property
+    def state(self) -> RunState:
+        """The kernel's state (read it; never change it)."""
+        ...
+
+
+class RunObserver:
+    """Base class of run observers: override the methods you need; the others do nothing.
+
+    Example::
+
+        class Barriers(RunObserver):
+            def superstep_ended(self, run, superstep):
+                print(run.run_id, "passed superstep", superstep)
+
+        MyFlow(observers=[Barriers()])
+    """
+
+    def run_started(self, run: RunInfo) -> None:
+        """The run is about to take its first tick."""
+
+    def tick(self, run: RunInfo, tick: Tick, commands: Sequence[Command]) -> None:
+        """The kernel applied ``tick`` and produced ``commands`` (not yet carried out)."""
+
+    def step_started(
+        self, run: RunInfo, step: str, invocation: int, attempt: int, message: object
+    ) -> None:
+        """Attempt ``attempt`` (1-based) of ``step`` on ``message`` begins."""
+
+    def step_ended(
+        self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick
+    ) -> None:
+        """An attempt ended: ``outcome`` is the tick it gives the kernel.
+
+        ``StepCompleted`` (it returned), ``AttemptFailed`` (it will be retried) or
+        ``StepFailed`` (it failed for good).
+        """
+
+    def superstep_ended(self, run: RunInfo, superstep: int) -> None:
+        """Superstep ``superstep`` passed its barrier: nothing is in flight, writes merged."""
+
+    def run_ended(
+        self, run: RunInfo, status: RunStatus, result: object, error: BaseException | None
+    ) -> None:
+        """The run ended (its handler is about to resolve)."""
+
+
+class Verbose(RunObserver):
+    """``verbose=True``: print each step as it runs and what it produced, as LlamaIndex does."""
+
+    def step_started(
+        self, run: RunInfo, step: str, invocation: int, attempt: int, message: object
+    ) -> None:
+        if attempt == 1:
+            print(f"Running step {step}")
+
+    def step_ended(
+        self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick
+    ) -> None:
+        if isinstance(outcome, StepFailed):
+            error = outcome.failure
+            print(f"Step {step} failed: {error.type_name}: {error.message}")
+        elif isinstance(outcome, StepCompleted):
+            produced = ", ".join(type(m).__name__ for m, _ in outcome.emitted) or "no event"
+            print(f"Step {step} produced {produced}")
+
+
+class StreamLifecycle(RunObserver):
+    """Puts an executor graph's lifecycle events on its stream (once it is consumed)."""
+
+    __slots__ = ("completed", "invoked", "stream", "superstep")
+
+    def __init__(
+        self,
+        stream: EventStream,
+        invoked: type,
+        completed: type,
+        superstep: type,
+    ) -> None:
+        self.stream = stream
+        self.invoked = invoked
+        self.completed = completed
+        self.superstep = superstep
+
+    def step_started(
+        self, run: RunInfo, step: str, invocation: int, attempt: int, message: object
+    ) -> None:
+        if attempt == 1:
+            self.stream.push(self.invoked(executor_id=step))
+
+    def step_ended(
+        self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick
+    ) -> None:
+        if isinstance(outcome, StepCompleted | StepFailed):
+            self.stream.push(self.completed(executor_id=step))
+
+    def superstep_ended(self, run: RunInfo, superstep: int) -> None:
+        self.stream.push(self.superstep(superstep=superstep))

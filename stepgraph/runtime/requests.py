@@ -1,0 +1,115 @@
+"""Requests for information: ``ctx.request_info`` and ``handler.send_response``.
+
+The kernel keeps the open requests (``RequestOpened`` registers one, ``ResponseReceived``
+answers it and delivers the answer to the node that asked). This module checks a
+response against its request before it reaches the kernel, and keeps the one thing the
+kernel cannot: for a request a sub-workflow made, the function passing the answer on.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ..core import RequestOpened, ResponseReceived
+from ..core.text import short_repr
+from ..errors import InvalidResponseError, RequestNotFoundError
+from .scope import Scope
+
+if TYPE_CHECKING:
+    from .run import Run
+
+__all__ = ["Requests", "is_instance"]
+
+
+def is_instance(value: object, expected: Any) -> bool:
+    """isinstance that understands Any/object, unions and generic aliases (list[str])."""
+    if expected is Any or expected is object:
+        return True
+    origin = typing.get_origin(expected)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(is_instance(value, arg) for arg in typing.get_args(expected))
+    if origin is not None:
+        expected = origin
+    return isinstance(value, expected)
+
+
+def short(value: object) -> str:
+    """A repr cut to 200 characters, that never raises."""
+    return short_repr(value, 200)
+
+
+class Requests:
+    """The requests of one run whose answers go to a sub-workflow, by request id.
+
+    It holds no reference to its run (the run passes itself).
+    """
+
+    __slots__ = ("_forwarded", "_forwards")
+
+    def __init__(self) -> None:
+        self._forwards: dict[str, Callable[[object], Awaitable[None]]] = {}
+        self._forwarded: dict[str, Awaitable[None]] = {}  # answers passed on, for respond()
+
+    def open(
+        self,
+        run: Run,
+        scope: Scope,
+        request_id: str,
+        data: object,
+        response_type: Any,
+        event: object,
+        forward: Callable[[object], Awaitable[None]] | None,
+    ) -> str:
+        """Register the request and announce ``event`` (a ``RequestInfoEvent``)."""
+        run.feed(
+            RequestOpened(
+                invocation=scope.invocation,
+                request_id=request_id,
+                data=data,
+                response_type=response_type,
+                forwarded=forward is not None,
+            )
+        )
+        if forward is not None:
+            self._forwards[request_id] = forward
+            run.stream.push(event)  # a sub-workflow's request: its own run is the one waiting
+        else:
+            run.emit(scope, event)  # in order with the step's other messages
+        return request_id
+
+    def respond(self, run: Run, request_id: str, response: object) -> Awaitable[None] | None:
+        """Answer an open request; a response of the wrong type leaves it open."""
+        request = run.state.requests.get(request_id)
+        if request is None:
+            raise RequestNotFoundError(
+                f"run {run.run_id} of workflow {run.name!r} has no open request "
+                f"{request_id!r} (open: {sorted(run.state.requests) or 'none'})"
+            )
+        expected = request.response_type
+        if not is_instance(response, expected):
+            raise InvalidResponseError(
+                f"request {request_id!r} from executor "
+                f"{run.graph.nodes[request.node].name!r} expects a "
+                f"{getattr(expected, '__name__', expected)}, got {type(response).__name__} "
+                f"({short(response)}); the request stays open"
+            )
+        run.feed(ResponseReceived(request_id=request_id, response=response))
+        return self._forwarded.pop(request_id, None)
+
+    def forward(self, request_id: str, response: object) -> None:
+        """``ForwardResponse``: pass the answer to the sub-workflow run that asked."""
+        forward = self._forwards.pop(request_id, None)
+        if forward is not None:
+            self._forwarded[request_id] = forward(response)
+
+    def clear(self) -> None:
+        """The run ended: drop what it held (an answer nobody awaited is closed)."""
+        for pending in self._forwarded.values():
+            close = getattr(pending, "close", None)
+            if close is not None:
+                close()
+        self._forwards.clear()
+        self._forwarded.clear()

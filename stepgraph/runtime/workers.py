@@ -1,0 +1,112 @@
+"""A run's worker pool: long-lived tasks that carry out ``StartStep`` commands.
+
+Workers are shared by all nodes of the run (the kernel already enforces each node's
+``num_workers``), fed through a deque and woken by a future: no Task per invocation.
+A worker that finishes a step runs the step it just made ready itself, with no
+event-loop hand-off; it yields to the loop every ``YIELD_EVERY`` steps in a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ..core import StartStep
+from .attempts import run_attempt
+from .context import set_current_context
+
+if TYPE_CHECKING:
+    from .run import Run
+
+__all__ = ["WorkerPool"]
+
+YIELD_EVERY = 64
+"""A worker yields to the event loop after this many steps in a row without waiting."""
+
+
+class WorkerPool:
+    """The workers of one run. It holds no reference to its run: its workers do, while alive."""
+
+    __slots__ = ("_busy", "_idle", "_pending", "_tasks", "_workers")
+
+    def __init__(self) -> None:
+        self._pending: deque[StartStep] = deque()  # started attempts not yet on a worker
+        self._idle: list[asyncio.Future[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._workers = 0
+        self._busy = 0  # workers executing a step body
+
+    @property
+    def tasks(self) -> frozenset[asyncio.Task[None]]:
+        """The worker tasks (for tests and leak checks)."""
+        return frozenset(self._tasks)
+
+    def dispatch(self, run: Run, command: StartStep) -> None:
+        """Queue a started attempt; wake an idle worker or add one if needed."""
+        pending = self._pending
+        pending.append(command)
+        if self._idle:
+            self._idle.pop().set_result(None)
+        elif self._workers - self._busy < len(pending):
+            self._workers += 1
+            self._tasks.add(run.loop.create_task(self._worker(run)))
+
+    async def _worker(self, run: Run) -> None:
+        set_current_context(run.context)
+        try:
+            await self._work(run)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug in the shell must fail the run, never hang it
+            run.abort(exc)
+
+    async def _work(self, run: Run) -> None:
+        pending = self._pending
+        observers = run.observers  # the run's list: observers added later are seen too
+        feed = run.feed
+        streak = 0
+        while True:
+            while pending:
+                command = pending.popleft()
+                self._busy += 1
+                if observers:
+                    name = run.programs[command.node].name
+                    for observer in observers:
+                        observer.step_started(
+                            run, name, command.invocation, command.attempt, command.message
+                        )
+                tick = await run_attempt(run, command)
+                self._busy -= 1
+                if observers:
+                    name = run.programs[command.node].name
+                    for observer in observers:
+                        observer.step_ended(run, name, command.invocation, command.attempt, tick)
+                feed(tick)
+                tick = command = None  # type: ignore[assignment]  # hold no finished message
+                if run.done:
+                    return
+                streak += 1
+                if streak >= YIELD_EVERY:  # let other tasks run during long chains
+                    streak = 0
+                    await asyncio.sleep(0)
+            streak = 0
+            waiter: asyncio.Future[None] = run.loop.create_future()
+            self._idle.append(waiter)
+            await waiter
+
+    def stop(self) -> None:
+        """The run ended: cancel every worker but the calling one; drop what is queued."""
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        self._tasks.clear()
+        self._pending.clear()
+        for waiter in self._idle:
+            waiter.cancel()
+        self._idle.clear()
+
+    def in_flight(self) -> int:
+        """How many attempts are queued or running on a worker."""
+        return len(self._pending) + self._busy
