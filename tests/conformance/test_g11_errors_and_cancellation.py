@@ -19,6 +19,7 @@ from stepgraph.errors import (
     WorkflowCancelled,
     WorkflowTimeoutError,
 )
+from stepgraph.testing import FakeClock
 
 
 class Ping(Event):
@@ -144,7 +145,7 @@ async def test_a_step_timeout_is_a_failed_attempt_and_ends_with_step_timeout_err
             await never.wait()
             return StopEvent(result="unreachable")
 
-    exc = await failure(Slow(mode=mode).run())
+    exc = await failure(Slow(mode=mode, clock=FakeClock()).run())
     assert isinstance(exc, StepTimeoutError)
     assert isinstance(exc, WorkflowTimeoutError)
     assert isinstance(exc, TimeoutError)
@@ -165,7 +166,7 @@ async def test_a_run_timeout_raises_workflow_timeout_error(mode: str) -> None:
             await never.wait()
             return StopEvent(result="unreachable")
 
-    handler = Stuck(mode=mode, timeout=0.05).run()
+    handler = Stuck(mode=mode, timeout=0.05, clock=FakeClock()).run()
     exc = await failure(handler)
     assert started.is_set()
     assert type(exc) is WorkflowTimeoutError

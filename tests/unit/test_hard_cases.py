@@ -25,6 +25,7 @@ from stepgraph import (
     InputRequiredEvent,
     RequestInfoEvent,
     RetryPolicy,
+    RunObserver,
     StartEvent,
     StopEvent,
     Workflow,
@@ -36,6 +37,7 @@ from stepgraph import (
     response_handler,
     step,
 )
+from stepgraph.core import RunState, RunStatus, StepFailed
 from stepgraph.errors import (
     StepTimeoutError,
     WaitForEventTimeoutError,
@@ -43,7 +45,10 @@ from stepgraph.errors import (
     WorkflowRuntimeError,
     WorkflowTimeoutError,
 )
+from stepgraph.journal import Journal
+from stepgraph.runtime.observers import RunInfo
 from stepgraph.state import add, append
+from stepgraph.testing import FakeClock
 
 MODES = ["superstep", "async"]
 HANG_GUARD = 0.2  # seconds a buggy run may hang before its test fails
@@ -164,7 +169,9 @@ class RetryAfterWaitTimeout(Workflow):
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_step_timed_out_in_wait_for_event_is_retried(mode: str) -> None:
-    assert await RetryAfterWaitTimeout(mode=mode, timeout=5).run() == 2
+    clock = FakeClock()
+    assert await RetryAfterWaitTimeout(mode=mode, timeout=5, clock=clock).run() == 2
+    assert clock.monotonic() == 0.02  # one step timeout, on virtual time
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -178,7 +185,7 @@ async def test_step_timed_out_in_wait_for_event_fails_with_step_timeout_error(
             return StopEvent(result="answered")
 
     with pytest.raises(StepTimeoutError, match="step 'start'"):
-        await TimesOutWaiting(mode=mode, timeout=5).run()
+        await TimesOutWaiting(mode=mode, timeout=5, clock=FakeClock()).run()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -254,7 +261,9 @@ async def test_wait_for_event_timeout_is_raised_in_the_step_and_can_be_handled(m
                 return StopEvent(result="gave up")
             return StopEvent(result="answered")
 
-    assert await Patient(mode=mode, timeout=5).run() == "gave up"
+    clock = FakeClock()
+    assert await Patient(mode=mode, timeout=5, clock=clock).run() == "gave up"
+    assert clock.monotonic() == 0.01
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -595,6 +604,41 @@ async def test_edge_condition_error_names_the_edge(mode: str) -> None:
         await wf.run(1)
     notes = " ".join(getattr(info.value, "__notes__", []))
     assert "'source'" in notes and "explodes" in notes
+
+
+class FinalState(RunObserver):
+    """Keeps the kernel state of the run it watched, as it was when the run ended."""
+
+    state: RunState | None = None
+
+    def run_ended(
+        self, run: RunInfo, status: RunStatus, result: object, error: BaseException | None
+    ) -> None:
+        self.state = run.state
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_raising_edge_condition_fails_the_run_as_data_in_the_kernel(mode: str) -> None:
+    journal, final = Journal(), FinalState()
+    wf = (
+        WorkflowBuilder(start=source)
+        .add_edge(source, sink, condition=explodes)
+        .build(mode=mode, journal=journal, observers=[final])
+    )
+    handler_ = wf.run(1)
+    with pytest.raises(ZeroDivisionError):
+        await handler_
+    ticks = journal.ticks(handler_.run_id)
+    failed = [tick for tick in ticks if isinstance(tick, StepFailed)]
+    assert len(failed) == 1  # the sender's step failed: the condition ran next to it
+    failure = failed[0].failure
+    assert failure.type == "builtins.ZeroDivisionError"
+    assert failure.message == "condition failed"
+    assert any("'source' -> 'sink'" in note for note in failure.notes)  # names the edge
+    assert final.state is not None
+    assert final.state.status is RunStatus.FAILED  # the kernel knows, not only the shell
+    assert final.state.failure == failure
+    assert not final.state.outbox  # nothing half delivered
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -45,6 +45,7 @@ from stepgraph.errors import (
     WorkflowValidationError,
 )
 from stepgraph.state import add, append, merge
+from stepgraph.testing import FakeClock
 
 
 async def _loop_turns(n: int = 5) -> None:
@@ -190,10 +191,10 @@ class Flaky(Workflow):
 
 async def test_retry_policy_max_attempts_3_means_three_attempts_in_total() -> None:
     _attempts.clear()
-    assert await Flaky().run(succeed_on=3) == 3
+    assert await Flaky(clock=FakeClock()).run(succeed_on=3) == 3
     _attempts.clear()
     with pytest.raises(ConnectionError) as info:  # the step's own exception
-        await Flaky().run(succeed_on=99)
+        await Flaky(clock=FakeClock()).run(succeed_on=99)
     assert _attempts["flaky"] == 3
     notes = " ".join(getattr(info.value, "__notes__", []))
     assert "call" in notes and "StartEvent" in notes  # note names the step and the event
@@ -209,9 +210,11 @@ class SlowStep(Workflow):
 
 async def test_step_timeout_counts_as_attempt_then_timeout_error_naming_the_step() -> None:
     _attempts.clear()
+    clock = FakeClock()
     with pytest.raises(TimeoutError) as info:
-        await SlowStep().run()
+        await SlowStep(clock=clock).run()
     assert _attempts["slow"] == 2
+    assert clock.monotonic() == pytest.approx(0.05 + 0.001 + 0.05)  # two timeouts, a backoff
     assert "sluggish" in str(info.value)
 
 
@@ -229,7 +232,7 @@ class Forever(Workflow):
 
 async def test_run_timeout_raises_workflow_timeout_error_also_timeout_error() -> None:
     with pytest.raises(WorkflowTimeoutError) as info:
-        await Forever(timeout=0.05).run()
+        await Forever(timeout=0.05, clock=FakeClock()).run()
     assert isinstance(info.value, TimeoutError)
 
 
@@ -640,7 +643,7 @@ class WaitsInVain(Workflow):
 
 async def test_wait_for_event_timeout_is_a_clear_error() -> None:
     with pytest.raises(TimeoutError) as info:
-        await WaitsInVain().run()
+        await WaitsInVain(clock=FakeClock()).run()
     assert isinstance(info.value, StepgraphError)
     assert "Signal" in str(info.value) or "go" in str(info.value)
 
@@ -907,7 +910,7 @@ async def test_graph_max_supersteps_and_timeout_like_workflow() -> None:
         await asyncio.Event().wait()  # never set: only the 0.05 s run timeout ends it
 
     with pytest.raises(WorkflowTimeoutError):
-        await WorkflowBuilder(start=sleepy).build(timeout=0.05).run(0)
+        await WorkflowBuilder(start=sleepy).build(timeout=0.05, clock=FakeClock()).run(0)
 
 
 class Base:

@@ -153,3 +153,22 @@ async def test_a_step_s_own_exception_is_re_raised_as_itself_outside_the_tree() 
         await Boom().run()
     assert not isinstance(caught.value, stepgraph.errors.StepgraphError)
     assert any("explode" in note for note in getattr(caught.value, "__notes__", []))
+
+
+class Graphless(stepgraph.Executor):
+    @stepgraph.handler
+    async def on_text(self, text: str, ctx: stepgraph.WorkflowContext) -> None:
+        await ctx.yield_output(text)
+
+
+async def test_contexts_and_handlers_can_be_weakly_referenced_for_caches_and_leak_checks() -> None:
+    import weakref
+
+    step_handler = Boom().run()
+    graph_handler = stepgraph.WorkflowBuilder(start=Graphless(id="g")).build().run("x")
+    for handler in (step_handler, graph_handler):
+        assert weakref.ref(handler)() is handler
+        assert weakref.ref(handler.ctx)() is handler.ctx
+    with pytest.raises(KeyError):
+        await step_handler
+    assert (await graph_handler).outputs == ["x"]

@@ -375,3 +375,22 @@ async def test_cancelling_the_outer_run_ends_an_inner_run_waiting_for_an_answer(
     with pytest.raises(WorkflowCancelled):
         await run
     assert inner_run.done
+
+
+@MODES
+async def test_a_request_event_written_to_the_stream_by_hand_opens_nothing_and_pauses_nothing(
+    mode: str,
+) -> None:
+    class Announcer(Executor):
+        @handler
+        async def on_text(self, text: str, ctx: WorkflowContext[Any]) -> None:
+            ctx.write_event_to_stream(RequestInfoEvent(request_id="by-hand", data=text))
+            await ctx.yield_output(text)
+
+    handler_ = WorkflowBuilder(start=Announcer(id="a")).build(mode=mode).run("hi")
+    seen = [ev async for ev in handler_.stream_events()]
+    result = await handler_  # finished: a hand-written request is only an event
+    assert result.outputs == ["hi"]
+    assert [ev.request_id for ev in seen if isinstance(ev, RequestInfoEvent)] == ["by-hand"]
+    with pytest.raises(RunFinishedError):
+        await handler_.send_response("by-hand", 1)

@@ -25,6 +25,7 @@ from stepgraph.errors import (
     WorkflowRuntimeError,
     WorkflowTimeoutError,
 )
+from stepgraph.testing import FakeClock
 
 MODES = ["superstep", "async"]
 GUARD_SECONDS = 5.0
@@ -237,7 +238,7 @@ async def test_collect_events_with_an_event_of_no_expected_type_names_step_and_t
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_wait_for_event_timeout_raises_wait_for_event_timeout_error(mode: str) -> None:
-    exc = await run_error(WaitsBriefly(mode=mode))
+    exc = await run_error(WaitsBriefly(mode=mode, clock=FakeClock()))
     assert isinstance(exc, WaitForEventTimeoutError)
     assert isinstance(exc, WorkflowTimeoutError)
     assert isinstance(exc, TimeoutError)
@@ -256,7 +257,7 @@ async def test_a_wait_for_event_timeout_can_be_caught_in_the_step() -> None:
             return StopEvent(result="answered")
 
     async with asyncio.timeout(GUARD_SECONDS):
-        assert await Fallback().run() == "WaitForEventTimeoutError"
+        assert await Fallback(clock=FakeClock()).run() == "WaitForEventTimeoutError"
 
 
 async def test_run_arguments_the_start_event_rejects_raise_at_run() -> None:

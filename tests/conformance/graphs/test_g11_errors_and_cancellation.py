@@ -24,6 +24,7 @@ from stepgraph.errors import (
     WorkflowCancelled,
     WorkflowTimeoutError,
 )
+from stepgraph.testing import FakeClock
 
 from ._helpers import both_modes, failure, finish, notes_of, wait_until
 
@@ -191,7 +192,7 @@ async def test_a_handler_timeout_is_a_failed_attempt_and_ends_with_step_timeout_
             await never.wait()
 
     slow = Slow(id="slow", timeout=0.05, retry_policy=RetryPolicy(max_attempts=2, backoff=0))
-    exc = await failure(WorkflowBuilder(start=slow).build(mode=mode).run("go"))
+    exc = await failure(WorkflowBuilder(start=slow).build(mode=mode, clock=FakeClock()).run("go"))
     assert isinstance(exc, StepTimeoutError)
     assert isinstance(exc, WorkflowTimeoutError)
     assert isinstance(exc, TimeoutError)
@@ -213,7 +214,9 @@ async def test_a_run_timeout_raises_workflow_timeout_error_naming_what_still_ran
             started.set()
             await never.wait()
 
-    wf = WorkflowBuilder(start=Stuck(id="stuck")).build(mode=mode, timeout=0.05, name="jam")
+    wf = WorkflowBuilder(start=Stuck(id="stuck")).build(
+        mode=mode, timeout=0.05, name="jam", clock=FakeClock()
+    )
     exc = await failure(wf.run("go"))
     assert started.is_set()
     assert type(exc) is WorkflowTimeoutError

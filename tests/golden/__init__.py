@@ -1,0 +1,1 @@
+"""Golden journals: recorded runs that the kernel must keep replaying the same way."""
