@@ -102,8 +102,8 @@ def apply(state: RunState, tick: Tick) -> list[Command]:
         raise KernelError(f"tick {tick!r} before the run started")
     state.now = tick.at
     handler(state, tick, out)
-    if state.status is RunStatus.RUNNING:
-        _settle(state, out)
+    if state.running == 0 and state.status is RunStatus.RUNNING:
+        _settle(state, out)  # only when nothing runs can a barrier, an end or a stall come
     return out
 
 

@@ -103,3 +103,8 @@ class RunPlan:
     context_type: Callable[[Any], Any]
     style: RunStyle
     reducers: Mapping[str, Callable[[Any, Any], Any]] = field(default_factory=dict)
+    retried: tuple[bool, ...] = field(init=False)  # which nodes have a retry policy
+
+    def __post_init__(self) -> None:
+        retried = tuple(p.config.retry_policy is not None for p in self.programs)
+        object.__setattr__(self, "retried", retried)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -73,7 +74,7 @@ from .requests import Requests
 from .scope import Scope, current_scope
 from .stream import EventStream
 from .timers import Timers
-from .waits import Waits
+from .waits import Waits, collect
 from .workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ class Run:
         self._waits: Waits | None = None
         self._requests: Requests | None = None
         self._followups: deque[Tick] = deque()
+        self._draining = False
         self._unflushed: list[Scope] = []  # async mode: steps whose sends await delivery
         self._flush_scheduled = False
         self._lifecycle = False
@@ -208,14 +210,6 @@ class Run:
 
     def feed(self, tick: Tick) -> list[Command]:
         """Apply ``tick``, carry out the commands it produces, and apply what they queued."""
-        commands = self._feed(tick)
-        if self._followups:
-            followups = self._followups
-            while followups:
-                self._feed(followups.popleft())
-        return commands
-
-    def _feed(self, tick: Tick) -> list[Command]:
         if self.done:
             return []
         tick.at = self._wall()
@@ -224,6 +218,23 @@ class Run:
         except Exception as exc:  # a kernel bug: its state can no longer be trusted
             self._end(RunStatus.FAILED, None, exc)
             return []
+        if commands or self.observers:  # a plain state write produces nothing to do
+            self._carry_out(tick, commands)
+            if self._followups and not self._draining:
+                self._drain()
+        return commands
+
+    def _drain(self) -> None:
+        """Apply the ticks that carrying out commands queued (``StateMerged``, ``RunAborted``)."""
+        self._draining = True
+        try:
+            followups = self._followups
+            while followups:
+                self.feed(followups.popleft())
+        finally:
+            self._draining = False
+
+    def _carry_out(self, tick: Tick, commands: list[Command]) -> None:
         try:  # an observer, or carrying out a command, that raises fails the run
             if self.observers:
                 for observer in self.observers:
@@ -257,7 +268,6 @@ class Run:
         except Exception as exc:
             if not self.done:
                 self._followups.append(RunAborted(failure=failure_of(exc)))
-        return commands
 
     def abort(self, error: BaseException) -> None:
         """The shell could not go on: fail the run with ``error``."""
@@ -345,10 +355,17 @@ class Run:
         self, invocation: int, node: int, sent: Sequence[tuple[object, tuple[int, ...] | None]]
     ) -> Tick:
         """The tick of a step that returned having sent ``sent`` (a failure if routing raised)."""
-        if self._route is None:
+        route = self._route
+        if route is None:
             return StepCompleted(invocation=invocation, emitted=tuple(sent))
         try:
-            emitted = self._routed(node, sent)
+            if len(sent) == 1:  # the common case, without building a list
+                message, targets = sent[0]
+                emitted: tuple[Emission, ...] = (
+                    (message, route(node, message) if targets is None else targets),
+                )
+            else:
+                emitted = self._routed(node, sent)
         except Exception as exc:  # an edge condition or selector raised: the step fails
             return StepFailed(invocation=invocation, failure=failure_of(exc))
         return StepCompleted(invocation=invocation, emitted=emitted)
@@ -394,7 +411,7 @@ class Run:
     # -- what steps ask -------------------------------------------------------------------------
 
     def collect(self, scope: Scope, event: object, expected: Sequence[type]) -> list[Any] | None:
-        return self.waits.collect(self, scope, event, expected)
+        return collect(self, scope, event, expected)
 
     def wait_for(
         self,
@@ -439,7 +456,7 @@ class Run:
         """A store change becomes a ``StateWritten`` tick."""
         invocation = writer if isinstance(writer, int) else None
         tick = StateWritten(invocation=invocation, writes=writes, deletes=deletes, merges=merges)
-        if self.bridge.on_loop():
+        if threading.get_ident() == self.bridge.thread:
             self.feed(tick)
         else:
             self.bridge.call(lambda: self.feed(tick))

@@ -18,7 +18,7 @@ from .scope import Scope
 if TYPE_CHECKING:
     from .run import Run
 
-__all__ = ["Waits"]
+__all__ = ["Waits", "collect"]
 
 
 class Waits:
@@ -87,26 +87,23 @@ class Waits:
         for waiter in futures.values():
             waiter.cancel()
 
-    def collect(
-        self, run: Run, scope: Scope, event: object, expected: Sequence[type]
-    ) -> list[Any] | None:
-        """``ctx.collect_events``: one round trip to the kernel (from the loop or a thread)."""
-        undoable = run.plan.programs[scope.node].config.retry_policy is not None
-        tick = CollectRequested(
-            invocation=scope.invocation, message=event, expected=expected, undoable=undoable
-        )
-        if run.bridge.on_loop():
-            commands = run.feed(tick)
-        else:
-            commands = run.bridge.call(lambda: run.feed(tick))
-        for command in commands:
-            if type(command) is CollectResult:
-                if not command.accepted:
-                    kinds = sorted({t.__name__ for t in expected})
-                    raise WorkflowRuntimeError(
-                        f"{run.where(scope)} called collect_events with a "
-                        f"{type(event).__name__}, which is none of the expected types {kinds}; "
-                        f"the event would be lost"
-                    )
-                return command.batch
-        return None
+
+def collect(run: Run, scope: Scope, event: object, expected: Sequence[type]) -> list[Any] | None:
+    """``ctx.collect_events``: one round trip to the kernel (from the loop or a thread)."""
+    undoable = run.plan.retried[scope.node]
+    tick = CollectRequested(
+        invocation=scope.invocation, message=event, expected=expected, undoable=undoable
+    )
+    on_loop = run.bridge.on_loop()
+    commands = run.feed(tick) if on_loop else run.bridge.call(lambda: run.feed(tick))
+    for command in commands:
+        if type(command) is CollectResult:
+            if not command.accepted:
+                kinds = sorted({t.__name__ for t in expected})
+                raise WorkflowRuntimeError(
+                    f"{run.where(scope)} called collect_events with a "
+                    f"{type(event).__name__}, which is none of the expected types {kinds}; "
+                    f"the event would be lost"
+                )
+            return command.batch
+    return None

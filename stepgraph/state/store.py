@@ -225,7 +225,8 @@ class StateStore:
         ``old`` is ``None`` when the key is missing. ``fn`` may be a coroutine
         function; the key stays locked while it runs. Not for keys with a reducer.
         """
-        self._no_reducer(key, "update")
+        if key in self._reducers:
+            self._no_reducer(key, "update")  # raises
         if self._busy() or asyncio.iscoroutinefunction(fn):
             async with self._locked():
                 value = fn(self._data.get(key))
