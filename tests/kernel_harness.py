@@ -86,7 +86,7 @@ class Emitted:
     invocation: int
     position: int
     message: object
-    target: int | None
+    target: tuple[int, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +205,8 @@ class KernelHarness:
 
     def _carry_out(self, command: Command) -> None:
         if isinstance(command, StartStep):
-            assert command.invocation not in self.in_flight, f"started twice: {command}"
+            retry = command.attempt > 1
+            assert (command.invocation in self.in_flight) == retry, f"started twice: {command}"
             self.in_flight[command.invocation] = command
             self.started.append(
                 Started(command.invocation, command.node, command.message, self.superstep)

@@ -98,6 +98,12 @@ class Collector:
                 return True
         return False
 
+    def give_back(self, items: Sequence[tuple[Hashable, object]]) -> None:
+        """Put ``(kind, message)`` pairs of a released batch back, ahead of what is held."""
+        for kind, message in reversed(items):
+            self._held[kind].appendleft(message)
+        self._missing = sum(n - min(n, len(self._held[k])) for k, n in self._need.items())
+
     @property
     def held(self) -> int:
         """How many messages the collector holds."""

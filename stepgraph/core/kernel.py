@@ -234,10 +234,14 @@ def _apply_collect_requested(state: RunState, tick: CollectRequested, out: list[
         out.append(CollectResult(batch=None, accepted=False))
         return
     batch = collector.add_kind(kind, tick.message)
-    if batch is None and tick.undoable:  # held: a failed attempt takes it back
+    if tick.undoable:  # the step may be retried: remember what to take back or give back
         if inv.collected is None:
             inv.collected = []
         inv.collected.append((key, kind, tick.message))
+        if batch is not None:
+            if inv.released is None:
+                inv.released = []
+            inv.released.append((key, collector.expected, batch))
     if batch is not None and not collector.held:
         del state.collectors[key]
     out.append(CollectResult(batch=batch))
@@ -346,14 +350,32 @@ _HANDLERS: dict[type, Callable[[RunState, Any, list[Command]], None]] = {
 
 
 def _undo_attempt(state: RunState, inv: Invocation) -> None:
-    """Take back what a failed attempt left: collected events, undelivered sends, writes."""
+    """Undo a failed attempt: what it collected, its undelivered sends, writes and requests.
+
+    Events it handed to a collector are taken back (its retry hands them in again); a
+    batch a collector released to it goes back to the collector, but for those events, so
+    that the retry sees what the failed attempt saw.
+    """
+    own = [message for _, _, message in inv.collected or ()]
     for key, kind, message in inv.collected or ():
         collector = state.collectors.get(key)
         if collector is not None:
             collector.retract(kind, message)
             if not collector.held:
                 del state.collectors[key]
-    inv.collected = None
+    for key, expected, batch in inv.released or ():
+        given = list(zip(expected, batch, strict=True))
+        for message in own:  # one occurrence each: the retry will hand these in again
+            for position, (_, held) in enumerate(given):
+                if held is message:
+                    del given[position]
+                    break
+        if given:
+            collector = state.collectors.get(key)
+            if collector is None:
+                collector = state.collectors[key] = Collector(expected)
+            collector.give_back(given)
+    inv.collected = inv.released = None
     if state.pending_merges:
         state.pending_merges = [m for m in state.pending_merges if m[0] != inv.order]
     if state.mode is Mode.SUPERSTEP:  # its requests are still in the outbox, unpublished

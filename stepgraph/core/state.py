@@ -64,6 +64,7 @@ class Invocation:
         "message",
         "node",
         "order",
+        "released",
         "waiting",
     )
 
@@ -79,7 +80,12 @@ class Invocation:
         self.attempt = 1  # the attempt running (or, while backing off, the next one)
         self.failure: Failure | None = None  # why the last attempt failed
         self.backing_off = False  # between attempts, waiting for its retry timer
+        # what this attempt handed to collectors (key, kind, message), to take back if it
+        # fails, and the batches they released to it (key, expected, batch), to give back
         self.collected: list[tuple[tuple[object, ...], object, object]] | None = None
+        self.released: list[tuple[tuple[object, ...], tuple[object, ...], list[object]]] | None = (
+            None
+        )
 
     def snapshot(self) -> tuple[object, ...]:
         return (
@@ -92,6 +98,8 @@ class Invocation:
             self.attempt,
             self.failure,
             self.backing_off,
+            tuple(self.collected or ()),
+            tuple((k, e, tuple(b)) for k, e, b in self.released or ()),
         )
 
 

@@ -218,23 +218,8 @@ class Run:
         except Exception as exc:  # a kernel bug: its state can no longer be trusted
             self._end(RunStatus.FAILED, None, exc)
             return []
-        if commands or self.observers:  # a plain state write produces nothing to do
-            self._carry_out(tick, commands)
-            if self._followups and not self._draining:
-                self._drain()
-        return commands
-
-    def _drain(self) -> None:
-        """Apply the ticks that carrying out commands queued (``StateMerged``, ``RunAborted``)."""
-        self._draining = True
-        try:
-            followups = self._followups
-            while followups:
-                self.feed(followups.popleft())
-        finally:
-            self._draining = False
-
-    def _carry_out(self, tick: Tick, commands: list[Command]) -> None:
+        if not commands and not self.observers:
+            return commands  # a plain state write, say: nothing to carry out
         try:  # an observer, or carrying out a command, that raises fails the run
             if self.observers:
                 for observer in self.observers:
@@ -268,6 +253,19 @@ class Run:
         except Exception as exc:
             if not self.done:
                 self._followups.append(RunAborted(failure=failure_of(exc)))
+        if self._followups and not self._draining:
+            self._drain()
+        return commands
+
+    def _drain(self) -> None:
+        """Apply the ticks that carrying out commands queued (``StateMerged``, ``RunAborted``)."""
+        self._draining = True
+        try:
+            followups = self._followups
+            while followups:
+                self.feed(followups.popleft())
+        finally:
+            self._draining = False
 
     def abort(self, error: BaseException) -> None:
         """The shell could not go on: fail the run with ``error``."""

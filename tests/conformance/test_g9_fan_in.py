@@ -9,7 +9,7 @@ is an error naming the step.
 import pytest
 from _helpers_b import both_modes, failure, finish
 
-from stepgraph import Context, Event, StartEvent, StopEvent, Workflow, step
+from stepgraph import Context, Event, RetryPolicy, StartEvent, StopEvent, Workflow, step
 from stepgraph.errors import StepgraphError
 
 
@@ -144,3 +144,27 @@ async def test_two_long_collectors_of_one_step_keep_their_events_apart(mode: str
 
     assert await finish(TwoLists(mode=mode).run()) == 2
     assert sorted(batches) == sorted([[t.__name__ for t in with_b], [t.__name__ for t in with_c]])
+
+
+@both_modes
+async def test_a_retried_fan_in_step_sees_the_batch_its_failed_attempt_saw(mode: str) -> None:
+    attempts: list[int | None] = []
+
+    class Gather(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> None:
+            for value in range(3):
+                ctx.send_event(Result(value=value))
+
+        @step(retry_policy=RetryPolicy(max_attempts=2))
+        async def gather(self, ctx: Context, ev: Result) -> StopEvent | None:
+            batch = ctx.collect_events(ev, [Result] * 3)
+            attempts.append(None if batch is None else len(batch))
+            if batch is None:
+                return None
+            if attempts.count(3) == 1:
+                raise ConnectionError("failed after the batch was complete")
+            return StopEvent(result=sorted(e.value for e in batch))
+
+    assert await finish(Gather(mode=mode).run()) == [0, 1, 2]
+    assert attempts == [None, None, 3, 3]  # the retry got the whole batch again
