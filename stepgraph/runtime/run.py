@@ -130,6 +130,7 @@ class Run:
         self._waits: Waits | None = None
         self._requests: Requests | None = None
         self._followups: deque[Tick] = deque()
+        self._feeding = False  # carrying out commands: a tick fed now waits in _followups
         self._draining = False
         self._unflushed: list[Scope] = []  # async mode: steps whose sends await delivery
         self._flush_scheduled = False
@@ -209,8 +210,15 @@ class Run:
     # -- the one path into the kernel -----------------------------------------------------------
 
     def feed(self, tick: Tick) -> list[Command]:
-        """Apply ``tick``, carry out the commands it produces, and apply what they queued."""
+        """Apply ``tick``, carry out the commands it produces, and apply what they queued.
+
+        Never re-entered: a tick fed while commands are being carried out (by an observer,
+        say) is queued and applied once they are all carried out.
+        """
         if self.done:
+            return []
+        if self._feeding:
+            self._followups.append(tick)
             return []
         tick.at = self._wall()
         try:
@@ -220,6 +228,7 @@ class Run:
             return []
         if not commands and not self.observers:
             return commands  # a plain state write, say: nothing to carry out
+        self._feeding = True
         try:  # an observer, or carrying out a command, that raises fails the run
             if self.observers:
                 for observer in self.observers:
@@ -253,6 +262,8 @@ class Run:
         except Exception as exc:
             if not self.done:
                 self._followups.append(RunAborted(failure=failure_of(exc)))
+        finally:
+            self._feeding = False
         if self._followups and not self._draining:
             self._drain()
         return commands

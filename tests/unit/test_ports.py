@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from stepgraph import Context, StartEvent, StopEvent, Workflow, step
+from stepgraph import Context, Event, RunObserver, StartEvent, StopEvent, Workflow, step
 from stepgraph.core import RunStatus
+from stepgraph.journal import Journal
 from stepgraph.runtime.launch import RunOptions, launch
+from stepgraph.runtime.observers import RunInfo
 from stepgraph.runtime.plan import RunPlan
 from stepgraph.runtime.ports import CallerPort
 from stepgraph.runtime.run import IN_PROCESS
@@ -48,3 +50,45 @@ async def test_the_handler_s_context_is_the_one_the_run_gave_its_steps() -> None
     await handler
     assert runtime.created[0].context is None  # a finished run lets go of its context
     assert handler.ctx.run_id == handler.run_id  # the caller's reference still works
+
+
+class Extra(Event):
+    n: int
+
+
+class Echoes(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Extra:
+        return Extra(n=1)
+
+    @step
+    async def count(self, ctx: Context, ev: Extra) -> StopEvent | None:
+        seen = await ctx.store.update("seen", lambda n: (n or 0) + 1)
+        return StopEvent(result=seen) if seen == 2 else None
+
+
+async def test_a_tick_fed_while_commands_are_carried_out_waits_until_they_all_are() -> None:
+    journal = Journal()
+    handlers: list[Any] = []
+
+    applied_inside: list[bool] = []
+
+    class SendAtTheFirstBarrier(RunObserver):
+        def superstep_ended(self, run: RunInfo, superstep: int) -> None:
+            if superstep == 0:
+                before = len(journal.records(run.run_id))
+                handlers[0].send_event(Extra(n=2))  # feeds the run from inside its feed
+                applied_inside.append(len(journal.records(run.run_id)) != before)
+
+    handler = Echoes(observers=[SendAtTheFirstBarrier()], journal=journal).run()
+    handlers.append(handler)
+    assert await handler == 2
+    kinds = [record.tick.kind for record in journal.records(handler.run_id)]
+    barrier = next(
+        i
+        for i, record in enumerate(journal.records(handler.run_id))
+        if any(c.kind == "superstep_ended" for c in record.commands)
+    )
+    assert kinds[barrier + 1] == "external_event_received"  # applied right after, not inside
+    assert kinds.count("external_event_received") == 1
+    assert applied_inside == [False]  # queued, not applied in the middle of the barrier
