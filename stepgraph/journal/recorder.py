@@ -54,6 +54,9 @@ class Journal(RunObserver):
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = None if path is None else Path(path)
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8"):
+                pass  # a path that cannot be written fails here, not in the middle of a run
         self._records: dict[str, list[JournalRecord]] = {}
         self._lock = threading.Lock()
 

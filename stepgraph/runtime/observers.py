@@ -79,7 +79,14 @@ class RunObserver:
     def run_ended(
         self, run: RunInfo, status: RunStatus, result: object, error: BaseException | None
     ) -> None:
-        """The run ended (its handler is about to resolve)."""
+        """The run ended (its handler is about to resolve).
+
+        ``result`` is the kernel's: the stop message of a ``@step`` workflow (the
+        ``StopEvent``), None for an executor graph (whose outputs are in
+        ``run.state.outputs``); what awaiting the handler gives is shaped from it.
+        Every observer is told the same outcome; one that raises here fails a finished
+        run (its outcome could not be recorded).
+        """
 
 
 class Verbose(RunObserver):

@@ -182,8 +182,12 @@ class Run:
     def start(self, message: object) -> None:
         """Start the run with ``message`` as its first message."""
         if self.observers:
-            for observer in self.observers:
-                observer.run_started(self)
+            try:
+                for observer in self.observers:
+                    observer.run_started(self)
+            except Exception as exc:  # the run fails, through its handler like any failure
+                self._end(RunStatus.FAILED, None, exc)
+                return
         self.feed(RunStarted(run_id=self.run_id, start=message))
 
     def send_external(self, event: object, step: str | None) -> None:
@@ -260,13 +264,29 @@ class Run:
                     case CollectResult():
                         pass  # the collect that fed the tick reads it from the returned list
         except Exception as exc:
-            if not self.done:
+            if self.done:
+                pass
+            elif self.state.status is RunStatus.RUNNING:
                 self._followups.append(RunAborted(failure=failure_of(exc)))
+            else:  # the kernel has ended the run already: end it here with what it decided
+                self._end_after(exc)
         finally:
             self._feeding = False
         if self._followups and not self._draining:
             self._drain()
         return commands
+
+    def _end_after(self, error: BaseException) -> None:
+        """Carrying out failed after the kernel ended the run: end as the kernel did.
+
+        A run the kernel finished fails with ``error`` instead (its outcome could not be
+        carried out); a run that had failed or been cancelled keeps its own error.
+        """
+        state = self.state
+        if state.status is RunStatus.FINISHED:
+            self._end(RunStatus.FAILED, None, error)
+        else:
+            self._end(state.status, None, error if state.failure is None else state.failure.error)
 
     def _drain(self) -> None:
         """Apply the ticks that carrying out commands queued (``StateMerged``, ``RunAborted``)."""
@@ -506,12 +526,14 @@ class Run:
         if self._store is not None:
             self._store.close()  # its sink was this run: no cycle left behind
         self.context = None  # Context -> Run stays; Run -> Context goes
-        for observer in self.observers:
+        failed: BaseException | None = None
+        for observer in self.observers:  # every observer is told the same outcome
             try:
                 observer.run_ended(self, status, result, error)
-            except Exception as exc:  # the run cannot report an outcome it failed to record
-                if status is RunStatus.FINISHED:
-                    status, result, error = RunStatus.FAILED, None, exc
+            except Exception as exc:
+                failed = failed or exc
+        if failed is not None and status is RunStatus.FINISHED:
+            status, result, error = RunStatus.FAILED, None, failed  # it could not be recorded
         outcome = self.outcome
         if outcome.done():  # cancelled by an awaiter: there is no one to report to
             self.stream.close()

@@ -42,6 +42,10 @@ class _Timer:
         self.callback = None
 
 
+def _live(timer: _Timer) -> bool:
+    return not timer.cancelled and not timer.loop.is_closed()
+
+
 class FakeClock:
     """A clock whose time moves only when told to, or when the event loop is idle.
 
@@ -89,7 +93,8 @@ class FakeClock:
         self._activity += 1
         timer = _Timer(self._now + max(0.0, delay), callback, loop)
         heapq.heappush(self._timers, (timer.due, next(self._order), timer))
-        if self.autojump and (self._jumper is None or self._jumper.done()):
+        jumper = self._jumper
+        if self.autojump and (jumper is None or jumper.done() or jumper.get_loop() is not loop):
             self._jumper = loop.create_task(self._jump_when_idle())
         return timer
 
@@ -97,8 +102,8 @@ class FakeClock:
 
     @property
     def pending(self) -> int:
-        """How many timers are armed and not cancelled."""
-        return sum(1 for _, _, timer in self._timers if not timer.cancelled)
+        """How many timers are armed and can still fire (not cancelled, loop not closed)."""
+        return sum(1 for _, _, timer in self._timers if _live(timer))
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, firing the timers that fall due, in order.
@@ -124,8 +129,8 @@ class FakeClock:
 
     def _next_due(self) -> float | None:
         timers = self._timers
-        while timers and timers[0][2].cancelled:
-            heapq.heappop(timers)
+        while timers and not _live(timers[0][2]):
+            heapq.heappop(timers)  # cancelled, or left armed by a loop that has closed
         return timers[0][0] if timers else None
 
     async def _jump_when_idle(self) -> None:
