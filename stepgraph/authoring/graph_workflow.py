@@ -60,6 +60,10 @@ class GraphWorkflow:
         self.max_supersteps = max_supersteps
         self.max_concurrency = max_concurrency
 
+    def _stepgraph_plan(self) -> RunPlan:
+        """The compiled plan runs of this graph follow (``replay`` reads it)."""
+        return self.plan
+
     @property
     def executor_ids(self) -> list[str]:
         """The executors' ids, in graph order (the start executor first)."""

@@ -208,9 +208,11 @@ class Workflow:
         event = self._start_event(compiled, start_event, kwargs)
         return launch(compiled.plan, self, self.options, event, who=f"{compiled.name}.run()")
 
-    @property
-    def plan(self) -> RunPlan:
-        """The compiled plan runs of this workflow follow (validates the definition)."""
+    def _stepgraph_plan(self) -> RunPlan:
+        """The compiled plan runs of this workflow follow (validates the definition).
+
+        A name no subclass uses by accident: ``plan`` could be a user's attribute or step.
+        """
         return self._compiled().plan
 
     @staticmethod

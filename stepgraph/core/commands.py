@@ -92,7 +92,11 @@ class CollectResult:
 
 @dataclass(slots=True, kw_only=True)
 class SuperstepEnded:
-    """Superstep ``superstep`` passed its barrier: nothing is in flight (checkpoint here)."""
+    """Superstep ``superstep`` passed its barrier: every step of it finished.
+
+    Nothing runs at a barrier, but a step suspended in ``wait_for_event`` stays in flight
+    across it. The ``StartStep`` commands after this one belong to the next superstep.
+    """
 
     kind: ClassVar[str] = "superstep_ended"
     superstep: int

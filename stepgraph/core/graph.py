@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..errors import UnknownStepError, UnroutableEventError
+
 __all__ = ["EXTERNAL", "FanIn", "Graph", "Node"]
 
 EXTERNAL = -1
@@ -125,6 +127,29 @@ class Graph:
             targets = tuple(node.index for node in self.nodes if issubclass(kind, node.accepts))
             self._routes[kind] = targets
         return targets
+
+    def target(self, where: str, step: str, message: object) -> int:
+        """The index of node ``step``, which ``message`` is sent to by ``where``.
+
+        Raises:
+            UnknownStepError: the graph has no node named ``step``.
+            UnroutableEventError: node ``step`` does not accept the message (a stop
+                message goes anywhere: it ends the run).
+        """
+        kind = self.node_kind
+        index = self.index_of.get(step)
+        if index is None:
+            raise UnknownStepError(
+                f"{where} sent {type(message).__name__} to {kind} {step!r}, but workflow "
+                f"{self.name!r} has no such {kind}; it has {sorted(self.index_of)}"
+            )
+        if not self.accepts(index, message) and not self.is_stop(message):
+            accepted = [t.__name__ for t in self.nodes[index].accepts]
+            raise UnroutableEventError(
+                f"{where} sent {type(message).__name__} to {kind} {step!r}, which does not "
+                f"accept it (it accepts {accepted})"
+            )
+        return index
 
     def accepts(self, index: int, message: object) -> bool:
         """Whether node ``index`` accepts ``message``."""

@@ -184,9 +184,9 @@ def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) 
     inv.waiting = True
     state.nodes[inv.node].waiting += 1
     state.running -= 1
-    for held in state.unclaimed:
+    for position, held in enumerate(state.unclaimed):
         if waiter.matches(held):
-            state.unclaimed.remove(held)
+            del state.unclaimed[position]  # by position: no message's __eq__ runs here
             _resolve(state, waiter, held, out)
             return
     state.waiters[inv.id] = waiter

@@ -16,8 +16,9 @@ Example::
 """
 
 from .codec import decode, encode
-from .recorder import Journal, JournalRecord
-from .replay import read_journal, replay, write_journal
+from .recorder import Journal
+from .records import JournalRecord, read_journal, write_journal
+from .replay import replay
 
 __all__ = [
     "Journal",

@@ -14,6 +14,11 @@ that is not JSON is written as a one-key object whose key starts with ``$``:
 ``$dataclass``     a dataclass instance: ``[class, {field: value}]``
 ``$failure``       a :class:`~stepgraph.core.Failure` (the live exception is not kept)
 ``$response``      a :class:`~stepgraph.core.ResponseMessage`
+``$set``           a set, ``$frozenset`` a frozenset (their items)
+``$bytes``         bytes, in base64
+``$datetime``      a datetime, ``$date`` a date, ``$time`` a time (ISO 8601)
+``$timedelta``     a timedelta, in seconds
+``$uuid``          a UUID; ``$decimal`` a Decimal; ``$path`` a path (as text)
 =================  ===============================================================
 
 Classes are named by module and qualified name, so only classes importable from a
@@ -24,9 +29,15 @@ was found.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import datetime
+import decimal
 import importlib
+import json
 import math
+import pathlib
+import uuid
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
@@ -93,6 +104,13 @@ def encode(value: Any, where: str = "") -> Any:
         return {"$tuple": [encode(item, where) for item in value]}
     if kind is dict:
         return {"$map": [[encode(k, where), encode(v, where)] for k, v in value.items()]}
+    simple = _SIMPLE.get(kind)
+    if simple is not None:
+        tag, write, _ = simple
+        return {tag: write(value)}
+    if kind is set or kind is frozenset:
+        items = sorted((encode(item, where) for item in value), key=_order)
+        return {"$set" if kind is set else "$frozenset": items}
     if isinstance(value, type):
         return {"$type": class_path(value, where)}
     if isinstance(value, Enum):
@@ -175,7 +193,31 @@ def _failure(body: Any) -> Failure:
     )
 
 
+def _order(item: Any) -> str:
+    return json.dumps(item, sort_keys=True)
+
+
+# Values written as one string or number: class -> (tag, write, read).
+_SIMPLE: dict[type, tuple[str, Callable[[Any], Any], Callable[[Any], Any]]] = {
+    datetime.datetime: ("$datetime", datetime.datetime.isoformat, datetime.datetime.fromisoformat),
+    datetime.date: ("$date", datetime.date.isoformat, datetime.date.fromisoformat),
+    datetime.time: ("$time", datetime.time.isoformat, datetime.time.fromisoformat),
+    datetime.timedelta: (
+        "$timedelta",
+        datetime.timedelta.total_seconds,
+        lambda seconds: datetime.timedelta(seconds=seconds),
+    ),
+    uuid.UUID: ("$uuid", str, uuid.UUID),
+    decimal.Decimal: ("$decimal", str, decimal.Decimal),
+    bytes: ("$bytes", lambda b: base64.b64encode(b).decode("ascii"), base64.b64decode),
+    pathlib.PurePosixPath: ("$path", str, pathlib.PurePosixPath),
+    pathlib.PosixPath: ("$path", str, pathlib.Path),
+}
+
 _DECODERS: dict[str, Callable[[Any], Any]] = {
+    **{tag: read for tag, _, read in _SIMPLE.values()},
+    "$set": lambda body: {decode(item) for item in body},
+    "$frozenset": lambda body: frozenset(decode(item) for item in body),
     "$tuple": lambda body: tuple(decode(item) for item in body),
     "$map": lambda body: {decode(k): decode(v) for k, v in body},
     "$float": float,

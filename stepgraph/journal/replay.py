@@ -9,27 +9,23 @@ change to the kernel's semantics shows as a failing replay of an old journal.
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from ..core import RunState, Tick, apply
-from ..errors import KernelError, ReplayDivergenceError, SerializationError
+from ..errors import KernelError, ReplayDivergenceError
 from ..runtime.launch import RunOptions
 from ..runtime.plan import RunPlan
-from .codec import decode_command, decode_tick, encode_command
-from .recorder import JournalRecord
+from .codec import encode_command
+from .records import JournalRecord
 
-__all__ = ["read_journal", "replay", "write_journal"]
+__all__ = ["replay"]
 
 
 class Replayable(Protocol):
     """A workflow whose runs can be replayed: ``Workflow`` objects and built graphs."""
 
-    @property
-    def plan(self) -> RunPlan: ...
+    def _stepgraph_plan(self) -> RunPlan: ...
     @property
     def options(self) -> RunOptions: ...
 
@@ -38,7 +34,7 @@ def fresh_state(workflow: Replayable) -> RunState:
     """The state a run of ``workflow`` starts from (before its first tick)."""
     options = workflow.options
     return RunState(
-        workflow.plan.graph,
+        workflow._stepgraph_plan().graph,
         mode=options.mode,
         max_supersteps=options.max_supersteps,
         max_concurrency=options.max_concurrency,
@@ -91,36 +87,3 @@ def _first_difference(expected: list[dict[str, Any]], got: list[dict[str, Any]])
             keys = [k for k in {*want, *have} if want.get(k) != have.get(k)]
             return f"command {index} ({want.get('kind')}) differs in {sorted(keys)}"
     return f"{len(expected)} commands recorded, {len(got)} produced"
-
-
-def write_journal(path: str | os.PathLike[str], records: Iterable[JournalRecord]) -> None:
-    """Write ``records`` to ``path`` as JSON lines (replacing the file)."""
-    with open(path, "w", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
-
-
-def read_journal(path: str | os.PathLike[str], run_id: str | None = None) -> list[JournalRecord]:
-    """The records in the journal file ``path`` (only run ``run_id``'s when given)."""
-    return list(_read(Path(path), run_id))
-
-
-def _read(path: Path, run_id: str | None) -> Iterator[JournalRecord]:
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-                if run_id is not None and data.get("run_id") != run_id:
-                    continue
-                yield JournalRecord(
-                    data["run_id"],
-                    data["seq"],
-                    decode_tick(data["tick"]),
-                    tuple(decode_command(c) for c in data["commands"]),
-                )
-            except (ValueError, KeyError, TypeError, SerializationError) as exc:
-                raise SerializationError(
-                    f"{path}, line {number}: not a journal record: {exc}"
-                ) from exc

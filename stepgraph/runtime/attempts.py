@@ -55,10 +55,13 @@ async def run_attempt(run: Run, command: StartStep) -> Tick:
     deadline: asyncio.Timeout | None = None
     body: Awaitable[Any]
     try:
-        if program.backend is not None and not program.backend.in_process:
-            body = _elsewhere(run, program, command)
-        else:
+        backend = program.backend
+        if backend is None:  # the default: inline when async, a thread when not
             body = program.call(run.owner, run.context, message)
+        elif backend.in_process:
+            body = backend.submit(program.body, run.owner, run.context, message)
+        else:
+            body = _elsewhere(run, program, command)
         if timeout is None:
             result = await body
         else:
@@ -90,8 +93,15 @@ async def _elsewhere(run: Run, program: NodeProgram, command: StartStep) -> Any:
     """Run the body on a backend that is not in-process; carry out its recorded effects."""
     backend = program.backend
     assert backend is not None
+    plan = run.plan
     port = RecordingPort(
-        run_id=run.run_id, plan=run.plan, backend=backend.name, store=run.state.store
+        run_id=run.run_id,
+        name=run.name,
+        graph=run.graph,
+        reducers=plan.reducers,
+        context_type=plan.context_type,
+        backend=backend.name,
+        store=run.state.store,
     )
     result, effects = await backend.submit(
         run_recorded,

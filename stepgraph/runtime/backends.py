@@ -60,10 +60,21 @@ class InlineBackend:
         return future
 
 
-def _call(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-    """Call ``fn`` in a worker thread, so that no exception can be lost on the way back."""
+def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """Call ``fn`` in a worker thread, so that no exception can be lost on the way back.
+
+    An ``async def`` body gets an event loop of its own in the thread.
+    """
     try:
-        return fn(*args)
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            awaitable = result
+
+            async def finish() -> Any:
+                return await awaitable
+
+            result = asyncio.run(finish())
+        return result
     except StopIteration as exc:
         # asyncio cannot carry StopIteration through a future (it would hang the awaiter):
         # it reaches the step as what it is, a RuntimeError raised by the body.

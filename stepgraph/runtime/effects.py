@@ -2,11 +2,21 @@
 
 A backend that is not in-process (a process pool, a cluster) cannot hand a body the live
 context of its run. The body gets a context over a :class:`RecordingPort` instead: what
-it sends, writes to the stream and writes to the shared state is recorded in
+it sends, writes to the stream and writes to the shared state is recorded, in order, in
 :class:`Effects` and travels back with its result; the shell then carries the effects
-out in the invocation's scope, as if the body had run in-process. Operations that need
-a round trip to the run while the body runs (``collect_events``, ``wait_for_event``,
-``request_info``) are refused with a clear error.
+out in the invocation's scope, as if the body had run in-process.
+
+What such a body can and cannot do:
+
+* ``send_event`` / ``send_message`` (a named target is checked at once, in the body),
+  ``write_event_to_stream``, ``yield_output``, and the shared state: it reads the state
+  as of its start, sees its own plain writes, and its writes reach the run when it
+  returns (last writer wins; use a reducer key for writes that must all count).
+* ``collect_events``, ``wait_for_event`` and ``request_info`` need round trips to the
+  live run while the body runs: they are refused with a clear error.
+
+A recording port holds data only (names, the graph's types, the reducers, a copy of the
+state), never the run or its plan.
 """
 
 from __future__ import annotations
@@ -15,31 +25,26 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
+from ..core import Graph
 from ..errors import WorkflowRuntimeError
 from ..state.store import StateStore
 from .scope import Scope, set_scope
-
-if TYPE_CHECKING:
-    from .plan import RunPlan
 
 __all__ = ["Effects", "RecordingPort", "run_recorded"]
 
 
 @dataclass(slots=True)
 class Effects:
-    """What a body did to its run, in order.
+    """What a body did to its run, in the order it did it.
 
     Attributes:
-        sends: messages sent, with the step they were sent to (None: routed).
-        stream: events written to the stream.
-        store: shared-state operations: ``("set", key, value)`` or ``("delete", key, None)``.
+        ops: ``("send", message, step or None)``, ``("stream", event, None)``,
+            ``("set", key, value)`` or ``("delete", key, None)``.
     """
 
-    sends: list[tuple[object, str | None]] = field(default_factory=list)
-    stream: list[object] = field(default_factory=list)
-    store: list[tuple[str, str, object]] = field(default_factory=list)
+    ops: list[tuple[str, object, object]] = field(default_factory=list)
 
 
 class _RecordingSink:
@@ -61,14 +66,15 @@ class _RecordingSink:
         merges: tuple[tuple[str, Any], ...],
         writer: object | None,
     ) -> None:
+        ops = self.effects.ops
         for key, value in writes:
             self.data[key] = value
-            self.effects.store.append(("set", key, value))
+            ops.append(("set", key, value))
         for key, value in merges:
-            self.effects.store.append(("set", key, value))
+            ops.append(("set", key, value))
         for key in deletes:
             self.data.pop(key, None)
-            self.effects.store.append(("delete", key, None))
+            ops.append(("delete", key, None))
 
 
 class RecordingPort:
@@ -78,17 +84,21 @@ class RecordingPort:
         self,
         *,
         run_id: str,
-        plan: RunPlan,
+        name: str,
+        graph: Graph,
+        reducers: Mapping[str, Callable[[Any, Any], Any]],
+        context_type: Callable[[Any], Any],
         backend: str,
         store: Mapping[str, Any],
     ) -> None:
         self.run_id = run_id
-        self.plan = plan
-        self.name = plan.name
+        self.name = name
+        self.graph = graph
+        self.context_type = context_type
         self.backend = backend
         self.effects = Effects()
         data = dict(store)
-        self.store = StateStore.attached(data, plan.reducers, _RecordingSink(data, self.effects))
+        self.store = StateStore.attached(data, reducers, _RecordingSink(data, self.effects))
 
     @property
     def running(self) -> bool:
@@ -97,17 +107,19 @@ class RecordingPort:
     def where(self, scope: Scope | None) -> str:
         if scope is None:
             return "the caller"
-        node = self.plan.graph.nodes[scope.node].name
-        return f"{self.plan.graph.node_kind} {node!r} of workflow {self.name!r}"
+        node = self.graph.nodes[scope.node].name
+        return f"{self.graph.node_kind} {node!r} of workflow {self.name!r}"
 
     def emit(self, scope: Scope, message: object) -> None:
-        self.effects.sends.append((message, None))
+        self.effects.ops.append(("send", message, None))
 
     def send(self, scope: Scope | None, message: object, step: str | None) -> None:
-        self.effects.sends.append((message, step))
+        if step is not None:
+            self.graph.target(self.where(scope), step, message)  # raises in the body, as live
+        self.effects.ops.append(("send", message, step))
 
     def publish(self, scope: Scope | None, event: object) -> None:
-        self.effects.stream.append(event)
+        self.effects.ops.append(("stream", event, None))
 
     def _refuse(self, scope: Scope, what: str) -> NoReturn:
         raise WorkflowRuntimeError(
@@ -153,7 +165,7 @@ def run_recorded(
     an ``async def`` body gets an event loop of its own there.
     """
     set_scope(Scope(port, invocation, node, message))
-    result = body(owner, port.plan.context_type(port), message)
+    result = body(owner, port.context_type(port), message)
     if inspect.isawaitable(result):
         awaitable = result
 

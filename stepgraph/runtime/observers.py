@@ -65,16 +65,24 @@ class RunObserver:
         """Attempt ``attempt`` (1-based) of ``step`` on ``message`` begins."""
 
     def step_ended(
-        self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick
+        self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick | None
     ) -> None:
         """An attempt ended: ``outcome`` is the tick it gives the kernel.
 
         ``StepCompleted`` (it returned), ``AttemptFailed`` (it will be retried) or
-        ``StepFailed`` (it failed for good).
+        ``StepFailed`` (it failed for good); None when the run ended while the attempt ran
+        (it was cancelled). Every ``step_started`` gets its ``step_ended``, called in the
+        same task: a context variable an observer sets in ``step_started`` (a tracing
+        span, say) is seen by the step's code and can be reset here.
         """
 
     def superstep_ended(self, run: RunInfo, superstep: int) -> None:
-        """Superstep ``superstep`` passed its barrier: nothing is in flight, writes merged."""
+        """Superstep ``superstep`` passed its barrier: its steps all finished, writes merged.
+
+        Called while the barrier's commands are carried out: ``run.state`` already holds
+        the next superstep's deliveries (its ``StartStep`` commands are not carried out
+        yet). Steps suspended in ``wait_for_event`` stay in flight across barriers.
+        """
 
     def run_ended(
         self, run: RunInfo, status: RunStatus, result: object, error: BaseException | None
@@ -99,7 +107,7 @@ class Verbose(RunObserver):
             print(f"Running step {step}")
 
     def step_ended(
-        self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick
+        self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick | None
     ) -> None:
         if isinstance(outcome, StepFailed):
             error = outcome.failure
@@ -133,7 +141,7 @@ class StreamLifecycle(RunObserver):
             self.stream.push(self.invoked(executor_id=step))
 
     def step_ended(
-        self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick
+        self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick | None
     ) -> None:
         if isinstance(outcome, StepCompleted | StepFailed):
             self.stream.push(self.completed(executor_id=step))

@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..core import OpenRequest, RunStatus
+from ..core import Graph, OpenRequest, RunStatus
 
 if TYPE_CHECKING:
     from ..state.store import StateStore
@@ -40,7 +40,10 @@ class StepPort(Protocol):
     @property
     def name(self) -> str: ...
     @property
-    def plan(self) -> RunPlan: ...
+    def graph(self) -> Graph:
+        """The run's compiled graph (data only: node names, accepted types)."""
+        ...
+
     @property
     def store(self) -> StateStore: ...
     @property

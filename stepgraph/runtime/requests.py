@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import RequestOpened, ResponseReceived
 from ..core.text import short_repr
-from ..errors import InvalidResponseError, RequestNotFoundError
+from ..errors import InvalidResponseError, RequestNotFoundError, WorkflowRuntimeError
 from .scope import Scope
 
 if TYPE_CHECKING:
@@ -64,6 +64,12 @@ class Requests:
         forward: Callable[[object], Awaitable[None]] | None,
     ) -> str:
         """Register the request and announce ``event`` (a ``RequestInfoEvent``)."""
+        if not scope.active or scope.invocation not in run.state.invocations:
+            raise WorkflowRuntimeError(
+                f"{run.where(scope)} asked for information after the handler had returned "
+                f"(from a task it started?); ask before the handler returns, or await that "
+                f"task inside the handler"
+            )
         run.feed(
             RequestOpened(
                 invocation=scope.invocation,

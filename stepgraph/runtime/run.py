@@ -63,7 +63,7 @@ from ..core import (
     TimerFired,
     apply,
 )
-from ..errors import StepgraphError, UnknownStepError, UnroutableEventError, WorkflowRuntimeError
+from ..errors import StepgraphError, WorkflowRuntimeError
 from ..state.reducers import merge_writes
 from ..state.store import StateStore
 from .bridge import LoopBridge
@@ -179,6 +179,11 @@ class Run:
     def status(self) -> RunStatus:
         return self.state.status
 
+    @property
+    def feeding(self) -> bool:
+        """Whether the run is carrying out commands (a tick fed now waits for them)."""
+        return self._feeding
+
     def start(self, message: object) -> None:
         """Start the run with ``message`` as its first message."""
         if self.observers:
@@ -191,7 +196,7 @@ class Run:
         self.feed(RunStarted(run_id=self.run_id, start=message))
 
     def send_external(self, event: object, step: str | None) -> None:
-        target = None if step is None else self._target("the caller", event, step)
+        target = None if step is None else self.graph.target("the caller", step, event)
         self.bridge.post(self.feed, ExternalEventReceived(event=event, target=target))
 
     def respond(self, request_id: str, response: object) -> Awaitable[None] | None:
@@ -227,9 +232,8 @@ class Run:
         tick.at = self._wall()
         try:
             commands = apply(self.state, tick)
-        except Exception as exc:  # a kernel bug: its state can no longer be trusted
-            self._end(RunStatus.FAILED, None, exc)
-            return []
+        except Exception as exc:  # a tick the kernel refuses: a bug of the shell's
+            commands = self._refused(tick, exc)
         if not commands and not self.observers:
             return commands  # a plain state write, say: nothing to carry out
         self._feeding = True
@@ -275,6 +279,15 @@ class Run:
         if self._followups and not self._draining:
             self._drain()
         return commands
+
+    def _refused(self, tick: Tick, error: BaseException) -> list[Command]:
+        """The kernel refused ``tick``: fail the run in the kernel too, so both agree."""
+        error.add_note(f"stepgraph: the kernel refused {tick!r:.300}")
+        try:
+            return apply(self.state, RunAborted(failure=failure_of(error), at=tick.at))
+        except Exception:  # not even that: the kernel's state cannot be trusted any more
+            self._end(RunStatus.FAILED, None, error)
+            return []
 
     def _end_after(self, error: BaseException) -> None:
         """Carrying out failed after the kernel ended the run: end as the kernel did.
@@ -353,23 +366,8 @@ class Run:
         if scope is None or scope.run is not self:
             self.send_external(message, step)
             return
-        targets = None if step is None else (self._target(self.where(scope), message, step),)
+        targets = None if step is None else (self.graph.target(self.where(scope), step, message),)
         self.emit(scope, message, targets)
-
-    def _target(self, where: str, event: object, step: str) -> int:
-        kind = self.graph.node_kind
-        index = self.graph.index_of.get(step)
-        if index is None:
-            raise UnknownStepError(
-                f"{where} sent {type(event).__name__} to {kind} {step!r}, but workflow "
-                f"{self.name!r} has no such {kind}; it has {sorted(self.graph.index_of)}"
-            )
-        if not self.graph.accepts(index, event) and not self.graph.is_stop(event):
-            raise UnroutableEventError(
-                f"{where} sent {type(event).__name__} to {kind} {step!r}, which does not "
-                f"accept it (it accepts {[t.__name__ for t in self.graph.nodes[index].accepts]})"
-            )
-        return index
 
     def _routed(
         self, node: int, sent: Sequence[tuple[object, tuple[int, ...] | None]]
@@ -460,6 +458,14 @@ class Run:
         event: object,
         forward: Callable[[object], Awaitable[None]] | None = None,
     ) -> str:
+        program = self.programs[scope.node]
+        if forward is None and not any(
+            issubclass(response_type, h.types) for h in getattr(program, "responses", ())
+        ):
+            raise WorkflowRuntimeError(
+                f"executor {program.name!r} asked for a {response_type.__name__} with "
+                f"request_info but has no @response_handler taking {response_type.__name__}"
+            )
         return self.bridge.call(
             lambda: self.requests.open(self, scope, request_id, data, response_type, event, forward)
         )
@@ -494,15 +500,15 @@ class Run:
         """Carry out what a body that ran elsewhere did, in its invocation's scope."""
         scope = current_scope()
         assert scope is not None and scope.run is self
-        for key_op, key, value in effects.store:
-            if key_op == "set":
-                self.store._commit([(key, value)])
+        for op, first, second in effects.ops:
+            if op == "send":
+                self.send(scope, first, second)  # type: ignore[arg-type]
+            elif op == "stream":
+                self.publish(scope, first)
+            elif op == "set":
+                self.store._commit([(first, second)])  # type: ignore[list-item]
             else:
-                self.store._commit([], (key,))
-        for event in effects.stream:
-            self.publish(scope, event)
-        for message, step in effects.sends:
-            self.send(scope, message, step)
+                self.store._commit([], (first,))  # type: ignore[arg-type]
 
     # -- the end --------------------------------------------------------------------------------
 
@@ -527,6 +533,14 @@ class Run:
             self._store.close()  # its sink was this run: no cycle left behind
         self.context = None  # Context -> Run stays; Run -> Context goes
         failed: BaseException | None = None
+        watched, self.workers.watched = self.workers.watched, {}
+        for command in watched.values():  # attempts cut short end before the run does
+            name = self.programs[command.node].name
+            for observer in self.observers:
+                try:
+                    observer.step_ended(self, name, command.invocation, command.attempt, None)
+                except Exception as exc:
+                    failed = failed or exc
         for observer in self.observers:  # every observer is told the same outcome
             try:
                 observer.run_ended(self, status, result, error)

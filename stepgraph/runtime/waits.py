@@ -42,6 +42,8 @@ class Waits:
         timeout: float | None,
     ) -> Any:
         run.flush(scope)  # what the step sent before waiting must flow, or the wait could deadlock
+        if run.done:  # what it sent ended the run: there is nothing left to wait for
+            raise asyncio.CancelledError()
         if scope.invocation in self._futures:
             raise WorkflowRuntimeError(
                 f"{run.where(scope)} called wait_for_event while already waiting; one step "
@@ -60,6 +62,9 @@ class Waits:
             self._futures.pop(scope.invocation, None)
             if waiter.cancelled() or not waiter.done():  # the step stopped waiting itself
                 run.feed(WaitCancelled(invocation=scope.invocation))
+            # The future holds the wait's error, whose traceback holds this frame: let go of
+            # it, or a step that caught a WaitForEventTimeoutError keeps its run in a cycle.
+            del waiter
 
     def resolve(self, invocation: int, event: object) -> None:
         """``ResolveWait``: wake the waiting step with ``event``."""
@@ -90,6 +95,11 @@ class Waits:
 
 def collect(run: Run, scope: Scope, event: object, expected: Sequence[type]) -> list[Any] | None:
     """``ctx.collect_events``: one round trip to the kernel (from the loop or a thread)."""
+    if run.feeding:  # from an observer, say: its answer would come after the caller needs it
+        raise WorkflowRuntimeError(
+            f"{run.where(scope)} called collect_events while the run was carrying out "
+            f"commands (from an observer?); collect from the step's own code"
+        )
     undoable = run.plan.retried[scope.node]
     tick = CollectRequested(
         invocation=scope.invocation, message=event, expected=expected, undoable=undoable

@@ -28,9 +28,11 @@ YIELD_EVERY = 64
 class WorkerPool:
     """The workers of one run. It holds no reference to its run: its workers do, while alive."""
 
-    __slots__ = ("_busy", "_idle", "_pending", "_tasks", "_workers")
+    __slots__ = ("_busy", "_idle", "_pending", "_tasks", "_workers", "watched")
 
     def __init__(self) -> None:
+        # attempts observers were told had started, and not yet that they ended
+        self.watched: dict[int, StartStep] = {}
         self._pending: deque[StartStep] = deque()  # started attempts not yet on a worker
         self._idle: list[asyncio.Future[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -71,6 +73,7 @@ class WorkerPool:
                 command = pending.popleft()
                 self._busy += 1
                 if observers:
+                    self.watched[command.invocation] = command
                     name = run.programs[command.node].name
                     for observer in observers:
                         observer.step_started(
@@ -78,7 +81,7 @@ class WorkerPool:
                         )
                 tick = await run_attempt(run, command)
                 self._busy -= 1
-                if observers:
+                if observers and self.watched.pop(command.invocation, None) is not None:
                     name = run.programs[command.node].name
                     for observer in observers:
                         observer.step_ended(run, name, command.invocation, command.attempt, tick)
@@ -96,11 +99,17 @@ class WorkerPool:
             await waiter
 
     def stop(self) -> None:
-        """The run ended: cancel every worker but the calling one; drop what is queued."""
+        """The run ended: cancel every worker; drop what is queued.
+
+        The worker that ended the run (from inside a step, say) is cancelled once it
+        next yields, so that its step cannot wait forever for a run that is over.
+        """
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
                 task.cancel()
+            else:
+                task.get_loop().call_soon(task.cancel)
         self._tasks.clear()
         self._pending.clear()
         for waiter in self._idle:

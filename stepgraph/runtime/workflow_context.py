@@ -83,7 +83,7 @@ class WorkflowContext(Generic[T_Out]):
         Like ``send_message``, it acts when called; awaiting the result is optional.
         """
         scope = self._scope("yield_output")
-        name = self._run.plan.graph.nodes[scope.node].name
+        name = self._run.graph.nodes[scope.node].name
         self._run.emit(scope, WorkflowOutputEvent(data=data, executor_id=name))
         return _DONE
 
@@ -96,13 +96,6 @@ class WorkflowContext(Generic[T_Out]):
         requests are open the run is paused, not stalled.
         """
         scope = self._scope("request_info")
-        program = self._run.plan.programs[scope.node]
-        responses = getattr(program, "responses", ())
-        if not any(issubclass(response_type, h.types) for h in responses):
-            raise WorkflowRuntimeError(
-                f"executor {program.name!r} asked for a {response_type.__name__} with "
-                f"request_info but has no @response_handler taking {response_type.__name__}"
-            )
         return Ready(self._request(scope, data, response_type, uuid.uuid4().hex, None))
 
     def _request(
@@ -117,7 +110,7 @@ class WorkflowContext(Generic[T_Out]):
         event = RequestInfoEvent(
             request_id=request_id,
             data=data,
-            source_executor_id=self._run.plan.graph.nodes[scope.node].name,
+            source_executor_id=self._run.graph.nodes[scope.node].name,
             response_type=getattr(response_type, "__name__", str(response_type)),
         )
         return self._run.request(scope, request_id, data, response_type, event, forward)

@@ -78,23 +78,6 @@ class _OwnSink:
             self.pending.append((writer, len(self.pending), key, value))  # type: ignore[arg-type]
 
 
-class _ClosedSink:
-    """The sink of a store whose run has ended: writes go nowhere, as the kernel ignores them."""
-
-    __slots__ = ()
-
-    def writer(self) -> object | None:
-        return None
-
-    def commit(
-        self, writes: Writes, deletes: tuple[str, ...], merges: Writes, writer: object | None
-    ) -> None:
-        return None
-
-
-_CLOSED = _ClosedSink()
-
-
 class StateStore:
     """Key-value state shared by the steps of one run (``ctx.store``)."""
 
@@ -139,8 +122,14 @@ class StateStore:
         return store
 
     def close(self) -> None:
-        """Detach the store from its run (it ended): reads still work; writes are dropped."""
-        self._sink = _CLOSED
+        """Detach the store from its run (it ended).
+
+        It keeps a copy of the run's final state and becomes a store of its own: reads and
+        writes still work (``handler.ctx.store`` after the run), and the run's final state
+        is left as the run ended.
+        """
+        self._data = dict(self._data)
+        self._sink = _OwnSink(self._data, self._reducers, None)
 
     def _commit(
         self,

@@ -17,6 +17,7 @@ the real clock for them. Sleeps with ``asyncio.sleep`` in your own code stay rea
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 from collections.abc import Callable
@@ -95,7 +96,8 @@ class FakeClock:
         heapq.heappush(self._timers, (timer.due, next(self._order), timer))
         jumper = self._jumper
         if self.autojump and (jumper is None or jumper.done() or jumper.get_loop() is not loop):
-            self._jumper = loop.create_task(self._jump_when_idle())
+            # A context of its own: the caller's (a step's) would keep its run alive.
+            self._jumper = loop.create_task(self._jump_when_idle(), context=contextvars.Context())
         return timer
 
     # -- moving time ----------------------------------------------------------------------

@@ -403,7 +403,7 @@ async def test_the_checkpoint_view_at_each_barrier_has_nothing_in_flight() -> No
 
     # Replay the run's ticks with barrier capture on: each SuperstepEnded then carries
     # the kernel state as a checkpoint would record it.
-    state = RunState(wf.plan.graph, capture_barriers=True)
+    state = RunState(wf._stepgraph_plan().graph, capture_barriers=True)
     views = [
         command.snapshot
         for tick in journal.ticks(handler.run_id)

@@ -50,7 +50,7 @@ def test_the_golden_journals_cover_modes_styles_and_every_kind_of_tick() -> None
         kinds.update(record.tick.kind for record in records)
         workflow = FLOWS[header["flow"]].make(Journal())
         modes.add(workflow.options.mode.value)
-        styles.add(workflow.plan.graph.node_kind)
+        styles.add(workflow._stepgraph_plan().graph.node_kind)
         statuses.add(files.decode_snapshot(snapshot)["status"])
     assert modes == {"superstep", "async"}
     assert styles == {"step", "executor"}

@@ -283,3 +283,69 @@ def test_memory_traced_from_run_1000_to_run_10000_stays_bounded(
     ten_thousand_runs: SequentialRuns,
 ) -> None:
     assert ten_thousand_runs.growth_bytes < GROWTH_LIMIT_BYTES
+
+
+# -- freed by reference counting: runs that waited, timed out, ended from inside a step ---------
+
+
+class Patient(Workflow):
+    """Waits for an answer that never comes, catches the timeout, and finishes."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        try:
+            await ctx.wait_for_event(Ping, timeout=1)
+        except TimeoutError:
+            return StopEvent(result="gave up")
+        return StopEvent(result="answered")
+
+
+class Unwanted(Event):
+    pass
+
+
+class EndsThenWaits(Workflow):
+    """In async mode its send ends the run (nobody takes it) just before it waits."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.send_event(Unwanted())
+        await ctx.wait_for_event(Ping, timeout=None)
+        return StopEvent(result="never")
+
+
+def _freed_without_the_collector(make: Any) -> tuple[object, bool, int]:
+    """Run once with the garbage collector off: (outcome, whether the run is gone, tasks left)."""
+
+    async def main() -> tuple[object, bool, int]:
+        handler = make().run()
+        try:
+            outcome: object = await handler
+        except Exception as exc:
+            outcome = type(exc).__name__
+        run = weakref.ref(handler._run)
+        del handler
+        for _ in range(3):  # the run's cancelled tasks unwind
+            await asyncio.sleep(0)
+        return outcome, run() is None, len(asyncio.all_tasks() - {asyncio.current_task()})
+
+    gc.collect()
+    gc.disable()
+    try:
+        return asyncio.run(main())
+    finally:
+        gc.enable()
+
+
+def test_a_run_whose_step_caught_a_wait_timeout_is_freed_by_reference_counting() -> None:
+    from stepgraph.testing import FakeClock
+
+    outcome, freed, _ = _freed_without_the_collector(lambda: Patient(clock=FakeClock()))
+    assert outcome == "gave up"
+    assert freed
+
+
+def test_a_step_whose_send_ends_the_run_before_it_waits_leaves_no_task_behind() -> None:
+    outcome, _, tasks_left = _freed_without_the_collector(lambda: EndsThenWaits(mode="async"))
+    assert outcome == "UnroutableEventError"
+    assert tasks_left == 0

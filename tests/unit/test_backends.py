@@ -81,7 +81,7 @@ class Remote(Workflow):
 
 def on_backend(wf: Workflow, step_name: str, backend: Any) -> Any:
     """The plan of ``wf`` with node ``step_name`` moved to ``backend``."""
-    plan = wf.plan
+    plan = wf._stepgraph_plan()
     programs = tuple(
         dataclasses.replace(p, backend=backend) if p.name == step_name else p for p in plan.programs
     )
@@ -157,3 +157,40 @@ async def test_the_inline_backend_awaits_coroutines_and_wraps_plain_results() ->
     assert await inline.submit(double, 4) == 8
     assert await inline.submit(lambda n: n + 1, 4) == 5
     assert inline.in_process
+
+
+class OnItsPool(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        await asyncio.sleep(0)  # an async body, run in the pool's thread on a loop of its own
+        ctx.write_event_to_stream(Note(text=threading.current_thread().name))
+        return StopEvent(result=get_context() is ctx)
+
+
+async def test_an_in_process_backend_set_on_a_node_runs_its_body_with_the_live_context() -> None:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="own-pool")
+    try:
+        wf = OnItsPool()
+        plan = on_backend(wf, "start", ThreadBackend(pool, name="own"))
+        handler = launch(plan, wf, wf.options, StartEvent())
+        streamed = [e async for e in handler.stream_events() if isinstance(e, Note)]
+        assert await handler is True  # the live context, in another thread
+        assert [e.text.startswith("own-pool") for e in streamed] == [True]
+    finally:
+        pool.shutdown()
+
+
+class SendsNowhere(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        try:
+            ctx.send_event(Note(text="x"), step="nowhere")
+        except Exception as exc:  # the body sees the error at once, as it would in-process
+            return StopEvent(result=type(exc).__name__)
+        return StopEvent(result="sent")
+
+
+async def test_a_body_elsewhere_sending_to_an_unknown_step_gets_the_error_in_the_body() -> None:
+    wf = SendsNowhere()
+    handler = launch(on_backend(wf, "start", Elsewhere()), wf, wf.options, StartEvent())
+    assert await handler == "UnknownStepError"

@@ -250,7 +250,7 @@ def _callables(value: object, path: str) -> Iterator[str]:
 
 @pytest.mark.parametrize("mode", ["superstep", "async"])
 def test_a_compiled_graph_holds_no_callables_for_either_authoring_style(mode: str) -> None:
-    graphs: list[Graph] = [graph(mode).plan.graph, Steps(mode=mode).plan.graph]
+    graphs: list[Graph] = [graph(mode).plan.graph, Steps(mode=mode)._stepgraph_plan().graph]
     for compiled in graphs:
         assert list(_callables(compiled, compiled.name)) == []
     assert graphs[0].explicit_routing and not graphs[1].explicit_routing

@@ -114,7 +114,7 @@ class Recorder(RunObserver):
         self._note(run, "step_started", self.name, step, invocation, attempt, message)
 
     def step_ended(
-        self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick
+        self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick | None
     ) -> None:
         self._note(run, "step_ended", self.name, step, invocation, attempt, outcome)
 
@@ -431,9 +431,11 @@ async def test_a_cancelled_run_ends_with_the_cancelled_status() -> None:
     await handler_.cancel()
     exc = await failure(handler_)
     assert isinstance(exc, WorkflowCancelled)
-    assert recorder.hooks()[-1] == "run_ended"
+    assert recorder.hooks()[-2:] == ["step_ended", "run_ended"]  # the step first, then the run
     (ended,) = recorder.of("run_ended")
     assert ended[2] is RunStatus.CANCELLED
+    (step_end,) = recorder.of("step_ended")
+    assert step_end[2:] == ("wait", 0, 1, None)  # cut short: no outcome tick
 
 
 # -- order and what an observer sees --------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from stepgraph import Context, Event, RunObserver, StartEvent, StopEvent, Workflow, step
 from stepgraph.core import RunStatus
 from stepgraph.journal import Journal
@@ -35,7 +37,7 @@ class Recording:
 async def test_launch_runs_the_plan_on_the_runtime_it_is_given() -> None:
     runtime = Recording()
     wf = Hello()
-    handler = launch(wf.plan, wf, wf.options, StartEvent(), runtime=runtime)
+    handler = launch(wf._stepgraph_plan(), wf, wf.options, StartEvent(), runtime=runtime)
     assert await handler == "hello from Run"
     [port] = runtime.created
     assert port.run_id == handler.run_id
@@ -45,7 +47,7 @@ async def test_launch_runs_the_plan_on_the_runtime_it_is_given() -> None:
 async def test_the_handler_s_context_is_the_one_the_run_gave_its_steps() -> None:
     runtime = Recording()
     wf = Hello()
-    handler = launch(wf.plan, wf, wf.options, StartEvent(), runtime=runtime)
+    handler = launch(wf._stepgraph_plan(), wf, wf.options, StartEvent(), runtime=runtime)
     assert handler.ctx is runtime.created[0].context
     await handler
     assert runtime.created[0].context is None  # a finished run lets go of its context
@@ -92,3 +94,25 @@ async def test_a_tick_fed_while_commands_are_carried_out_waits_until_they_all_ar
     assert kinds[barrier + 1] == "external_event_received"  # applied right after, not inside
     assert kinds.count("external_event_received") == 1
     assert applied_inside == [False]  # queued, not applied in the middle of the barrier
+
+
+async def test_a_tick_the_kernel_refuses_fails_the_run_in_the_kernel_too() -> None:
+    from stepgraph.core import StepCompleted
+    from stepgraph.errors import KernelError
+
+    class Waits(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            ctx.write_event_to_stream(Extra(n=0))
+            await ctx.wait_for_event(Extra, timeout=None)
+            return StopEvent(result="never")
+
+    handler = Waits().run()
+    async for event in handler.stream_events():
+        if isinstance(event, Extra):
+            break  # the step waits now
+    handler._run.feed(StepCompleted(invocation=99))  # a shell bug, simulated
+    with pytest.raises(KernelError, match="no invocation 99") as info:
+        await handler
+    assert handler.status is RunStatus.FAILED  # the kernel agrees with the handler
+    assert any("refused" in note for note in info.value.__notes__)

@@ -394,3 +394,35 @@ async def test_a_request_event_written_to_the_stream_by_hand_opens_nothing_and_p
     assert [ev.request_id for ev in seen if isinstance(ev, RequestInfoEvent)] == ["by-hand"]
     with pytest.raises(RunFinishedError):
         await handler_.send_response("by-hand", 1)
+
+
+@MODES
+async def test_a_request_from_a_task_that_outlives_its_handler_fails_the_task_not_the_run(
+    mode: str,
+) -> None:
+    import asyncio
+
+    errors: list[BaseException] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    class Lingers(Executor):
+        @handler
+        async def on_text(self, text: str, ctx: WorkflowContext[Any]) -> None:
+            async def later() -> None:
+                await asyncio.sleep(0)
+                try:
+                    await ctx.request_info(text, response_type=str)
+                except WorkflowRuntimeError as exc:
+                    errors.append(exc)
+
+            tasks.append(asyncio.get_running_loop().create_task(later()))
+            await ctx.yield_output(text)
+
+        @response_handler
+        async def on_answer(self, question: str, answer: str, ctx: WorkflowContext) -> None:
+            raise AssertionError("never asked")
+
+    result = await WorkflowBuilder(start=Lingers(id="l")).build(mode=mode).run("hi")
+    await asyncio.gather(*tasks)
+    assert result.outputs == ["hi"]  # the run finished normally
+    assert len(errors) == 1 and "after the handler had returned" in str(errors[0])

@@ -37,3 +37,34 @@ def test_verbose_prints_each_step_and_what_it_produced(
 def test_a_quiet_workflow_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     assert Halve().run_sync(n=8) == 4
     assert capsys.readouterr().out == ""
+
+
+async def test_a_subclass_may_have_its_own_plan_attribute_and_a_step_named_plan() -> None:
+    from stepgraph import StopEvent, Workflow, step
+
+    class Planner(Workflow):
+        def __init__(self) -> None:
+            super().__init__()
+            self.plan = ["draft", "review"]  # the user's own attribute
+
+        @step
+        async def plan(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            return StopEvent(result="planned")
+
+    assert await Planner().run() == "planned"
+
+
+async def test_the_shared_state_stays_usable_through_the_handler_after_the_run() -> None:
+    from stepgraph import StopEvent, Workflow, step
+
+    class Keeps(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            await ctx.store.set("n", 1)
+            return StopEvent(result="done")
+
+    handler = Keeps().run()
+    assert await handler == "done"
+    store = handler.ctx.store
+    await store.set("n", 2)  # after the run: the store is its own now
+    assert await store.get("n") == 2

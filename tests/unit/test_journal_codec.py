@@ -1,0 +1,139 @@
+"""The journal codec: values come back as themselves; what cannot be written says so.
+
+Every value a tick can carry (events, plain Python messages of executor graphs, classes,
+failures, answers to requests, and the usual standard-library values) is written as JSON
+and read back equal and of the same type. A value the codec cannot write raises
+``SerializationError`` naming its type and where it was found; so does a class defined
+inside a function (nothing could import it back) and a malformed journal value.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import enum
+import json
+import pathlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from stepgraph import Event, HumanResponseEvent, StartEvent
+from stepgraph.core import (
+    Failure,
+    ResponseMessage,
+    StepCompleted,
+    TimerFired,
+    WaitStarted,
+)
+from stepgraph.errors import SerializationError
+from stepgraph.journal import decode, encode
+from stepgraph.journal.codec import decode_tick, encode_tick
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+@dataclass(frozen=True)
+class Point:
+    x: int
+    y: int
+
+
+class Order(Event):
+    placed: datetime.datetime
+    amount: decimal.Decimal
+    id: uuid.UUID
+    tags: frozenset[str]
+    raw: bytes
+    where: pathlib.Path
+
+
+VALUES: list[Any] = [
+    None,
+    True,
+    3,
+    2.5,
+    float("inf"),
+    "text",
+    [1, "a", None],
+    (1, (2, 3)),
+    {"a": 1, 2: "b", (1, 2): [3]},
+    {1, 2, 3},
+    frozenset({"x"}),
+    b"\x00\xffbytes",
+    datetime.datetime(2026, 12, 6, 9, 30, tzinfo=datetime.UTC),
+    datetime.date(2026, 12, 6),
+    datetime.time(9, 30, 15),
+    datetime.timedelta(minutes=90),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    decimal.Decimal("19.99"),
+    pathlib.Path("runs/events.jsonl"),
+    Color.RED,
+    Point(1, 2),
+    StartEvent(topic="tides", times=2),
+    HumanResponseEvent(response="Ada"),
+    Order(
+        placed=datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC),
+        amount=decimal.Decimal("1.50"),
+        id=uuid.UUID(int=7),
+        tags=frozenset({"a", "b"}),
+        raw=b"\x01",
+        where=pathlib.Path("/srv/x"),
+    ),
+    ResponseMessage("r-1", {"q": 1}, 42),
+    Failure(type="builtins.ValueError", message="bad", notes=("a note",), traceback="tb"),
+    Event,
+    int,
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_a_value_written_to_a_journal_reads_back_equal_and_of_the_same_type(value: Any) -> None:
+    data = json.loads(json.dumps(encode(value)))  # through real JSON text
+    back = decode(data)
+    assert back == value
+    assert type(back) is type(value)
+
+
+def test_ticks_read_back_equal_their_originals() -> None:
+    ticks = [
+        StepCompleted(invocation=3, emitted=((Point(1, 2), None), ("text", (1, 2))), at=12.5),
+        WaitStarted(invocation=1, types=(HumanResponseEvent,), requirements={"x": 1}, timeout=5),
+        TimerFired(timer="retry:3", at=99.0),
+    ]
+    for tick in ticks:
+        assert decode_tick(json.loads(json.dumps(encode_tick(tick)))) == tick
+
+
+class Opaque:
+    """Not JSON, not a model, not a dataclass."""
+
+
+def test_a_value_the_codec_cannot_write_names_its_type_and_where_it_was() -> None:
+    with pytest.raises(SerializationError, match=r"Opaque.*in tick step_completed\.emitted"):
+        encode_tick(StepCompleted(invocation=0, emitted=((Opaque(), None),)))
+
+
+def test_a_class_defined_inside_a_function_cannot_be_written_and_the_error_says_why() -> None:
+    class Local(Event):
+        pass
+
+    with pytest.raises(SerializationError, match=r"Local.*inside a function.*module level"):
+        encode(Local())
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"$nope": 1}, "unknown tag"),
+        ({"$type": "no.such.module:Thing"}, "cannot import"),
+        ({"a": 1, "b": 2}, "unexpected object"),
+    ],
+)
+def test_a_malformed_journal_value_raises_serialization_error(data: Any, match: str) -> None:
+    with pytest.raises(SerializationError, match=match):
+        decode(data)
