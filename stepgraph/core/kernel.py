@@ -122,13 +122,13 @@ def _apply_run_started(state: RunState, tick: RunStarted, out: list[Command]) ->
 
 
 def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Command]) -> None:
-    inv = state.invocations.get(tick.invocation)
+    inv = state.invocations.pop(tick.invocation, None)
     if inv is None:
         raise KernelError(f"no invocation {tick.invocation} in flight in run {state.run_id!r}")
     if inv.waiting or inv.backing_off:
+        state.invocations[inv.id] = inv  # refused: the state stays as it was (order aside)
         doing = "waiting" if inv.waiting else "backing off"
         raise KernelError(f"invocation {inv.id} completed while {doing} (run {state.run_id!r})")
-    del state.invocations[inv.id]
     node = state.nodes[inv.node]
     node.in_flight -= 1
     state.running -= 1

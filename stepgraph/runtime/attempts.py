@@ -86,6 +86,8 @@ async def run_attempt(run: Run, command: StartStep) -> Tick:
             return _invalid_result(run, program, command, result)
     if not sent:
         return StepCompleted(invocation=command.invocation)
+    if run._route is None:  # routed by type, in the kernel: nothing to resolve here
+        return StepCompleted(invocation=command.invocation, emitted=tuple(sent))
     return run.completed(command.invocation, command.node, sent)
 
 

@@ -120,7 +120,7 @@ class Run:
         self.observers: list[RunObserver] = list(options.observers)
         if options.verbose:
             self.observers.insert(0, Verbose())
-        self._route = plan.style.route if graph.explicit_routing else None
+        self._route = plan.style.route if graph.entry is not None else None
         self.done = False
         self.bridge = LoopBridge(loop)
         self.workers = WorkerPool()
@@ -533,7 +533,9 @@ class Run:
             self._store.close()  # its sink was this run: no cycle left behind
         self.context = None  # Context -> Run stays; Run -> Context goes
         failed: BaseException | None = None
-        watched, self.workers.watched = self.workers.watched, {}
+        watched = self.workers.watched
+        if watched:
+            self.workers.watched = {}
         for command in watched.values():  # attempts cut short end before the run does
             name = self.programs[command.node].name
             for observer in self.observers:

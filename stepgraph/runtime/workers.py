@@ -28,11 +28,12 @@ YIELD_EVERY = 64
 class WorkerPool:
     """The workers of one run. It holds no reference to its run: its workers do, while alive."""
 
-    __slots__ = ("_busy", "_idle", "_pending", "_tasks", "_workers", "watched")
+    __slots__ = ("_between", "_busy", "_idle", "_pending", "_tasks", "_workers", "watched")
 
     def __init__(self) -> None:
         # attempts observers were told had started, and not yet that they ended
         self.watched: dict[int, StartStep] = {}
+        self._between = False  # a worker is feeding an attempt's outcome (not in a body)
         self._pending: deque[StartStep] = deque()  # started attempts not yet on a worker
         self._idle: list[asyncio.Future[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -85,7 +86,9 @@ class WorkerPool:
                     name = run.programs[command.node].name
                     for observer in observers:
                         observer.step_ended(run, name, command.invocation, command.attempt, tick)
+                self._between = True
                 feed(tick)
+                self._between = False
                 tick = command = None  # type: ignore[assignment]  # hold no finished message
                 if run.done:
                     return
@@ -108,7 +111,7 @@ class WorkerPool:
         for task in self._tasks:
             if task is not current:
                 task.cancel()
-            else:
+            elif not self._between:  # ended from inside a step body: cut it short too
                 task.get_loop().call_soon(task.cancel)
         self._tasks.clear()
         self._pending.clear()
