@@ -306,7 +306,7 @@ def _compile(cls: type) -> CompiledWorkflow:
         nodes=nodes,
         stop_types=(StopEvent,),
         input_request_types=(InputRequiredEvent,),
-        held_types=(HumanResponseEvent,),
+        held_types=(HumanResponseEvent, *awaited),  # kept for a wait_for_event, never lost
         answer_types=(HumanResponseEvent,),
     )
     reducers = check_reducers(name, getattr(cls, "reducers", None))

@@ -477,7 +477,9 @@ def _deliver(
         return
     if state.waiters:
         for waiter in state.waiters.values():
-            if waiter.matches(message):
+            if waiter.matches(message) and (  # a message sent to a step is for it only (G2)
+                targets is None or state.invocations[waiter.invocation].node in targets
+            ):
                 del state.waiters[waiter.invocation]
                 _resolve(state, waiter, message, out)
                 return

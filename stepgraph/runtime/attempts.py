@@ -33,10 +33,14 @@ if TYPE_CHECKING:
 __all__ = ["run_attempt"]
 
 
-def _cancelled_from_outside() -> bool:
-    """Whether the current task is being cancelled (rather than the step raising it)."""
+def _forget_cancellation() -> None:
+    """The step cancelled its own task (or code it called did): take the request back.
+
+    The worker goes on; the cancellation is the step's failure, not the worker's end.
+    """
     task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+    while task is not None and task.cancelling():
+        task.uncancel()
 
 
 def _expire(deadline: asyncio.Timeout) -> None:
@@ -72,8 +76,10 @@ async def run_attempt(run: Run, command: StartStep) -> Tick:
                 finally:
                     timer.cancel()
     except (Exception, asyncio.CancelledError) as exc:
-        if isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside():
-            raise  # the run is ending: this worker is being cancelled
+        if isinstance(exc, asyncio.CancelledError):
+            if run.done:
+                raise  # the run is ending: this worker is being cancelled
+            _forget_cancellation()
         scope.active = False
         timed_out = deadline is not None and deadline.expired()
         return _failed(run, program, command, exc, timed_out)
@@ -144,6 +150,13 @@ def _step_error(
     if timed_out:
         error: BaseException = StepTimeoutError(
             f"{where} timed out after {program.config.timeout}s on attempt {command.attempt}"
+        )
+        error.__cause__ = exc
+        return error
+    if isinstance(exc, asyncio.CancelledError):  # never hand a caller a bare CancelledError
+        error = WorkflowRuntimeError(
+            f"{where} was cancelled from inside, on attempt {command.attempt}: its task was "
+            f"cancelled by the step or by code it called, or it awaited something cancelled"
         )
         error.__cause__ = exc
         return error

@@ -19,8 +19,10 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor as PoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 __all__ = ["THREADS", "Backend", "InlineBackend", "ThreadBackend", "body_caller"]
@@ -82,10 +84,12 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
 
 
 class ThreadBackend:
-    """Bodies run in a thread pool (the event loop's default one unless ``executor`` is given).
+    """Bodies run in a thread pool: ``executor`` if given, else a pool of the backend's own.
 
     The body sees the caller's context variables (so ``get_context()`` works in a
-    ``def`` step).
+    ``def`` step). The backend's own pool is not the event loop's default executor, so
+    ``asyncio.run`` (``run_sync``) does not wait, at its end, for a body that outlived
+    its step's timeout: that thread finishes in the background.
     """
 
     in_process = True
@@ -93,11 +97,19 @@ class ThreadBackend:
     def __init__(self, executor: PoolExecutor | None = None, name: str = "thread") -> None:
         self.name = name
         self._executor = executor
+        self._lock = threading.Lock()
+
+    def _pool(self) -> PoolExecutor:
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(thread_name_prefix=f"stepgraph-{self.name}")
+        return self._executor
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Awaitable[Any]:
         context = contextvars.copy_context()
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._executor, context.run, _call, fn, args)
+        return loop.run_in_executor(self._pool(), context.run, _call, fn, args)
 
 
 THREADS = ThreadBackend()

@@ -37,7 +37,30 @@ class WorkflowHandler:
         self._ctx = port.context
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return self._run.outcome.__await__()
+        """Await the run's result.
+
+        When an await is cancelled (say by ``asyncio.wait_for`` timing out), it gets its
+        ``CancelledError`` and the run is cancelled; every other and every later await
+        gets ``WorkflowCancelled``.
+        """
+        run = self._run
+        waiter = run.waiter()
+        if waiter is run.outcome:  # the first await, or the run has ended: no extra future
+            return waiter.__await__()
+        return self._await(waiter)
+
+    def _await(self, waiter: asyncio.Future[Any]) -> Generator[Any, None, Any]:
+        """Another await while one is pending: it waits on a future of its own."""
+        try:
+            return (yield from waiter.__await__())
+        except asyncio.CancelledError:
+            run = self._run
+            if run.running:
+                run.cancel("an await of the run was cancelled (asyncio.wait_for timing out?)")
+                outcome = run.outcome
+                if outcome.done() and not outcome.cancelled():
+                    outcome.exception()  # retrieved: the others report it, if any await
+            raise
 
     @property
     def run_id(self) -> str:

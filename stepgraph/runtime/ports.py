@@ -113,6 +113,10 @@ class CallerPort(Protocol):
         """Resolves with the run's result, or its error, when it ends."""
         ...
 
+    def waiter(self) -> asyncio.Future[Any]:
+        """A future of its own that resolves as ``outcome`` does (one per await)."""
+        ...
+
     @property
     def context(self) -> Any:
         """The context object the run's steps get (``Context`` or ``WorkflowContext``)."""

@@ -129,6 +129,8 @@ class Run:
         self._timers: Timers | None = None
         self._waits: Waits | None = None
         self._requests: Requests | None = None
+        self._awaited = False  # an await waits on the outcome itself
+        self._waiters: list[asyncio.Future[Any]] | None = None  # the awaits made meanwhile
         self._followups: deque[Tick] = deque()
         self._feeding = False  # carrying out commands: a tick fed now waits in _followups
         self._draining = False
@@ -183,6 +185,27 @@ class Run:
     def feeding(self) -> bool:
         """Whether the run is carrying out commands (a tick fed now waits for them)."""
         return self._feeding
+
+    def waiter(self) -> asyncio.Future[Any]:
+        """The future an await of the run waits on.
+
+        The first await gets the outcome itself; one made while it is pending gets a future
+        of its own, resolved with the outcome, so that cancelling one await cannot cancel
+        the future the others wait on.
+        """
+        outcome = self.outcome
+        if outcome.cancelled() and not self.done:  # an await was cancelled: end the run now
+            self.cancel("the result was cancelled (an await of the run was cancelled)")
+            outcome = self.outcome
+        if outcome.done() or not self._awaited:
+            self._awaited = True
+            return outcome
+        waiter: asyncio.Future[Any] = self.loop.create_future()
+        if self._waiters is None:
+            self._waiters = [waiter]
+        else:
+            self._waiters.append(waiter)
+        return waiter
 
     def start(self, message: object) -> None:
         """Start the run with ``message`` as its first message."""
@@ -551,9 +574,9 @@ class Run:
         if failed is not None and status is RunStatus.FINISHED:
             status, result, error = RunStatus.FAILED, None, failed  # it could not be recorded
         outcome = self.outcome
-        if outcome.done():  # cancelled by an awaiter: there is no one to report to
-            self.stream.close()
-            return
+        replaced = outcome.cancelled()
+        if replaced:  # an await was cancelled: later awaits get WorkflowCancelled
+            self.outcome = outcome = self.loop.create_future()
         if status is RunStatus.FINISHED:
             style = self.plan.style
             try:
@@ -568,7 +591,26 @@ class Run:
             outcome.set_exception(error or StepgraphError(f"run {self.run_id} was cancelled"))
         else:
             outcome.set_exception(error or StepgraphError(f"run {self.run_id} failed"))
+        if replaced and not outcome.cancelled():
+            outcome.exception()  # whoever cancelled knows; later awaits still get it
+        self._resolve_waiters()
         self.stream.close()
+
+    def _resolve_waiters(self) -> None:
+        """Each await's own future gets the outcome: at once, with no extra loop turn."""
+        waiters, self._waiters = self._waiters, None
+        if not waiters:
+            return
+        outcome = self.outcome
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if outcome.cancelled():
+                waiter.cancel()
+            elif outcome.exception() is not None:
+                waiter.set_exception(outcome.exception())  # type: ignore[arg-type]
+            else:
+                waiter.set_result(outcome.result())
 
 
 class InProcessRuntime:

@@ -224,8 +224,19 @@ class StateStore:
                 self._commit([(key, value)])
                 return value
         value = fn(self._data.get(key))
-        if inspect.isawaitable(value):  # a plain function that returned a coroutine
-            value = await value
+        if inspect.isawaitable(value) and self._owner is asyncio.current_task():
+            value = await value  # inside this task's own edit() block: it holds the lock
+        elif inspect.isawaitable(value):  # a plain function that returned a coroutine:
+            lock = self._get_lock()  # lock now, before anything else can run (it is free)
+            await lock.acquire()
+            self._owner = asyncio.current_task()
+            try:
+                value = await value
+                self._commit([(key, value)])
+            finally:
+                self._owner = None
+                lock.release()
+            return value
         self._commit([(key, value)])
         return value
 

@@ -9,14 +9,17 @@ WorkflowCancelled; in superstep mode a failed attempt's sends are discarded.
 """
 
 import asyncio
+import threading
 
-from _helpers_b import both_modes, failure, finish, notes_of, wait_until
+import pytest
+from _helpers_b import GUARD_SECONDS, both_modes, failure, finish, notes_of, wait_until
 
 from stepgraph import Context, Event, RetryPolicy, StartEvent, StopEvent, Workflow, step
 from stepgraph.errors import (
     StepgraphError,
     StepTimeoutError,
     WorkflowCancelled,
+    WorkflowRuntimeError,
     WorkflowTimeoutError,
 )
 from stepgraph.testing import FakeClock
@@ -220,3 +223,123 @@ async def test_a_failed_attempts_sends_are_discarded_before_the_retry_in_superst
 
     assert await finish(SendThenFail(mode="superstep").run()) == 2
     assert received == [2]
+
+
+@both_modes
+async def test_a_step_that_cancels_its_own_task_fails_the_run_at_once_naming_the_step(
+    mode: str,
+) -> None:
+    class CancelsItself(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> StopEvent:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # code the step calls may do this too
+            await asyncio.sleep(0)
+            return StopEvent(result="unreachable")
+
+    exc = await failure(CancelsItself(mode=mode).run())  # no timeout: it must end by itself
+    assert isinstance(exc, WorkflowRuntimeError)  # not a bare CancelledError for the caller
+    assert "step 'start'" in str(exc) and "cancelled from inside" in str(exc)
+    assert isinstance(exc.__cause__, asyncio.CancelledError)
+
+
+@both_modes
+async def test_a_def_step_that_lets_stop_iteration_escape_fails_the_run_instead_of_hanging(
+    mode: str,
+) -> None:
+    class Exhausted(Workflow):
+        @step
+        def start(self, ev: StartEvent) -> StopEvent:
+            return next(iter(()))  # StopIteration, in the step's thread
+
+    exc = await failure(Exhausted(mode=mode).run())  # no timeout: it must end by itself
+    assert isinstance(exc, RuntimeError)
+    assert "StopIteration" in str(exc)
+    assert "step 'start'" in notes_of(exc)
+
+
+class Blocking(Event):
+    pass
+
+
+@pytest.mark.parametrize("mode", ["superstep", "async"])
+def test_run_sync_reports_a_def_step_s_timeout_on_time_while_its_thread_still_runs(
+    mode: str,
+) -> None:
+    entered, release, done = threading.Event(), threading.Event(), threading.Event()
+    loops: list[asyncio.AbstractEventLoop] = []
+    clock = FakeClock(autojump=False)  # time moves once the def step is surely running
+
+    class Blocks(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> Blocking:
+            loops.append(asyncio.get_running_loop())
+            return Blocking()
+
+        @step(timeout=1.0)
+        def block(self, ev: Blocking) -> StopEvent:
+            entered.set()
+            try:
+                release.wait(GUARD_SECONDS)  # blocks far beyond its timeout
+            finally:
+                done.set()
+            return StopEvent(result="late")
+
+    def pace() -> None:  # once the step's thread runs, one virtual second passes
+        if entered.wait(GUARD_SECONDS):
+            loops[0].call_soon_threadsafe(clock.advance, 1.0)
+
+    pacer = threading.Thread(target=pace)
+    pacer.start()
+    try:
+        with pytest.raises(StepTimeoutError, match="step 'block'"):
+            Blocks(mode=mode, clock=clock).run_sync()
+        assert not done.is_set()  # the caller got its error while the thread still ran
+    finally:
+        release.set()
+        pacer.join(GUARD_SECONDS)
+    assert done.wait(GUARD_SECONDS)  # and the thread then finished in the background
+
+
+@both_modes
+async def test_one_cancelled_await_cancels_the_run_and_every_other_await_gets_workflow_cancelled(
+    mode: str,
+) -> None:
+    started = asyncio.Event()
+
+    class Forever(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> StopEvent:
+            started.set()
+            await asyncio.Event().wait()
+            return StopEvent(result="never")
+
+    handler = Forever(mode=mode).run()
+    await wait_until(started, "the step started")
+    impatient = asyncio.ensure_future(handler)
+    patient = asyncio.ensure_future(handler)
+    await asyncio.sleep(0)  # both await the run now
+    impatient.cancel()  # as asyncio.wait_for does when it times out
+    results = await asyncio.gather(impatient, patient, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)  # the cancelled await itself
+    assert isinstance(results[1], WorkflowCancelled)  # the others: the run was cancelled
+    later = await failure(handler)
+    assert isinstance(later, WorkflowCancelled)  # and every later await too
+
+
+async def test_asyncio_wait_for_timing_out_on_a_run_raises_timeout_error_and_cancels_it() -> None:
+    started = asyncio.Event()
+
+    class Forever(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> StopEvent:
+            started.set()
+            await asyncio.Event().wait()
+            return StopEvent(result="never")
+
+    handler = Forever().run()
+    await wait_until(started, "the step started")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(handler, 0.001)
+    assert isinstance(await failure(handler), WorkflowCancelled)

@@ -283,3 +283,33 @@ async def test_an_event_sent_after_its_step_returned_raises_instead_of_being_dro
     assert isinstance(error, WorkflowRuntimeError)
     assert "'start'" in str(error)
     assert "after the step had returned" in str(error)
+
+
+@both_modes
+async def test_an_event_sent_to_a_step_is_not_taken_by_another_step_s_wait(mode: str) -> None:
+    received: list[str] = []
+
+    class Go(Event):
+        pass
+
+    class Waits(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> Go:
+            return Go()
+
+        @step
+        async def waiter(self, ctx: Context, ev: Go) -> StopEvent:
+            got = await ctx.wait_for_event(Fish, timeout=None)  # waits for any Fish
+            return StopEvent(result=f"waiter got {got.name}")
+
+        @step
+        async def sender(self, ctx: Context, ev: Go) -> None:
+            ctx.send_event(Fish(name="for target"), step="target")
+            ctx.send_event(Fish(name="for anyone"))
+
+        @step
+        async def target(self, ctx: Context, ev: Fish) -> None:
+            received.append(ev.name)
+
+    assert await finish(Waits(mode=mode).run()) == "waiter got for anyone"
+    assert "for target" in received  # sent to `target`: only `target` got it

@@ -215,3 +215,30 @@ async def test_a_loop_shorter_than_max_supersteps_finishes_in_async_mode(rounds:
             return Loop(n=ev.n + 1)
 
     assert await finish(Bounded(mode="async", max_supersteps=20).run()) == rounds
+
+
+class Signal(Event):
+    value: int
+
+
+class Ready(Event):
+    pass
+
+
+class EarlySignal(Workflow):
+    """``announce`` sends a Signal before ``listen`` starts waiting for it; no step takes it."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Ready:
+        ctx.send_event(Signal(value=7))  # nobody waits yet, and no step accepts a Signal
+        return Ready()
+
+    @step
+    async def listen(self, ctx: Context, ev: Ready) -> StopEvent:
+        got = await ctx.wait_for_event(Signal, timeout=None)
+        return StopEvent(result=got.value)
+
+
+@pytest.mark.parametrize("mode", ["superstep", "async"])
+async def test_an_event_only_a_wait_takes_is_kept_until_the_wait_begins(mode: str) -> None:
+    assert await finish(EarlySignal(mode=mode).run()) == 7

@@ -213,3 +213,28 @@ async def test_each_run_has_its_own_store(mode: str) -> None:
     await wait_until(second_wrote, "the second run wrote its store")
     assert await finish(first) == ("first", True)
     assert await finish(second) == ("second", False)
+
+
+async def _increment_later(old: int | None) -> int:
+    await asyncio.sleep(0)  # yields while the update is in progress
+    return (old or 0) + 1
+
+
+@both_modes
+async def test_update_with_a_plain_function_returning_a_coroutine_stays_atomic(mode: str) -> None:
+    class Count(Event):
+        pass
+
+    class Counter(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> None:
+            for _ in range(10):
+                ctx.send_event(Count())
+
+        @step(num_workers=10)
+        async def count(self, ctx: Context, ev: Count) -> StopEvent | None:
+            # a lambda (not a coroutine function) that returns a coroutine
+            n = await ctx.store.update("n", lambda old: _increment_later(old))
+            return StopEvent(result=await ctx.store.get("n")) if n == 10 else None
+
+    assert await finish(Counter(mode=mode).run()) == 10  # ten increments, none lost
