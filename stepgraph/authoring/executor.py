@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from ..core import ResponseMessage
+from ..core.text import short_repr
 from ..core.types import closest
 from ..errors import UnroutableEventError, WorkflowValidationError
 from ..runtime.backends import Backend, body_caller
@@ -124,7 +125,14 @@ def _inspect_handler(
         (hints.get(p.name) for p in params if p.name not in [v.name for v in values]), None
     )
     if ctx_hint is not None and typing.get_args(ctx_hint):
-        output_types = runtime_types(typing.get_args(ctx_hint)[0])
+        declared = typing.get_args(ctx_hint)[0]
+        output_types = runtime_types(declared)
+        if output_types is None:
+            raise WorkflowValidationError(
+                f"{where}: WorkflowContext[{declared!r}] declares what the handler sends, "
+                f"but {declared!r} is not a type; write WorkflowContext[T] with T a class, a "
+                f"union of classes, or Any"
+            )
         if output_types == (object,):
             output_types = None  # WorkflowContext[Any]: sends anything, nothing to check
     target = func if bound_self is None else func.__get__(bound_self)
@@ -301,7 +309,7 @@ def compile_executor(node: Executor) -> ExecutorProgram:
                 spec = cache[kind] = pick(kind, handlers)
         if spec is None:
             raise UnroutableEventError(
-                f"executor {node.id!r} has no handler for {kind.__name__} ({message!r:.120})"
+                f"executor {node.id!r} has no handler for {kind.__name__} ({short_repr(message)})"
             )
         return spec
 

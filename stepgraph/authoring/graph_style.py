@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..core import RunState
-from ..errors import UnknownStepError
+from ..core.text import short_repr
+from ..errors import UnknownStepError, WorkflowRuntimeError
 from ..graph_events import (
     ExecutorCompletedEvent,
     ExecutorInvokedEvent,
@@ -138,13 +139,21 @@ def _group_route(group: EdgeGroup, index: dict[str, int]) -> Callable[[object], 
         ids = [node_id(t) for t in group.targets]
         by_id = dict(zip(ids, targets, strict=True))
 
+        name = label(group.selector)
+
         def select(message: object) -> tuple[int, ...]:
+            picked = selector(message, list(ids))
+            if not isinstance(picked, list | tuple | set | frozenset):  # None, a str, ...
+                raise WorkflowRuntimeError(
+                    f"the selector {name!r} of the fan-out from {source!r} returned "
+                    f"{short_repr(picked)}; it must return a list of target ids, out of {ids}"
+                )
             chosen = []
-            for target_id in selector(message, list(ids)):
-                if target_id not in by_id:
+            for target_id in picked:
+                if not isinstance(target_id, str) or target_id not in by_id:
                     raise UnknownStepError(
-                        f"the selector of the fan-out from {source!r} chose {target_id!r}, "
-                        f"which is not one of its targets {ids}"
+                        f"the selector {name!r} of the fan-out from {source!r} chose "
+                        f"{short_repr(target_id)}, which is not one of its targets {ids}"
                     )
                 chosen.append(by_id[target_id])
             return tuple(chosen)

@@ -72,7 +72,7 @@ def node_config(
     if timeout is not None and (
         isinstance(timeout, bool)
         or not isinstance(timeout, int | float)
-        or math.isnan(timeout)
+        or not math.isfinite(timeout)
         or timeout <= 0
     ):
         raise WorkflowValidationError(

@@ -148,6 +148,12 @@ def inspect_step(
     name = func.__name__
     where = f"step {name!r} of workflow {owner!r}"
     config: StepConfig = getattr(func, STEP_ATTRIBUTE)
+    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+        raise WorkflowValidationError(
+            f"{where} is a generator (it yields); a step returns one event or None: send "
+            f"several with ctx.send_event(...), or stream progress with "
+            f"ctx.write_event_to_stream(...)"
+        )
     try:
         hints = typing.get_type_hints(func, localns=localns)
     except Exception as exc:

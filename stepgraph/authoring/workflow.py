@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from ..core import Graph, Node, RunState
+from ..core.text import short_repr
 from ..errors import InvalidStartEventError, WorkflowRuntimeError, WorkflowValidationError
 from ..events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from ..runtime.clock import Clock
@@ -47,7 +48,7 @@ class StepStyle:
     def check_external(self, event: object, where: str) -> None:
         if not isinstance(event, Event):
             raise WorkflowRuntimeError(
-                f"handler.send_event({event!r:.200}): {where} takes Event instances"
+                f"handler.send_event({short_repr(event, 200)}): {where} takes Event instances"
             )
 
     def route(self, sender: int, message: object) -> tuple[int, ...] | None:
@@ -248,6 +249,14 @@ def _collect_steps(cls: type) -> list[Any]:
     found: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
         for name, value in vars(klass).items():
+            if isinstance(value, staticmethod | classmethod) and (
+                hasattr(value, STEP_ATTRIBUTE) or hasattr(value.__func__, STEP_ATTRIBUTE)
+            ):
+                kind = type(value).__name__
+                raise WorkflowValidationError(
+                    f"step {name!r} of workflow {cls.__name__!r} is a {kind}; a step is a "
+                    f"plain method: `async def {name}(self, ctx: Context, ev: ...) -> ...`"
+                )
             if callable(value) and hasattr(value, STEP_ATTRIBUTE):
                 found[name] = value
             elif name in found and not hasattr(value, STEP_ATTRIBUTE):

@@ -99,7 +99,7 @@ def apply(state: RunState, tick: Tick) -> list[Command]:
             out.append(CollectResult(batch=None))
         return out  # late news of a run that has ended (cancelled steps finishing)
     if status is RunStatus.PENDING and type(tick) is not RunStarted:
-        raise KernelError(f"tick {tick!r} before the run started")
+        raise KernelError(f"tick {short_repr(tick, 300)} before the run started")
     state.now = tick.at
     handler(state, tick, out)
     if state.running == 0 and state.status is RunStatus.RUNNING:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from ..core import AttemptFailed, StartStep, StepCompleted, StepFailed, Tick
+from ..core.text import short_repr
 from ..errors import (
     InvalidStepResultError,
     StepgraphError,
@@ -33,14 +34,15 @@ if TYPE_CHECKING:
 __all__ = ["run_attempt"]
 
 
-def _forget_cancellation() -> None:
-    """The step cancelled its own task (or code it called did): take the request back.
-
-    The worker goes on; the cancellation is the step's failure, not the worker's end.
-    """
+def _task_cancelled() -> bool:
+    """Whether this worker's task was asked to cancel (not a CancelledError the step raised)."""
     task = asyncio.current_task()
-    while task is not None and task.cancelling():
-        task.uncancel()
+    return task is not None and task.cancelling() > 0
+
+
+def _closing() -> bool:
+    """Whether the coroutine is being closed (its loop is gone: interpreter shutdown)."""
+    return asyncio._get_running_loop() is None
 
 
 def _expire(deadline: asyncio.Timeout) -> None:
@@ -75,11 +77,15 @@ async def run_attempt(run: Run, command: StartStep) -> Tick:
                     result = await body
                 finally:
                     timer.cancel()
-    except (Exception, asyncio.CancelledError) as exc:
+    except BaseException as exc:
+        if isinstance(exc, GeneratorExit) and _closing():
+            raise  # the coroutine is being closed, with no loop left: nothing to report
         if isinstance(exc, asyncio.CancelledError):
             if run.done:
                 raise  # the run is ending: this worker is being cancelled
-            _forget_cancellation()
+            if _task_cancelled():  # by the step itself, or from outside (a loop shutting down)
+                _cancel_run(run, program, command)
+                raise
         scope.active = False
         timed_out = deadline is not None and deadline.expired()
         return _failed(run, program, command, exc, timed_out)
@@ -95,6 +101,18 @@ async def run_attempt(run: Run, command: StartStep) -> Tick:
     if run._route is None:  # routed by type, in the kernel: nothing to resolve here
         return StepCompleted(invocation=command.invocation, emitted=tuple(sent))
     return run.completed(command.invocation, command.node, sent)
+
+
+def _cancel_run(run: Run, program: NodeProgram, command: StartStep) -> None:
+    """The worker's task was cancelled while a step ran: the run ends as cancelled."""
+    run.cancel(
+        f"{run.graph.node_kind} {program.name!r} of workflow {run.name!r} (run {run.run_id}): "
+        f"its task was cancelled while it ran, on attempt {command.attempt} (by the step or "
+        f"code it called, or from outside the run, as a loop shutting down does)"
+    )
+    outcome = run.outcome
+    if outcome.done() and not outcome.cancelled():
+        outcome.exception()  # retrieved: whoever cancelled the task knows, and awaits report it
 
 
 async def _elsewhere(run: Run, program: NodeProgram, command: StartStep) -> Any:
@@ -130,7 +148,11 @@ def _failed(
     """The attempt raised: retry it when its policy says so, else the step fails."""
     policy = program.config.retry_policy
     delay = None
-    if policy is not None and not isinstance(exc, WorkflowRuntimeError | asyncio.CancelledError):
+    if (
+        policy is not None
+        and isinstance(exc, Exception)
+        and not isinstance(exc, WorkflowRuntimeError)
+    ):  # never retried: our own misuse errors, CancelledError, KeyboardInterrupt, SystemExit
         delay = policy.next_delay(command.attempt, exc)
     if delay is not None:
         return AttemptFailed(invocation=command.invocation, failure=failure_of(exc), retry_in=delay)
@@ -155,13 +177,13 @@ def _step_error(
         return error
     if isinstance(exc, asyncio.CancelledError):  # never hand a caller a bare CancelledError
         error = WorkflowRuntimeError(
-            f"{where} was cancelled from inside, on attempt {command.attempt}: its task was "
-            f"cancelled by the step or by code it called, or it awaited something cancelled"
+            f"{where} raised CancelledError on attempt {command.attempt} (it awaited "
+            f"something that was cancelled)"
         )
         error.__cause__ = exc
         return error
     if isinstance(exc, StepgraphError):
-        if not any(program.name in str(arg) for arg in exc.args):
+        if not any(program.name in short_repr(arg, 10_000) for arg in exc.args):
             exc.add_note(f"raised in {where}")
         return exc
     exc.add_note(f"stepgraph: raised in {where}, attempt {command.attempt}")

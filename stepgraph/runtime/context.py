@@ -6,6 +6,7 @@ import contextvars
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..core.text import short_repr
 from ..errors import StepgraphError, WorkflowRuntimeError
 from ..events import Event
 from ..state.store import StateStore
@@ -95,7 +96,7 @@ class Context:
             scope = None
         if not isinstance(event, Event):
             raise WorkflowRuntimeError(
-                f"{run.where(scope)} sent {event!r:.200} ({type(event).__name__}); "
+                f"{run.where(scope)} sent {short_repr(event, 200)} ({type(event).__name__}); "
                 f"send_event takes an Event"
             )
         if step is None and scope is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -59,16 +60,21 @@ class RunOptions:
             raise WorkflowValidationError(
                 f"{where}(mode={mode!r}): mode must be 'superstep' or 'async'"
             ) from None
-        if timeout is not None and timeout <= 0:
-            raise WorkflowValidationError(f"{where}(timeout={timeout!r}): must be > 0 or None")
-        if max_supersteps < 1:
+        if timeout is not None and not _positive_number(timeout):
             raise WorkflowValidationError(
-                f"{where}(max_supersteps={max_supersteps!r}): must be >= 1"
+                f"{where}(timeout={timeout!r}): must be a number of seconds > 0, or None"
             )
-        if max_concurrency is not None and max_concurrency < 1:
+        if not _whole(max_supersteps) or max_supersteps < 1:
             raise WorkflowValidationError(
-                f"{where}(max_concurrency={max_concurrency!r}): must be >= 1 or None"
+                f"{where}(max_supersteps={max_supersteps!r}): must be a whole number >= 1"
             )
+        if max_concurrency is not None and (not _whole(max_concurrency) or max_concurrency < 1):
+            raise WorkflowValidationError(
+                f"{where}(max_concurrency={max_concurrency!r}): must be a whole number >= 1, "
+                f"or None"
+            )
+        if not isinstance(verbose, bool):
+            raise WorkflowValidationError(f"{where}(verbose={verbose!r}): must be True or False")
         watchers = tuple(observers)
         for observer in watchers:
             if not isinstance(observer, RunObserver):
@@ -97,6 +103,18 @@ class RunOptions:
             watchers,
             SYSTEM_CLOCK if clock is None else clock,
         )
+
+
+def _positive_number(value: object) -> bool:
+    """A real number of seconds, finite and > 0 (not a bool, a string or NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value > 0
+
+
+def _whole(value: object) -> bool:
+    """An int (not a bool, not 1.5)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def launch(

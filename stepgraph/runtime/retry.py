@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from ..errors import WorkflowValidationError
 
 __all__ = ["RetryPolicy"]
 
@@ -21,6 +24,9 @@ class RetryPolicy:
         max_backoff: upper bound of any delay.
         retry_on: exception types that are retried; others fail at once.
 
+    Raises:
+        WorkflowValidationError: a value that is not a (finite) number in range.
+
     Example::
 
         @step(retry_policy=RetryPolicy(max_attempts=3, backoff=0.5))
@@ -34,12 +40,28 @@ class RetryPolicy:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"RetryPolicy(max_attempts={self.max_attempts}): must be at least 1")
-        if self.backoff < 0 or self.backoff_factor < 1 or self.max_backoff < 0:
-            raise ValueError(
-                f"RetryPolicy(backoff={self.backoff}, backoff_factor={self.backoff_factor}, "
-                f"max_backoff={self.max_backoff}): delays must be >= 0 and the factor >= 1"
+        attempts = self.max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise WorkflowValidationError(
+                f"RetryPolicy(max_attempts={attempts!r}): must be a whole number >= 1"
+            )
+        for name, least in (("backoff", 0.0), ("backoff_factor", 1.0), ("max_backoff", 0.0)):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < least
+            ):
+                raise WorkflowValidationError(
+                    f"RetryPolicy({name}={value!r}): must be a finite number >= {least:g}"
+                )
+        retry_on = self.retry_on
+        if not isinstance(retry_on, tuple) or not all(
+            isinstance(kind, type) and issubclass(kind, BaseException) for kind in retry_on
+        ):
+            raise WorkflowValidationError(
+                f"RetryPolicy(retry_on={retry_on!r}): must be a tuple of exception classes"
             )
 
     def next_delay(self, attempt: int, error: BaseException) -> float | None:

@@ -63,6 +63,7 @@ from ..core import (
     TimerFired,
     apply,
 )
+from ..core.text import short_repr
 from ..errors import StepgraphError, WorkflowRuntimeError
 from ..state.reducers import merge_writes
 from ..state.store import StateStore
@@ -305,7 +306,7 @@ class Run:
 
     def _refused(self, tick: Tick, error: BaseException) -> list[Command]:
         """The kernel refused ``tick``: fail the run in the kernel too, so both agree."""
-        error.add_note(f"stepgraph: the kernel refused {tick!r:.300}")
+        error.add_note(f"stepgraph: the kernel refused {short_repr(tick, 300)}")
         try:
             return apply(self.state, RunAborted(failure=failure_of(error), at=tick.at))
         except Exception:  # not even that: the kernel's state cannot be trusted any more

@@ -59,8 +59,8 @@ class WorkerPool:
         set_current_context(run.context)
         try:
             await self._work(run)
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # the run is ending, or the coroutine is being closed with its loop gone
         except BaseException as exc:  # a bug in the shell must fail the run, never hang it
             run.abort(exc)
 

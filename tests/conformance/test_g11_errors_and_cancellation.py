@@ -19,7 +19,6 @@ from stepgraph.errors import (
     StepgraphError,
     StepTimeoutError,
     WorkflowCancelled,
-    WorkflowRuntimeError,
     WorkflowTimeoutError,
 )
 from stepgraph.testing import FakeClock
@@ -226,7 +225,7 @@ async def test_a_failed_attempts_sends_are_discarded_before_the_retry_in_superst
 
 
 @both_modes
-async def test_a_step_that_cancels_its_own_task_fails_the_run_at_once_naming_the_step(
+async def test_a_step_that_cancels_its_own_task_cancels_the_run_at_once_naming_the_step(
     mode: str,
 ) -> None:
     class CancelsItself(Workflow):
@@ -239,9 +238,8 @@ async def test_a_step_that_cancels_its_own_task_fails_the_run_at_once_naming_the
             return StopEvent(result="unreachable")
 
     exc = await failure(CancelsItself(mode=mode).run())  # no timeout: it must end by itself
-    assert isinstance(exc, WorkflowRuntimeError)  # not a bare CancelledError for the caller
-    assert "step 'start'" in str(exc) and "cancelled from inside" in str(exc)
-    assert isinstance(exc.__cause__, asyncio.CancelledError)
+    assert isinstance(exc, WorkflowCancelled)  # a cancelled task: a cancelled run
+    assert "step 'start'" in str(exc) and "its task was cancelled" in str(exc)
 
 
 @both_modes
@@ -343,3 +341,112 @@ async def test_asyncio_wait_for_timing_out_on_a_run_raises_timeout_error_and_can
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(handler, 0.001)
     assert isinstance(await failure(handler), WorkflowCancelled)
+
+
+class BadRepr(Event):
+    """An event whose repr raises: error messages must not lose the step's error to it."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr exploded")
+
+
+class BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str exploded")
+
+
+@both_modes
+async def test_an_event_whose_repr_raises_never_replaces_the_step_s_own_error(
+    mode: str,
+) -> None:
+    class Fails(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> BadRepr:
+            return BadRepr()
+
+        @step
+        async def explode(self, ev: BadRepr) -> StopEvent:
+            raise ValueError("the step's own error")
+
+    exc = await failure(Fails(mode=mode).run())
+    assert isinstance(exc, ValueError) and str(exc) == "the step's own error"
+    assert "step 'explode'" in notes_of(exc) and "BadRepr" in notes_of(exc)
+
+
+@both_modes
+async def test_an_exception_whose_str_raises_reaches_the_caller_as_itself_even_verbose(
+    mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Fails(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> StopEvent:
+            raise BadStr()
+
+    exc = await failure(Fails(mode=mode, verbose=True).run())
+    assert isinstance(exc, BadStr)
+    assert "Step start failed: BadStr" in capsys.readouterr().out
+
+
+@both_modes
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit, GeneratorExit])
+async def test_keyboard_interrupt_system_exit_and_generator_exit_reach_the_caller_noted(
+    mode: str, kind: type[BaseException]
+) -> None:
+    class Exits(Workflow):
+        @step(retry_policy=RetryPolicy(max_attempts=3))
+        async def start(self, ev: StartEvent) -> StopEvent:
+            raise kind()
+
+    handler = Exits(mode=mode).run()
+    with pytest.raises(kind) as info:  # as itself, not wrapped, and not retried
+        async with asyncio.timeout(GUARD_SECONDS):
+            await handler
+    assert "step 'start'" in notes_of(info.value) and "attempt 1" in notes_of(info.value)
+
+
+PAUSED_SCRIPT = """
+import asyncio
+from stepgraph import Context, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
+from stepgraph import Workflow, step
+
+class Asks(Workflow):
+    @step(timeout=100)
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="name?"))
+        answer = await ctx.wait_for_event(HumanResponseEvent, timeout=1000)
+        return StopEvent(result=answer.response)
+
+KEEP = []
+
+async def main() -> None:
+    handler = Asks(timeout=500).run()
+    KEEP.append(handler)
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            return  # the run is paused, waiting for an answer nobody will give
+
+if "{how}" == "asyncio.run":
+    asyncio.run(main())
+else:
+    asyncio.new_event_loop().run_until_complete(main())  # the loop is dropped, not closed
+print("done")
+"""
+
+
+@pytest.mark.parametrize("how", ["asyncio.run", "dropped loop"])
+def test_a_paused_run_left_behind_at_interpreter_shutdown_ends_silently(how: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", PAUSED_SCRIPT.replace("{how}", how)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "done"
+    assert "Exception ignored" not in done.stderr
+    assert "Error" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    if how == "asyncio.run":
+        assert done.stderr == ""  # asyncio.run cancels the run's tasks: nothing to say

@@ -35,6 +35,7 @@ from stepgraph.errors import (
     InvalidStepResultError,
     UnknownStepError,
     UnroutableEventError,
+    WorkflowRuntimeError,
     WorkflowValidationError,
 )
 
@@ -328,9 +329,9 @@ def test_a_switch_whose_default_is_not_last_is_rejected() -> None:
     ("options", "fragment"),
     [
         ({"mode": "eager"}, "mode must be 'superstep' or 'async'"),
-        ({"timeout": 0}, "build(timeout=0): must be > 0 or None"),
-        ({"max_supersteps": 0}, "build(max_supersteps=0): must be >= 1"),
-        ({"max_concurrency": 0}, "build(max_concurrency=0): must be >= 1 or None"),
+        ({"timeout": 0}, "build(timeout=0): must be a number of seconds > 0, or None"),
+        ({"max_supersteps": 0}, "build(max_supersteps=0): must be a whole number >= 1"),
+        ({"max_concurrency": 0}, "build(max_concurrency=0): must be a whole number >= 1, or None"),
     ],
 )
 def test_bad_build_options_are_rejected_naming_the_option(
@@ -455,5 +456,39 @@ async def test_a_fan_out_selector_choosing_an_unknown_target_fails_the_run(mode:
         .build(mode=mode)
     )
     message = await run_error(wf, "hi", UnknownStepError)
-    assert "the selector of the fan-out from 'a' chose 'd'" in message
+    assert "the selector 'lambda' of the fan-out from 'a' chose 'd'" in message
     assert "['b', 'c']" in message
+
+
+def nothing(message: object, ids: list[str]) -> Any:
+    return None
+
+
+def one_id(message: object, ids: list[str]) -> Any:
+    return "b"  # a string, not a list: it must not be read letter by letter
+
+
+@MODES
+@pytest.mark.parametrize("selector", [nothing, one_id], ids=["None", "a str"])
+async def test_a_fan_out_selector_returning_no_list_fails_the_run_naming_it(
+    mode: str, selector: Any
+) -> None:
+    a = forward("a")
+    wf = (
+        WorkflowBuilder(start=a)
+        .add_fan_out(a, [sink("b"), sink("c")], selector=selector)
+        .build(mode=mode)
+    )
+    message = await run_error(wf, "hi", WorkflowRuntimeError)
+    assert f"the selector {selector.__name__!r} of the fan-out from 'a' returned" in message
+    assert "list of target ids" in message
+
+
+def test_workflow_context_of_a_value_that_is_no_type_is_rejected_naming_the_executor() -> None:
+    class Odd(Executor):
+        @handler
+        async def on_text(self, text: str, ctx: WorkflowContext[123]) -> None:  # type: ignore[valid-type]
+            await ctx.send_message(text)
+
+    with pytest.raises(WorkflowValidationError, match=r"'odd'.*WorkflowContext\[123\]"):
+        WorkflowBuilder(start=Odd(id="odd")).build()

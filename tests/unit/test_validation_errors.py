@@ -181,3 +181,85 @@ def test_a_valid_definition_validates() -> None:
 
 def test_validation_errors_are_stepgraph_errors() -> None:
     assert issubclass(WorkflowValidationError, StepgraphError)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"timeout": "1"}, "timeout='1'"),
+        ({"timeout": float("nan")}, "timeout=nan"),
+        ({"timeout": float("inf")}, "timeout=inf"),
+        ({"timeout": True}, "timeout=True"),
+        ({"max_supersteps": "5"}, "max_supersteps='5'"),
+        ({"max_supersteps": 1.5}, "max_supersteps=1.5"),
+        ({"max_concurrency": 2.0}, "max_concurrency=2.0"),
+        ({"verbose": "yes"}, "verbose='yes'"),
+    ],
+)
+def test_workflow_options_of_the_wrong_type_are_rejected_naming_the_option(
+    options: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(WorkflowValidationError) as info:
+        Valid(**options)
+    assert named in str(info.value) and "Valid" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"timeout": "2"}, "timeout='2'"),
+        ({"timeout": float("nan")}, "timeout=nan"),
+        ({"num_workers": 2.5}, "num_workers=2.5"),
+        ({"num_workers": True}, "num_workers=True"),
+    ],
+)
+def test_step_options_of_the_wrong_type_are_rejected_naming_the_option(
+    options: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(WorkflowValidationError) as info:
+        step(**options)
+    assert named in str(info.value) and "@step" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"backoff": float("nan")}, "backoff=nan"),
+        ({"backoff": -1}, "backoff=-1"),
+        ({"backoff_factor": 0.5}, "backoff_factor=0.5"),
+        ({"max_backoff": float("inf")}, "max_backoff=inf"),
+        ({"max_attempts": 0}, "max_attempts=0"),
+        ({"max_attempts": 2.5}, "max_attempts=2.5"),
+        ({"retry_on": ValueError}, "retry_on="),
+        ({"retry_on": ("x",)}, "retry_on=('x',)"),
+    ],
+)
+def test_retry_policy_values_out_of_range_are_rejected_naming_the_option(
+    options: dict[str, Any], named: str
+) -> None:
+    from stepgraph import RetryPolicy
+
+    with pytest.raises(WorkflowValidationError) as info:
+        RetryPolicy(**options)
+    assert named in str(info.value) and "RetryPolicy" in str(info.value)
+
+
+def test_an_async_generator_step_is_rejected_by_validate_naming_it() -> None:
+    class Yields(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> StopEvent:  # type: ignore[misc]
+            yield StopEvent()
+
+    with pytest.raises(WorkflowValidationError, match=r"step 'start'.*generator"):
+        Yields().validate()
+
+
+def test_a_static_method_step_is_rejected_for_what_it_is() -> None:
+    class Static(Workflow):
+        @step
+        @staticmethod
+        async def start(ev: StartEvent) -> StopEvent:
+            return StopEvent()
+
+    with pytest.raises(WorkflowValidationError, match=r"step 'start'.*staticmethod"):
+        Static().validate()
