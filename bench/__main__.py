@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=report.RESULTS_DIR / "latest.json",
         help="where to write the JSON results (default: bench/results/latest.json)",
     )
+    parser.add_argument(
+        "--max-size", type=int, help="skip the workloads larger than this (a quick smoke run)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only, write no JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--verbose", action="store_true", help="also print every repetition")
@@ -74,7 +77,11 @@ async def run_workload(
     if workload.step_runner is not None:
         for mode in modes:
             runners[f"step-{mode}"] = workload.step_runner(mode)
-    samples = await measure(runners, workload.size, reps=reps, warmup=warmup)
+    reps = min(reps, workload.reps) if workload.reps else reps
+    warmup = min(warmup, 1) if workload.reps else warmup
+    samples = await measure(
+        runners, workload.size, reps=reps, warmup=warmup, gc_paused=workload.gc_paused
+    )
     base = median(samples["baseline"])
     if verbose:
         for name, values in samples.items():
@@ -107,8 +114,38 @@ async def run_workload(
                 "passed": ratio <= workload.target_ratio and entry.get("vs_step_passed", True),
                 "title": workload.title,
                 "size": workload.size,
+                "gc_paused": workload.gc_paused,
             }
         )
+    return entries
+
+
+def scale_entries(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-unit cost at a large size against the same workload at its smallest size."""
+    found: dict[tuple[str, str], dict[str, Any]] = {
+        (r["workload"], r["mode"]): r for r in results if "ratio" in r
+    }
+    entries = []
+    for workload in WORKLOADS:
+        if workload.scale_of is None:
+            continue
+        for (key, mode), large in found.items():
+            small = found.get((workload.scale_of, mode))
+            if key != workload.key or small is None:
+                continue
+            growth = large["us_per_unit"] / small["us_per_unit"]
+            base_growth = large["baseline_us_per_unit"] / small["baseline_us_per_unit"]
+            entries.append(
+                {
+                    "workload": f"{workload.key} / {workload.scale_of}",
+                    "mode": mode,
+                    "scale": round(growth, 3),
+                    "baseline_scale": round(base_growth, 3),
+                    "scale_target": workload.scale_target,
+                    "passed": growth <= workload.scale_target,
+                    "unit": large["unit"],
+                }
+            )
     return entries
 
 
@@ -129,6 +166,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every selected workload, then the memory measurement."""
     results: list[dict[str, Any]] = []
     for workload in WORKLOADS:
+        if args.max_size is not None and workload.size > args.max_size:
+            continue
         if workload.key in args.only:
             started = time.perf_counter()
             results += await run_workload(
@@ -136,6 +175,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             )
             elapsed = time.perf_counter() - started
             print(f"{workload.key} {workload.title}: {elapsed:.1f} s", file=sys.stderr)
+    results += scale_entries(results)
     if "memory" in args.only:
         for mode in args.modes:
             measured = await measure_pending(mode, reps=1 if args.quick else 3)

@@ -129,6 +129,19 @@ def timing_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
                         "pass" if r["vs_step_passed"] else "FAIL",
                     ]
                 )
+        elif "scale" in r:
+            rows.append(
+                [
+                    f"{r['workload']} per {r['unit']}",
+                    r["mode"],
+                    f"{r['scale']:.2f}x",
+                    "asyncio_gather",
+                    f"{r['baseline_scale']:.2f}x",
+                    "",
+                    f"<= {r['scale_target']:g}x",
+                    "pass" if r["passed"] else "FAIL",
+                ]
+            )
         else:
             rows.append(
                 [
@@ -181,6 +194,11 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
             lines.append(
                 f"| {r['workload']} {r['title']} | {r['mode']} | {ours} | {base} | "
                 f"{r['ratio']:.2f}x | {target} |"
+            )
+        elif "scale" in r:
+            lines.append(
+                f"| {r['workload']}, cost per {r['unit']} | {r['mode']} | {r['scale']:.2f}x | "
+                f"{r['baseline_scale']:.2f}x (asyncio_gather) | | <= {r['scale_target']:g}x |"
             )
         else:
             lines.append(

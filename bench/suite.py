@@ -25,6 +25,15 @@ class Workload:
     step_runner: Callable[[Mode], Runner] | None = None
     """For executor graphs: the same workload in ``@step`` style, timed in the same run."""
     step_target_ratio: float = 1.2
+    reps: int | None = None
+    """Repetitions for this workload (default: the command line's); large ones take fewer."""
+    gc_paused: bool = False
+    """Time with the garbage collector paused: the engine's own cost per unit, without the
+    full collections a heap of 100,000 pending items triggers (in every contender alike)."""
+    scale_of: str | None = None
+    """The key of the same workload at its smallest size: the per-unit cost here is compared
+    with it (``scale_target``), so that growth with the size shows."""
+    scale_target: float = 1.5
 
 
 WORKLOADS: tuple[Workload, ...] = (
@@ -47,6 +56,43 @@ WORKLOADS: tuple[Workload, ...] = (
         baseline_runner=baselines.fan_out_gather,
         stepgraph_runner=workloads.fan_out_runner,
         target_ratio=3.0,
+    ),
+    Workload(
+        key="w2c-1k",
+        title="fan-out/fan-in, count=, 1k",
+        unit="item",
+        size=1_000,
+        baseline="asyncio_gather",
+        baseline_runner=baselines.fan_out_gather,
+        stepgraph_runner=workloads.fan_out_count_runner,
+        target_ratio=3.0,
+        gc_paused=True,
+    ),
+    Workload(
+        key="w2c-10k",
+        title="fan-out/fan-in, count=, 10k",
+        unit="item",
+        size=10_000,
+        baseline="asyncio_gather",
+        baseline_runner=baselines.fan_out_gather,
+        stepgraph_runner=workloads.fan_out_count_runner,
+        target_ratio=3.0,
+        reps=5,
+        gc_paused=True,
+        scale_of="w2c-1k",
+    ),
+    Workload(
+        key="w2c-100k",
+        title="fan-out/fan-in, count=, 100k",
+        unit="item",
+        size=100_000,
+        baseline="asyncio_gather",
+        baseline_runner=baselines.fan_out_gather,
+        stepgraph_runner=workloads.fan_out_count_runner,
+        target_ratio=3.0,
+        reps=3,
+        gc_paused=True,
+        scale_of="w2c-1k",
     ),
     Workload(
         key="w1g",
@@ -84,7 +130,7 @@ WORKLOADS: tuple[Workload, ...] = (
 
 
 def by_key(key: str) -> Workload:
-    """The workload called ``key`` (``w1``, ``w2``, ``w1g``, ``w2g`` or ``w3``)."""
+    """The workload called ``key`` (``w1``, ``w2``, ``w2c-1k``, ``w1g``, ``w3`` ...)."""
     for workload in WORKLOADS:
         if workload.key == key:
             return workload

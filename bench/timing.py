@@ -15,16 +15,30 @@ Runner = Callable[[int], Awaitable[object]]
 """Does ``size`` units of one workload's work (hops, items or runs) and returns when done."""
 
 
-async def time_once(run: Runner, size: int) -> float:
-    """Microseconds per unit of one call of ``run(size)``, after a full garbage collection."""
+async def time_once(run: Runner, size: int, *, gc_paused: bool = False) -> float:
+    """Microseconds per unit of one call of ``run(size)``, after a full garbage collection.
+
+    With ``gc_paused``, the collector is off while it runs (and on again after).
+    """
     gc.collect()
-    start = time.perf_counter()
-    await run(size)
-    return (time.perf_counter() - start) * 1e6 / size
+    if gc_paused:
+        gc.disable()
+    try:
+        start = time.perf_counter()
+        await run(size)
+        return (time.perf_counter() - start) * 1e6 / size
+    finally:
+        if gc_paused:
+            gc.enable()
 
 
 async def measure(
-    runners: Mapping[str, Runner], size: int, *, reps: int, warmup: int
+    runners: Mapping[str, Runner],
+    size: int,
+    *,
+    reps: int,
+    warmup: int,
+    gc_paused: bool = False,
 ) -> dict[str, list[float]]:
     """Each runner's µs per unit over ``reps`` interleaved repetitions, after ``warmup`` calls."""
     for _ in range(warmup):
@@ -33,7 +47,7 @@ async def measure(
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(reps):
         for name, run in runners.items():
-            samples[name].append(await time_once(run, size))
+            samples[name].append(await time_once(run, size, gc_paused=gc_paused))
     return samples
 
 

@@ -124,6 +124,28 @@ def fan_out_runner(mode: Mode) -> Runner:
     return run
 
 
+class FanOutCount(FanOut):
+    """W2 with ``collect_events(ev, Result, count=n)``: no list of n built per arrival."""
+
+    @step
+    async def gather(self, ctx: Context, ev: Result) -> StopEvent | None:
+        got = ctx.collect_events(ev, Result, count=ev.n)
+        if got is None:
+            return None
+        return StopEvent(result=len(got))
+
+
+def fan_out_count_runner(mode: Mode) -> Runner:
+    """W2 at scale: ``n`` items fanned out and collected with ``count=n`` (O(1) per call)."""
+    wf = FanOutCount(timeout=None, mode=mode)
+
+    async def run(n: int) -> None:
+        result = await wf.run(n=n)
+        assert result == n, result
+
+    return run
+
+
 # W3: start-up cost of a small workflow ---------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ its names may change between releases (docs/architecture.md describes it).
 """
 
 from ..errors import KernelError
+from .collector import Repeat
 from .commands import (
     COMMAND_TYPES,
     ArmTimer,
@@ -77,6 +78,7 @@ __all__ = [
     "Node",
     "OpenRequest",
     "PublishEvent",
+    "Repeat",
     "RequestOpened",
     "ResolveWait",
     "ResponseMessage",

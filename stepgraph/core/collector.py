@@ -8,50 +8,105 @@ one batch wait in their queues for the next batch and are never lost.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Hashable, Sequence
+import itertools
+from collections import Counter, deque
+from collections.abc import Hashable, Iterator, Sequence
 
 from .types import closest
 
-__all__ = ["Collector", "collector_key"]
+__all__ = ["Collector", "Repeat", "collector_key"]
+
+SHORT = 8
+"""Expected lists up to this long are keyed by their whole content."""
+
+
+class Repeat(Sequence[type]):
+    """``times`` times ``kind``: the expected list ``[kind] * times``, without building it.
+
+    ``ctx.collect_events(ev, Result, count=n)`` passes one: the caller's cost per call is
+    then O(1) too, where ``[Result] * n`` builds a list of n entries on every call.
+    """
+
+    __slots__ = ("kind", "times")
+
+    def __init__(self, kind: type, times: int) -> None:
+        self.kind = kind
+        self.times = times
+
+    def __len__(self) -> int:
+        return self.times
+
+    def __getitem__(self, index: int) -> type:  # type: ignore[override]
+        if not -self.times <= index < self.times:
+            raise IndexError(index)
+        return self.kind
+
+    def __iter__(self) -> Iterator[type]:
+        return itertools.repeat(self.kind, self.times)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Repeat):
+            return (self.kind, self.times) == (other.kind, other.times)
+        if isinstance(other, list | tuple):
+            return len(other) == self.times and all(k == self.kind for k in other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((Repeat, self.kind, self.times))
+
+    def __repr__(self) -> str:
+        return f"Repeat({self.kind.__name__}, {self.times})"
 
 
 def collector_key(node: int, expected: Sequence[type]) -> tuple[object, ...]:
-    """A key identifying the collector a step uses for ``expected``.
+    """A key identifying the collector a step uses for ``expected``, in O(1).
 
-    Short lists are keyed by their content. Long lists, such as the common
-    ``[Result] * n``, are keyed by length and ends so that finding the collector
-    costs O(1); :meth:`Collector.same_expected` then confirms the whole list.
+    Short lists are keyed by their whole content. A long list (the common
+    ``[Result] * n``) is keyed by its length and the types at five places (the ends, the
+    middle and the quarters): finding its collector costs the same whatever its length,
+    and the whole list is compared once, when it completes a batch
+    (:meth:`Collector.same_expected`).
     """
-    if len(expected) <= 8:
+    n = len(expected)
+    if n <= SHORT:
         return (node, *expected)
-    return (node, len(expected), expected[0], expected[-1])
+    return (
+        node,
+        n,
+        expected[0],
+        expected[n // 4],
+        expected[n // 2],
+        expected[(3 * n) // 4],
+        expected[n - 1],
+    )
 
 
 class Collector:
     """Buffers messages until one of each expected position is held."""
 
-    __slots__ = ("_expected_list", "_held", "_kind_of", "_missing", "_need", "expected")
+    __slots__ = ("_held", "_kind_of", "_missing", "_need", "_source", "expected")
 
     def __init__(self, expected: Sequence[Hashable]) -> None:
         self.expected = tuple(expected)
-        self._expected_list = list(self.expected)
-        self._need: dict[Hashable, int] = {}
-        for kind in self.expected:
-            self._need[kind] = self._need.get(kind, 0) + 1
+        self._source: object = expected  # the list it was made from: same_expected's fast path
+        self._need: dict[Hashable, int] = dict(Counter(self.expected))
         self._held: dict[Hashable, deque[object]] = {kind: deque() for kind in self._need}
         self._kind_of: dict[type, Hashable | None] = {}
         self._missing = len(self.expected)
 
     def same_expected(self, expected: Sequence[Hashable]) -> bool:
-        """Whether ``expected`` is this collector's list (one C-level comparison)."""
+        """Whether ``expected`` is this collector's list (O(n): once per batch, at its end)."""
+        if expected is self._source:
+            return True
         if type(expected) is tuple:
             return expected == self.expected
-        return (
-            list(self.expected) == expected
-            if type(expected) is not list
-            else (self._expected_list == expected)
-        )
+        if isinstance(expected, Repeat):
+            return expected == self.expected
+        return tuple(expected) == self.expected
+
+    def completes(self, kind: Hashable) -> bool:
+        """Whether one more message of ``kind`` releases a batch."""
+        return self._missing == 1 and len(self._held[kind]) < self._need[kind]
 
     def _match(self, concrete: type) -> Hashable | None:
         try:

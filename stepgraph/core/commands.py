@@ -88,6 +88,7 @@ class CollectResult:
     kind: ClassVar[str] = "collect_result"
     batch: list[object] | None
     accepted: bool = True  # False: the message is of none of the expected types
+    conflict: bool = False  # True: the list differs from the one the batch was made with
 
 
 @dataclass(slots=True, kw_only=True)

@@ -38,7 +38,7 @@ from ..errors import (
     WorkflowStalled,
     WorkflowTimeoutError,
 )
-from .collector import Collector, collector_key
+from .collector import SHORT, Collector, collector_key
 from .commands import (
     ArmTimer,
     CancelTimer,
@@ -216,22 +216,25 @@ def _apply_input_requested(state: RunState, tick: InputRequested, out: list[Comm
 
 def _apply_collect_requested(state: RunState, tick: CollectRequested, out: list[Command]) -> None:
     inv = _invocation(state, tick.invocation)
-    key = collector_key(inv.node, tick.expected)
+    expected = tick.expected
+    key = collector_key(inv.node, expected)  # O(1), whatever the list's length
     collector = state.collectors.get(key)
-    if (
-        collector is not None
-        and len(tick.expected) > 8
-        and not collector.same_expected(tick.expected)
-    ):
-        key = (inv.node, *tick.expected)  # a different long list with the same ends: exact key
-        collector = state.collectors.get(key)
     if collector is None:
-        collector = state.collectors[key] = Collector(tick.expected)
+        collector = state.collectors[key] = Collector(expected)
     kind = collector.kind_of(tick.message)
     if kind is None:
         if not collector.held:
             del state.collectors[key]
         out.append(CollectResult(batch=None, accepted=False))
+        return
+    if (
+        len(expected) > SHORT
+        and collector.completes(kind)
+        and not collector.same_expected(expected)
+    ):
+        # A long list is compared in full once per batch, here: a different list that
+        # shares its length and sampled types is refused, never mixed into the batch.
+        out.append(CollectResult(batch=None, conflict=True))
         return
     batch = collector.add_kind(kind, tick.message)
     if tick.undoable:  # the step may be retried: remember what to take back or give back

@@ -14,6 +14,7 @@ that is not JSON is written as a one-key object whose key starts with ``$``:
 ``$dataclass``     a dataclass instance: ``[class, {field: value}]``
 ``$failure``       a :class:`~stepgraph.core.Failure` (the live exception is not kept)
 ``$response``      a :class:`~stepgraph.core.ResponseMessage`
+``$repeat``        a :class:`~stepgraph.core.Repeat` (``collect_events(..., count=n)``)
 ``$set``           a set, ``$frozenset`` a frozenset (their items)
 ``$bytes``         bytes, in base64
 ``$datetime``      a datetime, ``$date`` a date, ``$time`` a time (ISO 8601)
@@ -44,7 +45,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..core import COMMAND_TYPES, TICK_TYPES, Command, Failure, ResponseMessage, Tick
+from ..core import COMMAND_TYPES, TICK_TYPES, Command, Failure, Repeat, ResponseMessage, Tick
 from ..core.text import short_repr
 from ..errors import SerializationError
 
@@ -132,6 +133,8 @@ def encode(value: Any, where: str = "") -> Any:
                 "traceback": value.traceback,
             }
         }
+    if kind is Repeat:
+        return {"$repeat": [class_path(value.kind, where), value.times]}
     if kind is ResponseMessage:
         return {
             "$response": [
@@ -227,6 +230,7 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "$dataclass": _dataclass,
     "$failure": _failure,
     "$response": lambda body: ResponseMessage(body[0], decode(body[1]), decode(body[2])),
+    "$repeat": lambda body: Repeat(import_class(body[0]), body[1]),
 }
 
 

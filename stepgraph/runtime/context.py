@@ -6,6 +6,7 @@ import contextvars
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..core.collector import Repeat
 from ..core.text import short_repr
 from ..errors import StepgraphError, WorkflowRuntimeError
 from ..events import Event
@@ -114,11 +115,25 @@ class Context:
         scope = current_scope()
         run.publish(scope if scope is not None and scope.run is run else None, event)
 
-    def collect_events(self, event: Event, expected: Sequence[type[Event]]) -> list[Any] | None:
+    def collect_events(
+        self,
+        event: Event,
+        expected: Sequence[type[Event]] | type[Event],
+        count: int | None = None,
+    ) -> list[Any] | None:
         """Hold ``event`` until one event of each type in ``expected`` is held.
 
         Returns ``None`` until then; then the events, in the order of ``expected``.
-        Extra events wait for the next batch; none are lost (G9).
+        Extra events wait for the next batch; none are lost (G9). Each call costs the
+        same whatever the length of ``expected``.
+
+        Args:
+            event: the event to hold.
+            expected: the event types a batch holds, in order (``[Result] * n``); or one
+                type, with ``count``.
+            count: with one type as ``expected``, how many of it a batch holds:
+                ``collect_events(ev, Result, count=n)`` is ``[Result] * n`` without
+                building that list on every call.
 
         Example::
 
@@ -127,6 +142,8 @@ class Context:
                 return None
         """
         scope = self._scope("collect_events")
+        if count is not None or isinstance(expected, type):
+            expected = self._repeat(scope, event, expected, count)
         if not expected:
             raise WorkflowRuntimeError(
                 f"{self._run.where(scope)} called collect_events("
@@ -134,6 +151,20 @@ class Context:
                 f"event types to wait for, e.g. [Result] * n"
             )
         return self._run.collect(scope, event, expected)
+
+    def _repeat(self, scope: Scope, event: Event, kind: object, count: int | None) -> Repeat:
+        if (
+            not isinstance(kind, type)
+            or isinstance(count, bool)
+            or not isinstance(count, int)
+            or count < 1
+        ):
+            raise WorkflowRuntimeError(
+                f"{self._run.where(scope)} called collect_events({type(event).__name__}, "
+                f"{short_repr(kind)}, count={count!r}); pass a list of event types, or one "
+                f"event type with count= a whole number >= 1"
+            )
+        return Repeat(kind, count)
 
     async def wait_for_event(
         self,

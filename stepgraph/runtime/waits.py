@@ -108,6 +108,13 @@ def collect(run: Run, scope: Scope, event: object, expected: Sequence[type]) -> 
     commands = run.feed(tick) if on_loop else run.bridge.call(lambda: run.feed(tick))
     for command in commands:
         if type(command) is CollectResult:
+            if command.conflict:
+                raise WorkflowRuntimeError(
+                    f"{run.where(scope)} called collect_events with an expected list of "
+                    f"{len(expected)} types that differs from the list its pending batch was "
+                    f"made with (the same length and the same types at its ends, middle and "
+                    f"quarters); pass the same list on every call"
+                )
             if not command.accepted:
                 kinds = sorted({t.__name__ for t in expected})
                 raise WorkflowRuntimeError(

@@ -6,11 +6,13 @@ lost; a large ``[Result] * n`` collector gathers every event; an empty expected 
 is an error naming the step.
 """
 
+from typing import Any
+
 import pytest
 from _helpers_b import both_modes, failure, finish
 
 from stepgraph import Context, Event, RetryPolicy, StartEvent, StopEvent, Workflow, step
-from stepgraph.errors import StepgraphError
+from stepgraph.errors import StepgraphError, WorkflowRuntimeError
 
 
 class A(Event):
@@ -168,3 +170,104 @@ async def test_a_retried_fan_in_step_sees_the_batch_its_failed_attempt_saw(mode:
 
     assert await finish(Gather(mode=mode).run()) == [0, 1, 2]
     assert attempts == [None, None, 3, 3]  # the retry got the whole batch again
+
+
+@both_modes
+async def test_a_long_expected_list_is_compared_in_full_once_per_batch_not_per_event(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stepgraph.core.collector import Collector
+
+    compared: list[int] = []
+    original = Collector.same_expected
+
+    def counting(self: Collector, expected: Any) -> bool:
+        compared.append(len(expected))
+        return original(self, expected)
+
+    monkeypatch.setattr(Collector, "same_expected", counting)
+    n = 300
+
+    class Gather(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> None:
+            for value in range(2 * n):
+                ctx.send_event(Result(value=value))
+
+        @step
+        async def gather(self, ctx: Context, ev: Result) -> StopEvent | None:
+            batch = ctx.collect_events(ev, [Result] * n)  # the list is rebuilt on every call
+            if batch is None:
+                return None
+            done = await ctx.store.update("batches", lambda b: (b or 0) + 1)
+            return StopEvent(result=done) if done == 2 else None
+
+    assert await finish(Gather(mode=mode).run()) == 2
+    assert compared == [n, n]  # one full comparison per batch: O(1) per arriving event
+
+
+@both_modes
+async def test_one_type_with_count_collects_like_the_list_it_stands_for(mode: str) -> None:
+    class Gather(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> None:
+            for value in range(12):
+                ctx.send_event(Result(value=value))
+
+        @step
+        async def gather(self, ctx: Context, ev: Result) -> StopEvent | None:
+            batch = ctx.collect_events(ev, Result, count=12)  # no list built per call
+            return None if batch is None else StopEvent(result=[r.value for r in batch])
+
+    assert sorted(await finish(Gather(mode=mode).run())) == list(range(12))
+
+
+@both_modes
+async def test_two_long_lists_that_differ_in_the_middle_fill_two_batches_without_stalling(
+    mode: str,
+) -> None:
+    first = [Result] * 5 + [A] + [Result] * 5
+    second = [Result] * 5 + [B] + [Result] * 5
+
+    class Two(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> None:
+            for value in range(20):
+                ctx.send_event(Result(value=value))
+            ctx.send_event(A(n=1))
+            ctx.send_event(B(n=2))
+
+        @step
+        async def gather(self, ctx: Context, ev: Result | A | B) -> StopEvent | None:
+            wants = second if isinstance(ev, B) or getattr(ev, "value", 0) % 2 else first
+            batch = ctx.collect_events(ev, wants)
+            if batch is None:
+                return None
+            done = await ctx.store.update("done", lambda d: [*(d or []), type(batch[5]).__name__])
+            return StopEvent(result=sorted(done)) if len(done) == 2 else None
+
+    assert await finish(Two(mode=mode).run()) == ["A", "B"]
+
+
+@both_modes
+async def test_a_different_long_list_with_the_same_length_and_samples_is_refused_clearly(
+    mode: str,
+) -> None:
+    same = [Result] * 11
+    odd = [Result] * 11
+    odd[1] = A  # differs where the key does not look: caught when the batch completes
+
+    class Mixed(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> None:
+            for value in range(11):
+                ctx.send_event(Result(value=value))
+
+        @step
+        async def gather(self, ctx: Context, ev: Result) -> StopEvent | None:
+            batch = ctx.collect_events(ev, same if ev.value < 10 else odd)
+            return None if batch is None else StopEvent(result="mixed")
+
+    exc = await failure(Mixed(mode=mode).run())
+    assert isinstance(exc, WorkflowRuntimeError)
+    assert "step 'gather'" in str(exc) and "pass the same list" in str(exc)

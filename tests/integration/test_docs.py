@@ -1,16 +1,20 @@
-"""The code in docs/runtime.md runs, as one script, and checks itself."""
+"""The code in docs/semantics.md and docs/runtime.md runs, each page as one script."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "runtime.md"
+import pytest
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
-def test_the_code_of_the_runtime_guide_runs_as_one_script() -> None:
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.DOTALL)
-    assert len(blocks) == 3
-    assert all("assert " in block for block in blocks)  # each block checks itself
-    namespace: dict[str, object] = {"__name__": "runtime_guide"}
-    exec(compile("\n".join(blocks), str(DOC), "exec", dont_inherit=True), namespace)
+@pytest.mark.parametrize(("page", "blocks"), [("semantics.md", 10), ("runtime.md", 3)])
+def test_the_code_of_a_docs_page_runs_as_one_script(page: str, blocks: int) -> None:
+    doc = DOCS / page
+    found = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
+    assert len(found) >= blocks
+    assert sum("assert " in block for block in found) >= blocks - 1  # the blocks check themselves
+    namespace: dict[str, object] = {"__name__": page.replace(".", "_")}
+    exec(compile("\n".join(found), str(doc), "exec", dont_inherit=True), namespace)
