@@ -232,6 +232,8 @@ class Workflow:
                     f"{compiled.start_type.__name__}, got {type(start_event).__name__}"
                 )
             return start_event
+        if not kwargs and compiled.start_type is StartEvent:
+            return StartEvent.model_construct()  # nothing to validate
         try:
             return compiled.start_type(**kwargs)
         except ValidationError as exc:

@@ -31,7 +31,13 @@ if TYPE_CHECKING:
     from .plan import NodeProgram
     from .run import Run
 
-__all__ = ["run_attempt"]
+__all__ = [
+    "attempt_body",
+    "attempt_completed",
+    "attempt_failed",
+    "attempt_scope",
+    "run_attempt",
+]
 
 
 def _task_cancelled() -> bool:
@@ -51,47 +57,50 @@ def _expire(deadline: asyncio.Timeout) -> None:
         deadline.reschedule(asyncio.get_running_loop().time())
 
 
-async def run_attempt(run: Run, command: StartStep) -> Tick:
-    """Run attempt ``command.attempt`` of ``command.invocation`` and return its outcome tick."""
-    program = run.programs[command.node]
-    message = command.message
-    timeout = program.config.timeout
-    scope = Scope(run, command.invocation, command.node, message)
+def attempt_scope(run: Run, command: StartStep) -> Scope:
+    """The fresh scope of attempt ``command`` (set as the current one)."""
+    scope = Scope(run, command.invocation, command.node, command.message)
     set_scope(scope)
-    deadline: asyncio.Timeout | None = None
-    body: Awaitable[Any]
-    try:
-        backend = program.backend
-        if backend is None:  # the default: inline when async, a thread when not
-            body = program.call(run.owner, run.context, message)
-        elif backend.in_process:
-            body = backend.submit(program.body, run.owner, run.context, message)
-        else:
-            body = _elsewhere(run, program, command)
-        if timeout is None:
-            result = await body
-        else:
-            async with asyncio.timeout(None) as deadline:
-                timer = run.clock.call_later(timeout, lambda: _expire(deadline))
-                try:
-                    result = await body
-                finally:
-                    timer.cancel()
-    except BaseException as exc:
-        if isinstance(exc, GeneratorExit) and _closing():
-            raise  # the coroutine is being closed, with no loop left: nothing to report
-        if isinstance(exc, asyncio.CancelledError):
-            if run.done:
-                raise  # the run is ending: this worker is being cancelled
-            if _task_cancelled():  # by the step itself, or from outside (a loop shutting down)
-                _cancel_run(run, program, command)
-                raise
-        scope.active = False
-        timed_out = deadline is not None and deadline.expired()
-        return _failed(run, program, command, exc, timed_out)
+    return scope
+
+
+def attempt_body(run: Run, command: StartStep, scope: Scope) -> Awaitable[Any]:
+    """What to await for attempt ``command``: its body on its backend, within its timeout.
+
+    It may raise at once (an executor with no handler for the message, say): that is the
+    attempt failing like any other.
+    """
+    program = run.programs[command.node]
+    backend = program.backend
+    if backend is None:  # the default: inline when async, a thread when not
+        body = program.call(run.owner, run.context, command.message)
+    elif backend.in_process:
+        body = backend.submit(program.body, run.owner, run.context, command.message)
+    else:
+        body = _elsewhere(run, program, command)
+    timeout = program.config.timeout
+    if timeout is None:
+        return body
+    return _bounded(run, body, timeout, scope)
+
+
+async def _bounded(run: Run, body: Awaitable[Any], timeout: float, scope: Scope) -> Any:
+    """``body``, timed out after ``timeout`` seconds on the run's clock."""
+    async with asyncio.timeout(None) as deadline:
+        timer = run.clock.call_later(timeout, lambda: _expire(deadline))
+        try:
+            return await body
+        finally:
+            timer.cancel()
+            scope.timed_out = deadline.expired()
+
+
+def attempt_completed(run: Run, command: StartStep, scope: Scope, result: object) -> Tick:
+    """The tick of an attempt whose body returned ``result``."""
     sent = scope.sent
     scope.sent = []  # a pending flush (async mode) finds nothing left to deliver
     if result is not None:
+        program = run.programs[command.node]
         if isinstance(result, Event) and program.returns_events:
             sent.append((result, None))
         else:
@@ -101,6 +110,34 @@ async def run_attempt(run: Run, command: StartStep) -> Tick:
     if run._route is None:  # routed by type, in the kernel: nothing to resolve here
         return StepCompleted(invocation=command.invocation, emitted=tuple(sent))
     return run.completed(command.invocation, command.node, sent)
+
+
+def attempt_failed(run: Run, command: StartStep, scope: Scope, exc: BaseException) -> Tick:
+    """The tick of an attempt whose body raised ``exc`` (re-raised when the run is ending)."""
+    if isinstance(exc, GeneratorExit) and _closing():
+        raise exc  # the coroutine is being closed, with no loop left: nothing to report
+    program = run.programs[command.node]
+    if isinstance(exc, asyncio.CancelledError):
+        if run.done:
+            raise exc  # the run is ending: this worker is being cancelled
+        if _task_cancelled():  # by the step itself, or from outside (a loop shutting down)
+            _cancel_run(run, program, command)
+            raise exc
+    scope.active = False
+    return _failed(run, program, command, exc, scope.timed_out)
+
+
+async def run_attempt(run: Run, command: StartStep) -> Tick:
+    """Run attempt ``command.attempt`` of ``command.invocation`` and return its outcome tick.
+
+    (The worker loop does the same with these parts inline: it saves a coroutine per step.)
+    """
+    scope = attempt_scope(run, command)
+    try:
+        result = await attempt_body(run, command, scope)
+    except BaseException as exc:
+        return attempt_failed(run, command, scope, exc)
+    return attempt_completed(run, command, scope, result)
 
 
 def _cancel_run(run: Run, program: NodeProgram, command: StartStep) -> None:

@@ -44,17 +44,10 @@ class WorkflowHandler:
         gets ``WorkflowCancelled``.
         """
         run = self._run
-        waiter = run.waiter()
-        if waiter is run.outcome:  # the first await, or the run has ended: no extra future
-            return waiter.__await__()
-        return self._await(waiter)
-
-    def _await(self, waiter: asyncio.Future[Any]) -> Generator[Any, None, Any]:
-        """Another await while one is pending: it waits on a future of its own."""
+        waiter = run.waiter()  # the outcome itself, or for a second await a future of its own
         try:
             return (yield from waiter.__await__())
         except asyncio.CancelledError:
-            run = self._run
             if run.running:
                 run.cancel("an await of the run was cancelled (asyncio.wait_for timing out?)")
                 outcome = run.outcome

@@ -115,8 +115,8 @@ class Run:
         self.clock = options.clock
         self._wall = options.clock.wall
         self.outcome: asyncio.Future[Any] = loop.create_future()
-        self.outcome.add_done_callback(self._outcome_done)
-        self.stream = EventStream()
+        self._stream: EventStream | None = None  # made on first use
+        self._closing: tuple[object, ...] = ()  # what a finished run streams last
         self.superstep_mode = options.mode is Mode.SUPERSTEP
         self.observers: list[RunObserver] = list(options.observers)
         if options.verbose:
@@ -153,6 +153,18 @@ class Run:
             if self.done:
                 store.close()
         return store
+
+    @property
+    def stream(self) -> EventStream:
+        """The run's event stream (made when first written to or read)."""
+        stream = self._stream
+        if stream is None:
+            stream = self._stream = EventStream()
+            if self.done:  # ended before anyone looked: what it streamed last, then the end
+                for event in self._closing:
+                    stream.push(event)
+                stream.close()
+        return stream
 
     @property
     def timers(self) -> Timers:
@@ -536,12 +548,6 @@ class Run:
 
     # -- the end --------------------------------------------------------------------------------
 
-    def _outcome_done(self, future: asyncio.Future[Any]) -> None:
-        # An awaiter that is cancelled (asyncio.wait_for, asyncio.timeout) cancels the
-        # future it awaits: nobody can get the result any more, so the run ends too.
-        if future.cancelled() and not self.done:
-            self.cancel("the result was cancelled (an await of the run was cancelled)")
-
     def _end(self, status: RunStatus, result: object, error: BaseException | None) -> None:
         if self.done:
             return
@@ -578,16 +584,19 @@ class Run:
         replaced = outcome.cancelled()
         if replaced:  # an await was cancelled: later awaits get WorkflowCancelled
             self.outcome = outcome = self.loop.create_future()
+        stream = self._stream
         if status is RunStatus.FINISHED:
             style = self.plan.style
             try:
                 value = style.result(self.state, self.run_id)
-                for event in style.closing_events(self.state):
-                    self.stream.push(event)
+                self._closing = tuple(style.closing_events(self.state))
             except Exception as exc:
                 outcome.set_exception(exc)
             else:
                 outcome.set_result(value)
+                if stream is not None:
+                    for event in self._closing:
+                        stream.push(event)
         elif status is RunStatus.CANCELLED:
             outcome.set_exception(error or StepgraphError(f"run {self.run_id} was cancelled"))
         else:
@@ -595,7 +604,8 @@ class Run:
         if replaced and not outcome.cancelled():
             outcome.exception()  # whoever cancelled knows; later awaits still get it
         self._resolve_waiters()
-        self.stream.close()
+        if stream is not None:
+            stream.close()
 
     def _resolve_waiters(self) -> None:
         """Each await's own future gets the outcome: at once, with no extra loop turn."""

@@ -19,7 +19,7 @@ class Scope:
     thread after a timeout) from sending for the invocation.
     """
 
-    __slots__ = ("active", "invocation", "message", "node", "run", "sent")
+    __slots__ = ("active", "invocation", "message", "node", "run", "sent", "timed_out")
 
     def __init__(self, run: StepPort, invocation: int, node: int, message: object) -> None:
         self.run = run
@@ -28,6 +28,7 @@ class Scope:
         self.message = message
         self.sent: list[tuple[object, tuple[int, ...] | None]] = []
         self.active = True  # False once its attempt has failed or been abandoned
+        self.timed_out = False  # its attempt's timeout expired
 
 
 _scope: contextvars.ContextVar[Scope] = contextvars.ContextVar("stepgraph_scope")

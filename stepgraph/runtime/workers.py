@@ -13,7 +13,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..core import StartStep
-from .attempts import run_attempt
+from .attempts import attempt_body, attempt_completed, attempt_failed, attempt_scope
 from .context import set_current_context
 
 if TYPE_CHECKING:
@@ -80,7 +80,15 @@ class WorkerPool:
                         observer.step_started(
                             run, name, command.invocation, command.attempt, command.message
                         )
-                tick = await run_attempt(run, command)
+                scope = attempt_scope(run, command)
+                try:
+                    result = await attempt_body(run, command, scope)
+                except BaseException as exc:
+                    tick = attempt_failed(run, command, scope, exc)
+                else:
+                    tick = attempt_completed(run, command, scope, result)
+                del scope  # hold no finished attempt's objects while waiting
+                result = None
                 self._busy -= 1
                 if observers and self.watched.pop(command.invocation, None) is not None:
                     name = run.programs[command.node].name
