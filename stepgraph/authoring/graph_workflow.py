@@ -74,7 +74,7 @@ class GraphWorkflow:
 
     def run(self, message: Any = None) -> WorkflowHandler:
         """Start a run with ``message`` for the start executor; returns the handler at once."""
-        return launch(self.plan, None, self.options, message, who=f"workflow {self.name!r}: run()")
+        return launch(self.plan, None, self.options, message)
 
     def run_sync(self, message: Any = None) -> RunResult:
         """Run to completion in a new event loop (for scripts)."""

@@ -68,6 +68,7 @@ class CompiledWorkflow:
     plan: RunPlan
     specs: tuple[StepSpec, ...]
     start_type: type[StartEvent]
+    who: str  # how messages name the run call: "MyWorkflow.run()"
 
     @property
     def name(self) -> str:
@@ -207,7 +208,7 @@ class Workflow:
         """
         compiled = self._compiled()
         event = self._start_event(compiled, start_event, kwargs)
-        return launch(compiled.plan, self, self.options, event, who=f"{compiled.name}.run()")
+        return launch(compiled.plan, self, self.options, event, who=compiled.who)
 
     def _stepgraph_plan(self) -> RunPlan:
         """The compiled plan runs of this workflow follow (validates the definition).
@@ -232,8 +233,6 @@ class Workflow:
                     f"{compiled.start_type.__name__}, got {type(start_event).__name__}"
                 )
             return start_event
-        if not kwargs and compiled.start_type is StartEvent:
-            return StartEvent.model_construct()  # nothing to validate
         try:
             return compiled.start_type(**kwargs)
         except ValidationError as exc:
@@ -329,7 +328,7 @@ def _compile(cls: type) -> CompiledWorkflow:
         style=STEP_STYLE,
         reducers=reducers,
     )
-    return CompiledWorkflow(plan=plan, specs=specs, start_type=start_type)
+    return CompiledWorkflow(plan=plan, specs=specs, start_type=start_type, who=f"{name}.run()")
 
 
 def _most_specific(name: str, types: set[type]) -> type[StartEvent]:

@@ -95,10 +95,12 @@ class Graph:
     fan_ins: tuple[FanIn, ...] = ()
     index_of: dict[str, int] = field(init=False)
     fan_in_of: dict[tuple[int, int], tuple[int, int]] = field(init=False)
+    limits: tuple[int, ...] = field(init=False)  # each node's num_workers, by index
     _routes: dict[type, tuple[int, ...]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.index_of = {node.name: node.index for node in self.nodes}
+        self.limits = tuple(node.num_workers for node in self.nodes)
         self.fan_in_of = {
             (source, fan_in.target): (group, position)
             for group, fan_in in enumerate(self.fan_ins)

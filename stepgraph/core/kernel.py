@@ -564,9 +564,10 @@ def _start(state: RunState, index: int, out: list[Command], first: bool = False)
     node just taken from the head of that queue.
     """
     node = state.nodes[index]
-    limit = state.graph.nodes[index].num_workers
+    inbox = node.inbox
+    limit = state.graph.limits[index]
     cap = state.max_concurrency
-    while node.inbox and node.in_flight < limit:
+    while inbox and node.in_flight < limit:
         if cap is not None and (
             state.running >= cap or (state.blocked and not first)
         ):  # no slot, or nodes held back earlier come first (FIFO, no starvation)
@@ -574,15 +575,15 @@ def _start(state: RunState, index: int, out: list[Command], first: bool = False)
                 state.blocked.append(index)
             return
         first = False
-        message, generation = node.inbox.popleft()
+        message, generation = inbox.popleft()
         state.queued -= 1
         state.running += 1
         node.in_flight += 1
-        order: OrderKey = (index, node.started)
-        node.started += 1
+        started = node.started
+        node.started = started + 1
         inv_id = state.next_invocation
         state.next_invocation = inv_id + 1
-        state.invocations[inv_id] = Invocation(inv_id, index, message, generation, order)
+        state.invocations[inv_id] = Invocation(inv_id, index, message, generation, (index, started))
         state.recent.append((index, message))
         out.append(StartStep(invocation=inv_id, node=index, message=message))
 
@@ -665,7 +666,10 @@ def _queued_only_behind_waiters(state: RunState) -> bool:
 def _first_unroutable(state: RunState) -> UnroutableEventError | None:
     """At the final barrier: an undelivered message no node would take is still an error."""
     graph = state.graph
-    for order, _, emitted in sorted(state.outbox, key=_order_of):
+    first: tuple[OrderKey, object] | None = None
+    for order, _, emitted in state.outbox:  # the first in delivery order, without a sort
+        if first is not None and order >= first[0]:
+            continue
         for message, targets in emitted:
             if targets or graph.is_stop(message) or graph.is_output(message):
                 continue
@@ -675,8 +679,9 @@ def _first_unroutable(state: RunState) -> UnroutableEventError | None:
                 type(message) in state.awaited_types or graph.route(order[0], message)
             ):
                 continue
-            return _unroutable(state, order[0], message)
-    return None
+            first = (order, message)
+            break
+    return None if first is None else _unroutable(state, first[0][0], first[1])
 
 
 def _barrier(state: RunState, out: list[Command]) -> None:

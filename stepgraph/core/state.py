@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -142,53 +142,108 @@ class OpenRequest:
         )
 
 
-@dataclass(slots=True, eq=False)
 class RunState:
-    """The kernel's state of one run. Create it with the compiled graph and the run options."""
+    """The kernel's state of one run. Create it with the compiled graph and the run options.
 
-    graph: Graph
-    mode: Mode = Mode.SUPERSTEP
-    max_supersteps: int = 10_000
-    max_concurrency: int | None = None
-    timeout: float | None = None  # seconds the whole run may take (a timer from its start)
-    run_id: str = ""
-    status: RunStatus = RunStatus.PENDING
-    started_at: float = 0.0  # wall-clock time of RunStarted
-    now: float = 0.0  # wall-clock time of the last tick
-    superstep: int = 0
-    nodes: list[NodeState] = field(default_factory=list)
-    invocations: dict[int, Invocation] = field(default_factory=dict)
-    next_invocation: int = 0
-    running: int = 0  # invocations executing or backing off (not waiting)
-    queued: int = 0  # messages in inboxes, not yet started
-    blocked: deque[int] = field(default_factory=deque)  # nodes held back by max_concurrency
-    # waits that may resume but wait for a free slot: (invocation, event, timed out)
-    resumable: deque[tuple[int, object, bool]] = field(default_factory=deque)
-    outbox: list[tuple[OrderKey, int, tuple[Emission, ...]]] = field(default_factory=list)
-    external_sent: int = 0
-    stop: tuple[OrderKey, object] | None = None
-    waiters: dict[int, Waiter] = field(default_factory=dict)
-    awaited_types: set[type] = field(default_factory=set)
-    unclaimed: deque[object] = field(default_factory=deque)
-    input_requests: int = 0  # input requests on the stream, not answered yet
-    requests: dict[str, OpenRequest] = field(default_factory=dict)
-    timers: dict[str, float] = field(default_factory=dict)  # armed timer -> due (wall time)
-    store: dict[str, Any] = field(default_factory=dict)  # the shared state (ctx.store)
-    # reducer writes waiting for the barrier: (writer position, arrival, key, value)
-    pending_merges: list[tuple[OrderKey, int, str, object]] = field(default_factory=list)
-    merges_seen: int = 0
-    merging: bool = False  # a MergeState is out; the barrier waits for StateMerged
-    collectors: dict[tuple[object, ...], Collector] = field(default_factory=dict)
-    fan_in_buffers: dict[int, Collector] = field(default_factory=dict)
-    outputs: list[object] = field(default_factory=list)
-    recent: deque[tuple[int, object]] = field(default_factory=lambda: deque(maxlen=5))
-    result: object = None
-    failure: Failure | None = None
-    capture_barriers: bool = False  # attach a snapshot to each SuperstepEnded (checkpoints)
+    A plain class with a hand-written ``__init__``: a run creates one, so its cost is part
+    of every run's start-up.
+    """
 
-    def __post_init__(self) -> None:
-        if not self.nodes:
-            self.nodes = [NodeState() for _ in self.graph.nodes]
+    __slots__ = (
+        "awaited_types",
+        "blocked",
+        "capture_barriers",
+        "collectors",
+        "external_sent",
+        "failure",
+        "fan_in_buffers",
+        "graph",
+        "input_requests",
+        "invocations",
+        "max_concurrency",
+        "max_supersteps",
+        "merges_seen",
+        "merging",
+        "mode",
+        "next_invocation",
+        "nodes",
+        "now",
+        "outbox",
+        "outputs",
+        "pending_merges",
+        "queued",
+        "recent",
+        "requests",
+        "result",
+        "resumable",
+        "run_id",
+        "running",
+        "started_at",
+        "status",
+        "stop",
+        "store",
+        "superstep",
+        "timeout",
+        "timers",
+        "unclaimed",
+        "waiters",
+    )
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        mode: Mode = Mode.SUPERSTEP,
+        max_supersteps: int = 10_000,
+        max_concurrency: int | None = None,
+        timeout: float | None = None,
+        capture_barriers: bool = False,
+    ) -> None:
+        self.graph = graph
+        self.mode = mode
+        self.max_supersteps = max_supersteps
+        self.max_concurrency = max_concurrency
+        self.timeout: float | None = timeout  # seconds the whole run may take, from its start
+        self.capture_barriers = capture_barriers  # a snapshot in each SuperstepEnded
+        self.run_id = ""
+        self.status = RunStatus.PENDING
+        self.started_at = 0.0  # wall-clock time of RunStarted
+        self.now = 0.0  # wall-clock time of the last tick
+        self.superstep = 0
+        self.nodes: list[NodeState] = [NodeState() for _ in graph.nodes]
+        self.invocations: dict[int, Invocation] = {}
+        self.next_invocation = 0
+        self.running = 0  # invocations executing or backing off (not waiting)
+        self.queued = 0  # messages in inboxes, not yet started
+        self.blocked: deque[int] = deque()  # nodes held back by max_concurrency
+        # waits that may resume but wait for a free slot: (invocation, event, timed out)
+        self.resumable: deque[tuple[int, object, bool]] = deque()
+        self.outbox: list[tuple[OrderKey, int, tuple[Emission, ...]]] = []
+        self.external_sent = 0
+        self.stop: tuple[OrderKey, object] | None = None
+        self.waiters: dict[int, Waiter] = {}
+        self.awaited_types: set[type] = set()
+        self.unclaimed: deque[object] = deque()
+        self.input_requests = 0  # input requests on the stream, not answered yet
+        self.requests: dict[str, OpenRequest] = {}
+        self.timers: dict[str, float] = {}  # armed timer -> due (wall time)
+        self.store: dict[str, Any] = {}  # the shared state (ctx.store)
+        # reducer writes waiting for the barrier: (writer position, arrival, key, value)
+        self.pending_merges: list[tuple[OrderKey, int, str, object]] = []
+        self.merges_seen = 0
+        self.merging = False  # a MergeState is out; the barrier waits for StateMerged
+        self.collectors: dict[tuple[object, ...], Collector] = {}
+        self.fan_in_buffers: dict[int, Collector] = {}
+        self.outputs: list[object] = []
+        self.recent: deque[tuple[int, object]] = deque(maxlen=5)
+        self.result: object = None
+        self.failure: Failure | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"RunState(graph={self.graph.name!r}, run_id={self.run_id!r}, "
+            f"status={self.status.value}, superstep={self.superstep})"
+        )
 
     @property
     def idle(self) -> bool:

@@ -96,6 +96,43 @@ def new_run_id() -> str:
 class Run:
     """One run on the running event loop: its kernel state, workers, stream and store."""
 
+    __slots__ = (
+        "__weakref__",
+        "_awaited",
+        "_closes",
+        "_draining",
+        "_feeding",
+        "_flush_scheduled",
+        "_followups",
+        "_lifecycle",
+        "_requests",
+        "_route",
+        "_store",
+        "_stream",
+        "_timers",
+        "_unflushed",
+        "_waiters",
+        "_waits",
+        "_wall",
+        "bridge",
+        "clock",
+        "context",
+        "done",
+        "graph",
+        "loop",
+        "mode",
+        "name",
+        "observers",
+        "outcome",
+        "owner",
+        "plan",
+        "programs",
+        "run_id",
+        "state",
+        "superstep_mode",
+        "workers",
+    )
+
     def __init__(self, plan: RunPlan, owner: object, options: RunOptions) -> None:
         loop = self.loop = asyncio.get_running_loop()
         self.plan = plan
@@ -116,7 +153,7 @@ class Run:
         self._wall = options.clock.wall
         self.outcome: asyncio.Future[Any] = loop.create_future()
         self._stream: EventStream | None = None  # made on first use
-        self._closing: tuple[object, ...] = ()  # what a finished run streams last
+        self._closes = False  # the run finished: its style's closing events end the stream
         self.superstep_mode = options.mode is Mode.SUPERSTEP
         self.observers: list[RunObserver] = list(options.observers)
         if options.verbose:
@@ -161,8 +198,9 @@ class Run:
         if stream is None:
             stream = self._stream = EventStream()
             if self.done:  # ended before anyone looked: what it streamed last, then the end
-                for event in self._closing:
-                    stream.push(event)
+                if self._closes:
+                    for event in self.plan.style.closing_events(self.state):
+                        stream.push(event)
                 stream.close()
         return stream
 
@@ -562,6 +600,41 @@ class Run:
         if self._store is not None:
             self._store.close()  # its sink was this run: no cycle left behind
         self.context = None  # Context -> Run stays; Run -> Context goes
+        if self.observers:
+            status, result, error = self._tell_end(status, result, error)
+        outcome = self.outcome
+        replaced = outcome.cancelled()
+        if replaced:  # an await was cancelled: later awaits get WorkflowCancelled
+            self.outcome = outcome = self.loop.create_future()
+        stream = self._stream
+        if status is RunStatus.FINISHED:
+            style = self.plan.style
+            try:
+                value = style.result(self.state, self.run_id)
+            except Exception as exc:
+                outcome.set_exception(exc)
+            else:
+                outcome.set_result(value)
+                self._closes = True
+                if stream is not None:
+                    for event in style.closing_events(self.state):
+                        stream.push(event)
+        elif status is RunStatus.CANCELLED:
+            outcome.set_exception(error or StepgraphError(f"run {self.run_id} was cancelled"))
+        else:
+            outcome.set_exception(error or StepgraphError(f"run {self.run_id} failed"))
+        if replaced and not outcome.cancelled():
+            outcome.exception()  # whoever cancelled knows; later awaits still get it
+        if self._waiters:
+            self._resolve_waiters()
+        if stream is not None:
+            stream.close()
+
+    def _tell_end(
+        self, status: RunStatus, result: object, error: BaseException | None
+    ) -> tuple[RunStatus, object, BaseException | None]:
+        """Tell the observers the run ended (attempts cut short first); a finished run whose
+        end an observer could not record fails with that observer's error."""
         failed: BaseException | None = None
         watched = self.workers.watched
         if watched:
@@ -579,33 +652,8 @@ class Run:
             except Exception as exc:
                 failed = failed or exc
         if failed is not None and status is RunStatus.FINISHED:
-            status, result, error = RunStatus.FAILED, None, failed  # it could not be recorded
-        outcome = self.outcome
-        replaced = outcome.cancelled()
-        if replaced:  # an await was cancelled: later awaits get WorkflowCancelled
-            self.outcome = outcome = self.loop.create_future()
-        stream = self._stream
-        if status is RunStatus.FINISHED:
-            style = self.plan.style
-            try:
-                value = style.result(self.state, self.run_id)
-                self._closing = tuple(style.closing_events(self.state))
-            except Exception as exc:
-                outcome.set_exception(exc)
-            else:
-                outcome.set_result(value)
-                if stream is not None:
-                    for event in self._closing:
-                        stream.push(event)
-        elif status is RunStatus.CANCELLED:
-            outcome.set_exception(error or StepgraphError(f"run {self.run_id} was cancelled"))
-        else:
-            outcome.set_exception(error or StepgraphError(f"run {self.run_id} failed"))
-        if replaced and not outcome.cancelled():
-            outcome.exception()  # whoever cancelled knows; later awaits still get it
-        self._resolve_waiters()
-        if stream is not None:
-            stream.close()
+            return RunStatus.FAILED, None, failed
+        return status, result, error
 
     def _resolve_waiters(self) -> None:
         """Each await's own future gets the outcome: at once, with no extra loop turn."""

@@ -115,8 +115,11 @@ class WorkerPool:
         The worker that ended the run (from inside a step, say) is cancelled once it
         next yields, so that its step cannot wait forever for a run that is over.
         """
-        current = asyncio.current_task()
-        for task in self._tasks:
+        tasks = self._tasks
+        if self._between and len(tasks) == 1:  # the one worker fed the end: it returns
+            tasks.clear()
+        current = asyncio.current_task() if tasks else None
+        for task in tasks:
             if task is not current:
                 task.cancel()
             elif not self._between:  # ended from inside a step body: cut it short too
