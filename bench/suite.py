@@ -124,7 +124,7 @@ WORKLOADS: tuple[Workload, ...] = (
         baseline="asyncio_task",
         baseline_runner=baselines.startup_task_per_run,
         stepgraph_runner=workloads.startup_runner,
-        target_ratio=8.0,
+        target_ratio=5.0,
     ),
 )
 

@@ -86,6 +86,16 @@ __all__ = ["KernelError", "apply"]
 
 RUN_TIMER = "run"
 
+# Enum members as module constants: in Python 3.11 reading one off its class is a
+# descriptor call, and the kernel compares statuses and modes on every tick.
+PENDING = RunStatus.PENDING
+RUNNING = RunStatus.RUNNING
+FINISHED = RunStatus.FINISHED
+FAILED = RunStatus.FAILED
+CANCELLED = RunStatus.CANCELLED
+SUPERSTEP = Mode.SUPERSTEP
+ASYNC = Mode.ASYNC
+
 
 def apply(state: RunState, tick: Tick) -> list[Command]:
     """Apply ``tick`` to ``state`` in place and return the commands it produces."""
@@ -94,15 +104,16 @@ def apply(state: RunState, tick: Tick) -> list[Command]:
         raise KernelError(f"unknown tick {tick!r} (run {state.run_id!r}, {state.status.value})")
     out: list[Command] = []
     status = state.status
-    if status is not RunStatus.RUNNING and status is not RunStatus.PENDING:
-        if type(tick) is CollectRequested:  # a cancelled step still collecting: nothing changes
-            out.append(CollectResult(batch=None))
-        return out  # late news of a run that has ended (cancelled steps finishing)
-    if status is RunStatus.PENDING and type(tick) is not RunStarted:
-        raise KernelError(f"tick {short_repr(tick, 300)} before the run started")
+    if status is not RUNNING:
+        if status is not PENDING:
+            if type(tick) is CollectRequested:  # a cancelled step still collecting
+                out.append(CollectResult(batch=None))
+            return out  # late news of a run that has ended (cancelled steps finishing)
+        if type(tick) is not RunStarted:
+            raise KernelError(f"tick {short_repr(tick, 300)} before the run started")
     state.now = tick.at
     handler(state, tick, out)
-    if state.running == 0 and state.status is RunStatus.RUNNING:
+    if state.running == 0 and state.status is RUNNING:
         _settle(state, out)  # only when nothing runs can a barrier, an end or a stall come
     return out
 
@@ -111,10 +122,10 @@ def apply(state: RunState, tick: Tick) -> list[Command]:
 
 
 def _apply_run_started(state: RunState, tick: RunStarted, out: list[Command]) -> None:
-    if state.status is not RunStatus.PENDING:
+    if state.status is not PENDING:
         raise KernelError(f"run {state.run_id!r} started twice")
     state.run_id = tick.run_id
-    state.status = RunStatus.RUNNING
+    state.status = RUNNING
     state.started_at = tick.at
     if state.timeout is not None:
         _arm(state, RUN_TIMER, state.timeout, out)
@@ -134,7 +145,7 @@ def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Comman
     state.running -= 1
     if tick.emitted:
         _emit(state, inv, tick.emitted, out)
-    if state.status is RunStatus.RUNNING:
+    if state.status is RUNNING:
         if state.blocked or state.resumable:  # held back by max_concurrency go first
             _start_blocked(state, out)
         if node.inbox:
@@ -147,7 +158,7 @@ def _apply_events_sent(state: RunState, tick: EventsSent, out: list[Command]) ->
 
 def _apply_step_failed(state: RunState, tick: StepFailed, out: list[Command]) -> None:
     _invocation(state, tick.invocation)
-    _end(state, RunStatus.FAILED, None, out, failure=tick.failure)
+    _end(state, FAILED, None, out, failure=tick.failure)
 
 
 def _apply_attempt_failed(state: RunState, tick: AttemptFailed, out: list[Command]) -> None:
@@ -251,7 +262,7 @@ def _apply_collect_requested(state: RunState, tick: CollectRequested, out: list[
 
 
 def _apply_cancel_requested(state: RunState, tick: CancelRequested, out: list[Command]) -> None:
-    _end(state, RunStatus.CANCELLED, None, out, error=WorkflowCancelled(tick.reason))
+    _end(state, CANCELLED, None, out, error=WorkflowCancelled(tick.reason))
 
 
 def _apply_timer_fired(state: RunState, tick: TimerFired, out: list[Command]) -> None:
@@ -318,14 +329,14 @@ def _apply_state_merged(state: RunState, tick: StateMerged, out: list[Command]) 
         raise KernelError(f"merged state that no MergeState asked for in run {state.run_id!r}")
     state.merging = False
     if tick.failure is not None:
-        _end(state, RunStatus.FAILED, None, out, failure=tick.failure)
+        _end(state, FAILED, None, out, failure=tick.failure)
         return
     for key, value in tick.values:
         state.store[key] = value
 
 
 def _apply_run_aborted(state: RunState, tick: RunAborted, out: list[Command]) -> None:
-    _end(state, RunStatus.FAILED, None, out, failure=tick.failure)
+    _end(state, FAILED, None, out, failure=tick.failure)
 
 
 _HANDLERS: dict[type, Callable[[RunState, Any, list[Command]], None]] = {
@@ -381,7 +392,7 @@ def _undo_attempt(state: RunState, inv: Invocation) -> None:
     inv.collected = inv.released = None
     if state.pending_merges:
         state.pending_merges = [m for m in state.pending_merges if m[0] != inv.order]
-    if state.mode is Mode.SUPERSTEP:  # its requests are still in the outbox, unpublished
+    if state.mode is SUPERSTEP:  # its requests are still in the outbox, unpublished
         for request_id in [r for r, o in state.requests.items() if o.invocation == inv.id]:
             del state.requests[request_id]
     if state.outbox:
@@ -415,7 +426,7 @@ def _time_out(state: RunState, out: list[Command]) -> None:
         f"(superstep {state.superstep}{doing}); raise the timeout with {state.graph.name}"
         f"(timeout=...) or pass timeout=None"
     )
-    _end(state, RunStatus.FAILED, None, out, error=error)
+    _end(state, FAILED, None, out, error=error)
 
 
 # -- delivery -----------------------------------------------------------------------------------
@@ -430,14 +441,14 @@ def _invocation(state: RunState, invocation: int) -> Invocation:
 
 def _from_caller(state: RunState, message: object, targets: Targets, out: list[Command]) -> None:
     """A message from outside the run: in the next superstep, or at once in async mode."""
-    if state.mode is Mode.SUPERSTEP:
+    if state.mode is SUPERSTEP:
         order = (EXTERNAL, state.external_sent)
         state.external_sent += 1
         if state.graph.is_stop(message) and (state.stop is None or order < state.stop[0]):
             state.stop = (order, message)  # the caller may end the run with a StopEvent
         state.outbox.append((order, state.superstep, ((message, targets),)))
     elif state.graph.is_stop(message):
-        _end(state, RunStatus.FINISHED, message, out)
+        _end(state, FINISHED, message, out)
     else:
         _deliver(state, EXTERNAL, message, targets, 0, out)
 
@@ -447,7 +458,7 @@ def _emit(
 ) -> None:
     """Route what an invocation emitted: at once (async) or at the next barrier (superstep)."""
     stop_types = state.graph.stop_types
-    if state.mode is Mode.SUPERSTEP:
+    if state.mode is SUPERSTEP:
         for message, _ in emitted:
             if isinstance(message, stop_types) and (
                 state.stop is None or inv.order < state.stop[0]
@@ -457,10 +468,10 @@ def _emit(
         return
     for message, targets in emitted:
         if isinstance(message, stop_types):
-            _end(state, RunStatus.FINISHED, message, out)
+            _end(state, FINISHED, message, out)
             return
         _deliver(state, inv.node, message, targets, inv.generation + 1, out)
-        if state.status is not RunStatus.RUNNING:
+        if state.status is not RUNNING:
             return
 
 
@@ -486,8 +497,8 @@ def _deliver(
                 del state.waiters[waiter.invocation]
                 _resolve(state, waiter, message, out)
                 return
-    if state.mode is Mode.ASYNC and generation > state.max_supersteps:
-        _end(state, RunStatus.FAILED, None, out, error=_limit_error(state))
+    if state.mode is ASYNC and generation > state.max_supersteps:
+        _end(state, FAILED, None, out, error=_limit_error(state))
         return
     explicit = targets is not None or graph.entry is not None
     if targets is None:
@@ -499,7 +510,7 @@ def _deliver(
         elif sender == EXTERNAL or graph.is_held(message) or type(message) in state.awaited_types:
             state.unclaimed.append(message)
         else:
-            _end(state, RunStatus.FAILED, None, out, error=_unroutable(state, sender, message))
+            _end(state, FAILED, None, out, error=_unroutable(state, sender, message))
         return
     for index in targets:
         delivered = message
@@ -512,7 +523,7 @@ def _deliver(
                 delivered = batch
         if explicit and not isinstance(delivered, graph.nodes[index].accepts):
             error = _not_accepted(state, sender, index, delivered)
-            _end(state, RunStatus.FAILED, None, out, error=error)
+            _end(state, FAILED, None, out, error=error)
             return
         state.nodes[index].inbox.append((delivered, generation))
         state.queued += 1
@@ -607,7 +618,7 @@ def _settle(state: RunState, out: list[Command]) -> None:
     barrier resumes when their values arrive (``StateMerged``).
     """
     while (
-        state.status is RunStatus.RUNNING
+        state.status is RUNNING
         and state.running == 0
         and (state.queued == 0 or _queued_only_behind_waiters(state))
     ):
@@ -616,11 +627,11 @@ def _settle(state: RunState, out: list[Command]) -> None:
         if state.stop is not None:
             error = _first_unroutable(state)
             if error is not None:
-                _end(state, RunStatus.FAILED, None, out, error=error)
+                _end(state, FAILED, None, out, error=error)
             elif state.pending_merges:
                 _merge(state, out)
             else:
-                _end(state, RunStatus.FINISHED, state.stop[1], out)
+                _end(state, FINISHED, state.stop[1], out)
             return
         if state.outbox:
             if state.pending_merges:
@@ -690,7 +701,7 @@ def _barrier(state: RunState, out: list[Command]) -> None:
     out.append(SuperstepEnded(superstep=state.superstep, snapshot=view))
     state.superstep += 1
     if state.superstep > state.max_supersteps and _has_work(state):
-        _end(state, RunStatus.FAILED, None, out, error=_limit_error(state))
+        _end(state, FAILED, None, out, error=_limit_error(state))
         return
     outbox = state.outbox
     state.outbox = []
@@ -699,7 +710,7 @@ def _barrier(state: RunState, out: list[Command]) -> None:
     for order, generation, emitted in outbox:
         for message, targets in emitted:
             _deliver(state, order[0], message, targets, generation, out)
-            if state.status is not RunStatus.RUNNING:
+            if state.status is not RUNNING:
                 return
 
 
@@ -724,9 +735,9 @@ def _idle(state: RunState, out: list[Command]) -> None:
         if state.pending_merges:
             _merge(state, out)
         else:
-            _end(state, RunStatus.FINISHED, None, out)
+            _end(state, FINISHED, None, out)
         return  # a partial fan-in at the end would lose messages: that is a stall (G9, G10)
-    _end(state, RunStatus.FAILED, None, out, error=_stall_error(state))
+    _end(state, FAILED, None, out, error=_stall_error(state))
 
 
 def _end(

@@ -142,6 +142,9 @@ class OpenRequest:
         )
 
 
+_PENDING = RunStatus.PENDING  # a module constant: cheaper to read than the enum's member
+
+
 class RunState:
     """The kernel's state of one run. Create it with the compiled graph and the run options.
 
@@ -206,7 +209,7 @@ class RunState:
         self.timeout: float | None = timeout  # seconds the whole run may take, from its start
         self.capture_barriers = capture_barriers  # a snapshot in each SuperstepEnded
         self.run_id = ""
-        self.status = RunStatus.PENDING
+        self.status = _PENDING
         self.started_at = 0.0  # wall-clock time of RunStarted
         self.now = 0.0  # wall-clock time of the last tick
         self.superstep = 0

@@ -98,13 +98,18 @@ async def _bounded(run: Run, body: Awaitable[Any], timeout: float, scope: Scope)
 def attempt_completed(run: Run, command: StartStep, scope: Scope, result: object) -> Tick:
     """The tick of an attempt whose body returned ``result``."""
     sent = scope.sent
-    scope.sent = []  # a pending flush (async mode) finds nothing left to deliver
+    if sent:
+        scope.sent = []  # a pending flush (async mode) finds nothing left to deliver
     if result is not None:
         program = run.programs[command.node]
-        if isinstance(result, Event) and program.returns_events:
-            sent.append((result, None))
-        else:
+        if not (isinstance(result, Event) and program.returns_events):
             return _invalid_result(run, program, command, result)
+        if sent:
+            sent.append((result, None))
+        elif run._route is None:  # the common case: one event, routed by type
+            return StepCompleted(invocation=command.invocation, emitted=((result, None),))
+        else:
+            sent = [(result, None)]
     if not sent:
         return StepCompleted(invocation=command.invocation)
     if run._route is None:  # routed by type, in the kernel: nothing to resolve here

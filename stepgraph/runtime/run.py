@@ -88,6 +88,11 @@ _RUN_ID_PREFIX = uuid.uuid4().hex[:16]
 _run_counter = itertools.count(1)
 
 
+# Read on every run (an enum member read off its class is a descriptor call in Python 3.11).
+SUPERSTEP = Mode.SUPERSTEP
+FINISHED = RunStatus.FINISHED
+
+
 def new_run_id() -> str:
     """A unique run id: a random per-process prefix and a counter (cheaper than uuid4)."""
     return f"{_RUN_ID_PREFIX}{next(_run_counter):016x}"
@@ -154,7 +159,7 @@ class Run:
         self.outcome: asyncio.Future[Any] = loop.create_future()
         self._stream: EventStream | None = None  # made on first use
         self._closes = False  # the run finished: its style's closing events end the stream
-        self.superstep_mode = options.mode is Mode.SUPERSTEP
+        self.superstep_mode = options.mode is SUPERSTEP
         self.observers: list[RunObserver] = list(options.observers)
         if options.verbose:
             self.observers.insert(0, Verbose())
@@ -315,32 +320,30 @@ class Run:
             if self.observers:
                 for observer in self.observers:
                     observer.tick(self, tick, commands)
-            for command in commands:
-                match command:
-                    case StartStep():
-                        self.workers.dispatch(self, command)
-                    case SuperstepEnded():
-                        if self.observers:
-                            for observer in self.observers:
-                                observer.superstep_ended(self, command.superstep)
-                    case PublishEvent():
-                        self.stream.push(command.event)
-                    case ResolveWait():
-                        self.waits.resolve(command.invocation, command.event)
-                    case ArmTimer():
-                        self.timers.arm(command.timer, command.delay, self._timer_due)
-                    case CancelTimer():
-                        self.timers.cancel(command.timer)
-                    case RunEnded():
-                        self._end(command.status, command.result, command.error)
-                    case FailWait():
-                        self.waits.fail(self, command.invocation)
-                    case MergeState():
-                        self._merge(command.writes)
-                    case ForwardResponse():
-                        self.requests.forward(command.request_id, command.response)
-                    case CollectResult():
-                        pass  # the collect that fed the tick reads it from the returned list
+            for command in commands:  # by exact type, the commonest first (cheaper than match)
+                if type(command) is StartStep:
+                    self.workers.dispatch(self, command)
+                elif type(command) is SuperstepEnded:
+                    for observer in self.observers:
+                        observer.superstep_ended(self, command.superstep)
+                elif type(command) is RunEnded:
+                    self._end(command.status, command.result, command.error)
+                elif type(command) is PublishEvent:
+                    self.stream.push(command.event)
+                elif type(command) is ResolveWait:
+                    self.waits.resolve(command.invocation, command.event)
+                elif type(command) is ArmTimer:
+                    self.timers.arm(command.timer, command.delay, self._timer_due)
+                elif type(command) is CancelTimer:
+                    self.timers.cancel(command.timer)
+                elif type(command) is FailWait:
+                    self.waits.fail(self, command.invocation)
+                elif type(command) is MergeState:
+                    self._merge(command.writes)
+                elif type(command) is ForwardResponse:
+                    self.requests.forward(command.request_id, command.response)
+                elif type(command) is not CollectResult:  # (a collect reads its result itself)
+                    raise StepgraphError(f"the run cannot carry out {short_repr(command, 200)}")
         except Exception as exc:
             if self.done:
                 pass
@@ -607,7 +610,7 @@ class Run:
         if replaced:  # an await was cancelled: later awaits get WorkflowCancelled
             self.outcome = outcome = self.loop.create_future()
         stream = self._stream
-        if status is RunStatus.FINISHED:
+        if status is FINISHED:
             style = self.plan.style
             try:
                 value = style.result(self.state, self.run_id)
