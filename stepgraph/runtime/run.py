@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from ..core import (
@@ -425,7 +425,7 @@ class Run:
             )
         if self.superstep_mode:
             scope.sent.append((message, targets))
-        elif not self.bridge.on_loop():  # a sync step in a thread: deliver now
+        elif get_ident() != self.bridge.thread:  # a sync step in a thread: deliver now
             self.loop.call_soon_threadsafe(self._send_now, scope, [(message, targets)])
         else:
             # Async mode delivers no later than the step's next suspension: nothing else
@@ -568,7 +568,7 @@ class Run:
         """A store change becomes a ``StateWritten`` tick."""
         invocation = writer if isinstance(writer, int) else None
         tick = StateWritten(invocation=invocation, writes=writes, deletes=deletes, merges=merges)
-        if threading.get_ident() == self.bridge.thread:
+        if get_ident() == self.bridge.thread:
             self.feed(tick)
         else:
             self.bridge.call(lambda: self.feed(tick))
