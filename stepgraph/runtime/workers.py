@@ -95,8 +95,10 @@ class WorkerPool:
                     for observer in observers:
                         observer.step_ended(run, name, command.invocation, command.attempt, tick)
                 self._between = True
-                feed(tick)
-                self._between = False
+                try:
+                    feed(tick)
+                finally:
+                    self._between = False
                 tick = command = None  # type: ignore[assignment]  # hold no finished message
                 if run.done:
                     return
