@@ -16,6 +16,7 @@ step's own exception (with a note naming the step and the event), so that
     |   +-- RunFinishedError           an event was sent to a run that has ended
     |   +-- InvalidStartEventError     run() arguments the start event rejects
     |   +-- RequestNotFoundError       send_response() for a request that is not open
+    |   |   +-- RequestAnsweredError   a different answer to a request answered already
     |   +-- InvalidResponseError       send_response() with a value of the wrong type
     +-- WorkflowStalled                nothing runs, nothing is pending, no one waits for input
     +-- SuperstepLimitExceeded         more than max_supersteps supersteps (a runaway loop)
@@ -26,6 +27,12 @@ step's own exception (with a note naming the step and the event), so that
     +-- RecordedError                  an error known only from its record (a journal, another
     |                                  process): its type name, message and traceback text
     +-- SerializationError             a value that cannot be written to a journal or a store
+    +-- CheckpointError                a stored checkpoint that cannot be used: corrupt, of another
+    |                                  format version, or of a graph that has changed since
+    +-- StoreError                     a store refused or failed an operation
+    |   +-- RunNotFoundError           no run with that id in the store
+    |   +-- CheckpointNotFoundError    no checkpoint with that id for that run
+    |   +-- RunLockedError             another live coordinator owns the run
     +-- ReplayDivergenceError          a journal that the kernel does not replay the same way
     +-- KernelError                    (also a RuntimeError) a tick the kernel cannot take in its
                                        state: a bug in the shell that fed it
@@ -34,17 +41,23 @@ step's own exception (with a note naming the step and the event), so that
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
+    "CheckpointNotFoundError",
     "InvalidResponseError",
     "InvalidStartEventError",
     "InvalidStepResultError",
     "KernelError",
     "RecordedError",
     "ReplayDivergenceError",
+    "RequestAnsweredError",
     "RequestNotFoundError",
     "RunFinishedError",
+    "RunLockedError",
+    "RunNotFoundError",
     "SerializationError",
     "StepTimeoutError",
     "StepgraphError",
+    "StoreError",
     "SuperstepLimitExceeded",
     "UnknownStepError",
     "UnroutableEventError",
@@ -128,6 +141,13 @@ class InvalidResponseError(WorkflowRuntimeError, TypeError):
     """``send_response`` got a value of the wrong type; the request stays open."""
 
 
+class RequestAnsweredError(RequestNotFoundError):
+    """An answer to a request that has another answer already; the first answer stands.
+
+    (The same answer sent again is accepted and changes nothing.)
+    """
+
+
 class StepTimeoutError(WorkflowTimeoutError):
     """A step exceeded its own ``timeout`` on its last attempt."""
 
@@ -160,6 +180,40 @@ class SerializationError(StepgraphError):
 
     The message names the value's type and where it was found.
     """
+
+
+class CheckpointError(StepgraphError):
+    """A stored checkpoint cannot be used: it is corrupt (its checksum does not match, or
+    its content does not validate), written by another format version, or made by a graph
+    whose steps have changed since (a strict resume).
+
+    The message names the run and the checkpoint; nothing stored is changed.
+
+    Attributes:
+        run_id: the run whose checkpoint it is.
+        checkpoint_id: the checkpoint.
+    """
+
+    def __init__(self, message: str, *, run_id: str = "", checkpoint_id: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.checkpoint_id = checkpoint_id
+
+
+class StoreError(StepgraphError):
+    """A store refused an operation, or failed it (the message says which and why)."""
+
+
+class RunNotFoundError(StoreError):
+    """No run with the given id is in the store (nothing was created)."""
+
+
+class CheckpointNotFoundError(StoreError):
+    """The run has no checkpoint with the given id."""
+
+
+class RunLockedError(StoreError):
+    """Another live coordinator (a process, a session) owns the run: it cannot be resumed here."""
 
 
 class ReplayDivergenceError(StepgraphError):

@@ -63,9 +63,13 @@ class InputRequiredEvent(Event):
 
     Attributes:
         prefix: the question or prompt to show.
+        request_id: the request's id, set by the run when the step emits it (unless the
+            step set one): stable when the step runs again after a resume, so an answer
+            given before a restart still answers it.
     """
 
     prefix: Any = ""
+    request_id: Any = None
 
 
 class HumanResponseEvent(Event):
@@ -73,6 +77,10 @@ class HumanResponseEvent(Event):
 
     Attributes:
         response: the answer.
+        request_id: the ``request_id`` of the request it answers; None answers the
+            oldest open request. Sending the same answer again changes nothing; a
+            different answer to a request answered already is refused.
     """
 
     response: Any = ""
+    request_id: Any = None

@@ -280,6 +280,7 @@ class ExecutorProgram:
     responses: tuple[HandlerSpec, ...]
     returns_events: bool = False
     backend: Backend | None = None
+    asks: bool = False
 
 
 def compile_executor(node: Executor) -> ExecutorProgram:

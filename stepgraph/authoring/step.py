@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from ..errors import WorkflowValidationError
-from ..events import Event
+from ..events import Event, InputRequiredEvent
 from ..runtime.backends import Backend, body_caller
 from ..runtime.plan import StepConfig
 from ..runtime.retry import RetryPolicy
@@ -53,6 +53,7 @@ class StepSpec:
     call: Callable[[Any, Any, Any], Awaitable[Any]]
     returns_events: bool = True
     backend: Backend | None = None
+    asks: bool = False  # may return an input request (its id is set as it is returned)
 
 
 @overload
@@ -212,6 +213,7 @@ def inspect_step(
         config=config,
         body=body,
         call=body_caller(body, is_async),
+        asks=any(issubclass(t, InputRequiredEvent) or t is Event for t in returns),
     )
 
 

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from ..core import Graph, Node, RunState
 from ..core.text import short_repr
+from ..durability.launch import launch_run, resume_run
 from ..errors import InvalidStartEventError, WorkflowRuntimeError, WorkflowValidationError
 from ..events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from ..runtime.clock import Clock
@@ -19,6 +20,7 @@ from ..runtime.launch import RunOptions, launch, run_in_new_loop
 from ..runtime.observers import RunObserver
 from ..runtime.plan import RunPlan
 from ..runtime.stream import EventStream
+from ..stores.base import Store
 from .export import CALLER, END, Edge, to_dot, to_mermaid
 from .introspect import caller_locals, check_reducers
 from .step import STEP_ATTRIBUTE, StepSpec, awaited_types, inspect_step
@@ -93,6 +95,12 @@ class Workflow:
         observers: :class:`~stepgraph.RunObserver` objects told about every run.
         journal: a :class:`~stepgraph.journal.Journal` recording every run's ticks.
         clock: the clock of every timer (``stepgraph.testing.FakeClock`` in tests).
+        store: where runs are kept (``stepgraph.stores.SqliteStore("runs.db")``, say):
+            with one, runs write a checkpoint at every superstep barrier (async mode: a
+            journal of every step) and survive a crash or a restart (:meth:`resume`).
+        serializer: how a durable run's events and state are written: ``"json"``
+            (through pydantic; the default) or ``"pickle"`` (any picklable value; unsafe
+            with a store others can write to, since loading a pickle runs code).
 
     The workflow object holds its definition only: one object can run many times,
     concurrently, and in different event loops.
@@ -124,6 +132,8 @@ class Workflow:
         observers: Sequence[RunObserver] = (),
         journal: RunObserver | None = None,
         clock: Clock | None = None,
+        store: Store | None = None,
+        serializer: str = "json",
     ) -> None:
         self.options = RunOptions.checked(
             type(self).__name__,
@@ -135,6 +145,8 @@ class Workflow:
             observers=observers,
             journal=journal,
             clock=clock,
+            store=store,
+            serializer=serializer,
         )
         self.mode = self.options.mode
         self.timeout = timeout
@@ -194,12 +206,17 @@ class Workflow:
 
     # -- running ------------------------------------------------------------------------------
 
-    def run(self, start_event: StartEvent | None = None, **kwargs: Any) -> WorkflowHandler:
+    def run(
+        self, start_event: StartEvent | None = None, *, run_id: str | None = None, **kwargs: Any
+    ) -> WorkflowHandler:
         """Start a run on the running event loop and return its handler at once.
 
         Args:
             start_event: the first event; by default built from ``kwargs`` as the
                 StartEvent (sub)class the start step accepts.
+            run_id: the run's id (by default a new, unique one). With a store it is an
+                idempotency key: if the store has a run with this id, the handler follows
+                that run (its stored result once it has completed) and nothing new starts.
             **kwargs: the start event's attributes.
 
         Raises:
@@ -208,7 +225,43 @@ class Workflow:
         """
         compiled = self._compiled()
         event = self._start_event(compiled, start_event, kwargs)
-        return launch(compiled.plan, self, self.options, event, who=compiled.who)
+        if self.options.store is None and run_id is None:
+            return launch(compiled.plan, self, self.options, event, who=compiled.who)
+        return launch_run(compiled.plan, self, self.options, event, run_id=run_id, who=compiled.who)
+
+    def resume(
+        self, run_id: str, checkpoint_id: str | None = None, *, strict: bool = True
+    ) -> WorkflowHandler:
+        """Go on with stored run ``run_id`` (after a crash, a restart or a cancel).
+
+        Returns its handler at once, like :meth:`run`. From the latest checkpoint the run
+        goes on as itself (same run id; the steps of the interrupted superstep run
+        again); a completed run gives its stored result and runs nothing. From an earlier
+        ``checkpoint_id`` it is a fork: a new run (new run id) whose record names its
+        parent run and checkpoint.
+
+        Args:
+            run_id: the run to resume.
+            checkpoint_id: a checkpoint of it (``await store.list_checkpoints(run_id)``).
+            strict: refuse (``CheckpointError`` naming the steps) when the workflow's steps
+                changed since the checkpoint; with False, the messages of removed steps are
+                dropped with a warning and the others go on.
+
+        Awaiting the handler raises ``RunNotFoundError`` for an unknown run,
+        ``CheckpointNotFoundError`` for an unknown checkpoint, ``CheckpointError`` for
+        one that cannot be used, and ``RunLockedError`` when another coordinator owns
+        the run.
+        """
+        compiled = self._compiled()
+        return resume_run(
+            compiled.plan,
+            self,
+            self.options,
+            run_id,
+            checkpoint_id=checkpoint_id,
+            strict=strict,
+            who=f"{compiled.name}.resume()",
+        )
 
     def _stepgraph_plan(self) -> RunPlan:
         """The compiled plan runs of this workflow follow (validates the definition).

@@ -159,6 +159,10 @@ class Collector:
             self._held[kind].appendleft(message)
         self._missing = sum(n - min(n, len(self._held[k])) for k, n in self._need.items())
 
+    def items(self) -> list[tuple[Hashable, object]]:
+        """What the collector holds, as ``(kind, message)`` pairs, in order for each kind."""
+        return [(kind, message) for kind, queue in self._held.items() for message in queue]
+
     @property
     def held(self) -> int:
         """How many messages the collector holds."""

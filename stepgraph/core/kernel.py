@@ -27,6 +27,7 @@ Timers: the kernel arms ``"run"`` (the run's timeout), ``"wait:<invocation>"`` (
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -70,6 +71,7 @@ from .ticks import (
     RequestOpened,
     ResponseReceived,
     RunAborted,
+    RunResumed,
     RunStarted,
     StateMerged,
     StateWritten,
@@ -152,6 +154,22 @@ def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Comman
             _start(state, inv.node, out)
 
 
+def _apply_run_resumed(state: RunState, tick: RunResumed, out: list[Command]) -> None:
+    """Start again, from their beginning, the invocations the previous process had in flight."""
+    for inv in list(state.invocations.values()):
+        if inv.backing_off:
+            continue  # its retry timer is armed again by the shell, from ``state.timers``
+        if inv.waiting:
+            if state.waiters.pop(inv.id, None) is None:  # resolved, but waiting for a slot
+                state.resumable = deque(r for r in state.resumable if r[0] != inv.id)
+            state.timers.pop(f"wait:{inv.id}", None)
+            _wake(state, inv.id)
+        _undo_attempt(state, inv)
+        out.append(
+            StartStep(invocation=inv.id, node=inv.node, message=inv.message, attempt=inv.attempt)
+        )
+
+
 def _apply_events_sent(state: RunState, tick: EventsSent, out: list[Command]) -> None:
     _emit(state, _invocation(state, tick.invocation), tick.emitted, out)
 
@@ -181,9 +199,27 @@ def _apply_attempt_failed(state: RunState, tick: AttemptFailed, out: list[Comman
 def _apply_external_event_received(
     state: RunState, tick: ExternalEventReceived, out: list[Command]
 ) -> None:
-    if state.input_requests and state.graph.is_answer(tick.event):
-        state.input_requests -= 1
-    _from_caller(state, tick.event, None if tick.target is None else (tick.target,), out)
+    event = tick.event
+    if state.graph.answer_types and state.graph.is_answer(event) and not _answers(state, event):
+        return  # an answer to a request answered already: it changes nothing
+    _from_caller(state, event, None if tick.target is None else (tick.target,), out)
+
+
+def _answers(state: RunState, event: object) -> bool:
+    """Record ``event`` as the answer to its request; False when that one has an answer.
+
+    An answer names its request (``request_id``) or answers the oldest open one.
+    """
+    request_id = getattr(event, "request_id", None)
+    if request_id is None:
+        if not state.inputs:
+            return True  # answers nothing open: an event like any other
+        request_id = next(iter(state.inputs))
+    elif request_id in state.answers:
+        return False
+    if state.inputs.pop(request_id, None) is not None:
+        state.answers[request_id] = event
+    return True
 
 
 def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) -> None:
@@ -222,7 +258,19 @@ def _apply_wait_cancelled(state: RunState, tick: WaitCancelled, out: list[Comman
 
 def _apply_input_requested(state: RunState, tick: InputRequested, out: list[Command]) -> None:
     _invocation(state, tick.invocation)
-    state.input_requests += 1
+    _ask(state, tick.event, out)
+
+
+def _ask(state: RunState, request: object, out: list[Command]) -> None:
+    """Announce an input request, unless one with its id is open or answered already."""
+    request_id = getattr(request, "request_id", None)
+    if request_id is None:
+        state.asked += 1
+        request_id = f"input-{state.asked}"
+    elif request_id in state.inputs or request_id in state.answers:
+        return  # asked again by a step that runs again (after a resume): no second prompt
+    state.inputs[request_id] = request
+    out.append(PublishEvent(event=request))
 
 
 def _apply_collect_requested(state: RunState, tick: CollectRequested, out: list[Command]) -> None:
@@ -299,12 +347,14 @@ def _apply_request_opened(state: RunState, tick: RequestOpened, out: list[Comman
 def _apply_response_received(state: RunState, tick: ResponseReceived, out: list[Command]) -> None:
     request = state.requests.pop(tick.request_id, None)
     if request is None:
+        if tick.request_id in state.answers:
+            return  # answered already: a repeated answer changes nothing
         raise KernelError(f"no open request {tick.request_id!r} in run {state.run_id!r}")
     if request.forwarded:
         out.append(ForwardResponse(request_id=request.request_id, response=tick.response))
         return
-    if state.input_requests:
-        state.input_requests -= 1
+    if state.inputs.pop(tick.request_id, None) is not None:
+        state.answers[tick.request_id] = tick.response
     message = ResponseMessage(request.request_id, request.data, tick.response)
     _from_caller(state, message, (request.node,), out)
 
@@ -357,6 +407,7 @@ _HANDLERS: dict[type, Callable[[RunState, Any, list[Command]], None]] = {
     StateWritten: _apply_state_written,
     StateMerged: _apply_state_merged,
     RunAborted: _apply_run_aborted,
+    RunResumed: _apply_run_resumed,
 }
 
 
@@ -505,8 +556,7 @@ def _deliver(
         targets = graph.route(sender, message)
     if not targets:
         if graph.is_input_request(message):
-            state.input_requests += 1
-            out.append(PublishEvent(event=message))
+            _ask(state, message, out)
         elif sender == EXTERNAL or graph.is_held(message) or type(message) in state.awaited_types:
             state.unclaimed.append(message)
         else:
@@ -729,7 +779,7 @@ def _order_of(entry: tuple[OrderKey, int, tuple[Emission, ...]]) -> OrderKey:
 
 
 def _idle(state: RunState, out: list[Command]) -> None:
-    if state.waiters or state.input_requests:
+    if state.waiters or state.inputs:
         return  # paused: waiting for outside input is not a stall
     if state.graph.finish_when_idle and not any(b.held for b in state.fan_in_buffers.values()):
         if state.pending_merges:

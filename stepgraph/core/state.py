@@ -153,6 +153,8 @@ class RunState:
     """
 
     __slots__ = (
+        "answers",
+        "asked",
         "awaited_types",
         "blocked",
         "capture_barriers",
@@ -161,7 +163,7 @@ class RunState:
         "failure",
         "fan_in_buffers",
         "graph",
-        "input_requests",
+        "inputs",
         "invocations",
         "max_concurrency",
         "max_supersteps",
@@ -227,7 +229,11 @@ class RunState:
         self.waiters: dict[int, Waiter] = {}
         self.awaited_types: set[type] = set()
         self.unclaimed: deque[object] = deque()
-        self.input_requests = 0  # input requests on the stream, not answered yet
+        # input requests announced on the stream and not answered yet: request id -> event
+        self.inputs: dict[str, object] = {}
+        # answered requests: request id -> the answer (a repeated answer changes nothing)
+        self.answers: dict[str, object] = {}
+        self.asked = 0  # input requests announced without an id of their own
         self.requests: dict[str, OpenRequest] = {}
         self.timers: dict[str, float] = {}  # armed timer -> due (wall time)
         self.store: dict[str, Any] = {}  # the shared state (ctx.store)
@@ -247,6 +253,11 @@ class RunState:
             f"RunState(graph={self.graph.name!r}, run_id={self.run_id!r}, "
             f"status={self.status.value}, superstep={self.superstep})"
         )
+
+    @property
+    def input_requests(self) -> int:
+        """How many input requests wait for an answer."""
+        return len(self.inputs)
 
     @property
     def idle(self) -> bool:
@@ -281,7 +292,9 @@ class RunState:
             },
             "awaited_types": sorted(t.__qualname__ for t in self.awaited_types),
             "unclaimed": tuple(self.unclaimed),
-            "input_requests": self.input_requests,
+            "inputs": dict(sorted(self.inputs.items())),
+            "answers": dict(sorted(self.answers.items())),
+            "asked": self.asked,
             "requests": {k: r.snapshot() for k, r in sorted(self.requests.items())},
             "timers": dict(sorted(self.timers.items())),
             "store": dict(self.store),

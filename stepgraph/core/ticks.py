@@ -31,6 +31,7 @@ __all__ = [
     "RequestOpened",
     "ResponseReceived",
     "RunAborted",
+    "RunResumed",
     "RunStarted",
     "StateMerged",
     "StateWritten",
@@ -139,10 +140,15 @@ class WaitCancelled(_Tick):
 
 @dataclass(slots=True, kw_only=True)
 class InputRequested(_Tick):
-    """A step put an input request on the stream itself: the run waits for an answer."""
+    """A step put the input request ``event`` on the stream itself: the run waits for an answer.
+
+    The kernel announces it (``PublishEvent``) unless a request with its id is open or
+    answered already (a step run again after a resume asks again with the same id).
+    """
 
     kind: ClassVar[str] = "input_requested"
     invocation: int
+    event: object = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -228,6 +234,18 @@ class StateMerged(_Tick):
 
 
 @dataclass(slots=True, kw_only=True)
+class RunResumed(_Tick):
+    """The run goes on in a new process, from its restored state.
+
+    Every invocation in flight starts again from its beginning (what its interrupted
+    attempt collected is taken back), a step that was waiting included; its wait then
+    finds the answer if one came. Backoff timers stay armed.
+    """
+
+    kind: ClassVar[str] = "run_resumed"
+
+
+@dataclass(slots=True, kw_only=True)
 class RunAborted(_Tick):
     """The shell could not go on (an observer or the shell itself raised): the run fails."""
 
@@ -253,6 +271,7 @@ Tick = (
     | StateWritten
     | StateMerged
     | RunAborted
+    | RunResumed
 )
 
 TICK_TYPES: tuple[type, ...] = (
@@ -273,5 +292,6 @@ TICK_TYPES: tuple[type, ...] = (
     StateWritten,
     StateMerged,
     RunAborted,
+    RunResumed,
 )
 """Every tick class, in the order of the table in docs/architecture.md."""

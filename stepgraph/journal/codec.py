@@ -38,12 +38,13 @@ import importlib
 import json
 import math
 import pathlib
+import threading
 import uuid
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..core import COMMAND_TYPES, TICK_TYPES, Command, Failure, Repeat, ResponseMessage, Tick
 from ..core.text import short_repr
@@ -54,6 +55,7 @@ __all__ = [
     "decode",
     "decode_command",
     "decode_tick",
+    "decode_validated",
     "encode",
     "encode_command",
     "encode_tick",
@@ -170,10 +172,40 @@ def decode(data: Any) -> Any:
     return decoder(body)
 
 
+class _Validating(threading.local):
+    on = False
+
+
+_validating = _Validating()
+
+
+def decode_validated(data: Any) -> Any:
+    """Like :func:`decode`, but pydantic models are validated as they are rebuilt.
+
+    Raises:
+        SerializationError: a model no longer validates (its class changed since it was
+            written); the message names the class and pydantic's complaint.
+    """
+    before = _validating.on
+    _validating.on = True
+    try:
+        return decode(data)
+    finally:
+        _validating.on = before
+
+
 def _model(body: Any) -> Any:
     path, fields = body
     cls = import_class(path)
-    return cls.model_construct(**{name: decode(value) for name, value in fields.items()})
+    values = {name: decode(value) for name, value in fields.items()}
+    if not _validating.on:
+        return cls.model_construct(**values)
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        raise SerializationError(
+            f"a stored {cls.__qualname__} no longer validates as one: {exc}"
+        ) from exc
 
 
 def _dataclass(body: Any) -> Any:

@@ -104,6 +104,8 @@ def attempt_completed(run: Run, command: StartStep, scope: Scope, result: object
         program = run.programs[command.node]
         if not (isinstance(result, Event) and program.returns_events):
             return _invalid_result(run, program, command, result)
+        if program.asks:
+            run.stamp(scope, result)
         if sent:
             sent.append((result, None))
         elif run._route is None:  # the common case: one event, routed by type
@@ -147,7 +149,7 @@ async def run_attempt(run: Run, command: StartStep) -> Tick:
 
 def _cancel_run(run: Run, program: NodeProgram, command: StartStep) -> None:
     """The worker's task was cancelled while a step ran: the run ends as cancelled."""
-    run.cancel(
+    run.task_cancelled(
         f"{run.graph.node_kind} {program.name!r} of workflow {run.name!r} (run {run.run_id}): "
         f"its task was cancelled while it ran, on attempt {command.attempt} (by the step or "
         f"code it called, or from outside the run, as a loop shutting down does)"

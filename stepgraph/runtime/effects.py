@@ -139,6 +139,9 @@ class RecordingPort:
     ) -> Awaitable[Any]:
         self._refuse(scope, "wait_for_event")
 
+    def request_id(self, scope: Scope) -> str:
+        self._refuse(scope, "request_info")
+
     def request(
         self,
         scope: Scope,

@@ -38,6 +38,8 @@ class RunOptions:
     verbose: bool = False
     observers: tuple[RunObserver, ...] = ()
     clock: Clock = SYSTEM_CLOCK
+    store: Any = None  # a stepgraph.stores.Store: the runs are durable
+    serializer: str = "json"
 
     @classmethod
     def checked(
@@ -52,6 +54,8 @@ class RunOptions:
         observers: Sequence[RunObserver] = (),
         journal: RunObserver | None = None,
         clock: Clock | None = None,
+        store: object = None,
+        serializer: str = "json",
     ) -> RunOptions:
         """Validate the options; errors read ``where(option=value): ...``."""
         try:
@@ -94,6 +98,19 @@ class RunOptions:
             raise WorkflowValidationError(
                 f"{where}(clock={clock!r}): a clock has monotonic(), wall() and call_later()"
             )
+        if store is not None and not all(
+            callable(getattr(store, name, None))
+            for name in ("commit", "create_run", "get_run", "load", "acquire", "release")
+        ):
+            raise WorkflowValidationError(
+                f"{where}(store={store!r}): expected a store (stepgraph.stores.SqliteStore, "
+                f"MemoryStore, PostgresStore, or an implementation of stepgraph.stores.Store)"
+            )
+        if serializer not in ("json", "pickle"):
+            raise WorkflowValidationError(
+                f"{where}(serializer={serializer!r}): must be 'json' (the default) or 'pickle' "
+                f"(unsafe with a store others can write to: loading a pickle runs code)"
+            )
         return cls(
             parsed,
             timeout,
@@ -102,6 +119,8 @@ class RunOptions:
             verbose,
             watchers,
             SYSTEM_CLOCK if clock is None else clock,
+            store,
+            serializer,
         )
 
 
@@ -117,6 +136,21 @@ def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def require_loop(who: str, call: str = "run(...)") -> None:
+    """Raise unless an event loop runs here; ``who`` names the call in the message.
+
+    Raises:
+        StepgraphError: no running event loop.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise StepgraphError(
+            f"{who} needs a running event loop: call it from async code "
+            f"(`await wf.{call}`) or use run_sync(...) in a script"
+        ) from None
+
+
 def launch(
     plan: RunPlan,
     owner: object,
@@ -130,14 +164,7 @@ def launch(
 
     ``runtime`` runs it (the in-process runtime by default).
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        who = who or f"workflow {plan.name!r}: run()"
-        raise StepgraphError(
-            f"{who} needs a running event loop: call it from async code "
-            f"(`await wf.run(...)`) or use run_sync(...) in a script"
-        ) from None
+    require_loop(who or f"workflow {plan.name!r}: run()")
     if runtime is None:
         runtime = IN_PROCESS
     port = runtime.create(plan, owner, options)

@@ -58,6 +58,10 @@ class NodeProgram(Protocol):
     def returns_events(self) -> bool: ...
     @property
     def backend(self) -> Backend | None: ...
+    @property
+    def asks(self) -> bool:
+        """Whether the body may return an input request (its id is set as it returns)."""
+        ...
 
 
 class RunStyle(Protocol):

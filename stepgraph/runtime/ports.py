@@ -81,6 +81,10 @@ class StepPort(Protocol):
         """Suspend the step until a matching message arrives (or ``timeout`` seconds pass)."""
         ...
 
+    def request_id(self, scope: Scope) -> str:
+        """The id of the next request ``scope``'s attempt makes (the same when it runs again)."""
+        ...
+
     def request(
         self,
         scope: Scope,

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import RequestOpened, ResponseReceived
 from ..core.text import short_repr
-from ..errors import InvalidResponseError, RequestNotFoundError, WorkflowRuntimeError
+from ..errors import (
+    InvalidResponseError,
+    RequestAnsweredError,
+    RequestNotFoundError,
+    WorkflowRuntimeError,
+)
 from .scope import Scope
 
 if TYPE_CHECKING:
@@ -89,6 +94,9 @@ class Requests:
     def respond(self, run: Run, request_id: str, response: object) -> Awaitable[None] | None:
         """Answer an open request; a response of the wrong type leaves it open."""
         request = run.state.requests.get(request_id)
+        if request is None and request_id in run.state.answers:
+            check_repeated_answer(run, request_id, response)
+            return None  # the same answer again: nothing to do
         if request is None:
             raise RequestNotFoundError(
                 f"run {run.run_id} of workflow {run.name!r} has no open request "
@@ -119,3 +127,18 @@ class Requests:
                 close()
         self._forwards.clear()
         self._forwarded.clear()
+
+
+def check_repeated_answer(run: Run, request_id: str, answer: object) -> None:
+    """Accept an answer to a request answered already only when it is the same answer.
+
+    Raises:
+        RequestAnsweredError: ``answer`` differs from the request's answer.
+    """
+    first = run.state.answers[request_id]
+    if first != answer:
+        raise RequestAnsweredError(
+            f"request {request_id!r} of run {run.run_id} (workflow {run.name!r}) was answered "
+            f"already with {short(first)}; it cannot take another answer ({short(answer)}). "
+            f"Sending the same answer again is accepted and changes nothing"
+        )

@@ -71,7 +71,7 @@ from .bridge import LoopBridge
 from .effects import Effects
 from .failures import failure_of
 from .observers import RunObserver, Verbose
-from .requests import Requests
+from .requests import Requests, check_repeated_answer
 from .scope import Scope, current_scope
 from .stream import EventStream
 from .timers import Timers
@@ -132,6 +132,7 @@ class Run:
         "owner",
         "plan",
         "programs",
+        "request_prefix",
         "run_id",
         "state",
         "superstep_mode",
@@ -146,6 +147,7 @@ class Run:
         self.programs = plan.programs
         self.owner = owner
         self.run_id = new_run_id()
+        self.request_prefix = self.run_id  # request ids (a fork keeps its parent's)
         self.mode = options.mode
         self.state = RunState(
             graph,
@@ -275,6 +277,11 @@ class Run:
         self.feed(RunStarted(run_id=self.run_id, start=message))
 
     def send_external(self, event: object, step: str | None) -> None:
+        if self.graph.answer_types and self.graph.is_answer(event):
+            request_id = getattr(event, "request_id", None)
+            if request_id is not None and request_id in self.state.answers:
+                check_repeated_answer(self, request_id, event)
+                return  # the same answer again: nothing to do
         target = None if step is None else self.graph.target("the caller", step, event)
         self.bridge.post(self.feed, ExternalEventReceived(event=event, target=target))
 
@@ -286,6 +293,10 @@ class Run:
 
     def cancel(self, reason: str = "cancelled by the caller") -> None:
         self.feed(CancelRequested(reason=reason))
+
+    def task_cancelled(self, reason: str) -> None:
+        """A worker's task was cancelled while a step ran (not by the caller): cancel the run."""
+        self.cancel(reason)
 
     def events(self, *, lifecycle: bool) -> AsyncIterator[Any]:
         if lifecycle and not self._lifecycle:
@@ -308,13 +319,22 @@ class Run:
         if self._feeding:
             self._followups.append(tick)
             return []
-        tick.at = self._wall()
-        try:
-            commands = apply(self.state, tick)
-        except Exception as exc:  # a tick the kernel refuses: a bug of the shell's
-            commands = self._refused(tick, exc)
+        commands = self._applied(tick)
         if not commands and not self.observers:
             return commands  # a plain state write, say: nothing to carry out
+        self._carry_out(tick, commands)
+        return commands
+
+    def _applied(self, tick: Tick) -> list[Command]:
+        """Stamp ``tick`` with the time and apply it; a refused tick fails the run."""
+        tick.at = self._wall()
+        try:
+            return apply(self.state, tick)
+        except Exception as exc:  # a tick the kernel refuses: a bug of the shell's
+            return self._refused(tick, exc)
+
+    def _carry_out(self, tick: Tick, commands: list[Command]) -> None:
+        """Tell the observers about ``tick`` and carry out its ``commands``, in order."""
         self._feeding = True
         try:  # an observer, or carrying out a command, that raises fails the run
             if self.observers:
@@ -355,7 +375,6 @@ class Run:
             self._feeding = False
         if self._followups and not self._draining:
             self._drain()
-        return commands
 
     def _refused(self, tick: Tick, error: BaseException) -> list[Command]:
         """The kernel refused ``tick``: fail the run in the kernel too, so both agree."""
@@ -423,6 +442,8 @@ class Run:
                 f"returned (from a task it started?); send before the step returns, or "
                 f"await that task inside the step"
             )
+        if self.graph.answer_types:  # input requests of @step workflows get their ids here
+            self.stamp(scope, message)
         if self.superstep_mode:
             scope.sent.append((message, targets))
         elif get_ident() != self.bridge.thread:  # a sync step in a thread: deliver now
@@ -501,8 +522,11 @@ class Run:
                 self._send_now(scope, sent)
 
     def publish(self, scope: Scope | None, event: object) -> None:
-        """Put ``event`` on the stream; an input request a caller answers with an event pauses."""
-        self.bridge.post(self.stream.push, event)
+        """Put ``event`` on the stream; an input request a caller answers with an event pauses.
+
+        The kernel announces an input request (once: a step that runs again after a resume
+        asks with the same id), so that the run waits for its answer.
+        """
         graph = self.graph
         if (
             graph.answer_types
@@ -510,7 +534,21 @@ class Run:
             and scope is not None
             and scope.run is self
         ):
-            self.bridge.post(self.feed, InputRequested(invocation=scope.invocation))
+            self.stamp(scope, event)
+            self.bridge.post(self.feed, InputRequested(invocation=scope.invocation, event=event))
+        else:
+            self.bridge.post(self.stream.push, event)
+
+    def request_id(self, scope: Scope) -> str:
+        """The id of the next request ``scope``'s attempt makes: the same when it runs again."""
+        asked = scope.asked
+        scope.asked = asked + 1
+        return f"{self.request_prefix}:{scope.invocation}:{asked}"
+
+    def stamp(self, scope: Scope, message: object) -> None:
+        """Give an input request a step emits its id (unless it has one)."""
+        if self.graph.is_input_request(message) and getattr(message, "request_id", 0) is None:
+            message.request_id = self.request_id(scope)  # type: ignore[attr-defined]
 
     # -- what steps ask -------------------------------------------------------------------------
 
@@ -613,7 +651,7 @@ class Run:
         if status is FINISHED:
             style = self.plan.style
             try:
-                value = style.result(self.state, self.run_id)
+                value = self._result_value()
             except Exception as exc:
                 outcome.set_exception(exc)
             else:
@@ -632,6 +670,10 @@ class Run:
             self._resolve_waiters()
         if stream is not None:
             stream.close()
+
+    def _result_value(self) -> object:
+        """What awaiting a finished run gives."""
+        return self.plan.style.result(self.state, self.run_id)
 
     def _tell_end(
         self, status: RunStatus, result: object, error: BaseException | None

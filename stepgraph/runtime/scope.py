@@ -19,7 +19,7 @@ class Scope:
     thread after a timeout) from sending for the invocation.
     """
 
-    __slots__ = ("active", "invocation", "message", "node", "run", "sent", "timed_out")
+    __slots__ = ("active", "asked", "invocation", "message", "node", "run", "sent", "timed_out")
 
     def __init__(self, run: StepPort, invocation: int, node: int, message: object) -> None:
         self.run = run
@@ -29,6 +29,7 @@ class Scope:
         self.sent: list[tuple[object, tuple[int, ...] | None]] = []
         self.active = True  # False once its attempt has failed or been abandoned
         self.timed_out = False  # its attempt's timeout expired
+        self.asked = 0  # requests for input it made (numbers their ids)
 
 
 _scope: contextvars.ContextVar[Scope] = contextvars.ContextVar("stepgraph_scope")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -96,7 +95,8 @@ class WorkflowContext(Generic[T_Out]):
         requests are open the run is paused, not stalled.
         """
         scope = self._scope("request_info")
-        return Ready(self._request(scope, data, response_type, uuid.uuid4().hex, None))
+        request_id = self._run.request_id(scope)  # the same when the executor runs again
+        return Ready(self._request(scope, data, response_type, request_id, None))
 
     def _request(
         self,

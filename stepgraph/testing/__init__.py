@@ -1,9 +1,12 @@
 """Helpers for testing code built on stepgraph.
 
 ``FakeClock`` runs a workflow's timers (its timeout, ``wait_for_event`` deadlines, retry
-backoff, step timeouts) on virtual time: ``MyFlow(clock=FakeClock())``.
+backoff, step timeouts) on virtual time: ``MyFlow(clock=FakeClock())``. ``crash(handler)``
+stops a durable run as if its process had died, to test resuming it.
+``stepgraph.testing.store_conformance`` checks a store implementation.
 """
 
 from .clock import FakeClock
+from .crash import crash
 
-__all__ = ["FakeClock"]
+__all__ = ["FakeClock", "crash"]

@@ -41,7 +41,8 @@ from stepgraph import (
 )
 from stepgraph.journal import Journal
 from stepgraph.state import add, append
-from stepgraph.testing import FakeClock
+from stepgraph.stores import MemoryStore
+from stepgraph.testing import FakeClock, crash
 
 CLOCK_START = 1_800_000_000.0
 """The wall time every golden run starts at (virtual time 0 of its FakeClock)."""
@@ -307,6 +308,22 @@ def map_reduce(mode: str, journal: Journal) -> GraphWorkflow:
     )
 
 
+# -- @step, durable: a pause, a crash, a resume ---------------------------------------------------
+
+
+class Interview(Workflow):
+    """Asks for a name (the run pauses), then greets; its process dies while it waits."""
+
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> InputRequiredEvent:
+        await ctx.store.set("asked", "name?")
+        return InputRequiredEvent(prefix="name?")
+
+    @step
+    async def greet(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent(result=f"hello {ev.response}")
+
+
 # -- how each flow is played --------------------------------------------------------------------
 
 
@@ -334,6 +351,20 @@ async def _answer_the_caller(wf: Any, start: Any) -> WorkflowHandler:
             handler.send_event(HumanResponseEvent(response="Ada"))
     await handler
     return handler
+
+
+async def _crash_while_paused_and_resume(wf: Any, start: Any) -> WorkflowHandler:
+    handler = wf.run(start_event=start)
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            break
+    crash(handler)  # the process dies while the run waits for its answer
+    resumed = wf.resume(handler.run_id)
+    async for event in resumed.stream_events():
+        if isinstance(event, InputRequiredEvent):  # announced again to the new process
+            resumed.send_event(HumanResponseEvent(response="Ada", request_id=event.request_id))
+    await resumed
+    return resumed
 
 
 async def _answer_requests(wf: Any, start: Any) -> WorkflowHandler:
@@ -379,6 +410,9 @@ FLOWS: dict[str, Flow] = {
     "steps_failure_async": Flow(_steps(Broken, mode="async"), StartEvent, _plain),
     "steps_run_timeout": Flow(_steps(Slow, timeout=30), StartEvent, _plain),
     "steps_cancelled_async": Flow(_steps(Slow, mode="async"), StartEvent, _cancel_once_running),
+    "steps_resumed_after_crash": Flow(
+        _steps(Interview, store=MemoryStore()), StartEvent, _crash_while_paused_and_resume
+    ),
     "graph_requests_superstep": Flow(
         _graph(triage, "superstep"), lambda: "please refund me", _answer_requests
     ),

@@ -89,6 +89,7 @@ class Done:
 @dataclass(frozen=True)
 class Ask:
     prompt: str = ""
+    request_id: str | None = None  # as a RequestInfoEvent carries the id of its request
 
 
 @dataclass(frozen=True)
@@ -478,9 +479,9 @@ def test_a_request_stays_open_until_its_answer_is_delivered_to_the_node_that_ask
     assert h.feed(opened) == []
     assert h.state.requests == {"r1": OpenRequest("r1", 0, 0, "name?", str)}
     h.complete(1)
-    assert h.complete(0, Ask("name?")) == [
+    assert h.complete(0, Ask("name?", "r1")) == [
         SuperstepEnded(superstep=0),
-        PublishEvent(event=Ask("name?")),
+        PublishEvent(event=Ask("name?", "r1")),
     ]
     commands = h.feed(ResponseReceived(request_id="r1", response="Ada"))
     assert commands == [
@@ -498,7 +499,7 @@ def test_a_run_paused_on_an_open_published_request_neither_stalls_nor_finishes(
     h.start(Go())
     h.feed(RequestOpened(invocation=0, request_id="r1", data="?", response_type=str))
     h.complete(1)
-    h.complete(0, Ask("?"))
+    h.complete(0, Ask("?", "r1"))
     assert h.ended is None and h.status is RunStatus.RUNNING
     assert h.state.idle and h.state.input_requests == 1 and "r1" in h.state.requests
 
@@ -819,7 +820,7 @@ def drive_a_rich_run() -> Shell:
     h.complete(1, Result("r1"))
     h.clock = 3.0
     h.feed(RequestOpened(invocation=3, request_id="q1", data="?", response_type=str))
-    h.complete(3, Ask("?"))
+    h.complete(3, Ask("?", "q1"))
     h.clock = 4.0
     h.feed(ResponseReceived(request_id="q1", response="yes"))
     h.clock = 4.5

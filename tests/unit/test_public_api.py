@@ -47,17 +47,23 @@ PUBLIC_NAMES = [
 ]
 
 ERROR_NAMES = [
+    "CheckpointError",
+    "CheckpointNotFoundError",
     "InvalidResponseError",
     "InvalidStartEventError",
     "InvalidStepResultError",
     "KernelError",
     "RecordedError",
     "ReplayDivergenceError",
+    "RequestAnsweredError",
     "RequestNotFoundError",
     "RunFinishedError",
+    "RunLockedError",
+    "RunNotFoundError",
     "SerializationError",
     "StepTimeoutError",
     "StepgraphError",
+    "StoreError",
     "SuperstepLimitExceeded",
     "UnknownStepError",
     "UnroutableEventError",

@@ -28,6 +28,7 @@ from stepgraph import (
 from stepgraph.core import RunStatus
 from stepgraph.errors import (
     InvalidResponseError,
+    RequestAnsweredError,
     RequestNotFoundError,
     SuperstepLimitExceeded,
     UnroutableEventError,
@@ -97,8 +98,10 @@ async def test_the_run_stays_paused_until_every_open_request_is_answered(mode: s
     first, second = await requests_of(handler_, 2)
     await handler_.send_response(second.request_id, 2)
     await assert_paused(handler_)
-    with pytest.raises(RequestNotFoundError):
-        await handler_.send_response(second.request_id, 5)  # answered already
+    await handler_.send_response(second.request_id, 2)  # the same answer again: a no-op
+    with pytest.raises(RequestAnsweredError, match=second.request_id):
+        await handler_.send_response(second.request_id, 5)  # another answer: refused
+    assert issubclass(RequestAnsweredError, RequestNotFoundError)  # the request is not open
 
     await handler_.send_response(first.request_id, 1)
     result = await finish(handler_)

@@ -1,0 +1,1 @@
+"""Durable runs: frames, serializers, checkpoints and resuming (the runtime's side of stores)."""

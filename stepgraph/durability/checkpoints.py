@@ -1,0 +1,260 @@
+"""What a durable run writes to its store, and reading it back.
+
+- A **checkpoint** is a frame (:mod:`.frame`) with a header: the run's workflow, the
+  graph's *fingerprint* (each step with the types it accepts and returns), the id prefix
+  of its requests and its serializer. It is validated when read: a pydantic model checks
+  its shape, the envelope its version and checksum.
+- **Chunks** (shared-state keys, outputs) are written apart, and only those that
+  changed since the run's previous checkpoint.
+- **Journal entries** are ticks, each in its own envelope.
+
+Everything that cannot be read raises :class:`~stepgraph.errors.CheckpointError` naming
+the run and the checkpoint; nothing here writes to a store.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..core import Graph, RunState, Tick
+from ..core.text import short_repr
+from ..errors import CheckpointError, SerializationError
+from .frame import FRAME_FIELDS, Restored, capture, restore
+from .serializer import Serializer, unwrap, wrap
+
+__all__ = [
+    "Header",
+    "decode_chunk",
+    "decode_entry",
+    "decode_value",
+    "encode_chunk",
+    "encode_entry",
+    "encode_frame",
+    "encode_value",
+    "fingerprint",
+    "new_checkpoint_id",
+    "read_frame",
+]
+
+
+def new_checkpoint_id() -> str:
+    """A new, unique checkpoint id."""
+    return uuid.uuid4().hex
+
+
+def _path(kind: object) -> str:
+    """A type by its qualified name (not its module: moving a class changes no routing)."""
+    return str(getattr(kind, "__qualname__", repr(kind)))
+
+
+def fingerprint(graph: Graph, programs: Iterable[object]) -> dict[str, list[list[str]]]:
+    """Each step (executor) by name: the types it accepts, and the types it returns.
+
+    Two graphs whose fingerprints are equal route every stored message the same way.
+    """
+    steps: dict[str, list[list[str]]] = {}
+    for node, program in zip(graph.nodes, programs, strict=True):
+        returns: set[str] = {_path(t) for t in getattr(program, "returns", ())}
+        for handler in getattr(program, "handlers", ()):
+            returns.update(_path(t) for t in handler.output_types or ())
+        steps[node.name] = [sorted(_path(t) for t in node.accepts), sorted(returns)]
+    return steps
+
+
+class Header(BaseModel):
+    """The header of a stored checkpoint (validated when read)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workflow: str
+    kind: str  # what a node is called: "step" or "executor"
+    steps: dict[str, list[list[str]]]
+    request_prefix: str
+    serializer: str
+
+
+class _Frame(BaseModel):
+    """The shape of a stored frame: each field present, of the right kind."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    mode: str
+    status: str
+    started_at: float
+    now: float
+    superstep: int
+    next_invocation: int
+    running: int
+    queued: int
+    external_sent: int
+    asked: int
+    merges_seen: int
+    merging: bool
+    timeout: float | None
+    nodes: dict[str, list[Any]]
+    invocations: list[list[Any]]
+    blocked: list[str]
+    resumable: list[list[Any]]
+    outbox: list[list[Any]]
+    stop: list[Any] | None
+    waiters: list[list[Any]]
+    awaited_types: list[Any]
+    unclaimed: list[int]
+    inputs: list[list[Any]]
+    answers: list[list[Any]]
+    requests: list[list[Any]]
+    timers: dict[str, float]
+    pending_merges: list[list[Any]]
+    collectors: list[list[Any]]
+    fan_in_buffers: list[list[Any]]
+    recent: list[list[Any]]
+    result: int
+    failure: Any
+    store_keys: list[str]
+    outputs: int
+    objects: list[Any]
+
+
+assert tuple(_Frame.model_fields) == FRAME_FIELDS  # one list of fields, two places
+
+
+def encode_frame(state: RunState, header: Header, serializer: Serializer) -> bytes:
+    """The checkpoint of ``state``: its header and frame, in an envelope.
+
+    Raises:
+        SerializationError: an object of the frame cannot be written; the message names
+            the run and what the object is.
+    """
+    frame = capture(state)
+    payload = serializer.dumps({"header": header.model_dump(), "frame": frame}, "a checkpoint")
+    return wrap(serializer, payload)
+
+
+def read_frame(data: bytes, *, run_id: str, checkpoint_id: str) -> tuple[Header, dict[str, Any]]:
+    """The header and frame of a stored checkpoint.
+
+    Raises:
+        CheckpointError: the bytes are corrupt, of another version, or malformed.
+    """
+    where = f"checkpoint {checkpoint_id!r} of run {run_id!r}"
+    try:
+        serializer, payload = unwrap(data)
+        content = serializer.loads(payload)
+        if not isinstance(content, dict) or set(content) != {"header", "frame"}:
+            raise ValueError("its content is not a header and a frame")
+        header = Header.model_validate(content["header"])
+        frame = _Frame.model_validate(content["frame"])
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, SerializationError, ValidationError) as exc:
+        raise CheckpointError(
+            f"cannot read {where}: {_reason(exc)}", run_id=run_id, checkpoint_id=checkpoint_id
+        ) from exc
+    except Exception as exc:  # a pickle that does not load, say
+        raise CheckpointError(
+            f"cannot read {where}: {type(exc).__name__}: {exc}",
+            run_id=run_id,
+            checkpoint_id=checkpoint_id,
+        ) from exc
+    return header, {name: getattr(frame, name) for name in FRAME_FIELDS}
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return f"its content does not have the shape of a checkpoint ({exc.error_count()} errors)"
+    return str(exc)
+
+
+def restore_state(
+    header: Header,
+    frame: Mapping[str, Any],
+    chunks: Mapping[str, object],
+    graph: Graph,
+    *,
+    drop: bool,
+    run_id: str,
+    checkpoint_id: str,
+) -> Restored:
+    """The run state of a checkpoint read back, for ``graph``.
+
+    Raises:
+        CheckpointError: the frame refers to what it does not hold.
+    """
+    try:
+        return restore(frame, graph, chunks, drop=drop)
+    except (KeyError, IndexError, TypeError, ValueError, AssertionError) as exc:
+        raise CheckpointError(
+            f"cannot restore checkpoint {checkpoint_id!r} of run {run_id!r}: its content does "
+            f"not fit together ({type(exc).__name__}: {short_repr(exc, 200)})",
+            run_id=run_id,
+            checkpoint_id=checkpoint_id,
+        ) from exc
+
+
+def encode_value(value: object, serializer: Serializer, where: str) -> bytes:
+    """A value (a result, a chunk) in an envelope."""
+    return wrap(serializer, serializer.dumps(value, where))
+
+
+def decode_value(data: bytes, where: str, *, run_id: str, checkpoint_id: str = "") -> Any:
+    """The value :func:`encode_value` wrote.
+
+    Raises:
+        CheckpointError: corrupt, of another version, or no longer valid.
+    """
+    try:
+        serializer, payload = unwrap(data)
+        return serializer.loads(payload)
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot read {where} of run {run_id!r}"
+            + (f" (checkpoint {checkpoint_id!r})" if checkpoint_id else "")
+            + f": {_reason(exc) if isinstance(exc, ValueError | ValidationError) else exc}",
+            run_id=run_id,
+            checkpoint_id=checkpoint_id,
+        ) from exc
+
+
+def encode_chunk(name: str, value: object, serializer: Serializer) -> bytes:
+    """A chunk (``s:<key>``, ``o:<position>``) in an envelope."""
+    kind, _, rest = name.partition(":")
+    where = f"the shared state's key {rest!r}" if kind == "s" else f"output {rest}"
+    return encode_value(value, serializer, where)
+
+
+def decode_chunk(name: str, data: bytes, *, run_id: str, checkpoint_id: str) -> Any:
+    """The chunk :func:`encode_chunk` wrote."""
+    return decode_value(data, f"chunk {name!r}", run_id=run_id, checkpoint_id=checkpoint_id)
+
+
+def encode_entry(tick: Tick, serializer: Serializer) -> bytes:
+    """A journal entry: ``tick`` in an envelope."""
+    return wrap(serializer, serializer.dumps(tick, f"a {type(tick).__name__} tick"))
+
+
+def decode_entry(data: bytes, *, run_id: str, checkpoint_id: str) -> Tick:
+    """The tick of a journal entry."""
+    tick = decode_value(data, "a journal entry", run_id=run_id, checkpoint_id=checkpoint_id)
+    if not hasattr(tick, "kind") or not hasattr(tick, "at"):
+        raise CheckpointError(
+            f"a journal entry of run {run_id!r} after checkpoint {checkpoint_id!r} is not a "
+            f"tick: {short_repr(tick)}",
+            run_id=run_id,
+            checkpoint_id=checkpoint_id,
+        )
+    return tick  # type: ignore[no-any-return]
+
+
+def compare_steps(
+    stored: Mapping[str, list[list[str]]], current: Mapping[str, list[list[str]]]
+) -> tuple[list[str], list[str], list[str]]:
+    """The steps removed, changed (accepted or returned types) and added since ``stored``."""
+    removed = sorted(set(stored) - set(current))
+    added = sorted(set(current) - set(stored))
+    changed = sorted(name for name in set(stored) & set(current) if stored[name] != current[name])
+    return removed, changed, added

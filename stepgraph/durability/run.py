@@ -1,0 +1,674 @@
+"""DurableRun: a run whose every decisive fact is in a store before it has any effect.
+
+A durable run is an in-process run (:class:`~stepgraph.runtime.run.Run`) with one rule
+added: **nothing a tick decides is carried out before the store has it**. Each tick is
+applied to the kernel at once; what it records (below) goes into one commit; its
+commands (start a step, wake a wait, put an event on the stream, end the run) are
+carried out only once that commit is done, in order. Embedded stores commit before
+``commit`` returns, so nothing waits; a store across a network holds the commands until
+its commit finishes.
+
+What is recorded:
+
+- **superstep mode**: a checkpoint at every barrier (the state as the next superstep
+  starts, with the shared-state keys and outputs that changed), and, between barriers, a
+  journal of what came from outside (events, responses);
+- **async mode**: a journal of every tick (write-ahead: a step's completion is in the
+  store before anything it feeds starts);
+- both: a first checkpoint as the run starts, the run's status as it changes (running,
+  paused while it waits for input, and its end with its result).
+
+Resuming reads the latest checkpoint (or a chosen one: a fork, a new run), replays the
+journal after it, and starts again every invocation that was in flight
+(``RunResumed``): at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+import warnings
+import weakref
+from collections import deque
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ..core import (
+    CancelRequested,
+    Command,
+    ExternalEventReceived,
+    ForwardResponse,
+    PublishEvent,
+    ResolveWait,
+    ResponseReceived,
+    RunEnded,
+    RunResumed,
+    RunStarted,
+    RunStatus,
+    StartStep,
+    StateMerged,
+    StateWritten,
+    SuperstepEnded,
+    Tick,
+    apply,
+)
+from ..core.failure import Failure
+from ..core.state import Mode
+from ..errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    RunLockedError,
+    RunNotFoundError,
+    SerializationError,
+    StepgraphError,
+    StoreError,
+    WorkflowCancelled,
+)
+from ..runtime.failures import failure_of
+from ..runtime.run import Run
+from ..stores.base import CheckpointWrite, Commit, RunRecord, Store, StoredStatus
+from .checkpoints import (
+    Header,
+    compare_steps,
+    decode_chunk,
+    decode_entry,
+    decode_value,
+    encode_chunk,
+    encode_entry,
+    encode_frame,
+    encode_value,
+    fingerprint,
+    new_checkpoint_id,
+    read_frame,
+    restore_state,
+)
+from .frame import chunk_names, output_chunk, state_chunk
+from .serializer import serializer_named
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from ..runtime.launch import RunOptions
+    from ..runtime.plan import RunPlan
+
+__all__ = ["DurableRun", "DurableRuntime"]
+
+# Commands that let user code go on or show something outside: the ticks behind them must
+# be in the store first. (Timers, merges and collect results only lead to more ticks.)
+_PROGRESS = (StartStep, ResolveWait, PublishEvent, RunEnded, ForwardResponse)
+_FROM_OUTSIDE = (ExternalEventReceived, ResponseReceived, CancelRequested)
+_FINAL = {
+    RunStatus.FINISHED: StoredStatus.COMPLETED,
+    RunStatus.FAILED: StoredStatus.FAILED,
+    RunStatus.CANCELLED: StoredStatus.CANCELLED,
+}
+
+_live: weakref.WeakValueDictionary[tuple[int, str], DurableRun] = weakref.WeakValueDictionary()
+"""Durable runs going on in this process, by (store, run id): a run has one coordinator."""
+
+
+def _owner(store: Store) -> str:
+    """This process's lease owner name for ``store`` (one per store object and process)."""
+    key = "_stepgraph_owner"
+    owner = getattr(store, key, None)
+    here = f"{socket.gethostname()}:{os.getpid()}:"
+    if not isinstance(owner, str) or not owner.startswith(here):
+        owner = f"{here}{uuid.uuid4().hex[:12]}"
+        with contextlib.suppress(AttributeError):  # a store with slots: an owner per run
+            setattr(store, key, owner)
+    return owner
+
+
+def live_run(store: Store, run_id: str) -> DurableRun | None:
+    """The run ``run_id`` of ``store`` if it goes on in this process, on the running loop."""
+    run = _live.get((id(store), run_id))
+    if run is None or run.done or run.loop.is_closed():
+        return None
+    try:
+        if asyncio.get_running_loop() is not run.loop:
+            return None
+    except RuntimeError:
+        return None
+    return run
+
+
+class DurableRun(Run):
+    """A run that keeps itself in a store (see the module docstring)."""
+
+    __slots__ = (
+        "_boot",
+        "_booting",
+        "_by_caller",
+        "_db",
+        "_dirty",
+        "_early",
+        "_entries",
+        "_header",
+        "_outputs_written",
+        "_pumping",
+        "_queue",
+        "_result_error",
+        "_ser",
+        "_stored",
+        "_waiting_commit",
+        "_written",
+        "lease",
+    )
+
+    def __init__(
+        self, plan: RunPlan, owner: object, options: RunOptions, run_id: str | None = None
+    ) -> None:
+        super().__init__(plan, owner, options)
+        if run_id is not None:
+            self.run_id = self.request_prefix = run_id
+        self.state.capture_barriers = False
+        self._db: Store = options.store
+        self._ser = serializer_named(options.serializer)
+        self._header = Header(
+            workflow=plan.name,
+            kind=plan.graph.node_kind,
+            steps=fingerprint(plan.graph, plan.programs),
+            request_prefix=self.request_prefix,
+            serializer=self._ser.name,
+        )
+        self._booting = True  # the store has not answered yet: ticks wait in ``_early``
+        self._early: list[Tick] = []
+        self._boot: asyncio.Task[None] | None = None
+        self._queue: deque[tuple[Commit | None, Tick, list[Command]]] = deque()
+        self._pumping = False
+        self._waiting_commit = False
+        self._entries: list[bytes] = []  # journal entries not committed yet
+        self._dirty: dict[str, None] = {}  # chunks changed since the last checkpoint
+        self._outputs_written = 0
+        self._written: StoredStatus | None = None  # the status the store has
+        self._by_caller = False  # a cancel the caller asked for (not a loop shutting down)
+        self._result_error: BaseException | None = None
+        self._stored: tuple[object] | None = None  # a completed run's stored result
+        self.lease: str | None = None
+
+    # -- starting -------------------------------------------------------------------------------
+
+    def start(self, message: object) -> None:
+        """Create the run in the store, then start it (in a task: stores are async)."""
+        self._boot = self.loop.create_task(self._booted(self._create(message)))
+
+    def resume(self, run_id: str, checkpoint_id: str | None, strict: bool) -> None:
+        """Go on with stored run ``run_id`` (``checkpoint_id``: a fork from that checkpoint)."""
+        self._boot = self.loop.create_task(
+            self._booted(self._restore(run_id, checkpoint_id, strict))
+        )
+
+    async def _booted(self, boot: Awaitable[None]) -> None:
+        try:
+            await boot
+        except asyncio.CancelledError:
+            self._booting = False
+            if not self.done:
+                self._end(RunStatus.CANCELLED, None, None)
+            raise
+        except Exception as exc:
+            self._booting = False
+            if self.lease is not None:
+                await self._release()
+            if not self.done:
+                self._end(RunStatus.FAILED, None, exc)
+            return
+        self._booting = False
+        early, self._early = self._early, []
+        for tick in early:
+            self.feed(tick)
+
+    async def _create(self, message: object) -> None:
+        db = self._db
+        existing = await db.get_run(self.run_id)
+        if existing is not None:  # run(run_id=...) of a run the store has: that run
+            await self._restore(self.run_id, None, True)
+            return
+        if self.observers:
+            for observer in self.observers:
+                observer.run_started(self)
+        tick = RunStarted(run_id=self.run_id, start=message, at=self._wall())
+        commands = apply(self.state, tick)
+        record = self._new_record()
+        first = Commit(
+            run_id=self.run_id,
+            journal=tuple(self._entries),
+            checkpoint=self._checkpoint(StoredStatus.RUNNING, full=True),
+            status=StoredStatus.RUNNING,
+        )
+        self._entries.clear()
+        self._written = StoredStatus.RUNNING
+        if await db.create_run(record, first) is not None:
+            raise StoreError(f"run id {self.run_id!r} was taken meanwhile in {db!r}")
+        await self._take_lease(self.run_id)
+        self._carry(tick, commands)
+
+    def _new_record(
+        self, parent_run_id: str | None = None, parent_checkpoint_id: str | None = None
+    ) -> RunRecord:
+        now = datetime.now(UTC)
+        return RunRecord(
+            run_id=self.run_id,
+            workflow=self.name,
+            status=StoredStatus.RUNNING,
+            created_at=now,
+            updated_at=now,
+            parent_run_id=parent_run_id,
+            parent_checkpoint_id=parent_checkpoint_id,
+        )
+
+    async def _take_lease(self, run_id: str) -> None:
+        owner = _owner(self._db)
+        if not await self._db.acquire(run_id, owner):
+            raise RunLockedError(
+                f"run {run_id!r} is owned by another coordinator (a live process or "
+                f"session) of {self._db!r}: it cannot be resumed here while that one runs it"
+            )
+        self.lease = owner
+        _live[(id(self._db), self.run_id)] = self
+
+    async def _release(self) -> None:
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            with contextlib.suppress(Exception):  # the lease dies with the process anyway
+                await self._db.release(self.run_id, lease)
+
+    async def _restore(self, run_id: str, checkpoint_id: str | None, strict: bool) -> None:
+        db = self._db
+        record = await db.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(f"there is no run {run_id!r} in {db!r}")
+        fork = checkpoint_id is not None
+        if not fork and record.status == StoredStatus.COMPLETED:
+            self._finish_stored(record)
+            return
+        if not fork:
+            self.run_id = run_id
+            await self._take_lease(run_id)
+        try:
+            await self._load(record, checkpoint_id, strict, fork)
+        except BaseException:
+            await self._release()
+            raise
+
+    def _finish_stored(self, record: RunRecord) -> None:
+        """A completed run: its stored result, and nothing runs."""
+        self.run_id = record.run_id
+        value = (
+            None
+            if record.result is None
+            else decode_value(record.result, "the stored result", run_id=record.run_id)
+        )
+        self._stored = (value,)
+        self.state.status = RunStatus.FINISHED
+        self._end(RunStatus.FINISHED, value, None)
+
+    async def _load(
+        self, record: RunRecord, checkpoint_id: str | None, strict: bool, fork: bool
+    ) -> None:
+        db = self._db
+        run_id = record.run_id
+        stored = await db.load(run_id, checkpoint_id)
+        if stored is None:
+            if fork:
+                raise CheckpointNotFoundError(
+                    f"run {run_id!r} has no checkpoint {checkpoint_id!r} in {db!r}"
+                )
+            raise CheckpointError(f"run {run_id!r} has no checkpoint in {db!r}", run_id=run_id)
+        cp = stored.info.id
+        header, frame = read_frame(stored.frame, run_id=run_id, checkpoint_id=cp)
+        removed, changed, added = compare_steps(header.steps, self._header.steps)
+        if strict and (removed or changed or added):
+            raise CheckpointError(
+                _changed_message(run_id, cp, removed, changed, added),
+                run_id=run_id,
+                checkpoint_id=cp,
+            )
+        chunks = {
+            name: decode_chunk(name, data, run_id=run_id, checkpoint_id=cp)
+            for name, data in stored.values.items()
+        }
+        restored = restore_state(
+            header, frame, chunks, self.graph, drop=not strict, run_id=run_id, checkpoint_id=cp
+        )
+        if removed or changed or added:
+            warnings.warn(
+                _changed_message(run_id, cp, removed, changed, added, strict=False)
+                + (
+                    f"; {restored.dropped} messages and invocations dropped"
+                    if restored.dropped
+                    else ""
+                ),
+                stacklevel=2,
+            )
+        entries = (
+            []
+            if fork
+            else [decode_entry(e, run_id=run_id, checkpoint_id=cp) for e in stored.journal]
+        )
+        state = restored.state
+        state.mode = self.state.mode  # the options of the workflow that resumes
+        state.max_supersteps = self.state.max_supersteps
+        state.max_concurrency = self.state.max_concurrency
+        self.state = state
+        self.request_prefix = header.request_prefix
+        self._header = self._header.model_copy(update={"request_prefix": header.request_prefix})
+        for tick in entries:  # what happened after the checkpoint (their effects: redone)
+            apply(state, tick)
+        self._outputs_written = len(state.outputs)
+        if fork:
+            state.run_id = self.run_id
+            created = self._new_record(parent_run_id=run_id, parent_checkpoint_id=cp)
+            first = Commit(
+                run_id=self.run_id,
+                checkpoint=self._checkpoint(
+                    StoredStatus.RUNNING, full=True, superstep=stored.info.superstep
+                ),
+                status=StoredStatus.RUNNING,
+            )
+            if await db.create_run(created, first) is not None:
+                raise StoreError(f"run id {self.run_id!r} is taken in {db!r}")
+            await self._take_lease(self.run_id)
+        self._written = StoredStatus(record.status) if not fork else StoredStatus.RUNNING
+        if self.observers:
+            for observer in self.observers:
+                observer.run_started(self)
+        self._booting = False
+        self.feed(RunResumed())
+        if not self.done:
+            for name, due in list(state.timers.items()):
+                self.timers.arm(name, max(0.0, due - self._wall()), self._timer_due)
+            for request in state.inputs.values():  # announced again, to this process's caller
+                self.stream.push(request)
+
+    # -- the one path into the kernel -------------------------------------------------------------
+
+    def feed(self, tick: Tick) -> list[Command]:
+        """Apply ``tick``; carry out its commands once the store has what it records."""
+        if self.done:
+            return []
+        if self._booting:
+            self._early.append(tick)
+            return []
+        if self._feeding:
+            self._followups.append(tick)
+            return []
+        commands = self._applied(tick)
+        try:
+            commit = self._record(tick, commands)
+        except SerializationError as exc:  # nothing of it is written, nothing carried out
+            self._unwritable(tick, exc)
+            return commands
+        if commit is None and not self._queue:
+            if commands or self.observers:
+                self._carry(tick, commands)
+            return commands
+        self._queue.append((commit, tick, commands))
+        self._pump()
+        return commands
+
+    def _carry(self, tick: Tick, commands: list[Command]) -> None:
+        self._carry_out(tick, commands)
+
+    def _pump(self) -> None:
+        """Commit and carry out the queued ticks, in order; wait for a commit that is async."""
+        if self._pumping or self._waiting_commit:
+            return
+        self._pumping = True
+        try:
+            queue = self._queue
+            while queue and not self._waiting_commit:
+                commit, tick, commands = queue[0]
+                if commit is not None:
+                    try:
+                        pending = self._db.commit(commit)
+                    except Exception as exc:
+                        self._store_failed(exc)
+                        return
+                    if pending is not None:
+                        self._waiting_commit = True
+                        self.loop.create_task(self._committed(pending))
+                        return
+                queue.popleft()
+                self._carry(tick, commands)
+        finally:
+            self._pumping = False
+
+    async def _committed(self, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        except Exception as exc:
+            self._waiting_commit = False
+            self._store_failed(exc)
+            return
+        self._waiting_commit = False
+        _, tick, commands = self._queue.popleft()
+        self._carry(tick, commands)
+        self._pump()
+
+    def _store_failed(self, error: BaseException) -> None:
+        """The store could not take a commit: the run cannot go on durably; it fails."""
+        self._queue.clear()
+        failure = StoreError(f"run {self.run_id!r} could not be written to {self._db!r}: {error}")
+        failure.__cause__ = error
+        self._end(RunStatus.FAILED, None, failure)
+
+    def _unwritable(self, tick: Tick, error: SerializationError) -> None:
+        """A value of the run cannot be serialized: it fails; the store keeps what it had."""
+        self._entries.clear()
+        note = f"stepgraph: run {self.run_id!r} of workflow {self.name!r} cannot be stored"
+        error.add_note(note)
+        failure = failure_of(error)
+        commit = Commit(
+            run_id=self.run_id,
+            status=StoredStatus.FAILED,
+            result=self._failure_bytes(failure),
+        )
+        self._written = StoredStatus.FAILED
+        end = RunEnded(status=RunStatus.FAILED, result=None, error=error, failure=failure)
+        self._queue.append((commit, tick, [end]))  # the run ends once its failure is stored
+        self._pump()
+
+    # -- what each tick records ------------------------------------------------------------------
+
+    def _record(self, tick: Tick, commands: list[Command]) -> Commit | None:
+        """The commit ``tick`` needs before its commands may be carried out (None: none)."""
+        state = self.state
+        kind = type(tick)
+        if isinstance(tick, StateWritten):
+            for key, _ in tick.writes:
+                self._dirty[state_chunk(key)] = None
+            for key in tick.deletes:
+                self._dirty[state_chunk(key)] = None
+        elif isinstance(tick, StateMerged):
+            for key, _ in tick.values:
+                self._dirty[state_chunk(key)] = None
+        superstep = state.mode is Mode.SUPERSTEP
+        if not superstep or kind in _FROM_OUTSIDE or kind is RunResumed:
+            self._entries.append(encode_entry(tick, self._ser))
+        for command in commands:
+            if isinstance(command, RunEnded):
+                return self._final(command)
+        status = StoredStatus.PAUSED if _paused(state) else StoredStatus.RUNNING
+        checkpoint = None
+        if superstep and any(type(c) is SuperstepEnded for c in commands):
+            checkpoint = self._checkpoint(status)
+        if (
+            checkpoint is None
+            and status is self._written
+            and kind not in _FROM_OUTSIDE  # what the caller sent is kept before send returns
+            and not (self._entries and any(isinstance(c, _PROGRESS) for c in commands))
+        ):
+            return None
+        changed = status if status is not self._written else None
+        self._written = status
+        entries, self._entries = tuple(self._entries), []
+        return Commit(run_id=self.run_id, journal=entries, checkpoint=checkpoint, status=changed)
+
+    def _final(self, ended: RunEnded) -> Commit | None:
+        if ended.status is RunStatus.CANCELLED and not self._by_caller:
+            self._entries.clear()
+            return None  # a loop shutting down, not a cancel: the run stays as it was
+        status = _FINAL[ended.status]
+        if ended.status is RunStatus.FINISHED:
+            try:
+                result = encode_value(self._result_value(), self._ser, "the run's result")
+            except Exception as exc:
+                exc.add_note(f"stepgraph: the result of run {self.run_id!r} cannot be stored")
+                self._result_error = exc
+                status = StoredStatus.FAILED
+                result = self._failure_bytes(failure_of(exc))
+        else:
+            failure = ended.failure or Failure.from_error(
+                ended.error or StepgraphError(f"run {self.run_id!r} ended as {status}")
+            )
+            result = self._failure_bytes(failure)
+        entries, self._entries = tuple(self._entries), []
+        self._written = status
+        return Commit(run_id=self.run_id, journal=entries, status=status, result=result)
+
+    def _failure_bytes(self, failure: Failure) -> bytes:
+        return encode_value(failure, self._ser, "the run's failure")
+
+    def _checkpoint(
+        self, status: StoredStatus, *, full: bool = False, superstep: int | None = None
+    ) -> CheckpointWrite:
+        state = self.state
+        values: dict[str, bytes | None] = {}
+        if full:
+            for name, value in chunk_names(state).items():
+                values[name] = encode_chunk(name, value, self._ser)
+        else:
+            store = state.store
+            for name in self._dirty:
+                key = name[2:]
+                values[name] = encode_chunk(name, store[key], self._ser) if key in store else None
+            for position in range(self._outputs_written, len(state.outputs)):
+                name = output_chunk(position)
+                values[name] = encode_chunk(name, state.outputs[position], self._ser)
+        frame = encode_frame(state, self._header, self._ser)
+        self._dirty.clear()
+        self._outputs_written = len(state.outputs)
+        return CheckpointWrite(
+            id=new_checkpoint_id(),
+            superstep=state.superstep if superstep is None else superstep,
+            status=status,
+            frame=frame,
+            values=values,
+            full=full,
+        )
+
+    # -- the end ----------------------------------------------------------------------------------
+
+    def cancel(self, reason: str = "cancelled by the caller") -> None:
+        self._by_caller = True
+        super().cancel(reason)
+
+    def task_cancelled(self, reason: str) -> None:
+        self._by_caller = False
+        Run.cancel(self, reason)
+
+    def _result_value(self) -> object:
+        if self._stored is not None:
+            return self._stored[0]
+        if self._result_error is not None:
+            raise self._result_error
+        return super()._result_value()
+
+    def _end(self, status: RunStatus, result: object, error: BaseException | None) -> None:
+        if self.done:
+            return
+        if self._result_error is not None and status is RunStatus.FINISHED:
+            status, result, error = RunStatus.FAILED, None, self._result_error
+        super()._end(status, result, error)
+        if self.lease is not None and not self.loop.is_closed():
+            self.loop.create_task(self._release())
+
+    def crash(self) -> None:
+        """Stop as if the process running the run died: nothing more is fed or written.
+
+        For tests of resuming: the run's tasks and timers stop, its lease goes (as a dead
+        process's does) and awaiting it raises ``WorkflowCancelled``; the store keeps what
+        it had, so the run can be resumed.
+        """
+        if self.done:
+            return
+        self._queue.clear()
+        self._entries.clear()
+        self._written = None
+        error = WorkflowCancelled(
+            f"run {self.run_id!r} of workflow {self.name!r} stopped: its process was crashed "
+            f"on purpose (stepgraph.testing.crash); resume it from its store"
+        )
+        Run._end(self, RunStatus.CANCELLED, None, error)
+        outcome = self.outcome
+        if outcome.done() and not outcome.cancelled():
+            outcome.exception()  # retrieved: a crash is not an unhandled error
+        if self.lease is not None:
+            self.loop.create_task(self._release())
+
+    # -- the caller, while the store answers ------------------------------------------------
+
+    def respond(self, request_id: str, response: object) -> Awaitable[None] | None:
+        if self._booting:
+            return self._respond_later(request_id, response)
+        return super().respond(request_id, response)
+
+    async def _respond_later(self, request_id: str, response: object) -> None:
+        if self._boot is not None:
+            await asyncio.shield(self._boot)
+        if self.done:
+            return
+        forwarded = super().respond(request_id, response)
+        if forwarded is not None:
+            await forwarded
+
+
+def _paused(state: Any) -> bool:
+    """Whether the run waits for input from outside (nothing runs; a request is open)."""
+    return (
+        state.status is RunStatus.RUNNING
+        and state.running == 0
+        and bool(state.waiters or state.inputs)
+    )
+
+
+def _changed_message(
+    run_id: str,
+    checkpoint_id: str,
+    removed: list[str],
+    changed: list[str],
+    added: list[str],
+    *,
+    strict: bool = True,
+) -> str:
+    parts = []
+    if removed:
+        parts.append(f"removed {', '.join(map(repr, removed))}")
+    if changed:
+        parts.append(f"changed the types accepted or returned by {', '.join(map(repr, changed))}")
+    if added:
+        parts.append(f"added {', '.join(map(repr, added))}")
+    text = (
+        f"the workflow of run {run_id!r} has {'; '.join(parts)} since checkpoint {checkpoint_id!r}"
+    )
+    if strict:
+        return (
+            f"{text}. Nothing ran and the run can still be resumed by the code that wrote it; "
+            f"resume with strict=False to drop the messages of removed steps and go on, or fork "
+            f"from an earlier checkpoint"
+        )
+    return f"{text}: resuming anyway (strict=False)"
+
+
+class DurableRuntime:
+    """Runs durable runs (workflows built with ``store=...``) in this process."""
+
+    def create(self, plan: RunPlan, owner: object, options: RunOptions) -> DurableRun:
+        return DurableRun(plan, owner, options)
+
+    def __repr__(self) -> str:
+        return "DurableRuntime()"

@@ -1,0 +1,141 @@
+"""Serializers, and the envelope every stored frame, chunk and journal entry is wrapped in.
+
+Two serializers:
+
+- ``"json"`` (the default): JSON through the journal codec, which writes events (pydantic
+  models) with their class, and validates them with pydantic when it reads them back;
+- ``"pickle"``: Python's pickle, for values JSON cannot hold. **Unsafe with a store others
+  can write to**: loading a pickle runs code it names.
+
+The envelope makes corruption detectable: ``magic (4 bytes) | format version (2) |
+serializer (1) | SHA-256 of the payload (32) | payload``. :func:`unwrap` checks each part
+and raises :class:`ValueError` saying which is wrong (the caller names the run and the
+checkpoint); a flipped bit anywhere, even inside a string, fails the checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from typing import Any, Protocol
+
+from ..errors import SerializationError
+from ..journal.codec import decode_validated, encode
+
+__all__ = [
+    "FORMAT_VERSION",
+    "JsonSerializer",
+    "PickleSerializer",
+    "Serializer",
+    "serializer_named",
+    "unwrap",
+    "wrap",
+]
+
+FORMAT_VERSION = 1
+"""The version of the stored format this stepgraph writes and reads."""
+
+_MAGIC = b"SGv\x01"
+_HEADER = len(_MAGIC) + 2 + 1 + 32
+
+
+class Serializer(Protocol):
+    """Turns values into bytes and back (what stores keep)."""
+
+    name: str
+    code: int  # its byte in the envelope
+
+    def dumps(self, value: Any, where: str) -> bytes:
+        """``value`` as bytes; ``where`` says what it is, for the error message.
+
+        Raises:
+            SerializationError: the value cannot be written.
+        """
+        ...
+
+    def loads(self, data: bytes) -> Any:
+        """The value :meth:`dumps` wrote (validated where the serializer can)."""
+        ...
+
+
+class JsonSerializer:
+    """JSON through the journal codec (events keep their class; validated when read)."""
+
+    name = "json"
+    code = 0
+
+    def dumps(self, value: Any, where: str) -> bytes:
+        data = encode(value, where)
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def loads(self, data: bytes) -> Any:
+        return decode_validated(json.loads(data))
+
+
+class PickleSerializer:
+    """Python's pickle: any picklable value. Loading a pickle runs code: trust the store."""
+
+    name = "pickle"
+    code = 1
+
+    def dumps(self, value: Any, where: str) -> bytes:
+        try:
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise SerializationError(f"cannot pickle {where}: {type(exc).__name__}: {exc}") from exc
+
+    def loads(self, data: bytes) -> Any:
+        return pickle.loads(data)
+
+
+_SERIALIZERS: dict[str, Serializer] = {"json": JsonSerializer(), "pickle": PickleSerializer()}
+_BY_CODE: dict[int, Serializer] = {s.code: s for s in _SERIALIZERS.values()}
+
+
+def serializer_named(name: str) -> Serializer:
+    """The serializer called ``name`` (``"json"`` or ``"pickle"``).
+
+    Raises:
+        ValueError: no serializer has that name.
+    """
+    found = _SERIALIZERS.get(name)
+    if found is None:
+        raise ValueError(f"serializer must be 'json' or 'pickle', got {name!r}")
+    return found
+
+
+def wrap(serializer: Serializer, payload: bytes) -> bytes:
+    """``payload`` in its envelope (version, serializer, checksum)."""
+    return b"".join(
+        (
+            _MAGIC,
+            FORMAT_VERSION.to_bytes(2, "big"),
+            serializer.code.to_bytes(1, "big"),
+            hashlib.sha256(payload).digest(),
+            payload,
+        )
+    )
+
+
+def unwrap(data: bytes) -> tuple[Serializer, bytes]:
+    """The serializer and payload of an envelope.
+
+    Raises:
+        ValueError: not an envelope, another format version (the message says
+            "version"), an unknown serializer, or a checksum that does not match.
+    """
+    if len(data) < _HEADER or data[: len(_MAGIC)] != _MAGIC:
+        raise ValueError("it is not a stepgraph record (its header is missing or damaged)")
+    version = int.from_bytes(data[4:6], "big")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"it has format version {version}; this stepgraph reads version {FORMAT_VERSION}"
+        )
+    serializer = _BY_CODE.get(data[6])
+    if serializer is None:
+        raise ValueError(f"it names an unknown serializer (code {data[6]})")
+    payload = data[_HEADER:]
+    if hashlib.sha256(payload).digest() != data[7:_HEADER]:
+        raise ValueError("its checksum does not match its content (the bytes were changed)")
+    return serializer, payload

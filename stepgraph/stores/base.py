@@ -1,0 +1,222 @@
+"""The store protocol: where durable runs keep their records, checkpoints and journals.
+
+A store holds bytes it does not interpret. The runtime serializes; the store keeps, per
+run:
+
+- a **run record** (:class:`RunRecord`): its status, lineage, times and, once it has
+  ended, its stored result;
+- **checkpoints** (:class:`CheckpointWrite` in, :class:`StoredCheckpoint` out): a frame
+  (the run's state without its large parts) plus **value chunks** (the shared state's
+  keys, the run's outputs) of which each checkpoint writes only those that changed since
+  the run's previous checkpoint. Reading a checkpoint gives every chunk as of it;
+- a **journal**: entries appended after the latest checkpoint, replayed on resume;
+- a **lease**: which coordinator owns the run now.
+
+Every write goes through :meth:`Store.commit`, atomically: a crash leaves the store as it
+was before the commit or as after it, never in between. ``commit`` may finish before it
+returns (embedded stores: it returns ``None``) or return an awaitable that finishes once
+the commit is durable (stores across a network). The runtime carries out nothing a commit
+records (no step starts, no event reaches the stream, no await of the run returns) before
+the commit is done.
+
+Write your own store by implementing :class:`Store`; run
+``stepgraph.testing.store_conformance`` in your test suite to check it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "CheckpointInfo",
+    "CheckpointWrite",
+    "Commit",
+    "RunRecord",
+    "Store",
+    "StoredCheckpoint",
+    "StoredStatus",
+]
+
+
+class StoredStatus(StrEnum):
+    """A durable run's status, as its store keeps it (a ``str``: ``status == "paused"``)."""
+
+    RUNNING = "running"
+    PAUSED = "paused"  # waiting for input from outside (a person, a response)
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        """Whether the run has ended (completed, failed or cancelled)."""
+        return self in _FINAL
+
+
+_FINAL = frozenset({StoredStatus.COMPLETED, StoredStatus.FAILED, StoredStatus.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """What a store knows about one run.
+
+    Attributes:
+        run_id: the run's id (chosen with ``run(run_id=...)`` or made by stepgraph).
+        workflow: the name of the workflow or graph it runs.
+        status: ``"running"``, ``"paused"``, ``"completed"``, ``"failed"`` or ``"cancelled"``.
+        created_at: when the run was created (UTC).
+        updated_at: when its record last changed (UTC).
+        parent_run_id: for a fork (a resume from an earlier checkpoint), the run it came
+            from; otherwise None.
+        parent_checkpoint_id: for a fork, the checkpoint it started from.
+        result: once the run has ended, its serialized result (or failure).
+    """
+
+    run_id: str
+    workflow: str
+    status: StoredStatus
+    created_at: datetime
+    updated_at: datetime
+    parent_run_id: str | None = None
+    parent_checkpoint_id: str | None = None
+    result: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointInfo:
+    """One stored checkpoint of a run (what ``list_checkpoints`` gives).
+
+    Attributes:
+        id: the checkpoint's id, unique in the store (pass it to ``resume``).
+        run_id: the run it belongs to.
+        superstep: the superstep the run was about to start (0 for a run's first
+            checkpoint; a fork's first one keeps the superstep of the checkpoint it
+            started from); it grows by one from one checkpoint to the next.
+        created_at: when it was written (UTC).
+        status: the run's status then (``"running"`` or ``"paused"``).
+        parent_run_id: the run's parent, for a fork; otherwise None.
+        seq: its position in the run's list of checkpoints (0, 1, 2, ...).
+    """
+
+    id: str
+    run_id: str
+    superstep: int
+    created_at: datetime
+    status: StoredStatus
+    parent_run_id: str | None = None
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointWrite:
+    """A checkpoint to store: a frame and the value chunks that changed.
+
+    Attributes:
+        id: the new checkpoint's id (made by the runtime, unique).
+        superstep: as in :class:`CheckpointInfo`.
+        status: the run's status at the checkpoint.
+        frame: the serialized state without its chunks.
+        values: the chunks written since the run's previous checkpoint: name to bytes,
+            or to None for a chunk that no longer exists.
+        full: ``values`` holds every chunk of the run: nothing is inherited from earlier
+            checkpoints (the first checkpoint of a fork, say).
+    """
+
+    id: str
+    superstep: int
+    status: StoredStatus
+    frame: bytes = field(repr=False)
+    values: Mapping[str, bytes | None] = field(default_factory=dict, repr=False)
+    full: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One atomic write for one run.
+
+    In this order: the journal entries are appended, then the checkpoint (if any) is
+    written, then the run record gets the status (if any) and result.
+
+    Attributes:
+        run_id: the run written to; its record exists.
+        journal: entries to append after the run's latest checkpoint.
+        checkpoint: a checkpoint to write (the journal starts afresh after it).
+        status: the run record's new status, or None to leave it.
+        result: with a final status, the serialized result or failure.
+    """
+
+    run_id: str
+    journal: tuple[bytes, ...] = ()
+    checkpoint: CheckpointWrite | None = None
+    status: StoredStatus | None = None
+    result: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A checkpoint read back (what :meth:`Store.load` gives).
+
+    Attributes:
+        info: which checkpoint it is.
+        frame: its frame, as written.
+        values: every chunk as of this checkpoint (name to bytes).
+        journal: the entries appended after it and before the run's next checkpoint.
+    """
+
+    info: CheckpointInfo
+    frame: bytes = field(repr=False)
+    values: Mapping[str, bytes] = field(repr=False)
+    journal: tuple[bytes, ...] = field(default=(), repr=False)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where durable runs are kept. See the module docstring for the model."""
+
+    def commit(self, batch: Commit) -> Awaitable[None] | None:
+        """Write ``batch`` atomically; None when done already, else an awaitable for it.
+
+        Raises:
+            StoreError: the run does not exist, or the write failed (nothing was written).
+        """
+        ...
+
+    async def create_run(self, record: RunRecord, first: Commit | None = None) -> RunRecord | None:
+        """Create the run ``record`` with its ``first`` commit, unless its id is taken.
+
+        Returns:
+            None when the run was created; the existing record (and nothing written)
+            when a run with that id exists already.
+        """
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The record of run ``run_id``, or None."""
+        ...
+
+    async def list_runs(self, status: str | None = None) -> list[RunRecord]:
+        """Every run, or the runs with ``status``, oldest first."""
+        ...
+
+    async def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
+        """The run's checkpoints, in the order written (``seq``; supersteps grow with it)."""
+        ...
+
+    async def load(self, run_id: str, checkpoint_id: str | None = None) -> StoredCheckpoint | None:
+        """Checkpoint ``checkpoint_id`` of the run (its latest when None), or None."""
+        ...
+
+    async def acquire(self, run_id: str, owner: str) -> bool:
+        """Take the run's lease for ``owner``; False when another live owner holds it.
+
+        A lease dies with its owner's process (or, across machines, its session).
+        """
+        ...
+
+    async def release(self, run_id: str, owner: str) -> None:
+        """Give up ``owner``'s lease on the run (nothing when it holds none)."""
+        ...

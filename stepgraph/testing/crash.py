@@ -1,0 +1,36 @@
+"""``crash(handler)``: stop a durable run as if its process had died (to test resuming)."""
+
+from __future__ import annotations
+
+from ..durability.run import DurableRun
+from ..errors import StepgraphError
+from ..runtime.handler import WorkflowHandler
+
+__all__ = ["crash"]
+
+
+def crash(handler: WorkflowHandler) -> None:
+    """Stop the durable run behind ``handler`` as if the process running it had died.
+
+    Its steps and timers stop where they are, nothing more is written to its store and
+    its lease goes, as a killed process's does; awaiting ``handler`` raises
+    ``WorkflowCancelled``. Resume it with ``MyFlow(store=...).resume(handler.run_id)``,
+    in this event loop or another, as a new process would.
+
+    Raises:
+        StepgraphError: the run is not durable (its workflow has no store).
+
+    Example::
+
+        handler = MyFlow(store=store).run()
+        ...  # until it reaches the point to test
+        crash(handler)
+        result = await MyFlow(store=store).resume(handler.run_id)
+    """
+    run = handler._run
+    if not isinstance(run, DurableRun):
+        raise StepgraphError(
+            f"crash(): run {handler.run_id} is not durable: only a run of a workflow built "
+            f"with store=... can be resumed after a crash"
+        )
+    run.crash()

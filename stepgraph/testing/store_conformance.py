@@ -1,0 +1,738 @@
+"""A conformance kit for stores: run it in the test suite of any :class:`~stepgraph.stores.Store`.
+
+Subclass :class:`StoreConformance` under a name your test runner collects, and say how to
+make a store::
+
+    from stepgraph.stores import Store
+    from stepgraph.testing.store_conformance import StoreConformance
+
+    class TestMyStore(StoreConformance):
+        def make_store(self) -> Store:
+            return MyStore(...)  # a new, empty store for each test
+
+        def make_other_store(self, first: Store) -> Store:
+            return MyStore(...)  # a second object over first's data (optional)
+
+Its rules:
+
+- Every test is a plain synchronous method that runs its scenario with ``asyncio.run``: no
+  pytest plugin is needed, and ``unittest`` runs it too (mix it into a ``TestCase``).
+- Each test makes a new store with ``make_store``, which must be empty.
+- Tests that need a second store object over the same data (another coordinator) call
+  ``make_other_store``; unless you override it they are skipped (``unittest.SkipTest``,
+  which pytest honours too). A store whose objects cannot share data may return ``first``.
+- At the end of each ``asyncio.run`` the kit closes the stores it used with
+  :meth:`StoreConformance.close_store` (``await store.aclose()``, else ``store.close()``,
+  when the store has one), so that no connection outlives its event loop.
+- ``commit`` may return None or an awaitable: the kit awaits it when it is awaitable.
+
+The test names state the guarantees checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import unittest
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from ..errors import StoreError
+from ..stores.base import (
+    CheckpointWrite,
+    Commit,
+    RunRecord,
+    Store,
+    StoredStatus,
+)
+
+__all__ = ["StoreConformance", "checkpoint", "commit", "record"]
+
+RUNNING = StoredStatus.RUNNING
+PAUSED = StoredStatus.PAUSED
+COMPLETED = StoredStatus.COMPLETED
+FAILED = StoredStatus.FAILED
+
+T0 = datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)  # records' creation times: T0 + n s
+
+
+def record(
+    run_id: str,
+    *,
+    at: int = 0,
+    workflow: str = "flow",
+    status: StoredStatus = RUNNING,
+    parent_run_id: str | None = None,
+    parent_checkpoint_id: str | None = None,
+) -> RunRecord:
+    """A run record created ``at`` seconds after a fixed time (``T0``)."""
+    created = T0 + timedelta(seconds=at)
+    return RunRecord(
+        run_id=run_id,
+        workflow=workflow,
+        status=status,
+        created_at=created,
+        updated_at=created,
+        parent_run_id=parent_run_id,
+        parent_checkpoint_id=parent_checkpoint_id,
+    )
+
+
+def checkpoint(
+    checkpoint_id: str,
+    superstep: int = 0,
+    values: Mapping[str, bytes | None] | None = None,
+    *,
+    full: bool = False,
+    frame: bytes | None = None,
+    status: StoredStatus = RUNNING,
+) -> CheckpointWrite:
+    """A checkpoint write; its frame defaults to ``b"frame of <id>"``."""
+    return CheckpointWrite(
+        id=checkpoint_id,
+        superstep=superstep,
+        status=status,
+        frame=f"frame of {checkpoint_id}".encode() if frame is None else frame,
+        values=dict(values or {}),
+        full=full,
+    )
+
+
+async def commit(store: Store, batch: Commit) -> None:
+    """``store.commit(batch)``, awaited when the store returns an awaitable."""
+    done = store.commit(batch)
+    if done is not None and inspect.isawaitable(done):
+        await done
+
+
+def _expect(what: str, actual: object, expected: object) -> None:
+    if actual != expected:
+        raise AssertionError(f"{what}: expected {expected!r}, got {actual!r}")
+
+
+def _utc(what: str, moment: datetime) -> None:
+    if moment.tzinfo is None or moment.utcoffset() != timedelta(0):
+        raise AssertionError(f"{what}: expected a UTC datetime, got {moment!r}")
+
+
+async def _raises_store_error(what: str, action: Awaitable[object]) -> None:
+    try:
+        await action
+    except StoreError:
+        return
+    raise AssertionError(f"{what}: expected StoreError, nothing was raised")
+
+
+async def _values(store: Store, run_id: str, checkpoint_id: str | None = None) -> dict[str, bytes]:
+    loaded = await store.load(run_id, checkpoint_id)
+    assert loaded is not None, f"load({run_id!r}, {checkpoint_id!r}) gave None"
+    return dict(loaded.values)
+
+
+async def _journal(
+    store: Store, run_id: str, checkpoint_id: str | None = None
+) -> tuple[bytes, ...]:
+    loaded = await store.load(run_id, checkpoint_id)
+    assert loaded is not None, f"load({run_id!r}, {checkpoint_id!r}) gave None"
+    return tuple(loaded.journal)
+
+
+async def _ids(store: Store, run_id: str) -> list[str]:
+    return [info.id for info in await store.list_checkpoints(run_id)]
+
+
+class StoreConformance:
+    """The store guarantees, as tests; subclass it and override :meth:`make_store`.
+
+    Example::
+
+        class TestMemoryStore(StoreConformance):
+            def make_store(self) -> Store:
+                return MemoryStore()
+
+            def make_other_store(self, first: Store) -> Store:
+                return first  # its objects share no data: the same object stands in
+    """
+
+    # -- what a subclass provides ---------------------------------------------------------------
+
+    def make_store(self) -> Store:
+        """A new, empty store (called once or more per test, outside any event loop)."""
+        raise NotImplementedError(f"{type(self).__name__} must override make_store()")
+
+    def make_other_store(self, first: Store) -> Store:
+        """A second store object over ``first``'s data (another coordinator).
+
+        Raises:
+            unittest.SkipTest: by default: the tests that need it are skipped.
+        """
+        raise unittest.SkipTest(f"{type(self).__name__} does not override make_other_store()")
+
+    async def close_store(self, store: Store) -> None:
+        """Close ``store``'s resources of the running event loop (at the end of each run)."""
+        closer = getattr(store, "aclose", None) or getattr(store, "close", None)
+        if closer is not None:
+            done = closer()
+            if inspect.isawaitable(done):
+                await done
+
+    def run_scenario(
+        self, scenario: Callable[..., Awaitable[None]], *stores: Store, close: bool = True
+    ) -> None:
+        """Run ``scenario(*stores)`` in a new event loop, then close the stores (``close``)."""
+
+        async def main() -> None:
+            try:
+                await scenario(*stores)
+            finally:
+                if close:
+                    for store in {id(store): store for store in stores}.values():
+                        await self.close_store(store)
+
+        asyncio.run(main())
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    def test_a_store_follows_the_store_protocol_and_starts_empty(self) -> None:
+        async def scenario(store: Store) -> None:
+            assert isinstance(store, Store), f"{store!r} lacks methods of the Store protocol"
+            _expect("list_runs() of a new store", await store.list_runs(), [])
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_create_run_stores_the_record_as_given(self) -> None:
+        async def scenario(store: Store) -> None:
+            given = record("child", at=3, parent_run_id="parent", parent_checkpoint_id="cp-p")
+            _expect("create_run of a new id", await store.create_run(given), None)
+            got = await store.get_run("child")
+            assert got is not None, "get_run after create_run gave None"
+            _expect("the record read back", got, given)
+            assert isinstance(got.status, StoredStatus), f"status {got.status!r}"
+            _utc("created_at", got.created_at)
+            _utc("updated_at", got.updated_at)
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_get_run_of_an_unknown_run_is_none(self) -> None:
+        async def scenario(store: Store) -> None:
+            _expect("get_run of an unknown run", await store.get_run("nobody"), None)
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_create_run_applies_its_first_commit_with_it(self) -> None:
+        async def scenario(store: Store) -> None:
+            first = Commit(
+                "r",
+                journal=(b"before any checkpoint",),
+                checkpoint=checkpoint("c0", 0, {"a": b"1"}),
+                status=PAUSED,
+            )
+            _expect("create_run", await store.create_run(record("r"), first), None)
+            got = await store.get_run("r")
+            assert got is not None
+            _expect("status from the first commit", got.status, PAUSED)
+            assert got.updated_at > got.created_at, "the first commit did not touch updated_at"
+            _expect("checkpoints", await _ids(store, "r"), ["c0"])
+            loaded = await store.load("r")
+            assert loaded is not None
+            _expect("frame", loaded.frame, b"frame of c0")
+            _expect("values", dict(loaded.values), {"a": b"1"})
+            _expect("journal of c0 (the entry came before it)", tuple(loaded.journal), ())
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_create_run_refuses_a_taken_id_and_writes_nothing(self) -> None:
+        async def scenario(store: Store) -> None:
+            original = record("r", workflow="first")
+            await store.create_run(original, Commit("r", checkpoint=checkpoint("c0")))
+            again = Commit(
+                "r",
+                journal=(b"should not be written",),
+                checkpoint=checkpoint("c-again", 5, {"x": b"y"}),
+                status=FAILED,
+                result=b"no",
+            )
+            existing = await store.create_run(record("r", workflow="second", at=9), again)
+            _expect("create_run of a taken id", existing, await store.get_run("r"))
+            assert existing is not None
+            _expect("the existing workflow", existing.workflow, "first")
+            _expect("the existing status", existing.status, RUNNING)
+            _expect("the existing result", existing.result, None)
+            _expect("checkpoints", await _ids(store, "r"), ["c0"])
+            _expect("journal of c0", await _journal(store, "r"), ())
+            _expect("load of the refused checkpoint", await store.load("r", "c-again"), None)
+            _expect("runs", [run.run_id for run in await store.list_runs()], ["r"])
+            await commit(store, Commit("r", checkpoint=checkpoint("c-again", 1)))  # id still free
+            _expect("checkpoints", await _ids(store, "r"), ["c0", "c-again"])
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_create_run_with_a_taken_checkpoint_id_raises_and_creates_nothing(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("a"), Commit("a", checkpoint=checkpoint("taken")))
+            first = Commit("b", journal=(b"j",), checkpoint=checkpoint("taken"))
+            await _raises_store_error(
+                "create_run with a taken checkpoint id", store.create_run(record("b"), first)
+            )
+            _expect("get_run of the run not created", await store.get_run("b"), None)
+            _expect("runs", [run.run_id for run in await store.list_runs()], ["a"])
+            _expect("create_run of b afterwards", await store.create_run(record("b")), None)
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_list_runs_gives_every_run_oldest_first(self) -> None:
+        async def scenario(store: Store) -> None:
+            for run_id, at in [("b", 2), ("c", 3), ("a", 1), ("d", 4)]:
+                await store.create_run(record(run_id, at=at))
+            _expect(
+                "list_runs()", [run.run_id for run in await store.list_runs()], ["a", "b", "c", "d"]
+            )
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_list_runs_filters_by_status(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("p2", at=2, status=PAUSED))
+            await store.create_run(record("r1", at=1))
+            await store.create_run(record("p1", at=1, status=PAUSED))
+            await store.create_run(record("r0", at=0))
+            await commit(store, Commit("r0", status=COMPLETED, result=b"done"))
+
+            async def ids(status: str | None) -> list[str]:
+                return [run.run_id for run in await store.list_runs(status)]
+
+            _expect("list_runs('paused')", await ids("paused"), ["p1", "p2"])
+            _expect("list_runs(PAUSED)", await ids(PAUSED), ["p1", "p2"])
+            _expect("list_runs('running')", await ids("running"), ["r1"])
+            _expect("list_runs('completed')", await ids("completed"), ["r0"])
+            _expect("list_runs('cancelled')", await ids("cancelled"), [])
+
+        self.run_scenario(scenario, self.make_store())
+
+    # -- commits --------------------------------------------------------------------------------
+
+    def test_a_commit_appends_its_journal_then_writes_its_checkpoint_then_its_status(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint("c0", 0)))
+            batch = Commit(
+                "r",
+                journal=(b"e1", b"e2"),
+                checkpoint=checkpoint("c1", 1, {"k": b"v"}, status=PAUSED),
+                status=PAUSED,
+            )
+            await commit(store, batch)
+            _expect(
+                "journal of c0 (before the new checkpoint)",
+                await _journal(store, "r", "c0"),
+                (b"e1", b"e2"),
+            )
+            _expect("journal of c1 (it starts afresh)", await _journal(store, "r", "c1"), ())
+            infos = await store.list_checkpoints("r")
+            _expect("ids", [info.id for info in infos], ["c0", "c1"])
+            _expect("seqs", [info.seq for info in infos], [0, 1])
+            _expect("supersteps", [info.superstep for info in infos], [0, 1])
+            _expect("statuses", [info.status for info in infos], [RUNNING, PAUSED])
+            got = await store.get_run("r")
+            assert got is not None
+            _expect("status", got.status, PAUSED)
+            assert got.updated_at > got.created_at, "the commit did not touch updated_at"
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_a_final_status_stores_the_result_and_a_later_status_without_one_keeps_it(
+        self,
+    ) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("r"))
+            await commit(store, Commit("r", status=COMPLETED, result=b"the result"))
+            got = await store.get_run("r")
+            assert got is not None
+            _expect("status", got.status, COMPLETED)
+            _expect("result", got.result, b"the result")
+            await commit(store, Commit("r", status=FAILED))
+            got = await store.get_run("r")
+            assert got is not None
+            _expect("status", got.status, FAILED)
+            _expect("result kept", got.result, b"the result")
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_a_commit_to_an_unknown_run_raises_store_error_and_creates_nothing(self) -> None:
+        async def scenario(store: Store) -> None:
+            batch = Commit("ghost", journal=(b"j",), checkpoint=checkpoint("c0"), status=PAUSED)
+            await _raises_store_error("commit to an unknown run", commit(store, batch))
+            _expect("get_run", await store.get_run("ghost"), None)
+            _expect("list_runs", await store.list_runs(), [])
+            await store.create_run(record("real"))  # the checkpoint id was not taken either
+            await commit(store, Commit("real", checkpoint=checkpoint("c0")))
+            _expect("checkpoints", await _ids(store, "real"), ["c0"])
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_a_duplicate_checkpoint_id_raises_and_writes_nothing_of_that_commit(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("a"), Commit("a", checkpoint=checkpoint("a0")))
+            await store.create_run(
+                record("b"), Commit("b", checkpoint=checkpoint("b0", 0, {"k": b"1"}))
+            )
+            for taken in ("a0", "b0"):  # another run's id, then this run's own
+                batch = Commit(
+                    "b",
+                    journal=(b"lost " + taken.encode(),),
+                    checkpoint=checkpoint(taken, 1, {"k": b"2", "new": b"3"}),
+                    status=COMPLETED,
+                    result=b"lost",
+                )
+                await _raises_store_error(f"a commit reusing {taken!r}", commit(store, batch))
+                got = await store.get_run("b")
+                assert got is not None
+                _expect("status after the failed commit", got.status, RUNNING)
+                _expect("result after the failed commit", got.result, None)
+                _expect("checkpoints of b", await _ids(store, "b"), ["b0"])
+                _expect("values of b", await _values(store, "b"), {"k": b"1"})
+                _expect("journal of b (the failed commit's entry)", await _journal(store, "b"), ())
+                _expect("checkpoints of a", await _ids(store, "a"), ["a0"])
+                _expect("journal of a", await _journal(store, "a"), ())
+            await commit(store, Commit("b", journal=(b"kept",)))
+            _expect("journal of b after a good commit", await _journal(store, "b"), (b"kept",))
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_concurrent_commits_to_different_runs_all_land(self) -> None:
+        async def scenario(store: Store) -> None:
+            async def one_run(n: int) -> None:
+                run_id = f"run-{n}"
+                await store.create_run(record(run_id, at=n))
+                for step in range(5):
+                    batch = Commit(
+                        run_id,
+                        journal=(f"{run_id} entry {step}".encode(),),
+                        checkpoint=checkpoint(f"{run_id}/{step}", step, {"step": bytes([step])}),
+                    )
+                    await commit(store, batch)
+
+            await asyncio.gather(*(one_run(n) for n in range(8)))
+            _expect("runs", len(await store.list_runs()), 8)
+            for n in range(8):
+                run_id = f"run-{n}"
+                _expect(
+                    f"checkpoints of {run_id}",
+                    await _ids(store, run_id),
+                    [f"{run_id}/{step}" for step in range(5)],
+                )
+                _expect(f"values of {run_id}", await _values(store, run_id), {"step": b"\x04"})
+                _expect(
+                    f"journal of {run_id}'s checkpoint 3",
+                    await _journal(store, run_id, f"{run_id}/3"),
+                    (f"{run_id} entry 4".encode(),),
+                )
+
+        self.run_scenario(scenario, self.make_store())
+
+    # -- chunks ---------------------------------------------------------------------------------
+
+    def test_each_checkpoint_reads_every_chunk_as_of_itself(self) -> None:
+        async def scenario(store: Store) -> None:
+            c0 = checkpoint("c0", 0, {"a": b"a0", "b": b"b0", "c": b"c0"})
+            await store.create_run(record("r"), Commit("r", checkpoint=c0))
+            # a changes, b is unchanged (not written), c is deleted
+            await commit(
+                store, Commit("r", checkpoint=checkpoint("c1", 1, {"a": b"a1", "c": None}))
+            )
+            # nothing changes
+            await commit(store, Commit("r", checkpoint=checkpoint("c2", 2)))
+            # c comes back, d is new, b is deleted
+            c3 = checkpoint("c3", 3, {"c": b"c3", "d": b"d3", "b": None})
+            await commit(store, Commit("r", checkpoint=c3))
+            expected = {
+                "c0": {"a": b"a0", "b": b"b0", "c": b"c0"},
+                "c1": {"a": b"a1", "b": b"b0"},
+                "c2": {"a": b"a1", "b": b"b0"},
+                "c3": {"a": b"a1", "c": b"c3", "d": b"d3"},
+            }
+            for checkpoint_id, values in expected.items():
+                _expect(
+                    f"values of {checkpoint_id}", await _values(store, "r", checkpoint_id), values
+                )
+            _expect("values of the latest", await _values(store, "r"), expected["c3"])
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_a_full_checkpoint_deletes_every_chunk_it_does_not_list(self) -> None:
+        async def scenario(store: Store) -> None:
+            c0 = checkpoint("c0", 0, {"a": b"a0", "b": b"b0", "gone": None})
+            await store.create_run(record("r"), Commit("r", checkpoint=c0))
+            full = checkpoint("c1", 1, {"b": b"b1", "e": b"e1"}, full=True)
+            await commit(store, Commit("r", checkpoint=full))
+            await commit(store, Commit("r", checkpoint=checkpoint("c2", 2, {"a": b"a2"})))
+            _expect("values of c0", await _values(store, "r", "c0"), {"a": b"a0", "b": b"b0"})
+            _expect(
+                "values of c1 (full)", await _values(store, "r", "c1"), {"b": b"b1", "e": b"e1"}
+            )
+            _expect(
+                "values of c2",
+                await _values(store, "r", "c2"),
+                {"a": b"a2", "b": b"b1", "e": b"e1"},
+            )
+            await commit(store, Commit("r", checkpoint=checkpoint("c3", 3, full=True)))
+            _expect("values of an empty full checkpoint", await _values(store, "r"), {})
+            _expect("values of c2 afterwards", len(await _values(store, "r", "c2")), 3)
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_a_fork_starts_from_a_full_first_checkpoint(self) -> None:
+        async def scenario(store: Store) -> None:
+            first = Commit("fork", checkpoint=checkpoint("f0", 4, {"a": b"1"}, full=True))
+            fork = record("fork", parent_run_id="origin", parent_checkpoint_id="o4")
+            await store.create_run(fork, first)
+            _expect("values of the fork", await _values(store, "fork"), {"a": b"1"})
+
+        self.run_scenario(scenario, self.make_store())
+
+    # -- loading and listing checkpoints --------------------------------------------------------
+
+    def test_load_gives_the_latest_checkpoint_or_the_one_named(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint("c0", 0)))
+            await commit(store, Commit("r", checkpoint=checkpoint("c1", 1, status=PAUSED)))
+            await commit(store, Commit("r", checkpoint=checkpoint("c2", 2)))
+            latest = await store.load("r")
+            assert latest is not None
+            _expect("latest id", latest.info.id, "c2")
+            _expect("latest frame", latest.frame, b"frame of c2")
+            older = await store.load("r", "c1")
+            assert older is not None
+            _expect(
+                "older info", (older.info.id, older.info.seq, older.info.superstep), ("c1", 1, 1)
+            )
+            _expect("older status", older.info.status, PAUSED)
+            _expect("older frame", older.frame, b"frame of c1")
+            _expect("older run id", older.info.run_id, "r")
+            _utc("a checkpoint's created_at", older.info.created_at)
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_journal_entries_before_the_first_checkpoint_belong_to_no_checkpoint(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("r"), Commit("r", journal=(b"early 1",)))
+            await commit(store, Commit("r", journal=(b"early 2", b"early 3")))
+            _expect("load before any checkpoint", await store.load("r"), None)
+            _expect("checkpoints", await store.list_checkpoints("r"), [])
+            await commit(store, Commit("r", journal=(b"early 4",), checkpoint=checkpoint("c0")))
+            _expect("journal of the first checkpoint", await _journal(store, "r"), ())
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_journal_entries_belong_to_the_checkpoint_before_them_in_order(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint("c0")))
+            await commit(store, Commit("r", journal=(b"1",)))
+            await commit(store, Commit("r", journal=(b"2", b"3")))
+            await commit(store, Commit("r"))
+            await commit(store, Commit("r", journal=(b"4",), checkpoint=checkpoint("c1", 1)))
+            await commit(store, Commit("r", journal=(b"5",)))
+            await commit(store, Commit("r", checkpoint=checkpoint("c2", 2)))
+            _expect("journal of c0", await _journal(store, "r", "c0"), (b"1", b"2", b"3", b"4"))
+            _expect("journal of c1", await _journal(store, "r", "c1"), (b"5",))
+            _expect("journal of c2", await _journal(store, "r", "c2"), ())
+            await commit(store, Commit("r", journal=(b"6",), status=PAUSED))
+            _expect("journal of the latest", await _journal(store, "r"), (b"6",))
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_load_of_an_unknown_run_or_checkpoint_is_none(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("a"), Commit("a", checkpoint=checkpoint("a0")))
+            await store.create_run(record("b"), Commit("b", checkpoint=checkpoint("b0")))
+            await store.create_run(record("empty"))
+            _expect("load of an unknown run", await store.load("nobody"), None)
+            _expect("load of an unknown run and id", await store.load("nobody", "a0"), None)
+            _expect("load of an unknown checkpoint", await store.load("a", "nothing"), None)
+            _expect("load of another run's checkpoint", await store.load("a", "b0"), None)
+            _expect("load of a run without checkpoints", await store.load("empty"), None)
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_list_checkpoints_gives_them_by_seq_with_the_runs_lineage(self) -> None:
+        async def scenario(store: Store) -> None:
+            fork = record("fork", parent_run_id="origin", parent_checkpoint_id="o3")
+            await store.create_run(fork, Commit("fork", checkpoint=checkpoint("f3", 3)))
+            await commit(store, Commit("fork", checkpoint=checkpoint("f4", 4)))
+            await store.create_run(record("plain"), Commit("plain", checkpoint=checkpoint("p0")))
+            infos = await store.list_checkpoints("fork")
+            _expect("ids", [info.id for info in infos], ["f3", "f4"])
+            _expect("seqs", [info.seq for info in infos], [0, 1])
+            _expect("supersteps", [info.superstep for info in infos], [3, 4])
+            _expect("run ids", {info.run_id for info in infos}, {"fork"})
+            _expect("parent run ids", {info.parent_run_id for info in infos}, {"origin"})
+            for info in infos:
+                _utc("created_at", info.created_at)
+            loaded = await store.load("fork", "f3")
+            assert loaded is not None
+            _expect("parent run id of a loaded checkpoint", loaded.info.parent_run_id, "origin")
+            plain = await store.list_checkpoints("plain")
+            _expect("parent run id of a plain run", [info.parent_run_id for info in plain], [None])
+            _expect("list_checkpoints of an unknown run", await store.list_checkpoints("x"), [])
+
+        self.run_scenario(scenario, self.make_store())
+
+    # -- bytes ----------------------------------------------------------------------------------
+
+    def test_bytes_round_trip_exactly(self) -> None:
+        every_byte = bytes(range(256))
+        values: dict[str, bytes | None] = {
+            "empty": b"",
+            "nuls": b"\x00\x00a\x00",
+            "every byte": every_byte,
+            "large": every_byte * 4096,  # 1 MiB
+            "naïve ✓ 名前": b"\xff\xfe\x00",
+        }
+        journal = (b"", b"\x00", every_byte, b"\x00" * 100)
+
+        async def scenario(store: Store) -> None:
+            run_id = "run ✓ \u00e9"
+            first = Commit(run_id, checkpoint=checkpoint("cp ✓", 0, values, frame=b""))
+            await store.create_run(record(run_id), first)
+            await commit(store, Commit(run_id, journal=journal, status=COMPLETED, result=b"\x00"))
+            loaded = await store.load(run_id, "cp ✓")
+            assert loaded is not None
+            _expect("an empty frame", loaded.frame, b"")
+            assert set(loaded.values) == set(values), f"chunk names {sorted(loaded.values)}"
+            for name, data in values.items():
+                _expect(f"chunk {name!r}", loaded.values[name], data)
+                assert type(loaded.values[name]) is bytes, f"chunk {name!r} is not bytes"
+            _expect("journal", tuple(loaded.journal), journal)
+            got = await store.get_run(run_id)
+            assert got is not None
+            _expect("result", got.result, b"\x00")
+            await store.create_run(record("empty result"))
+            await commit(store, Commit("empty result", status=FAILED, result=b""))
+            got = await store.get_run("empty result")
+            assert got is not None
+            _expect("an empty result", got.result, b"")
+            frame = every_byte * 64
+            await commit(store, Commit(run_id, checkpoint=checkpoint("cp 2", 1, frame=frame)))
+            loaded = await store.load(run_id)
+            assert loaded is not None
+            _expect("a binary frame", loaded.frame, frame)
+
+        self.run_scenario(scenario, self.make_store())
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    def test_a_lease_taken_twice_by_its_owner_stays_its_owners(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("r"))
+            _expect("acquire", await store.acquire("r", "owner"), True)
+            _expect("acquire again by the owner", await store.acquire("r", "owner"), True)
+            _expect("acquire by another", await store.acquire("r", "other"), False)
+            await store.release("r", "owner")
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_a_lease_is_refused_to_another_owner_until_released(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("r"))
+            _expect("acquire by a", await store.acquire("r", "a"), True)
+            _expect("acquire by b", await store.acquire("r", "b"), False)
+            _expect("acquire by b again", await store.acquire("r", "b"), False)
+            await store.release("r", "a")
+            _expect("acquire by b after a released", await store.acquire("r", "b"), True)
+            _expect("acquire by a after b took it", await store.acquire("r", "a"), False)
+            await store.release("r", "b")
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_release_by_a_non_owner_is_a_no_op(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("r"))
+            await store.release("r", "nobody")  # no lease at all
+            _expect("acquire by a", await store.acquire("r", "a"), True)
+            await store.release("r", "b")
+            _expect("acquire by c after b's release", await store.acquire("r", "c"), False)
+            _expect("acquire by a", await store.acquire("r", "a"), True)
+            await store.release("r", "a")
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_leases_of_different_runs_are_independent(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("r1"))
+            await store.create_run(record("r2"))
+            _expect("acquire r1 by a", await store.acquire("r1", "a"), True)
+            _expect("acquire r2 by b", await store.acquire("r2", "b"), True)
+            await store.release("r1", "a")
+            _expect("acquire r2 by a", await store.acquire("r2", "a"), False)
+            await store.release("r2", "b")
+
+        self.run_scenario(scenario, self.make_store())
+
+    # -- event loops and store objects ----------------------------------------------------------
+
+    def test_the_store_works_from_one_event_loop_after_another(self) -> None:
+        store = self.make_store()
+
+        async def first_loop(store: Store) -> None:
+            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint("c0", 0)))
+            await store.acquire("r", "first loop")
+            await store.release("r", "first loop")
+
+        async def second_loop(store: Store) -> None:
+            await commit(store, Commit("r", journal=(b"j",), checkpoint=checkpoint("c1", 1)))
+            _expect("acquire in another loop", await store.acquire("r", "second loop"), True)
+            await store.release("r", "second loop")
+
+        async def third_loop(store: Store) -> None:
+            _expect("checkpoints", await _ids(store, "r"), ["c0", "c1"])
+            _expect("journal of c0", await _journal(store, "r", "c0"), (b"j",))
+            _expect("runs", [run.run_id for run in await store.list_runs()], ["r"])
+
+        self.run_scenario(first_loop, store, close=False)
+        self.run_scenario(second_loop, store, close=False)
+        self.run_scenario(third_loop, store)
+
+    def test_two_store_objects_over_the_same_data_see_the_same_runs(self) -> None:
+        store = self.make_store()
+        other = self.make_other_store(store)
+
+        async def scenario(store: Store, other: Store) -> None:
+            await store.create_run(
+                record("r"), Commit("r", checkpoint=checkpoint("c0", 0, {"a": b"1"}))
+            )
+            _expect("the run seen by the other", await other.get_run("r"), await store.get_run("r"))
+            _expect(
+                "create_run of the same id by the other",
+                (await other.create_run(record("r"))) is not None,
+                True,
+            )
+            await commit(
+                other, Commit("r", journal=(b"j",), checkpoint=checkpoint("c1", 1, {"b": b"2"}))
+            )
+            _expect("checkpoints seen by the first", await _ids(store, "r"), ["c0", "c1"])
+            _expect("values seen by the first", await _values(store, "r"), {"a": b"1", "b": b"2"})
+            _expect("journal seen by the first", await _journal(store, "r", "c0"), (b"j",))
+            await store.create_run(record("s", at=1))
+            _expect(
+                "runs seen by the other",
+                [run.run_id for run in await other.list_runs()],
+                ["r", "s"],
+            )
+
+        self.run_scenario(scenario, store, other)
+
+    def test_a_lease_held_through_one_store_object_is_refused_through_another(self) -> None:
+        store = self.make_store()
+        other = self.make_other_store(store)
+
+        async def scenario(store: Store, other: Store) -> None:
+            await store.create_run(record("r"))
+            _expect("acquire through the first", await store.acquire("r", "first"), True)
+            _expect("acquire through the other", await other.acquire("r", "second"), False)
+            await store.release("r", "first")
+            _expect(
+                "acquire through the other once freed", await other.acquire("r", "second"), True
+            )
+            _expect("acquire through the first", await store.acquire("r", "first"), False)
+            await other.release("r", "second")
+
+        self.run_scenario(scenario, store, other)

@@ -1,0 +1,150 @@
+"""The store conformance kit against every store stepgraph ships, and PostgreSQL's leases.
+
+The PostgreSQL tests need a server (``tests/pg.py``: ``.ci/run`` starts one); without one
+they are skipped with the reason. Each gets a schema of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stepgraph.errors import StoreError
+from stepgraph.stores import MemoryStore, PostgresStore, SqliteStore, Store
+from stepgraph.testing.store_conformance import StoreConformance, record
+from tests.pg import PG_DSN, pg_schema, require_pg
+
+
+class TestMemoryStore(StoreConformance):
+    def make_store(self) -> Store:
+        return MemoryStore()
+
+    def make_other_store(self, first: Store) -> Store:
+        return first  # a MemoryStore shares its data with no other object
+
+
+class TestSqliteStore(StoreConformance):
+    @pytest.fixture(autouse=True)
+    def _database(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "runs.db"
+
+    def make_store(self) -> Store:
+        return SqliteStore(self.path)
+
+    def make_other_store(self, first: Store) -> Store:
+        return SqliteStore(self.path)
+
+
+class TestPostgresStore(StoreConformance):
+    @pytest.fixture(autouse=True)
+    def _schema(self) -> Iterator[None]:
+        require_pg()
+        with pg_schema() as name:
+            self.schema = name
+            yield
+
+    def make_store(self) -> PostgresStore:
+        return PostgresStore(PG_DSN, schema=self.schema)
+
+    def make_other_store(self, first: Store) -> Store:
+        return self.make_store()
+
+    def test_another_coordinator_is_refused_an_owned_run_without_waiting(self) -> None:
+        async def scenario(owner: Store, other: Store) -> None:
+            assert await owner.acquire("r", "owner")
+            for _ in range(3):  # a try-lock each time: no waiting in a lock queue
+                assert not await other.acquire("r", "other")
+            await owner.release("r", "owner")
+            assert await other.acquire("r", "other")
+            assert not await owner.acquire("r", "owner")
+
+        self.run_scenario(scenario, self.make_store(), self.make_store())
+
+    def test_first_use_by_several_stores_at_once_creates_the_tables_once(self) -> None:
+        stores = [self.make_store() for _ in range(4)]
+
+        async def scenario(*stores: Store) -> None:
+            created = await asyncio.gather(
+                *(store.create_run(record(f"r{n}", at=n)) for n, store in enumerate(stores))
+            )
+            assert created == [None] * 4
+            runs = await stores[0].list_runs()
+            assert [run.run_id for run in runs] == ["r0", "r1", "r2", "r3"]
+
+        self.run_scenario(scenario, *stores)
+
+    def test_a_lease_dies_with_its_killed_process(self) -> None:
+        child_code = (
+            "import asyncio, sys\n"
+            "from stepgraph.stores import PostgresStore\n"
+            "async def main():\n"
+            "    store = PostgresStore(sys.argv[1], schema=sys.argv[2])\n"
+            "    assert await store.acquire('r', 'child')\n"
+            "    print('acquired', flush=True)\n"
+            "    await asyncio.Event().wait()\n"
+            "asyncio.run(main())\n"
+        )
+        command = [sys.executable, "-c", child_code, PG_DSN, self.schema]
+        store = self.make_store()
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as child:
+            try:
+                assert child.stdout is not None
+                line = child.stdout.readline()
+                if line != "acquired\n":
+                    child.kill()
+                    pytest.fail(f"the child took no lease: {line!r} {child.communicate()[1]}")
+
+                async def refused(store: Store) -> None:
+                    assert not await store.acquire("r", "parent")
+
+                self.run_scenario(refused, store)
+                child.send_signal(signal.SIGKILL)
+                child.wait()
+
+                async def freed(store: Store) -> None:
+                    # the server notices the dead socket: poll until it has
+                    loop = asyncio.get_running_loop()
+                    deadline = loop.time() + 30
+                    while not await store.acquire("r", "parent"):
+                        assert loop.time() < deadline, "the killed child's lease is still held"
+                        await asyncio.sleep(0.02)
+                    await store.release("r", "parent")
+
+                self.run_scenario(freed, store)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+
+
+def test_a_postgres_store_opens_nothing_until_used() -> None:
+    store = PostgresStore("postgresql://postgres@127.0.0.1:1/nothing", schema="s")
+
+    async def scenario() -> None:
+        with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
+            await store.get_run("r")
+        await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_postgres_store_without_psycopg_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` fails from here on
+    store = PostgresStore(PG_DSN)
+
+    async def scenario() -> None:
+        with pytest.raises(StoreError, match=r"pip install 'stepgraph\[postgres\]'"):
+            await store.get_run("r")
+        with pytest.raises(StoreError, match=r"pip install 'stepgraph\[postgres\]'"):
+            await store.acquire("r", "owner")
+
+    asyncio.run(scenario())
