@@ -18,6 +18,7 @@ from ..runtime.observers import RunObserver
 from ..runtime.plan import RunPlan
 from ..runtime.workflow_context import WorkflowContext
 from ..state.reducers import Reducer
+from ..stores.base import Store
 from .edges import Case, Condition, Default, EdgeGroup, NodeRef, Selector, label, node_id
 from .executor import Executor, ExecutorProgram, compile_executor
 from .graph_style import GraphStyle, compile_router
@@ -168,12 +169,15 @@ class WorkflowBuilder:
         observers: Sequence[RunObserver] = (),
         journal: RunObserver | None = None,
         clock: Clock | None = None,
+        store: Store | None = None,
+        serializer: str = "json",
     ) -> GraphWorkflow:
         """Validate the graph and compile it.
 
         The keywords are the run options, as on ``Workflow(...)``: ``mode``, ``timeout``,
-        ``max_supersteps``, ``max_concurrency``, ``verbose``, ``observers``, ``journal``
-        and ``clock``; ``name`` names the workflow in messages and exports.
+        ``max_supersteps``, ``max_concurrency``, ``verbose``, ``observers``, ``journal``,
+        ``clock``, ``store`` (durable runs) and ``serializer``; ``name`` names the
+        workflow in messages and exports.
 
         Raises:
             WorkflowValidationError: no start executor, an unknown or duplicate id, an
@@ -237,6 +241,8 @@ class WorkflowBuilder:
             observers=observers,
             journal=journal,
             clock=clock,
+            store=store,
+            serializer=serializer,
         )
 
     def _node_order(self, name: str, start_id: str) -> list[str]:

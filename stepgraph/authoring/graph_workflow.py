@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..durability.launch import launch_run, resume_run
 from ..graph_events import RunResult
 from ..runtime.clock import Clock
 from ..runtime.handler import WorkflowHandler
 from ..runtime.launch import RunOptions, launch, run_in_new_loop
 from ..runtime.observers import RunObserver
 from ..runtime.plan import RunPlan
+from ..stores.base import Store
 from .export import Edge, to_dot, to_mermaid
 
 __all__ = ["GraphWorkflow"]
@@ -39,6 +41,8 @@ class GraphWorkflow:
         observers: Sequence[RunObserver] = (),
         journal: RunObserver | None = None,
         clock: Clock | None = None,
+        store: Store | None = None,
+        serializer: str = "json",
     ) -> None:
         self.options = RunOptions.checked(
             "build",
@@ -50,6 +54,8 @@ class GraphWorkflow:
             observers=observers,
             journal=journal,
             clock=clock,
+            store=store,
+            serializer=serializer,
         )
         self.mode = self.options.mode
         self.plan = plan
@@ -72,9 +78,32 @@ class GraphWorkflow:
     def validate(self) -> None:
         """Nothing to do: ``build()`` already validated the graph."""
 
-    def run(self, message: Any = None) -> WorkflowHandler:
-        """Start a run with ``message`` for the start executor; returns the handler at once."""
-        return launch(self.plan, None, self.options, message)
+    def run(self, message: Any = None, *, run_id: str | None = None) -> WorkflowHandler:
+        """Start a run with ``message`` for the start executor; returns the handler at once.
+
+        ``run_id`` names the run; with a store it is an idempotency key (as for
+        ``Workflow.run``).
+        """
+        if self.options.store is None and run_id is None:
+            return launch(self.plan, None, self.options, message)
+        return launch_run(self.plan, None, self.options, message, run_id=run_id)
+
+    def resume(
+        self, run_id: str, checkpoint_id: str | None = None, *, strict: bool = True
+    ) -> WorkflowHandler:
+        """Go on with stored run ``run_id``, or fork it from ``checkpoint_id``.
+
+        As ``Workflow.resume``: returns the handler at once.
+        """
+        return resume_run(
+            self.plan,
+            None,
+            self.options,
+            run_id,
+            checkpoint_id=checkpoint_id,
+            strict=strict,
+            who=f"workflow {self.name!r}: resume()",
+        )
 
     def run_sync(self, message: Any = None) -> RunResult:
         """Run to completion in a new event loop (for scripts)."""

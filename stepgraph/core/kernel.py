@@ -58,7 +58,7 @@ from .commands import (
 from .failure import Failure
 from .graph import EXTERNAL
 from .messages import ResponseMessage
-from .state import Invocation, Mode, OpenRequest, OrderKey, RunState, Waiter
+from .state import ABSENT, Invocation, Mode, OpenRequest, OrderKey, RunState, Waiter
 from .text import short_repr
 from .ticks import (
     AttemptFailed,
@@ -165,9 +165,32 @@ def _apply_run_resumed(state: RunState, tick: RunResumed, out: list[Command]) ->
             state.timers.pop(f"wait:{inv.id}", None)
             _wake(state, inv.id)
         _undo_attempt(state, inv)
+        _undo_writes(state, inv)
         out.append(
             StartStep(invocation=inv.id, node=inv.node, message=inv.message, attempt=inv.attempt)
         )
+
+
+def _undo_writes(state: RunState, inv: Invocation) -> None:
+    """Undo an interrupted attempt's shared-state writes that nothing has overwritten since."""
+    store = state.store
+    for key, before, after in reversed(inv.wrote or ()):
+        now = store.get(key, ABSENT)
+        if now is after or (now is not ABSENT and after is not ABSENT and _equal(now, after)):
+            if before is ABSENT:
+                store.pop(key, None)
+            else:
+                store[key] = before
+    inv.wrote = None
+
+
+def _equal(a: object, b: object) -> bool:
+    """``a == b``, False when the comparison fails (a value restored from a checkpoint is
+    equal to, not the same object as, the one its invocation wrote)."""
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
 
 
 def _apply_events_sent(state: RunState, tick: EventsSent, out: list[Command]) -> None:
@@ -185,6 +208,7 @@ def _apply_attempt_failed(state: RunState, tick: AttemptFailed, out: list[Comman
     if inv.waiting or inv.backing_off:
         raise KernelError(f"invocation {inv.id} failed an attempt it is not running")
     _undo_attempt(state, inv)
+    inv.wrote = None  # a retry keeps what the failed attempt wrote (at least once)
     inv.attempt += 1
     inv.failure = tick.failure
     if tick.retry_in > 0:
@@ -361,6 +385,12 @@ def _apply_response_received(state: RunState, tick: ResponseReceived, out: list[
 
 def _apply_state_written(state: RunState, tick: StateWritten, out: list[Command]) -> None:
     store = state.store
+    if state.undo_writes and tick.invocation in state.invocations:
+        inv = state.invocations[tick.invocation]
+        log = inv.wrote if inv.wrote is not None else []
+        inv.wrote = log
+        log.extend((key, store.get(key, ABSENT), value) for key, value in tick.writes)
+        log.extend((key, store.get(key, ABSENT), ABSENT) for key in tick.deletes)
     for key, value in tick.writes:
         store[key] = value
     for key in tick.deletes:

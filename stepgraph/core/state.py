@@ -51,6 +51,10 @@ class NodeState:
         return (tuple(self.inbox), self.in_flight, self.waiting, self.started)
 
 
+ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()
+"""No value (a key that did not exist before a write, or was deleted by it)."""
+
+
 class Invocation:
     """One run of one node on one message, over all its attempts."""
 
@@ -66,6 +70,7 @@ class Invocation:
         "order",
         "released",
         "waiting",
+        "wrote",
     )
 
     def __init__(
@@ -86,6 +91,9 @@ class Invocation:
         self.released: list[tuple[tuple[object, ...], tuple[object, ...], list[object]]] | None = (
             None
         )
+        # with ``RunState.undo_writes``: what this attempt wrote to the shared state,
+        # (key, value before, value after; ABSENT for no value), to undo if it starts again
+        self.wrote: list[tuple[str, object, object]] | None = None
 
     def snapshot(self) -> tuple[object, ...]:
         return (
@@ -191,6 +199,7 @@ class RunState:
         "timeout",
         "timers",
         "unclaimed",
+        "undo_writes",
         "waiters",
     )
 
@@ -210,6 +219,9 @@ class RunState:
         self.max_concurrency = max_concurrency
         self.timeout: float | None = timeout  # seconds the whole run may take, from its start
         self.capture_barriers = capture_barriers  # a snapshot in each SuperstepEnded
+        # durable runs: log each invocation's state writes, so that a resume that starts
+        # an interrupted invocation again first undoes what it wrote (not twice)
+        self.undo_writes = False
         self.run_id = ""
         self.status = _PENDING
         self.started_at = 0.0  # wall-clock time of RunStarted

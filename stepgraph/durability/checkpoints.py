@@ -14,13 +14,16 @@ the run and the checkpoint; nothing here writes to a store.
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..core import Graph, RunState, Tick
+from ..core import TICK_TYPES, Graph, RunState, Tick
 from ..core.text import short_repr
 from ..errors import CheckpointError, SerializationError
 from .frame import FRAME_FIELDS, Restored, capture, restore
@@ -68,7 +71,7 @@ def fingerprint(graph: Graph, programs: Iterable[object]) -> dict[str, list[list
 class Header(BaseModel):
     """The header of a stored checkpoint (validated when read)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     workflow: str
     kind: str  # what a node is called: "step" or "executor"
@@ -80,7 +83,7 @@ class Header(BaseModel):
 class _Frame(BaseModel):
     """The shape of a stored frame: each field present, of the right kind."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     run_id: str
     mode: str
@@ -238,16 +241,67 @@ def encode_entry(tick: Tick, serializer: Serializer) -> bytes:
 
 
 def decode_entry(data: bytes, *, run_id: str, checkpoint_id: str) -> Tick:
-    """The tick of a journal entry."""
+    """The tick of a journal entry, its fields checked against the tick's field types.
+
+    Raises:
+        CheckpointError: corrupt, of another version, not a tick, or a field of a tick
+            of the wrong type.
+    """
     tick = decode_value(data, "a journal entry", run_id=run_id, checkpoint_id=checkpoint_id)
-    if not hasattr(tick, "kind") or not hasattr(tick, "at"):
+    wrong = "it is not a tick" if type(tick) not in _TICK_HINTS else _wrong_field(tick)
+    if wrong:
         raise CheckpointError(
-            f"a journal entry of run {run_id!r} after checkpoint {checkpoint_id!r} is not a "
-            f"tick: {short_repr(tick)}",
+            f"a journal entry of run {run_id!r} after checkpoint {checkpoint_id!r} is corrupt: "
+            f"{wrong} ({short_repr(tick)})",
             run_id=run_id,
             checkpoint_id=checkpoint_id,
         )
     return tick  # type: ignore[no-any-return]
+
+
+_TICK_HINTS: dict[type, dict[str, Any]] = {
+    cls: {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(cls)
+        for hints in (typing.get_type_hints(cls),)
+    }
+    for cls in TICK_TYPES
+}
+
+
+def _wrong_field(tick: object) -> str:
+    """Which field of ``tick`` does not have its declared type ("" when all do)."""
+    for name, hint in _TICK_HINTS[type(tick)].items():
+        if not _conforms(getattr(tick, name), hint):
+            return f"its field {name!r} is not a {hint}"
+    return ""
+
+
+def _conforms(value: object, hint: Any) -> bool:
+    """Whether ``value`` has type ``hint`` (the kinds of types ticks declare)."""
+    if hint is Any or hint is object:
+        return True
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_conforms(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(item, args[0]) for item in value)
+        return len(value) == len(args) and all(map(_conforms, value, args))
+    if origin is type:
+        return isinstance(value, type)
+    if origin is not None:  # Mapping[...], Sequence[...]: the container's kind
+        return isinstance(value, origin)
+    return isinstance(value, hint)
 
 
 def compare_steps(

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..core import EXTERNAL, Graph, RunState, RunStatus
 from ..core.collector import Collector, Repeat
-from ..core.state import Invocation, Mode, OpenRequest, Waiter
+from ..core.state import ABSENT, Invocation, Mode, OpenRequest, Waiter
 
 __all__ = [
     "FRAME_FIELDS",
@@ -127,6 +127,9 @@ def capture(state: RunState) -> dict[str, Any]:
     def targets(value: tuple[int, ...] | None) -> list[str] | None:
         return None if value is None else [names[i] for i in value]
 
+    def absent(value: object) -> int:
+        return -1 if value is ABSENT else ref(value)
+
     def collector(c: Collector) -> list[Any]:
         return [_expected(c.expected), [[kind, ref(m)] for kind, m in c.items()]]
 
@@ -165,6 +168,7 @@ def capture(state: RunState) -> dict[str, Any]:
                     [list(_key(k, names)), _expected(e), [ref(m) for m in batch]]
                     for k, e, batch in inv.released or ()
                 ],
+                [[key, absent(before), absent(after)] for key, before, after in inv.wrote or ()],
             ]
             for inv in state.invocations.values()
         ],
@@ -268,6 +272,9 @@ def restore(
     objects: list[object] = list(frame["objects"])
     obj = objects.__getitem__
 
+    def absent(position: int) -> object:
+        return ABSENT if position == -1 else obj(position)
+
     def node(name: str | None) -> int:
         if name is None:
             return EXTERNAL
@@ -314,7 +321,7 @@ def restore(
     lost: set[int] = set()
     for row in frame["invocations"]:
         inv_id, name, message, generation, order, waiting, attempt = row[:7]
-        failure, backing_off, collected, released = row[7:]
+        failure, backing_off, collected, released, wrote = row[7:]
         if name not in index:
             lost.add(int(inv_id))
             dropped += 1
@@ -328,6 +335,7 @@ def restore(
         inv.released = [
             (key(k), tuple(e), [obj(m) for m in batch]) for k, e, batch in released
         ] or None
+        inv.wrote = [(str(k), absent(b), absent(a)) for k, b, a in wrote] or None
         state.invocations[inv.id] = inv
     state.blocked = deque(index[n] for n in frame["blocked"] if n in index)
     state.resumable = deque(

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import (
     CancelRequested,
     Command,
+    EventsSent,
     ExternalEventReceived,
     ForwardResponse,
     PublishEvent,
@@ -51,12 +52,13 @@ from ..core import (
     StartStep,
     StateMerged,
     StateWritten,
+    StepCompleted,
     SuperstepEnded,
     Tick,
     apply,
 )
 from ..core.failure import Failure
-from ..core.state import Mode
+from ..core.state import Mode, RunState
 from ..errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -85,11 +87,11 @@ from .checkpoints import (
     read_frame,
     restore_state,
 )
-from .frame import chunk_names, output_chunk, state_chunk
+from .frame import Restored, chunk_names, output_chunk, state_chunk
 from .serializer import serializer_named
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
     from ..runtime.launch import RunOptions
     from ..runtime.plan import RunPlan
@@ -147,13 +149,16 @@ class DurableRun(Run):
         "_early",
         "_entries",
         "_header",
+        "_origin",
         "_outputs_written",
         "_pumping",
         "_queue",
         "_result_error",
+        "_sent",
         "_ser",
         "_stored",
         "_waiting_commit",
+        "_writers",
         "_written",
         "lease",
     )
@@ -164,7 +169,7 @@ class DurableRun(Run):
         super().__init__(plan, owner, options)
         if run_id is not None:
             self.run_id = self.request_prefix = run_id
-        self.state.capture_barriers = False
+        self.state.undo_writes = True  # a resumed invocation must not write twice
         self._db: Store = options.store
         self._ser = serializer_named(options.serializer)
         self._header = Header(
@@ -176,6 +181,7 @@ class DurableRun(Run):
         )
         self._booting = True  # the store has not answered yet: ticks wait in ``_early``
         self._early: list[Tick] = []
+        self._origin = -1
         self._boot: asyncio.Task[None] | None = None
         self._queue: deque[tuple[Commit | None, Tick, list[Command]]] = deque()
         self._pumping = False
@@ -183,6 +189,8 @@ class DurableRun(Run):
         self._entries: list[bytes] = []  # journal entries not committed yet
         self._dirty: dict[str, None] = {}  # chunks changed since the last checkpoint
         self._outputs_written = 0
+        self._sent: list[tuple[int, tuple[Any, ...]]] = []  # sent since the last checkpoint
+        self._writers: dict[str, int] = {}  # the node that last wrote each state key
         self._written: StoredStatus | None = None  # the status the store has
         self._by_caller = False  # a cancel the caller asked for (not a loop shutting down)
         self._result_error: BaseException | None = None
@@ -331,9 +339,21 @@ class DurableRun(Run):
             name: decode_chunk(name, data, run_id=run_id, checkpoint_id=cp)
             for name, data in stored.values.items()
         }
-        restored = restore_state(
-            header, frame, chunks, self.graph, drop=not strict, run_id=run_id, checkpoint_id=cp
-        )
+
+        def fresh() -> Restored:
+            return restore_state(
+                header, frame, chunks, self.graph, drop=not strict, run_id=run_id, checkpoint_id=cp
+            )
+
+        restored = fresh()
+        restored.state.undo_writes = True
+        if restored.missing and strict:  # its header said the steps had not changed
+            raise CheckpointError(
+                f"checkpoint {cp!r} of run {run_id!r} is corrupt: its state names "
+                f"{', '.join(map(repr, restored.missing))}, which its header does not list",
+                run_id=run_id,
+                checkpoint_id=cp,
+            )
         if removed or changed or added:
             warnings.warn(
                 _changed_message(run_id, cp, removed, changed, added, strict=False)
@@ -349,15 +369,24 @@ class DurableRun(Run):
             if fork
             else [decode_entry(e, run_id=run_id, checkpoint_id=cp) for e in stored.journal]
         )
-        state = restored.state
-        state.mode = self.state.mode  # the options of the workflow that resumes
-        state.max_supersteps = self.state.max_supersteps
+        for tick in entries:  # what the caller sent must be what the workflow takes
+            if isinstance(tick, ExternalEventReceived):
+                try:
+                    self.plan.style.check_external(tick.event, f"run {run_id!r}")
+                except StepgraphError as exc:
+                    raise CheckpointError(
+                        f"the journal of run {run_id!r} after checkpoint {cp!r} is corrupt: {exc}",
+                        run_id=run_id,
+                        checkpoint_id=cp,
+                    ) from exc
+        state = _replay(restored.state, entries, fresh, run_id=run_id, checkpoint_id=cp)
+        state.max_supersteps = self.state.max_supersteps  # the workflow's options, but its mode
         state.max_concurrency = self.state.max_concurrency
         self.state = state
+        self.mode = state.mode
+        self.superstep_mode = state.mode is Mode.SUPERSTEP
         self.request_prefix = header.request_prefix
         self._header = self._header.model_copy(update={"request_prefix": header.request_prefix})
-        for tick in entries:  # what happened after the checkpoint (their effects: redone)
-            apply(state, tick)
         self._outputs_written = len(state.outputs)
         if fork:
             state.run_id = self.run_id
@@ -396,6 +425,9 @@ class DurableRun(Run):
         if self._feeding:
             self._followups.append(tick)
             return []
+        invocation = getattr(tick, "invocation", None)
+        inv = None if invocation is None else self.state.invocations.get(invocation)
+        self._origin = -1 if inv is None else inv.node  # who fed it, to name in errors
         commands = self._applied(tick)
         try:
             commit = self._record(tick, commands)
@@ -459,6 +491,7 @@ class DurableRun(Run):
     def _unwritable(self, tick: Tick, error: SerializationError) -> None:
         """A value of the run cannot be serialized: it fails; the store keeps what it had."""
         self._entries.clear()
+        error = self._explain(tick, error)
         note = f"stepgraph: run {self.run_id!r} of workflow {self.name!r} cannot be stored"
         error.add_note(note)
         failure = failure_of(error)
@@ -472,6 +505,39 @@ class DurableRun(Run):
         self._queue.append((commit, tick, [end]))  # the run ends once its failure is stored
         self._pump()
 
+    def _explain(self, tick: Tick, error: SerializationError) -> SerializationError:
+        """Name the step and the event (or the state key) whose value cannot be written."""
+        run = f"run {self.run_id!r} of workflow {self.name!r}"
+        kind = self.graph.node_kind
+        dumps = self._ser.dumps
+        sent = list(self._sent)
+        emitted = getattr(tick, "emitted", None)
+        if emitted and self._origin >= 0:
+            sent.append((self._origin, emitted))
+        for node, messages in sent:
+            for message, _ in messages:
+                name = self.graph.nodes[node].name
+                try:
+                    dumps(message, f"in the {type(message).__name__} {kind} {name!r} sent")
+                except SerializationError as exc:
+                    return SerializationError(
+                        f"{kind} {name!r} of {run} sent a {type(message).__name__} that cannot "
+                        f"be stored: {exc}"
+                    )
+        for key, value in self.state.store.items():
+            if state_chunk(key) not in self._dirty:
+                continue
+            writer = self._writers.get(key)
+            by = "" if writer is None else f" (written by {kind} {self.graph.nodes[writer].name!r})"
+            try:
+                dumps(value, f"in the shared state's key {key!r}")
+            except SerializationError as exc:
+                return SerializationError(
+                    f"the shared state's key {key!r}{by} of {run} holds a "
+                    f"{type(value).__name__} that cannot be stored: {exc}"
+                )
+        return error
+
     # -- what each tick records ------------------------------------------------------------------
 
     def _record(self, tick: Tick, commands: list[Command]) -> Commit | None:
@@ -479,8 +545,11 @@ class DurableRun(Run):
         state = self.state
         kind = type(tick)
         if isinstance(tick, StateWritten):
+            writer = state.invocations.get(tick.invocation) if tick.invocation is not None else None
             for key, _ in tick.writes:
                 self._dirty[state_chunk(key)] = None
+                if writer is not None:
+                    self._writers[key] = writer.node
             for key in tick.deletes:
                 self._dirty[state_chunk(key)] = None
         elif isinstance(tick, StateMerged):
@@ -489,6 +558,11 @@ class DurableRun(Run):
         superstep = state.mode is Mode.SUPERSTEP
         if not superstep or kind in _FROM_OUTSIDE or kind is RunResumed:
             self._entries.append(encode_entry(tick, self._ser))
+        elif isinstance(tick, StepCompleted | EventsSent) and tick.emitted:
+            for order, _, emitted in reversed(state.outbox):  # to name the sender, should
+                if emitted is tick.emitted:  # what it sent not be storable at the barrier
+                    self._sent.append((order[0], emitted))
+                    break
         for command in commands:
             if isinstance(command, RunEnded):
                 return self._final(command)
@@ -515,6 +589,7 @@ class DurableRun(Run):
         status = _FINAL[ended.status]
         if ended.status is RunStatus.FINISHED:
             try:
+                self._check_storable()  # what works in memory must work on disk
                 result = encode_value(self._result_value(), self._ser, "the run's result")
             except Exception as exc:
                 exc.add_note(f"stepgraph: the result of run {self.run_id!r} cannot be stored")
@@ -529,6 +604,24 @@ class DurableRun(Run):
         entries, self._entries = tuple(self._entries), []
         self._written = status
         return Commit(run_id=self.run_id, journal=entries, status=status, result=result)
+
+    def _check_storable(self) -> None:
+        """Raise if what the last superstep sent or wrote could not have been stored.
+
+        A finished run writes no checkpoint after its last superstep; this keeps a value
+        that a store cannot hold from passing only because the run ended first.
+        """
+        dumps = self._ser.dumps
+        try:
+            for _, messages in self._sent:
+                for message, _ in messages:
+                    dumps(message, "")
+            for name in self._dirty:
+                key = name[2:]
+                if key in self.state.store:
+                    dumps(self.state.store[key], "")
+        except SerializationError as exc:
+            raise self._explain(RunResumed(), exc) from None
 
     def _failure_bytes(self, failure: Failure) -> bytes:
         return encode_value(failure, self._ser, "the run's failure")
@@ -551,6 +644,8 @@ class DurableRun(Run):
                 values[name] = encode_chunk(name, state.outputs[position], self._ser)
         frame = encode_frame(state, self._header, self._ser)
         self._dirty.clear()
+        self._sent.clear()
+        self._writers.clear()
         self._outputs_written = len(state.outputs)
         return CheckpointWrite(
             id=new_checkpoint_id(),
@@ -625,6 +720,44 @@ class DurableRun(Run):
         forwarded = super().respond(request_id, response)
         if forwarded is not None:
             await forwarded
+
+
+def _replay(
+    state: RunState,
+    entries: list[Tick],
+    fresh: Callable[[], Restored],
+    *,
+    run_id: str,
+    checkpoint_id: str,
+) -> RunState:
+    """``state`` with the journal's ``entries`` applied, up to the one that ended the run.
+
+    A run that was cancelled or failed goes on from where it was just before: the tick
+    that ended it is not applied (``fresh`` gives the checkpoint's state again for that).
+
+    Raises:
+        CheckpointError: the journal does not replay on the checkpoint (it is corrupt).
+    """
+    end = len(entries)
+    try:
+        for position, tick in enumerate(entries):
+            apply(state, tick)
+            if state.status is not RunStatus.RUNNING:
+                end = position
+                break
+        if end < len(entries):
+            state = fresh().state
+            state.undo_writes = True
+            for tick in entries[:end]:
+                apply(state, tick)
+    except Exception as exc:
+        raise CheckpointError(
+            f"the journal of run {run_id!r} after checkpoint {checkpoint_id!r} is corrupt: it "
+            f"does not replay ({type(exc).__name__}: {exc})",
+            run_id=run_id,
+            checkpoint_id=checkpoint_id,
+        ) from exc
+    return state
 
 
 def _paused(state: Any) -> bool:

@@ -11,7 +11,7 @@ from ..core.text import short_repr
 from ..errors import StepgraphError, WorkflowRuntimeError
 from ..events import Event
 from ..state.store import StateStore
-from .scope import Scope, current_scope
+from .scope import IdempotencyKey, Scope, current_scope
 
 if TYPE_CHECKING:
     from .ports import StepPort
@@ -43,7 +43,7 @@ def set_current_context(ctx: Any) -> None:
     _current.set(ctx)
 
 
-class Context:
+class Context(IdempotencyKey):
     """One per run: send events, stream progress, collect, wait, and share state.
 
     Example::
@@ -73,6 +73,7 @@ class Context:
     def is_running(self) -> bool:
         """Whether the run has not ended yet."""
         return self._run.running
+
 
     def _scope(self, what: str) -> Scope:
         scope = current_scope()

@@ -605,6 +605,10 @@ class Run:
     ) -> None:
         """A store change becomes a ``StateWritten`` tick."""
         invocation = writer if isinstance(writer, int) else None
+        if invocation is None and self.state.undo_writes:  # a durable run logs its writers
+            scope = current_scope()
+            if scope is not None and scope.run is self and scope.active:
+                invocation = scope.invocation
         tick = StateWritten(invocation=invocation, writes=writes, deletes=deletes, merges=merges)
         if get_ident() == self.bridge.thread:
             self.feed(tick)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .ports import StepPort
 
-__all__ = ["Scope", "current_scope", "set_scope"]
+__all__ = ["IdempotencyKey", "Scope", "current_scope", "idempotency_key", "set_scope"]
 
 
 class Scope:
@@ -40,3 +40,35 @@ set_scope = _scope.set
 def current_scope() -> Scope | None:
     """The invocation the calling code runs in, or None outside a step."""
     return _scope.get(None)
+
+
+def idempotency_key(scope: Scope) -> str:
+    """``run:step:invocation``: the same for every attempt of one step on one message in one
+    run, resumes included (an invocation keeps its number across a resume); different for
+    any other step, message or run (a fork is another run)."""
+    run = scope.run
+    return f"{run.run_id}:{run.graph.nodes[scope.node].name}:{scope.invocation}"
+
+
+class IdempotencyKey:
+    """``ctx.idempotency_key``, for both contexts (they define ``_scope``)."""
+
+    __slots__ = ()
+
+    def _scope(self, what: str) -> Scope:
+        raise NotImplementedError
+
+    @property
+    def idempotency_key(self) -> str:
+        """A key for making this step's side effects idempotent.
+
+        The same for every attempt of this step on this message in this run, and when the
+        run is resumed after a crash (the steps of an interrupted superstep run again: at
+        least once); different for another step, message or run. Pass it to the service
+        you call (an idempotency key header, a unique constraint) so that doing it twice
+        has the effect of doing it once.
+
+        Raises:
+            WorkflowRuntimeError: called outside a step of this run.
+        """
+        return idempotency_key(self._scope("idempotency_key"))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from ..errors import WorkflowRuntimeError
 from ..graph_events import RequestInfoEvent, WorkflowOutputEvent
 from ..state.store import StateStore
-from .scope import Scope, current_scope
+from .scope import IdempotencyKey, Scope, current_scope
 
 if TYPE_CHECKING:
     from .ports import StepPort
@@ -19,7 +19,7 @@ T_Out = TypeVar("T_Out")
 T = TypeVar("T")
 
 
-class WorkflowContext(Generic[T_Out]):
+class WorkflowContext(IdempotencyKey, Generic[T_Out]):
     """One per run of an executor graph: send messages, yield outputs, ask for input.
 
     ``WorkflowContext[T]`` in a handler's annotation declares that it sends messages
@@ -46,6 +46,7 @@ class WorkflowContext(Generic[T_Out]):
     def store(self) -> StateStore:
         """The run's shared state (``get``, ``set``, ``update``, ``edit()``; reducer keys)."""
         return self._run.store
+
 
     def _scope(self, what: str) -> Scope:
         scope = current_scope()

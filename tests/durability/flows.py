@@ -1,0 +1,164 @@
+"""Workflows of the durability tests (module level: stored events name their classes).
+
+A run can be held at a chosen hop (``stop_at``): that step waits on a gate the test opens
+only after it has crashed the run, so "crash at superstep k" needs no timing. ``CALLS``
+counts how often each step ran on each message, to see what ran again after a resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from stepgraph import (
+    Context,
+    Event,
+    Executor,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowBuilder,
+    WorkflowContext,
+    handler,
+    response_handler,
+    step,
+)
+
+GATES: dict[str, asyncio.Event] = {}
+"""Gates by run tag: a step held at ``stop_at`` waits for its tag's gate."""
+
+CALLS: Counter[str] = Counter()
+"""How often each step ran, by ``"<tag>:<step>:<what>"``."""
+
+
+def gate(tag: str) -> asyncio.Event:
+    """A new, closed gate for ``tag`` (in the running loop)."""
+    GATES[tag] = asyncio.Event()
+    return GATES[tag]
+
+
+class Go(StartEvent):
+    tag: str
+    hops: int = 5
+    stop_at: int = -1
+
+
+class Hop(Event):
+    n: int
+
+
+class Reached(Event):
+    """Streamed by each hop as it starts (the test crashes the run when it sees one)."""
+
+    n: int
+
+
+class Chain(Workflow):
+    """Hops 0..hops, one a superstep; the result is the sum of the hop numbers."""
+
+    @step
+    async def start(self, ctx: Context, ev: Go) -> Hop:
+        CALLS[f"{ev.tag}:start"] += 1
+        await ctx.store.set("plan", {"tag": ev.tag, "hops": ev.hops, "stop_at": ev.stop_at})
+        return Hop(n=0)
+
+    @step
+    async def hop(self, ctx: Context, ev: Hop) -> Hop | StopEvent:
+        plan = await ctx.store.get("plan")
+        CALLS[f"{plan['tag']}:hop:{ev.n}"] += 1
+        ctx.write_event_to_stream(Reached(n=ev.n))
+        if ev.n == plan["stop_at"]:
+            await GATES[plan["tag"]].wait()
+        total = await ctx.store.update("total", lambda t: (t or 0) + ev.n)
+        if ev.n >= plan["hops"]:
+            return StopEvent(result=total)
+        return Hop(n=ev.n + 1)
+
+
+class Interview(Workflow):
+    """Asks for a name (the run pauses for input), then greets."""
+
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> InputRequiredEvent:
+        CALLS[f"{ctx.run_id}:ask"] += 1
+        return InputRequiredEvent(prefix="name?")
+
+    @step
+    async def greet(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
+        CALLS[f"{ctx.run_id}:greet"] += 1
+        return StopEvent(result=f"hello {ev.response}")
+
+
+class Waiting(Workflow):
+    """One step asks and waits for the answer inside the step (``wait_for_event``)."""
+
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        CALLS[f"{ctx.run_id}:ask"] += 1
+        await ctx.store.set("asked", True)
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="name?"))
+        answer = await ctx.wait_for_event(HumanResponseEvent)
+        return StopEvent(result=f"hello {answer.response}")
+
+
+class Item(Event):
+    i: int
+
+
+class Done(Event):
+    i: int
+
+
+class Fan(Workflow):
+    """One superstep of four parallel workers between a fan-out and a fan-in."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> None:
+        for i in range(4):
+            ctx.send_event(Item(i=i))
+
+    @step(num_workers=4)
+    async def work(self, ctx: Context, ev: Item) -> Done:
+        await ctx.store.set(f"worked:{ev.i}", ev.i * ev.i)
+        return Done(i=ev.i)
+
+    @step
+    async def join(self, ctx: Context, ev: Done) -> StopEvent | None:
+        batch = ctx.collect_events(ev, [Done] * 4)
+        if batch is None:
+            return None
+        return StopEvent(result=sorted(d.i for d in batch))
+
+
+class Keys(Workflow):
+    """Records each attempt's idempotency key; the first attempt of ``flaky`` fails."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Item:
+        await ctx.store.set("start_key", ctx.idempotency_key)
+        return Item(i=1)
+
+    @step(retry_policy=None)
+    async def flaky(self, ctx: Context, ev: Item) -> StopEvent:
+        keys = await ctx.store.update("flaky_keys", lambda k: [*(k or []), ctx.idempotency_key])
+        return StopEvent(result=keys)
+
+
+class Asker(Executor):
+    """Asks the caller for a number, then yields the question with the answer."""
+
+    @handler
+    async def on_question(self, question: str, ctx: WorkflowContext[str]) -> None:
+        await ctx.store.set("asked", question)
+        await ctx.request_info(question, int)
+
+    @response_handler
+    async def on_answer(self, question: str, answer: int, ctx: WorkflowContext[str]) -> None:
+        await ctx.yield_output((question, answer))
+
+
+def asker_graph(**options: object) -> object:
+    """A one-executor graph that pauses on a request for information."""
+    return WorkflowBuilder(start=Asker(id="asker"), name="asker").build(**options)  # type: ignore[arg-type]
