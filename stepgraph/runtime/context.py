@@ -74,7 +74,6 @@ class Context(IdempotencyKey):
         """Whether the run has not ended yet."""
         return self._run.running
 
-
     def _scope(self, what: str) -> Scope:
         scope = current_scope()
         if scope is None or scope.run is not self._run:

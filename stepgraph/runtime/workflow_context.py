@@ -47,7 +47,6 @@ class WorkflowContext(IdempotencyKey, Generic[T_Out]):
         """The run's shared state (``get``, ``set``, ``update``, ``edit()``; reducer keys)."""
         return self._run.store
 
-
     def _scope(self, what: str) -> Scope:
         scope = current_scope()
         if scope is None or scope.run is not self._run:
