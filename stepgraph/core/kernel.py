@@ -471,6 +471,9 @@ def _undo_attempt(state: RunState, inv: Invocation) -> None:
                 collector = state.collectors[key] = Collector(expected)
             collector.give_back(given)
     inv.collected = inv.released = None
+    if inv.received:  # what its waits took: first in line for the next attempt's waits
+        state.unclaimed.extendleft(reversed(inv.received))
+        inv.received = None
     if state.pending_merges:
         state.pending_merges = [m for m in state.pending_merges if m[0] != inv.order]
     if state.mode is SUPERSTEP:  # its requests are still in the outbox, unpublished
@@ -622,6 +625,11 @@ def _hold_for_fan_in(state: RunState, group: tuple[int, int], message: object) -
 
 def _resolve(state: RunState, waiter: Waiter, message: object, out: list[Command]) -> None:
     _disarm(state, f"wait:{waiter.invocation}", out)
+    inv = state.invocations[waiter.invocation]  # what a wait took goes back if it starts again
+    if inv.received is None:
+        inv.received = [message]
+    else:
+        inv.received.append(message)
     _resume(state, waiter.invocation, message, False, out)
 
 

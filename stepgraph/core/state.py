@@ -68,6 +68,7 @@ class Invocation:
         "message",
         "node",
         "order",
+        "received",
         "released",
         "waiting",
         "wrote",
@@ -91,6 +92,8 @@ class Invocation:
         self.released: list[tuple[tuple[object, ...], tuple[object, ...], list[object]]] | None = (
             None
         )
+        # what its waits took in this attempt: given back if it starts again
+        self.received: list[object] | None = None
         # with ``RunState.undo_writes``: what this attempt wrote to the shared state,
         # (key, value before, value after; ABSENT for no value), to undo if it starts again
         self.wrote: list[tuple[str, object, object]] | None = None
@@ -108,6 +111,7 @@ class Invocation:
             self.backing_off,
             tuple(self.collected or ()),
             tuple((k, e, tuple(b)) for k, e, b in self.released or ()),
+            tuple(self.received or ()),
         )
 
 
@@ -256,6 +260,8 @@ class RunState:
         self.collectors: dict[tuple[object, ...], Collector] = {}
         self.fan_in_buffers: dict[int, Collector] = {}
         self.outputs: list[object] = []
+        # the last invocations started (for stall messages): a trail, not a fact of the run;
+        # left out of snapshots and checkpoints, so a resumed run starts it afresh
         self.recent: deque[tuple[int, object]] = deque(maxlen=5)
         self.result: object = None
         self.failure: Failure | None = None
@@ -316,7 +322,6 @@ class RunState:
             "collectors": {k: c.snapshot() for k, c in self.collectors.items()},
             "fan_in_buffers": {k: c.snapshot() for k, c in sorted(self.fan_in_buffers.items())},
             "outputs": list(self.outputs),
-            "recent": tuple(self.recent),
             "result": self.result,
             "failure": self.failure,
         }

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,16 +36,11 @@ __all__ = [
     "encode_chunk",
     "encode_entry",
     "encode_frame",
+    "encode_header",
     "encode_value",
     "fingerprint",
-    "new_checkpoint_id",
     "read_frame",
 ]
-
-
-def new_checkpoint_id() -> str:
-    """A new, unique checkpoint id."""
-    return uuid.uuid4().hex
 
 
 def _path(kind: object) -> str:
@@ -81,7 +75,7 @@ class Header(BaseModel):
 
 
 class _Frame(BaseModel):
-    """The shape of a stored frame: each field present, of the right kind."""
+    """The shape of a stored frame: fields of the right kinds (left out: empty)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -92,54 +86,56 @@ class _Frame(BaseModel):
     now: float
     superstep: int
     next_invocation: int
-    running: int
-    queued: int
-    external_sent: int
-    asked: int
-    merges_seen: int
-    merging: bool
-    timeout: float | None
-    nodes: dict[str, list[Any]]
-    invocations: list[list[Any]]
-    blocked: list[str]
-    resumable: list[list[Any]]
-    outbox: list[list[Any]]
-    stop: list[Any] | None
-    waiters: list[list[Any]]
-    awaited_types: list[Any]
-    unclaimed: list[int]
-    inputs: list[list[Any]]
-    answers: list[list[Any]]
-    requests: list[list[Any]]
-    timers: dict[str, float]
-    pending_merges: list[list[Any]]
-    collectors: list[list[Any]]
-    fan_in_buffers: list[list[Any]]
-    recent: list[list[Any]]
-    result: int
-    failure: Any
-    store_keys: list[str]
-    outputs: int
-    objects: list[Any]
+    external_sent: int = 0
+    asked: int = 0
+    merges_seen: int = 0
+    merging: bool = False
+    timeout: float | None = None
+    nodes: dict[str, list[Any]] = {}
+    invocations: list[list[Any]] = []
+    blocked: list[str] = []
+    resumable: list[list[Any]] = []
+    outbox: list[list[Any]] = []
+    stop: list[Any] | None = None
+    waiters: list[list[int]] = []
+    awaited_types: list[int] = []
+    unclaimed: list[int] = []
+    inputs: list[list[Any]] = []
+    answers: list[list[Any]] = []
+    requests: list[list[Any]] = []
+    timers: dict[str, float] = {}
+    pending_merges: list[list[Any]] = []
+    collectors: list[list[Any]] = []
+    fan_in_buffers: list[list[Any]] = []
+    result: int | None = None
+    failure: int | None = None
+    store_keys: list[str] = []
+    outputs: int = 0
 
 
-assert tuple(_Frame.model_fields) == FRAME_FIELDS  # one list of fields, two places
+assert tuple(_Frame.model_fields) == tuple(FRAME_FIELDS)  # one list of fields, two places
 
 
-def encode_frame(state: RunState, header: Header, serializer: Serializer) -> bytes:
-    """The checkpoint of ``state``: its header and frame, in an envelope.
+def encode_header(header: Header, serializer: Serializer) -> bytes:
+    """A checkpoint header as bytes (made once per run: every checkpoint repeats it)."""
+    return serializer.dumps(header.model_dump(), "a checkpoint's header")
+
+
+def encode_frame(state: RunState, header: bytes, serializer: Serializer) -> bytes:
+    """The checkpoint of ``state``: its ``header`` (:func:`encode_header`) and its frame.
 
     Raises:
-        SerializationError: an object of the frame cannot be written; the message names
-            the run and what the object is.
+        SerializationError: an object of the frame cannot be written.
     """
-    frame = capture(state)
-    payload = serializer.dumps({"header": header.model_dump(), "frame": frame}, "a checkpoint")
-    return wrap(serializer, payload)
+    frame, objects = capture(state)
+    body = serializer.dump_frame(frame, objects)
+    return wrap(serializer, b"".join((len(header).to_bytes(4, "big"), header, body)))
 
 
-def read_frame(data: bytes, *, run_id: str, checkpoint_id: str) -> tuple[Header, dict[str, Any]]:
-    """The header and frame of a stored checkpoint.
+def read_frame(
+    data: bytes, *, run_id: str, checkpoint_id: str
+) -> tuple[Header, dict[str, Any], list[object]]:
+    """The header, frame and object table of a stored checkpoint.
 
     Raises:
         CheckpointError: the bytes are corrupt, of another version, or malformed.
@@ -147,11 +143,12 @@ def read_frame(data: bytes, *, run_id: str, checkpoint_id: str) -> tuple[Header,
     where = f"checkpoint {checkpoint_id!r} of run {run_id!r}"
     try:
         serializer, payload = unwrap(data)
-        content = serializer.loads(payload)
-        if not isinstance(content, dict) or set(content) != {"header", "frame"}:
-            raise ValueError("its content is not a header and a frame")
-        header = Header.model_validate(content["header"])
-        frame = _Frame.model_validate(content["frame"])
+        size = int.from_bytes(payload[:4], "big")
+        if len(payload) < 4 + size:
+            raise ValueError("its content is cut short")
+        header = Header.model_validate(serializer.loads(payload[4 : 4 + size]))
+        content, objects = serializer.load_frame(payload[4 + size :])
+        frame = _Frame.model_validate(content)
     except CheckpointError:
         raise
     except (ValueError, TypeError, SerializationError, ValidationError) as exc:
@@ -164,7 +161,7 @@ def read_frame(data: bytes, *, run_id: str, checkpoint_id: str) -> tuple[Header,
             run_id=run_id,
             checkpoint_id=checkpoint_id,
         ) from exc
-    return header, {name: getattr(frame, name) for name in FRAME_FIELDS}
+    return header, {name: getattr(frame, name) for name in FRAME_FIELDS}, objects
 
 
 def _reason(exc: Exception) -> str:
@@ -174,8 +171,8 @@ def _reason(exc: Exception) -> str:
 
 
 def restore_state(
-    header: Header,
     frame: Mapping[str, Any],
+    objects: list[object],
     chunks: Mapping[str, object],
     graph: Graph,
     *,
@@ -189,7 +186,7 @@ def restore_state(
         CheckpointError: the frame refers to what it does not hold.
     """
     try:
-        return restore(frame, graph, chunks, drop=drop)
+        return restore(frame, objects, graph, chunks, drop=drop)
     except (KeyError, IndexError, TypeError, ValueError, AssertionError) as exc:
         raise CheckpointError(
             f"cannot restore checkpoint {checkpoint_id!r} of run {run_id!r}: its content does "

@@ -1,18 +1,23 @@
 """Frames: a run's kernel state as plain data, and back.
 
-:func:`capture` turns a :class:`~stepgraph.core.RunState` into a *frame*: plain lists,
-dicts and numbers that name nodes by name (not by index), plus a table of the objects it
-refers to (messages, answers, request data). An object that appears in several places
-(a message in an inbox and in a collector, say) is in the table once, so it comes back as
-one object: the kernel relies on identity to take back what a failed attempt collected.
+:func:`capture` turns a :class:`~stepgraph.core.RunState` into a *frame* and a table of
+*objects*. The frame holds only JSON-native values (dicts with string keys, lists,
+strings, numbers, booleans, None) and names nodes by name, not by index; it leaves out
+what is empty or zero, so that a small state makes a small frame. Everything else it
+refers to (messages, answers, types, failures) is in the object table, by position: an
+object that appears in several places (a message in an inbox and in a collector, say) is
+in the table once and comes back as one object, as the kernel relies on identity to take
+back what a failed attempt collected.
 
-The shared state and the run's outputs are not in the frame: they are *chunks*
+The trail of recently started invocations (``RunState.recent``, for stall messages) is
+left out: a resumed run starts it afresh. The shared state and the run's outputs are not
+in the frame: they are *chunks*
 (``s:<key>`` and ``o:<position>``), stored apart so that a checkpoint writes only the
-chunks that changed (:func:`chunk_names`).
+chunks that changed.
 
 :func:`restore` rebuilds the state for a graph, mapping node names to the graph's
-indexes. Nodes the graph no longer has are reported (``missing``); with ``drop=True``
-their messages and invocations are dropped, else restoring refuses.
+indexes. Nodes the graph no longer has are listed in ``missing``; with ``drop=True`` what
+belongs to them is dropped, else nothing is restored.
 
 Everything here is pure: no IO, no serialization (see ``serializer``).
 """
@@ -20,11 +25,11 @@ Everything here is pure: no IO, no serialization (see ``serializer``).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core import EXTERNAL, Graph, RunState, RunStatus
+from ..core import EXTERNAL, Failure, Graph, RunState, RunStatus
 from ..core.collector import Collector, Repeat
 from ..core.state import ABSENT, Invocation, Mode, OpenRequest, Waiter
 
@@ -57,83 +62,74 @@ def chunk_names(state: RunState) -> dict[str, object]:
     return chunks
 
 
-class _Table:
-    """Objects by identity: each one once, referred to by its position."""
+FRAME_FIELDS: dict[str, object] = {
+    # always present
+    "run_id": "",
+    "mode": "",
+    "status": "",
+    "started_at": 0.0,
+    "now": 0.0,
+    "superstep": 0,
+    "next_invocation": 0,
+    # present when not empty (zero, False, None)
+    "external_sent": 0,
+    "asked": 0,
+    "merges_seen": 0,
+    "merging": False,
+    "timeout": None,
+    "nodes": {},
+    "invocations": [],
+    "blocked": [],
+    "resumable": [],
+    "outbox": [],
+    "stop": None,
+    "waiters": [],
+    "awaited_types": [],
+    "unclaimed": [],
+    "inputs": [],
+    "answers": [],
+    "requests": [],
+    "timers": {},
+    "pending_merges": [],
+    "collectors": [],
+    "fan_in_buffers": [],
+    "result": None,
+    "failure": None,
+    "store_keys": [],
+    "outputs": 0,
+}
+"""The fields of a frame, with the value a field left out stands for."""
 
-    def __init__(self) -> None:
-        self.objects: list[object] = []
-        self._index: dict[int, int] = {}
 
-    def ref(self, value: object) -> int:
+def capture(state: RunState) -> tuple[dict[str, Any], list[object]]:
+    """``state`` as a frame and its object table (see the module docstring)."""
+    names = [node.name for node in state.graph.nodes]
+    objects: list[object] = []
+    index: dict[int, int] = {}
+
+    def ref(value: object) -> int:
         key = id(value)
-        index = self._index.get(key)
-        if index is None:
-            index = self._index[key] = len(self.objects)
-            self.objects.append(value)
-        return index
+        position = index.get(key)
+        if position is None:
+            position = index[key] = len(objects)
+            objects.append(value)
+        return position
 
-
-FRAME_FIELDS = (
-    "run_id",
-    "mode",
-    "status",
-    "started_at",
-    "now",
-    "superstep",
-    "next_invocation",
-    "running",
-    "queued",
-    "external_sent",
-    "asked",
-    "merges_seen",
-    "merging",
-    "timeout",
-    "nodes",
-    "invocations",
-    "blocked",
-    "resumable",
-    "outbox",
-    "stop",
-    "waiters",
-    "awaited_types",
-    "unclaimed",
-    "inputs",
-    "answers",
-    "requests",
-    "timers",
-    "pending_merges",
-    "collectors",
-    "fan_in_buffers",
-    "recent",
-    "result",
-    "failure",
-    "store_keys",
-    "outputs",
-    "objects",
-)
-"""The keys of a frame, in the order :func:`capture` writes them."""
-
-
-def capture(state: RunState) -> dict[str, Any]:
-    """``state`` as a frame (see the module docstring); the chunks are left out."""
-    graph = state.graph
-    names = [node.name for node in graph.nodes]
-    table = _Table()
-    ref = table.ref
-
-    def node(index: int) -> str | None:
-        return None if index == EXTERNAL else names[index]
-
-    def targets(value: tuple[int, ...] | None) -> list[str] | None:
-        return None if value is None else [names[i] for i in value]
+    def node(position: int) -> str | None:
+        return None if position == EXTERNAL else names[position]
 
     def absent(value: object) -> int:
         return -1 if value is ABSENT else ref(value)
 
-    def collector(c: Collector) -> list[Any]:
-        return [_expected(c.expected), [[kind, ref(m)] for kind, m in c.items()]]
+    def key(value: tuple[object, ...]) -> list[Any]:
+        position = value[0]
+        assert isinstance(position, int)
+        return [names[position], ref(value[1:])]
 
-    return {
+    def collector(c: Collector) -> list[Any]:
+        return [ref(_expected(c.expected)), [[ref(kind), ref(m)] for kind, m in c.items()]]
+
+    frame: dict[str, Any] = {
         "run_id": state.run_id,
         "mode": state.mode.value,
         "status": state.status.value,
@@ -141,71 +137,101 @@ def capture(state: RunState) -> dict[str, Any]:
         "now": state.now,
         "superstep": state.superstep,
         "next_invocation": state.next_invocation,
-        "running": state.running,
-        "queued": state.queued,
-        "external_sent": state.external_sent,
-        "asked": state.asked,
-        "merges_seen": state.merges_seen,
-        "merging": state.merging,
-        "timeout": state.timeout,
-        "nodes": {
-            names[i]: [[[ref(m), g] for m, g in n.inbox], n.in_flight, n.waiting, n.started]
-            for i, n in enumerate(state.nodes)
-        },
-        "invocations": [
+    }
+    if state.external_sent:
+        frame["external_sent"] = state.external_sent
+    if state.asked:
+        frame["asked"] = state.asked
+    if state.merges_seen:
+        frame["merges_seen"] = state.merges_seen
+    if state.merging:
+        frame["merging"] = True
+    if state.timeout is not None:
+        frame["timeout"] = state.timeout
+    nodes = {
+        names[i]: [[[ref(m), g] for m, g in n.inbox], n.started]
+        for i, n in enumerate(state.nodes)
+        if n.inbox or n.started
+    }
+    if nodes:
+        frame["nodes"] = nodes
+    if state.invocations:
+        frame["invocations"] = [
             [
                 inv.id,
                 names[inv.node],
                 ref(inv.message),
                 inv.generation,
-                [names[inv.order[0]], inv.order[1]],
+                inv.order[1],
                 inv.waiting,
                 inv.attempt,
-                inv.failure,
+                None if inv.failure is None else ref(inv.failure),
                 inv.backing_off,
-                [[list(_key(k, names)), kind, ref(m)] for k, kind, m in inv.collected or ()],
+                [[key(k), ref(kind), ref(m)] for k, kind, m in inv.collected or ()],
                 [
-                    [list(_key(k, names)), _expected(e), [ref(m) for m in batch]]
+                    [key(k), ref(_expected(e)), [ref(m) for m in batch]]
                     for k, e, batch in inv.released or ()
                 ],
-                [[key, absent(before), absent(after)] for key, before, after in inv.wrote or ()],
+                [[k, absent(before), absent(after)] for k, before, after in inv.wrote or ()],
+                [ref(m) for m in inv.received or ()],
             ]
             for inv in state.invocations.values()
-        ],
-        "blocked": [names[i] for i in state.blocked],
-        "resumable": [[inv, ref(m), timed_out] for inv, m, timed_out in state.resumable],
-        "outbox": [
-            [[node(order[0]), order[1]], generation, [[ref(m), targets(t)] for m, t in emitted]]
+        ]
+    if state.blocked:
+        frame["blocked"] = [names[i] for i in state.blocked]
+    if state.resumable:
+        frame["resumable"] = [[i, ref(m), timed_out] for i, m, timed_out in state.resumable]
+    if state.outbox:
+        frame["outbox"] = [
+            [
+                node(order[0]),
+                order[1],
+                generation,
+                [[ref(m), None if t is None else [names[i] for i in t]] for m, t in emitted],
+            ]
             for order, generation, emitted in state.outbox
-        ],
-        "stop": None
-        if state.stop is None
-        else [[node(state.stop[0][0]), state.stop[0][1]], ref(state.stop[1])],
-        "waiters": [
-            [w.invocation, list(w.types), dict(w.requirements)] for w in state.waiters.values()
-        ],
-        "awaited_types": sorted(state.awaited_types, key=_type_order),
-        "unclaimed": [ref(m) for m in state.unclaimed],
-        "inputs": [[rid, ref(m)] for rid, m in state.inputs.items()],
-        "answers": [[rid, ref(m)] for rid, m in state.answers.items()],
-        "requests": [
-            [r.request_id, names[r.node], r.invocation, ref(r.data), r.response_type, r.forwarded]
+        ]
+    if state.stop is not None:
+        (sender, count), message = state.stop
+        frame["stop"] = [node(sender), count, ref(message)]
+    if state.waiters:
+        frame["waiters"] = [
+            [w.invocation, ref(w.types), ref(dict(w.requirements))] for w in state.waiters.values()
+        ]
+    if state.awaited_types:
+        frame["awaited_types"] = [ref(t) for t in sorted(state.awaited_types, key=_type_order)]
+    if state.unclaimed:
+        frame["unclaimed"] = [ref(m) for m in state.unclaimed]
+    if state.inputs:
+        frame["inputs"] = [[rid, ref(m)] for rid, m in state.inputs.items()]
+    if state.answers:
+        frame["answers"] = [[rid, ref(m)] for rid, m in state.answers.items()]
+    if state.requests:
+        frame["requests"] = [
+            [r.request_id, names[r.node], r.invocation, ref(r.data), ref(r.response_type)]
+            + ([True] if r.forwarded else [])
             for r in state.requests.values()
-        ],
-        "timers": dict(state.timers),
-        "pending_merges": [
-            [[node(order[0]), order[1]], arrival, key, ref(value)]
-            for order, arrival, key, value in state.pending_merges
-        ],
-        "collectors": [[list(_key(k, names)), collector(c)] for k, c in state.collectors.items()],
-        "fan_in_buffers": [[group, collector(c)] for group, c in state.fan_in_buffers.items()],
-        "recent": [[names[i], ref(m)] for i, m in state.recent],
-        "result": ref(state.result),
-        "failure": state.failure,
-        "store_keys": list(state.store),
-        "outputs": len(state.outputs),
-        "objects": table.objects,
-    }
+        ]
+    if state.timers:
+        frame["timers"] = dict(state.timers)
+    if state.pending_merges:
+        frame["pending_merges"] = [
+            [node(order[0]), order[1], arrival, name, ref(value)]
+            for order, arrival, name, value in state.pending_merges
+        ]
+    if state.collectors:
+        frame["collectors"] = [[key(k), collector(c)] for k, c in state.collectors.items()]
+    if state.fan_in_buffers:
+        frame["fan_in_buffers"] = [[g, collector(c)] for g, c in state.fan_in_buffers.items()]
+    if state.result is not None:
+        frame["result"] = ref(state.result)
+    if state.failure is not None:
+        frame["failure"] = ref(state.failure)
+    if state.store:
+        frame["store_keys"] = list(state.store)
+    if state.outputs:
+        frame["outputs"] = len(state.outputs)
+    return frame, objects
 
 
 def _type_order(kind: type) -> str:
@@ -217,13 +243,6 @@ def _expected(expected: tuple[Hashable, ...]) -> Any:
     if len(expected) > 8 and all(k is expected[0] for k in expected):
         return Repeat(expected[0], len(expected))  # type: ignore[arg-type]
     return list(expected)
-
-
-def _key(key: tuple[object, ...], names: list[str]) -> tuple[object, ...]:
-    """A collector key with its node index replaced by the node's name."""
-    node = key[0]
-    assert isinstance(node, int)
-    return (names[node], *key[1:])
 
 
 @dataclass(slots=True)
@@ -241,26 +260,27 @@ class _Missing(Exception):
 
 def restore(
     frame: Mapping[str, Any],
+    objects: list[object],
     graph: Graph,
     chunks: Mapping[str, object],
     *,
     drop: bool = False,
-    checkpoints: bool = False,
 ) -> Restored:
     """Rebuild the state ``frame`` describes, for ``graph``, with its ``chunks``.
 
     Args:
         frame: what :func:`capture` gave (after a round trip through a serializer).
+        objects: its object table.
         graph: the graph the restored run follows.
         chunks: the run's chunks (shared state and outputs), by chunk name.
         drop: drop what belongs to nodes the graph no longer has (else they are only
             listed in ``missing`` and nothing is restored).
-        checkpoints: the restored state's ``capture_barriers`` flag.
 
     Raises:
         KeyError, IndexError, TypeError, ValueError: a malformed frame (the caller turns
             them into ``CheckpointError``).
     """
+    frame = {**FRAME_FIELDS, **frame}
     index = {node.name: node.index for node in graph.nodes}
     missing: list[str] = sorted(
         {name for name in frame["nodes"] if name not in index}
@@ -269,11 +289,25 @@ def restore(
     result = Restored(state=RunState(graph), missing=missing)
     if missing and not drop:
         return result
-    objects: list[object] = list(frame["objects"])
-    obj = objects.__getitem__
 
-    def absent(position: int) -> object:
-        return ABSENT if position == -1 else obj(position)
+    def obj(position: int) -> Any:
+        if type(position) is not int or not 0 <= position < len(objects):
+            raise ValueError(f"object position {position!r} is not in the table")
+        return objects[position]
+
+    def message_for(index: int, position: int) -> Any:
+        message = obj(position)
+        accepts = graph.nodes[index].accepts
+        if accepts and not isinstance(message, accepts):
+            name = graph.nodes[index].name
+            raise ValueError(f"{type(message).__name__} is not what {name!r} takes")
+        return message
+
+    def of(kind: type | tuple[type, ...], position: int, what: str) -> Any:
+        value = obj(position)
+        if not isinstance(value, kind):
+            raise ValueError(f"{what} is a {type(value).__name__}")
+        return value
 
     def node(name: str | None) -> int:
         if name is None:
@@ -283,23 +317,13 @@ def restore(
             raise _Missing(name)
         return found
 
-    def targets(value: list[str] | None) -> tuple[int, ...] | None:
-        if value is None:
-            return None
-        kept = tuple(index[n] for n in value if n in index)
-        if not kept:
-            raise _Missing(value[0])
-        return kept
-
     def key(value: list[Any]) -> tuple[object, ...]:
-        return (node(value[0]), *value[1:])
+        return (node(value[0]), *obj(value[1]))
 
-    state = RunState(
-        graph,
-        mode=Mode(frame["mode"]),
-        timeout=frame["timeout"],
-        capture_barriers=checkpoints,
-    )
+    def absent(position: int) -> object:
+        return ABSENT if position == -1 else obj(position)
+
+    state = RunState(graph, mode=Mode(frame["mode"]), timeout=frame["timeout"])
     state.run_id = str(frame["run_id"])
     state.status = RunStatus(frame["status"])
     state.started_at = float(frame["started_at"])
@@ -311,88 +335,105 @@ def restore(
     state.merges_seen = int(frame["merges_seen"])
     state.merging = bool(frame["merging"])
     dropped = 0
-    for name, (inbox, in_flight, waiting, started) in frame["nodes"].items():
+    for name, (inbox, started) in frame["nodes"].items():
         if name not in index:
             dropped += len(inbox)
             continue
         slot = state.nodes[index[name]]
-        slot.inbox = deque((obj(m), int(g)) for m, g in inbox)
-        slot.in_flight, slot.waiting, slot.started = int(in_flight), int(waiting), int(started)
+        slot.inbox = deque((message_for(index[name], m), int(g)) for m, g in inbox)
+        slot.started = int(started)
     lost: set[int] = set()
     for row in frame["invocations"]:
-        inv_id, name, message, generation, order, waiting, attempt = row[:7]
-        failure, backing_off, collected, released, wrote = row[7:]
+        inv_id, name, message, generation, count, waiting, attempt = row[:7]
+        failure, backing_off, collected, released, wrote, received = row[7:]
         if name not in index:
             lost.add(int(inv_id))
             dropped += 1
             continue
         inv = Invocation(
-            int(inv_id), index[name], obj(message), int(generation), (node(order[0]), order[1])
+            int(inv_id),
+            index[name],
+            message_for(index[name], message),
+            int(generation),
+            (index[name], int(count)),
         )
-        inv.waiting, inv.attempt, inv.failure = bool(waiting), int(attempt), failure
+        inv.waiting, inv.attempt = bool(waiting), int(attempt)
+        inv.failure = None if failure is None else of(Failure, failure, "a failure")
         inv.backing_off = bool(backing_off)
-        inv.collected = [(key(k), kind, obj(m)) for k, kind, m in collected] or None
+        inv.collected = [(key(k), obj(kind), obj(m)) for k, kind, m in collected] or None
         inv.released = [
-            (key(k), tuple(e), [obj(m) for m in batch]) for k, e, batch in released
+            (key(k), tuple(obj(e)), [obj(m) for m in batch]) for k, e, batch in released
         ] or None
         inv.wrote = [(str(k), absent(b), absent(a)) for k, b, a in wrote] or None
+        inv.received = [obj(m) for m in received] or None
         state.invocations[inv.id] = inv
     state.blocked = deque(index[n] for n in frame["blocked"] if n in index)
     state.resumable = deque(
         (int(i), obj(m), bool(t)) for i, m, t in frame["resumable"] if int(i) not in lost
     )
-    for order, generation, emitted in frame["outbox"]:
-        kept = []
+    for sender, count, generation, emitted in frame["outbox"]:
+        kept: list[tuple[object, tuple[int, ...] | None]] = []
         for message, to in emitted:
-            try:
-                kept.append((obj(message), targets(to)))
-            except _Missing:
+            if to is None:
+                kept.append((obj(message), None))
+                continue
+            targets = tuple(index[n] for n in to if n in index)
+            if targets:
+                kept.append((obj(message), targets))
+            else:
                 dropped += 1
         try:
-            entry = ((node(order[0]), int(order[1])), int(generation), tuple(kept))
+            entry = ((node(sender), int(count)), int(generation), tuple(kept))
         except _Missing:
             dropped += len(kept)
             continue
         if kept:
             state.outbox.append(entry)
-    stop = frame["stop"]
-    if stop is not None:
+    if frame["stop"] is not None:
+        sender, count, message = frame["stop"]
         try:
-            state.stop = ((node(stop[0][0]), int(stop[0][1])), obj(stop[1]))
+            state.stop = ((node(sender), int(count)), obj(message))
         except _Missing:
             dropped += 1
+        if state.stop is not None and not graph.is_stop(state.stop[1]):
+            raise ValueError(f"the stop message is a {type(state.stop[1]).__name__}")
     for inv_id, types, requirements in frame["waiters"]:
         if int(inv_id) not in lost:
-            state.waiters[int(inv_id)] = Waiter(int(inv_id), tuple(types), dict(requirements))
-    state.awaited_types = set(frame["awaited_types"])
+            state.waiters[int(inv_id)] = Waiter(
+                int(inv_id),
+                _types(of(tuple, types, "a wait's types")),
+                of(dict, requirements, "a wait's requirements"),
+            )
+    state.awaited_types = {of(type, t, "an awaited type") for t in frame["awaited_types"]}
     state.unclaimed = deque(obj(m) for m in frame["unclaimed"])
     state.inputs = {str(rid): obj(m) for rid, m in frame["inputs"]}
+    if not all(graph.is_input_request(m) for m in state.inputs.values()):
+        raise ValueError("an open input request is not a request")
     state.answers = {str(rid): obj(m) for rid, m in frame["answers"]}
-    for rid, name, inv_id, data, response_type, forwarded in frame["requests"]:
+    for rid, name, inv_id, data, response_type, *forwarded in frame["requests"]:
         if name in index and int(inv_id) not in lost:
             state.requests[rid] = OpenRequest(
-                rid, index[name], int(inv_id), obj(data), response_type, bool(forwarded)
+                rid, index[name], int(inv_id), obj(data), obj(response_type), bool(forwarded)
             )
         else:
             dropped += 1
     state.timers = {str(k): float(v) for k, v in frame["timers"].items()}
-    for order, arrival, name, value in frame["pending_merges"]:
+    for sender, count, arrival, name, value in frame["pending_merges"]:
         try:
             state.pending_merges.append(
-                ((node(order[0]), int(order[1])), int(arrival), str(name), obj(value))
+                ((node(sender), int(count)), int(arrival), str(name), obj(value))
             )
         except _Missing:
             dropped += 1
     for raw_key, (expected, held) in frame["collectors"]:
         try:
-            state.collectors[key(raw_key)] = _collector(expected, held, obj)
+            state.collectors[key(raw_key)] = _collector(obj(expected), held, obj)
         except _Missing:
             dropped += len(held)
     for group, (expected, held) in frame["fan_in_buffers"]:
-        state.fan_in_buffers[int(group)] = _collector(expected, held, obj)
-    state.recent = deque(((index[n], obj(m)) for n, m in frame["recent"] if n in index), maxlen=5)
-    state.result = obj(frame["result"])
-    state.failure = frame["failure"]
+        state.fan_in_buffers[int(group)] = _collector(obj(expected), held, obj)
+    state.result = None if frame["result"] is None else obj(frame["result"])
+    state.failure = None if frame["failure"] is None else of(Failure, frame["failure"], "failure")
     for key_name in frame["store_keys"]:
         state.store[key_name] = chunks[state_chunk(key_name)]
     state.outputs = [chunks[output_chunk(i)] for i in range(int(frame["outputs"]))]
@@ -402,15 +443,23 @@ def restore(
     return result
 
 
-def _collector(expected: Any, held: Iterable[list[Any]], obj: Any) -> Collector:
+def _types(value: tuple[object, ...]) -> tuple[type, ...]:
+    if not all(isinstance(t, type) for t in value):
+        raise ValueError("a wait's types are not types")
+    return value  # type: ignore[return-value]
+
+
+def _collector(expected: Any, held: list[list[int]], obj: Callable[[int], Any]) -> Collector:
+    if not isinstance(expected, list | Repeat):
+        raise ValueError(f"a collector's expected list is a {type(expected).__name__}")
     collector = Collector(expected)
     for kind, message in held:
-        collector.add_kind(kind, obj(message))
+        collector.add_kind(obj(kind), obj(message))
     return collector
 
 
 def _recount(state: RunState) -> None:
-    """Recompute the counters from what was restored (dropped items included)."""
+    """Recompute the counters the frame leaves out from what was restored."""
     state.queued = sum(len(n.inbox) for n in state.nodes)
     for slot in state.nodes:
         slot.in_flight = slot.waiting = 0

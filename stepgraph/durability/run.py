@@ -81,9 +81,9 @@ from .checkpoints import (
     encode_chunk,
     encode_entry,
     encode_frame,
+    encode_header,
     encode_value,
     fingerprint,
-    new_checkpoint_id,
     read_frame,
     restore_state,
 )
@@ -141,20 +141,25 @@ class DurableRun(Run):
     """A run that keeps itself in a store (see the module docstring)."""
 
     __slots__ = (
+        "_at",
         "_boot",
         "_booting",
         "_by_caller",
+        "_crashed",
         "_db",
         "_dirty",
         "_early",
         "_entries",
+        "_flushes",
         "_header",
+        "_header_bytes",
         "_origin",
         "_outputs_written",
         "_pumping",
         "_queue",
         "_result_error",
         "_sent",
+        "_seq",
         "_ser",
         "_stored",
         "_waiting_commit",
@@ -179,14 +184,19 @@ class DurableRun(Run):
             request_prefix=self.request_prefix,
             serializer=self._ser.name,
         )
+        self._header_bytes: bytes | None = None  # encoded once, repeated in each checkpoint
         self._booting = True  # the store has not answered yet: ticks wait in ``_early``
         self._early: list[Tick] = []
         self._origin = -1
         self._boot: asyncio.Task[None] | None = None
+        self._crashed: asyncio.Future[None] | None = None  # crash(): done once settled
+        self._flushes: list[asyncio.Future[None]] = []  # flushed(): done once committed
         self._queue: deque[tuple[Commit | None, Tick, list[Command]]] = deque()
         self._pumping = False
         self._waiting_commit = False
         self._entries: list[bytes] = []  # journal entries not committed yet
+        self._seq = -1  # the seq of the run's latest checkpoint
+        self._at = 0  # the position of the next journal entry after it
         self._dirty: dict[str, None] = {}  # chunks changed since the last checkpoint
         self._outputs_written = 0
         self._sent: list[tuple[int, tuple[Any, ...]]] = []  # sent since the last checkpoint
@@ -241,13 +251,10 @@ class DurableRun(Run):
         tick = RunStarted(run_id=self.run_id, start=message, at=self._wall())
         commands = apply(self.state, tick)
         record = self._new_record()
-        first = Commit(
-            run_id=self.run_id,
-            journal=tuple(self._entries),
+        first = self._commit(
             checkpoint=self._checkpoint(StoredStatus.RUNNING, full=True),
             status=StoredStatus.RUNNING,
         )
-        self._entries.clear()
         self._written = StoredStatus.RUNNING
         if await db.create_run(record, first) is not None:
             raise StoreError(f"run id {self.run_id!r} was taken meanwhile in {db!r}")
@@ -327,7 +334,7 @@ class DurableRun(Run):
                 )
             raise CheckpointError(f"run {run_id!r} has no checkpoint in {db!r}", run_id=run_id)
         cp = stored.info.id
-        header, frame = read_frame(stored.frame, run_id=run_id, checkpoint_id=cp)
+        header, frame, objects = read_frame(stored.frame, run_id=run_id, checkpoint_id=cp)
         removed, changed, added = compare_steps(header.steps, self._header.steps)
         if strict and (removed or changed or added):
             raise CheckpointError(
@@ -342,7 +349,7 @@ class DurableRun(Run):
 
         def fresh() -> Restored:
             return restore_state(
-                header, frame, chunks, self.graph, drop=not strict, run_id=run_id, checkpoint_id=cp
+                frame, objects, chunks, self.graph, drop=not strict, run_id=run_id, checkpoint_id=cp
             )
 
         restored = fresh()
@@ -387,12 +394,12 @@ class DurableRun(Run):
         self.superstep_mode = state.mode is Mode.SUPERSTEP
         self.request_prefix = header.request_prefix
         self._header = self._header.model_copy(update={"request_prefix": header.request_prefix})
+        self._header_bytes = None
         self._outputs_written = len(state.outputs)
         if fork:
             state.run_id = self.run_id
             created = self._new_record(parent_run_id=run_id, parent_checkpoint_id=cp)
-            first = Commit(
-                run_id=self.run_id,
+            first = self._commit(
                 checkpoint=self._checkpoint(
                     StoredStatus.RUNNING, full=True, superstep=stored.info.superstep
                 ),
@@ -401,6 +408,8 @@ class DurableRun(Run):
             if await db.create_run(created, first) is not None:
                 raise StoreError(f"run id {self.run_id!r} is taken in {db!r}")
             await self._take_lease(self.run_id)
+        else:  # the same run goes on: its next checkpoint, its next journal position
+            self._seq, self._at = stored.info.seq, len(stored.journal)
         self._written = StoredStatus(record.status) if not fork else StoredStatus.RUNNING
         if self.observers:
             for observer in self.observers:
@@ -434,7 +443,18 @@ class DurableRun(Run):
         except SerializationError as exc:  # nothing of it is written, nothing carried out
             self._unwritable(tick, exc)
             return commands
-        if commit is None and not self._queue:
+        if not self._queue and not self._pumping:
+            if commit is not None:  # the common case, without the queue: commit, carry out
+                try:
+                    pending = self._db.commit(commit)
+                except Exception as exc:
+                    self._store_failed(exc)
+                    return commands
+                if pending is not None:  # a store across a network: wait for it
+                    self._queue.append((None, tick, commands))
+                    self._waiting_commit = True
+                    self.loop.create_task(self._committed(pending))
+                    return commands
             if commands or self.observers:
                 self._carry(tick, commands)
             return commands
@@ -468,15 +488,36 @@ class DurableRun(Run):
                 self._carry(tick, commands)
         finally:
             self._pumping = False
+        if self._flushes and not self._queue and not self._waiting_commit:
+            flushes, self._flushes = self._flushes, []
+            for waiter in flushes:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def flushed(self) -> asyncio.Future[None]:
+        """A future done once everything the run has recorded so far is in its store."""
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        if (not self._queue and not self._waiting_commit) or self.done:
+            waiter.set_result(None)
+        else:
+            self._flushes.append(waiter)
+        return waiter
 
     async def _committed(self, pending: Awaitable[None]) -> None:
         try:
             await pending
         except Exception as exc:
             self._waiting_commit = False
-            self._store_failed(exc)
+            if not self.done:
+                self._store_failed(exc)
+            elif self._crashed is not None:
+                await self._settle_crash()
             return
         self._waiting_commit = False
+        if self.done:  # crashed meanwhile: what was committed stays, nothing more happens
+            if self._crashed is not None:
+                await self._settle_crash()
+            return
         _, tick, commands = self._queue.popleft()
         self._carry(tick, commands)
         self._pump()
@@ -495,11 +536,7 @@ class DurableRun(Run):
         note = f"stepgraph: run {self.run_id!r} of workflow {self.name!r} cannot be stored"
         error.add_note(note)
         failure = failure_of(error)
-        commit = Commit(
-            run_id=self.run_id,
-            status=StoredStatus.FAILED,
-            result=self._failure_bytes(failure),
-        )
+        commit = self._commit(status=StoredStatus.FAILED, result=self._failure_bytes(failure))
         self._written = StoredStatus.FAILED
         end = RunEnded(status=RunStatus.FAILED, result=None, error=error, failure=failure)
         self._queue.append((commit, tick, [end]))  # the run ends once its failure is stored
@@ -568,19 +605,44 @@ class DurableRun(Run):
                 return self._final(command)
         status = StoredStatus.PAUSED if _paused(state) else StoredStatus.RUNNING
         checkpoint = None
-        if superstep and any(type(c) is SuperstepEnded for c in commands):
-            checkpoint = self._checkpoint(status)
-        if (
+        for command in commands:
+            if type(command) is SuperstepEnded and superstep:
+                checkpoint = self._checkpoint(status)
+                break
+        pausing = status is StoredStatus.PAUSED and self._written is not StoredStatus.PAUSED
+        if (  # a pause is stored at once; going on again, with the next commit needed anyway
             checkpoint is None
-            and status is self._written
+            and not pausing
             and kind not in _FROM_OUTSIDE  # what the caller sent is kept before send returns
             and not (self._entries and any(isinstance(c, _PROGRESS) for c in commands))
         ):
             return None
         changed = status if status is not self._written else None
         self._written = status
+        return self._commit(checkpoint=checkpoint, status=changed)
+
+    def _commit(
+        self,
+        *,
+        checkpoint: CheckpointWrite | None = None,
+        status: StoredStatus | None = None,
+        result: bytes | None = None,
+    ) -> Commit:
+        """A commit of the buffered journal entries, numbered after what the run wrote."""
         entries, self._entries = tuple(self._entries), []
-        return Commit(run_id=self.run_id, journal=entries, checkpoint=checkpoint, status=changed)
+        commit = Commit(
+            run_id=self.run_id,
+            journal=entries,
+            journal_after=self._seq,
+            journal_at=self._at,
+            checkpoint=checkpoint,
+            status=status,
+            result=result,
+        )
+        self._at += len(entries)
+        if checkpoint is not None:
+            self._seq, self._at = checkpoint.seq, 0
+        return commit
 
     def _final(self, ended: RunEnded) -> Commit | None:
         if ended.status is RunStatus.CANCELLED and not self._by_caller:
@@ -601,9 +663,8 @@ class DurableRun(Run):
                 ended.error or StepgraphError(f"run {self.run_id!r} ended as {status}")
             )
             result = self._failure_bytes(failure)
-        entries, self._entries = tuple(self._entries), []
         self._written = status
-        return Commit(run_id=self.run_id, journal=entries, status=status, result=result)
+        return self._commit(status=status, result=result)
 
     def _check_storable(self) -> None:
         """Raise if what the last superstep sent or wrote could not have been stored.
@@ -642,13 +703,15 @@ class DurableRun(Run):
             for position in range(self._outputs_written, len(state.outputs)):
                 name = output_chunk(position)
                 values[name] = encode_chunk(name, state.outputs[position], self._ser)
-        frame = encode_frame(state, self._header, self._ser)
+        if self._header_bytes is None:
+            self._header_bytes = encode_header(self._header, self._ser)
+        frame = encode_frame(state, self._header_bytes, self._ser)
         self._dirty.clear()
         self._sent.clear()
         self._writers.clear()
         self._outputs_written = len(state.outputs)
         return CheckpointWrite(
-            id=new_checkpoint_id(),
+            seq=self._seq + 1,
             superstep=state.superstep if superstep is None else superstep,
             status=status,
             frame=frame,
@@ -682,15 +745,20 @@ class DurableRun(Run):
         if self.lease is not None and not self.loop.is_closed():
             self.loop.create_task(self._release())
 
-    def crash(self) -> None:
+    def crash(self) -> asyncio.Future[None]:
         """Stop as if the process running the run died: nothing more is fed or written.
 
         For tests of resuming: the run's tasks and timers stop, its lease goes (as a dead
         process's does) and awaiting it raises ``WorkflowCancelled``; the store keeps what
-        it had, so the run can be resumed.
+        it had, so the run can be resumed. A commit already on its way to the store lands
+        or fails as it would have; the future returned is done once it has and the lease
+        is gone.
         """
+        settled: asyncio.Future[None] = self.loop.create_future()
         if self.done:
-            return
+            settled.set_result(None)
+            return settled
+        self._crashed = settled
         self._queue.clear()
         self._entries.clear()
         self._written = None
@@ -702,8 +770,14 @@ class DurableRun(Run):
         outcome = self.outcome
         if outcome.done() and not outcome.cancelled():
             outcome.exception()  # retrieved: a crash is not an unhandled error
-        if self.lease is not None:
-            self.loop.create_task(self._release())
+        if not self._waiting_commit:
+            self.loop.create_task(self._settle_crash())
+        return settled
+
+    async def _settle_crash(self) -> None:
+        await self._release()
+        if self._crashed is not None and not self._crashed.done():
+            self._crashed.set_result(None)
 
     # -- the caller, while the store answers ------------------------------------------------
 

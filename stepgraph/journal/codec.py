@@ -119,13 +119,17 @@ def encode(value: Any, where: str = "") -> Any:
     if isinstance(value, Enum):
         return {"$enum": [class_path(kind, where), encode(value.value, where)]}
     if isinstance(value, BaseModel):
-        fields = {name: getattr(value, name) for name in type(value).model_fields}
-        fields.update(value.__pydantic_extra__ or {})
-        data = {
-            name: encode(item, f"{where} in {kind.__name__}.{name}")
-            for name, item in fields.items()
-        }
-        return {"$model": [class_path(kind, where), data]}
+        path, names = _model_info(kind, where)
+        data: dict[str, Any] = {}
+        extra = value.__pydantic_extra__
+        for name in (*names, *extra) if extra else names:
+            item = getattr(value, name)
+            plain = type(item)
+            if item is None or plain is str or plain is int or plain is bool:
+                data[name] = item  # the common fields: no call, no message to build
+            else:
+                data[name] = encode(item, f"{where} in {kind.__name__}.{name}")
+        return {"$model": [path, data]}
     if kind is Failure:
         return {
             "$failure": {
@@ -145,16 +149,37 @@ def encode(value: Any, where: str = "") -> Any:
                 encode(value.response, where),
             ]
         }
-    if dataclasses.is_dataclass(value):
-        data = {
-            f.name: encode(getattr(value, f.name), f"{where} in {kind.__name__}.{f.name}")
-            for f in dataclasses.fields(value)
-        }
-        return {"$dataclass": [class_path(kind, where), data]}
+    info = _DATACLASSES.get(kind)
+    if info is not None or dataclasses.is_dataclass(value):
+        if info is None:
+            fields = tuple(f.name for f in dataclasses.fields(value))
+            info = _DATACLASSES[kind] = (class_path(kind, where), fields)
+        path, names = info
+        data = {}
+        for name in names:
+            item = getattr(value, name)
+            plain = type(item)
+            if item is None or plain is str or plain is int or plain is bool:
+                data[name] = item
+            else:
+                data[name] = encode(item, f"{where} in {kind.__name__}.{name}")
+        return {"$dataclass": [path, data]}
     raise SerializationError(
         f"cannot write a {kind.__qualname__} ({short_repr(value)}) {where}: a journal holds JSON "
         f"values, tuples, dicts, classes, enums, pydantic models (events) and dataclasses"
     )
+
+
+_MODELS: dict[type, tuple[str, tuple[str, ...]]] = {}
+_DATACLASSES: dict[type, tuple[str, tuple[str, ...]]] = {}  # (path, field names) by class
+
+
+def _model_info(kind: type[BaseModel], where: str) -> tuple[str, tuple[str, ...]]:
+    """A model class's path and field names (worked out once per class)."""
+    info = _MODELS.get(kind)
+    if info is None:
+        info = _MODELS[kind] = (class_path(kind, where), tuple(kind.model_fields))
+    return info
 
 
 def decode(data: Any) -> Any:

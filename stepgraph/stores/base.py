@@ -13,8 +13,12 @@ run:
 - a **lease**: which coordinator owns the run now.
 
 Every write goes through :meth:`Store.commit`, atomically: a crash leaves the store as it
-was before the commit or as after it, never in between. ``commit`` may finish before it
-returns (embedded stores: it returns ``None``) or return an awaitable that finishes once
+was before the commit or as after it, never in between. A run has one writer at a time
+(its lease's owner), which numbers what it writes: checkpoint ``seq`` 0, 1, 2, ... and,
+after each checkpoint, journal positions 0, 1, 2, ...; a store refuses a number that is
+taken (a second writer), and a checkpoint's id is ``"<run id>:<seq>"``. ``commit`` may
+finish before it returns (embedded stores: it returns ``None``) or return an awaitable that
+finishes once
 the commit is durable (stores across a network). The runtime carries out nothing a commit
 records (no step starts, no event reaches the stream, no await of the run returns) before
 the commit is done.
@@ -39,6 +43,8 @@ __all__ = [
     "Store",
     "StoredCheckpoint",
     "StoredStatus",
+    "checkpoint_id",
+    "checkpoint_seq",
 ]
 
 
@@ -58,6 +64,24 @@ class StoredStatus(StrEnum):
 
 
 _FINAL = frozenset({StoredStatus.COMPLETED, StoredStatus.FAILED, StoredStatus.CANCELLED})
+
+
+def checkpoint_id(run_id: str, seq: int) -> str:
+    """The id of checkpoint ``seq`` of run ``run_id``: ``"<run id>:<seq>"``."""
+    return f"{run_id}:{seq}"
+
+
+def checkpoint_seq(run_id: str, checkpoint: str) -> int | None:
+    """The ``seq`` of checkpoint id ``checkpoint`` of run ``run_id`` (None: not one of its ids).
+
+    Only the id :func:`checkpoint_id` makes is one: ASCII digits, no leading zero.
+    """
+    prefix, _, seq = checkpoint.rpartition(":")
+    if prefix != run_id or not seq or not seq.isascii() or not seq.isdigit():
+        return None
+    if seq != "0" and seq.startswith("0"):
+        return None
+    return int(seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +135,13 @@ class CheckpointInfo:
     seq: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen (treat as immutable): made for every checkpoint
 class CheckpointWrite:
     """A checkpoint to store: a frame and the value chunks that changed.
 
     Attributes:
-        id: the new checkpoint's id (made by the runtime, unique).
+        seq: its number among the run's checkpoints: 0 for the first, then one more each
+            time (the store refuses a number the run has already).
         superstep: as in :class:`CheckpointInfo`.
         status: the run's status at the checkpoint.
         frame: the serialized state without its chunks.
@@ -126,7 +151,7 @@ class CheckpointWrite:
             checkpoints (the first checkpoint of a fork, say).
     """
 
-    id: str
+    seq: int
     superstep: int
     status: StoredStatus
     frame: bytes = field(repr=False)
@@ -134,7 +159,7 @@ class CheckpointWrite:
     full: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen (treat as immutable): made for every commit
 class Commit:
     """One atomic write for one run.
 
@@ -144,6 +169,9 @@ class Commit:
     Attributes:
         run_id: the run written to; its record exists.
         journal: entries to append after the run's latest checkpoint.
+        journal_after: the ``seq`` of that checkpoint (-1 before the run's first one).
+        journal_at: the position of the first entry among those after that checkpoint
+            (0, then one more per entry; the store refuses a taken position).
         checkpoint: a checkpoint to write (the journal starts afresh after it).
         status: the run record's new status, or None to leave it.
         result: with a final status, the serialized result or failure.
@@ -151,6 +179,8 @@ class Commit:
 
     run_id: str
     journal: tuple[bytes, ...] = ()
+    journal_after: int = -1
+    journal_at: int = 0
     checkpoint: CheckpointWrite | None = None
     status: StoredStatus | None = None
     result: bytes | None = field(default=None, repr=False)
@@ -181,7 +211,8 @@ class Store(Protocol):
         """Write ``batch`` atomically; None when done already, else an awaitable for it.
 
         Raises:
-            StoreError: the run does not exist, or the write failed (nothing was written).
+            StoreError: the run does not exist, a checkpoint ``seq`` or journal position is
+                taken, or the write failed (nothing was written).
         """
         ...
 

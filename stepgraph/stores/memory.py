@@ -18,6 +18,8 @@ from .base import (
     RunRecord,
     StoredCheckpoint,
     StoredStatus,
+    checkpoint_id,
+    checkpoint_seq,
 )
 
 __all__ = ["MemoryStore"]
@@ -30,8 +32,8 @@ class _Run:
     frames: list[bytes] = field(default_factory=list)
     # chunk name -> [(checkpoint seq, bytes or None)], in seq order
     values: dict[str, list[tuple[int, bytes | None]]] = field(default_factory=dict)
-    # (checkpoint seq the entry follows, entry)
-    journal: list[tuple[int, bytes]] = field(default_factory=list)
+    # the checkpoint seq entries follow -> the entries, by position
+    journal: dict[int, list[bytes]] = field(default_factory=dict)
 
 
 class MemoryStore:
@@ -47,7 +49,6 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._runs: dict[str, _Run] = {}
-        self._by_checkpoint: dict[str, tuple[str, int]] = {}
         self._leases: dict[str, str] = {}
         self._lock = threading.Lock()  # for threads; event loops use it in turn
 
@@ -63,18 +64,32 @@ class MemoryStore:
                 raise StoreError(f"cannot write to run {batch.run_id!r}: the store has no such run")
             self._apply(run, batch)
 
-    def _apply(self, run: _Run, batch: Commit) -> None:
+    @staticmethod
+    def _check(run: _Run, batch: Commit) -> None:
+        """Refuse a commit whose numbers are taken (nothing of it is written)."""
+        run_id = run.record.run_id
+        if batch.journal and len(run.journal.get(batch.journal_after, ())) != batch.journal_at:
+            raise StoreError(
+                f"journal position {batch.journal_at} after checkpoint {batch.journal_after} "
+                f"of run {run_id!r} is not the next one (another writer?)"
+            )
         write = batch.checkpoint
-        if write is not None and write.id in self._by_checkpoint:
-            raise StoreError(f"checkpoint id {write.id!r} is taken")  # nothing written
+        if write is not None and write.seq != len(run.checkpoints):
+            raise StoreError(
+                f"checkpoint {write.seq} of run {run_id!r} is not the next one "
+                f"({len(run.checkpoints)}; another writer?)"
+            )
+
+    def _apply(self, run: _Run, batch: Commit) -> None:
+        self._check(run, batch)
         now = datetime.now(UTC)
-        seq = len(run.checkpoints) - 1  # the latest checkpoint, which new entries follow
-        for entry in batch.journal:
-            run.journal.append((seq, entry))
+        if batch.journal:
+            run.journal.setdefault(batch.journal_after, []).extend(batch.journal)
+        write = batch.checkpoint
         if write is not None:
-            seq = len(run.checkpoints)
+            seq = write.seq
             info = CheckpointInfo(
-                id=write.id,
+                id=checkpoint_id(run.record.run_id, seq),
                 run_id=run.record.run_id,
                 superstep=write.superstep,
                 created_at=now,
@@ -90,7 +105,6 @@ class MemoryStore:
                 run.values.setdefault(name, []).append((seq, data))
             run.checkpoints.append(info)
             run.frames.append(bytes(write.frame))
-            self._by_checkpoint[write.id] = (run.record.run_id, seq)
         if batch.status is not None:
             run.record = replace(
                 run.record,
@@ -98,8 +112,7 @@ class MemoryStore:
                 updated_at=now,
                 result=batch.result if batch.result is not None else run.record.result,
             )
-        elif write is not None or batch.journal:
-            run.record = replace(run.record, updated_at=now)
+        # ``updated_at`` is when the record (its status, its result) last changed
 
     async def create_run(self, record: RunRecord, first: Commit | None = None) -> RunRecord | None:
         with self._lock:
@@ -108,8 +121,6 @@ class MemoryStore:
                 return existing.record
             run = _Run(record=record)
             if first is not None:
-                if first.checkpoint is not None and first.checkpoint.id in self._by_checkpoint:
-                    raise StoreError(f"checkpoint id {first.checkpoint.id!r} is taken")
                 self._apply(run, first)
             self._runs[record.run_id] = run
             return None
@@ -139,10 +150,10 @@ class MemoryStore:
             if checkpoint_id is None:
                 seq = len(run.checkpoints) - 1
             else:
-                found = self._by_checkpoint.get(checkpoint_id)
-                if found is None or found[0] != run_id:
+                found = checkpoint_seq(run_id, checkpoint_id)
+                if found is None or found >= len(run.checkpoints):
                     return None
-                seq = found[1]
+                seq = found
             values: dict[str, bytes] = {}
             for name, versions in run.values.items():
                 data = None
@@ -152,7 +163,7 @@ class MemoryStore:
                     data = version
                 if data is not None:
                     values[name] = data
-            journal = tuple(entry for at, entry in run.journal if at == seq)
+            journal = tuple(run.journal.get(seq, ()))
             return StoredCheckpoint(
                 info=run.checkpoints[seq], frame=run.frames[seq], values=values, journal=journal
             )

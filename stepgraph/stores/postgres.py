@@ -12,9 +12,10 @@ Its rules:
   them the next time it is used. ``await store.aclose()`` closes the running loop's
   connections (the store opens new ones when next used).
 - **One statement per commit.** A commit is one SQL statement (so one transaction and one
-  round trip): it bumps the run's counters (``UPDATE ... RETURNING``), then appends the
-  journal, writes the checkpoint and its chunks from that row. It returns an awaitable and
-  never blocks the event loop.
+  round trip): it finds the run (``UPDATE ... RETURNING``), then appends the journal,
+  writes the checkpoint and its chunks at the numbers the writer gave; a number that is
+  taken (another writer) fails the whole statement. It returns an awaitable and never
+  blocks the event loop.
 - **Leases are session advisory locks.** ``acquire`` takes ``pg_try_advisory_lock`` on a
   64-bit hash of the schema and run id, on the loop's lease connection; it never waits.
   The lock lives as long as that session: a killed process loses its leases as soon as
@@ -43,6 +44,8 @@ from .base import (
     RunRecord,
     StoredCheckpoint,
     StoredStatus,
+    checkpoint_id,
+    checkpoint_seq,
 )
 
 if TYPE_CHECKING:
@@ -71,19 +74,16 @@ CREATE TABLE IF NOT EXISTS {p}stepgraph_runs (
     parent_run_id TEXT,
     parent_checkpoint_id TEXT,
     result BYTEA,
-    checkpoints INTEGER NOT NULL DEFAULT 0,  -- how many the run has: the next one's seq
-    entries BIGINT NOT NULL DEFAULT 0,       -- journal entries ever appended: the next pos
     pos BIGINT GENERATED ALWAYS AS IDENTITY  -- insertion order, for runs created together
 );
 CREATE TABLE IF NOT EXISTS {p}stepgraph_checkpoints (
-    id TEXT PRIMARY KEY,
     run_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     superstep INTEGER NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
     status TEXT NOT NULL,
     frame BYTEA NOT NULL,
-    UNIQUE (run_id, seq)
+    PRIMARY KEY (run_id, seq)
 );
 CREATE TABLE IF NOT EXISTS {p}stepgraph_chunks (
     run_id TEXT NOT NULL,
@@ -101,43 +101,42 @@ CREATE TABLE IF NOT EXISTS {p}stepgraph_journal (
 );
 """
 
-# A commit's statement: a first part names the run as `run` (run_id, count = its
-# checkpoints before this commit, entries = its journal entries before it); this rest
-# writes from it. Every part sees the tables as before the statement.
+# A commit's statement: a first part names the run as `run` (its run_id, if it exists);
+# this rest writes from it, at the numbers the writer gave. Every part sees the tables as
+# before the statement.
 _WRITE = """,
 journal AS (
     INSERT INTO {p}stepgraph_journal (run_id, after_seq, pos, entry)
-    SELECT run.run_id, run.count - 1, run.entries + e.i - 1, e.entry
+    SELECT run.run_id, %(after)s::integer, %(at)s::bigint + e.i - 1, e.entry
     FROM run, unnest(%(journal)s::bytea[]) WITH ORDINALITY AS e(entry, i)
 ),
 checkpoint AS (
-    INSERT INTO {p}stepgraph_checkpoints (id, run_id, seq, superstep, created_at, status, frame)
-    SELECT %(id)s::text, run.run_id, run.count, %(superstep)s::integer, %(now)s::timestamptz,
+    INSERT INTO {p}stepgraph_checkpoints (run_id, seq, superstep, created_at, status, frame)
+    SELECT run.run_id, %(seq)s::integer, %(superstep)s::integer, %(now)s::timestamptz,
            %(cp_status)s::text, %(frame)s::bytea
-    FROM run WHERE %(id)s::text IS NOT NULL
+    FROM run WHERE %(seq)s::integer IS NOT NULL
 ),
 chunks AS (
     INSERT INTO {p}stepgraph_chunks (run_id, name, seq, data)
-    SELECT run.run_id, c.name, run.count, c.data
+    SELECT run.run_id, c.name, %(seq)s::integer, c.data
     FROM run, unnest(%(names)s::text[], %(data)s::bytea[]) AS c(name, data)
     UNION ALL
-    SELECT DISTINCT run.run_id, old.name, run.count, NULL::bytea
+    SELECT DISTINCT run.run_id, old.name, %(seq)s::integer, NULL::bytea
     FROM run JOIN {p}stepgraph_chunks AS old ON old.run_id = run.run_id
-    WHERE %(full)s::boolean AND old.name <> ALL(%(names)s::text[])
+    WHERE %(full)s::boolean AND old.seq < %(seq)s::integer
+        AND old.name <> ALL(%(names)s::text[])
 )
-SELECT run.count FROM run
+SELECT run.run_id FROM run
 """
 
 _COMMIT = (
     """WITH run AS (
     UPDATE {p}stepgraph_runs SET
-        checkpoints = checkpoints + %(k)s::integer,
-        entries = entries + %(n)s::bigint,
         status = COALESCE(%(status)s::text, status),
         result = COALESCE(%(result)s::bytea, result),
         updated_at = CASE WHEN %(touch)s::boolean THEN %(now)s::timestamptz ELSE updated_at END
     WHERE run_id = %(run_id)s::text
-    RETURNING run_id, checkpoints - %(k)s::integer AS count, entries - %(n)s::bigint AS entries
+    RETURNING run_id
 )"""
     + _WRITE
 )
@@ -145,12 +144,11 @@ _COMMIT = (
 _CREATE = (
     """WITH run AS (
     INSERT INTO {p}stepgraph_runs (run_id, workflow, status, created_at, updated_at,
-        parent_run_id, parent_checkpoint_id, result, checkpoints, entries)
+        parent_run_id, parent_checkpoint_id, result)
     VALUES (%(run_id)s::text, %(workflow)s, %(status)s::text, %(created_at)s,
-        %(updated_at)s, %(parent_run_id)s, %(parent_checkpoint_id)s, %(result)s::bytea,
-        %(k)s::integer, %(n)s::bigint)
+        %(updated_at)s, %(parent_run_id)s, %(parent_checkpoint_id)s, %(result)s::bytea)
     ON CONFLICT (run_id) DO NOTHING
-    RETURNING run_id, 0 AS count, 0::bigint AS entries
+    RETURNING run_id
 )"""
     + _WRITE
 )
@@ -158,7 +156,7 @@ _CREATE = (
 _RUN_COLUMNS = (
     "run_id, workflow, status, created_at, updated_at, parent_run_id, parent_checkpoint_id, result"
 )
-_INFO_COLUMNS = "c.id, c.seq, c.superstep, c.created_at, c.status, r.parent_run_id"
+_INFO_COLUMNS = "c.seq, c.superstep, c.created_at, c.status, r.parent_run_id"
 
 
 def _utc(value: datetime) -> datetime:
@@ -180,9 +178,9 @@ def _record(row: tuple[Any, ...]) -> RunRecord:
 
 
 def _info(run_id: str, row: tuple[Any, ...]) -> CheckpointInfo:
-    checkpoint_id, seq, superstep, created, status, parent = row
+    seq, superstep, created, status, parent = row
     return CheckpointInfo(
-        id=checkpoint_id,
+        id=checkpoint_id(run_id, seq),
         run_id=run_id,
         superstep=superstep,
         created_at=_utc(created),
@@ -201,12 +199,12 @@ def _params(run_id: str, batch: Commit | None, now: datetime) -> dict[str, Any]:
         "run_id": run_id,
         "now": now,
         "journal": journal,
-        "n": len(journal),
-        "k": 0 if write is None else 1,
+        "after": -1 if batch is None else batch.journal_after,
+        "at": 0 if batch is None else batch.journal_at,
         "status": None if status is None else status.value,
         "result": None if status is None or batch is None else batch.result,
-        "touch": bool(journal) or write is not None or status is not None,
-        "id": None if write is None else write.id,
+        "touch": status is not None,  # updated_at: when the status or result last changed
+        "seq": None if write is None else write.seq,
         "superstep": None if write is None else write.superstep,
         "cp_status": None if write is None else StoredStatus(write.status).value,
         "frame": None if write is None else bytes(write.frame),
@@ -266,7 +264,8 @@ class PostgresStore:
     Raises:
         StoreError: (from its methods) psycopg is not installed, the server cannot be
             reached, or an operation failed; ``commit`` also when the run does not exist
-            or the checkpoint id is taken (nothing of the commit is written then).
+            or a checkpoint seq or journal position is taken (nothing of the commit is written
+            then).
 
     Example::
 
@@ -374,8 +373,16 @@ class PostgresStore:
         try:
             cursor = await conn.execute(sql, params)
         except errors.UniqueViolation as exc:
+            run = params["run_id"]
             if exc.diag.constraint_name == "stepgraph_checkpoints_pkey":
-                raise StoreError(f"checkpoint id {params['id']!r} is taken") from exc
+                raise StoreError(
+                    f"checkpoint {params['seq']} of run {run!r} exists already (another writer?)"
+                ) from exc
+            if exc.diag.constraint_name == "stepgraph_journal_pkey":
+                raise StoreError(
+                    f"journal position {params['at']} after checkpoint {params['after']} of run "
+                    f"{run!r} is taken (another writer?)"
+                ) from exc
             raise
         return await cursor.fetchone() is not None
 
@@ -383,7 +390,7 @@ class PostgresStore:
         """Write ``batch`` in one transaction (see :class:`~stepgraph.stores.base.Commit`).
 
         Raises:
-            StoreError: the run does not exist, the checkpoint id is taken, or the write
+            StoreError: the run does not exist, a number is taken (another writer), or the write
                 failed; nothing of the batch is written then.
         """
         params = _params(batch.run_id, batch, datetime.now(UTC))
@@ -400,7 +407,7 @@ class PostgresStore:
             a run with that id exists already.
 
         Raises:
-            StoreError: the first commit's checkpoint id is taken (no run is created), or
+            StoreError: the first commit's numbers are wrong (no run is created), or
                 the write failed.
         """
         now = datetime.now(UTC)
@@ -478,16 +485,19 @@ class PostgresStore:
             f"SELECT {_INFO_COLUMNS}, c.frame FROM {p}stepgraph_checkpoints AS c "
             f"JOIN {p}stepgraph_runs AS r USING (run_id) WHERE c.run_id = %s"
         )
-        params: tuple[str, ...] = (run_id,)
+        params: tuple[str | int, ...] = (run_id,)
         if checkpoint_id is not None:
-            sql += " AND c.id = %s"
-            params += (checkpoint_id,)
+            wanted = checkpoint_seq(run_id, checkpoint_id)
+            if wanted is None:
+                return None
+            sql += " AND c.seq = %s"
+            params += (wanted,)
         async with self._connection(f"reading a checkpoint of run {run_id!r}") as conn:
             cursor = await conn.execute(sql + " ORDER BY c.seq DESC LIMIT 1", params, binary=True)
             row = await cursor.fetchone()
             if row is None:
                 return None
-            seq = row[1]
+            seq = row[0]
             cursor = await conn.execute(
                 f"SELECT DISTINCT ON (name) name, data FROM {p}stepgraph_chunks "
                 "WHERE run_id = %s AND seq <= %s ORDER BY name, seq DESC",
@@ -503,8 +513,8 @@ class PostgresStore:
             )
             journal = await cursor.fetchall()
         return StoredCheckpoint(
-            info=_info(run_id, row[:6]),
-            frame=bytes(row[6]),
+            info=_info(run_id, row[:5]),
+            frame=bytes(row[5]),
             values={name: bytes(data) for name, data in chunks if data is not None},
             journal=tuple(bytes(entry) for (entry,) in journal),
         )

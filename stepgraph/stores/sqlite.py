@@ -8,6 +8,10 @@ process or several) may use the same file; a run is owned by one of them at a ti
 The store calls SQLite directly on the calling thread: a commit blocks the event loop for
 as long as SQLite takes (tens of microseconds with ``synchronous="normal"``), which costs
 less than handing it to a thread.
+
+A checkpoint row is keyed by one integer, ``(run number << 32) | seq`` (the run number
+is its row in ``stepgraph_runs``): writing one touches a single B-tree, as a plain row
+insert does, and a taken ``seq`` is refused by that key.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -29,31 +34,32 @@ from .base import (
     RunRecord,
     StoredCheckpoint,
     StoredStatus,
+    checkpoint_id,
+    checkpoint_seq,
 )
 
 __all__ = ["SqliteStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stepgraph_runs (
-    run_id TEXT PRIMARY KEY,
+    number INTEGER PRIMARY KEY,  -- the run's number in checkpoint keys (stable: no VACUUM
+    run_id TEXT NOT NULL UNIQUE,  -- renumbers an INTEGER PRIMARY KEY)
     workflow TEXT NOT NULL,
     status TEXT NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     parent_run_id TEXT,
     parent_checkpoint_id TEXT,
-    result BLOB,
-    checkpoints INTEGER NOT NULL DEFAULT 0
+    result BLOB
 );
 CREATE TABLE IF NOT EXISTS stepgraph_checkpoints (
-    id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
+    key INTEGER PRIMARY KEY,  -- (run number << 32) | seq: the store finds rows by it
+    run_id TEXT NOT NULL,  -- and seq: for people and tools reading the file
     seq INTEGER NOT NULL,
     superstep INTEGER NOT NULL,
     created_at REAL NOT NULL,
     status TEXT NOT NULL,
-    frame BLOB NOT NULL,
-    UNIQUE (run_id, seq)
+    frame BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS stepgraph_chunks (
     run_id TEXT NOT NULL,
@@ -68,7 +74,7 @@ CREATE TABLE IF NOT EXISTS stepgraph_journal (
     pos INTEGER NOT NULL,
     entry BLOB NOT NULL,
     PRIMARY KEY (run_id, after_seq, pos)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS stepgraph_leases (
     run_id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -78,6 +84,85 @@ CREATE TABLE IF NOT EXISTS stepgraph_leases (
 """
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
+
+
+_RUN_COLUMNS = (
+    "run_id, workflow, status, created_at, updated_at, parent_run_id, parent_checkpoint_id, result"
+)
+
+_Statement = tuple[str, list[tuple[object, ...]]]  # sql, rows
+_SEQ_BITS = 32  # a checkpoint's key: (run number << 32) | seq
+_SEQ_MASK = (1 << _SEQ_BITS) - 1
+
+
+_INSERT_CHECKPOINT = (
+    "INSERT INTO stepgraph_checkpoints (key, run_id, seq, superstep, created_at, status, frame) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _keys(number: int) -> tuple[int, int]:
+    """The first and last checkpoint keys of run ``number``."""
+    return number << _SEQ_BITS, (number << _SEQ_BITS) | _SEQ_MASK
+
+
+def _statements(batch: Commit, number: int, now: float) -> list[_Statement]:
+    """The statements of one commit of run ``number``, in order (see ``Commit``)."""
+    run_id = batch.run_id
+    out: list[_Statement] = []
+    if batch.journal:
+        after, at = batch.journal_after, batch.journal_at
+        out.append(
+            (
+                "INSERT INTO stepgraph_journal (run_id, after_seq, pos, entry) VALUES (?, ?, ?, ?)",
+                [(run_id, after, at + i, entry) for i, entry in enumerate(batch.journal)],
+            )
+        )
+    write = batch.checkpoint
+    if write is not None:
+        seq = write.seq
+        out.append(
+            (
+                _INSERT_CHECKPOINT,
+                [
+                    (
+                        (number << _SEQ_BITS) | seq,
+                        run_id,
+                        seq,
+                        write.superstep,
+                        now,
+                        write.status,
+                        write.frame,
+                    )
+                ],
+            )
+        )
+        rows: list[tuple[object, ...]] = [
+            (run_id, name, seq, data) for name, data in write.values.items()
+        ]
+        if rows:
+            out.append(
+                ("INSERT INTO stepgraph_chunks (run_id, name, seq, data) VALUES (?, ?, ?, ?)", rows)
+            )
+        if write.full and seq > 0:  # every chunk not written now is gone as of this one
+            out.append(
+                (
+                    "INSERT INTO stepgraph_chunks (run_id, name, seq, data) "
+                    "SELECT DISTINCT run_id, name, ?, NULL FROM stepgraph_chunks "
+                    "WHERE run_id = ? AND seq < ? AND name NOT IN "
+                    "(SELECT name FROM stepgraph_chunks WHERE run_id = ? AND seq = ?)",
+                    [(seq, run_id, seq, run_id, seq)],
+                )
+            )
+    if batch.status is not None:
+        out.append(
+            (
+                "UPDATE stepgraph_runs SET status = ?, result = COALESCE(?, result), "
+                "updated_at = ? WHERE number = ?",
+                [(batch.status, batch.result, now, number)],
+            )
+        )
+    return out
 
 
 def _time(seconds: float) -> datetime:
@@ -127,6 +212,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._host = socket.gethostname()
+        self._numbers: dict[str, int] = {}  # run id -> its row (runs are never deleted)
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, synchronous={self.synchronous!r})"
@@ -185,87 +271,96 @@ class SqliteStore:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def commit(self, batch: Commit) -> None:
-        with self._transaction(f"writing run {batch.run_id!r}") as cursor:
-            self._write(cursor, batch, new=False)
+    def _number(self, cursor: sqlite3.Cursor, run_id: str) -> int:
+        """The row number of run ``run_id``.
 
-    def _write(self, cursor: sqlite3.Cursor, batch: Commit, *, new: bool) -> None:
-        run_id = batch.run_id
-        now = datetime.now(UTC).timestamp()
-        row = cursor.execute(
-            "SELECT checkpoints, parent_run_id FROM stepgraph_runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        if row is None:
-            raise StoreError(f"cannot write to run {run_id!r}: the store has no such run")
-        count, _ = row
-        latest = count - 1
-        if batch.journal:
-            start = cursor.execute(
-                "SELECT COUNT(*) FROM stepgraph_journal WHERE run_id = ? AND after_seq = ?",
-                (run_id, latest),
-            ).fetchone()[0]
-            cursor.executemany(
-                "INSERT INTO stepgraph_journal (run_id, after_seq, pos, entry) VALUES (?, ?, ?, ?)",
-                [(run_id, latest, start + i, entry) for i, entry in enumerate(batch.journal)],
-            )
+        Raises:
+            StoreError: the store has no such run.
+        """
+        number = self._numbers.get(run_id)
+        if number is None:
+            row = cursor.execute(
+                "SELECT number FROM stepgraph_runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"cannot write to run {run_id!r}: the store has no such run")
+            number = self._numbers[run_id] = int(row[0])
+        return number
+
+    def commit(self, batch: Commit) -> None:
+        now = time.time()
         write = batch.checkpoint
-        if write is not None:
-            seq = count
-            try:
-                cursor.execute(
-                    "INSERT INTO stepgraph_checkpoints "
-                    "(id, run_id, seq, superstep, created_at, status, frame) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (write.id, run_id, seq, write.superstep, now, str(write.status), write.frame),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise StoreError(f"checkpoint id {write.id!r} is taken") from exc
-            rows = [(run_id, name, seq, data) for name, data in write.values.items()]
-            if write.full and not new:
-                kept = set(write.values)
-                rows += [
-                    (run_id, name, seq, None)
-                    for (name,) in cursor.execute(
-                        "SELECT DISTINCT name FROM stepgraph_chunks WHERE run_id = ?", (run_id,)
-                    ).fetchall()
-                    if name not in kept
-                ]
-            if rows:
-                cursor.executemany(
-                    "INSERT INTO stepgraph_chunks (run_id, name, seq, data) VALUES (?, ?, ?, ?)",
-                    rows,
-                )
-            count += 1
-        if batch.status is not None:
-            if batch.result is not None:
-                cursor.execute(
-                    "UPDATE stepgraph_runs SET status = ?, result = ?, updated_at = ?, "
-                    "checkpoints = ? WHERE run_id = ?",
-                    (str(batch.status), batch.result, now, count, run_id),
-                )
-            else:
-                cursor.execute(
-                    "UPDATE stepgraph_runs SET status = ?, updated_at = ?, checkpoints = ? "
-                    "WHERE run_id = ?",
-                    (str(batch.status), now, count, run_id),
-                )
-        else:
-            cursor.execute(
-                "UPDATE stepgraph_runs SET updated_at = ?, checkpoints = ? WHERE run_id = ?",
-                (now, count, run_id),
+        if write is not None and not 0 <= write.seq <= _SEQ_MASK:
+            raise StoreError(
+                f"checkpoint {write.seq} of run {batch.run_id!r}: a seq is from 0 to {_SEQ_MASK}"
             )
+        number = self._numbers.get(batch.run_id)
+        if (  # a checkpoint alone (a superstep's, mostly): one statement, no transaction
+            write is not None
+            and number is not None
+            and not write.values
+            and not write.full
+            and not batch.journal
+            and batch.status is None
+        ):
+            row = (
+                (number << _SEQ_BITS) | write.seq,
+                batch.run_id,
+                write.seq,
+                write.superstep,
+                now,
+                write.status,
+                write.frame,
+            )
+            with self._lock:
+                try:
+                    (self._conn or self._connect()).execute(_INSERT_CHECKPOINT, row)
+                except sqlite3.Error as exc:
+                    raise StoreError(self._refusal(batch, exc)) from exc
+            return
+        with self._lock:
+            cursor = self._connect().cursor()
+            statements = _statements(batch, self._number(cursor, batch.run_id), now)
+            if len(statements) == 1 and len(statements[0][1]) == 1:  # a transaction of its own
+                sql, (only,) = statements[0]
+                try:
+                    cursor.execute(sql, only)
+                except sqlite3.Error as exc:
+                    raise StoreError(self._refusal(batch, exc)) from exc
+                return
+        with self._transaction(f"writing run {batch.run_id!r}") as cursor:
+            self._execute(cursor, batch, statements)
+
+    def _execute(self, cursor: sqlite3.Cursor, batch: Commit, statements: list[_Statement]) -> None:
+        for sql, rows in statements:
+            try:
+                cursor.executemany(sql, rows)
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(self._refusal(batch, exc)) from exc
+
+    def _refusal(self, batch: Commit, error: sqlite3.Error) -> str:
+        text = str(error)
+        if batch.checkpoint is not None and "stepgraph_checkpoints" in text:
+            return (
+                f"checkpoint {batch.checkpoint.seq} of run {batch.run_id!r} exists already "
+                f"(another writer?)"
+            )
+        if "stepgraph_journal" in text:
+            return (
+                f"journal position {batch.journal_at} after checkpoint {batch.journal_after} of "
+                f"run {batch.run_id!r} is taken (another writer?)"
+            )
+        return f"writing run {batch.run_id!r} in {self.path!r} failed: {error}"
 
     async def create_run(self, record: RunRecord, first: Commit | None = None) -> RunRecord | None:
         with self._transaction(f"creating run {record.run_id!r}") as cursor:
             row = cursor.execute(
-                "SELECT * FROM stepgraph_runs WHERE run_id = ?", (record.run_id,)
+                f"SELECT {_RUN_COLUMNS} FROM stepgraph_runs WHERE run_id = ?", (record.run_id,)
             ).fetchone()
             if row is not None:
                 return self._record(row)
-            cursor.execute(
-                "INSERT INTO stepgraph_runs (run_id, workflow, status, created_at, updated_at, "
-                "parent_run_id, parent_checkpoint_id, result, checkpoints) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
+            number = cursor.execute(
+                f"INSERT INTO stepgraph_runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.run_id,
                     record.workflow,
@@ -276,16 +371,18 @@ class SqliteStore:
                     record.parent_checkpoint_id,
                     record.result,
                 ),
-            )
+            ).lastrowid
+            assert number is not None
             if first is not None:
-                self._write(cursor, first, new=True)
+                self._execute(cursor, first, _statements(first, number, time.time()))
+            self._numbers[record.run_id] = number
             return None
 
     # -- reads ----------------------------------------------------------------------------------
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> RunRecord:
-        run_id, workflow, status, created, updated, parent, parent_cp, result, _ = row
+        run_id, workflow, status, created, updated, parent, parent_cp, result = row
         return RunRecord(
             run_id=str(run_id),
             workflow=str(workflow),
@@ -300,7 +397,7 @@ class SqliteStore:
     async def get_run(self, run_id: str) -> RunRecord | None:
         with self._reading(f"reading run {run_id!r}") as cursor:
             row = cursor.execute(
-                "SELECT * FROM stepgraph_runs WHERE run_id = ?", (run_id,)
+                f"SELECT {_RUN_COLUMNS} FROM stepgraph_runs WHERE run_id = ?", (run_id,)
             ).fetchone()
         return None if row is None else self._record(row)
 
@@ -308,33 +405,36 @@ class SqliteStore:
         with self._reading("listing runs") as cursor:
             if status is None:
                 rows = cursor.execute(
-                    "SELECT * FROM stepgraph_runs ORDER BY created_at, rowid"
+                    f"SELECT {_RUN_COLUMNS} FROM stepgraph_runs ORDER BY created_at, number"
                 ).fetchall()
             else:
                 rows = cursor.execute(
-                    "SELECT * FROM stepgraph_runs WHERE status = ? ORDER BY created_at, rowid",
+                    f"SELECT {_RUN_COLUMNS} FROM stepgraph_runs WHERE status = ? "
+                    "ORDER BY created_at, number",
                     (str(status),),
                 ).fetchall()
         return [self._record(row) for row in rows]
 
     async def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
         with self._reading(f"listing the checkpoints of run {run_id!r}") as cursor:
-            parent = cursor.execute(
-                "SELECT parent_run_id FROM stepgraph_runs WHERE run_id = ?", (run_id,)
+            run = cursor.execute(
+                "SELECT number, parent_run_id FROM stepgraph_runs WHERE run_id = ?", (run_id,)
             ).fetchone()
+            if run is None:
+                return []
+            number, parent = run
             rows = cursor.execute(
-                "SELECT id, seq, superstep, created_at, status FROM stepgraph_checkpoints "
-                "WHERE run_id = ? ORDER BY seq",
-                (run_id,),
+                f"SELECT key & {_SEQ_MASK}, superstep, created_at, status "
+                "FROM stepgraph_checkpoints WHERE key BETWEEN ? AND ? ORDER BY key",
+                _keys(number),
             ).fetchall()
-        parent_run = None if parent is None else parent[0]
-        return [self._info(run_id, parent_run, row) for row in rows]
+        return [self._info(run_id, parent, row) for row in rows]
 
     @staticmethod
     def _info(run_id: str, parent: str | None, row: tuple[Any, ...]) -> CheckpointInfo:
-        checkpoint_id, seq, superstep, created, status = row
+        seq, superstep, created, status = row
         return CheckpointInfo(
-            id=str(checkpoint_id),
+            id=checkpoint_id(run_id, int(seq)),
             run_id=run_id,
             superstep=int(superstep),
             created_at=_time(float(created)),
@@ -345,26 +445,31 @@ class SqliteStore:
 
     async def load(self, run_id: str, checkpoint_id: str | None = None) -> StoredCheckpoint | None:
         with self._reading(f"reading a checkpoint of run {run_id!r}") as cursor:
-            parent = cursor.execute(
-                "SELECT parent_run_id FROM stepgraph_runs WHERE run_id = ?", (run_id,)
+            run = cursor.execute(
+                "SELECT number, parent_run_id FROM stepgraph_runs WHERE run_id = ?", (run_id,)
             ).fetchone()
-            if parent is None:
+            if run is None:
                 return None
-            columns = "id, seq, superstep, created_at, status, frame"
+            number, parent_run = run
+            parent = (parent_run,)
+            columns = f"key & {_SEQ_MASK}, superstep, created_at, status, frame"
             if checkpoint_id is None:
                 row = cursor.execute(
-                    f"SELECT {columns} FROM stepgraph_checkpoints WHERE run_id = ? "
-                    f"ORDER BY seq DESC LIMIT 1",
-                    (run_id,),
+                    f"SELECT {columns} FROM stepgraph_checkpoints WHERE key BETWEEN ? AND ? "
+                    f"ORDER BY key DESC LIMIT 1",
+                    _keys(number),
                 ).fetchone()
             else:
-                row = cursor.execute(
-                    f"SELECT {columns} FROM stepgraph_checkpoints WHERE run_id = ? AND id = ?",
-                    (run_id, checkpoint_id),
-                ).fetchone()
+                wanted = checkpoint_seq(run_id, checkpoint_id)
+                row = None
+                if wanted is not None and wanted <= _SEQ_MASK:
+                    row = cursor.execute(
+                        f"SELECT {columns} FROM stepgraph_checkpoints WHERE key = ?",
+                        ((number << _SEQ_BITS) | wanted,),
+                    ).fetchone()
             if row is None:
                 return None
-            seq = int(row[1])
+            seq = int(row[0])
             chunks = cursor.execute(
                 "SELECT c.name, c.data FROM stepgraph_chunks AS c WHERE c.run_id = ? AND c.seq = "
                 "(SELECT MAX(seq) FROM stepgraph_chunks WHERE run_id = c.run_id "
@@ -376,10 +481,10 @@ class SqliteStore:
                 "ORDER BY pos",
                 (run_id, seq),
             ).fetchall()
-        info = self._info(run_id, parent[0], row[:5])
+        info = self._info(run_id, parent[0], row[:4])
         return StoredCheckpoint(
             info=info,
-            frame=bytes(row[5]),
+            frame=bytes(row[4]),
             values={str(name): bytes(data) for name, data in chunks if data is not None},
             journal=tuple(bytes(entry) for (entry,) in journal),
         )

@@ -25,6 +25,10 @@ Its rules:
   :meth:`StoreConformance.close_store` (``await store.aclose()``, else ``store.close()``,
   when the store has one), so that no connection outlives its event loop.
 - ``commit`` may return None or an awaitable: the kit awaits it when it is awaitable.
+- The kit numbers what it writes as a run's one writer does: checkpoint ``seq`` 0, 1, 2,
+  ... and, after each checkpoint (``journal_after``, -1 before the first), journal
+  positions (``journal_at``) 0, 1, 2, .... Where it checks a refusal, the number it gives
+  is *taken*; it never leaves a gap, so a store may refuse gaps or not.
 
 The test names state the guarantees checked.
 """
@@ -44,6 +48,7 @@ from ..stores.base import (
     RunRecord,
     Store,
     StoredStatus,
+    checkpoint_id,
 )
 
 __all__ = ["StoreConformance", "checkpoint", "commit", "record"]
@@ -79,20 +84,20 @@ def record(
 
 
 def checkpoint(
-    checkpoint_id: str,
-    superstep: int = 0,
+    seq: int,
+    superstep: int | None = None,
     values: Mapping[str, bytes | None] | None = None,
     *,
     full: bool = False,
     frame: bytes | None = None,
     status: StoredStatus = RUNNING,
 ) -> CheckpointWrite:
-    """A checkpoint write; its frame defaults to ``b"frame of <id>"``."""
+    """Checkpoint ``seq`` of a run (superstep ``seq`` and frame ``b"frame <seq>"`` unless given)."""
     return CheckpointWrite(
-        id=checkpoint_id,
-        superstep=superstep,
+        seq=seq,
+        superstep=seq if superstep is None else superstep,
         status=status,
-        frame=f"frame of {checkpoint_id}".encode() if frame is None else frame,
+        frame=f"frame {seq}".encode() if frame is None else frame,
         values=dict(values or {}),
         full=full,
     )
@@ -137,8 +142,20 @@ async def _journal(
     return tuple(loaded.journal)
 
 
+async def _frame(store: Store, run_id: str, checkpoint_id: str | None = None) -> bytes:
+    loaded = await store.load(run_id, checkpoint_id)
+    assert loaded is not None, f"load({run_id!r}, {checkpoint_id!r}) gave None"
+    return bytes(loaded.frame)
+
+
 async def _ids(store: Store, run_id: str) -> list[str]:
     return [info.id for info in await store.list_checkpoints(run_id)]
+
+
+async def _status(store: Store, run_id: str) -> tuple[StoredStatus, bytes | None]:
+    got = await store.get_run(run_id)
+    assert got is not None, f"get_run({run_id!r}) gave None"
+    return got.status, got.result
 
 
 class StoreConformance:
@@ -202,7 +219,7 @@ class StoreConformance:
 
     def test_create_run_stores_the_record_as_given(self) -> None:
         async def scenario(store: Store) -> None:
-            given = record("child", at=3, parent_run_id="parent", parent_checkpoint_id="cp-p")
+            given = record("child", at=3, parent_run_id="parent", parent_checkpoint_id="parent:2")
             _expect("create_run of a new id", await store.create_run(given), None)
             got = await store.get_run("child")
             assert got is not None, "get_run after create_run gave None"
@@ -224,7 +241,9 @@ class StoreConformance:
             first = Commit(
                 "r",
                 journal=(b"before any checkpoint",),
-                checkpoint=checkpoint("c0", 0, {"a": b"1"}),
+                journal_after=-1,
+                journal_at=0,
+                checkpoint=checkpoint(0, 0, {"a": b"1"}),
                 status=PAUSED,
             )
             _expect("create_run", await store.create_run(record("r"), first), None)
@@ -232,51 +251,62 @@ class StoreConformance:
             assert got is not None
             _expect("status from the first commit", got.status, PAUSED)
             assert got.updated_at > got.created_at, "the first commit did not touch updated_at"
-            _expect("checkpoints", await _ids(store, "r"), ["c0"])
+            _expect("checkpoints", await _ids(store, "r"), ["r:0"])
             loaded = await store.load("r")
             assert loaded is not None
-            _expect("frame", loaded.frame, b"frame of c0")
+            _expect("frame", loaded.frame, b"frame 0")
             _expect("values", dict(loaded.values), {"a": b"1"})
-            _expect("journal of c0 (the entry came before it)", tuple(loaded.journal), ())
+            _expect("journal of r:0 (the entry came before it)", tuple(loaded.journal), ())
 
         self.run_scenario(scenario, self.make_store())
 
     def test_create_run_refuses_a_taken_id_and_writes_nothing(self) -> None:
         async def scenario(store: Store) -> None:
             original = record("r", workflow="first")
-            await store.create_run(original, Commit("r", checkpoint=checkpoint("c0")))
-            again = Commit(
+            await store.create_run(original, Commit("r", checkpoint=checkpoint(0)))
+            next_numbers = Commit(  # the numbers the run's writer would give next
                 "r",
                 journal=(b"should not be written",),
-                checkpoint=checkpoint("c-again", 5, {"x": b"y"}),
+                journal_after=0,
+                journal_at=0,
+                checkpoint=checkpoint(1, 5, {"x": b"y"}),
                 status=FAILED,
                 result=b"no",
             )
-            existing = await store.create_run(record("r", workflow="second", at=9), again)
-            _expect("create_run of a taken id", existing, await store.get_run("r"))
-            assert existing is not None
-            _expect("the existing workflow", existing.workflow, "first")
-            _expect("the existing status", existing.status, RUNNING)
-            _expect("the existing result", existing.result, None)
-            _expect("checkpoints", await _ids(store, "r"), ["c0"])
-            _expect("journal of c0", await _journal(store, "r"), ())
-            _expect("load of the refused checkpoint", await store.load("r", "c-again"), None)
-            _expect("runs", [run.run_id for run in await store.list_runs()], ["r"])
-            await commit(store, Commit("r", checkpoint=checkpoint("c-again", 1)))  # id still free
-            _expect("checkpoints", await _ids(store, "r"), ["c0", "c-again"])
-
-        self.run_scenario(scenario, self.make_store())
-
-    def test_create_run_with_a_taken_checkpoint_id_raises_and_creates_nothing(self) -> None:
-        async def scenario(store: Store) -> None:
-            await store.create_run(record("a"), Commit("a", checkpoint=checkpoint("taken")))
-            first = Commit("b", journal=(b"j",), checkpoint=checkpoint("taken"))
-            await _raises_store_error(
-                "create_run with a taken checkpoint id", store.create_run(record("b"), first)
+            taken_numbers = Commit(  # numbers the run has: still no error, just the record
+                "r",
+                journal=(b"nor this",),
+                journal_after=-1,
+                journal_at=0,
+                checkpoint=checkpoint(0, 0, {"x": b"z"}, frame=b"not this frame"),
+                status=COMPLETED,
+                result=b"no",
             )
-            _expect("get_run of the run not created", await store.get_run("b"), None)
-            _expect("runs", [run.run_id for run in await store.list_runs()], ["a"])
-            _expect("create_run of b afterwards", await store.create_run(record("b")), None)
+            for what, again in [("next", next_numbers), ("taken", taken_numbers)]:
+                existing = await store.create_run(record("r", workflow="second", at=9), again)
+                _expect(
+                    f"create_run of a taken id (its first commit with {what} numbers)",
+                    existing,
+                    await store.get_run("r"),
+                )
+                assert existing is not None
+                _expect("the existing workflow", existing.workflow, "first")
+                _expect("the existing status", existing.status, RUNNING)
+                _expect("the existing result", existing.result, None)
+                _expect("checkpoints", await _ids(store, "r"), ["r:0"])
+                _expect("journal of r:0", await _journal(store, "r"), ())
+                _expect("frame of r:0", await _frame(store, "r", "r:0"), b"frame 0")
+                _expect("values of r:0", await _values(store, "r"), {})
+                _expect("load of the refused checkpoint", await store.load("r", "r:1"), None)
+                _expect("runs", [run.run_id for run in await store.list_runs()], ["r"])
+            await commit(  # its numbers are still free
+                store,
+                Commit(
+                    "r", journal=(b"j",), journal_after=0, journal_at=0, checkpoint=checkpoint(1)
+                ),
+            )
+            _expect("checkpoints", await _ids(store, "r"), ["r:0", "r:1"])
+            _expect("journal of r:0", await _journal(store, "r", "r:0"), (b"j",))
 
         self.run_scenario(scenario, self.make_store())
 
@@ -313,22 +343,24 @@ class StoreConformance:
 
     def test_a_commit_appends_its_journal_then_writes_its_checkpoint_then_its_status(self) -> None:
         async def scenario(store: Store) -> None:
-            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint("c0", 0)))
+            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint(0)))
             batch = Commit(
                 "r",
                 journal=(b"e1", b"e2"),
-                checkpoint=checkpoint("c1", 1, {"k": b"v"}, status=PAUSED),
+                journal_after=0,
+                journal_at=0,
+                checkpoint=checkpoint(1, 1, {"k": b"v"}, status=PAUSED),
                 status=PAUSED,
             )
             await commit(store, batch)
             _expect(
-                "journal of c0 (before the new checkpoint)",
-                await _journal(store, "r", "c0"),
+                "journal of r:0 (before the new checkpoint)",
+                await _journal(store, "r", "r:0"),
                 (b"e1", b"e2"),
             )
-            _expect("journal of c1 (it starts afresh)", await _journal(store, "r", "c1"), ())
+            _expect("journal of r:1 (it starts afresh)", await _journal(store, "r", "r:1"), ())
             infos = await store.list_checkpoints("r")
-            _expect("ids", [info.id for info in infos], ["c0", "c1"])
+            _expect("ids", [info.id for info in infos], ["r:0", "r:1"])
             _expect("seqs", [info.seq for info in infos], [0, 1])
             _expect("supersteps", [info.superstep for info in infos], [0, 1])
             _expect("statuses", [info.status for info in infos], [RUNNING, PAUSED])
@@ -359,42 +391,213 @@ class StoreConformance:
 
     def test_a_commit_to_an_unknown_run_raises_store_error_and_creates_nothing(self) -> None:
         async def scenario(store: Store) -> None:
-            batch = Commit("ghost", journal=(b"j",), checkpoint=checkpoint("c0"), status=PAUSED)
-            await _raises_store_error("commit to an unknown run", commit(store, batch))
-            _expect("get_run", await store.get_run("ghost"), None)
-            _expect("list_runs", await store.list_runs(), [])
-            await store.create_run(record("real"))  # the checkpoint id was not taken either
-            await commit(store, Commit("real", checkpoint=checkpoint("c0")))
-            _expect("checkpoints", await _ids(store, "real"), ["c0"])
+            batches = [
+                Commit(
+                    "ghost",
+                    journal=(b"j",),
+                    checkpoint=checkpoint(0, 0, {"a": b"ghost"}),
+                    status=PAUSED,
+                ),
+                Commit("ghost", journal=(b"only a journal entry",)),
+                Commit("ghost", journal=(b"entry 0", b"entry 1")),
+                Commit("ghost", checkpoint=checkpoint(0)),
+                Commit("ghost", checkpoint=checkpoint(0, 0, {"a": b"ghost", "b": None})),
+                Commit("ghost", status=COMPLETED, result=b"ghost"),
+                Commit("ghost"),
+            ]
+            for batch in batches:
+                await _raises_store_error(f"{batch!r} to an unknown run", commit(store, batch))
+                _expect("get_run", await store.get_run("ghost"), None)
+                _expect("list_runs", await store.list_runs(), [])
+                _expect("list_checkpoints", await store.list_checkpoints("ghost"), [])
+                _expect("load", await store.load("ghost"), None)
+            # nothing was kept under its id either: a run of that id starts afresh
+            first = Commit(
+                "ghost",
+                journal=(b"real 0", b"real 1"),
+                checkpoint=checkpoint(0, 0, {"b": b"real"}),
+            )
+            _expect("create_run afterwards", await store.create_run(record("ghost"), first), None)
+            _expect("checkpoints", await _ids(store, "ghost"), ["ghost:0"])
+            _expect("frame", await _frame(store, "ghost"), b"frame 0")
+            _expect("values", await _values(store, "ghost"), {"b": b"real"})
+            _expect("status", await _status(store, "ghost"), (RUNNING, None))
+            await commit(store, Commit("ghost", journal=(b"after",), journal_after=0, journal_at=0))
+            _expect("journal of ghost:0", await _journal(store, "ghost"), (b"after",))
 
         self.run_scenario(scenario, self.make_store())
 
-    def test_a_duplicate_checkpoint_id_raises_and_writes_nothing_of_that_commit(self) -> None:
+    def test_a_taken_checkpoint_seq_is_refused_and_nothing_of_that_commit_is_written(
+        self,
+    ) -> None:
         async def scenario(store: Store) -> None:
-            await store.create_run(record("a"), Commit("a", checkpoint=checkpoint("a0")))
             await store.create_run(
-                record("b"), Commit("b", checkpoint=checkpoint("b0", 0, {"k": b"1"}))
+                record("r"), Commit("r", checkpoint=checkpoint(0, 0, {"k": b"0"}))
             )
-            for taken in ("a0", "b0"):  # another run's id, then this run's own
+            await commit(
+                store, Commit("r", journal=(b"j0",), checkpoint=checkpoint(1, 1, {"k": b"1"}))
+            )
+            # the journal position (after r:1, at 0) is free: only the seq is taken
+            for taken, full in [(1, False), (0, False), (1, True), (0, True)]:
                 batch = Commit(
-                    "b",
-                    journal=(b"lost " + taken.encode(),),
-                    checkpoint=checkpoint(taken, 1, {"k": b"2", "new": b"3"}),
+                    "r",
+                    journal=(b"lost 0", b"lost 1"),
+                    journal_after=1,
+                    journal_at=0,
+                    checkpoint=checkpoint(
+                        taken,
+                        7,
+                        {"k": b"lost", "new": b"lost", "gone": None},
+                        full=full,
+                        frame=b"lost",
+                        status=PAUSED,
+                    ),
                     status=COMPLETED,
                     result=b"lost",
                 )
-                await _raises_store_error(f"a commit reusing {taken!r}", commit(store, batch))
-                got = await store.get_run("b")
-                assert got is not None
-                _expect("status after the failed commit", got.status, RUNNING)
-                _expect("result after the failed commit", got.result, None)
-                _expect("checkpoints of b", await _ids(store, "b"), ["b0"])
-                _expect("values of b", await _values(store, "b"), {"k": b"1"})
-                _expect("journal of b (the failed commit's entry)", await _journal(store, "b"), ())
-                _expect("checkpoints of a", await _ids(store, "a"), ["a0"])
-                _expect("journal of a", await _journal(store, "a"), ())
-            await commit(store, Commit("b", journal=(b"kept",)))
-            _expect("journal of b after a good commit", await _journal(store, "b"), (b"kept",))
+                what = f"a commit of the taken checkpoint seq {taken} (full={full})"
+                await _raises_store_error(what, commit(store, batch))
+                _expect(
+                    f"status and result after {what}", await _status(store, "r"), (RUNNING, None)
+                )
+                infos = await store.list_checkpoints("r")
+                _expect("ids", [info.id for info in infos], ["r:0", "r:1"])
+                _expect("seqs", [info.seq for info in infos], [0, 1])
+                _expect("supersteps", [info.superstep for info in infos], [0, 1])
+                _expect("statuses", [info.status for info in infos], [RUNNING, RUNNING])
+                _expect("frame of r:0", await _frame(store, "r", "r:0"), b"frame 0")
+                _expect("frame of r:1", await _frame(store, "r", "r:1"), b"frame 1")
+                _expect("values of r:0", await _values(store, "r", "r:0"), {"k": b"0"})
+                _expect("values of r:1", await _values(store, "r", "r:1"), {"k": b"1"})
+                _expect("journal of r:0", await _journal(store, "r", "r:0"), ())
+                _expect("journal of r:1 (the entries refused)", await _journal(store, "r"), ())
+            # the journal position the refused commits gave is still free, and seq 2 is next
+            good = Commit(
+                "r",
+                journal=(b"kept",),
+                journal_after=1,
+                journal_at=0,
+                checkpoint=checkpoint(2, 2, {"new": b"2"}),
+            )
+            await commit(store, good)
+            _expect("ids", await _ids(store, "r"), ["r:0", "r:1", "r:2"])
+            _expect("journal of r:1", await _journal(store, "r", "r:1"), (b"kept",))
+            _expect("values of r:2", await _values(store, "r"), {"k": b"1", "new": b"2"})
+            _expect("frame of r:2", await _frame(store, "r"), b"frame 2")
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_a_taken_journal_position_is_refused_and_nothing_of_that_commit_is_written(
+        self,
+    ) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("r"), Commit("r", journal=(b"early 0",)))
+            # before the first checkpoint: position 0 after -1 is taken
+            early = Commit(
+                "r",
+                journal=(b"lost",),
+                journal_after=-1,
+                journal_at=0,
+                checkpoint=checkpoint(0, 0, {"a": b"lost"}),
+                status=PAUSED,
+            )
+            await _raises_store_error("a taken journal position after -1", commit(store, early))
+            _expect("checkpoints", await store.list_checkpoints("r"), [])
+            _expect("load", await store.load("r"), None)
+            _expect("status and result", await _status(store, "r"), (RUNNING, None))
+            first = Commit(  # position 1 after -1 and seq 0 are still free
+                "r",
+                journal=(b"early 1",),
+                journal_after=-1,
+                journal_at=1,
+                checkpoint=checkpoint(0, 0, {"a": b"0"}),
+            )
+            await commit(store, first)
+            await commit(store, Commit("r", journal=(b"1", b"2"), journal_after=0, journal_at=0))
+            refused = [
+                Commit(
+                    "r",
+                    journal=(b"lost a", b"lost b"),
+                    journal_after=0,
+                    journal_at=at,
+                    checkpoint=checkpoint(1, 1, {"a": b"lost", "b": b"lost"}, frame=b"lost"),
+                    status=COMPLETED,
+                    result=b"lost",
+                )
+                for at in (0, 1)
+            ]
+            refused += [
+                Commit("r", journal=(b"lost",), journal_after=0, journal_at=1),
+                Commit("r", journal=(b"lost",), journal_after=0, journal_at=0, status=PAUSED),
+                Commit("r", journal=(b"lost", b"lost"), journal_after=-1, journal_at=1),
+            ]
+            for batch in refused:
+                what = (
+                    f"a commit at the taken journal position {batch.journal_at} "
+                    f"after {batch.journal_after}"
+                )
+                await _raises_store_error(what, commit(store, batch))
+                _expect(
+                    f"status and result after {what}", await _status(store, "r"), (RUNNING, None)
+                )
+                _expect("checkpoints", await _ids(store, "r"), ["r:0"])
+                _expect("journal of r:0", await _journal(store, "r", "r:0"), (b"1", b"2"))
+                _expect("values of r:0", await _values(store, "r"), {"a": b"0"})
+                _expect("frame of r:0", await _frame(store, "r"), b"frame 0")
+                _expect("load of r:1", await store.load("r", "r:1"), None)
+            await commit(
+                store,
+                Commit(
+                    "r",
+                    journal=(b"3",),
+                    journal_after=0,
+                    journal_at=2,
+                    checkpoint=checkpoint(1, 1, {"b": b"1"}),
+                ),
+            )
+            _expect("journal of r:0", await _journal(store, "r", "r:0"), (b"1", b"2", b"3"))
+            _expect("checkpoints", await _ids(store, "r"), ["r:0", "r:1"])
+            _expect("values of r:1", await _values(store, "r"), {"a": b"0", "b": b"1"})
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_checkpoint_seqs_and_journal_positions_are_numbered_per_run(self) -> None:
+        async def scenario(store: Store) -> None:
+            for run_id in ("a", "b"):
+                first = Commit(
+                    run_id,
+                    journal=(f"{run_id} early".encode(),),
+                    checkpoint=checkpoint(0, 0, {"k": f"{run_id} 0".encode()}),
+                )
+                _expect(f"create_run {run_id}", await store.create_run(record(run_id), first), None)
+            for run_id in ("a", "b"):
+                batch = Commit(
+                    run_id,
+                    journal=(f"{run_id} after 0".encode(),),
+                    journal_after=0,
+                    journal_at=0,
+                    checkpoint=checkpoint(1, 1, {"k": f"{run_id} 1".encode()}),
+                )
+                await commit(store, batch)
+            for run_id in ("a", "b"):
+                _expect(
+                    f"ids of {run_id}", await _ids(store, run_id), [f"{run_id}:0", f"{run_id}:1"]
+                )
+                _expect(
+                    f"journal of {run_id}:0",
+                    await _journal(store, run_id, f"{run_id}:0"),
+                    (f"{run_id} after 0".encode(),),
+                )
+                _expect(
+                    f"values of {run_id}:0",
+                    await _values(store, run_id, f"{run_id}:0"),
+                    {"k": f"{run_id} 0".encode()},
+                )
+                _expect(
+                    f"values of {run_id}:1",
+                    await _values(store, run_id),
+                    {"k": f"{run_id} 1".encode()},
+                )
 
         self.run_scenario(scenario, self.make_store())
 
@@ -407,7 +610,9 @@ class StoreConformance:
                     batch = Commit(
                         run_id,
                         journal=(f"{run_id} entry {step}".encode(),),
-                        checkpoint=checkpoint(f"{run_id}/{step}", step, {"step": bytes([step])}),
+                        journal_after=step - 1,
+                        journal_at=0,
+                        checkpoint=checkpoint(step, step, {"step": bytes([step])}),
                     )
                     await commit(store, batch)
 
@@ -418,12 +623,12 @@ class StoreConformance:
                 _expect(
                     f"checkpoints of {run_id}",
                     await _ids(store, run_id),
-                    [f"{run_id}/{step}" for step in range(5)],
+                    [f"{run_id}:{step}" for step in range(5)],
                 )
                 _expect(f"values of {run_id}", await _values(store, run_id), {"step": b"\x04"})
                 _expect(
                     f"journal of {run_id}'s checkpoint 3",
-                    await _journal(store, run_id, f"{run_id}/3"),
+                    await _journal(store, run_id, f"{run_id}:3"),
                     (f"{run_id} entry 4".encode(),),
                 )
 
@@ -433,59 +638,56 @@ class StoreConformance:
 
     def test_each_checkpoint_reads_every_chunk_as_of_itself(self) -> None:
         async def scenario(store: Store) -> None:
-            c0 = checkpoint("c0", 0, {"a": b"a0", "b": b"b0", "c": b"c0"})
+            c0 = checkpoint(0, 0, {"a": b"a0", "b": b"b0", "c": b"c0"})
             await store.create_run(record("r"), Commit("r", checkpoint=c0))
             # a changes, b is unchanged (not written), c is deleted
-            await commit(
-                store, Commit("r", checkpoint=checkpoint("c1", 1, {"a": b"a1", "c": None}))
-            )
+            await commit(store, Commit("r", checkpoint=checkpoint(1, 1, {"a": b"a1", "c": None})))
             # nothing changes
-            await commit(store, Commit("r", checkpoint=checkpoint("c2", 2)))
+            await commit(store, Commit("r", checkpoint=checkpoint(2, 2)))
             # c comes back, d is new, b is deleted
-            c3 = checkpoint("c3", 3, {"c": b"c3", "d": b"d3", "b": None})
+            c3 = checkpoint(3, 3, {"c": b"c3", "d": b"d3", "b": None})
             await commit(store, Commit("r", checkpoint=c3))
             expected = {
-                "c0": {"a": b"a0", "b": b"b0", "c": b"c0"},
-                "c1": {"a": b"a1", "b": b"b0"},
-                "c2": {"a": b"a1", "b": b"b0"},
-                "c3": {"a": b"a1", "c": b"c3", "d": b"d3"},
+                "r:0": {"a": b"a0", "b": b"b0", "c": b"c0"},
+                "r:1": {"a": b"a1", "b": b"b0"},
+                "r:2": {"a": b"a1", "b": b"b0"},
+                "r:3": {"a": b"a1", "c": b"c3", "d": b"d3"},
             }
-            for checkpoint_id, values in expected.items():
-                _expect(
-                    f"values of {checkpoint_id}", await _values(store, "r", checkpoint_id), values
-                )
-            _expect("values of the latest", await _values(store, "r"), expected["c3"])
+            for wanted, values in expected.items():
+                _expect(f"values of {wanted}", await _values(store, "r", wanted), values)
+            _expect("values of the latest", await _values(store, "r"), expected["r:3"])
 
         self.run_scenario(scenario, self.make_store())
 
     def test_a_full_checkpoint_deletes_every_chunk_it_does_not_list(self) -> None:
         async def scenario(store: Store) -> None:
-            c0 = checkpoint("c0", 0, {"a": b"a0", "b": b"b0", "gone": None})
+            c0 = checkpoint(0, 0, {"a": b"a0", "b": b"b0", "gone": None})
             await store.create_run(record("r"), Commit("r", checkpoint=c0))
-            full = checkpoint("c1", 1, {"b": b"b1", "e": b"e1"}, full=True)
+            full = checkpoint(1, 1, {"b": b"b1", "e": b"e1"}, full=True)
             await commit(store, Commit("r", checkpoint=full))
-            await commit(store, Commit("r", checkpoint=checkpoint("c2", 2, {"a": b"a2"})))
-            _expect("values of c0", await _values(store, "r", "c0"), {"a": b"a0", "b": b"b0"})
+            await commit(store, Commit("r", checkpoint=checkpoint(2, 2, {"a": b"a2"})))
+            _expect("values of r:0", await _values(store, "r", "r:0"), {"a": b"a0", "b": b"b0"})
             _expect(
-                "values of c1 (full)", await _values(store, "r", "c1"), {"b": b"b1", "e": b"e1"}
+                "values of r:1 (full)", await _values(store, "r", "r:1"), {"b": b"b1", "e": b"e1"}
             )
             _expect(
-                "values of c2",
-                await _values(store, "r", "c2"),
+                "values of r:2",
+                await _values(store, "r", "r:2"),
                 {"a": b"a2", "b": b"b1", "e": b"e1"},
             )
-            await commit(store, Commit("r", checkpoint=checkpoint("c3", 3, full=True)))
+            await commit(store, Commit("r", checkpoint=checkpoint(3, 3, full=True)))
             _expect("values of an empty full checkpoint", await _values(store, "r"), {})
-            _expect("values of c2 afterwards", len(await _values(store, "r", "c2")), 3)
+            _expect("values of r:2 afterwards", len(await _values(store, "r", "r:2")), 3)
 
         self.run_scenario(scenario, self.make_store())
 
     def test_a_fork_starts_from_a_full_first_checkpoint(self) -> None:
         async def scenario(store: Store) -> None:
-            first = Commit("fork", checkpoint=checkpoint("f0", 4, {"a": b"1"}, full=True))
-            fork = record("fork", parent_run_id="origin", parent_checkpoint_id="o4")
+            first = Commit("fork", checkpoint=checkpoint(0, 4, {"a": b"1"}, full=True))
+            fork = record("fork", parent_run_id="origin", parent_checkpoint_id="origin:4")
             await store.create_run(fork, first)
             _expect("values of the fork", await _values(store, "fork"), {"a": b"1"})
+            _expect("checkpoints of the fork", await _ids(store, "fork"), ["fork:0"])
 
         self.run_scenario(scenario, self.make_store())
 
@@ -493,83 +695,208 @@ class StoreConformance:
 
     def test_load_gives_the_latest_checkpoint_or_the_one_named(self) -> None:
         async def scenario(store: Store) -> None:
-            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint("c0", 0)))
-            await commit(store, Commit("r", checkpoint=checkpoint("c1", 1, status=PAUSED)))
-            await commit(store, Commit("r", checkpoint=checkpoint("c2", 2)))
+            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint(0)))
+            await commit(store, Commit("r", checkpoint=checkpoint(1, status=PAUSED)))
+            await commit(store, Commit("r", checkpoint=checkpoint(2)))
             latest = await store.load("r")
             assert latest is not None
-            _expect("latest id", latest.info.id, "c2")
-            _expect("latest frame", latest.frame, b"frame of c2")
-            older = await store.load("r", "c1")
+            _expect("latest id", latest.info.id, "r:2")
+            _expect("latest seq", latest.info.seq, 2)
+            _expect("latest frame", latest.frame, b"frame 2")
+            older = await store.load("r", "r:1")
             assert older is not None
             _expect(
-                "older info", (older.info.id, older.info.seq, older.info.superstep), ("c1", 1, 1)
+                "older info", (older.info.id, older.info.seq, older.info.superstep), ("r:1", 1, 1)
             )
             _expect("older status", older.info.status, PAUSED)
-            _expect("older frame", older.frame, b"frame of c1")
+            _expect("older frame", older.frame, b"frame 1")
             _expect("older run id", older.info.run_id, "r")
             _utc("a checkpoint's created_at", older.info.created_at)
 
         self.run_scenario(scenario, self.make_store())
 
+    def test_checkpoint_ids_are_the_run_id_and_seq_and_load_takes_them(self) -> None:
+        runs = {"r": 3, "a:b": 2, "r:1": 1, "run ✓ 名前": 2}  # run id: its checkpoints
+
+        async def scenario(store: Store) -> None:
+            for at, (run_id, count) in enumerate(runs.items()):
+                for seq in range(count):
+                    mark = f"{run_id} {seq}".encode()
+                    write = checkpoint(seq, seq, {"v": mark}, frame=mark)
+                    if seq == 0:
+                        await store.create_run(
+                            record(run_id, at=at), Commit(run_id, checkpoint=write)
+                        )
+                    else:
+                        await commit(store, Commit(run_id, checkpoint=write))
+            for run_id, count in runs.items():
+                ids = [f"{run_id}:{seq}" for seq in range(count)]
+                _expect(f"ids of {run_id!r}", await _ids(store, run_id), ids)
+                _expect(
+                    f"checkpoint_id of {run_id!r}",
+                    [checkpoint_id(run_id, seq) for seq in range(count)],
+                    ids,
+                )
+                latest = await store.load(run_id)
+                assert latest is not None
+                _expect(f"the latest id of {run_id!r}", latest.info.id, ids[-1])
+                for seq, wanted in enumerate(ids):
+                    loaded = await store.load(run_id, wanted)
+                    assert loaded is not None, f"load({run_id!r}, {wanted!r}) gave None"
+                    _expect(
+                        f"load({run_id!r}, {wanted!r})",
+                        (loaded.info.id, loaded.info.seq, loaded.info.run_id),
+                        (wanted, seq, run_id),
+                    )
+                    _expect("its frame", loaded.frame, f"{run_id} {seq}".encode())
+                    _expect("its values", dict(loaded.values), {"v": f"{run_id} {seq}".encode()})
+            not_theirs = [
+                ("r", "a:b:0", "another run's id"),
+                ("a:b", "r:0", "another run's id"),
+                ("r", "r:1:0", "the id of run 'r:1'"),
+                ("r:1", "r:1", "checkpoint 1 of run 'r', not of run 'r:1'"),
+                ("r:1", "r:0", "checkpoint 0 of run 'r'"),
+                ("a:b", "b:0", "a part of the run id"),
+                ("a:b", "a:0", "a part of the run id"),
+                ("r", "r:3", "a seq the run has not reached"),
+                ("r:1", "r:1:1", "a seq the run has not reached"),
+                ("nobody", "nobody:0", "an unknown run"),
+                ("r", "r", "the run id alone"),
+                ("r", "r:", "no seq"),
+                ("r", "", "nothing"),
+                ("r", ":0", "no run id"),
+                ("r", "0", "the seq alone"),
+                ("r", "r:-1", "a negative seq"),
+                ("r", "r:+1", "a signed seq"),
+                ("r", "r: 1", "a space"),
+                ("r", "r:1 ", "a space"),
+                ("r", " r:1", "a space"),
+                ("r", "r:1.0", "a decimal"),
+                ("r", "r:0x1", "hex"),
+                ("r", "r:one", "a word"),
+                ("r", "R:1", "another case"),
+                ("r", "r::1", "two colons"),
+                ("r", "r;1", "another separator"),
+            ]
+            for run_id, wanted, why in not_theirs:
+                _expect(
+                    f"load({run_id!r}, {wanted!r}): {why}", await store.load(run_id, wanted), None
+                )
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_load_of_an_id_with_the_seq_spelled_otherwise_is_none(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint(0)))
+            await commit(store, Commit("r", checkpoint=checkpoint(1)))
+            # leading zeros, ARABIC-INDIC DIGIT ONE, FULLWIDTH DIGIT ONE: int() reads them as
+            # 0 or 1, but checkpoint ids are "<run id>:<seq>" as checkpoint_id writes them
+            for wanted in ["r:01", "r:00", "r:\u0661", "r:\uff11"]:
+                _expect(f"load('r', {wanted!r})", await store.load("r", wanted), None)
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_load_of_an_id_with_digit_like_characters_is_none(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint(0)))
+            # SUPERSCRIPT TWO, CIRCLED DIGIT ONE: str.isdigit() is true, int() refuses them
+            for wanted in ["r:\u00b2", "r:\u2460", "r:1\u00b2"]:
+                _expect(f"load('r', {wanted!r})", await store.load("r", wanted), None)
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_load_of_an_id_with_a_seq_beyond_64_bits_is_none(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint(0)))
+            for wanted in [f"r:{2**63 - 1}", f"r:{2**63}", f"r:{2**64}", "r:" + "9" * 40]:
+                _expect(f"load('r', {wanted!r})", await store.load("r", wanted), None)
+
+        self.run_scenario(scenario, self.make_store())
+
     def test_journal_entries_before_the_first_checkpoint_belong_to_no_checkpoint(self) -> None:
         async def scenario(store: Store) -> None:
-            await store.create_run(record("r"), Commit("r", journal=(b"early 1",)))
-            await commit(store, Commit("r", journal=(b"early 2", b"early 3")))
+            await store.create_run(record("r"), Commit("r", journal=(b"early 0",)))
+            await commit(
+                store, Commit("r", journal=(b"early 1", b"early 2"), journal_after=-1, journal_at=1)
+            )
             _expect("load before any checkpoint", await store.load("r"), None)
+            _expect("load of r:0 before any checkpoint", await store.load("r", "r:0"), None)
             _expect("checkpoints", await store.list_checkpoints("r"), [])
-            await commit(store, Commit("r", journal=(b"early 4",), checkpoint=checkpoint("c0")))
+            await commit(
+                store,
+                Commit(
+                    "r",
+                    journal=(b"early 3",),
+                    journal_after=-1,
+                    journal_at=3,
+                    checkpoint=checkpoint(0),
+                ),
+            )
             _expect("journal of the first checkpoint", await _journal(store, "r"), ())
 
         self.run_scenario(scenario, self.make_store())
 
     def test_journal_entries_belong_to_the_checkpoint_before_them_in_order(self) -> None:
         async def scenario(store: Store) -> None:
-            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint("c0")))
-            await commit(store, Commit("r", journal=(b"1",)))
-            await commit(store, Commit("r", journal=(b"2", b"3")))
+            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint(0)))
+            await commit(store, Commit("r", journal=(b"1",), journal_after=0, journal_at=0))
+            await commit(store, Commit("r", journal=(b"2", b"3"), journal_after=0, journal_at=1))
             await commit(store, Commit("r"))
-            await commit(store, Commit("r", journal=(b"4",), checkpoint=checkpoint("c1", 1)))
-            await commit(store, Commit("r", journal=(b"5",)))
-            await commit(store, Commit("r", checkpoint=checkpoint("c2", 2)))
-            _expect("journal of c0", await _journal(store, "r", "c0"), (b"1", b"2", b"3", b"4"))
-            _expect("journal of c1", await _journal(store, "r", "c1"), (b"5",))
-            _expect("journal of c2", await _journal(store, "r", "c2"), ())
-            await commit(store, Commit("r", journal=(b"6",), status=PAUSED))
-            _expect("journal of the latest", await _journal(store, "r"), (b"6",))
+            await commit(
+                store,
+                Commit(
+                    "r", journal=(b"4",), journal_after=0, journal_at=3, checkpoint=checkpoint(1)
+                ),
+            )
+            await commit(store, Commit("r", journal=(b"5",), journal_after=1, journal_at=0))
+            await commit(store, Commit("r", checkpoint=checkpoint(2)))
+            _expect("journal of r:0", await _journal(store, "r", "r:0"), (b"1", b"2", b"3", b"4"))
+            _expect("journal of r:1", await _journal(store, "r", "r:1"), (b"5",))
+            _expect("journal of r:2", await _journal(store, "r", "r:2"), ())
+            many = tuple(f"entry {n}".encode() for n in range(12))  # position 10 after 9, 2
+            await commit(store, Commit("r", journal=many[:9], journal_after=2, journal_at=0))
+            await commit(store, Commit("r", journal=many[9:], journal_after=2, journal_at=9))
+            await commit(
+                store,
+                Commit("r", journal=(b"last",), journal_after=2, journal_at=12, status=PAUSED),
+            )
+            _expect("journal of the latest", await _journal(store, "r"), (*many, b"last"))
 
         self.run_scenario(scenario, self.make_store())
 
     def test_load_of_an_unknown_run_or_checkpoint_is_none(self) -> None:
         async def scenario(store: Store) -> None:
-            await store.create_run(record("a"), Commit("a", checkpoint=checkpoint("a0")))
-            await store.create_run(record("b"), Commit("b", checkpoint=checkpoint("b0")))
+            await store.create_run(record("a"), Commit("a", checkpoint=checkpoint(0)))
+            await store.create_run(record("b"), Commit("b", checkpoint=checkpoint(0)))
             await store.create_run(record("empty"))
             _expect("load of an unknown run", await store.load("nobody"), None)
-            _expect("load of an unknown run and id", await store.load("nobody", "a0"), None)
-            _expect("load of an unknown checkpoint", await store.load("a", "nothing"), None)
-            _expect("load of another run's checkpoint", await store.load("a", "b0"), None)
+            _expect("load of an unknown run and id", await store.load("nobody", "a:0"), None)
+            _expect("load of an unknown checkpoint", await store.load("a", "a:1"), None)
+            _expect("load of a malformed id", await store.load("a", "nothing"), None)
+            _expect("load of another run's checkpoint", await store.load("a", "b:0"), None)
             _expect("load of a run without checkpoints", await store.load("empty"), None)
+            _expect("load of its first id", await store.load("empty", "empty:0"), None)
 
         self.run_scenario(scenario, self.make_store())
 
     def test_list_checkpoints_gives_them_by_seq_with_the_runs_lineage(self) -> None:
         async def scenario(store: Store) -> None:
-            fork = record("fork", parent_run_id="origin", parent_checkpoint_id="o3")
-            await store.create_run(fork, Commit("fork", checkpoint=checkpoint("f3", 3)))
-            await commit(store, Commit("fork", checkpoint=checkpoint("f4", 4)))
-            await store.create_run(record("plain"), Commit("plain", checkpoint=checkpoint("p0")))
+            fork = record("fork", parent_run_id="origin", parent_checkpoint_id="origin:3")
+            await store.create_run(fork, Commit("fork", checkpoint=checkpoint(0, 3)))
+            await commit(store, Commit("fork", checkpoint=checkpoint(1, 4)))
+            await store.create_run(record("plain"), Commit("plain", checkpoint=checkpoint(0)))
             infos = await store.list_checkpoints("fork")
-            _expect("ids", [info.id for info in infos], ["f3", "f4"])
+            _expect("ids", [info.id for info in infos], ["fork:0", "fork:1"])
             _expect("seqs", [info.seq for info in infos], [0, 1])
             _expect("supersteps", [info.superstep for info in infos], [3, 4])
             _expect("run ids", {info.run_id for info in infos}, {"fork"})
             _expect("parent run ids", {info.parent_run_id for info in infos}, {"origin"})
             for info in infos:
                 _utc("created_at", info.created_at)
-            loaded = await store.load("fork", "f3")
+            loaded = await store.load("fork", "fork:0")
             assert loaded is not None
             _expect("parent run id of a loaded checkpoint", loaded.info.parent_run_id, "origin")
+            _expect("its superstep", loaded.info.superstep, 3)
             plain = await store.list_checkpoints("plain")
             _expect("parent run id of a plain run", [info.parent_run_id for info in plain], [None])
             _expect("list_checkpoints of an unknown run", await store.list_checkpoints("x"), [])
@@ -591,11 +918,22 @@ class StoreConformance:
 
         async def scenario(store: Store) -> None:
             run_id = "run ✓ \u00e9"
-            first = Commit(run_id, checkpoint=checkpoint("cp ✓", 0, values, frame=b""))
+            first = Commit(run_id, checkpoint=checkpoint(0, 0, values, frame=b""))
             await store.create_run(record(run_id), first)
-            await commit(store, Commit(run_id, journal=journal, status=COMPLETED, result=b"\x00"))
-            loaded = await store.load(run_id, "cp ✓")
+            await commit(
+                store,
+                Commit(
+                    run_id,
+                    journal=journal,
+                    journal_after=0,
+                    journal_at=0,
+                    status=COMPLETED,
+                    result=b"\x00",
+                ),
+            )
+            loaded = await store.load(run_id, f"{run_id}:0")
             assert loaded is not None
+            _expect("the id", loaded.info.id, "run ✓ \u00e9:0")
             _expect("an empty frame", loaded.frame, b"")
             assert set(loaded.values) == set(values), f"chunk names {sorted(loaded.values)}"
             for name, data in values.items():
@@ -611,7 +949,7 @@ class StoreConformance:
             assert got is not None
             _expect("an empty result", got.result, b"")
             frame = every_byte * 64
-            await commit(store, Commit(run_id, checkpoint=checkpoint("cp 2", 1, frame=frame)))
+            await commit(store, Commit(run_id, checkpoint=checkpoint(1, 1, frame=frame)))
             loaded = await store.load(run_id)
             assert loaded is not None
             _expect("a binary frame", loaded.frame, frame)
@@ -673,19 +1011,24 @@ class StoreConformance:
         store = self.make_store()
 
         async def first_loop(store: Store) -> None:
-            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint("c0", 0)))
+            await store.create_run(record("r"), Commit("r", checkpoint=checkpoint(0)))
             await store.acquire("r", "first loop")
             await store.release("r", "first loop")
 
         async def second_loop(store: Store) -> None:
-            await commit(store, Commit("r", journal=(b"j",), checkpoint=checkpoint("c1", 1)))
+            batch = Commit(
+                "r", journal=(b"j",), journal_after=0, journal_at=0, checkpoint=checkpoint(1)
+            )
+            await commit(store, batch)
             _expect("acquire in another loop", await store.acquire("r", "second loop"), True)
             await store.release("r", "second loop")
 
         async def third_loop(store: Store) -> None:
-            _expect("checkpoints", await _ids(store, "r"), ["c0", "c1"])
-            _expect("journal of c0", await _journal(store, "r", "c0"), (b"j",))
+            _expect("checkpoints", await _ids(store, "r"), ["r:0", "r:1"])
+            _expect("journal of r:0", await _journal(store, "r", "r:0"), (b"j",))
             _expect("runs", [run.run_id for run in await store.list_runs()], ["r"])
+            taken = Commit("r", checkpoint=checkpoint(1))
+            await _raises_store_error("a taken seq in a third loop", commit(store, taken))
 
         self.run_scenario(first_loop, store, close=False)
         self.run_scenario(second_loop, store, close=False)
@@ -697,7 +1040,7 @@ class StoreConformance:
 
         async def scenario(store: Store, other: Store) -> None:
             await store.create_run(
-                record("r"), Commit("r", checkpoint=checkpoint("c0", 0, {"a": b"1"}))
+                record("r"), Commit("r", checkpoint=checkpoint(0, 0, {"a": b"1"}))
             )
             _expect("the run seen by the other", await other.get_run("r"), await store.get_run("r"))
             _expect(
@@ -705,18 +1048,76 @@ class StoreConformance:
                 (await other.create_run(record("r"))) is not None,
                 True,
             )
-            await commit(
-                other, Commit("r", journal=(b"j",), checkpoint=checkpoint("c1", 1, {"b": b"2"}))
+            batch = Commit(
+                "r",
+                journal=(b"j",),
+                journal_after=0,
+                journal_at=0,
+                checkpoint=checkpoint(1, 1, {"b": b"2"}),
             )
-            _expect("checkpoints seen by the first", await _ids(store, "r"), ["c0", "c1"])
+            await commit(other, batch)
+            _expect("checkpoints seen by the first", await _ids(store, "r"), ["r:0", "r:1"])
             _expect("values seen by the first", await _values(store, "r"), {"a": b"1", "b": b"2"})
-            _expect("journal seen by the first", await _journal(store, "r", "c0"), (b"j",))
+            _expect("journal seen by the first", await _journal(store, "r", "r:0"), (b"j",))
+            # the same numbers through the first object: taken
+            stale = Commit(
+                "r",
+                journal=(b"stale",),
+                journal_after=0,
+                journal_at=0,
+                checkpoint=checkpoint(1, 1, {"b": b"stale"}),
+                status=FAILED,
+            )
+            await _raises_store_error("the other's numbers again", commit(store, stale))
+            _expect("values after", await _values(store, "r"), {"a": b"1", "b": b"2"})
+            _expect("journal after", await _journal(store, "r", "r:0"), (b"j",))
+            _expect("status after", await _status(other, "r"), (RUNNING, None))
             await store.create_run(record("s", at=1))
             _expect(
                 "runs seen by the other",
                 [run.run_id for run in await other.list_runs()],
                 ["r", "s"],
             )
+
+        self.run_scenario(scenario, store, other)
+
+    def test_of_two_writers_giving_the_same_numbers_one_commit_lands_whole(self) -> None:
+        store = self.make_store()
+        other = self.make_other_store(store)
+
+        async def scenario(store: Store, other: Store) -> None:
+            await store.create_run(
+                record("r"), Commit("r", checkpoint=checkpoint(0, 0, {"k": b"0"}))
+            )
+
+            def batch(writer: str, status: StoredStatus) -> Commit:
+                return Commit(
+                    "r",
+                    journal=(f"{writer} a".encode(), f"{writer} b".encode()),
+                    journal_after=0,
+                    journal_at=0,
+                    checkpoint=checkpoint(1, 1, {"k": writer.encode()}, frame=writer.encode()),
+                    status=status,
+                )
+
+            outcomes = await asyncio.gather(
+                commit(store, batch("first", PAUSED)),
+                commit(other, batch("second", FAILED)),
+                return_exceptions=True,
+            )
+            refused = [outcome for outcome in outcomes if outcome is not None]
+            _expect("how many commits were refused", len(refused), 1)
+            assert isinstance(refused[0], StoreError), f"refused with {refused[0]!r}"
+            winner, status = ("first", PAUSED) if outcomes[0] is None else ("second", FAILED)
+            _expect("checkpoints", await _ids(store, "r"), ["r:0", "r:1"])
+            _expect("frame of r:1", await _frame(other, "r"), winner.encode())
+            _expect("values of r:1", await _values(other, "r"), {"k": winner.encode()})
+            _expect(
+                "journal of r:0",
+                await _journal(store, "r", "r:0"),
+                (f"{winner} a".encode(), f"{winner} b".encode()),
+            )
+            _expect("status", await _status(store, "r"), (status, None))
 
         self.run_scenario(scenario, store, other)
 

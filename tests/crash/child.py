@@ -65,8 +65,8 @@ class HoldingSqliteStore(SqliteStore):
         self.hold = hold
         self.large = 0
 
-    def _write(self, cursor: sqlite3.Cursor, batch: Commit, *, new: bool) -> None:
-        super()._write(cursor, batch, new=new)
+    def _execute(self, cursor: sqlite3.Cursor, batch: Commit, statements: list[Any]) -> None:
+        super()._execute(cursor, batch, statements)
         if commit_size(batch) > LARGE:
             self.large += 1
             if self.large == self.hold:

@@ -62,7 +62,7 @@ async def held_at(wf: Chain, tag: str, stop_at: int, hops: int = 5) -> str:
     async for event in handler.stream_events():
         if isinstance(event, Reached) and event.n == stop_at:
             break
-    crash(handler)
+    await crash(handler)
     with pytest.raises(WorkflowCancelled):
         await handler
     return handler.run_id
@@ -195,7 +195,7 @@ async def test_a_fork_of_a_crashed_run_can_itself_be_crashed_and_resumed(
     async for event in fork.stream_events():
         if isinstance(event, Reached) and event.n == 3:
             break
-    crash(fork)
+    await crash(fork)
     gate(tag).set()
     assert await Chain(store=stores()).resume(fork.run_id) == 15
     assert await Chain(store=stores()).resume(run_id) == 15

@@ -358,7 +358,7 @@ async def _crash_while_paused_and_resume(wf: Any, start: Any) -> WorkflowHandler
     async for event in handler.stream_events():
         if isinstance(event, InputRequiredEvent):
             break
-    crash(handler)  # the process dies while the run waits for its answer
+    await crash(handler)  # the process dies while the run waits for its answer
     resumed = wf.resume(handler.run_id)
     async for event in resumed.stream_events():
         if isinstance(event, InputRequiredEvent):  # announced again to the new process

@@ -10,19 +10,32 @@ How it is checked: a small durable workflow (``Tally``: four steps, shared-state
 ints, strings and an event) runs until it asks for input, gets its answer, and its process
 "dies" (``crash``) before acting on it. That is played once for each serializer (json,
 pickle) and mode (superstep: a checkpoint per barrier; async: one checkpoint and a journal
-of every tick). Hypothesis then takes one stored record (a checkpoint's frame, a chunk, a
-journal entry), corrupts it *in the store itself* (the SQLite file; MemoryStore's internals;
+of every tick). Hypothesis then takes one stored record (a checkpoint, a chunk, a journal
+entry), corrupts it *in the store itself* (the SQLite file; MemoryStore's internals;
 PostgreSQL's tables) and resumes every way that reads that record: from the latest
 checkpoint, and as a fork from the checkpoint (``checkpoint_id=``). Each resume must raise
 ``CheckpointError`` naming the run and the checkpoint, and a dump of the store must be the
 same before and after. The decoding functions (``read_frame``, ``decode_chunk``,
 ``decode_entry``) get the same corruptions, many more of them, without an event loop.
 
+A stored checkpoint is an envelope (magic | format version | serializer | SHA-256 |
+payload) whose payload is ``header size (4 bytes, big-endian) | header | frame part``:
+the header is the serializer's dump of a ``Header``; the frame part is
+``serializer.dump_frame(frame, objects)``: JSON ``[frame, [encoded object, ...]]`` (the
+frame JSON-native, each object through the journal codec), pickle ``(frame, objects)``.
+The frame refers to the objects by their position in that table.
+
 "Wrong types" means a record whose checksum is right (recomputed with ``wrap``) but whose
-content has the wrong shape: another top-level type, a key missing or added, a field of
-a type no validation accepts, a payload cut short, a payload of the other serializer.
-Values pydantic's lax mode converts (``"3"`` for an int, ``"yes"`` for a bool) are not
-drawn: the tests at the end check them one by one.
+content has the wrong shape. In a checkpoint, in its header part (another type, a key
+missing or added, a field of a type no validation accepts, cut short, a wrong header
+size), its frame part (the same, for the frame; a required field missing: the others
+may be left out), its object table (not a list; an object the codec cannot read back, an
+event field of the wrong type; an object missing, or a reference past the table's end:
+those are found when the frame is restored) or as a whole (not a frame and a table, cut
+short, under the other serializer's code). In a chunk or a journal entry: a value the
+codec cannot read back, an event field of the wrong type, not a tick, cut short, the
+other serializer. Values pydantic's lax mode converts (``"3"`` for an int, ``"yes"`` for
+a bool) are not drawn: the tests at the end check them one by one.
 
 A resume whose load works is noticed by an observer (the kernel takes its ``RunResumed``
 tick) and stopped with ``crash``, so a missed corruption fails its test instead of hanging.
@@ -33,7 +46,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import json
+import pickle
 import sqlite3
 import string
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -68,8 +83,9 @@ from stepgraph.errors import (
     StepgraphError,
     WorkflowCancelled,
 )
-from stepgraph.journal.codec import encode
+from stepgraph.journal.codec import encode, import_class
 from stepgraph.stores import MemoryStore, PostgresStore, SqliteStore, Store
+from stepgraph.stores.base import checkpoint_id as id_of_checkpoint
 from stepgraph.testing import crash
 from tests.pg import PG_DSN, pg_schema, require_pg
 
@@ -148,7 +164,8 @@ async def play(store: Store, serializer: str, mode: str) -> str:
 
 
 class Row:
-    """One stored record of a run: a checkpoint's frame, a chunk or a journal entry.
+    """One stored record of a run: a checkpoint (header, frame, object table), a chunk or a
+    journal entry.
 
     (A plain class, not a dataclass: hypothesis prints a dataclass field by field, bytes
     and all; this one prints its short ``repr``.)
@@ -194,7 +211,7 @@ class Stored:
         """The resumes that read ``row``: (the ``checkpoint_id`` to pass, the one read)."""
         ids = dict(self.checkpoints)
         latest = max(ids)
-        if row.kind == "entry":  # read when resuming from the checkpoint it follows only
+        if row.kind == "entry":  # replayed by a resume from the checkpoint it follows, no fork
             return [(None, ids[latest])] if row.seq == latest else []
         found: list[tuple[str | None, str]] = [(ids[row.seq], ids[row.seq])]  # a fork from it
         later = [
@@ -219,13 +236,9 @@ class Backend(Protocol):
     def snapshot(self) -> object: ...
 
 
-_TABLES = {  # each table's rows in primary-key order
-    "stepgraph_runs": "run_id",
-    "stepgraph_checkpoints": "id",
-    "stepgraph_chunks": "run_id, name, seq",
-    "stepgraph_journal": "run_id, after_seq, pos",
-}
-_WHERE = {
+_WHERE = {  # where a record is: table, column, and the WHERE clause after its run_id
+    # SQLite keys a checkpoint by (run rowid << 32) | seq, and keeps run_id and seq as
+    # plain columns: this finds it by scan, the same clause in both databases.
     "frame": ("stepgraph_checkpoints", "frame", "seq = {0}"),
     "chunk": ("stepgraph_chunks", "data", "name = {0} AND seq = {0}"),
     "entry": ("stepgraph_journal", "entry", "after_seq = {0} AND pos = {0}"),
@@ -252,6 +265,16 @@ def _sql_rows(
         + [Row("entry", seq, bytes(data), pos=pos) for seq, pos, data in entries],
         key=lambda r: (r.kind, r.seq, r.name, r.pos),
     )
+
+
+_SQLITE_DUMP = {  # each table's rows (every column), in primary-key order
+    # the runs' rowids too: a checkpoint's key is made of its run's rowid
+    "stepgraph_runs": ("rowid, *", "rowid"),
+    "stepgraph_checkpoints": ("*", "key"),
+    "stepgraph_chunks": ("*", "run_id, name, seq"),
+    "stepgraph_journal": ("*", "run_id, after_seq, pos"),
+    "stepgraph_leases": ("*", "run_id"),
+}
 
 
 class SqliteBackend:
@@ -287,8 +310,8 @@ class SqliteBackend:
         the run's lease gives it back: the table ends as it began)."""
         with closing(sqlite3.connect(self.path)) as conn:
             dump = {
-                table: conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
-                for table, order in {**_TABLES, "stepgraph_leases": "run_id"}.items()
+                table: conn.execute(f"SELECT {columns} FROM {table} ORDER BY {order}").fetchall()
+                for table, (columns, order) in _SQLITE_DUMP.items()
             }
         assert dump["stepgraph_runs"], "the dump must see the stored runs"
         return dump
@@ -319,7 +342,11 @@ class MemoryBackend:
         return (
             [Row("frame", seq, data) for seq, data in enumerate(run.frames)]
             + [Row("chunk", at, d, name=n) for n, vs in run.values.items() for at, d in vs]
-            + [Row("entry", at, data, pos=i) for i, (at, data) in enumerate(run.journal)]
+            + [
+                Row("entry", after, data, pos=pos)
+                for after, entries in run.journal.items()
+                for pos, data in enumerate(entries)
+            ]
         )
 
     def replace(self, run_id: str, row: Row, data: bytes) -> None:
@@ -331,18 +358,25 @@ class MemoryBackend:
                 (at, data if at == row.seq else old) for at, old in run.values[row.name]
             ]
         else:
-            run.journal[row.pos] = (row.seq, data)
+            run.journal[row.seq][row.pos] = data
 
     def snapshot(self) -> object:
         store = self._store
-        return copy.deepcopy((store._runs, store._by_checkpoint, store._leases))
+        return copy.deepcopy((store._runs, store._leases))
 
     def clone(self) -> MemoryBackend:
         twin = MemoryStore()
         twin._runs = copy.deepcopy(self._store._runs)
-        twin._by_checkpoint = dict(self._store._by_checkpoint)
         twin._leases = dict(self._store._leases)
         return MemoryBackend(twin)
+
+
+_POSTGRES_DUMP = {  # each table's rows in primary-key order
+    "stepgraph_runs": "run_id",
+    "stepgraph_checkpoints": "run_id, seq",
+    "stepgraph_chunks": "run_id, name, seq",
+    "stepgraph_journal": "run_id, after_seq, pos",
+}
 
 
 class PostgresBackend:
@@ -388,7 +422,7 @@ class PostgresBackend:
                 table: conn.execute(
                     f"SELECT * FROM {self._prefix}{table} ORDER BY {order}"
                 ).fetchall()
-                for table, order in _TABLES.items()
+                for table, order in _POSTGRES_DUMP.items()
             }
         assert dump["stepgraph_runs"], "the dump must see the stored runs"
         return dump
@@ -404,6 +438,11 @@ def stored_run(
         checkpoints=tuple((info.seq, info.id) for info in infos),
         rows=tuple(backend.rows(run_id)),
     )
+    # checkpoints are numbered 0, 1, 2, ... and their ids are "<run id>:<seq>"
+    assert stored.checkpoints == tuple(
+        (seq, id_of_checkpoint(run_id, seq)) for seq in range(len(infos))
+    ), stored.checkpoints
+    assert sorted(row.seq for row in stored.rows if row.kind == "frame") == list(range(len(infos)))
     kinds = {row.kind for row in stored.targets}
     assert kinds == ({"frame", "chunk"} if mode == "superstep" else {"frame", "entry"}), kinds
     return stored
@@ -502,7 +541,7 @@ async def resume_every_way(
 
 # -- corruptions --------------------------------------------------------------------------------
 
-_HEADER = 4 + 2 + 1 + 32  # magic | format version | serializer | SHA-256
+_ENVELOPE = 4 + 2 + 1 + 32  # magic | format version | serializer | SHA-256
 
 
 class Corruption:
@@ -519,7 +558,7 @@ class Corruption:
 
 
 def _payload(data: bytes) -> bytes:
-    return data[_HEADER:]
+    return data[_ENVELOPE:]
 
 
 def _serializer_of(data: bytes) -> Serializer:
@@ -530,6 +569,59 @@ def _flip(data: bytes, bit: int) -> bytes:
     changed = bytearray(data)
     changed[bit // 8] ^= 1 << (bit % 8)
     return bytes(changed)
+
+
+# A checkpoint's payload: header size (4 bytes) | header | frame part (see the docstring).
+
+
+def _parts(data: bytes) -> tuple[bytes, bytes]:
+    """The header and the frame part of a stored checkpoint."""
+    payload = _payload(data)
+    size = int.from_bytes(payload[:4], "big")
+    return payload[4 : 4 + size], payload[4 + size :]
+
+
+def _checkpoint(ser: Serializer, header: bytes, body: bytes, *, size: int | None = None) -> bytes:
+    """A checkpoint of these parts, its checksum right (its header size ``size`` if given)."""
+    size = len(header) if size is None else size
+    return wrap(ser, size.to_bytes(4, "big") + header + body)
+
+
+def _load_body(ser: Serializer, body: bytes) -> Any:
+    """A frame part as stored: JSON ``[frame, [encoded object, ...]]`` (the objects left as
+    the codec wrote them), pickle ``(frame, objects)``."""
+    return json.loads(body) if ser.name == "json" else pickle.loads(body)
+
+
+def _dump_body(ser: Serializer, content: Any) -> bytes:
+    """What :func:`_load_body` read (or anything else) as a frame part."""
+    if ser.name == "json":
+        return json.dumps(content, separators=(",", ":")).encode()
+    return pickle.dumps(content, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _pair(ser: Serializer, frame: Any, objects: Any) -> Any:
+    """A frame and its object table, as ``dump_frame`` puts them together."""
+    return [frame, objects] if ser.name == "json" else (frame, objects)
+
+
+def _rewritten_checkpoint(
+    data: bytes,
+    *,
+    header: Callable[[Any], Any] = lambda header: header,
+    frame: Callable[[Any], Any] = lambda frame: frame,
+    objects: Callable[[list[Any]], list[Any]] = lambda objects: objects,
+) -> bytes:
+    """A stored checkpoint with its header, frame and object table changed (JSON: the
+    objects as the codec wrote them), read back and written again."""
+    ser = _serializer_of(data)
+    header_bytes, body = _parts(data)
+    content, table = _load_body(ser, body)
+    return _checkpoint(
+        ser,
+        ser.dumps(header(ser.loads(header_bytes)), "a test"),
+        _dump_body(ser, _pair(ser, frame(content), objects(list(table)))),
+    )
 
 
 def truncated(row: Row) -> st.SearchStrategy[Corruption]:
@@ -544,10 +636,10 @@ def flipped(row: Row) -> st.SearchStrategy[Corruption]:
     )
 
 
-def _string_bytes(payload: bytes) -> list[int]:
-    """The offsets of the bytes inside the JSON string literals of ``payload``."""
+def _string_bytes(text: bytes) -> list[int]:
+    """The offsets of the bytes inside the JSON string literals of ``text``."""
     inside, escaped, found = False, False, []
-    for offset, byte in enumerate(payload):
+    for offset, byte in enumerate(text):
         if inside and (escaped or byte not in b'"\\'):
             found.append(offset)
             escaped = False
@@ -559,18 +651,31 @@ def _string_bytes(payload: bytes) -> list[int]:
     return found
 
 
-def _has_json_strings(row: Row) -> bool:
+def _string_offsets(row: Row) -> list[int]:
+    """The payload offsets of the bytes inside JSON strings of a json record: a checkpoint's
+    header and frame part are JSON texts apart (its header size, before them, is not)."""
     data = row.data or b""
-    return data[6] == 0 and bool(_string_bytes(_payload(data)))
+    if data[6] != 0:
+        return []
+    if row.kind != "frame":
+        return _string_bytes(_payload(data))
+    header, body = _parts(data)
+    return [4 + at for at in _string_bytes(header)] + [
+        4 + len(header) + at for at in _string_bytes(body)
+    ]
+
+
+def _has_json_strings(row: Row) -> bool:
+    return bool(_string_offsets(row))
 
 
 def flipped_in_a_string(row: Row) -> st.SearchStrategy[Corruption]:
     """A bit flipped inside a string of a JSON payload (json records only)."""
     data = row.data or b""
-    offsets = _string_bytes(_payload(data))
+    offsets = _string_offsets(row)
     assert offsets, "a JSON record without a string"
     return st.tuples(st.sampled_from(offsets), st.integers(0, 7)).map(
-        lambda at: Corruption("flipped in a string", _flip(data, (_HEADER + at[0]) * 8 + at[1]))
+        lambda at: Corruption("flipped in a string", _flip(data, (_ENVELOPE + at[0]) * 8 + at[1]))
     )
 
 
@@ -583,42 +688,73 @@ def other_version(row: Row) -> st.SearchStrategy[Corruption]:
     )
 
 
-# Values of a type no (lax) validation turns into the field's type.
+# Values of a type no (lax) validation turns into the field's type, by the field's type.
 _TEXT = st.text(max_size=6).map(lambda s: "not a number: " + s)
 _LISTS = st.lists(st.integers(), max_size=3)
+_INT_LISTS = st.lists(st.integers(), min_size=1, max_size=3)
 _DICTS = st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+_HALVES = st.integers(-9, 9).map(lambda n: n + 0.5)
 _WRONG: dict[str, st.SearchStrategy[Any]] = {
-    "int": st.one_of(st.none(), _TEXT, _LISTS, _DICTS, st.integers(-9, 9).map(lambda n: n + 0.5)),
-    "float": st.one_of(st.none(), _TEXT, _LISTS, _DICTS),
-    "float?": st.one_of(_TEXT, _LISTS, _DICTS),
-    "bool": st.one_of(st.none(), _TEXT, _LISTS, _DICTS, st.integers(2, 99)),
     "str": st.one_of(
         st.none(), st.integers(), st.floats(allow_nan=False), st.booleans(), _LISTS, _DICTS
     ),
-    "list": st.one_of(st.none(), st.integers(), _TEXT, _DICTS),
-    "list?": st.one_of(st.integers(), _TEXT, _DICTS),
-    "dict": st.one_of(st.none(), st.integers(), _TEXT, _LISTS),
+    "int": st.one_of(st.none(), _TEXT, _LISTS, _DICTS, _HALVES),
+    "int | None": st.one_of(_TEXT, _LISTS, _DICTS, _HALVES),
+    "float": st.one_of(st.none(), _TEXT, _LISTS, _DICTS),
+    "float | None": st.one_of(_TEXT, _LISTS, _DICTS),
+    "bool": st.one_of(st.none(), _TEXT, _LISTS, _DICTS, st.integers(2, 99)),
+    "list[list]": st.one_of(st.none(), st.integers(), _TEXT, _DICTS, _INT_LISTS),
+    "list[str]": st.one_of(st.none(), st.integers(), _TEXT, _DICTS, _INT_LISTS),
+    "list[int]": st.one_of(
+        st.none(), st.integers(), _TEXT, _DICTS, st.lists(_TEXT, min_size=1, max_size=3)
+    ),
+    "list | None": st.one_of(st.integers(), _TEXT, _DICTS),
+    "dict[str, list]": st.one_of(
+        st.none(),
+        st.integers(),
+        _TEXT,
+        _LISTS,
+        st.dictionaries(st.text(max_size=3), st.integers(), min_size=1, max_size=2),
+    ),
+    "dict[str, float]": st.one_of(
+        st.none(),
+        st.integers(),
+        _TEXT,
+        _LISTS,
+        st.dictionaries(st.text(max_size=3), _TEXT, min_size=1, max_size=2),
+    ),
 }
-_INTS = "superstep next_invocation running queued external_sent asked merges_seen result outputs"
-_LISTS_FIELDS = (
-    "invocations blocked resumable outbox waiters awaited_types unclaimed inputs answers "
-    "requests pending_merges collectors fan_in_buffers recent store_keys objects"
+_INT_FIELDS = "superstep next_invocation external_sent asked merges_seen outputs"
+_ROW_FIELDS = (
+    "invocations resumable outbox waiters inputs answers requests pending_merges collectors "
+    "fan_in_buffers"
 )
-FRAME_KINDS: dict[str, str | None] = {
+FRAME_KINDS: dict[str, str] = {
     **dict.fromkeys(("run_id", "mode", "status"), "str"),
     **dict.fromkeys(("started_at", "now"), "float"),
-    **dict.fromkeys(_INTS.split(), "int"),
-    **dict.fromkeys(_LISTS_FIELDS.split(), "list"),
-    **dict.fromkeys(("nodes", "timers"), "dict"),
+    **dict.fromkeys(_INT_FIELDS.split(), "int"),
     "merging": "bool",
-    "timeout": "float?",
-    "stop": "list?",
-    "failure": None,  # any value
+    "timeout": "float | None",
+    "nodes": "dict[str, list]",
+    "timers": "dict[str, float]",
+    **dict.fromkeys(_ROW_FIELDS.split(), "list[list]"),
+    **dict.fromkeys(("blocked", "store_keys"), "list[str]"),
+    **dict.fromkeys(("awaited_types", "unclaimed"), "list[int]"),
+    "stop": "list | None",
+    **dict.fromkeys(("result", "failure"), "int | None"),  # positions in the object table
 }
+"""Each frame field's type (see ``_Frame`` in ``stepgraph.durability.checkpoints``)."""
+
+FRAME_REQUIRED = ("run_id", "mode", "status", "started_at", "now", "superstep", "next_invocation")
+"""The frame fields always written; any other, left out, stands for its default."""
+
+_REFERENCES = {"unclaimed": True, "awaited_types": True, "result": False, "failure": False}
+"""Frame fields holding object positions (True: a list of them)."""
+
 HEADER_KINDS: dict[str, str] = {
     "workflow": "str",
     "kind": "str",
-    "steps": "dict",
+    "steps": "dict[str, list]",
     "request_prefix": "str",
     "serializer": "str",
 }
@@ -628,38 +764,171 @@ def _rewrapped(how: str, serializer: Serializer, value: object) -> Corruption:
     return Corruption(how, wrap(serializer, serializer.dumps(value, "a corruption")))
 
 
-def _frame_shapes(data: bytes) -> st.SearchStrategy[Corruption]:
-    ser = _serializer_of(data)
-    content = ser.loads(_payload(data))
-
-    def changed(part: str, key: str, value: object) -> Corruption:
-        twin = copy.deepcopy(content)
-        twin[part][key] = value
-        return _rewrapped(f"wrong types: {part}[{key!r}] = {value!r}", ser, twin)
-
-    def dropped(part: str, key: str) -> Corruption:
-        twin = copy.deepcopy(content)
-        del twin[part][key]
-        return _rewrapped(f"wrong types: {part}[{key!r}] missing", ser, twin)
-
-    typed = [("frame", k, kind) for k, kind in FRAME_KINDS.items() if kind] + [
-        ("header", k, kind) for k, kind in HEADER_KINDS.items()
+def _typed_fields(raw: Any) -> list[tuple[str, str]]:
+    """The int and str fields of an event as the codec writes it (``{"$model": ...}``)."""
+    if not isinstance(raw, dict) or set(raw) != {"$model"}:
+        return []
+    path, fields = raw["$model"]
+    kinds = {int: "int", str: "str"}
+    return [
+        (name, kinds[info.annotation])
+        for name, info in import_class(path).model_fields.items()
+        if info.annotation in kinds and name in fields
     ]
-    keys = [("frame", k) for k in FRAME_FIELDS] + [("header", k) for k in HEADER_KINDS]
-    return st.one_of(
+
+
+def _wrong_fields(
+    raw: Any, corrupt: Callable[[str, Any], Corruption]
+) -> list[st.SearchStrategy[Corruption]]:
+    """An event written by the codec (``raw``) with a field of the wrong type, as
+    ``corrupt(how, raw event)`` makes it a record ([] for a value that is not an event)."""
+    typed = _typed_fields(raw)
+    if not typed:
+        return []
+    path, fields = raw["$model"]
+
+    def field(name: str, value: Any) -> Corruption:
+        twin = {"$model": [path, {**fields, name: encode(value)}]}
+        return corrupt(f"event field {name} = {value!r}", twin)
+
+    return [
         st.sampled_from(typed).flatmap(
-            lambda t: _WRONG[t[2]].map(lambda value: changed(t[0], t[1], value))
+            lambda name_kind: _WRONG[name_kind[1]].map(lambda value: field(name_kind[0], value))
+        )
+    ]
+
+
+# Encoded JSON no value decodes from: a shape the journal codec refuses.
+_MALFORMED_JSON = (
+    {"two": 1, "keys": 2},
+    {"$no such tag": 1},
+    {"$tuple": 5},
+    {"$model": ["no_such_module_here:Nothing", {}]},
+    {"$model": [f"{Labelled.__module__}:{Labelled.__qualname__}", {"value": "x", "label": 1}]},
+    {"$dataclass": [f"{Labelled.__module__}:{Labelled.__qualname__}", {"value": 1}]},
+)
+
+
+def _checkpoint_shapes(data: bytes, *, restoring: bool) -> st.SearchStrategy[Corruption]:
+    """A checkpoint with its header part, frame part or object table (or all of it) of a
+    wrong shape; with ``restoring``, also shapes found only when the frame is restored."""
+    ser = _serializer_of(data)
+    header_bytes, body = _parts(data)
+    header = ser.loads(header_bytes)
+    frame, objects = _load_body(ser, body)
+    objects = list(objects)
+    payload_size = len(header_bytes) + len(body)  # after the header size
+
+    def with_header(how: str, value: object) -> Corruption:
+        header = ser.dumps(value, "a corruption")
+        return Corruption(f"wrong types: {how}", _checkpoint(ser, header, body))
+
+    def with_body(how: str, content: object) -> Corruption:
+        corrupt = _checkpoint(ser, header_bytes, _dump_body(ser, content))
+        return Corruption(f"wrong types: {how}", corrupt)
+
+    def with_frame(how: str, value: object) -> Corruption:
+        return with_body(how, _pair(ser, value, objects))
+
+    def with_table(how: str, value: object) -> Corruption:
+        return with_body(how, _pair(ser, frame, value))
+
+    def with_object(at: int) -> Callable[[str, Any], Corruption]:
+        def corrupt(how: str, raw: Any) -> Corruption:
+            return with_table(f"object {at}: {how}", [*objects[:at], raw, *objects[at + 1 :]])
+
+        return corrupt
+
+    def header_size(size: int) -> Corruption:
+        corrupt = _checkpoint(ser, header_bytes, body, size=size)
+        return Corruption(f"wrong types: header size {size} (not {len(header_bytes)})", corrupt)
+
+    sizes = [st.integers(0, len(header_bytes) - 1), st.integers(payload_size, 2**32 - 1)]
+    if ser.name == "json":  # a pickle ignores what follows it: a longer header still loads
+        sizes.append(st.integers(len(header_bytes) + 1, payload_size - 1))
+    header_part = st.one_of(
+        st.sampled_from(list(HEADER_KINDS.items())).flatmap(
+            lambda key_kind: _WRONG[key_kind[1]].map(
+                lambda value: with_header(
+                    f"header[{key_kind[0]!r}] = {value!r}", {**header, key_kind[0]: value}
+                )
+            )
         ),
-        st.sampled_from(keys).map(lambda k: dropped(*k)),
-        st.tuples(st.sampled_from(["header", "frame"]), st.text(min_size=1, max_size=8))
-        .filter(lambda t: t[1] not in content[t[0]])
-        .map(lambda t: changed(t[0], t[1], 0)),
-        st.sampled_from(
-            [None, 7, "a checkpoint", ["header", "frame"], {"header": content["header"]}]
-        ).map(lambda value: _rewrapped(f"wrong types: the content is {value!r}", ser, value)),
+        st.sampled_from(list(header)).map(
+            lambda key: with_header(
+                f"header[{key!r}] missing", {k: v for k, v in header.items() if k != key}
+            )
+        ),
+        st.text(min_size=1, max_size=8)
+        .filter(lambda key: key not in header)
+        .map(lambda key: with_header(f"header[{key!r}] added", {**header, key: 0})),
+        st.sampled_from([None, 7, "a header", [["workflow", "Tally"]], tuple(header)]).map(
+            lambda value: with_header(f"the header is {value!r}", value)
+        ),
+        st.integers(0, len(header_bytes) - 1).map(
+            lambda n: Corruption(
+                f"wrong types: header cut at {n}",
+                _checkpoint(ser, header_bytes[:n], body),
+            )
+        ),
+        st.one_of(*sizes).map(header_size),
+    )
+    frame_part = st.one_of(
+        st.sampled_from(list(FRAME_KINDS.items())).flatmap(
+            lambda key_kind: _WRONG[key_kind[1]].map(
+                lambda value: with_frame(
+                    f"frame[{key_kind[0]!r}] = {value!r}", {**frame, key_kind[0]: value}
+                )
+            )
+        ),
+        st.sampled_from(FRAME_REQUIRED).map(
+            lambda key: with_frame(
+                f"frame[{key!r}] missing", {k: v for k, v in frame.items() if k != key}
+            )
+        ),
+        st.text(min_size=1, max_size=8)
+        .filter(lambda key: key not in FRAME_FIELDS)
+        .map(lambda key: with_frame(f"frame[{key!r}] added", {**frame, key: 0})),
+        st.sampled_from([None, 7, "a frame", [frame], list(frame)]).map(
+            lambda value: with_frame(f"the frame is {value!r}", value)
+        ),
+    )
+    tables: list[object] = [None, 7, "objects", {"0": objects[0]}]
+    if ser.name == "pickle":
+        tables.append(tuple(objects))  # a tuple, not a list
+    table_part = [
+        st.sampled_from(tables).map(lambda value: with_table(f"the table is {value!r}", value))
+    ]
+    if ser.name == "json":  # a pickle's table holds any values
+        table_part.append(
+            st.tuples(st.integers(0, len(objects) - 1), st.sampled_from(_MALFORMED_JSON)).map(
+                lambda at_raw: with_object(at_raw[0])(f"{at_raw[1]!r}", at_raw[1])
+            )
+        )
+        for at, raw in enumerate(objects):
+            table_part.extend(_wrong_fields(raw, with_object(at)))
+    if restoring:  # read_frame takes them; restoring the frame refuses them
+
+        def past(key: str, n: int) -> Corruption:
+            position = len(objects) + n
+            value = [position] if _REFERENCES[key] else position
+            return with_frame(f"frame[{key!r}] = {value!r}, past the table", {**frame, key: value})
+
+        table_part.append(st.just(with_table("the table without its last object", objects[:-1])))
+        table_part.append(st.builds(past, st.sampled_from(list(_REFERENCES)), st.integers(0, 9)))
+    containers: list[object] = (
+        [[frame], [frame, objects, []], [objects, frame], {"frame": frame, "objects": objects}]
+        if ser.name == "json"
+        else [[frame, objects], (frame,), (frame, objects, None), (objects, frame)]
+    )
+    whole = st.one_of(
+        st.sampled_from([*containers, frame, None, 7, "a checkpoint"]).map(
+            lambda value: with_body(f"the frame part is {value!r}", value)
+        ),
         _cut_payload(data),
         _other_serializer(data),
     )
+    return st.one_of(header_part, frame_part, st.one_of(*table_part), whole)
 
 
 def _cut_payload(data: bytes) -> st.SearchStrategy[Corruption]:
@@ -676,47 +945,21 @@ def _other_serializer(data: bytes) -> st.SearchStrategy[Corruption]:
     return st.just(Corruption("wrong types: the other serializer", wrap(other, _payload(data))))
 
 
-# Encoded JSON no value decodes from: a shape the journal codec refuses.
-_MALFORMED_JSON = (
-    {"two": 1, "keys": 2},
-    {"$no such tag": 1},
-    {"$tuple": 5},
-    {"$model": ["no_such_module_here:Nothing", {}]},
-    {"$model": [f"{Labelled.__module__}:{Labelled.__qualname__}", {"value": "x", "label": 1}]},
-    {"$dataclass": [f"{Labelled.__module__}:{Labelled.__qualname__}", {"value": 1}]},
-)
-
-
 def _chunk_shapes(row: Row) -> st.SearchStrategy[Corruption]:
     data = row.data or b""
     ser = _serializer_of(data)
     if ser.name == "pickle":  # a pickle holds any value: only a malformed pickle is wrong
         return st.one_of(_cut_payload(data), _other_serializer(data))
-    shapes = [
-        st.sampled_from(_MALFORMED_JSON).map(
-            lambda raw: Corruption(f"wrong types: {raw!r}", wrap(ser, json.dumps(raw).encode()))
-        ),
+
+    def rewrapped(how: str, raw: Any) -> Corruption:
+        return Corruption(f"wrong types: {how}", wrap(ser, json.dumps(raw).encode()))
+
+    raw = json.loads(_payload(data))
+    return st.one_of(
+        st.sampled_from(_MALFORMED_JSON).map(lambda raw: rewrapped(repr(raw), raw)),
         _other_serializer(data),
-    ]
-    if row.name == "s:last":  # an event: each field has its type
-        raw = json.loads(_payload(data))
-        assert set(raw) == {"$model"}
-
-        def field(key_value: tuple[str, Any]) -> Corruption:
-            key, value = key_value
-            twin = copy.deepcopy(raw)
-            twin["$model"][1][key] = encode(value)
-            return Corruption(
-                f"wrong types: event field {key} = {value!r}", wrap(ser, json.dumps(twin).encode())
-            )
-
-        shapes.append(
-            st.one_of(
-                st.tuples(st.just("value"), _WRONG["int"]),
-                st.tuples(st.just("label"), _WRONG["str"]),
-            ).map(field)
-        )
-    return st.one_of(*shapes)
+        *_wrong_fields(raw, rewrapped),  # an event: each field has its type
+    )
 
 
 def _entry_shapes(data: bytes) -> st.SearchStrategy[Corruption]:
@@ -733,18 +976,27 @@ def _entry_shapes(data: bytes) -> st.SearchStrategy[Corruption]:
     )
 
 
-def wrong_types(row: Row) -> st.SearchStrategy[Corruption]:
-    """A record with a right checksum and a wrong shape (see the module docstring)."""
+def wrong_types(row: Row, *, restoring: bool = True) -> st.SearchStrategy[Corruption]:
+    """A record with a right checksum and a wrong shape (see the module docstring).
+
+    ``restoring=False`` leaves out the shapes found only when a frame is restored (they
+    read: the decoding functions alone take them).
+    """
     data = row.data or b""
     if row.kind == "frame":
-        return _frame_shapes(data)
+        return _checkpoint_shapes(data, restoring=restoring)
     if row.kind == "chunk":
         return _chunk_shapes(row)
     return _entry_shapes(data)
 
 
-def any_corruption(row: Row) -> st.SearchStrategy[Corruption]:
-    strategies = [truncated(row), flipped(row), other_version(row), wrong_types(row)]
+def any_corruption(row: Row, *, restoring: bool = True) -> st.SearchStrategy[Corruption]:
+    strategies = [
+        truncated(row),
+        flipped(row),
+        other_version(row),
+        wrong_types(row, restoring=restoring),
+    ]
     if _has_json_strings(row):
         strategies.append(flipped_in_a_string(row))
     return st.one_of(*strategies)
@@ -850,9 +1102,49 @@ def test_an_intact_store_resumes_from_every_checkpoint_and_the_harness_sees_it(
         asyncio.run(every_way(pristine.copy_to(scratch), stored))
 
 
-def test_the_wrong_type_tables_cover_every_field_of_a_stored_checkpoint() -> None:
+def test_the_corruption_helpers_rewrite_an_intact_checkpoint_into_one_that_reads_the_same(
+    sqlite_runs: list[tuple[SqliteBackend, Stored]], scratch: Path
+) -> None:
+    """What the "wrong types" corruptions are made with changes nothing by itself: a
+    corruption is wrong only where it was made wrong."""
+    for pristine, stored in sqlite_runs:
+        for row in (r for r in stored.rows if r.kind == "frame"):
+            data = row.data or b""
+            ser = _serializer_of(data)
+            header, body = _parts(data)
+            assert _checkpoint(ser, header, body) == data
+            twin = _rewritten_checkpoint(data)
+            ids = {"run_id": stored.run_id, "checkpoint_id": "cp"}
+            assert read_frame(twin, **ids) == read_frame(data, **ids)
+        latest = max(seq for seq, _ in stored.checkpoints)
+        row = next(r for r in stored.rows if r.kind == "frame" and r.seq == latest)
+        backend = pristine.copy_to(scratch)
+        backend.replace(stored.run_id, row, _rewritten_checkpoint(row.data or b""))
+        store = backend.store()
+        try:
+            assert asyncio.run(attempt(store, stored, None)) is None  # it resumes
+        finally:
+            store.close()
+
+
+def test_the_wrong_type_tables_cover_every_field_of_a_stored_checkpoint(
+    sqlite_runs: list[tuple[SqliteBackend, Stored]],
+) -> None:
     assert set(FRAME_KINDS) == set(FRAME_FIELDS)
     assert set(HEADER_KINDS) == set(Header.model_fields)
+    assert set(_REFERENCES) <= set(FRAME_FIELDS)
+    assert list(FRAME_FIELDS)[: len(FRAME_REQUIRED)] == list(FRAME_REQUIRED)
+    for _, stored in sqlite_runs:
+        for row in (r for r in stored.rows if r.kind == "frame"):
+            data = row.data or b""
+            frame, _ = _load_body(_serializer_of(data), _parts(data)[1])
+            assert set(FRAME_REQUIRED) <= set(frame) <= set(FRAME_FIELDS), sorted(frame)
+            # a frame of its required fields alone reads with every other field's default
+            bare = _rewritten_checkpoint(
+                data, frame=lambda frame: {key: frame[key] for key in FRAME_REQUIRED}
+            )
+            _, read, _ = read_frame(bare, run_id=stored.run_id, checkpoint_id="cp")
+            assert read == {**FRAME_FIELDS, **{key: frame[key] for key in FRAME_REQUIRED}}
 
 
 # -- SQLite, end to end: each kind of corruption --------------------------------------------------
@@ -905,8 +1197,11 @@ def test_a_bit_flipped_in_a_json_string_that_stays_valid_json_is_caught_by_the_c
     row = next(r for r in stored.targets if r.kind == "frame")
     data = row.data or b""
     at = data.index(b'"Tally"') + 1  # the workflow's name in the header: "Tally" -> "Ually"
+    assert _ENVELOPE + 4 < at < _ENVELOPE + 4 + len(_parts(data)[0])
     corrupt = _flip(data, at * 8)
-    assert json.loads(_payload(corrupt)) != json.loads(_payload(data))  # still valid JSON
+    header, body = _parts(corrupt)
+    assert json.loads(header) != json.loads(_parts(data)[0])  # still valid JSON
+    assert body == _parts(data)[1]
     backend = pristine.copy_to(scratch)
     backend.replace(stored.run_id, row, corrupt)
     asyncio.run(resume_every_way(backend, stored, row))
@@ -933,7 +1228,8 @@ def test_the_decoding_functions_refuse_every_corruption_naming_the_run_and_the_c
     run_id: str,
     checkpoint_id: str,
 ) -> None:
-    _, _, row, bad = _draw(data, sqlite_runs, any_corruption)
+    corruption = functools.partial(any_corruption, restoring=False)  # no frame is restored
+    _, _, row, bad = _draw(data, sqlite_runs, corruption)
     decode(row, row.data or b"", run_id, checkpoint_id)  # the record as stored is fine
     with pytest.raises(CheckpointError) as raised:
         decode(row, bad.data, run_id, checkpoint_id)
@@ -986,7 +1282,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             await postgres.aclose()
 
 
-@pytest.mark.parametrize("checkpoint_id", [None, "some-checkpoint"])
+@pytest.mark.parametrize("checkpoint_id", [None, "some-checkpoint", "nope:0"])
 async def test_resuming_an_unknown_run_id_raises_run_not_found_naming_it_and_creates_no_run(
     store: Store, checkpoint_id: str | None
 ) -> None:
@@ -1006,7 +1302,14 @@ async def test_resuming_from_an_unknown_checkpoint_id_raises_checkpoint_not_foun
     other = await play(store, "json", "superstep")
     foreign = (await store.list_checkpoints(other))[1].id  # a checkpoint, of another run
     runs, checkpoints = await store.list_runs(), await store.list_checkpoints(run_id)
-    for unknown in ("nope", foreign):
+    assert [info.id for info in checkpoints] == [
+        id_of_checkpoint(run_id, seq) for seq in range(len(checkpoints))
+    ]
+    unknowns = ["nope", foreign, run_id, f"{run_id}:", f":{len(checkpoints) - 1}"]
+    # a seq the run has not got, or not a seq
+    for seq in (len(checkpoints), 2**32 - 1, 2**32 + 1, 2**63, 10**30, -1, "x", "1:1", " 1", "1.0"):
+        unknowns.append(f"{run_id}:{seq}")
+    for unknown in unknowns:
         with pytest.raises(CheckpointNotFoundError, match=repr(unknown)) as raised:
             await Tally(store=store).resume(run_id, checkpoint_id=unknown)
         assert isinstance(raised.value, StepgraphError)
@@ -1015,25 +1318,124 @@ async def test_resuming_from_an_unknown_checkpoint_id_raises_checkpoint_not_foun
         assert await store.list_checkpoints(run_id) == checkpoints
 
 
+_ODD_SEQ = (
+    "the checkpoint's seq is read with str.isdigit() then int() (stepgraph.stores.base."
+    "checkpoint_seq): isdigit() takes Unicode digits int() refuses, so the ValueError of int() "
+    "escapes from resume() instead of CheckpointNotFoundError"
+)
+_ALIAS = (
+    "checkpoint_seq() takes any digits int() reads, so '<run id>:01', '<run id>:0001' or "
+    "'<run id>:' + Arabic-Indic one name checkpoint '<run id>:1': resume() forks from a "
+    "checkpoint whose id is not the one given, where it should raise CheckpointNotFoundError"
+)
+
+
+@pytest.mark.parametrize(
+    "seq",
+    [
+        pytest.param(
+            "\u00b2",
+            id="superscript-two",
+        ),
+        pytest.param(
+            "01",
+            id="leading-zero",
+        ),
+        pytest.param(
+            "0001",
+            id="leading-zeros",
+        ),
+        pytest.param(
+            "\u0661",
+            id="arabic-indic-one",
+        ),
+    ],
+)
+async def test_a_checkpoint_id_of_the_run_spelled_otherwise_raises_checkpoint_not_found(
+    store: Store, seq: str
+) -> None:
+    run_id = await play(store, "json", "superstep")
+    unknown = f"{run_id}:{seq}"
+    assert unknown not in [info.id for info in await store.list_checkpoints(run_id)]
+    runs = await store.list_runs()
+    # attempt(): a resume that went on (from the checkpoint the id was taken for) is stopped
+    error = await attempt(store, Stored("json", "superstep", run_id, (), ()), unknown)
+    went_on = "resuming went on from a checkpoint"
+    assert isinstance(error, CheckpointNotFoundError), (
+        went_on if error is None else f"{type(error).__name__}: {error}"
+    )
+    assert repr(unknown) in str(error)
+    assert await store.list_runs() == runs
+
+
+# -- bugs found while writing these tests, fixed since -----------------------------------------
+
+_UNCHECKED_OBJECTS = (
+    "restore() (stepgraph/durability/frame.py) takes the frame's objects from the table by "
+    "position without checking their kind: a checkpoint (its checksum right) whose table holds "
+    "7 where the frame refers to a message or an input request is restored and the run goes "
+    "on: the step gets 7 (AttributeError, and the stored run is marked failed, its journal "
+    "appended to), or the run waits on a request that is 7, where resume should raise "
+    "CheckpointError and change nothing"
+)
+
+
+@pytest.mark.parametrize("seq", [3, 4])  # 3: an input request; 4: a step's message, an answer
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+def test_a_table_object_of_the_wrong_kind_raises_checkpoint_error_and_changes_nothing(
+    sqlite_runs: list[tuple[SqliteBackend, Stored]], scratch: Path, serializer: str, seq: int
+) -> None:
+    pristine, stored = next(
+        r for r in sqlite_runs if r[1].serializer == serializer and r[1].mode == "superstep"
+    )
+    row = next(r for r in stored.targets if r.kind == "frame" and r.seq == seq)
+    corrupt = _rewritten_checkpoint(row.data or b"", objects=lambda table: [7] * len(table))
+    _corrupt_and_resume(pristine.copy_to(scratch), stored, row, corrupt)
+
+
+_NEGATIVE_POSITIONS = (
+    "restore() (stepgraph/durability/frame.py) reads an object position with "
+    "objects.__getitem__, so a negative one (the frame's type, int, allows it) is taken from "
+    "the table's end: a checkpoint (its checksum right) whose frame has unclaimed [-1], "
+    "result -1 or failure -1 is restored and the run goes on, where resume should raise "
+    "CheckpointError (a position past the table's end does raise it)"
+)
+
+
+@pytest.mark.parametrize(("key", "value"), [("unclaimed", [-1]), ("result", -1), ("failure", -1)])
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+def test_a_negative_object_position_raises_checkpoint_error_and_changes_nothing(
+    sqlite_runs: list[tuple[SqliteBackend, Stored]],
+    scratch: Path,
+    serializer: str,
+    key: str,
+    value: object,
+) -> None:
+    pristine, stored = next(r for r in sqlite_runs if r[1].serializer == serializer)
+    latest = max(seq for seq, _ in stored.checkpoints)  # read by a fork and by a resume
+    row = next(r for r in stored.targets if r.kind == "frame" and r.seq == latest)
+    corrupt = _rewritten_checkpoint(row.data or b"", frame=lambda frame: {**frame, key: value})
+    _corrupt_and_resume(pristine.copy_to(scratch), stored, row, corrupt)
+
+
 # -- bugs found while writing these tests, fixed since -----------------------------------------
 
 
 def _rewritten(stored_data: bytes, change: Callable[[Any], Any]) -> bytes:
+    """A stored chunk or journal entry with its value changed (its checksum right)."""
     ser = _serializer_of(stored_data)
     return wrap(ser, ser.dumps(change(ser.loads(_payload(stored_data))), "a corruption"))
 
 
-def _corrupt_and_resume(
-    backend: SqliteBackend, stored: Stored, row: Row, change: Callable[[Any], Any]
-) -> None:
-    backend.replace(stored.run_id, row, _rewritten(row.data or b"", change))
+def _corrupt_and_resume(backend: SqliteBackend, stored: Stored, row: Row, corrupt: bytes) -> None:
+    backend.replace(stored.run_id, row, corrupt)
     asyncio.run(resume_every_way(backend, stored, row))
 
 
-def _renamed_node(content: dict[str, Any]) -> dict[str, Any]:
-    nodes = content["frame"]["nodes"]
+def _renamed_node(frame: dict[str, Any]) -> dict[str, Any]:
+    nodes = dict(frame["nodes"])
     nodes["no_such_step"] = nodes.pop("first")
-    return content
+    return {**frame, "nodes": nodes}
 
 
 @pytest.mark.parametrize("serializer", ["json", "pickle"])
@@ -1043,23 +1445,51 @@ def test_a_frame_naming_a_step_the_workflow_lacks_raises_checkpoint_error_and_ch
     pristine, stored = next(r for r in sqlite_runs if r[1].serializer == serializer)
     latest = max(seq for seq, _ in stored.checkpoints)  # read by a fork and by a resume
     row = next(r for r in stored.targets if r.kind == "frame" and r.seq == latest)
-    _corrupt_and_resume(pristine.copy_to(scratch), stored, row, _renamed_node)
+    corrupt = _rewritten_checkpoint(row.data or b"", frame=_renamed_node)
+    _corrupt_and_resume(pristine.copy_to(scratch), stored, row, corrupt)
+
+
+_CONVERTIBLE = [  # (part, key, value): values lax validation would take
+    ("frame", "superstep", "3"),
+    ("frame", "superstep", 3.0),
+    ("frame", "merging", "yes"),
+    ("frame", "merging", 1),
+    ("frame", "asked", True),
+    ("frame", "now", "1.5"),
+    ("frame", "timeout", "1.5"),
+    ("frame", "result", "0"),
+    ("header", "workflow", b"Tally"),
+    ("header", "steps", {"first": (("Begin",), ("Counted",))}),  # the codec keeps tuples
+]
+_PICKLE_CONVERTIBLE = [("frame", "blocked", ("first",))]  # a frame's JSON has no tuples
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("superstep", "3"), ("merging", "yes"), ("merging", 1), ("queued", True)]
+    ("serializer", "part", "key", "value"),
+    [("json", *case) for case in _CONVERTIBLE]
+    + [("pickle", *case) for case in _CONVERTIBLE + _PICKLE_CONVERTIBLE],
 )
-def test_a_frame_field_of_a_convertible_wrong_type_raises_checkpoint_error(
-    sqlite_runs: list[tuple[SqliteBackend, Stored]], scratch: Path, key: str, value: object
+def test_a_checkpoint_field_of_a_convertible_wrong_type_raises_checkpoint_error(
+    sqlite_runs: list[tuple[SqliteBackend, Stored]],
+    scratch: Path,
+    serializer: str,
+    part: str,
+    key: str,
+    value: object,
 ) -> None:
-    pristine, stored = next(r for r in sqlite_runs if r[1].serializer == "json")
+    pristine, stored = next(r for r in sqlite_runs if r[1].serializer == serializer)
     row = next(r for r in stored.targets if r.kind == "frame" and r.seq == 1)
 
     def change(content: dict[str, Any]) -> dict[str, Any]:
-        content["frame"][key] = value
-        return content
+        return {**content, key: value}
 
-    _corrupt_and_resume(pristine.copy_to(scratch), stored, row, change)
+    data = row.data or b""
+    corrupt = (
+        _rewritten_checkpoint(data, frame=change)
+        if part == "frame"
+        else _rewritten_checkpoint(data, header=change)
+    )
+    _corrupt_and_resume(pristine.copy_to(scratch), stored, row, corrupt)
 
 
 @pytest.mark.parametrize(
@@ -1095,4 +1525,5 @@ def test_a_journal_tick_with_a_field_of_the_wrong_type_raises_checkpoint_error(
         object.__setattr__(entry, key, value)
         return entry
 
-    _corrupt_and_resume(pristine.copy_to(scratch), stored, row, change)
+    corrupt = _rewritten(row.data or b"", change)
+    _corrupt_and_resume(pristine.copy_to(scratch), stored, row, corrupt)

@@ -1,0 +1,151 @@
+"""Pauses that survive a restart: a pause is stored before it is announced; a waiting step
+starts again and gets its answer; answers carry the request id, are kept before they act,
+and a second, different answer is refused.
+
+Every test runs on MemoryStore, SqliteStore and PostgresStore (``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from stepgraph import HumanResponseEvent, InputRequiredEvent, RequestInfoEvent
+from stepgraph.errors import RequestAnsweredError, StepgraphError
+from stepgraph.testing import crash, settled
+
+from .conftest import StoreFactory
+from .flows import CALLS, Interview, Waiting, asker_graph
+
+modes = pytest.mark.parametrize("mode", ["superstep", "async"])
+
+
+async def first_request(handler: object) -> InputRequiredEvent:
+    async for event in handler.stream_events():  # type: ignore[attr-defined]
+        if isinstance(event, InputRequiredEvent):
+            return event
+    raise AssertionError("the run ended without asking")
+
+
+@modes
+async def test_a_pause_is_stored_before_its_request_reaches_the_stream(
+    stores: StoreFactory, mode: str
+) -> None:
+    store = stores()
+    handler = Interview(store=store, mode=mode).run()
+    request = await first_request(handler)
+    record = await store.get_run(handler.run_id)
+    assert record is not None and record.status == "paused"
+    if mode == "superstep":
+        assert (await store.list_checkpoints(handler.run_id))[-1].status == "paused"
+    assert [r.run_id for r in await store.list_runs(status="paused")] == [handler.run_id]
+    handler.send_event(HumanResponseEvent(response="Ada", request_id=request.request_id))
+    assert await handler == "hello Ada"
+    assert (await store.get_run(handler.run_id)).status == "completed"  # type: ignore[union-attr]
+
+
+@modes
+async def test_an_input_request_gets_an_id_that_a_resumed_run_keeps(
+    stores: StoreFactory, mode: str
+) -> None:
+    handler = Interview(store=stores(), mode=mode).run()
+    request = await first_request(handler)
+    assert isinstance(request.request_id, str) and request.request_id
+    await crash(handler)
+    resumed = Interview(store=stores(), mode=mode).resume(handler.run_id)
+    again = await first_request(resumed)  # announced again to the new caller, same id
+    assert again.request_id == request.request_id
+    resumed.send_event(HumanResponseEvent(response="Bo", request_id=request.request_id))
+    assert await resumed == "hello Bo"
+    assert CALLS[f"{handler.run_id}:ask"] == 1  # the asking step did not run again
+
+
+@modes
+async def test_a_paused_run_left_by_its_loop_stays_paused_and_resumes_in_a_new_loop(
+    stores: StoreFactory, mode: str, store_kind: str
+) -> None:
+    if store_kind == "postgres":
+        pytest.skip("a PostgreSQL lease lives as long as its loop's session: see test_leases")
+    store = stores()
+
+    def first_loop() -> tuple[str, str]:
+        async def ask() -> tuple[str, str]:
+            handler = Waiting(store=store, mode=mode).run()
+            request = await first_request(handler)
+            return handler.run_id, request.request_id
+
+        return asyncio.run(ask())  # the loop ends with the run waiting in its step
+
+    run_id, request_id = await asyncio.to_thread(first_loop)
+    record = await store.get_run(run_id)
+    assert record is not None and record.status == "paused"
+
+    resumed = Waiting(store=stores(), mode=mode).resume(run_id)
+    resumed.send_event(HumanResponseEvent(response="Cy", request_id=request_id))  # at once
+    assert await resumed == "hello Cy"
+    assert CALLS[f"{run_id}:ask"] == 2  # the waiting step ran again from its start
+    assert (await store.get_run(run_id)).status == "completed"  # type: ignore[union-attr]
+
+
+@modes
+async def test_a_step_waiting_for_an_answer_runs_again_after_a_crash_and_gets_it(
+    stores: StoreFactory, mode: str
+) -> None:
+    handler = Waiting(store=stores(), mode=mode).run()
+    request = await first_request(handler)
+    await crash(handler)
+    resumed = Waiting(store=stores(), mode=mode).resume(handler.run_id)
+    resumed.send_event(HumanResponseEvent(response="Di", request_id=request.request_id))
+    assert await resumed == "hello Di"
+
+
+@modes
+async def test_an_answer_is_kept_before_it_acts_so_a_crash_then_never_asks_again(
+    stores: StoreFactory, mode: str
+) -> None:
+    handler = Waiting(store=stores(), mode=mode).run()
+    request = await first_request(handler)
+    handler.send_event(HumanResponseEvent(response="Ed", request_id=request.request_id))
+    await settled(handler)  # the answer is in the store (it is, at once, with an embedded one)
+    await crash(handler)  # before the waiting step has acted on the answer
+    resumed = Waiting(store=stores(), mode=mode).resume(handler.run_id)
+    asked = [e async for e in resumed.stream_events() if isinstance(e, InputRequiredEvent)]
+    assert await resumed == "hello Ed"
+    assert asked == []  # answered already: not announced again, not asked again
+
+
+@modes
+async def test_the_same_answer_twice_changes_nothing_and_another_answer_is_refused(
+    stores: StoreFactory, mode: str
+) -> None:
+    handler = Interview(store=stores(), mode=mode).run()
+    request = await first_request(handler)
+    answer = HumanResponseEvent(response="Fa", request_id=request.request_id)
+    handler.send_event(answer)
+    handler.send_event(HumanResponseEvent(response="Fa", request_id=request.request_id))
+    with pytest.raises(RequestAnsweredError, match=str(request.request_id)):
+        handler.send_event(HumanResponseEvent(response="Gi", request_id=request.request_id))
+    assert issubclass(RequestAnsweredError, StepgraphError)
+    assert await handler == "hello Fa"
+    assert CALLS[f"{handler.run_id}:greet"] == 1
+
+
+@modes
+async def test_a_paused_graph_resumed_after_a_crash_takes_the_response_sent_at_once(
+    stores: StoreFactory, mode: str
+) -> None:
+    handler = asker_graph(store=stores(), mode=mode).run("how many?")  # type: ignore[attr-defined]
+    request_id = None
+    async for event in handler.stream_events():
+        if isinstance(event, RequestInfoEvent):
+            request_id = event.request_id
+            break
+    assert request_id is not None
+    assert (await stores().get_run(handler.run_id)).status == "paused"  # type: ignore[union-attr]
+    await crash(handler)
+    resumed = asker_graph(store=stores(), mode=mode).resume(handler.run_id)  # type: ignore[attr-defined]
+    await resumed.send_response(request_id, 3)  # before its state is restored: it waits
+    result = await resumed
+    assert result.outputs == [("how many?", 3)]
+    assert result.state == {"asked": "how many?"}
