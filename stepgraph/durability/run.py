@@ -108,8 +108,15 @@ _FINAL = {
     RunStatus.CANCELLED: StoredStatus.CANCELLED,
 }
 
-_live: weakref.WeakValueDictionary[tuple[int, str], DurableRun] = weakref.WeakValueDictionary()
-"""Durable runs going on in this process, by (store, run id): a run has one coordinator."""
+_live: weakref.WeakValueDictionary[tuple[object, str], DurableRun] = weakref.WeakValueDictionary()
+"""Durable runs going on in this process, by (store data, run id): one coordinator a run."""
+
+
+def _where(store: Store) -> object:
+    """What identifies a store's data: its ``location`` (several objects over one file or
+    database share it), or the object itself."""
+    location = getattr(store, "location", None)
+    return location if isinstance(location, str) else id(store)
 
 
 def _owner(store: Store) -> str:
@@ -126,7 +133,7 @@ def _owner(store: Store) -> str:
 
 def live_run(store: Store, run_id: str) -> DurableRun | None:
     """The run ``run_id`` of ``store`` if it goes on in this process, on the running loop."""
-    run = _live.get((id(store), run_id))
+    run = _live.get((_where(store), run_id))
     if run is None or run.done or run.loop.is_closed():
         return None
     try:
@@ -211,10 +218,12 @@ class DurableRun(Run):
 
     def start(self, message: object) -> None:
         """Create the run in the store, then start it (in a task: stores are async)."""
+        _live[(_where(self._db), self.run_id)] = self  # this process coordinates it now
         self._boot = self.loop.create_task(self._booted(self._create(message)))
 
     def resume(self, run_id: str, checkpoint_id: str | None, strict: bool) -> None:
         """Go on with stored run ``run_id`` (``checkpoint_id``: a fork from that checkpoint)."""
+        _live[(_where(self._db), self.run_id)] = self
         self._boot = self.loop.create_task(
             self._booted(self._restore(run_id, checkpoint_id, strict))
         )
@@ -283,7 +292,6 @@ class DurableRun(Run):
                 f"session) of {self._db!r}: it cannot be resumed here while that one runs it"
             )
         self.lease = owner
-        _live[(id(self._db), self.run_id)] = self
 
     async def _release(self) -> None:
         lease, self.lease = self.lease, None

@@ -290,6 +290,11 @@ class PostgresStore:
         self._loops: dict[asyncio.AbstractEventLoop, _LoopConnections] = {}
         self._lock = threading.Lock()  # guards _loops, for loops in several threads
 
+    @property
+    def location(self) -> str:
+        """What identifies the data (store objects over one database and schema share it)."""
+        return f"{self.dsn}#{self.schema or ''}"
+
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
 

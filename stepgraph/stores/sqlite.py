@@ -217,6 +217,13 @@ class SqliteStore:
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, synchronous={self.synchronous!r})"
 
+    @property
+    def location(self) -> str:
+        """What identifies the data (store objects over one file share it)."""
+        if self.path == ":memory:":
+            return f"sqlite::memory:#{id(self)}"
+        return f"sqlite:{os.path.realpath(self.path)}"
+
     # -- the connection -------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:

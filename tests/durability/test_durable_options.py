@@ -1,0 +1,334 @@
+"""Durable runs' options and rules: run ids as idempotency keys, idempotency keys for side
+effects, serializers and what cannot be stored, changed graphs, several store objects and
+coordinators.
+
+Every test runs on MemoryStore, SqliteStore and PostgresStore (``conftest.py``) unless it
+says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+import warnings
+
+import pytest
+
+from stepgraph import Context, Event, RetryPolicy, StartEvent, StopEvent, Workflow, step
+from stepgraph.errors import CheckpointError, RunLockedError, SerializationError, StepgraphError
+from stepgraph.stores import PostgresStore, SqliteStore
+from stepgraph.testing import crash, settled
+from tests.pg import PG_DSN
+
+from .conftest import StoreFactory
+from .flows import CALLS, GATES, Chain, Done, Reached, gate
+
+modes = pytest.mark.parametrize("mode", ["superstep", "async"])
+
+
+def new_tag() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+# -- run ids ------------------------------------------------------------------------------------
+
+
+@modes
+async def test_a_run_id_names_the_run_and_a_second_run_with_it_follows_the_first(
+    stores: StoreFactory, mode: str
+) -> None:
+    tag = new_tag()
+    run_id = f"order-{tag}"
+    first = Chain(store=stores(), mode=mode).run(run_id=run_id, tag=tag, hops=3)
+    assert first.run_id == run_id
+    second = Chain(store=stores(), mode=mode).run(run_id=run_id, tag=tag, hops=99)
+    assert await first == 6
+    assert await second == 6  # the first run's result, never a mix with new work
+    assert CALLS[f"{tag}:start"] == 1
+    third = Chain(store=stores(), mode=mode).run(run_id=run_id, tag=tag, hops=99)
+    assert await third == 6  # completed: its stored result, nothing runs
+    assert CALLS[f"{tag}:start"] == 1
+    assert [r.run_id for r in await stores().list_runs()] == [run_id]
+
+
+async def test_a_new_run_on_a_used_store_runs_its_steps_afresh(stores: StoreFactory) -> None:
+    store = stores()
+    tag = new_tag()
+    one = Chain(store=store).run(tag=tag, hops=2)
+    two = Chain(store=store).run(tag=tag, hops=2)
+    assert await one == 3 and await two == 3
+    assert one.run_id != two.run_id
+    assert CALLS[f"{tag}:start"] == 2
+
+
+# -- idempotency keys ---------------------------------------------------------------------------
+
+KEYS: dict[str, list[tuple[str, int]]] = {}
+"""Idempotency keys each run's steps saw, with the attempt, by run tag."""
+
+
+class Tagged(StartEvent):
+    tag: str
+
+
+class Job(Event):
+    tag: str
+    n: int
+
+
+class Charges(Workflow):
+    """``charge`` records its key; its first attempt on job 0 fails; it is held on job 1."""
+
+    @step
+    async def start(self, ctx: Context, ev: Tagged) -> None:
+        ctx.send_event(Job(tag=ev.tag, n=0))
+        ctx.send_event(Job(tag=ev.tag, n=1))
+
+    @step(num_workers=2, retry_policy=RetryPolicy(max_attempts=2))
+    async def charge(self, ctx: Context, ev: Job) -> Done:
+        seen = KEYS.setdefault(ev.tag, [])
+        seen.append((ctx.idempotency_key, ev.n))
+        if ev.n == 0 and sum(1 for _, n in seen if n == 0) == 1:
+            raise ConnectionError("the payment service timed out")
+        if ev.n == 1:
+            ctx.write_event_to_stream(Reached(n=1))
+            await GATES[ev.tag].wait()
+        return Done(i=ev.n)
+
+    @step
+    async def total(self, ctx: Context, ev: Done) -> StopEvent | None:
+        batch = ctx.collect_events(ev, [Done, Done])
+        return None if batch is None else StopEvent(result=sorted(d.i for d in batch))
+
+
+@modes
+async def test_an_idempotency_key_is_stable_across_attempts_and_resumes_and_differs_otherwise(
+    stores: StoreFactory, mode: str
+) -> None:
+    tag = new_tag()
+    gate(tag)
+    handler = Charges(store=stores(), mode=mode).run(start_event=Tagged(tag=tag))
+    async for event in handler.stream_events():
+        if isinstance(event, Reached):  # job 1 is held (job 0: failed once, retried, done)
+            break
+    await settled(handler)
+    await crash(handler)
+    gate(tag).set()
+    assert await Charges(store=stores(), mode=mode).resume(handler.run_id) == [0, 1]
+    by_job: dict[int, set[str]] = {}
+    for key, n in KEYS[tag]:
+        by_job.setdefault(n, set()).add(key)
+    assert len(by_job[0]) == 1  # both attempts of job 0: one key
+    assert len(by_job[1]) == 1  # job 1 before the crash and after the resume: one key
+    assert by_job[0] != by_job[1]  # another message: another key
+    [key] = by_job[1]
+    assert key.startswith(f"{handler.run_id}:charge:")  # another run: another key
+
+
+# -- serializers ----------------------------------------------------------------------------------
+
+
+class Opaque:
+    """A value JSON cannot hold (no codec for it), that pickle can."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Opaque) and other.n == self.n
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Carry(Event):
+    thing: object
+
+
+class Carrier(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Carry:
+        return Carry(thing=Opaque(7))
+
+    @step
+    async def finish(self, ctx: Context, ev: Carry) -> StopEvent:
+        return StopEvent(result=ev.thing)
+
+
+class Locked(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Carry:
+        await ctx.store.set("lock", threading.Lock())
+        return Carry(thing=1)
+
+    @step
+    async def finish(self, ctx: Context, ev: Carry) -> StopEvent:
+        return StopEvent(result="done")
+
+
+@modes
+async def test_pickle_stores_what_json_cannot_and_json_refuses_it_naming_the_step_and_type(
+    stores: StoreFactory, mode: str
+) -> None:
+    store = stores()
+    assert await Carrier(store=store, mode=mode, serializer="pickle").run() == Opaque(7)
+    failing = Carrier(store=store, mode=mode).run()
+    with pytest.raises(SerializationError) as raised:
+        await failing
+    message = str(raised.value)
+    assert "'start'" in message and "Carry" in message and "Opaque" in message
+    assert (await store.get_run(failing.run_id)).status == "failed"  # type: ignore[union-attr]
+
+
+@modes
+async def test_a_state_value_that_cannot_be_stored_fails_the_run_naming_the_key(
+    stores: StoreFactory, mode: str
+) -> None:
+    store = stores()
+    handler = Locked(store=store, mode=mode).run()
+    with pytest.raises(SerializationError, match="'lock'") as raised:
+        await handler
+    assert "lock" in str(raised.value).lower()
+    assert (await store.get_run(handler.run_id)).status == "failed"  # type: ignore[union-attr]
+    checkpoints = await store.list_checkpoints(handler.run_id)
+    assert checkpoints, "the checkpoints before it stay"
+    # nothing partial: each stored checkpoint still reads back (a fork from the first runs)
+    fork = Locked(store=store, mode=mode).resume(handler.run_id, checkpoint_id=checkpoints[0].id)
+    with pytest.raises(SerializationError):
+        await fork
+
+
+async def test_a_serialization_error_is_never_retried_by_a_retry_policy(
+    stores: StoreFactory,
+) -> None:
+    calls: list[int] = []
+
+    class Retrying(Workflow):
+        @step(retry_policy=RetryPolicy(max_attempts=5))
+        async def start(self, ctx: Context, ev: StartEvent) -> Carry:
+            calls.append(1)
+            return Carry(thing=Opaque(1))
+
+        @step
+        async def finish(self, ctx: Context, ev: Carry) -> StopEvent:
+            return StopEvent(result=None)
+
+    with pytest.raises(SerializationError):
+        await Retrying(store=stores()).run()
+    assert calls == [1]
+
+
+# -- changed graphs -----------------------------------------------------------------------------
+
+
+class Two(Workflow):
+    """``first`` then ``second``; held in ``second`` for the test to crash it there."""
+
+    @step
+    async def first(self, ctx: Context, ev: StartEvent) -> Carry:
+        return Carry(thing="x")
+
+    @step
+    async def second(self, ctx: Context, ev: Carry) -> StopEvent:
+        ctx.write_event_to_stream(Reached(n=1))
+        await GATE[0].wait()  # type: ignore[attr-defined]
+        return StopEvent(result="two")
+
+
+class TwoRenamed(Workflow):
+    """``Two`` with ``second`` renamed ``other``: the stored run's step is gone."""
+
+    @step
+    async def first(self, ctx: Context, ev: StartEvent) -> Carry:
+        return Carry(thing="x")
+
+    @step
+    async def other(self, ctx: Context, ev: Carry) -> StopEvent:
+        return StopEvent(result="other")
+
+
+GATE: list[object] = []
+
+
+async def held_in_second(stores: StoreFactory) -> str:
+    GATE[:] = [asyncio.Event()]
+    handler = Two(store=stores()).run()
+    async for event in handler.stream_events():
+        if isinstance(event, Reached):  # second is running, held
+            break
+    await crash(handler)
+    return handler.run_id
+
+
+async def test_a_strict_resume_of_a_changed_graph_names_each_removed_step_and_runs_nothing(
+    stores: StoreFactory,
+) -> None:
+    run_id = await held_in_second(stores)
+    store = stores()
+    before = await store.list_checkpoints(run_id)
+    with pytest.raises(CheckpointError, match="'second'") as raised:
+        await TwoRenamed(store=store).resume(run_id)
+    assert run_id in str(raised.value)
+    assert await store.list_checkpoints(run_id) == before
+    GATE[0].set()  # type: ignore[attr-defined]
+    assert await Two(store=stores()).resume(run_id) == "two"  # the old code still can
+
+
+async def test_a_lenient_resume_drops_the_removed_steps_messages_with_a_warning(
+    stores: StoreFactory,
+) -> None:
+    run_id = await held_in_second(stores)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        handler = TwoRenamed(store=stores()).resume(run_id, strict=False)
+        with pytest.raises(StepgraphError):  # second's message was dropped: nothing is left
+            await handler
+    assert any("'second'" in str(w.message) for w in caught)
+
+
+# -- stores and coordinators --------------------------------------------------------------------
+
+
+async def test_two_sqlite_store_objects_over_one_file_see_the_same_runs(tmp_path: object) -> None:
+    path = f"{tmp_path}/shared.db"
+    one, two = SqliteStore(path), SqliteStore(path)
+    handler = Chain(store=one).run(tag=new_tag(), hops=2)
+    assert await handler == 3
+    assert [r.run_id for r in await two.list_runs()] == [handler.run_id]
+    assert await Chain(store=two).resume(handler.run_id) == 3
+
+
+async def test_a_second_coordinator_cannot_resume_a_run_another_one_owns(
+    stores: StoreFactory, store_kind: str, pg_schema_name: str | None
+) -> None:
+    if store_kind != "postgres":
+        pytest.skip("one process is one coordinator of a MemoryStore or a SQLite file")
+    tag = new_tag()
+    gate(tag)
+    owner = Chain(store=stores()).run(tag=tag, hops=4, stop_at=1)
+    async for event in owner.stream_events():
+        if isinstance(event, Reached) and event.n == 1:
+            break
+    calls = dict(CALLS)
+    # another coordinator: the same database, as another process would open it
+    other = PostgresStore(f"{PG_DSN}?application_name=another", schema=pg_schema_name)
+    try:
+        with pytest.raises(RunLockedError, match=owner.run_id):
+            await Chain(store=other).resume(owner.run_id)
+    finally:
+        await other.aclose()
+    assert dict(CALLS) == calls  # no step ran
+    GATES[tag].set()
+    assert await owner == 10
+
+
+async def test_a_run_going_on_in_this_process_is_followed_not_started_twice(
+    stores: StoreFactory,
+) -> None:
+    tag = new_tag()
+    gate(tag)
+    owner = Chain(store=stores()).run(tag=tag, hops=3, stop_at=1)
+    follower = Chain(store=stores()).resume(owner.run_id)
+    GATES[tag].set()
+    assert await owner == 6 and await follower == 6
+    assert CALLS[f"{tag}:hop:1"] == 1
