@@ -4,7 +4,7 @@ Examples::
 
     python -m bench                    # every workload, 11 repetitions after 2 warm-ups
     python -m bench --quick            # 3 repetitions after 1 warm-up (a smoke run)
-    python -m bench --only w1,memory   # a subset: w1, w2, w1g, w2g, w3, memory
+    python -m bench --only w1,memory   # a subset: w1, w2, w1g, w2g, w3, memory, durable
     python -m bench --check            # exit with status 1 when a target is missed
 """
 
@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import durability, report
 from bench.memory import TARGET_BYTES, MemoryResult, measure_pending
 from bench.suite import WORKLOADS, Workload
 from bench.timing import Runner, measure, median, paired_ratio
 from bench.workloads import MODES, Mode
 
-CHOICES = (*(w.key for w in WORKLOADS), "memory")
+CHOICES = (*(w.key for w in WORKLOADS), "memory", "durable")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -176,6 +176,10 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             elapsed = time.perf_counter() - started
             print(f"{workload.key} {workload.title}: {elapsed:.1f} s", file=sys.stderr)
     results += scale_entries(results)
+    if "durable" in args.only:
+        started = time.perf_counter()
+        results += await durability.run(args.modes, args.reps, args.warmup)
+        print(f"durable: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if "memory" in args.only:
         for mode in args.modes:
             measured = await measure_pending(mode, reps=1 if args.quick else 3)

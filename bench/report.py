@@ -116,6 +116,32 @@ def timing_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
                     "pass" if r["passed"] else "FAIL",
                 ]
             )
+            if "full_us_per_unit" in r:
+                rows.append(
+                    [
+                        "  synchronous=full",
+                        r["mode"],
+                        f"{r['full_us_per_unit']:.2f} µs/{r['unit']}",
+                        "raw commit + hop",
+                        f"{r['full_baseline_us_per_unit']:.2f} µs/{r['unit']}",
+                        f"{r['full_ratio']:.2f}x",
+                        "",
+                        "info",
+                    ]
+                )
+                pg = r["pg_us_per_unit"]
+                rows.append(
+                    [
+                        "  PostgresStore",
+                        r["mode"],
+                        "skipped" if pg is None else f"{pg:.2f} µs/{r['unit']}",
+                        "",
+                        "",
+                        "",
+                        "",
+                        "info",
+                    ]
+                )
             if "vs_step" in r:
                 rows.append(
                     [
@@ -129,6 +155,32 @@ def timing_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
                         "pass" if r["vs_step_passed"] else "FAIL",
                     ]
                 )
+        elif r["workload"] == "cp-size":
+            rows.append(
+                [
+                    "cp-size (10 MB state, 1 key/superstep)",
+                    r["mode"],
+                    f"{r['bytes_per_checkpoint']:.0f} B/checkpoint",
+                    "the 10 MB",
+                    f"{r['first_bytes']:.0f} B",
+                    "",
+                    f"< {r['target_bytes']} B",
+                    "pass" if r["passed"] else "FAIL",
+                ]
+            )
+        elif r["workload"] == "cp-write":
+            rows.append(
+                [
+                    f"cp-write {r['store']} (10 msgs, 10 keys)",
+                    r["mode"],
+                    f"{r['us_per_checkpoint']:.1f} µs/checkpoint",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "info",
+                ]
+            )
         elif "scale" in r:
             rows.append(
                 [

@@ -117,8 +117,10 @@ assert tuple(_Frame.model_fields) == tuple(FRAME_FIELDS)  # one list of fields, 
 
 
 def encode_header(header: Header, serializer: Serializer) -> bytes:
-    """A checkpoint header as bytes (made once per run: every checkpoint repeats it)."""
-    return serializer.dumps(header.model_dump(), "a checkpoint's header")
+    """A checkpoint header as it starts every checkpoint's payload: its size, then it
+    (made once per run: every checkpoint repeats it)."""
+    data = serializer.dumps(header.model_dump(), "a checkpoint's header")
+    return len(data).to_bytes(4, "big") + data
 
 
 def encode_frame(state: RunState, header: bytes, serializer: Serializer) -> bytes:
@@ -128,8 +130,7 @@ def encode_frame(state: RunState, header: bytes, serializer: Serializer) -> byte
         SerializationError: an object of the frame cannot be written.
     """
     frame, objects = capture(state)
-    body = serializer.dump_frame(frame, objects)
-    return wrap(serializer, b"".join((len(header).to_bytes(4, "big"), header, body)))
+    return wrap(serializer, header + serializer.dump_frame(frame, objects))
 
 
 def read_frame(

@@ -118,17 +118,6 @@ def capture(state: RunState) -> tuple[dict[str, Any], list[object]]:
     def node(position: int) -> str | None:
         return None if position == EXTERNAL else names[position]
 
-    def absent(value: object) -> int:
-        return -1 if value is ABSENT else ref(value)
-
-    def key(value: tuple[object, ...]) -> list[Any]:
-        position = value[0]
-        assert isinstance(position, int)
-        return [names[position], ref(value[1:])]
-
-    def collector(c: Collector) -> list[Any]:
-        return [ref(_expected(c.expected)), [[ref(kind), ref(m)] for kind, m in c.items()]]
-
     frame: dict[str, Any] = {
         "run_id": state.run_id,
         "mode": state.mode.value,
@@ -167,13 +156,7 @@ def capture(state: RunState) -> tuple[dict[str, Any], list[object]]:
                 inv.attempt,
                 None if inv.failure is None else ref(inv.failure),
                 inv.backing_off,
-                [[key(k), ref(kind), ref(m)] for k, kind, m in inv.collected or ()],
-                [
-                    [key(k), ref(_expected(e)), [ref(m) for m in batch]]
-                    for k, e, batch in inv.released or ()
-                ],
-                [[k, absent(before), absent(after)] for k, before, after in inv.wrote or ()],
-                [ref(m) for m in inv.received or ()],
+                *(_attempt_parts(inv, names, ref) if _has_parts(inv) else _NO_PARTS),
             ]
             for inv in state.invocations.values()
         ]
@@ -220,9 +203,13 @@ def capture(state: RunState) -> tuple[dict[str, Any], list[object]]:
             for order, arrival, name, value in state.pending_merges
         ]
     if state.collectors:
-        frame["collectors"] = [[key(k), collector(c)] for k, c in state.collectors.items()]
+        frame["collectors"] = [
+            [_key(k, names, ref), _collector_data(c, ref)] for k, c in state.collectors.items()
+        ]
     if state.fan_in_buffers:
-        frame["fan_in_buffers"] = [[g, collector(c)] for g, c in state.fan_in_buffers.items()]
+        frame["fan_in_buffers"] = [
+            [g, _collector_data(c, ref)] for g, c in state.fan_in_buffers.items()
+        ]
     if state.result is not None:
         frame["result"] = ref(state.result)
     if state.failure is not None:
@@ -232,6 +219,43 @@ def capture(state: RunState) -> tuple[dict[str, Any], list[object]]:
     if state.outputs:
         frame["outputs"] = len(state.outputs)
     return frame, objects
+
+
+_NO_PARTS: tuple[list[Any], ...] = ([], [], [], [])
+
+
+def _has_parts(inv: Invocation) -> bool:
+    return bool(inv.collected or inv.released or inv.wrote or inv.received)
+
+
+def _attempt_parts(
+    inv: Invocation, names: list[str], ref: Callable[[object], int]
+) -> tuple[list[Any], ...]:
+    """What an invocation's attempt collected, was released, wrote and received."""
+
+    def absent(value: object) -> int:
+        return -1 if value is ABSENT else ref(value)
+
+    return (
+        [[_key(k, names, ref), ref(kind), ref(m)] for k, kind, m in inv.collected or ()],
+        [
+            [_key(k, names, ref), ref(_expected(e)), [ref(m) for m in batch]]
+            for k, e, batch in inv.released or ()
+        ],
+        [[k, absent(before), absent(after)] for k, before, after in inv.wrote or ()],
+        [ref(m) for m in inv.received or ()],
+    )
+
+
+def _key(value: tuple[object, ...], names: list[str], ref: Callable[[object], int]) -> list[Any]:
+    """A collector key: its node's name and the rest, in the table."""
+    position = value[0]
+    assert isinstance(position, int)
+    return [names[position], ref(value[1:])]
+
+
+def _collector_data(c: Collector, ref: Callable[[object], int]) -> list[Any]:
+    return [ref(_expected(c.expected)), [[ref(kind), ref(m)] for kind, m in c.items()]]
 
 
 def _type_order(kind: type) -> str:

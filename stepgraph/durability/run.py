@@ -102,6 +102,10 @@ __all__ = ["DurableRun", "DurableRuntime"]
 # be in the store first. (Timers, merges and collect results only lead to more ticks.)
 _PROGRESS = (StartStep, ResolveWait, PublishEvent, RunEnded, ForwardResponse)
 _FROM_OUTSIDE = (ExternalEventReceived, ResponseReceived, CancelRequested)
+_LOGGED_IN_SUPERSTEP_MODE = frozenset((*_FROM_OUTSIDE, RunResumed))
+_RUNNING = RunStatus.RUNNING  # enum members as constants: cheaper to read (Python 3.11)
+_PAUSED = StoredStatus.PAUSED
+_GOING = StoredStatus.RUNNING
 _FINAL = {
     RunStatus.FINISHED: StoredStatus.COMPLETED,
     RunStatus.FAILED: StoredStatus.FAILED,
@@ -442,9 +446,10 @@ class DurableRun(Run):
         if self._feeding:
             self._followups.append(tick)
             return []
-        invocation = getattr(tick, "invocation", None)
-        inv = None if invocation is None else self.state.invocations.get(invocation)
-        self._origin = -1 if inv is None else inv.node  # who fed it, to name in errors
+        kind = type(tick)
+        if kind is StepCompleted or kind is EventsSent:  # who sent it, to name in errors
+            inv = self.state.invocations.get(tick.invocation)  # type: ignore[union-attr, arg-type]
+            self._origin = -1 if inv is None else inv.node
         commands = self._applied(tick)
         try:
             commit = self._record(tick, commands)
@@ -600,24 +605,26 @@ class DurableRun(Run):
         elif isinstance(tick, StateMerged):
             for key, _ in tick.values:
                 self._dirty[state_chunk(key)] = None
-        superstep = state.mode is Mode.SUPERSTEP
-        if not superstep or kind in _FROM_OUTSIDE or kind is RunResumed:
+        superstep = self.superstep_mode
+        if not superstep or kind in _LOGGED_IN_SUPERSTEP_MODE:
             self._entries.append(encode_entry(tick, self._ser))
-        elif isinstance(tick, StepCompleted | EventsSent) and tick.emitted:
-            for order, _, emitted in reversed(state.outbox):  # to name the sender, should
-                if emitted is tick.emitted:  # what it sent not be storable at the barrier
-                    self._sent.append((order[0], emitted))
+        elif (kind is StepCompleted or kind is EventsSent) and tick.emitted:  # type: ignore[union-attr]
+            emitted = tick.emitted  # type: ignore[union-attr]
+            for order, _, sent in reversed(state.outbox):  # to name the sender, should what
+                if sent is emitted:  # it sent not be storable at the barrier
+                    self._sent.append((order[0], sent))
                     break
+        barrier = False
         for command in commands:
-            if isinstance(command, RunEnded):
-                return self._final(command)
-        status = StoredStatus.PAUSED if _paused(state) else StoredStatus.RUNNING
-        checkpoint = None
-        for command in commands:
-            if type(command) is SuperstepEnded and superstep:
-                checkpoint = self._checkpoint(status)
-                break
-        pausing = status is StoredStatus.PAUSED and self._written is not StoredStatus.PAUSED
+            what = type(command)
+            if what is RunEnded:
+                return self._final(command)  # type: ignore[arg-type]
+            if what is SuperstepEnded:
+                barrier = superstep
+        paused = state.running == 0 and (state.waiters or state.inputs) and state.status is _RUNNING
+        status = _PAUSED if paused else _GOING
+        checkpoint = self._checkpoint(status) if barrier else None
+        pausing = paused and self._written is not _PAUSED
         if (  # a pause is stored at once; going on again, with the next commit needed anyway
             checkpoint is None
             and not pausing

@@ -26,12 +26,14 @@ def test_the_benchmark_harness_runs_every_workload_and_writes_its_json(tmp_path:
     assert done.returncode == 0, done.stderr
     document = json.loads(output.read_text())
     entries = {(r["workload"], r["mode"]) for r in document["results"]}
-    for workload in ("w1", "w2", "w2c-1k", "w2c-10k", "w1g", "w2g", "w3", "memory_pending"):
+    for workload in ("w1", "w2", "w2c-1k", "w2c-10k", "w1g", "w2g", "w3", "memory_pending", "w1d"):
         for mode in ("superstep", "async"):
             assert (workload, mode) in entries
+    assert ("cp-size", "superstep") in entries and ("cp-write", "superstep") in entries
     timed = [r for r in document["results"] if "ratio" in r]
     assert all(r["us_per_unit"] > 0 and r["baseline_us_per_unit"] > 0 for r in timed)
-    assert all(r["baseline"] in ("asyncio_task", "asyncio_gather") for r in timed)
+    baselines = ("asyncio_task", "asyncio_gather", "raw commit + hop")
+    assert all(r["baseline"] in baselines for r in timed)
     assert "w1g" in done.stdout and "@step" in done.stdout
     assert ("w2c-10k / w2c-1k", "async") in entries  # the scale row
     assert ("w2c-100k", "async") not in entries  # larger than --max-size: skipped

@@ -18,7 +18,7 @@ checkpoint, and as a fork from the checkpoint (``checkpoint_id=``). Each resume 
 same before and after. The decoding functions (``read_frame``, ``decode_chunk``,
 ``decode_entry``) get the same corruptions, many more of them, without an event loop.
 
-A stored checkpoint is an envelope (magic | format version | serializer | SHA-256 |
+A stored checkpoint is an envelope (magic | format version | serializer | CRC-32 |
 payload) whose payload is ``header size (4 bytes, big-endian) | header | frame part``:
 the header is the serializer's dump of a ``Header``; the frame part is
 ``serializer.dump_frame(frame, objects)``: JSON ``[frame, [encoded object, ...]]`` (the
@@ -541,7 +541,7 @@ async def resume_every_way(
 
 # -- corruptions --------------------------------------------------------------------------------
 
-_ENVELOPE = 4 + 2 + 1 + 32  # magic | format version | serializer | SHA-256
+_ENVELOPE = 4 + 2 + 1 + 4  # magic | format version | serializer | CRC-32
 
 
 class Corruption:
