@@ -16,6 +16,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python examples/streaming_progress.py
+	@echo
+	$(BIN)/python examples/resume_after_crash.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check stepgraph tests examples bench

@@ -53,6 +53,17 @@ SCRIPTS: dict[str, tuple[list[str], str, list[str]]] = {
         ["1/7  plan", "7/7  assemble", "# Report: tidal energy", "13 progress events streamed"],
     ),
     "readme_example.py": ([], "", ["42"]),
+    "resume_after_crash.py": (
+        [],
+        "",
+        [
+            "[child] ship:    A-17",
+            "killed:  the child (exit status -9)",
+            "stored:  run order-A-17 is running, 3 checkpoints",
+            "resumed: A-17 shipped, paid by pay-1 (completed)",
+            "charged: 1 time(s)",
+        ],
+    ),
 }
 
 
@@ -163,6 +174,17 @@ def test_streaming_progress_line_shows_time_bar_count_stage_and_detail() -> None
     ev = example.Progress(stage="write", detail="finished 'Risks'", done=3, total=6)
     line = example.progress_line(ev, 0.0125, width=10)
     assert line == "  12.5 ms [#####.....] 3/6  write    finished 'Risks'"
+
+
+def test_resume_after_crash_resumes_the_killed_run_and_charges_once(tmp_path: Path) -> None:
+    example = load("resume_after_crash")
+    output = io.StringIO()
+    with redirect_stdout(output):
+        result = example.main(str(tmp_path))
+    assert result == "A-17 shipped, paid by pay-1"
+    lines = output.getvalue().splitlines()
+    assert lines.count("ship:    A-17") == 1  # the interrupted step ran again after the resume
+    assert "charged: 1 time(s)" in lines
 
 
 def test_readme_example_prints_the_answer() -> None:
