@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from pydantic_core import from_json, to_json
 
 from ..errors import SerializationError
-from ..journal.codec import decode_validated, encode
+from ..journal.codec import decode_validated, encode, encode_for_json
 
 __all__ = [
     "FORMAT_VERSION",
@@ -88,7 +88,8 @@ class JsonSerializer:
         return decode_validated(from_json(data))
 
     def dump_frame(self, frame: dict[str, Any], objects: list[object]) -> bytes:
-        return to_json([frame, [encode(value, "in a checkpoint") for value in objects]])
+        table = [encode_for_json(value, "in a checkpoint") for value in objects]
+        return to_json([frame, table])
 
     def load_frame(self, data: bytes) -> tuple[Any, list[object]]:
         content = from_json(data)

@@ -39,6 +39,7 @@ import json
 import math
 import pathlib
 import threading
+import typing
 import uuid
 from collections.abc import Callable
 from enum import Enum
@@ -58,6 +59,7 @@ __all__ = [
     "decode_validated",
     "encode",
     "encode_command",
+    "encode_for_json",
     "encode_tick",
     "import_class",
 ]
@@ -171,6 +173,36 @@ def encode(value: Any, where: str = "") -> Any:
 
 
 _MODELS: dict[type, tuple[str, tuple[str, ...]]] = {}
+_PLAIN_MODELS: dict[type, str | None] = {}  # class -> its path, or None: not a plain model
+_PLAIN_TYPES = (int, str, bool)
+
+
+def encode_for_json(value: Any, where: str = "") -> Any:
+    """Like :func:`encode`, for a value pydantic's JSON serializer writes next.
+
+    A model whose fields are all declared ``int``, ``str`` or ``bool`` (or None of them),
+    with no extra field set, is left to that serializer (``{"$model": [path, model]}``):
+    it writes the same JSON as :func:`encode` would, several times faster.
+    """
+    kind = type(value)
+    path = _PLAIN_MODELS.get(kind, "")
+    if path == "" and isinstance(value, BaseModel):
+        path = _PLAIN_MODELS[kind] = _plain_model(kind, where)
+    if path and not value.__pydantic_extra__:
+        return {"$model": [path, value]}
+    return encode(value, where)
+
+
+def _plain_model(kind: type[BaseModel], where: str) -> str | None:
+    for field in kind.model_fields.values():
+        allowed = {*_PLAIN_TYPES, type(None)}
+        annotation = field.annotation
+        args = typing.get_args(annotation) if typing.get_origin(annotation) else (annotation,)
+        if field.alias or not args or not all(arg in allowed for arg in args):
+            return None
+    return class_path(kind, where)
+
+
 _DATACLASSES: dict[type, tuple[str, tuple[str, ...]]] = {}  # (path, field names) by class
 
 

@@ -319,7 +319,11 @@ class Run:
         if self._feeding:
             self._followups.append(tick)
             return []
-        commands = self._applied(tick)
+        tick.at = self._wall()  # (``_applied`` inlined: this is every hop's path)
+        try:
+            commands = apply(self.state, tick)
+        except Exception as exc:  # a tick the kernel refuses: a bug of the shell's
+            commands = self._refused(tick, exc)
         if not commands and not self.observers:
             return commands  # a plain state write, say: nothing to carry out
         self._carry_out(tick, commands)
