@@ -243,9 +243,30 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
             if "vs_step" in r:
                 target += f", <= {r['vs_step_target']:g}x of `@step`"
             base = f"{r['baseline_us_per_unit']:.2f} ({r['baseline']})"
+            if "raw_commit_us" in r:
+                ours += (
+                    f" (synchronous=full: {r['full_us_per_unit']:.2f}; PostgreSQL: "
+                    + ("skipped" if r["pg_us_per_unit"] is None else f"{r['pg_us_per_unit']:.2f}")
+                    + ")"
+                )
+                base = (
+                    f"{r['baseline_us_per_unit']:.2f} (raw SQLite commit of the same "
+                    f"{r['record_bytes']} B: {r['raw_commit_us']:.2f}, + the hop)"
+                )
             lines.append(
                 f"| {r['workload']} {r['title']} | {r['mode']} | {ours} | {base} | "
                 f"{r['ratio']:.2f}x | {target} |"
+            )
+        elif r["workload"] == "cp-size":
+            lines.append(
+                f"| checkpoint size, 10 MB of state, one small key changed | {r['mode']} | "
+                f"{r['bytes_per_checkpoint']:.0f} B per checkpoint (largest "
+                f"{r['largest_bytes']:.0f} B) | | | < {r['target_bytes']} B |"
+            )
+        elif r["workload"] == "cp-write":
+            lines.append(
+                f"| checkpoint write, 10 messages + 10 keys, {r['store']} | {r['mode']} | "
+                f"{r['us_per_checkpoint']:.1f} µs per checkpoint | | | |"
             )
         elif "scale" in r:
             lines.append(
