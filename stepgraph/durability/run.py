@@ -621,7 +621,7 @@ class DurableRun(Run):
                 return self._final(command)  # type: ignore[arg-type]
             if what is SuperstepEnded:
                 barrier = superstep
-        paused = state.running == 0 and (state.waiters or state.inputs) and state.status is _RUNNING
+        paused = _paused(state)
         status = _PAUSED if paused else _GOING
         checkpoint = self._checkpoint(status) if barrier else None
         pausing = paused and self._written is not _PAUSED
@@ -850,11 +850,15 @@ def _replay(
 
 
 def _paused(state: Any) -> bool:
-    """Whether the run waits for input from outside (nothing runs; a request is open)."""
-    return (
-        state.status is RunStatus.RUNNING
-        and state.running == 0
-        and bool(state.waiters or state.inputs)
+    """Whether the run waits for input from outside: an input request it announced is open
+    (other steps may still run), or nothing runs and a step waits for an outside event.
+
+    The status is stored before the request is announced, so that a caller who saw the
+    request finds the run paused in the store, whether or not the asking step has yet
+    reached its ``wait_for_event``.
+    """
+    return state.status is _RUNNING and (
+        bool(state.inputs) or (state.running == 0 and bool(state.waiters))
     )
 
 

@@ -52,7 +52,7 @@ class StoredStatus(StrEnum):
     """A durable run's status, as its store keeps it (a ``str``: ``status == "paused"``)."""
 
     RUNNING = "running"
-    PAUSED = "paused"  # waiting for input from outside (a person, a response)
+    PAUSED = "paused"  # waiting for outside input: a request is open, or only waits remain
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
