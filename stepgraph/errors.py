@@ -35,22 +35,33 @@ step's own exception (with a note naming the step and the event), so that
     |   +-- RunLockedError             another live coordinator owns the run
     +-- ReplayDivergenceError          a journal that the kernel does not replay the same way
     +-- KernelError                    (also a RuntimeError) a tick the kernel cannot take in its
-                                       state: a bug in the shell that fed it
+    |                                  state: a bug in the shell that fed it
+    +-- MissingExtraError              (also an ImportError) a feature needs an optional extra
+    +-- BackendError                   a backend that is unknown, cannot run that kind of body,
+    |                                  or was used after its shutdown
+    +-- ResourceError                  a resource claim that no slots could ever satisfy
+    +-- TaskFailed                     a task's body failed (names task, backend, arguments)
+    +-- WorkerDiedError                a worker process died while it ran a body
+    +-- DependencyFailed               a task or block did not run: a dependency failed
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BackendError",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "DependencyFailed",
     "InvalidResponseError",
     "InvalidStartEventError",
     "InvalidStepResultError",
     "KernelError",
+    "MissingExtraError",
     "RecordedError",
     "ReplayDivergenceError",
     "RequestAnsweredError",
     "RequestNotFoundError",
+    "ResourceError",
     "RunFinishedError",
     "RunLockedError",
     "RunNotFoundError",
@@ -59,9 +70,11 @@ __all__ = [
     "StepgraphError",
     "StoreError",
     "SuperstepLimitExceeded",
+    "TaskFailed",
     "UnknownStepError",
     "UnroutableEventError",
     "WaitForEventTimeoutError",
+    "WorkerDiedError",
     "WorkflowCancelled",
     "WorkflowRuntimeError",
     "WorkflowStalled",
@@ -234,3 +247,69 @@ class KernelError(StepgraphError, RuntimeError):
     It means the shell that fed the tick has a bug (or a journal was tampered with);
     the message names the tick, the run and its status.
     """
+
+
+class MissingExtraError(StepgraphError, ImportError):
+    """A feature needs a package of an optional extra that is not installed.
+
+    The message names the feature, the package and the ``pip install`` line.
+    """
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs {package}, which is not installed: install the extra with "
+            f"pip install 'stepgraph[{extra}]'"
+        )
+        self.extra = extra
+
+
+class BackendError(StepgraphError):
+    """A backend that does not exist, cannot run that kind of body, or has shut down."""
+
+
+class ResourceError(StepgraphError):
+    """A resource claim that could never be satisfied: a resource the flow does not have,
+    or more slots than it has (it would wait forever)."""
+
+
+class TaskFailed(StepgraphError):
+    """A task's body failed. The message names the task, its backend and its arguments;
+    ``__cause__`` is the body's own exception, of its own type, even from another process.
+
+    Attributes:
+        task: the task's name (its function's ``__name__``).
+        backend: the name of the backend it ran on.
+    """
+
+    def __init__(self, message: str, *, task: str = "", backend: str = "") -> None:
+        super().__init__(message)
+        self.task = task
+        self.backend = backend
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_task_failed, (str(self), self.task, self.backend))
+
+
+def _rebuild_task_failed(message: str, task: str, backend: str) -> TaskFailed:
+    return TaskFailed(message, task=task, backend=backend)
+
+
+class DependencyFailed(StepgraphError):
+    """A task or block did not run because a dependency of it failed or was cancelled.
+
+    The message names the task and its direct dependency; ``__cause__`` is the root
+    failure (the :class:`TaskFailed` of the first task that failed).
+
+    Attributes:
+        task: the name of the task (or block) that did not run.
+        dependency: the name of its direct dependency that failed.
+    """
+
+    def __init__(self, message: str, *, task: str = "", dependency: str = "") -> None:
+        super().__init__(message)
+        self.task = task
+        self.dependency = dependency
+
+
+class WorkerDiedError(StepgraphError):
+    """A worker (a pool process, a Dask worker) died while it ran a body."""

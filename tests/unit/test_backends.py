@@ -161,21 +161,31 @@ async def test_the_inline_backend_awaits_coroutines_and_wraps_plain_results() ->
 
 class OnItsPool(Workflow):
     @step
-    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
-        await asyncio.sleep(0)  # an async body, run in the pool's thread on a loop of its own
+    def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
         ctx.write_event_to_stream(Note(text=threading.current_thread().name))
         return StopEvent(result=get_context() is ctx)
+
+
+class AsyncOnAPool(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        await asyncio.sleep(0)
+        return StopEvent(result=threading.current_thread() is threading.main_thread())
 
 
 async def test_an_in_process_backend_set_on_a_node_runs_its_body_with_the_live_context() -> None:
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="own-pool")
     try:
         wf = OnItsPool()
-        plan = on_backend(wf, "start", ThreadBackend(pool, name="own"))
+        plan = on_backend(wf, "start", ThreadBackend(executor=pool, name="own"))
         handler = launch(plan, wf, wf.options, StartEvent())
         streamed = [e async for e in handler.stream_events() if isinstance(e, Note)]
         assert await handler is True  # the live context, in another thread
         assert [e.text.startswith("own-pool") for e in streamed] == [True]
+        # an async body stays on the event loop: a thread backend is for blocking code
+        other = AsyncOnAPool()
+        plan = on_backend(other, "start", ThreadBackend(executor=pool, name="own"))
+        assert await launch(plan, other, other.options, StartEvent()) is True
     finally:
         pool.shutdown()
 

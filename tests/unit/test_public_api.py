@@ -47,16 +47,20 @@ PUBLIC_NAMES = [
 ]
 
 ERROR_NAMES = [
+    "BackendError",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "DependencyFailed",
     "InvalidResponseError",
     "InvalidStartEventError",
     "InvalidStepResultError",
     "KernelError",
+    "MissingExtraError",
     "RecordedError",
     "ReplayDivergenceError",
     "RequestAnsweredError",
     "RequestNotFoundError",
+    "ResourceError",
     "RunFinishedError",
     "RunLockedError",
     "RunNotFoundError",
@@ -65,9 +69,11 @@ ERROR_NAMES = [
     "StepgraphError",
     "StoreError",
     "SuperstepLimitExceeded",
+    "TaskFailed",
     "UnknownStepError",
     "UnroutableEventError",
     "WaitForEventTimeoutError",
+    "WorkerDiedError",
     "WorkflowCancelled",
     "WorkflowRuntimeError",
     "WorkflowStalled",
@@ -178,3 +184,18 @@ async def test_contexts_and_handlers_can_be_weakly_referenced_for_caches_and_lea
     with pytest.raises(KeyError):
         await step_handler
     assert (await graph_handler).outputs == ["x"]
+
+
+def test_the_task_dag_issue_s_import_lines_work_as_written() -> None:
+    from stepgraph.backends import (  # noqa: F401
+        DaskBackend,
+        InlineBackend,
+        NoopBackend,
+        ProcessBackend,
+        SubprocessBackend,
+        ThreadBackend,
+    )
+    from stepgraph.errors import StepgraphError
+    from stepgraph.tasks import DependencyFailed, TaskFailed, TaskFlow  # noqa: F401
+
+    assert issubclass(TaskFailed, StepgraphError) and issubclass(DependencyFailed, StepgraphError)

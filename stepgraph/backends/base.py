@@ -1,0 +1,114 @@
+"""The backend protocol: where a body runs.
+
+A backend runs a function with its arguments somewhere (the event loop, a thread, a
+process, a child Python, a Dask cluster, nowhere) and gives back an awaitable of its
+result. It is the second plugin seam of stepgraph, beside stores: task flows route each
+task to a backend by name, and ``@step(backend=...)`` moves a step's body to one.
+
+The protocol is small:
+
+- ``submit(fn, /, *args, **kwargs)`` returns an awaitable of ``fn(*args, **kwargs)``
+  (awaited in turn when ``fn`` is a coroutine function). The body's own exception is
+  raised, of its own type, also from another process. **Cancelling** what ``submit``
+  returned (or the task awaiting it) cancels the body as far as the backend can: a body
+  that has not started never starts; a running coroutine is cancelled; a running child
+  process is terminated; a running thread or pool process cannot be stopped: it is no
+  longer waited for, and finishes in the background.
+- ``run_command(command)`` runs an executable (:class:`Command`) and returns its
+  :class:`CommandResult` (never raising for a non-zero exit); cancelling it terminates
+  the child (SIGTERM, then SIGKILL after the backend's grace period).
+- ``start()`` and ``shutdown(cancel=False)``: acquire and release what the backend holds
+  (pools, clusters). ``shutdown(cancel=True)`` drops bodies that have not started and
+  stops what it can of those that run.
+
+:class:`BackendBase` gives every method but ``submit`` a default, so a backend of your
+own only needs ``submit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, runtime_checkable
+
+from .commands import Command, CommandResult, run_command_blocking
+
+__all__ = ["Backend", "BackendBase", "call_to_end"]
+
+
+def call_to_end(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``fn(*args, **kwargs)`` where a thread, a process or a cluster runs it: a coroutine
+    it returns is run to its end on an event loop of its own.
+
+    A ``StopIteration`` becomes a ``RuntimeError``: asyncio cannot carry it through a
+    future (it would hang whoever awaits it).
+    """
+    try:
+        result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            awaitable = result
+
+            async def finish() -> Any:
+                return await awaitable
+
+            result = asyncio.run(finish())
+        return result
+    except StopIteration as exc:
+        raise RuntimeError(f"{getattr(fn, '__qualname__', fn)!s} raised StopIteration") from exc
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Where bodies run (see the module docstring).
+
+    Attributes:
+        name: a short name, used in messages (a task flow names a backend by its key).
+        in_process: whether bodies run in this process and may use their run's live
+            context (a step's body elsewhere gets a recording context instead).
+    """
+
+    name: str
+    in_process: bool
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        """Run ``fn(*args, **kwargs)``; the awaitable gives its result or raises its error."""
+        ...
+
+    def run_command(self, command: Command) -> Awaitable[CommandResult]:
+        """Run an executable; its exit code, output and the end of its error output."""
+        ...
+
+    async def start(self) -> None:
+        """Acquire what the backend needs (a pool, a cluster); called once, before use."""
+        ...
+
+    async def shutdown(self, *, cancel: bool = False) -> None:
+        """Release what it holds; with ``cancel``, stop what has not finished."""
+        ...
+
+
+class BackendBase:
+    """Defaults for a backend of your own: implement ``submit``.
+
+    ``run_command`` submits a blocking runner of the command (so it runs wherever the
+    backend runs functions); ``start`` and ``shutdown`` do nothing.
+    """
+
+    name = "backend"
+    in_process = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        raise NotImplementedError
+
+    def run_command(self, command: Command) -> Awaitable[CommandResult]:
+        return self.submit(run_command_blocking, command)
+
+    async def start(self) -> None:
+        return None
+
+    async def shutdown(self, *, cancel: bool = False) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

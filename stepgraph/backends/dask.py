@@ -1,0 +1,126 @@
+"""Bodies on a Dask cluster (``distributed``): a LocalCluster it starts, or any scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..errors import BackendError, MissingExtraError, WorkerDiedError
+from .base import BackendBase, call_to_end
+
+__all__ = ["DaskBackend"]
+
+
+class DaskBackend(BackendBase):
+    """Bodies run on a Dask cluster through a ``distributed.Client`` (the extra ``dask``).
+
+    Args:
+        address: a running scheduler (``"tcp://host:8786"``): any Dask deployment works
+            (dask-jobqueue on Slurm or PBS, Kubernetes, a cloud). None: start a
+            ``LocalCluster`` with ``cluster_kwargs`` (``processes=``, ``n_workers=``,
+            ``threads_per_worker=``...) and close it at shutdown.
+        name: the backend's name in messages.
+        allowed_failures: how many times the scheduler retries a body whose worker died
+            before it gives up (None: Dask's setting, 3 by default); applies to the
+            cluster this backend starts.
+        **cluster_kwargs: passed to ``LocalCluster``.
+
+    A body's exception comes back with its own type and message. A body whose worker
+    died (more than ``allowed_failures`` times) fails with
+    :class:`~stepgraph.errors.WorkerDiedError`. Cancelling a body cancels its Dask future.
+    """
+
+    in_process = False
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        name: str = "dask",
+        allowed_failures: int | None = None,
+        **cluster_kwargs: Any,
+    ) -> None:
+        self.name = name
+        self.address = address
+        self.allowed_failures = allowed_failures
+        self.cluster_kwargs = cluster_kwargs
+        self._cluster: Any = None
+        self._client: Any = None
+        self._starting: asyncio.Lock | None = None
+
+    @property
+    def client(self) -> Any:
+        """The ``distributed.Client`` (once started)."""
+        if self._client is None:
+            raise BackendError(f"Dask backend {self.name!r} is not started")
+        return self._client
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        try:
+            import dask
+            from distributed import Client, LocalCluster
+        except ImportError as exc:
+            raise MissingExtraError("DaskBackend", "dask.distributed", "dask") from exc
+        settings: dict[str, Any] = {}
+        if self.allowed_failures is not None:
+            settings["distributed.scheduler.allowed-failures"] = self.allowed_failures
+        with dask.config.set(settings):
+            if self.address is None:
+                kwargs = {"dashboard_address": None, **self.cluster_kwargs}
+                self._cluster = await LocalCluster(asynchronous=True, **kwargs)  # type: ignore[no-untyped-call]
+                target: Any = self._cluster
+            else:
+                target = self.address
+            try:
+                self._client = await Client(target, asynchronous=True)  # type: ignore[no-untyped-call]
+            except Exception:
+                if self._cluster is not None:
+                    await self._cluster.close()
+                    self._cluster = None
+                raise
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        future = self.client.submit(call_to_end, fn, args, kwargs, pure=False)
+        return self._result(future, getattr(fn, "__name__", repr(fn)))
+
+    async def _result(self, future: Any, what: str) -> Any:
+        from distributed import KilledWorker
+
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if self._client is not None:
+                await self._client.cancel([future])
+            raise
+        except KilledWorker as exc:
+            raise WorkerDiedError(
+                f"the Dask worker running {what} on backend {self.name!r} died: {exc}"
+            ) from exc
+
+    async def shutdown(self, *, cancel: bool = False) -> None:
+        client, self._client = self._client, None
+        cluster, self._cluster = self._cluster, None
+        if client is not None:
+            await client.close()
+        if cluster is not None:
+            await _release_threads(cluster)
+            await cluster.close()
+
+
+async def _release_threads(cluster: Any) -> None:
+    """Close the in-process workers of a cluster this backend started, without waiting
+    for the bodies still running in their threads (cancelled ones: a flow waits for the
+    others). A thread cannot be stopped: it finishes in the background, as with a
+    ``ThreadBackend``. ``LocalCluster.close()`` alone would wait for it, for as long as it
+    runs. (Worker processes are left to ``close()``: Dask kills them after a grace period.)
+    """
+    from distributed import Worker
+
+    workers = [w for w in list(cluster.workers.values()) if isinstance(w, Worker)]
+    await asyncio.gather(
+        *(w.close(executor_wait=False, reason="stepgraph-shutdown") for w in workers),
+        return_exceptions=True,
+    )

@@ -1,0 +1,102 @@
+"""Each body in a child process of its own: executables directly, Python functions in a
+fresh interpreter."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..errors import RecordedError, WorkerDiedError
+from .base import BackendBase
+from .commands import Command, CommandResult, run_command_async, terminate
+from .process import dumps
+
+__all__ = ["SubprocessBackend"]
+
+
+class SubprocessBackend(BackendBase):
+    """Every body in a child process of its own.
+
+    An executable is started directly (no shell unless asked); a Python function runs
+    in a fresh interpreter (``python -m stepgraph.backends.child``), pickled with
+    cloudpickle (the extra ``process``): it costs an interpreter start, so it suits
+    long bodies and bodies that must not share a process. Cancelling a body terminates
+    its process group: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+    Args:
+        max_workers: how many children run at once (None: the number of CPUs).
+        grace: seconds between SIGTERM and SIGKILL.
+        name: the backend's name in messages.
+    """
+
+    in_process = False
+
+    def __init__(
+        self, max_workers: int | None = None, *, grace: float = 3.0, name: str = "subprocess"
+    ) -> None:
+        self.name = name
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self.grace = grace
+        self._slots: asyncio.Semaphore | None = None
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_workers)
+        return self._slots
+
+    async def _bounded(self, work: Awaitable[Any]) -> Any:
+        async with self._semaphore():
+            return await work
+
+    def run_command(self, command: Command) -> Awaitable[CommandResult]:
+        if command.grace != self.grace:
+            command = Command(
+                command.args,
+                shell=command.shell,
+                cwd=command.cwd,
+                env=command.env,
+                stdout_path=command.stdout_path,
+                stderr_path=command.stderr_path,
+                grace=self.grace,
+            )
+        return self._bounded(run_command_async(command))
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        payload = dumps((fn, args, kwargs))
+        return self._bounded(self._run(payload, getattr(fn, "__name__", repr(fn))))
+
+    async def _run(self, payload: bytes, what: str) -> Any:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "stepgraph.backends.child",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            out, err = await child.communicate(payload)
+        except asyncio.CancelledError:
+            await terminate(child, self.grace)
+            raise
+        if not out:
+            tail = "\n".join(err.decode(errors="replace").rstrip().splitlines()[-10:])
+            raise WorkerDiedError(
+                f"the child process running {what} on backend {self.name!r} died with exit "
+                f"code {child.returncode}" + (f": {tail}" if tail else "")
+            )
+        kind, value = pickle.loads(out)
+        if kind == "ok":
+            return value
+        if kind == "error":
+            raise value
+        type_name, message, text = value
+        raise RecordedError(
+            f"{type_name}: {message}", type=type_name, message=message, traceback=text
+        )

@@ -1,0 +1,662 @@
+"""TaskFlow: task DAGs whose edges are futures passed as arguments.
+
+The flow is the shell around a :class:`~stepgraph.tasks.dag.Dag` (the pure core): it
+turns calls into futures, tells the Dag what happened, and carries out what the Dag
+answers (start a body on its backend, fail a task whose dependency failed, cancel the
+dependents of a cancelled task). See docs/tasks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import inspect
+import os
+import shlex
+import subprocess
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+from ..backends.base import Backend
+from ..backends.commands import Command
+from ..backends.local import InlineBackend, ThreadBackend
+from ..backends.noop import NoopBackend
+from ..core.text import short_repr
+from ..errors import BackendError, DependencyFailed, StepgraphError, TaskFailed
+from .dag import CANCEL, FAIL, START, Dag, DagCommand
+from .futures import _WORKFLOW_ID, TaskFuture, workflow_scope
+from .prompt import PromptSettings, complete
+
+__all__ = ["Task", "TaskFlow"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+FUNCTION = "function"
+EXECUTABLE = "executable"
+PROMPT = "prompt"
+BLOCK = "block"
+
+
+class Task:
+    """A declared task (or block): call it to get a :class:`TaskFuture` at once.
+
+    Attributes:
+        name: the function's ``__name__``.
+        kind: ``"function"``, ``"executable"``, ``"prompt"`` or ``"block"``.
+        backend: the name of the backend it goes to.
+        resources: the slots each call claims while its body runs.
+    """
+
+    __slots__ = (
+        "__dict__",
+        "backend",
+        "claims",
+        "flow",
+        "fn",
+        "kind",
+        "name",
+        "noop",
+        "options",
+        "resources",
+        "runner",
+    )
+
+    def __init__(
+        self,
+        flow: TaskFlow,
+        fn: Callable[..., Any],
+        kind: str,
+        backend: str,
+        runner: Backend,
+        resources: Mapping[str, int] | None,
+        options: Any = None,
+    ) -> None:
+        self.flow = flow
+        self.fn = fn
+        self.kind = kind
+        self.name = getattr(fn, "__name__", None) or type(fn).__name__
+        self.backend = backend
+        self.runner = runner
+        self.resources = dict(resources or {})
+        self.claims = flow._dag.claims(resources, f"{kind} task {self.name!r}")
+        self.noop = isinstance(runner, NoopBackend) and kind != BLOCK
+        self.options = options
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TaskFuture:
+        return self.flow._call(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} task {self.name} on {self.backend!r}>"
+
+
+def _scan(value: Any, found: dict[TaskFuture, None]) -> None:
+    """The task futures in ``value``: itself, or inside lists, tuples and dicts."""
+    kind = type(value)
+    if kind is TaskFuture:
+        found[value] = None
+    elif kind is list or kind is tuple:
+        for item in value:
+            _scan(item, found)
+    elif kind is dict:
+        for item in value.values():
+            _scan(item, found)
+
+
+def _resolved(value: Any) -> Any:
+    """``value`` with every task future in it replaced by its result."""
+    kind = type(value)
+    if kind is TaskFuture:
+        return value.result()
+    if kind is list:
+        return [_resolved(item) for item in value]
+    if kind is tuple:
+        return tuple(_resolved(item) for item in value)
+    if kind is dict:
+        return {key: _resolved(item) for key, item in value.items()}
+    return value
+
+
+def _root(error: BaseException | None) -> BaseException | None:
+    """The failure a dependent's ``DependencyFailed`` chains: the first one, not a relay."""
+    if isinstance(error, DependencyFailed) and error.__cause__ is not None:
+        return error.__cause__
+    return error
+
+
+def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    parts = [short_repr(a, 60) for a in args]
+    parts.extend(f"{k}={short_repr(v, 60)}" for k, v in kwargs.items())
+    return short_repr("(" + ", ".join(parts) + ")", 200).strip("'\"")
+
+
+class TaskFlow:
+    """Task DAGs on named backends, with flow-wide resource slots (see docs/tasks.md).
+
+    Args:
+        backends: backends by name; a task goes to ``backend=`` or to ``"default"``
+            (None: ``{"default": ThreadBackend()}``).
+        resources: slots per resource name (``{"cpu": 4, "gpu": 1}``) that tasks claim
+            with ``resources=``; the claims of running tasks never exceed them.
+        work_dir: where executables' captured output goes, in ``work_dir/<uid>/``.
+        uid: the flow's id (None: a generated one).
+
+    Use it as ``async with TaskFlow(...) as flow:``. Leaving the block normally waits
+    for every task and block still pending or running, then shuts the backends down.
+    Leaving it on an error cancels every pending and running task, stops running
+    executables and pool processes, shuts the backends down, and lets that same error
+    go on.
+    """
+
+    def __init__(
+        self,
+        backends: Mapping[str, Backend] | None = None,
+        *,
+        resources: Mapping[str, int] | None = None,
+        work_dir: str | os.PathLike[str] = ".",
+        uid: str | None = None,
+    ) -> None:
+        chosen: dict[str, Backend] = (
+            dict(backends) if backends is not None else {"default": ThreadBackend()}
+        )
+        for name, backend in chosen.items():
+            if not isinstance(backend, Backend):
+                raise BackendError(
+                    f"backend {name!r} is a {type(backend).__name__}, not a backend (it needs "
+                    f"name, in_process, submit, run_command, start and shutdown)"
+                )
+            backend.name = name  # messages name it as the flow does
+        self.backends: dict[str, Backend] = chosen
+        self.uid = uid or f"flow.{uuid.uuid4().hex[:12]}"
+        self.work_dir = Path(work_dir)
+        self._dag = Dag(resources)
+        self._futures: dict[int, TaskFuture] = {}  # tasks not finished, by number
+        self._waiting: dict[int, tuple[Task, tuple[Any, ...], dict[str, Any], bool]] = {}
+        self._drivers: dict[int, asyncio.Task[None]] = {}
+        self._count = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state = "new"
+
+    @property
+    def resources(self) -> dict[str, int]:
+        """The flow's slots per resource."""
+        return dict(self._dag.capacity)
+
+    @property
+    def output_dir(self) -> Path:
+        """Where this flow's captured outputs go: ``work_dir/<uid>``."""
+        return self.work_dir / self.uid
+
+    # -- declaring ----------------------------------------------------------------------------
+
+    def _backend(self, name: str | None, what: str) -> tuple[str, Backend]:
+        chosen = name or "default"
+        backend = self.backends.get(chosen)
+        if backend is None:
+            known = ", ".join(repr(n) for n in self.backends) or "none"
+            raise BackendError(
+                f"{what} goes to backend {chosen!r}, which the flow does not have (it has: {known})"
+            )
+        return chosen, backend
+
+    def _declare(
+        self,
+        fn: Any,
+        kind: str,
+        backend: str | None,
+        resources: Mapping[str, int] | None,
+        options: Any,
+        check: Callable[[str, Backend, str], None] | None = None,
+    ) -> Any:
+        def declare(func: Callable[..., Any]) -> Task:
+            if not callable(func):
+                raise TypeError(f"a {kind} task wraps a function, not {func!r}")
+            label = f"{kind} task {getattr(func, '__name__', func)!r}"
+            name, runner = self._backend(backend, label)
+            if check is not None:
+                check(name, runner, label)
+            return Task(self, func, kind, name, runner, resources, options)
+
+        return declare if fn is None else declare(fn)
+
+    @overload
+    def function_task(self, fn: Callable[..., Any], /) -> Task: ...
+    @overload
+    def function_task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        backend: str | None = None,
+        resources: Mapping[str, int] | None = None,
+    ) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def function_task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        backend: str | None = None,
+        resources: Mapping[str, int] | None = None,
+    ) -> Any:
+        """A Python function (``def`` or ``async def``) as a task: its result is the return
+        value. Works bare (``@flow.function_task``), with keywords, and as a plain call."""
+        return self._declare(fn, FUNCTION, backend, resources, None)
+
+    def executable_task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        backend: str | None = None,
+        resources: Mapping[str, int] | None = None,
+        capture_stdio: bool = False,
+        shell: bool = False,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Any:
+        """A function returning a command line, as a task that runs it.
+
+        The function returns a string (split as a shell would, with :func:`shlex.split`,
+        but run without a shell unless ``shell=True``) or a list of arguments. The
+        result is the command's standard output as text; with ``capture_stdio=True``
+        its output goes to ``<work_dir>/<flow uid>/<task uid>.stdout`` and ``.stderr``
+        and the result is the ``.stdout`` file's path. A non-zero exit fails the task.
+        """
+        options = {
+            "capture": capture_stdio,
+            "shell": shell,
+            "cwd": None if cwd is None else os.fspath(cwd),
+            "env": None if env is None else dict(env),
+        }
+        return self._declare(fn, EXECUTABLE, backend, resources, options, _check_executable)
+
+    def prompt_task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        system: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 2,
+        retry_delay: float = 0.5,
+        temperature: float | None = None,
+        backend: str | None = None,
+        resources: Mapping[str, int] | None = None,
+    ) -> Any:
+        """A function returning a prompt, as a task that asks a chat model (the extra
+        ``prompt``).
+
+        It posts to ``{base_url}/chat/completions`` (any OpenAI-compatible endpoint;
+        None: ``OPENAI_BASE_URL``) with ``model`` and the prompt as the last user
+        message; the result is the first choice's message content. The key is
+        ``api_key`` or ``OPENAI_API_KEY``. Runs on inline or thread backends.
+        """
+
+        url = base_url or os.environ.get("OPENAI_BASE_URL")
+        settings = PromptSettings(  # checked now: a bad setting fails the declaration
+            model=model,
+            base_url=url or "",
+            api_key=api_key,
+            system=system,
+            timeout=timeout,
+            retries=retries,
+            retry_delay=retry_delay,
+            temperature=temperature,
+        )
+
+        def check(name: str, runner: Backend, label: str) -> None:
+            _check_prompt(name, runner, label)
+            if not url:
+                raise StepgraphError(
+                    f"{label} has no endpoint: pass base_url= (an OpenAI-compatible "
+                    f"server, e.g. 'http://127.0.0.1:8000/v1') or set OPENAI_BASE_URL"
+                )
+
+        return self._declare(fn, PROMPT, backend, resources, settings, check)
+
+    def block(self, fn: Callable[..., Any] | None = None, /, *, backend: str | None = None) -> Any:
+        """A group of tasks, as an ``async def`` whose body calls and awaits tasks.
+
+        Calling a block returns a future at once, like a task; its body runs on the
+        event loop once the futures among its arguments are done, and blocks nest.
+        """
+        return self._declare(fn, BLOCK, backend, None, None)
+
+    def workflow_scope(self, workflow_id: str) -> Any:
+        """Tasks and blocks created inside carry ``workflow_id`` (see ``workflow_scope``)."""
+        return workflow_scope(workflow_id)
+
+    # -- calling ------------------------------------------------------------------------------
+
+    def _call(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TaskFuture:
+        loop = self._loop
+        if loop is None or (self._state != "open" and self._state != "draining"):
+            raise BackendError(
+                f"{task.kind} task {task.name!r} was called while its flow is {self._state}: "
+                f"call tasks inside `async with TaskFlow(...) as flow:`"
+            )
+        future = TaskFuture(loop=loop)
+        self._count = number = self._count + 1
+        future.name = task.name
+        future.uid = f"{'block' if task.kind == BLOCK else 'task'}.{number:06d}"
+        future.backend = task.backend
+        future.workflow_id = _WORKFLOW_ID.get()
+        future._flow = self
+        future._task = number
+        found: dict[TaskFuture, None] = {}
+        for value in args:
+            _scan(value, found)
+        if kwargs:
+            for value in kwargs.values():
+                _scan(value, found)
+        self._futures[number] = future
+        if not found:
+            self._waiting[number] = (task, args, kwargs, False)
+            commands = self._dag.add(number, (), task.claims)
+            if commands:
+                self._carry(commands)
+            return future
+        pending: list[int] = []
+        failed = cancelled = -1
+        ended = future
+        for dependency in found:
+            if dependency._flow is not self:
+                raise BackendError(
+                    f"{task.kind} task {task.name!r} got a future of another flow "
+                    f"({dependency!r}) as an argument"
+                )
+            if not dependency.done():
+                pending.append(dependency._task)
+            elif dependency.cancelled():
+                cancelled = dependency._task
+                ended = dependency
+            elif dependency.exception() is not None:
+                failed = dependency._task
+                ended = dependency
+        self._waiting[number] = (task, args, kwargs, True)
+        commands = self._dag.add(number, pending, task.claims, failed=failed, cancelled=cancelled)
+        if failed < 0 and cancelled < 0:
+            if commands:
+                self._carry(commands)
+            return future
+        known = ended._task not in self._futures  # finished: named in what it causes
+        if known:
+            self._futures[ended._task] = ended
+        try:
+            self._carry(commands)
+        finally:
+            if known:
+                del self._futures[ended._task]
+        return future
+
+    def _carry(self, commands: list[DagCommand]) -> None:
+        """Carry out what the Dag said."""
+        futures = self._futures
+        settled: list[int] = []
+        for kind, number, cause in commands:
+            if kind == START:
+                task, args, kwargs, resolve = self._waiting.pop(number)
+                assert self._loop is not None
+                self._drivers[number] = self._loop.create_task(
+                    self._drive(number, futures[number], task, args, kwargs, resolve)
+                )
+                continue
+            self._waiting.pop(number, None)
+            future = futures[number]
+            dependency = futures[cause]
+            settled.append(number)
+            if kind == FAIL:
+                future.set_exception(_dependency_failed(future, dependency))
+            elif kind == CANCEL:
+                asyncio.Future.cancel(
+                    future, f"its dependency {dependency.name!r} ({dependency.uid}) was cancelled"
+                )
+        for number in settled:
+            del futures[number]
+
+    async def _drive(
+        self,
+        number: int,
+        future: TaskFuture,
+        task: Task,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        resolve: bool,
+    ) -> None:
+        """Run one body on its backend, settle its future, tell the Dag."""
+        ok = False
+        try:
+            if resolve:
+                args = tuple(_resolved(a) for a in args)
+                kwargs = {k: _resolved(v) for k, v in kwargs.items()}
+            if task.kind == FUNCTION or task.noop:
+                value = await task.runner.submit(task.fn, *args, **kwargs)
+            elif task.kind == BLOCK:
+                value = task.fn(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+            elif task.kind == EXECUTABLE:
+                value = await self._execute(task, future, args, kwargs)
+            else:
+                value = await self._ask(task, args, kwargs)
+        except asyncio.CancelledError:
+            if not future.done():  # the body raised it: the task is cancelled, as in asyncio
+                asyncio.Future.cancel(future)
+                cancelled = self._dag.cancel(number)
+                if cancelled:
+                    self._carry(cancelled)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(self._failure(task, future, args, kwargs, exc))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            ok = True
+            if not future.done():
+                future.set_result(value)
+        finally:
+            del self._drivers[number]
+            commands = self._dag.finished(number, ok)
+            if commands:
+                self._carry(commands)
+            self._futures.pop(number, None)
+
+    def _failure(
+        self,
+        task: Task,
+        future: TaskFuture,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exc: BaseException,
+    ) -> BaseException:
+        if task.kind == BLOCK:
+            return exc  # a block is the caller's own code: its error goes on as it is
+        error = TaskFailed(
+            f"{task.kind} task {task.name!r} ({future.uid}) failed on backend "
+            f"{task.backend!r} with arguments {_arguments(args, kwargs)}: "
+            f"{type(exc).__name__}: {exc}",
+            task=task.name,
+            backend=task.backend,
+        )
+        error.__cause__ = exc
+        return error
+
+    async def _execute(
+        self, task: Task, future: TaskFuture, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> str:
+        line = task.fn(*args, **kwargs)
+        if inspect.isawaitable(line):
+            line = await line
+        options = task.options
+        if options["shell"]:
+            if not isinstance(line, str):
+                line = shlex.join(str(part) for part in line)
+            argv: tuple[str, ...] | str = line
+        elif isinstance(line, str):
+            argv = tuple(shlex.split(line))
+        elif isinstance(line, list | tuple):
+            argv = tuple(str(part) for part in line)
+        else:
+            raise TypeError(
+                f"an executable task returns a command line (a string or a list of arguments), "
+                f"not {short_repr(line)}"
+            )
+        if not argv:
+            raise ValueError("an executable task returned an empty command line")
+        out = err = None
+        if options["capture"]:
+            folder = self.output_dir
+            out = os.fspath(folder / f"{future.uid}.stdout")
+            err = os.fspath(folder / f"{future.uid}.stderr")
+        command = Command(
+            argv,
+            shell=options["shell"],
+            cwd=options["cwd"],
+            env=options["env"],
+            stdout_path=out,
+            stderr_path=err,
+        )
+        result = await task.runner.run_command(command)
+        if result.returncode != 0:
+            raise subprocess.CalledProcessError(
+                result.returncode, command.program, stderr=result.stderr_tail
+            ) from None
+        return result.stdout
+
+    async def _ask(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        prompt = task.fn(*args, **kwargs)
+        if inspect.isawaitable(prompt):
+            prompt = await prompt
+        settings: PromptSettings = task.options
+        if settings.api_key is None and os.environ.get("OPENAI_API_KEY"):
+            settings = dataclasses.replace(settings, api_key=os.environ["OPENAI_API_KEY"])
+        return await complete(settings, prompt)
+
+    def _cancelled(self, future: TaskFuture, msg: Any) -> bool:
+        """``future.cancel()``: cancel the task, its body if it runs, and its dependents."""
+        number = future._task
+        asyncio.Future.cancel(future, msg)
+        commands = self._dag.cancel(number)
+        driver = self._drivers.get(number)
+        if driver is not None:
+            driver.cancel()
+        else:
+            self._waiting.pop(number, None)
+        if commands:
+            self._carry(commands)
+        if driver is None:
+            self._futures.pop(number, None)
+        return True
+
+    # -- the flow's life ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the backends (``async with`` does it)."""
+        if self._state != "new":
+            raise BackendError(f"flow {self.uid!r} is {self._state}: a flow is started once")
+        self._loop = asyncio.get_running_loop()
+        results = await asyncio.gather(
+            *(backend.start() for backend in self.backends.values()), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            self._state = "closed"
+            await self._shutdown(cancel=True)
+            raise errors[0]
+        self._state = "open"
+
+    async def wait(self) -> None:
+        """Wait until every task and block of the flow has finished."""
+        while self._futures or self._drivers:
+            await asyncio.wait([*self._futures.values(), *self._drivers.values()])
+
+    async def close(self, error: BaseException | None = None) -> None:
+        """End the flow: wait for its tasks (no ``error``), or cancel them (``error``).
+
+        Waiting, blocks that still run may call more tasks. A close that is itself
+        interrupted (cancelled) cancels what is left, as ``error`` would.
+        """
+        if self._state != "open":
+            return
+        self._state = "draining"
+        try:
+            if error is None:
+                await self.wait()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if error is None:
+                self._state = "closed"
+                await self._shutdown(cancel=False)
+            else:
+                self._state = "aborting"
+                await self._abort()
+                self._state = "closed"
+
+    async def _abort(self) -> None:
+        """Cancel every task; stop bodies and backends concurrently."""
+        for future in list(self._futures.values()):
+            future.cancel()
+        drivers = list(self._drivers.values())
+        await asyncio.gather(
+            asyncio.gather(*drivers, return_exceptions=True),
+            self._shutdown(cancel=True),
+        )
+
+    async def _shutdown(self, *, cancel: bool) -> None:
+        results = await asyncio.gather(
+            *(backend.shutdown(cancel=cancel) for backend in self.backends.values()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def __aenter__(self) -> TaskFlow:
+        await self.start()
+        return self
+
+    async def __aexit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
+        await self.close(error)
+
+    def __repr__(self) -> str:
+        return f"<TaskFlow {self.uid} {self._state}: {len(self._futures)} tasks not finished>"
+
+
+def _check_executable(name: str, runner: Backend, label: str) -> None:
+    if isinstance(runner, InlineBackend):
+        raise BackendError(
+            f"{label} goes to backend {name!r}, an InlineBackend: executables run on thread, "
+            f"subprocess, process or Dask backends"
+        )
+
+
+def _check_prompt(name: str, runner: Backend, label: str) -> None:
+    if not runner.in_process:
+        raise BackendError(
+            f"{label} goes to backend {name!r}, a {type(runner).__name__}: prompt tasks run "
+            f"on inline or thread backends (they wait on the network, not on a CPU)"
+        )
+
+
+def _dependency_failed(future: TaskFuture, dependency: TaskFuture) -> DependencyFailed:
+    """The error of ``future``, which did not run because ``dependency`` failed."""
+    root = _root(dependency.exception())
+    what = "block" if future.uid.startswith("block") else "task"
+    error = DependencyFailed(
+        f"{what} {future.name!r} ({future.uid}) did not run: its dependency "
+        f"{dependency.name!r} ({dependency.uid}) failed"
+        + ("" if root is None else f": {type(root).__name__}: {root}"),
+        task=future.name,
+        dependency=dependency.name,
+    )
+    error.__cause__ = root
+    return error

@@ -1,0 +1,1 @@
+"""Test doubles of outside services (standard library only)."""
