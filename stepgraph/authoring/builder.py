@@ -8,8 +8,9 @@ its targets. A fan-in group holds messages until every source has sent one (G9).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
+from ..backends.base import Backend
 from ..core import FanIn, Graph, Node
 from ..errors import WorkflowValidationError
 from ..graph_events import RequestInfoEvent, WorkflowOutputEvent
@@ -171,13 +172,15 @@ class WorkflowBuilder:
         clock: Clock | None = None,
         store: Store | None = None,
         serializer: str = "json",
+        backends: Mapping[str, Backend] | None = None,
     ) -> GraphWorkflow:
         """Validate the graph and compile it.
 
         The keywords are the run options, as on ``Workflow(...)``: ``mode``, ``timeout``,
         ``max_supersteps``, ``max_concurrency``, ``verbose``, ``observers``, ``journal``,
-        ``clock``, ``store`` (durable runs) and ``serializer``; ``name`` names the
-        workflow in messages and exports.
+        ``clock``, ``store`` (durable runs), ``serializer`` and ``backends`` (by name,
+        for executors made with ``backend="name"``); ``name`` names the workflow in
+        messages and exports.
 
         Raises:
             WorkflowValidationError: no start executor, an unknown or duplicate id, an
@@ -243,6 +246,7 @@ class WorkflowBuilder:
             clock=clock,
             store=store,
             serializer=serializer,
+            backends=backends,
         )
 
     def _node_order(self, name: str, start_id: str) -> list[str]:

@@ -177,6 +177,7 @@ class Executor:
         num_workers: int = 1,
         retry_policy: RetryPolicy | None = None,
         timeout: float | None = None,
+        backend: str | None = None,
     ) -> None:
         self.id = id or type(self).__name__
         if not isinstance(self.id, str) or not self.id:
@@ -186,6 +187,7 @@ class Executor:
             num_workers=num_workers,
             retry_policy=retry_policy,
             timeout=timeout,
+            backend=backend,
         )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..backends.base import Backend
 from ..durability.launch import launch_run, resume_run
 from ..graph_events import RunResult
 from ..runtime.clock import Clock
 from ..runtime.handler import WorkflowHandler
 from ..runtime.launch import RunOptions, launch, run_in_new_loop
 from ..runtime.observers import RunObserver
-from ..runtime.plan import RunPlan
+from ..runtime.plan import RunPlan, placed
 from ..stores.base import Store
 from .export import Edge, to_dot, to_mermaid
 
@@ -43,6 +44,7 @@ class GraphWorkflow:
         clock: Clock | None = None,
         store: Store | None = None,
         serializer: str = "json",
+        backends: Mapping[str, Backend] | None = None,
     ) -> None:
         self.options = RunOptions.checked(
             "build",
@@ -56,9 +58,10 @@ class GraphWorkflow:
             clock=clock,
             store=store,
             serializer=serializer,
+            backends=backends,
         )
         self.mode = self.options.mode
-        self.plan = plan
+        self.plan = placed(plan, self.options.backends, f"workflow {plan.name!r}")
         self.name = plan.name
         self.edges = edges
         self.start = start

@@ -63,6 +63,7 @@ def node_config(
     num_workers: object,
     retry_policy: object,
     timeout: object,
+    backend: object = None,
 ) -> StepConfig:
     """Check a node's options (``@step(...)``, ``Executor(...)``); errors name ``where``."""
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
@@ -82,7 +83,13 @@ def node_config(
         raise WorkflowValidationError(
             f"{where}: expected a RetryPolicy(...), got retry_policy={retry_policy!r}"
         )
-    return StepConfig(num_workers=num_workers, retry_policy=retry_policy, timeout=timeout)
+    if backend is not None and (not isinstance(backend, str) or not backend):
+        raise WorkflowValidationError(
+            f"{where}: backend is the name of a backend (a str), got backend={backend!r}"
+        )
+    return StepConfig(
+        num_workers=num_workers, retry_policy=retry_policy, timeout=timeout, backend=backend
+    )
 
 
 def check_reducers(

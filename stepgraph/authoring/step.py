@@ -64,6 +64,7 @@ def step(
     num_workers: int = 1,
     retry_policy: RetryPolicy | None = None,
     timeout: float | None = None,
+    backend: str | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -74,6 +75,7 @@ def step(
     num_workers: int = 1,
     retry_policy: RetryPolicy | None = None,
     timeout: float | None = None,
+    backend: str | None = None,
 ) -> Any:
     """Mark a workflow method as a step.
 
@@ -85,6 +87,10 @@ def step(
         num_workers: how many events the step may process at once (default 1: serial).
         retry_policy: how a failing step is retried (default: not retried).
         timeout: seconds one attempt may take; exceeding it counts as a failed attempt.
+        backend: the name of the backend its body runs on, among the workflow's
+            ``backends={...}`` (default: ``async def`` on the event loop, ``def`` on a
+            thread). A backend in another process gets the event pickled (cloudpickle)
+            and a recording context (see docs/backends.md).
 
     Example::
 
@@ -94,7 +100,11 @@ def step(
                 return StopEvent(result=ev.text)
     """
     config = node_config(
-        "@step", num_workers=num_workers, retry_policy=retry_policy, timeout=timeout
+        "@step",
+        num_workers=num_workers,
+        retry_policy=retry_policy,
+        timeout=timeout,
+        backend=backend,
     )
 
     def mark(fn: F) -> F:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
+from ..backends.base import Backend
 from ..core import Graph, Node, RunState
 from ..core.text import short_repr
 from ..durability.launch import launch_run, resume_run
@@ -18,7 +19,7 @@ from ..runtime.context import Context
 from ..runtime.handler import WorkflowHandler
 from ..runtime.launch import RunOptions, launch, run_in_new_loop
 from ..runtime.observers import RunObserver
-from ..runtime.plan import RunPlan
+from ..runtime.plan import RunPlan, placed
 from ..runtime.stream import EventStream
 from ..stores.base import Store
 from .export import CALLER, END, Edge, to_dot, to_mermaid
@@ -134,6 +135,7 @@ class Workflow:
         clock: Clock | None = None,
         store: Store | None = None,
         serializer: str = "json",
+        backends: Mapping[str, Backend] | None = None,
     ) -> None:
         self.options = RunOptions.checked(
             type(self).__name__,
@@ -147,6 +149,7 @@ class Workflow:
             clock=clock,
             store=store,
             serializer=serializer,
+            backends=backends,
         )
         self.mode = self.options.mode
         self.timeout = timeout
@@ -225,9 +228,10 @@ class Workflow:
         """
         compiled = self._compiled()
         event = self._start_event(compiled, start_event, kwargs)
+        plan = self._placed(compiled)
         if self.options.store is None and run_id is None:
-            return launch(compiled.plan, self, self.options, event, who=compiled.who)
-        return launch_run(compiled.plan, self, self.options, event, run_id=run_id, who=compiled.who)
+            return launch(plan, self, self.options, event, who=compiled.who)
+        return launch_run(plan, self, self.options, event, run_id=run_id, who=compiled.who)
 
     def resume(
         self, run_id: str, checkpoint_id: str | None = None, *, strict: bool = True
@@ -254,7 +258,7 @@ class Workflow:
         """
         compiled = self._compiled()
         return resume_run(
-            compiled.plan,
+            self._placed(compiled),
             self,
             self.options,
             run_id,
@@ -262,6 +266,15 @@ class Workflow:
             strict=strict,
             who=f"{compiled.name}.resume()",
         )
+
+    def _placed(self, compiled: CompiledWorkflow) -> RunPlan:
+        """The plan of this instance: steps that name a backend on this instance's."""
+        return placed(compiled.plan, self.options.backends, f"workflow {compiled.name!r}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy of the workflow sent to another process holds: its own attributes,
+        without its run options (stores, backends, observers stay with the runs)."""
+        return {k: v for k, v in self.__dict__.items() if k != "options"}
 
     def _stepgraph_plan(self) -> RunPlan:
         """The compiled plan runs of this workflow follow (validates the definition).

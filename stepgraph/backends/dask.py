@@ -59,6 +59,13 @@ class DaskBackend(BackendBase):
     async def start(self) -> None:
         if self._client is not None:
             return
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:  # two first bodies at once start one cluster
+            if self._client is None:
+                await self._start()
+
+    async def _start(self) -> None:
         try:
             import dask
             from distributed import Client, LocalCluster

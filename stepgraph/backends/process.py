@@ -10,21 +10,53 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ..errors import MissingExtraError, WorkerDiedError
+from ..errors import MissingExtraError, SerializationError, WorkerDiedError
 from .base import BackendBase, call_to_end
 
 __all__ = ["ProcessBackend", "dumps", "run_pickled"]
 
 
 def dumps(value: object) -> bytes:
-    """``value`` pickled by cloudpickle (functions by value when they must be)."""
+    """``value`` pickled by cloudpickle (functions by value when they must be).
+
+    Raises:
+        SerializationError: something in ``value`` cannot be pickled (the message says
+            what, and where when ``value`` is a call: which argument, which field).
+    """
     try:
         import cloudpickle  # type: ignore[import-untyped]
     except ImportError as exc:
         raise MissingExtraError(
             "running bodies in other processes", "cloudpickle", "process"
         ) from exc
-    return cloudpickle.dumps(value)  # type: ignore[no-any-return]
+    try:
+        return cloudpickle.dumps(value)  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot pickle {_culprit(value, cloudpickle.dumps)}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _culprit(value: object, pickle: Callable[[object], bytes]) -> str:
+    """What in ``value`` cannot be pickled: an argument of a call, a field of a model."""
+    if isinstance(value, tuple) and len(value) == 3 and callable(value[0]):
+        fn, args, kwargs = value
+        parts = [(f"argument {i + 1} ", a) for i, a in enumerate(args)]
+        parts += [(f"argument {k}= ", v) for k, v in kwargs.items()]
+        last = f"the function {getattr(fn, '__qualname__', fn)!s} or what it refers to"
+    else:
+        parts, last = [("", value)], f"a {type(value).__name__}"
+    for label, part in parts:
+        try:
+            pickle(part)
+        except Exception:
+            for name in getattr(type(part), "model_fields", None) or {}:
+                try:
+                    pickle(getattr(part, name))
+                except Exception:
+                    return f"{label}(a {type(part).__name__}): its field {name!r}"
+            return f"{label}(a {type(part).__name__})"
+    return last
 
 
 def run_pickled(payload: bytes) -> Any:

@@ -13,10 +13,12 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from ..backends.process import dumps
 from ..core import AttemptFailed, StartStep, StepCompleted, StepFailed, Tick
 from ..core.text import short_repr
 from ..errors import (
     InvalidStepResultError,
+    SerializationError,
     StepgraphError,
     StepTimeoutError,
     WorkflowRuntimeError,
@@ -173,17 +175,44 @@ async def _elsewhere(run: Run, program: NodeProgram, command: StartStep) -> Any:
         backend=backend.name,
         store=run.state.store,
     )
-    result, effects = await backend.submit(
-        run_recorded,
-        program.body,
-        run.owner,
-        port,
-        command.invocation,
-        command.node,
-        command.message,
-    )
+    await backend.start()  # idempotent: a backend starts with the first body it gets
+    try:
+        pending = backend.submit(
+            run_recorded,
+            program.body,
+            run.owner,
+            port,
+            command.invocation,
+            command.node,
+            command.message,
+        )
+    except SerializationError as exc:
+        raise _unsendable(run, program, command, exc) from exc
+    result, effects = await pending
     run.carry_out_effects(effects)
     return result
+
+
+def _unsendable(
+    run: Run, program: NodeProgram, command: StartStep, error: SerializationError
+) -> SerializationError:
+    """A body that cannot go to its backend: name the step, and the event if it is that."""
+    where = (
+        f"{run.graph.node_kind} {program.name!r} of workflow {run.name!r} (run {run.run_id}) "
+        f"runs on backend {program.backend.name if program.backend else '?'!r}"
+    )
+    message = command.message
+    for what, value in (
+        (f"its {type(message).__name__} event", message),
+        ("the workflow", run.owner),
+    ):
+        try:
+            dumps(value)
+        except SerializationError as exc:
+            return SerializationError(f"{where}, but {what} cannot be pickled: {exc}")
+        except Exception:
+            break
+    return SerializationError(f"{where}, but what it needs cannot be pickled: {error}")
 
 
 def _failed(
@@ -195,7 +224,7 @@ def _failed(
     if (
         policy is not None
         and isinstance(exc, Exception)
-        and not isinstance(exc, WorkflowRuntimeError)
+        and not isinstance(exc, WorkflowRuntimeError | SerializationError)
     ):  # never retried: our own misuse errors, CancelledError, KeyboardInterrupt, SystemExit
         delay = policy.next_delay(command.attempt, exc)
     if delay is not None:

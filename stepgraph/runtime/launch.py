@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core import Mode
 from ..errors import StepgraphError, WorkflowValidationError
+from .backends import Backend
 from .clock import SYSTEM_CLOCK, Clock
 from .handler import WorkflowHandler
 from .observers import RunObserver
@@ -40,6 +41,7 @@ class RunOptions:
     clock: Clock = SYSTEM_CLOCK
     store: Any = None  # a stepgraph.stores.Store: the runs are durable
     serializer: str = "json"
+    backends: Mapping[str, Backend] = field(default_factory=dict)  # by name, for nodes
 
     @classmethod
     def checked(
@@ -56,6 +58,7 @@ class RunOptions:
         clock: Clock | None = None,
         store: object = None,
         serializer: str = "json",
+        backends: Mapping[str, object] | None = None,
     ) -> RunOptions:
         """Validate the options; errors read ``where(option=value): ...``."""
         try:
@@ -111,6 +114,15 @@ class RunOptions:
                 f"{where}(serializer={serializer!r}): must be 'json' (the default) or 'pickle' "
                 f"(unsafe with a store others can write to: loading a pickle runs code)"
             )
+        named: dict[str, Backend] = {}
+        for name, backend in (backends or {}).items():
+            if not isinstance(name, str) or not isinstance(backend, Backend):
+                raise WorkflowValidationError(
+                    f"{where}(backends={{{name!r}: {backend!r}}}): backends maps names to "
+                    f"backends (stepgraph.backends.ThreadBackend(), ProcessBackend(), ...)"
+                )
+            backend.name = name  # messages name it as the workflow does
+            named[name] = backend
         return cls(
             parsed,
             timeout,
@@ -121,6 +133,7 @@ class RunOptions:
             SYSTEM_CLOCK if clock is None else clock,
             store,
             serializer,
+            named,
         )
 
 

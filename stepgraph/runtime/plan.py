@@ -10,11 +10,13 @@ knowledge of the authoring styles.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core import Graph, RunState
+from ..errors import WorkflowValidationError
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from .observers import RunObserver
     from .stream import EventStream
 
-__all__ = ["NodeProgram", "RunPlan", "RunStyle", "StepConfig"]
+__all__ = ["NodeProgram", "RunPlan", "RunStyle", "StepConfig", "placed"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,6 +34,7 @@ class StepConfig:
     num_workers: int = 1
     retry_policy: RetryPolicy | None = None
     timeout: float | None = None
+    backend: str | None = None  # the name of the backend its body runs on (None: default)
 
 
 class NodeProgram(Protocol):
@@ -108,7 +111,38 @@ class RunPlan:
     style: RunStyle
     reducers: Mapping[str, Callable[[Any, Any], Any]] = field(default_factory=dict)
     retried: tuple[bool, ...] = field(init=False)  # which nodes have a retry policy
+    named_backends: bool = field(init=False)  # whether a node names its backend
 
     def __post_init__(self) -> None:
         retried = tuple(p.config.retry_policy is not None for p in self.programs)
         object.__setattr__(self, "retried", retried)
+        named = any(p.config.backend is not None for p in self.programs)
+        object.__setattr__(self, "named_backends", named)
+
+
+def placed(plan: RunPlan, backends: Mapping[str, Backend], where: str) -> RunPlan:
+    """``plan`` with each node that names a backend (``@step(backend=...)``,
+    ``Executor(backend=...)``) on that backend, taken from ``backends``.
+
+    Raises:
+        WorkflowValidationError: a node names a backend that ``backends`` does not have.
+    """
+    if not plan.named_backends:
+        return plan
+    programs = list(plan.programs)
+    changed = False
+    for position, program in enumerate(programs):
+        name = program.config.backend
+        if name is None:
+            continue
+        backend = backends.get(name)
+        if backend is None:
+            known = ", ".join(repr(n) for n in backends) or "none"
+            raise WorkflowValidationError(
+                f"{plan.graph.node_kind} {program.name!r} of {where} runs on backend {name!r}, "
+                f"which is not among its backends (it has: {known}); pass "
+                f"backends={{{name!r}: ...}}"
+            )
+        programs[position] = dataclasses.replace(program, backend=backend)  # type: ignore[type-var]
+        changed = True
+    return dataclasses.replace(plan, programs=tuple(programs)) if changed else plan

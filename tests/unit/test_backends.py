@@ -19,13 +19,14 @@ from typing import Any
 import pytest
 
 from stepgraph import Context, Event, StartEvent, StopEvent, Workflow, get_context, step
+from stepgraph.backends import BackendBase
 from stepgraph.errors import WorkflowRuntimeError
 from stepgraph.runtime.backends import THREADS, InlineBackend, ThreadBackend
 from stepgraph.runtime.launch import launch
 from stepgraph.state import append
 
 
-class Elsewhere:
+class Elsewhere(BackendBase):
     """A backend that is not in-process: its own threads, no context variables carried."""
 
     name = "elsewhere"
