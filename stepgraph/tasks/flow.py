@@ -9,6 +9,7 @@ dependents of a cancelled task). See docs/tasks.md.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import functools
 import inspect
@@ -17,6 +18,7 @@ import shlex
 import subprocess
 import uuid
 from collections.abc import Callable, Mapping
+from contextvars import Context
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
@@ -174,7 +176,8 @@ class TaskFlow:
         self.work_dir = Path(work_dir)
         self._dag = Dag(resources)
         self._futures: dict[int, TaskFuture] = {}  # tasks not finished, by number
-        self._waiting: dict[int, tuple[Task, tuple[Any, ...], dict[str, Any], bool]] = {}
+        # what a task waits with: its arguments, and the caller's context if it has dependencies
+        self._waiting: dict[int, tuple[Task, tuple[Any, ...], dict[str, Any], Context | None]] = {}
         self._drivers: dict[int, asyncio.Task[None]] = {}
         self._count = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -358,7 +361,7 @@ class TaskFlow:
                 _scan(value, found)
         self._futures[number] = future
         if not found:
-            self._waiting[number] = (task, args, kwargs, False)
+            self._waiting[number] = (task, args, kwargs, None)
             commands = self._dag.add(number, (), task.claims)
             if commands:
                 self._carry(commands)
@@ -380,7 +383,7 @@ class TaskFlow:
             elif dependency.exception() is not None:
                 failed = dependency._task
                 ended = dependency
-        self._waiting[number] = (task, args, kwargs, True)
+        self._waiting[number] = (task, args, kwargs, contextvars.copy_context())
         commands = self._dag.add(number, pending, task.claims, failed=failed, cancelled=cancelled)
         if failed < 0 and cancelled < 0:
             if commands:
@@ -402,10 +405,11 @@ class TaskFlow:
         settled: list[int] = []
         for kind, number, cause in commands:
             if kind == START:
-                task, args, kwargs, resolve = self._waiting.pop(number)
+                task, args, kwargs, context = self._waiting.pop(number)
                 assert self._loop is not None
                 self._drivers[number] = self._loop.create_task(
-                    self._drive(number, futures[number], task, args, kwargs, resolve)
+                    self._drive(number, futures[number], task, args, kwargs, context is not None),
+                    context=context,  # the body runs in the context of its call
                 )
                 continue
             self._waiting.pop(number, None)

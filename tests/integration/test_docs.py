@@ -1,5 +1,5 @@
-"""The code in docs/semantics.md, docs/runtime.md and docs/durability.md runs, each page as
-one script."""
+"""The code of the docs pages (semantics, runtime, durability, tasks, backends) runs, each
+page as one script."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.mark.parametrize(
-    ("page", "blocks"), [("semantics.md", 10), ("runtime.md", 3), ("durability.md", 3)]
+    ("page", "blocks"),
+    [
+        ("semantics.md", 10),
+        ("runtime.md", 3),
+        ("durability.md", 3),
+        ("tasks.md", 4),
+        ("backends.md", 1),
+    ],
 )
 def test_the_code_of_a_docs_page_runs_as_one_script(page: str, blocks: int) -> None:
     doc = DOCS / page

@@ -449,8 +449,23 @@ async def test_tasks_created_in_a_block_carry_the_scope_of_the_blocks_call(flow:
     async def group() -> str | None:
         return job().workflow_id
 
+    @flow.block
+    async def later(_: None) -> str | None:
+        return job().workflow_id
+
+    gate = asyncio.Event()
+
+    @flow.function_task(backend="inline")
+    async def gated() -> None:
+        await gate.wait()
+
+    dependency = gated()  # made outside the scope: it ends in no scope
     async with flow.workflow_scope("w"):
         block = group()
+        waiting = later(dependency)  # starts when `dependency` ends, in no scope
+    async with flow.workflow_scope("other"):
+        gate.set()
+        assert await waiting == "w"
     assert block.workflow_id == "w" and await block == "w"
 
 
