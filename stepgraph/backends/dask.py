@@ -77,6 +77,11 @@ class DaskBackend(BackendBase):
         with dask.config.set(settings):
             if self.address is None:
                 kwargs = {"dashboard_address": None, **self.cluster_kwargs}
+                if kwargs["dashboard_address"] is None:  # its HTTP server still starts:
+                    kwargs["scheduler_kwargs"] = {  # on a free port, never a taken 8787
+                        "dashboard_address": ":0",
+                        **kwargs.get("scheduler_kwargs", {}),
+                    }
                 self._cluster = await LocalCluster(asynchronous=True, **kwargs)  # type: ignore[no-untyped-call]
                 target: Any = self._cluster
             else:

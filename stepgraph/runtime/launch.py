@@ -121,7 +121,8 @@ class RunOptions:
                     f"{where}(backends={{{name!r}: {backend!r}}}): backends maps names to "
                     f"backends (stepgraph.backends.ThreadBackend(), ProcessBackend(), ...)"
                 )
-            backend.name = name  # messages name it as the workflow does
+            if sum(b is backend for b in (backends or {}).values()) == 1:
+                backend.name = name  # messages name it as the workflow does
             named[name] = backend
         return cls(
             parsed,

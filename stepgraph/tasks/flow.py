@@ -170,7 +170,8 @@ class TaskFlow:
                     f"backend {name!r} is a {type(backend).__name__}, not a backend (it needs "
                     f"name, in_process, submit, run_command, start and shutdown)"
                 )
-            backend.name = name  # messages name it as the flow does
+            if sum(b is backend for b in chosen.values()) == 1:  # one name: its own
+                backend.name = name  # messages name it as the flow does
         self.backends: dict[str, Backend] = chosen
         self.uid = uid or f"flow.{uuid.uuid4().hex[:12]}"
         self.work_dir = Path(work_dir)
@@ -249,6 +250,22 @@ class TaskFlow:
         value. Works bare (``@flow.function_task``), with keywords, and as a plain call."""
         return self._declare(fn, FUNCTION, backend, resources, None)
 
+    @overload
+    def executable_task(self, fn: Callable[..., Any], /) -> Task: ...
+    @overload
+    def executable_task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        backend: str | None = None,
+        resources: Mapping[str, int] | None = None,
+        capture_stdio: bool = False,
+        shell: bool = False,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Callable[[Callable[..., Any]], Task]: ...
+
     def executable_task(
         self,
         fn: Callable[..., Any] | None = None,
@@ -276,6 +293,41 @@ class TaskFlow:
             "env": None if env is None else dict(env),
         }
         return self._declare(fn, EXECUTABLE, backend, resources, options, _check_executable)
+
+    @overload
+    def prompt_task(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        system: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 2,
+        retry_delay: float = 0.5,
+        temperature: float | None = None,
+        backend: str | None = None,
+        resources: Mapping[str, int] | None = None,
+    ) -> Task: ...
+    @overload
+    def prompt_task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        system: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 2,
+        retry_delay: float = 0.5,
+        temperature: float | None = None,
+        backend: str | None = None,
+        resources: Mapping[str, int] | None = None,
+    ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def prompt_task(
         self,
@@ -323,6 +375,13 @@ class TaskFlow:
                 )
 
         return self._declare(fn, PROMPT, backend, resources, settings, check)
+
+    @overload
+    def block(self, fn: Callable[..., Any], /) -> Task: ...
+    @overload
+    def block(
+        self, fn: None = None, /, *, backend: str | None = None
+    ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def block(self, fn: Callable[..., Any] | None = None, /, *, backend: str | None = None) -> Any:
         """A group of tasks, as an ``async def`` whose body calls and awaits tasks.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import re
 import subprocess
 import sys
@@ -53,6 +54,37 @@ SCRIPTS: dict[str, tuple[list[str], str, list[str]]] = {
         ["1/7  plan", "7/7  assemble", "# Report: tidal energy", "13 progress events streamed"],
     ),
     "readme_example.py": ([], "", ["42"]),
+    "hpc_campaign.py": (
+        [],
+        "",
+        [
+            "campaign-1: 4 members on default=ThreadBackend, process=ProcessBackend; "
+            "slots {'cpu': 2, 'gpu': 1}",
+            "  member 3: write_deck -> simulate -> analyze (DAG built)",
+            "  member 0: T = 1.0, variance 0.516 (T/k = 0.500), simulated in a worker process",
+            "train:    fitted k = 2.07 (true k = 2.0)",
+            "evaluate: relative error 3.4%",
+            "wc -l:    16 lines in 4 input decks",
+            "captured: 10 stdout/stderr files of executables in <work_dir>/run-1/",
+            "(cpu slots: 2)",
+            "analyze 1 at once (gpu slots: 1)",
+            "scope:    every future carries workflow id 'campaign-1'",
+        ],
+    ),
+    "hpc_campaign_dask.py": (
+        [],
+        "",
+        [
+            "campaign-1: 4 members on default=DaskBackend, process=DaskBackend; "
+            "slots {'cpu': 2, 'gpu': 1}",
+            "  member 3: write_deck -> simulate -> analyze (DAG built)",
+            "  member 0: T = 1.0, variance 0.516 (T/k = 0.500), simulated in this process",
+            "train:    fitted k = 2.07 (true k = 2.0)",
+            "wc -l:    16 lines in 4 input decks",
+            "analyze 1 at once (gpu slots: 1)",
+            "scope:    every future carries workflow id 'campaign-1'",
+        ],
+    ),
     "resume_after_crash.py": (
         [],
         "",
@@ -187,6 +219,40 @@ def test_resume_after_crash_resumes_the_killed_run_and_charges_once(tmp_path: Pa
     assert "charged: 1 time(s)" in lines
 
 
+def test_hpc_campaign_fits_k_within_its_slots_and_captures_what_executables_print(
+    tmp_path: Path,
+) -> None:
+    example = load("hpc_campaign")
+    with redirect_stdout(io.StringIO()):
+        result = example.main(work_dir=str(tmp_path))
+    assert result["error"] < 0.1 and abs(result["k"] - example.TRUE_K) < 0.2
+    assert os.getpid() not in result["pids"]  # simulate ran in the pool's worker processes
+    assert 1 <= result["most_at_once"]["simulate"] <= example.RESOURCES["cpu"]
+    assert result["most_at_once"]["analyze"] == 1  # one gpu slot: one analysis at a time
+    assert result["wc_total"] == 16  # 4 decks of 4 lines
+    captured = result["captured"]  # write_deck x4 and count_lines: stdout and stderr each
+    assert len(captured) == 10 and {Path(name).suffix for name in captured} == {
+        ".stdout",
+        ".stderr",
+    }
+    assert result["scopes"] == {"campaign-1"}
+
+
+def test_hpc_campaign_dask_differs_by_its_backends_only(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    example = load("hpc_campaign_dask")
+    chosen = example.backends()
+    assert set(chosen) == set(example.hpc_campaign.backends())  # the same names
+    (dask,) = set(chosen.values())  # one Dask backend under both names
+    assert type(dask).__name__ == "DaskBackend"
+    with redirect_stdout(io.StringIO()):
+        result = example.hpc_campaign.main(lambda: chosen, str(tmp_path))
+    assert result["pids"] == {os.getpid()}  # the LocalCluster's workers are in this process
+    assert result["wc_total"] == 16 and len(result["captured"]) == 10
+    assert result["most_at_once"]["analyze"] == 1
+    assert result["scopes"] == {"campaign-1"}
+
+
 def test_readme_example_prints_the_answer() -> None:
     example = load("readme_example")
     out = io.StringIO()
@@ -235,12 +301,26 @@ def test_example_runs_as_a_script_and_prints_its_result(
     check_script(script_outputs[key], SCRIPTS[key][2])
 
 
+def test_hpc_campaign_gives_the_same_results_on_processes_and_on_dask(
+    script_outputs: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    def findings(key: str) -> list[str]:
+        lines = script_outputs[key].stdout.splitlines()
+        kept = [line.split(", simulated in")[0] for line in lines if "variance" in line]
+        return kept + [line for line in lines if line.startswith(("train:", "evaluate:", "wc"))]
+
+    local = findings("hpc_campaign.py")
+    assert len(local) == 4 + 3
+    assert findings("hpc_campaign_dask.py") == local
+
+
 def test_every_other_readme_code_block_runs_and_prints_what_its_comment_says() -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)[1:]
     assert blocks, "README.md shows only one python block"
     for block in blocks:
         out = io.StringIO()
         with redirect_stdout(out):
-            exec(compile(block, "README.md", "exec", dont_inherit=True), {"__name__": "block"})
+            code = compile(block, "README.md", "exec", dont_inherit=True)
+            exec(code, {"__name__": "__main__"})  # as a script runs it
         promised = re.findall(r"print\(.*\)\s+#\s*(.+)", block)
         assert promised and out.getvalue().splitlines() == promised
