@@ -4,7 +4,8 @@ Examples::
 
     python -m bench                    # every workload, 11 repetitions after 2 warm-ups
     python -m bench --quick            # 3 repetitions after 1 warm-up (a smoke run)
-    python -m bench --only w1,memory   # a subset: w1, w2, w1g, w2g, w3, memory, durable
+    python -m bench --only w1,memory   # a subset: w1, w2, w1g, w2g, w3, memory, durable, tasks
+    python -m bench --only tasks       # W4, task DAGs on TaskFlow's backends (bench/tasks.py)
     python -m bench --check            # exit with status 1 when a target is missed
 """
 
@@ -17,13 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import durability, report
+from bench import durability, report, tasks
 from bench.memory import TARGET_BYTES, MemoryResult, measure_pending
 from bench.suite import WORKLOADS, Workload
 from bench.timing import Runner, measure, median, paired_ratio
 from bench.workloads import MODES, Mode
 
-CHOICES = (*(w.key for w in WORKLOADS), "memory", "durable")
+CHOICES = (*(w.key for w in WORKLOADS), "memory", "durable", "tasks")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-size", type=int, help="skip the workloads larger than this (a quick smoke run)"
     )
+    parser.add_argument(
+        "--task-layers",
+        type=int,
+        default=tasks.LAYERS,
+        help=f"layers of W4's task DAGs (default {tasks.LAYERS}; fewer: a smoke run)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only, write no JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--verbose", action="store_true", help="also print every repetition")
@@ -56,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.reps = args.reps or (3 if args.quick else 11)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     args.only = _split(args.only, CHOICES) if args.only else list(CHOICES)
+    if args.task_layers < 1:
+        parser.error("--task-layers must be at least 1")
     args.modes = _split(args.modes, MODES)
     return args
 
@@ -180,6 +189,10 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         started = time.perf_counter()
         results += await durability.run(args.modes, args.reps, args.warmup)
         print(f"durable: {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if "tasks" in args.only:
+        results += await tasks.run(
+            args.reps, args.warmup, layers=args.task_layers, max_size=args.max_size
+        )
     if "memory" in args.only:
         for mode in args.modes:
             measured = await measure_pending(mode, reps=1 if args.quick else 3)

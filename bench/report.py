@@ -142,6 +142,19 @@ def timing_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
                         "info",
                     ]
                 )
+            if "executor_us_per_unit" in r:
+                rows.append(
+                    [
+                        "  plain asyncio on a thread pool",
+                        r["mode"],
+                        f"{r['us_per_unit']:.2f} µs/{r['unit']}",
+                        "run_in_executor",
+                        f"{r['executor_us_per_unit']:.2f} µs/{r['unit']}",
+                        f"{r['executor_ratio']:.2f}x",
+                        "",
+                        "info",
+                    ]
+                )
             if "vs_step" in r:
                 rows.append(
                     [
@@ -181,6 +194,62 @@ def timing_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
                     "info",
                 ]
             )
+        elif r["workload"] == "w4-mem":
+            rows += [
+                [
+                    f"w4-mem {r['title']}",
+                    r["mode"],
+                    f"{r['tasks_per_s']:,} tasks/s",
+                    r["baseline"],
+                    f"{r['baseline_tasks_per_s']:,} tasks/s",
+                    "",
+                    "",
+                    "info",
+                ],
+                [
+                    "  peak memory per 10k tasks",
+                    r["mode"],
+                    f"{r['peak_mb_per_10k']:.1f} MB",
+                    r["baseline"],
+                    f"{r['baseline_peak_mb_per_10k']:.1f} MB",
+                    "",
+                    f"< {r['target_mb']:g} MB",
+                    "pass" if r["passed"] else "FAIL",
+                ],
+            ]
+        elif r["workload"] == "w4-100k":
+            rows += [
+                [
+                    f"w4-100k {r['title']}",
+                    r["mode"],
+                    f"{r['seconds']:.2f} s, {r['peak_mb']:.0f} MB peak",
+                    r["baseline"],
+                    f"{r['baseline_seconds']:.2f} s",
+                    "",
+                    "",
+                    "info",
+                ],
+                [
+                    f"  time for {r['size']:,} / for {r['size'] // r['size_ratio']:,}, gc paused",
+                    r["mode"],
+                    f"{r['time_ratio']:.2f}x",
+                    r["baseline"],
+                    f"{r['baseline_time_ratio']:.2f}x",
+                    "",
+                    f"<= {r['target_time_ratio']:g}x",
+                    "pass" if r["passed"] else "FAIL",
+                ],
+                [
+                    "  the same, gc running",
+                    r["mode"],
+                    f"{r['gc_time_ratio']:.2f}x ({r['gc_seconds']:.2f} s)",
+                    r["baseline"],
+                    f"{r['gc_baseline_time_ratio']:.2f}x ({r['gc_baseline_seconds']:.2f} s)",
+                    "",
+                    "",
+                    "info",
+                ],
+            ]
         elif "scale" in r:
             rows.append(
                 [
@@ -243,6 +312,12 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
             if "vs_step" in r:
                 target += f", <= {r['vs_step_target']:g}x of `@step`"
             base = f"{r['baseline_us_per_unit']:.2f} ({r['baseline']})"
+            if "executor_us_per_unit" in r:
+                base = (
+                    f"{r['baseline_us_per_unit']:.0f} (RADICAL AsyncFlow's thread backend: a "
+                    f"reference figure; plain asyncio on a thread pool: "
+                    f"{r['executor_us_per_unit']:.2f})"
+                )
             if "raw_commit_us" in r:
                 ours += (
                     f" (synchronous=full: {r['full_us_per_unit']:.2f}; PostgreSQL: "
@@ -267,6 +342,29 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
             lines.append(
                 f"| checkpoint write, 10 messages + 10 keys, {r['store']} | {r['mode']} | "
                 f"{r['us_per_checkpoint']:.1f} µs per checkpoint | | | |"
+            )
+        elif r["workload"] == "w4-mem":
+            lines.append(
+                f"| w4 {r['title']}: tasks/s, peak memory per 10k tasks (tracemalloc) | "
+                f"{r['mode']} | {r['tasks_per_s']:,} tasks/s, {r['peak_mb_per_10k']:.1f} MB | "
+                f"{r['baseline_tasks_per_s']:,} tasks/s, {r['baseline_peak_mb_per_10k']:.1f} MB "
+                f"({r['baseline']}) | | < {r['target_mb']:g} MB |"
+            )
+        elif r["workload"] == "w4-100k":
+            small = r["size"] // r["size_ratio"]
+            ours = (
+                f"{r['time_ratio']:.2f}x ({r['seconds']:.2f} s) gc paused, "
+                f"{r['gc_time_ratio']:.2f}x ({r['gc_seconds']:.2f} s) gc running; "
+                f"{r['peak_mb']:.0f} MB peak"
+            )
+            base = (
+                f"{r['baseline_time_ratio']:.2f}x ({r['baseline_seconds']:.2f} s), "
+                f"{r['gc_baseline_time_ratio']:.2f}x ({r['gc_baseline_seconds']:.2f} s) "
+                f"({r['baseline']})"
+            )
+            lines.append(
+                f"| w4-100k {r['title']}: time for {r['size']:,} over time for {small:,} | "
+                f"{r['mode']} | {ours} | {base} | | <= {r['target_time_ratio']:g}x (gc paused) |"
             )
         elif "scale" in r:
             lines.append(

@@ -1,11 +1,15 @@
-"""``python -m bench.peers``: stepgraph, plain asyncio and each peer on W1 to W3, one process.
+"""``python -m bench.peers``: stepgraph, plain asyncio and each peer on W1 to W4, one process.
 
 Examples::
 
     python -m bench.peers                 # install/refresh nothing if already set up, run all
     python -m bench.peers --upgrade       # reinstall the latest peers first
     python -m bench.peers --quick --only w1
+    python -m bench.peers --only w4       # task DAGs: radical.asyncflow and dask
     python -m bench.peers --here          # run in this interpreter (peers installed here)
+
+W4 (task DAGs, :mod:`bench.tasks`) times stepgraph's TaskFlow on InlineBackend and on
+ThreadBackend and the plain-asyncio DAG, then each peer that has a W4.
 """
 
 from __future__ import annotations
@@ -18,17 +22,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import report, tasks
 from bench.peers import venv
-from bench.peers.common import Peer
+from bench.peers.common import Peer, PeerWorkload
 from bench.suite import WORKLOADS, Workload
 from bench.timing import Runner, measure, median
 from bench.workloads import MODES
+from stepgraph.backends import InlineBackend, ThreadBackend
 
 PEER_MODULES = {
     "agent_framework_core": "agent-framework-core",
     "llama_index_workflows": "llama-index-workflows",
     "langgraph_stategraph": "langgraph",
+    "radical_asyncflow": "radical.asyncflow",
+    "dask_distributed": "distributed",
 }
 """Module of ``bench.peers`` → the distribution it benchmarks."""
 
@@ -40,7 +47,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="2 repetitions, 1 warm-up")
     parser.add_argument("--reps", type=int, help="timed repetitions (default 5)")
-    parser.add_argument("--only", help="comma-separated subset of w1,w2,w3 (default: all)")
+    parser.add_argument("--only", help="comma-separated subset of w1,w2,w3,w4 (default: all)")
     parser.add_argument("--upgrade", action="store_true", help="reinstall the latest peers")
     parser.add_argument("--here", action="store_true", help="use this interpreter, no venv")
     parser.add_argument(
@@ -52,7 +59,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.reps = args.reps or (2 if args.quick else 5)
     args.warmup = 1
-    keys = [w.key for w in WORKLOADS]
+    keys = [*(w.key for w in WORKLOADS), "w4"]
     args.only = [k.strip() for k in args.only.split(",")] if args.only else keys
     if unknown := set(args.only) - set(keys):
         parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}")
@@ -102,33 +109,78 @@ async def time_workload(
         # w1g/w2g (stepgraph's executor graphs) do the logical work of w1/w2: compare them
         # with the peers' w1/w2, which are graphs already for agent-framework and langgraph.
         spec = peer.workloads.get(workload.key) or peer.workloads.get(workload.key.rstrip("g"))
-        if spec is None:
-            continue
-        size = spec.size or workload.size
-        started = time.perf_counter()
-        peer_samples = await measure({peer.name: spec.runner}, size, reps=reps, warmup=warmup)
-        us = median(peer_samples[peer.name])
-        print(
-            f"  {workload.key} {peer.name}: {us:.1f} µs/{workload.unit} "
-            f"({time.perf_counter() - started:.1f} s)",
-            file=sys.stderr,
-        )
-        entries.append(
-            {
-                **base,
-                "size": size,
-                "contender": peer.name,
-                "version": report.package_version(peer.dist),
-                "us_per_unit": round(us, 3),
-                "stepgraph_speedup": {mode: round(us / o, 2) for mode, o in ours.items()},
-                "note": spec.note,
-            }
-        )
+        if spec is not None:
+            entries.append(await time_peer(peer, spec, base, ours, reps, warmup))
     return entries
 
 
-def table_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
-    """One row per contender: its figure and how many times faster stepgraph is."""
+async def time_peer(
+    peer: Peer,
+    spec: PeerWorkload,
+    base: dict[str, Any],
+    ours: dict[str, float],
+    reps: int,
+    warmup: int,
+) -> dict[str, Any]:
+    """One peer on one workload; ``ours``: stepgraph's figure per contender, to compare."""
+    size = spec.size or base["size"]
+    if spec.reps is not None:
+        reps, warmup = min(reps, spec.reps), 0
+    started = time.perf_counter()
+    peer_samples = await measure({peer.name: spec.runner}, size, reps=reps, warmup=warmup)
+    us = median(peer_samples[peer.name])
+    print(
+        f"  {base['workload']} {peer.name}: {us:.1f} µs/{base['unit']} "
+        f"({time.perf_counter() - started:.1f} s)",
+        file=sys.stderr,
+    )
+    return {
+        **base,
+        "size": size,
+        "contender": peer.name,
+        "version": report.package_version(peer.dist),
+        "us_per_unit": round(us, 3),
+        "stepgraph_speedup": {name: round(us / o, 2) for name, o in ours.items()},
+        "note": spec.note,
+    }
+
+
+W4_CONTENDERS = ("inline", "thread")
+"""stepgraph's W4 contenders: TaskFlow on InlineBackend and on ThreadBackend."""
+
+
+async def time_w4(peers: list[Peer], reps: int, warmup: int) -> list[dict[str, Any]]:
+    """W4: TaskFlow on both backends and the asyncio DAG interleaved, then each peer."""
+    size = tasks.LAYERS * tasks.WIDTH
+    runners: dict[str, Runner] = {
+        "inline": tasks.taskflow_runner(InlineBackend),
+        "thread": tasks.taskflow_runner(ThreadBackend),
+        "asyncio_task_dag": tasks.asyncio_task_dag(),
+    }
+    samples = await measure(runners, size, reps=reps, warmup=warmup)
+    ours = {name: median(samples[name]) for name in W4_CONTENDERS}
+    base = {"workload": "w4", "unit": "task", "size": size}
+    entries: list[dict[str, Any]] = [
+        {**base, "contender": "stepgraph", "mode": name, "us_per_unit": round(us, 3)}
+        for name, us in ours.items()
+    ]
+    entries.append(
+        {
+            **base,
+            "contender": "asyncio_task_dag",
+            "us_per_unit": round(median(samples["asyncio_task_dag"]), 3),
+        }
+    )
+    for peer in peers:
+        spec = peer.workloads.get("w4")
+        if spec is not None:
+            entries.append(await time_peer(peer, spec, base, ours, reps, warmup))
+    return entries
+
+
+def table_rows(entries: list[dict[str, Any]], columns: tuple[str, ...] = MODES) -> list[list[str]]:
+    """One row per contender: its figure and how many times faster stepgraph is, per
+    stepgraph contender in ``columns`` (the modes; for W4 the backends)."""
     rows = []
     for e in entries:
         name = e["contender"] + (f" ({e['mode']})" if "mode" in e else "")
@@ -140,8 +192,7 @@ def table_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
                 f"{e['workload']} {name}",
                 f"{e['size']}",
                 f"{e['us_per_unit']:.2f} µs/{e['unit']}",
-                f"{speedup['superstep']:.1f}x" if speedup else "",
-                f"{speedup['async']:.1f}x" if speedup else "",
+                *(f"{speedup[column]:.1f}x" if speedup else "" for column in columns),
                 e.get("note", ""),
             ]
         )
@@ -149,15 +200,23 @@ def table_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
 
 
 HEADERS = ("workload / contender", "size", "figure", "sg superstep", "sg async", "note")
+W4_HEADERS = ("workload / contender", "size", "figure", "sg inline", "sg thread", "note")
 
 
 async def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Load the peers, then time every selected workload."""
     peers, skipped = load_peers()
     entries: list[dict[str, Any]] = []
-    for workload in WORKLOADS:
-        if workload.key in args.only:
-            entries += await time_workload(workload, peers, args.reps, args.warmup)
+    try:
+        for workload in WORKLOADS:
+            if workload.key in args.only:
+                entries += await time_workload(workload, peers, args.reps, args.warmup)
+        if "w4" in args.only:
+            entries += await time_w4(peers, args.reps, args.warmup)
+    finally:
+        for peer in peers:
+            if peer.close is not None:
+                await peer.close()
     return entries, skipped
 
 
@@ -171,10 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     entries, skipped = asyncio.run(run(args))
     print()
-    print(report.format_table(HEADERS, table_rows(entries)))
+    flows = [e for e in entries if e["workload"] != "w4"]
+    dags = [e for e in entries if e["workload"] == "w4"]
+    if flows:
+        print(report.format_table(HEADERS, table_rows(flows)))
+    if dags:
+        print("\n" if flows else "", end="")
+        print(report.format_table(W4_HEADERS, table_rows(dags, W4_CONTENDERS)))
     print(
-        f"\nMedians of {args.reps} repetitions after {args.warmup} warm-up; 'sg superstep' and "
-        "'sg async' say how many times faster stepgraph is than that contender (per unit).\n"
+        f"\nMedians of {args.reps} repetitions after {args.warmup} warm-up; 'sg superstep', "
+        "'sg async' (w1-w3), 'sg inline' and 'sg thread' (w4) say how many times faster "
+        "stepgraph is than that contender (per unit).\n"
         f"Took {time.perf_counter() - started:.1f} s."
     )
     for skip in skipped:

@@ -17,7 +17,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_DIR = REPO_ROOT / "bench" / ".peers-venv"
 STAMP = VENV_DIR / ".bench-peers-installed"
-PEER_DISTS = ("llama-index-workflows", "agent-framework-core", "langgraph")
+PEER_DISTS = (
+    "llama-index-workflows",
+    "agent-framework-core",
+    "langgraph",
+    "radical.asyncflow",
+    "distributed",
+)
 CHILD_FLAG = "STEPGRAPH_BENCH_PEERS_CHILD"
 
 

@@ -56,6 +56,7 @@ class Task:
         "__dict__",
         "backend",
         "claims",
+        "direct",
         "flow",
         "fn",
         "kind",
@@ -85,6 +86,12 @@ class Task:
         self.resources = dict(resources or {})
         self.claims = flow._dag.claims(resources, f"{kind} task {self.name!r}")
         self.noop = isinstance(runner, NoopBackend) and kind != BLOCK
+        # a plain function on the loop: run by the flow itself, without a task per call
+        self.direct = (
+            kind == FUNCTION
+            and type(runner) is InlineBackend
+            and not inspect.iscoroutinefunction(fn)
+        )
         self.options = options
         functools.update_wrapper(self, fn)
 
@@ -180,6 +187,8 @@ class TaskFlow:
         # what a task waits with: its arguments, and the caller's context if it has dependencies
         self._waiting: dict[int, tuple[Task, tuple[Any, ...], dict[str, Any], Context | None]] = {}
         self._drivers: dict[int, asyncio.Task[None]] = {}
+        self._ready: list[tuple[int, Any]] = []  # plain functions to run on the loop, in order
+        self._draining = False
         self._count = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state = "new"
@@ -406,9 +415,7 @@ class TaskFlow:
             )
         future = TaskFuture(loop=loop)
         self._count = number = self._count + 1
-        future.name = task.name
-        future.uid = f"{'block' if task.kind == BLOCK else 'task'}.{number:06d}"
-        future.backend = task.backend
+        future._spec = task
         future.workflow_id = _WORKFLOW_ID.get()
         future._flow = self
         future._task = number
@@ -464,8 +471,15 @@ class TaskFlow:
         settled: list[int] = []
         for kind, number, cause in commands:
             if kind == START:
-                task, args, kwargs, context = self._waiting.pop(number)
+                entry = self._waiting.pop(number)
+                task, args, kwargs, context = entry
                 assert self._loop is not None
+                if task.direct:  # a plain function on the loop: no task of its own
+                    self._ready.append((number, entry))
+                    if not self._draining:
+                        self._draining = True
+                        self._loop.call_soon(self._run_ready)
+                    continue
                 self._drivers[number] = self._loop.create_task(
                     self._drive(number, futures[number], task, args, kwargs, context is not None),
                     context=context,  # the body runs in the context of its call
@@ -484,6 +498,65 @@ class TaskFlow:
         for number in settled:
             del futures[number]
 
+    def _run_ready(self) -> None:
+        """Run the plain functions started for the event loop since the last call, in
+        order; each one's future is settled and the Dag told before the next runs."""
+        batch, self._ready = self._ready, []
+        self._draining = False
+        futures = self._futures
+        for position, (number, (task, args, kwargs, context)) in enumerate(batch):
+            future = futures.get(number)
+            if future is None or future.done():  # cancelled while it waited for its turn
+                self._settled(number, False)
+                continue
+            try:
+                if context is not None:
+                    args = tuple([_resolved(a) for a in args])
+                    if kwargs:
+                        kwargs = {k: _resolved(v) for k, v in kwargs.items()}
+                    value = context.run(task.fn, *args, **kwargs)
+                else:
+                    value = task.fn(*args, **kwargs)
+            except BaseException as exc:
+                future.set_exception(self._failure(task, future, args, kwargs, exc))
+                self._settled(number, False)
+                if not isinstance(exc, Exception):  # KeyboardInterrupt: the rest waits
+                    self._ready[:0] = batch[position + 1 :]
+                    if self._ready and not self._draining:
+                        self._draining = True
+                        asyncio.get_running_loop().call_soon(self._run_ready)
+                    raise
+                continue
+            if inspect.isawaitable(value):  # a plain function that returned a coroutine
+                assert self._loop is not None
+                self._drivers[number] = self._loop.create_task(
+                    self._finish(number, future, task, value, args, kwargs), context=context
+                )
+                continue
+            future.set_result(value)
+            self._settled(number, True)
+
+    async def _finish(
+        self,
+        number: int,
+        future: TaskFuture,
+        task: Task,
+        awaitable: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        async def value() -> Any:
+            return await awaitable
+
+        await self._drive(number, future, task, args, kwargs, False, value)
+
+    def _settled(self, number: int, ok: bool) -> None:
+        """A body stopped: tell the Dag, carry out what it says, forget the task."""
+        commands = self._dag.finished(number, ok)
+        if commands:
+            self._carry(commands)
+        self._futures.pop(number, None)
+
     async def _drive(
         self,
         number: int,
@@ -492,14 +565,18 @@ class TaskFlow:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         resolve: bool,
+        body: Callable[[], Any] | None = None,
     ) -> None:
         """Run one body on its backend, settle its future, tell the Dag."""
         ok = False
         try:
             if resolve:
-                args = tuple(_resolved(a) for a in args)
-                kwargs = {k: _resolved(v) for k, v in kwargs.items()}
-            if task.kind == FUNCTION or task.noop:
+                args = tuple([_resolved(a) for a in args])
+                if kwargs:
+                    kwargs = {k: _resolved(v) for k, v in kwargs.items()}
+            if body is not None:
+                value = await body()
+            elif task.kind == FUNCTION or task.noop:
                 value = await task.runner.submit(task.fn, *args, **kwargs)
             elif task.kind == BLOCK:
                 value = task.fn(*args, **kwargs)
@@ -526,10 +603,7 @@ class TaskFlow:
                 future.set_result(value)
         finally:
             del self._drivers[number]
-            commands = self._dag.finished(number, ok)
-            if commands:
-                self._carry(commands)
-            self._futures.pop(number, None)
+            self._settled(number, ok)
 
     def _failure(
         self,

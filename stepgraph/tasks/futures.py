@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .flow import TaskFlow
+    from .flow import Task, TaskFlow
 
 __all__ = ["TaskFuture", "current_workflow_id", "workflow_scope"]
 
@@ -53,13 +53,22 @@ class TaskFuture(asyncio.Future[Any]):
         workflow_id: the id of the :func:`workflow_scope` it was created in (or None).
     """
 
-    # asyncio's C future has no __dict__ for subclasses to skip: plain attributes it is.
-    name: str
-    uid: str
-    backend: str
     workflow_id: str | None
     _flow: TaskFlow
-    _task: int
+    _task: int  # its number in the flow
+    _spec: Task  # what was called
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def backend(self) -> str:
+        return self._spec.backend
+
+    @property
+    def uid(self) -> str:
+        return f"{'block' if self._spec.kind == 'block' else 'task'}.{self._task:06d}"
 
     def cancel(self, msg: Any | None = None) -> bool:
         if self.done():

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.__main__ import CHOICES
+from bench.report import markdown_table
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -16,6 +19,8 @@ def test_the_benchmark_harness_runs_every_workload_and_writes_its_json(tmp_path:
         [
             *(sys.executable, "-m", "bench", "--quick", "--reps", "1"),
             *("--max-size", "10000", "--output", str(output)),
+            # W4 (tasks) has a test of its own, below, at a tiny size
+            *("--only", ",".join(choice for choice in CHOICES if choice != "tasks")),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -37,3 +42,47 @@ def test_the_benchmark_harness_runs_every_workload_and_writes_its_json(tmp_path:
     assert "w1g" in done.stdout and "@step" in done.stdout
     assert ("w2c-10k / w2c-1k", "async") in entries  # the scale row
     assert ("w2c-100k", "async") not in entries  # larger than --max-size: skipped
+
+
+def test_the_task_dag_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -> None:
+    """W4 (``--only tasks``) with 2-layer DAGs: a few seconds, most of it Dask's start."""
+    output = tmp_path / "tasks.json"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench", "--only", "tasks", "--quick", "--reps", "1"),
+            *("--task-layers", "2", "--output", str(output)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(output.read_text())["results"]
+    entries = {(r["workload"], r["mode"]): r for r in results}
+    assert set(entries) == {
+        ("w4", "inline"),
+        ("w4", "thread"),
+        ("w4", "dask"),
+        ("w4-mem", "inline"),
+        ("w4-100k", "inline"),
+    }
+    timed = [r for r in results if "ratio" in r]
+    assert all(r["us_per_unit"] > 0 and r["baseline_us_per_unit"] > 0 for r in timed)
+    assert {r["baseline"] for r in timed} == {
+        "asyncio_task_dag",
+        "AsyncFlow threads (reference)",
+        "client.submit",
+    }
+    assert all(r["size"] == 200 and r["unit"] == "task" for r in timed)
+    assert entries[("w4", "thread")]["executor_us_per_unit"] > 0
+    memory = entries[("w4-mem", "inline")]
+    assert memory["tasks_per_s"] > 0 and memory["peak_mb_per_10k"] > 0
+    scale = entries[("w4-100k", "inline")]
+    assert scale["size"] == 2_000 and scale["time_ratio"] > 0 and scale["peak_mb"] > 0
+    assert "w4-mem" in done.stdout and "peak memory per 10k tasks" in done.stdout
+
+    table = markdown_table(results)
+    assert table.count("\n") == 1 + len(results)  # header, rule, one line per entry
+    assert "RADICAL AsyncFlow" in table and "tasks/s" in table
