@@ -18,6 +18,8 @@ demo: $(STAMP)
 	$(BIN)/python examples/streaming_progress.py
 	@echo
 	$(BIN)/python examples/resume_after_crash.py
+	@echo
+	$(BIN)/python examples/hpc_campaign.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check stepgraph tests examples bench

@@ -16,12 +16,19 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Command", "CommandResult", "run_command_async", "run_command_blocking", "terminate"]
+__all__ = [
+    "Command",
+    "CommandResult",
+    "CommandStopped",
+    "run_command_async",
+    "run_command_blocking",
+    "terminate",
+]
 
 TAIL_LINES = 10
 """How many of the last lines of error output a failure message quotes."""
@@ -131,8 +138,19 @@ def _argv(command: Command) -> list[str]:
     return [command.args] if isinstance(command.args, str) else list(command.args)
 
 
-def run_command_blocking(command: Command) -> CommandResult:
-    """Run ``command`` to its end, in this thread."""
+class CommandStopped(Exception):
+    """A command run by :func:`run_command_blocking` was stopped because it was asked to."""
+
+
+def run_command_blocking(
+    command: Command, stop: Callable[[], bool] | None = None, poll: float = 0.25
+) -> CommandResult:
+    """Run ``command`` to its end, in this thread.
+
+    With ``stop``, it is asked every ``poll`` seconds whether to stop: when it says so,
+    the command's process group is terminated (SIGTERM, SIGKILL after the grace period)
+    and :class:`CommandStopped` is raised.
+    """
     with contextlib.ExitStack() as stack:
         options = _options(command, *_open_outputs(command, stack))
         if command.shell:
@@ -140,7 +158,19 @@ def run_command_blocking(command: Command) -> CommandResult:
         else:
             child = subprocess.Popen(_argv(command), **options)
         try:
-            stdout, stderr = child.communicate()
+            while True:
+                try:
+                    stdout, stderr = child.communicate(timeout=None if stop is None else poll)
+                    break
+                except subprocess.TimeoutExpired:
+                    assert stop is not None
+                    if stop():
+                        _kill_group(child.pid, signal.SIGTERM)
+                        try:
+                            child.wait(command.grace)
+                        except subprocess.TimeoutExpired:
+                            _kill_group(child.pid, signal.SIGKILL)
+                        raise CommandStopped(f"{command.program} was stopped") from None
         except BaseException:
             _kill_group(child.pid, signal.SIGKILL)
             child.wait()

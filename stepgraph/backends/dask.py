@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import BackendError, MissingExtraError, WorkerDiedError
 from .base import BackendBase, call_to_end
+from .commands import Command, CommandResult, run_command_blocking
 
 __all__ = ["DaskBackend"]
 
@@ -98,6 +100,23 @@ class DaskBackend(BackendBase):
         future = self.client.submit(call_to_end, fn, args, kwargs, pure=False)
         return self._result(future, getattr(fn, "__name__", repr(fn)))
 
+    def run_command(self, command: Command) -> Awaitable[CommandResult]:
+        return self._command(command)
+
+    async def _command(self, command: Command) -> CommandResult:
+        """Run ``command`` on a worker; cancelling it stops the child there (a Dask event
+        the worker watches), then cancels the Dask future."""
+        from distributed import Event
+
+        stop = Event(f"stepgraph-stop-{uuid.uuid4().hex}", client=self.client)  # type: ignore[no-untyped-call]
+        future = self.client.submit(_run_watched, command, stop.name, pure=False)
+        try:
+            result: CommandResult = await self._result(future, command.program)
+            return result
+        except asyncio.CancelledError:
+            await stop.set()  # type: ignore[no-untyped-call]
+            raise
+
     async def _result(self, future: Any, what: str) -> Any:
         from distributed import KilledWorker
 
@@ -136,3 +155,11 @@ async def _release_threads(cluster: Any) -> None:
         *(w.close(executor_wait=False, reason="stepgraph-shutdown") for w in workers),
         return_exceptions=True,
     )
+
+
+def _run_watched(command: Command, stop_event: str) -> CommandResult:
+    """On a Dask worker: run ``command``, and stop it when the event ``stop_event`` is set."""
+    from distributed import Event
+
+    stop = Event(stop_event)  # type: ignore[no-untyped-call]
+    return run_command_blocking(command, stop=stop.is_set, poll=0.25)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -12,6 +13,7 @@ from typing import Any
 
 from ..errors import MissingExtraError, SerializationError, WorkerDiedError
 from .base import BackendBase, call_to_end
+from .commands import Command, CommandResult, run_command_async
 
 __all__ = ["ProcessBackend", "dumps", "run_pickled"]
 
@@ -96,6 +98,7 @@ class ProcessBackend(BackendBase):
         self.max_workers = max_workers
         self.start_method = start_method or "spawn"
         self._pool: ProcessPoolExecutor | None = None
+        self._commands: asyncio.Semaphore | None = None
         self._lock = threading.Lock()
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -114,6 +117,17 @@ class ProcessBackend(BackendBase):
         pool = self._executor()
         future = asyncio.get_running_loop().run_in_executor(pool, run_pickled, payload)
         return self._watch(pool, future, getattr(fn, "__name__", repr(fn)))
+
+    def run_command(self, command: Command) -> Awaitable[CommandResult]:
+        """An executable runs as a child of this process (as it would of a worker: the
+        same machine), at most ``max_workers`` at once; cancelling it terminates it."""
+        return self._bounded_command(command)
+
+    async def _bounded_command(self, command: Command) -> CommandResult:
+        if self._commands is None:
+            self._commands = asyncio.Semaphore(self.max_workers or os.cpu_count() or 1)
+        async with self._commands:
+            return await run_command_async(command)
 
     async def _watch(self, pool: ProcessPoolExecutor, future: Awaitable[Any], what: str) -> Any:
         try:

@@ -503,8 +503,11 @@ async def test_async_def_function_task_on_dask() -> None:
 
 
 def _completed_bodies(dask_scheduler: Any) -> int:
-    prefix = dask_scheduler.task_prefixes.get("call_to_end")  # keys: "call_to_end-<uuid>"
-    return 0 if prefix is None else int(prefix.state_counts["memory"])
+    done = 0
+    for name in ("call_to_end", "run_watched"):  # functions, executables: "<name>-<uuid>"
+        prefix = dask_scheduler.task_prefixes.get(name)
+        done += 0 if prefix is None else int(prefix.state_counts["memory"])
+    return done
 
 
 async def completed_on_dask(backend: DaskBackend) -> int:

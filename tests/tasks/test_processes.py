@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from stepgraph.backends import (
+    DaskBackend,
     InlineBackend,
     ProcessBackend,
     SubprocessBackend,
@@ -184,10 +185,20 @@ async def test_an_executable_cannot_go_to_the_inline_backend() -> None:
             flow.executable_task(lambda: "true")
 
 
-@pytest.mark.parametrize("backend", ["thread", "subprocess"])
+def _backend(kind: str) -> Any:
+    if kind == "thread":
+        return ThreadBackend()
+    if kind == "process":
+        return ProcessBackend(1)
+    if kind == "dask":
+        return DaskBackend(processes=False, n_workers=1, threads_per_worker=1)
+    return SubprocessBackend(grace=5)
+
+
+@pytest.mark.parametrize("backend", ["thread", "subprocess", "process", "dask"])
 async def test_a_cancelled_executable_is_terminated(backend: str, tmp_path: Path) -> None:
     pipe = PidPipe(tmp_path / "pid")
-    chosen = ThreadBackend() if backend == "thread" else SubprocessBackend(grace=5)
+    chosen = _backend(backend)
     async with TaskFlow(backends={"default": chosen}) as flow:
 
         @flow.executable_task
@@ -199,8 +210,8 @@ async def test_a_cancelled_executable_is_terminated(backend: str, tmp_path: Path
         future.cancel()
         with pytest.raises(asyncio.CancelledError):
             await future
-        await flow.wait()  # the body ends once its child is gone
-        assert not _alive(pid)
+        await flow.wait()  # the body ends once its child is gone (Dask: it is told to stop)
+        assert await _gone(pid)
 
 
 async def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period(
