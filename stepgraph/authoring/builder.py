@@ -8,6 +8,7 @@ its targets. A fan-in group holds messages until every source has sent one (G9).
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..backends.base import Backend
@@ -20,6 +21,7 @@ from ..runtime.plan import RunPlan
 from ..runtime.workflow_context import WorkflowContext
 from ..state.reducers import Reducer
 from ..stores.base import Store
+from ..telemetry.event_log import EventLog
 from .edges import Case, Condition, Default, EdgeGroup, NodeRef, Selector, label, node_id
 from .executor import Executor, ExecutorProgram, compile_executor
 from .graph_style import GraphStyle, compile_router
@@ -173,6 +175,7 @@ class WorkflowBuilder:
         store: Store | None = None,
         serializer: str = "json",
         backends: Mapping[str, Backend] | None = None,
+        event_log: str | os.PathLike[str] | EventLog | None = None,
     ) -> GraphWorkflow:
         """Validate the graph and compile it.
 
@@ -247,6 +250,7 @@ class WorkflowBuilder:
             store=store,
             serializer=serializer,
             backends=backends,
+            event_log=event_log,
         )
 
     def _node_order(self, name: str, start_id: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from ..runtime.launch import RunOptions, launch, run_in_new_loop
 from ..runtime.observers import RunObserver
 from ..runtime.plan import RunPlan, placed
 from ..stores.base import Store
+from ..telemetry.event_log import EventLog
 from .export import Edge, to_dot, to_mermaid
 
 __all__ = ["GraphWorkflow"]
@@ -45,6 +47,7 @@ class GraphWorkflow:
         store: Store | None = None,
         serializer: str = "json",
         backends: Mapping[str, Backend] | None = None,
+        event_log: str | os.PathLike[str] | EventLog | None = None,
     ) -> None:
         self.options = RunOptions.checked(
             "build",
@@ -59,6 +62,7 @@ class GraphWorkflow:
             store=store,
             serializer=serializer,
             backends=backends,
+            event_log=event_log,
         )
         self.mode = self.options.mode
         self.plan = placed(plan, self.options.backends, f"workflow {plan.name!r}")

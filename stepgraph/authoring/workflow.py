@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -22,6 +23,7 @@ from ..runtime.observers import RunObserver
 from ..runtime.plan import RunPlan, placed
 from ..runtime.stream import EventStream
 from ..stores.base import Store
+from ..telemetry.event_log import EventLog
 from .export import CALLER, END, Edge, to_dot, to_mermaid
 from .introspect import caller_locals, check_reducers
 from .step import STEP_ATTRIBUTE, StepSpec, awaited_types, inspect_step
@@ -136,6 +138,7 @@ class Workflow:
         store: Store | None = None,
         serializer: str = "json",
         backends: Mapping[str, Backend] | None = None,
+        event_log: str | os.PathLike[str] | EventLog | None = None,
     ) -> None:
         self.options = RunOptions.checked(
             type(self).__name__,
@@ -150,6 +153,7 @@ class Workflow:
             store=store,
             serializer=serializer,
             backends=backends,
+            event_log=event_log,
         )
         self.mode = self.options.mode
         self.timeout = timeout

@@ -269,10 +269,18 @@ class DurableRun(Run):
             status=StoredStatus.RUNNING,
         )
         self._written = StoredStatus.RUNNING
-        if await db.create_run(record, first) is not None:
+        if await self._create_run(record, first) is not None:
             raise StoreError(f"run id {self.run_id!r} was taken meanwhile in {db!r}")
         await self._take_lease(self.run_id)
         self._carry(tick, commands)
+
+    async def _create_run(self, record: RunRecord, first: Commit) -> RunRecord | None:
+        """Create the run's record with its first checkpoint (observers hear of it)."""
+        started = self.clock.monotonic()
+        existing = await self._db.create_run(record, first)
+        if existing is None and first.checkpoint is not None and self.observers:
+            self._checkpoint_written(first.checkpoint, started)
+        return existing
 
     def _new_record(
         self, parent_run_id: str | None = None, parent_checkpoint_id: str | None = None
@@ -417,7 +425,7 @@ class DurableRun(Run):
                 ),
                 status=StoredStatus.RUNNING,
             )
-            if await db.create_run(created, first) is not None:
+            if await self._create_run(created, first) is not None:
                 raise StoreError(f"run id {self.run_id!r} is taken in {db!r}")
             await self._take_lease(self.run_id)
         else:  # the same run goes on: its next checkpoint, its next journal position
@@ -459,7 +467,7 @@ class DurableRun(Run):
         if not self._queue and not self._pumping:
             if commit is not None:  # the common case, without the queue: commit, carry out
                 try:
-                    pending = self._db.commit(commit)
+                    pending = self._save(commit)
                 except Exception as exc:
                     self._store_failed(exc)
                     return commands
@@ -475,6 +483,30 @@ class DurableRun(Run):
         self._pump()
         return commands
 
+    def _save(self, commit: Commit) -> Awaitable[None] | None:
+        """``commit`` to the store; observers hear of the checkpoint it holds, if any."""
+        write = commit.checkpoint
+        if write is None or not self.observers:
+            return self._db.commit(commit)
+        started = self.clock.monotonic()
+        pending = self._db.commit(commit)
+        if pending is None:
+            self._checkpoint_written(write, started)
+            return None
+        return self._timed(pending, write, started)
+
+    async def _timed(
+        self, pending: Awaitable[None], write: CheckpointWrite, started: float
+    ) -> None:
+        await pending
+        self._checkpoint_written(write, started)
+
+    def _checkpoint_written(self, write: CheckpointWrite, started: float) -> None:
+        seconds = self.clock.monotonic() - started
+        size = len(write.frame) + sum(len(v) for v in write.values.values() if v is not None)
+        for observer in self.observers:
+            observer.checkpoint_written(self, write.superstep, write.seq, size, seconds)
+
     def _carry(self, tick: Tick, commands: list[Command]) -> None:
         self._carry_out(tick, commands)
 
@@ -489,7 +521,7 @@ class DurableRun(Run):
                 commit, tick, commands = queue[0]
                 if commit is not None:
                     try:
-                        pending = self._db.commit(commit)
+                        pending = self._save(commit)
                     except Exception as exc:
                         self._store_failed(exc)
                         return

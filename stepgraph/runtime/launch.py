@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core import Mode
 from ..errors import StepgraphError, WorkflowValidationError
+from ..telemetry.event_log import event_log_of
 from .backends import Backend
 from .clock import SYSTEM_CLOCK, Clock
 from .handler import WorkflowHandler
@@ -59,6 +60,7 @@ class RunOptions:
         store: object = None,
         serializer: str = "json",
         backends: Mapping[str, object] | None = None,
+        event_log: object = None,
     ) -> RunOptions:
         """Validate the options; errors read ``where(option=value): ...``."""
         try:
@@ -95,6 +97,9 @@ class RunOptions:
                     f"{where}(journal={journal!r}): expected a stepgraph.journal.Journal"
                 )
             watchers += (journal,)
+        log = event_log_of(event_log, where)
+        if log is not None:
+            watchers += (log,)
         if clock is not None and not all(
             callable(getattr(clock, name, None)) for name in ("monotonic", "wall", "call_later")
         ):

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from ..core import Command, Mode, RunState, RunStatus, StepCompleted, StepFailed, Tick
+from ..core import Command, Graph, Mode, RunState, RunStatus, StepCompleted, StepFailed, Tick
+from .clock import Clock
 
 if TYPE_CHECKING:
     from .stream import EventStream
@@ -38,6 +39,16 @@ class RunInfo(Protocol):
     @property
     def state(self) -> RunState:
         """The kernel's state (read it; never change it)."""
+        ...
+
+    @property
+    def graph(self) -> Graph:
+        """The compiled graph the run follows."""
+        ...
+
+    @property
+    def clock(self) -> Clock:
+        """The run's clock: what observers time their records with."""
         ...
 
 
@@ -83,6 +94,12 @@ class RunObserver:
         the next superstep's deliveries (its ``StartStep`` commands are not carried out
         yet). Steps suspended in ``wait_for_event`` stay in flight across barriers.
         """
+
+    def checkpoint_written(
+        self, run: RunInfo, superstep: int, seq: int, size: int, seconds: float
+    ) -> None:
+        """A durable run committed checkpoint ``seq`` (taken at ``superstep``'s barrier):
+        ``size`` bytes (its frame and the chunks it wrote) in ``seconds``."""
 
     def run_ended(
         self, run: RunInfo, status: RunStatus, result: object, error: BaseException | None

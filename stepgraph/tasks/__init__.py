@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..errors import DependencyFailed, TaskFailed
 from .flow import Task, TaskFlow
 from .futures import TaskFuture, current_workflow_id, workflow_scope
+from .observers import TaskObserver
 
 __all__ = [
     "DependencyFailed",
@@ -15,6 +16,7 @@ __all__ = [
     "TaskFailed",
     "TaskFlow",
     "TaskFuture",
+    "TaskObserver",
     "current_workflow_id",
     "workflow_scope",
 ]

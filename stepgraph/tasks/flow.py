@@ -17,10 +17,10 @@ import os
 import shlex
 import subprocess
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import Context
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ..backends.base import Backend
 from ..backends.commands import Command
@@ -28,9 +28,14 @@ from ..backends.local import InlineBackend, ThreadBackend
 from ..backends.noop import NoopBackend
 from ..core.text import short_repr
 from ..errors import BackendError, DependencyFailed, StepgraphError, TaskFailed
+from ..runtime.clock import SYSTEM_CLOCK, Clock
 from .dag import CANCEL, FAIL, START, Dag, DagCommand
-from .futures import _WORKFLOW_ID, TaskFuture, workflow_scope
+from .futures import _BLOCK_ID, _WORKFLOW_ID, TaskFuture, workflow_scope
+from .observers import TaskObserver
 from .prompt import PromptSettings, complete
+
+if TYPE_CHECKING:
+    from ..telemetry.event_log import EventLog
 
 __all__ = ["Task", "TaskFlow"]
 
@@ -152,6 +157,9 @@ class TaskFlow:
             with ``resources=``; the claims of running tasks never exceed them.
         work_dir: where executables' captured output goes, in ``work_dir/<uid>/``.
         uid: the flow's id (None: a generated one).
+        observers: :class:`~stepgraph.tasks.TaskObserver` instances told about every task.
+        event_log: a path (or an ``EventLog``) to append a JSON line per task event to.
+        clock: the clock observers read (default: the system's).
 
     Use it as ``async with TaskFlow(...) as flow:``. Leaving the block normally waits
     for every task and block still pending or running, then shuts the backends down.
@@ -167,6 +175,9 @@ class TaskFlow:
         resources: Mapping[str, int] | None = None,
         work_dir: str | os.PathLike[str] = ".",
         uid: str | None = None,
+        observers: Sequence[TaskObserver] = (),
+        event_log: str | os.PathLike[str] | EventLog | None = None,
+        clock: Clock | None = None,
     ) -> None:
         chosen: dict[str, Backend] = (
             dict(backends) if backends is not None else {"default": ThreadBackend()}
@@ -180,6 +191,21 @@ class TaskFlow:
             if sum(b is backend for b in chosen.values()) == 1:  # one name: its own
                 backend.name = name  # messages name it as the flow does
         self.backends: dict[str, Backend] = chosen
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        watchers = list(observers)
+        for observer in watchers:
+            if not isinstance(observer, TaskObserver):
+                raise StepgraphError(
+                    f"TaskFlow(observers=[..., {observer!r}]): an observer is an instance of a "
+                    f"stepgraph.tasks.TaskObserver subclass"
+                )
+        if event_log is not None:
+            from ..telemetry.event_log import event_log_of  # it observes tasks: imported late
+
+            log = event_log_of(event_log, "TaskFlow")
+            if log is not None:
+                watchers.append(log)
+        self.observers: tuple[TaskObserver, ...] = tuple(watchers)
         self.uid = uid or f"flow.{uuid.uuid4().hex[:12]}"
         self.work_dir = Path(work_dir)
         self._dag = Dag(resources)
@@ -417,6 +443,7 @@ class TaskFlow:
         self._count = number = self._count + 1
         future._spec = task
         future.workflow_id = _WORKFLOW_ID.get()
+        future.block_id = _BLOCK_ID.get()
         future._flow = self
         future._task = number
         found: dict[TaskFuture, None] = {}
@@ -426,6 +453,10 @@ class TaskFlow:
             for value in kwargs.values():
                 _scan(value, found)
         self._futures[number] = future
+        if self.observers:
+            uids = [dependency.uid for dependency in found]
+            for observer in self.observers:
+                observer.task_created(self, future, uids)
         if not found:
             self._waiting[number] = (task, args, kwargs, None)
             commands = self._dag.add(number, (), task.claims)
@@ -474,6 +505,8 @@ class TaskFlow:
                 entry = self._waiting.pop(number)
                 task, args, kwargs, context = entry
                 assert self._loop is not None
+                if self.observers:
+                    self._tell("task_submitted", futures[number])
                 if task.direct:  # a plain function on the loop: no task of its own
                     self._ready.append((number, entry))
                     if not self._draining:
@@ -490,9 +523,9 @@ class TaskFlow:
             dependency = futures[cause]
             settled.append(number)
             if kind == FAIL:
-                future.set_exception(_dependency_failed(future, dependency))
+                self._fail(future, _dependency_failed(future, dependency))
             elif kind == CANCEL:
-                asyncio.Future.cancel(
+                self._cancel(
                     future, f"its dependency {dependency.name!r} ({dependency.uid}) was cancelled"
                 )
         for number in settled:
@@ -509,6 +542,8 @@ class TaskFlow:
             if future is None or future.done():  # cancelled while it waited for its turn
                 self._settled(number, False)
                 continue
+            if self.observers:
+                self._tell("task_started", future)
             try:
                 if context is not None:
                     args = tuple([_resolved(a) for a in args])
@@ -518,7 +553,7 @@ class TaskFlow:
                 else:
                     value = task.fn(*args, **kwargs)
             except BaseException as exc:
-                future.set_exception(self._failure(task, future, args, kwargs, exc))
+                self._fail(future, self._failure(task, future, args, kwargs, exc))
                 self._settled(number, False)
                 if not isinstance(exc, Exception):  # KeyboardInterrupt: the rest waits
                     self._ready[:0] = batch[position + 1 :]
@@ -533,7 +568,7 @@ class TaskFlow:
                     self._finish(number, future, task, value, args, kwargs), context=context
                 )
                 continue
-            future.set_result(value)
+            self._resolve(future, value)
             self._settled(number, True)
 
     async def _finish(
@@ -549,6 +584,25 @@ class TaskFlow:
             return await awaitable
 
         await self._drive(number, future, task, args, kwargs, False, value)
+
+    def _tell(self, method: str, future: TaskFuture, *args: Any) -> None:
+        for observer in self.observers:
+            getattr(observer, method)(self, future, *args)
+
+    def _resolve(self, future: TaskFuture, value: Any) -> None:
+        future.set_result(value)
+        if self.observers:
+            self._tell("task_resolved", future)
+
+    def _fail(self, future: TaskFuture, error: BaseException) -> None:
+        future.set_exception(error)
+        if self.observers:
+            self._tell("task_failed", future, error)
+
+    def _cancel(self, future: TaskFuture, msg: Any = None) -> None:
+        asyncio.Future.cancel(future, msg)
+        if self.observers:
+            self._tell("task_cancelled", future)
 
     def _settled(self, number: int, ok: bool) -> None:
         """A body stopped: tell the Dag, carry out what it says, forget the task."""
@@ -569,6 +623,10 @@ class TaskFlow:
     ) -> None:
         """Run one body on its backend, settle its future, tell the Dag."""
         ok = False
+        if self.observers and body is None:
+            self._tell("task_started", future)
+        if task.kind == BLOCK:
+            _BLOCK_ID.set(future.uid)  # in this driver's context: what its body creates
         try:
             if resolve:
                 args = tuple([_resolved(a) for a in args])
@@ -588,19 +646,19 @@ class TaskFlow:
                 value = await self._ask(task, args, kwargs)
         except asyncio.CancelledError:
             if not future.done():  # the body raised it: the task is cancelled, as in asyncio
-                asyncio.Future.cancel(future)
+                self._cancel(future)
                 cancelled = self._dag.cancel(number)
                 if cancelled:
                     self._carry(cancelled)
         except BaseException as exc:
             if not future.done():
-                future.set_exception(self._failure(task, future, args, kwargs, exc))
+                self._fail(future, self._failure(task, future, args, kwargs, exc))
             if not isinstance(exc, Exception):
                 raise
         else:
             ok = True
             if not future.done():
-                future.set_result(value)
+                self._resolve(future, value)
         finally:
             del self._drivers[number]
             self._settled(number, ok)
@@ -679,7 +737,7 @@ class TaskFlow:
     def _cancelled(self, future: TaskFuture, msg: Any) -> bool:
         """``future.cancel()``: cancel the task, its body if it runs, and its dependents."""
         number = future._task
-        asyncio.Future.cancel(future, msg)
+        self._cancel(future, msg)
         commands = self._dag.cancel(number)
         driver = self._drivers.get(number)
         if driver is not None:

@@ -16,6 +16,9 @@ __all__ = ["TaskFuture", "current_workflow_id", "workflow_scope"]
 _WORKFLOW_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "stepgraph_workflow_id", default=None
 )
+_BLOCK_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "stepgraph_block_id", default=None
+)
 
 
 def current_workflow_id() -> str | None:
@@ -51,9 +54,11 @@ class TaskFuture(asyncio.Future[Any]):
         uid: unique in its flow (``task.000042``, ``block.000007``).
         backend: the name of the backend it goes to.
         workflow_id: the id of the :func:`workflow_scope` it was created in (or None).
+        block_id: the uid of the block whose body created it (or None).
     """
 
     workflow_id: str | None
+    block_id: str | None  # the uid of the block whose body called it (None: none)
     _flow: TaskFlow
     _task: int  # its number in the flow
     _spec: Task  # what was called

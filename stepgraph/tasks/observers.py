@@ -1,0 +1,41 @@
+"""The observer seam of task flows: watching tasks without changing them.
+
+A :class:`TaskObserver` is told when a task (or block) is created, submitted (its
+dependencies are done and its slots taken: its body goes to its backend), started (its
+body begins), and when it ends: resolved, failed or cancelled. Observers run on the
+flow's event loop thread, in the order given; a flow without observers pays nothing.
+The event log (``stepgraph.telemetry.EventLog``) is one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .flow import TaskFlow
+    from .futures import TaskFuture
+
+__all__ = ["TaskObserver"]
+
+
+class TaskObserver:
+    """Base class of task observers: override the methods you need."""
+
+    def task_created(self, flow: TaskFlow, future: TaskFuture, dependencies: Sequence[str]) -> None:
+        """A task or block was called; ``dependencies`` are the uids of its futures."""
+
+    def task_submitted(self, flow: TaskFlow, future: TaskFuture) -> None:
+        """Its dependencies are done and its slots taken: its body goes to its backend."""
+
+    def task_started(self, flow: TaskFlow, future: TaskFuture) -> None:
+        """Its body begins (on the event loop: when the backend is handed the body)."""
+
+    def task_resolved(self, flow: TaskFlow, future: TaskFuture) -> None:
+        """It returned: ``future.result()`` is its result."""
+
+    def task_failed(self, flow: TaskFlow, future: TaskFuture, error: BaseException) -> None:
+        """It failed with ``error`` (``TaskFailed``, ``DependencyFailed``, a block's own)."""
+
+    def task_cancelled(self, flow: TaskFlow, future: TaskFuture) -> None:
+        """It was cancelled (before or while its body ran)."""

@@ -1,0 +1,258 @@
+"""The JSONL event log: one JSON object per line for what happens in runs and task flows.
+
+An :class:`EventLog` is an observer of step runs (the run observer seam) and of task
+flows (their task observer seam). Every record has ``schema_version``, ``kind``,
+``time`` (wall clock, Unix seconds) and ``monotonic`` (seconds), both read from the
+clock of the run or the flow; run records carry ``run_id`` and ``workflow``, task
+records ``task_id``, ``task``, ``block_id`` and ``workflow_id``. The shape of every kind
+is the JSON Schema at :data:`EVENT_LOG_SCHEMA`, shipped in the package.
+
+Several runs, flows and processes may append to one file: the file is opened in append
+mode and each record is one ``write`` of a whole line, which the operating system never
+interleaves with another append. A ``kill -9`` can cut a write only where it crosses a
+page of the file (4 KiB), so a record of a few hundred bytes is almost always whole; a
+log opened on a file whose last line was cut starts on a new line, so the cut line
+stands alone, and :func:`read_events` skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core import (
+    AttemptFailed,
+    Command,
+    ExternalEventReceived,
+    PublishEvent,
+    RequestOpened,
+    ResponseReceived,
+    RunStatus,
+    StepCompleted,
+    StepFailed,
+    Tick,
+)
+from ..runtime.observers import RunInfo, RunObserver
+from ..tasks.observers import TaskObserver
+
+if TYPE_CHECKING:
+    from ..tasks.flow import TaskFlow
+    from ..tasks.futures import TaskFuture
+
+__all__ = ["EVENT_LOG_SCHEMA", "SCHEMA_VERSION", "EventLog", "event_log_of", "read_events"]
+
+SCHEMA_VERSION = 1
+"""The version of the records' shape; it changes only when a kind changes its meaning."""
+
+EVENT_LOG_SCHEMA = str(Path(__file__).with_name("event_log.schema.json"))
+"""The path of the JSON Schema every line of an event log validates against."""
+
+
+def _error(error: BaseException | None) -> dict[str, str] | None:
+    if error is None:
+        return None
+    return {"type": type(error).__name__, "message": str(error)}
+
+
+class EventLog(RunObserver, TaskObserver):
+    """Appends a JSON line per event to ``path`` (its folder is created when needed).
+
+    Give it to a workflow (``event_log=`` takes it or a path), a built graph or a
+    ``TaskFlow``; one log may serve several of them at once.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        self._torn = False
+        self._lock = threading.Lock()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append ``record`` as one line (one ``write``: never torn, never interleaved)."""
+        line = json.dumps(record, separators=(",", ":"), default=repr) + "\n"
+        data = line.encode()
+        fd = self._fd
+        if fd is None:
+            with self._lock:
+                if self._fd is None:
+                    self._fd = self._open()
+                    if self._torn:  # a writer died mid-line: end its line, keep ours whole
+                        data = b"\n" + data
+                fd = self._fd
+        os.write(fd, data)
+
+    def _open(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        size = os.fstat(fd).st_size
+        self._torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        return fd
+
+    def close(self) -> None:
+        """Close the file (a later record opens it again)."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"EventLog({str(self.path)!r})"
+
+    # -- step runs ----------------------------------------------------------------------------
+
+    def _run_record(self, run: RunInfo, kind: str, **fields: Any) -> None:
+        clock = run.clock
+        record: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": kind,
+            "time": clock.wall(),
+            "monotonic": clock.monotonic(),
+            "run_id": run.run_id,
+            "workflow": run.name,
+        }
+        record.update((k, v) for k, v in fields.items() if v is not None)
+        self.write(record)
+
+    def run_started(self, run: RunInfo) -> None:
+        self._run_record(run, "run_started", mode=run.mode.value)
+
+    def step_started(
+        self, run: RunInfo, step: str, invocation: int, attempt: int, message: object
+    ) -> None:
+        self._run_record(
+            run,
+            "step_started",
+            step=step,
+            invocation=invocation,
+            attempt=attempt,
+            event=type(message).__name__,
+            superstep=run.state.superstep,
+        )
+
+    def step_ended(
+        self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick | None
+    ) -> None:
+        where = {"step": step, "invocation": invocation, "attempt": attempt}
+        if isinstance(outcome, StepCompleted):
+            self._run_record(run, "step_completed", **where)
+        elif isinstance(outcome, AttemptFailed):
+            error = {"type": outcome.failure.type_name, "message": outcome.failure.message}
+            self._run_record(run, "step_retried", error=error, retry_in=outcome.retry_in, **where)
+        elif isinstance(outcome, StepFailed) and outcome.failure is not None:
+            error = {"type": outcome.failure.type_name, "message": outcome.failure.message}
+            self._run_record(run, "step_failed", error=error, **where)
+
+    def superstep_ended(self, run: RunInfo, superstep: int) -> None:
+        self._run_record(run, "superstep_completed", superstep=superstep)
+
+    def tick(self, run: RunInfo, tick: Tick, commands: Sequence[Command]) -> None:
+        for command in commands:  # an input request a step returned, announced
+            if isinstance(command, PublishEvent) and run.graph.is_input_request(command.event):
+                request = getattr(command.event, "request_id", None)
+                self._run_record(run, "input_requested", request_id=request)
+        if isinstance(tick, RequestOpened):
+            self._run_record(run, "input_requested", request_id=tick.request_id)
+        elif isinstance(tick, ResponseReceived):
+            self._run_record(run, "input_received", request_id=tick.request_id)
+        elif isinstance(tick, ExternalEventReceived) and run.graph.is_answer(tick.event):
+            request = getattr(tick.event, "request_id", None)
+            self._run_record(run, "input_received", request_id=request)
+
+    def checkpoint_written(
+        self, run: RunInfo, superstep: int, seq: int, size: int, seconds: float
+    ) -> None:
+        self._run_record(
+            run, "checkpoint_written", superstep=superstep, seq=seq, bytes=size, seconds=seconds
+        )
+
+    def run_ended(
+        self, run: RunInfo, status: RunStatus, result: object, error: BaseException | None
+    ) -> None:
+        kind = {
+            RunStatus.FINISHED: "run_completed",
+            RunStatus.FAILED: "run_failed",
+            RunStatus.CANCELLED: "run_cancelled",
+        }.get(status, "run_" + status.value)
+        self._run_record(run, kind, error=_error(error) if status is RunStatus.FAILED else None)
+
+    # -- task flows ---------------------------------------------------------------------------
+
+    def _task_record(self, flow: TaskFlow, future: TaskFuture, kind: str, **fields: Any) -> None:
+        clock = flow.clock
+        spec = future._spec
+        record: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": kind,
+            "time": clock.wall(),
+            "monotonic": clock.monotonic(),
+            "flow_id": flow.uid,
+            "task_id": future.uid,
+            "task": spec.name,
+            "task_kind": spec.kind,
+            "backend": spec.backend,
+        }
+        if future.workflow_id is not None:
+            record["workflow_id"] = future.workflow_id
+        if future.block_id is not None:
+            record["block_id"] = future.block_id
+        if spec.resources:
+            record["resources"] = spec.resources
+        record.update((k, v) for k, v in fields.items() if v is not None)
+        self.write(record)
+
+    def task_created(self, flow: TaskFlow, future: TaskFuture, dependencies: Sequence[str]) -> None:
+        self._task_record(flow, future, "task_created", dependencies=list(dependencies))
+
+    def task_submitted(self, flow: TaskFlow, future: TaskFuture) -> None:
+        self._task_record(flow, future, "task_submitted")
+
+    def task_started(self, flow: TaskFlow, future: TaskFuture) -> None:
+        self._task_record(flow, future, "task_started")
+
+    def task_resolved(self, flow: TaskFlow, future: TaskFuture) -> None:
+        self._task_record(flow, future, "task_resolved")
+
+    def task_failed(self, flow: TaskFlow, future: TaskFuture, error: BaseException) -> None:
+        self._task_record(flow, future, "task_failed", error=_error(error))
+
+    def task_cancelled(self, flow: TaskFlow, future: TaskFuture) -> None:
+        self._task_record(flow, future, "task_cancelled")
+
+
+def event_log_of(value: object, where: str) -> EventLog | None:
+    """``event_log=``'s value as an :class:`EventLog` (a path makes one; None: none)."""
+    if value is None or isinstance(value, EventLog):
+        return value
+    if isinstance(value, str | os.PathLike):
+        return EventLog(value)
+    from ..errors import WorkflowValidationError
+
+    raise WorkflowValidationError(
+        f"{where}(event_log={value!r}): expected a path or a stepgraph.telemetry.EventLog"
+    )
+
+
+def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of an event log, in order; a line that is not a whole JSON object (a
+    write cut by a ``kill -9``) is skipped."""
+    found: list[dict[str, Any]] = []
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                found.append(record)
+    return found

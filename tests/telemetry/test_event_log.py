@@ -1,0 +1,274 @@
+"""The JSONL event log: what runs and task flows write, against the shipped JSON Schema.
+
+Every record any test of the suite writes is validated as it is written (see
+``tests/conftest.py``); these tests check the records' content and order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from stepgraph import (
+    Context,
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    RetryPolicy,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    step,
+)
+from stepgraph.backends import InlineBackend, ThreadBackend
+from stepgraph.stores import SqliteStore
+from stepgraph.tasks import DependencyFailed, TaskFlow
+from stepgraph.telemetry import EVENT_LOG_SCHEMA, SCHEMA_VERSION, EventLog, read_events
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def kinds(path: Path, **where: Any) -> list[str]:
+    return [r["kind"] for r in records(path) if all(r.get(k) == v for k, v in where.items())]
+
+
+class Hop(Event):
+    n: int
+
+
+class Chain(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Hop:
+        return Hop(n=0)
+
+    @step
+    async def hop(self, ctx: Context, ev: Hop) -> Hop | StopEvent:
+        return StopEvent(result=ev.n) if ev.n == 2 else Hop(n=ev.n + 1)
+
+
+def test_the_schema_ships_in_the_package_and_is_a_valid_json_schema() -> None:
+    schema = json.loads(Path(EVENT_LOG_SCHEMA).read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert Path(EVENT_LOG_SCHEMA).is_relative_to(Path(__file__).resolve().parents[2] / "stepgraph")
+
+
+@pytest.mark.parametrize("mode", ["superstep", "async"])
+async def test_a_run_logs_its_start_its_steps_its_supersteps_and_its_end(
+    tmp_path: Path, mode: str
+) -> None:
+    log = tmp_path / "logs" / "events.jsonl"  # its folder is made
+    handler = Chain(event_log=str(log), mode=mode).run()
+    assert await handler == 2
+    found = records(log)
+    assert {r["run_id"] for r in found} == {handler.run_id}
+    assert all(r["schema_version"] == SCHEMA_VERSION and r["workflow"] == "Chain" for r in found)
+    assert found[0]["kind"] == "run_started" and found[0]["mode"] == mode
+    assert found[-1]["kind"] == "run_completed"
+    steps = [(r["kind"], r["step"]) for r in found if r["kind"].startswith("step_")]
+    assert steps == [
+        ("step_started", "start"),
+        ("step_completed", "start"),
+        *[("step_started", "hop"), ("step_completed", "hop")] * 3,
+    ]
+    started = [r for r in found if r["kind"] == "step_started"]
+    assert [r["event"] for r in started] == ["StartEvent", "Hop", "Hop", "Hop"]
+    assert all(r["attempt"] == 1 for r in started)
+    barriers = [r["superstep"] for r in found if r["kind"] == "superstep_completed"]
+    assert barriers == ([0, 1, 2] if mode == "superstep" else [])  # none after the stop
+    times = [r["monotonic"] for r in found]
+    assert times == sorted(times)
+    assert abs(found[0]["time"] - found[-1]["time"]) < 60
+
+
+class Flaky(Workflow):
+    @step(retry_policy=RetryPolicy(max_attempts=2))
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        raise ValueError("always")
+
+
+async def test_retries_and_failures_are_logged_with_their_error(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    with pytest.raises(ValueError, match="always"):
+        await Flaky(event_log=EventLog(log)).run()
+    found = records(log)
+    assert [r["kind"] for r in found] == [
+        "run_started",
+        "step_started",
+        "step_retried",
+        "step_started",
+        "step_failed",
+        "run_failed",
+    ]
+    retried, failed, ended = found[2], found[4], found[5]
+    assert retried["attempt"] == 1 and failed["attempt"] == 2
+    assert retried["error"] == {"type": "ValueError", "message": "always"}
+    assert ended["error"]["type"] == "ValueError"
+
+
+class Ask(Workflow):
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> InputRequiredEvent:
+        return InputRequiredEvent(prefix="ok? ")
+
+    @step
+    async def done(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent(result=ev.response)
+
+
+async def test_input_requests_and_answers_are_logged(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    handler = Ask(event_log=log).run()
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            handler.send_event(HumanResponseEvent(response="yes", request_id=event.request_id))
+    assert await handler == "yes"
+    found = records(log)
+    asked = [r for r in found if r["kind"] == "input_requested"]
+    answered = [r for r in found if r["kind"] == "input_received"]
+    assert len(asked) == 1 and len(answered) == 1
+    assert asked[0]["request_id"] == answered[0]["request_id"]
+
+
+async def test_a_durable_run_logs_each_checkpoint_with_its_size(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    store = SqliteStore(tmp_path / "runs.db")
+    try:
+        assert await Chain(store=store, event_log=log).run() == 2
+    finally:
+        store.close()
+    written = [r for r in records(log) if r["kind"] == "checkpoint_written"]
+    assert [r["superstep"] for r in written] == [0, 1, 2, 3]
+    assert [r["seq"] for r in written] == [0, 1, 2, 3]
+    assert all(r["bytes"] > 100 and r["seconds"] >= 0 for r in written)
+
+
+async def test_task_flows_log_each_task_with_its_block_scope_backend_and_resources(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "events.jsonl"
+    async with TaskFlow(
+        backends={"default": ThreadBackend(2), "inline": InlineBackend()},
+        resources={"gpu": 1},
+        event_log=log,
+        uid="flow-1",
+    ) as flow:
+
+        @flow.function_task(resources={"gpu": 1})
+        def simulate(i: int) -> int:
+            return i
+
+        @flow.function_task(backend="inline")
+        async def broken(x: int) -> int:
+            raise KeyError(x)
+
+        @flow.function_task(backend="inline")
+        def after(x: int) -> int:
+            return x
+
+        @flow.block
+        async def member(i: int) -> int:
+            return await simulate(i)
+
+        async with flow.workflow_scope("campaign"):
+            block = member(1)
+            assert await block == 1
+        failing = broken(1)
+        dependent = after(failing)
+        with pytest.raises(DependencyFailed):
+            await dependent
+        cancelled = after(asyncio.get_running_loop().create_future())  # not a dependency
+        cancelled.cancel()
+    found = records(log)
+    assert all(r["flow_id"] == "flow-1" for r in found)
+    inner = [r for r in found if r["task"] == "simulate"]
+    assert [r["kind"] for r in inner] == [
+        "task_created",
+        "task_submitted",
+        "task_started",
+        "task_resolved",
+    ]
+    assert all(
+        r["block_id"] == block.uid
+        and r["workflow_id"] == "campaign"
+        and r["backend"] == "default"
+        and r["resources"] == {"gpu": 1}
+        for r in inner
+    )
+    assert kinds(log, task_id=block.uid)[-1] == "task_resolved"
+    assert kinds(log, task_id=failing.uid)[-1] == "task_failed"
+    failed = [r for r in found if r["task_id"] == dependent.uid and r["kind"] == "task_failed"]
+    assert failed[0]["error"]["type"] == "DependencyFailed"
+    assert kinds(log, task_id=dependent.uid) == ["task_created", "task_failed"]  # never ran
+    created = next(r for r in found if r["task_id"] == dependent.uid)
+    assert created["dependencies"] == [failing.uid]
+    assert kinds(log, task_id=cancelled.uid)[-1] == "task_cancelled"
+
+
+WRITER = """
+import sys
+from stepgraph.telemetry import EventLog
+log = EventLog(sys.argv[1])
+pad = "x" * int(sys.argv[3])
+for i in range(int(sys.argv[2])):
+    log.write({"schema_version": 1, "kind": "load", "time": 0.0, "monotonic": 0.0,
+               "run_id": sys.argv[4], "workflow": pad, "n": i})
+print("done", flush=True)
+"""
+
+
+def test_processes_appending_to_one_log_never_interleave_lines(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(log), "2000", "3000", f"writer-{w}"],
+            stdout=subprocess.PIPE,
+        )
+        for w in range(3)
+    ]
+    for writer in writers:
+        assert writer.communicate(timeout=60)[0] == b"done\n"
+    found = records(log)  # every line parses: none was torn or mixed with another
+    assert len(found) == 6000
+    for w in range(3):
+        assert [r["n"] for r in found if r["run_id"] == f"writer-{w}"] == list(range(2000))
+
+
+def test_a_writer_killed_mid_log_leaves_whole_lines_and_the_next_writer_goes_on(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "events.jsonl"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(log), "100000000", "300", "killed"],
+        stdout=subprocess.PIPE,
+    )
+    with open(log, "a"):  # exists already, or is made: the writer appends to it
+        pass
+    while os.path.getsize(log) < 1_000_000:  # thousands of lines are in
+        os.sched_yield()
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    lines = log.read_bytes().split(b"\n")
+    assert all(json.loads(line)["run_id"] == "killed" for line in lines[:-1])  # ended: whole
+    with open(log, "ab") as f:  # as if the kill had cut the last write in the middle
+        f.write(b'{"schema_version":1,"kind":"lo')
+    survivors = len(read_events(log))
+    after = EventLog(log)
+    after.write({"schema_version": 1, "kind": "load", "time": 0.0, "monotonic": 0.0, "n": 1})
+    after.close()
+    found = read_events(log)  # the cut line stands alone, skipped; the new record is whole
+    assert len(found) == survivors + 1 and found[-1]["n"] == 1
+    assert log.read_bytes().endswith(
+        b'"kind":"lo\n' + json.dumps(found[-1], separators=(",", ":")).encode() + b"\n"
+    )
