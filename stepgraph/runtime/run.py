@@ -67,6 +67,7 @@ from ..core.text import short_repr
 from ..errors import StepgraphError, WorkflowRuntimeError
 from ..state.reducers import merge_writes
 from ..state.store import StateStore
+from ..telemetry.tracing import run_tracer
 from .bridge import LoopBridge
 from .effects import Effects
 from .failures import failure_of
@@ -163,6 +164,9 @@ class Run:
         self._closes = False  # the run finished: its style's closing events end the stream
         self.superstep_mode = options.mode is SUPERSTEP
         self.observers: list[RunObserver] = list(options.observers)
+        traced = run_tracer(self)  # None unless tracing is set up: then spans for this run
+        if traced is not None:
+            self.observers.append(traced)
         if options.verbose:
             self.observers.insert(0, Verbose())
         self._route = plan.style.route if graph.entry is not None else None

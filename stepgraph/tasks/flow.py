@@ -757,6 +757,11 @@ class TaskFlow:
         if self._state != "new":
             raise BackendError(f"flow {self.uid!r} is {self._state}: a flow is started once")
         self._loop = asyncio.get_running_loop()
+        from ..telemetry.tracing import task_tracer  # it observes tasks: imported late
+
+        traced = task_tracer()  # None unless tracing is set up
+        if traced is not None:
+            self.observers = (*self.observers, traced)
         results = await asyncio.gather(
             *(backend.start() for backend in self.backends.values()), return_exceptions=True
         )

@@ -36,9 +36,21 @@ async def workflow_scope(workflow_id: str) -> AsyncIterator[str]:
     """
     if not isinstance(workflow_id, str) or not workflow_id:
         raise ValueError(f"a workflow id is a non-empty string, got {workflow_id!r}")
+    from ..telemetry.tracing import workflow_span
+
+    span = workflow_span(workflow_id)  # None unless tracing is set up
     token = _WORKFLOW_ID.set(workflow_id)
+    if span is None:
+        try:
+            yield workflow_id
+        finally:
+            _WORKFLOW_ID.reset(token)
+        return
+    from opentelemetry import trace
+
     try:
-        yield workflow_id
+        with trace.use_span(span, end_on_exit=True, record_exception=True):
+            yield workflow_id
     finally:
         _WORKFLOW_ID.reset(token)
 

@@ -1,4 +1,4 @@
-"""Watching runs and task flows: the JSONL event log (and, next, OpenTelemetry spans).
+"""Watching runs and task flows: OpenTelemetry spans, and the JSONL event log.
 
 See docs/observability.md.
 """
@@ -6,5 +6,6 @@ See docs/observability.md.
 from __future__ import annotations
 
 from .event_log import EVENT_LOG_SCHEMA, SCHEMA_VERSION, EventLog, read_events
+from .tracing import configure
 
-__all__ = ["EVENT_LOG_SCHEMA", "SCHEMA_VERSION", "EventLog", "read_events"]
+__all__ = ["EVENT_LOG_SCHEMA", "SCHEMA_VERSION", "EventLog", "configure", "read_events"]

@@ -1,0 +1,310 @@
+"""OpenTelemetry spans for runs, supersteps, steps, workflows, blocks and tasks.
+
+Tracing is on when :func:`configure` was called, or when the application set a global
+tracer provider (``opentelemetry.trace.set_tracer_provider``); otherwise a run or a
+flow pays one check when it starts, and nothing more. Span names and attributes follow
+docs/observability.md; errors follow the OpenTelemetry conventions (status ERROR, an
+``exception`` event, ``error.type``).
+
+A step's span is the current span while its body runs (its own task, and the thread
+of a ``def`` step), so spans the body opens (an LLM client's, an HTTP client's) nest
+under it; the same holds for a task's span and a block's.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..core import AttemptFailed, Command, RunStatus, StepCompleted, StepFailed, Tick
+from ..runtime.observers import RunInfo, RunObserver
+from ..runtime.scope import current_scope
+from ..tasks.observers import TaskObserver
+
+if TYPE_CHECKING:
+    from ..tasks.flow import TaskFlow
+    from ..tasks.futures import TaskFuture
+
+__all__ = ["RunTracer", "TaskTracer", "configure", "run_tracer", "task_tracer", "tracer"]
+
+_INSTRUMENTATION = "stepgraph"
+
+_state: dict[str, Any] = {"tracer_provider": None, "meter_provider": None, "tracers": {}}
+
+
+def configure(
+    span_processors: Sequence[Any] = (),
+    metric_readers: Sequence[Any] = (),
+    resource: Any = None,
+) -> None:
+    """Send stepgraph's spans to ``span_processors`` and its metrics to ``metric_readers``
+    (OpenTelemetry SDK objects: the extra ``otel``).
+
+    ``resource`` describes the process (None: ``service.name`` "stepgraph"). Calling it
+    again replaces what the last call set (the previous providers are shut down, which
+    flushes them). Without any call, the global providers of the application are used.
+    """
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError as exc:
+        from ..errors import MissingExtraError
+
+        raise MissingExtraError(
+            "stepgraph.telemetry.configure", "opentelemetry-sdk", "otel"
+        ) from exc
+    chosen = resource if resource is not None else Resource.create({"service.name": "stepgraph"})
+    tracers = TracerProvider(resource=chosen)
+    for processor in span_processors:
+        tracers.add_span_processor(processor)
+    meters = MeterProvider(metric_readers=list(metric_readers), resource=chosen)
+    old_tracers, old_meters = _state["tracer_provider"], _state["meter_provider"]
+    _state.update(tracer_provider=tracers, meter_provider=meters, tracers={})
+    for old in (old_tracers, old_meters):
+        if old is not None:
+            old.shutdown()
+
+
+def tracer() -> Any | None:
+    """The tracer stepgraph's spans go to, or None when tracing is off."""
+    provider = _state["tracer_provider"]
+    if provider is None:
+        if "opentelemetry.trace" not in sys.modules:  # nobody set anything up
+            return None
+        from opentelemetry import trace
+
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            return None
+    found = _state["tracers"].get(id(provider))
+    if found is None:
+        found = _state["tracers"][id(provider)] = provider.get_tracer(_INSTRUMENTATION)
+    return found
+
+
+def _detach(span: Any, token: Any) -> None:
+    """Make the span no longer current, where it is (a task cancelled from elsewhere ends
+    in another context: its own context ends with its task)."""
+    from opentelemetry import context, trace
+
+    if trace.get_current_span() is span:
+        context.detach(token)
+
+
+def _fail(span: Any, error: BaseException | None, type_name: str, message: str) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    if error is not None:
+        span.record_exception(error)
+    else:
+        span.add_event("exception", {"exception.type": type_name, "exception.message": message})
+    span.set_attribute("error.type", type_name.rsplit(".", 1)[-1])
+    span.set_status(Status(StatusCode.ERROR, message))
+
+
+# -- step runs ----------------------------------------------------------------------------------
+
+
+def run_tracer(run: RunInfo) -> RunTracer | None:
+    """An observer giving ``run`` its spans, or None when tracing is off."""
+    found = tracer()
+    return None if found is None else RunTracer(found)
+
+
+class RunTracer(RunObserver):
+    """The spans of one run: ``stepgraph.run`` > ``stepgraph.superstep`` > ``stepgraph.step``."""
+
+    def __init__(self, tracer: Any) -> None:
+        self.tracer = tracer
+        self.run_span: Any = None
+        self.superstep: tuple[int, Any] | None = None
+        self.steps: dict[tuple[int, int], tuple[Any, Any]] = {}
+
+    def run_started(self, run: RunInfo) -> None:
+        from opentelemetry import trace
+
+        attributes: dict[str, Any] = {
+            "stepgraph.workflow.name": run.name,
+            "stepgraph.run.id": run.run_id,
+            "stepgraph.run.mode": run.mode.value,
+        }
+        scope = current_scope()  # a sub-workflow starts inside its outer run's step
+        outer = getattr(getattr(scope, "run", None), "run_id", None)
+        if outer is not None and outer != run.run_id:
+            attributes["stepgraph.run.parent_id"] = outer
+        forked = getattr(run, "forked_from", None)
+        if forked:
+            attributes["stepgraph.run.forked_from"] = forked
+        self.run_span = self.tracer.start_span(
+            "stepgraph.run", attributes=attributes, kind=trace.SpanKind.INTERNAL
+        )
+
+    def _parent(self, run: RunInfo) -> Any:
+        from opentelemetry import trace
+
+        if run.mode.value != "superstep":
+            return trace.set_span_in_context(self.run_span)
+        index = run.state.superstep
+        if self.superstep is None or self.superstep[0] != index:
+            if self.superstep is not None:
+                self.superstep[1].end()
+            span = self.tracer.start_span(
+                "stepgraph.superstep",
+                context=trace.set_span_in_context(self.run_span),
+                attributes={"stepgraph.superstep.index": index, "stepgraph.run.id": run.run_id},
+            )
+            self.superstep = (index, span)
+        return trace.set_span_in_context(self.superstep[1])
+
+    def step_started(
+        self, run: RunInfo, step: str, invocation: int, attempt: int, message: object
+    ) -> None:
+        from opentelemetry import context, trace
+
+        if self.run_span is None:  # a resumed run: its span starts with its first step
+            self.run_started(run)
+        span = self.tracer.start_span(
+            "stepgraph.step",
+            context=self._parent(run),
+            attributes={
+                "stepgraph.step.name": step,
+                "stepgraph.event.type": type(message).__name__,
+                "stepgraph.step.attempt": attempt,
+                "stepgraph.run.id": run.run_id,
+                "stepgraph.workflow.name": run.name,
+            },
+        )
+        token = context.attach(trace.set_span_in_context(span))  # the body's current span
+        self.steps[invocation, attempt] = (span, token)
+
+    def step_ended(
+        self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick | None
+    ) -> None:
+        found = self.steps.pop((invocation, attempt), None)
+        if found is None:
+            return
+        span, token = found
+        _detach(span, token)
+        if isinstance(outcome, AttemptFailed):
+            failure = outcome.failure
+            span.add_event(
+                "stepgraph.retry",
+                {
+                    "stepgraph.step.attempt": attempt,
+                    "stepgraph.retry.delay": outcome.retry_in,
+                    "error.type": failure.type_name,
+                },
+            )
+            _fail(span, failure.exception, failure.type_name, failure.message)
+        elif isinstance(outcome, StepFailed) and outcome.failure is not None:
+            failure = outcome.failure
+            _fail(span, failure.exception, failure.type_name, failure.message)
+        elif not isinstance(outcome, StepCompleted):
+            span.set_attribute("stepgraph.step.cancelled", True)
+        span.end()
+
+    def superstep_ended(self, run: RunInfo, superstep: int) -> None:
+        if self.superstep is not None and self.superstep[0] == superstep:
+            self.superstep[1].end()
+            self.superstep = None
+
+    def tick(self, run: RunInfo, tick: Tick, commands: Sequence[Command]) -> None:
+        return None
+
+    def run_ended(
+        self, run: RunInfo, status: RunStatus, result: object, error: BaseException | None
+    ) -> None:
+        if self.run_span is None:
+            return
+        for span, _ in self.steps.values():
+            span.end()
+        self.steps.clear()
+        if self.superstep is not None:
+            self.superstep[1].end()
+            self.superstep = None
+        span = self.run_span
+        span.set_attribute("stepgraph.run.status", status.value)
+        if status is RunStatus.FAILED:
+            name = type(error).__name__ if error is not None else "Error"
+            _fail(span, error, name, str(error) if error is not None else "")
+        span.end()
+
+
+# -- task flows ---------------------------------------------------------------------------------
+
+
+def task_tracer() -> TaskTracer | None:
+    """An observer giving a flow's tasks and blocks their spans, or None when off."""
+    found = tracer()
+    return None if found is None else TaskTracer(found)
+
+
+class TaskTracer(TaskObserver):
+    """``stepgraph.block`` and ``stepgraph.task`` spans, under the span current where the
+    task was called (a block's, a workflow scope's, the caller's)."""
+
+    def __init__(self, tracer: Any) -> None:
+        self.tracer = tracer
+        self.parents: dict[int, Any] = {}
+        self.spans: dict[int, tuple[Any, Any]] = {}
+
+    def task_created(self, flow: TaskFlow, future: TaskFuture, dependencies: Sequence[str]) -> None:
+        from opentelemetry import context
+
+        self.parents[future._task] = context.get_current()
+
+    def task_started(self, flow: TaskFlow, future: TaskFuture) -> None:
+        from opentelemetry import context, trace
+
+        spec = future._spec
+        block = spec.kind == "block"
+        attributes: dict[str, Any] = {
+            "stepgraph.block.name" if block else "stepgraph.task.name": spec.name,
+            "stepgraph.task.id": future.uid,
+            "stepgraph.backend": spec.backend,
+        }
+        if future.workflow_id is not None:
+            attributes["stepgraph.workflow.id"] = future.workflow_id
+        for name, count in spec.resources.items():
+            attributes[f"stepgraph.resources.{name}"] = count
+        span = self.tracer.start_span(
+            "stepgraph.block" if block else "stepgraph.task",
+            context=self.parents.pop(future._task, None),
+            attributes=attributes,
+        )
+        token = context.attach(trace.set_span_in_context(span))  # the body's current span
+        self.spans[future._task] = (span, token)
+
+    def _end(self, future: TaskFuture, error: BaseException | None = None) -> None:
+        self.parents.pop(future._task, None)
+        found = self.spans.pop(future._task, None)
+        if found is None:
+            return
+        span, token = found
+        _detach(span, token)
+        if error is not None:
+            cause = error.__cause__ if error.__cause__ is not None else error
+            _fail(span, error, type(cause).__name__, str(error))
+        span.end()
+
+    def task_resolved(self, flow: TaskFlow, future: TaskFuture) -> None:
+        self._end(future)
+
+    def task_failed(self, flow: TaskFlow, future: TaskFuture, error: BaseException) -> None:
+        self._end(future, error)
+
+    def task_cancelled(self, flow: TaskFlow, future: TaskFuture) -> None:
+        found = self.spans.get(future._task)
+        if found is not None:
+            found[0].set_attribute("stepgraph.task.cancelled", True)
+        self._end(future)
+
+
+def workflow_span(workflow_id: str) -> Any | None:
+    """A ``stepgraph.workflow`` span for a workflow scope (None when tracing is off)."""
+    found = tracer()
+    if found is None:
+        return None
+    return found.start_span("stepgraph.workflow", attributes={"stepgraph.workflow.id": workflow_id})

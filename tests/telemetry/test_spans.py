@@ -1,0 +1,285 @@
+"""OpenTelemetry spans of runs, supersteps, steps, workflow scopes, blocks and tasks,
+against the real SDK (InMemorySpanExporter): names, parentage and attributes."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from stepgraph import (
+    Context,
+    Event,
+    Executor,
+    RetryPolicy,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowBuilder,
+    WorkflowContext,
+    WorkflowExecutor,
+    handler,
+    step,
+)
+from stepgraph.backends import InlineBackend, ThreadBackend
+from stepgraph.tasks import TaskFailed, TaskFlow
+from stepgraph.telemetry import configure
+from stepgraph.telemetry import tracing as tracing_module
+
+
+class _UserTracer:
+    """The user's own tracer: from the provider configured for the test (spans nest by the
+    current context, whatever provider made them)."""
+
+    def start_as_current_span(self, name: str) -> Any:
+        provider = tracing_module._state["tracer_provider"]
+        return provider.get_tracer("user-code").start_as_current_span(name)
+
+
+USER = _UserTracer()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    configure(span_processors=[SimpleSpanProcessor(exporter)])
+    yield exporter
+    tracing_module._state.update(tracer_provider=None, meter_provider=None, tracers={})
+
+
+def named(exporter: InMemorySpanExporter, name: str) -> list[Any]:
+    return [s for s in exporter.get_finished_spans() if s.name == name]
+
+
+def parent_of(span: Any, exporter: InMemorySpanExporter) -> Any:
+    by_id = {s.context.span_id: s for s in exporter.get_finished_spans()}
+    return by_id.get(span.parent.span_id) if span.parent is not None else None
+
+
+class Hop(Event):
+    n: int
+
+
+class Chain(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Hop:
+        with USER.start_as_current_span("user.async"):
+            return Hop(n=0)
+
+    @step
+    def hop(self, ctx: Context, ev: Hop) -> Hop | StopEvent:  # a def step: on a thread
+        with USER.start_as_current_span("user.thread"):
+            return StopEvent(result=ev.n) if ev.n == 1 else Hop(n=ev.n + 1)
+
+
+async def test_a_superstep_run_nests_steps_in_supersteps_in_the_run(
+    spans: InMemorySpanExporter,
+) -> None:
+    handler = Chain().run()
+    assert await handler == 1
+    (run,) = named(spans, "stepgraph.run")
+    assert run.attributes["stepgraph.run.id"] == handler.run_id
+    assert run.attributes["stepgraph.workflow.name"] == "Chain"
+    assert run.attributes["stepgraph.run.mode"] == "superstep"
+    assert "stepgraph.run.parent_id" not in run.attributes
+    supersteps = named(spans, "stepgraph.superstep")
+    assert sorted(s.attributes["stepgraph.superstep.index"] for s in supersteps) == [0, 1, 2]
+    assert all(parent_of(s, spans) is run for s in supersteps)
+    steps = named(spans, "stepgraph.step")
+    assert [s.attributes["stepgraph.step.name"] for s in steps] == ["start", "hop", "hop"]
+    assert [s.attributes["stepgraph.event.type"] for s in steps] == ["StartEvent", "Hop", "Hop"]
+    for step_span in steps:
+        superstep = parent_of(step_span, spans)
+        assert superstep.name == "stepgraph.superstep" and parent_of(superstep, spans) is run
+        assert step_span.attributes["stepgraph.step.attempt"] == 1
+    # the user's own spans nest under the step that ran them, in the loop and on a thread
+    (mine,) = named(spans, "user.async")
+    assert parent_of(mine, spans) is steps[0]
+    threaded = named(spans, "user.thread")
+    assert [parent_of(s, spans) for s in threaded] == steps[1:]
+    assert all(s.status.status_code is not StatusCode.ERROR for s in spans.get_finished_spans())
+
+
+async def test_an_async_run_nests_steps_directly_in_the_run(spans: InMemorySpanExporter) -> None:
+    assert await Chain(mode="async").run() == 1
+    (run,) = named(spans, "stepgraph.run")
+    assert run.attributes["stepgraph.run.mode"] == "async"
+    assert not named(spans, "stepgraph.superstep")
+    assert all(parent_of(s, spans) is run for s in named(spans, "stepgraph.step"))
+
+
+async def test_a_run_started_under_a_span_of_the_caller_is_its_child(
+    spans: InMemorySpanExporter,
+) -> None:
+    with USER.start_as_current_span("request") as request:
+        assert await Chain().run() == 1
+    (run,) = named(spans, "stepgraph.run")
+    assert run.parent is not None and run.parent.span_id == request.get_span_context().span_id
+
+
+class Flaky(Workflow):
+    attempts = 0
+
+    @step(retry_policy=RetryPolicy(max_attempts=2))
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        Flaky.attempts += 1
+        raise KeyError(f"attempt {Flaky.attempts}")
+
+
+async def test_retries_and_failures_follow_the_conventions(spans: InMemorySpanExporter) -> None:
+    with pytest.raises(KeyError):
+        await Flaky().run()
+    first, second = named(spans, "stepgraph.step")
+    assert [
+        first.attributes["stepgraph.step.attempt"],
+        second.attributes["stepgraph.step.attempt"],
+    ] == [1, 2]
+    assert [e.name for e in first.events if e.name == "stepgraph.retry"] == ["stepgraph.retry"]
+    for span in (first, second):
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.attributes["error.type"] == "KeyError"
+        assert any(e.name == "exception" for e in span.events)
+    (run,) = named(spans, "stepgraph.run")
+    assert run.status.status_code is StatusCode.ERROR and run.attributes["error.type"] == "KeyError"
+
+
+class Print(Executor):
+    @handler
+    async def show(self, text: str, ctx: WorkflowContext[Any]) -> None:
+        await ctx.yield_output(text + "!")
+
+
+class Shout(Executor):
+    @handler
+    async def shout(self, text: str, ctx: WorkflowContext[Any]) -> None:
+        await ctx.yield_output(text.upper())
+
+
+async def test_a_sub_workflow_run_is_a_run_of_its_own_under_the_outer_step(
+    spans: InMemorySpanExporter,
+) -> None:
+    inner_graph = WorkflowBuilder(start=Shout("shout")).build(name="inner")
+    sub = WorkflowExecutor(inner_graph, id="sub")
+    outer = WorkflowBuilder(start=sub).add_edge(sub, Print("print")).build(name="outer")
+    assert (await outer.run("hi")).get_outputs() == ["HI!"]
+    runs = {s.attributes["stepgraph.workflow.name"]: s for s in named(spans, "stepgraph.run")}
+    assert set(runs) == {"outer", "inner"}
+    inner, outer_run = runs["inner"], runs["outer"]
+    assert inner.attributes["stepgraph.run.parent_id"] == outer_run.attributes["stepgraph.run.id"]
+    assert inner.attributes["stepgraph.run.id"] != outer_run.attributes["stepgraph.run.id"]
+    assert "stepgraph.run.parent_id" not in outer_run.attributes
+    holder = parent_of(inner, spans)
+    assert holder.name == "stepgraph.step" and holder.attributes["stepgraph.step.name"] == "sub"
+
+
+async def test_task_spans_nest_in_blocks_in_workflow_scopes(spans: InMemorySpanExporter) -> None:
+    async with TaskFlow(
+        backends={"default": ThreadBackend(2), "inline": InlineBackend()}, resources={"gpu": 1}
+    ) as flow:
+
+        @flow.function_task(resources={"gpu": 1})
+        def simulate(i: int) -> int:
+            with USER.start_as_current_span("user.task"):
+                return i
+
+        @flow.function_task(backend="inline")
+        def direct(x: int) -> int:
+            return x + 1
+
+        @flow.function_task(backend="inline")
+        async def broken() -> None:
+            raise ValueError("no")
+
+        @flow.block
+        async def member(i: int) -> int:
+            return await direct(simulate(i))
+
+        async with flow.workflow_scope("campaign-1"):
+            assert await asyncio.gather(member(1), member(2)) == [2, 3]
+        with pytest.raises(TaskFailed):
+            await broken()
+    (scope,) = named(spans, "stepgraph.workflow")
+    assert scope.attributes["stepgraph.workflow.id"] == "campaign-1"
+    blocks = named(spans, "stepgraph.block")
+    assert len(blocks) == 2 and all(parent_of(b, spans) is scope for b in blocks)
+    assert all(b.attributes["stepgraph.workflow.id"] == "campaign-1" for b in blocks)
+    tasks = [
+        t for t in named(spans, "stepgraph.task") if t.attributes["stepgraph.task.name"] != "broken"
+    ]
+    assert len(tasks) == 4
+    assert all(parent_of(t, spans) in blocks for t in tasks)
+    sims = [t for t in tasks if t.attributes["stepgraph.task.name"] == "simulate"]
+    assert all(t.attributes["stepgraph.backend"] == "default" for t in sims)
+    assert all(t.attributes["stepgraph.resources.gpu"] == 1 for t in sims)
+    assert sorted(
+        parent_of(u, spans).attributes["stepgraph.task.name"] for u in named(spans, "user.task")
+    ) == ["simulate", "simulate"]
+    (failed,) = [
+        t for t in named(spans, "stepgraph.task") if t.attributes["stepgraph.task.name"] == "broken"
+    ]
+    assert (
+        failed.status.status_code is StatusCode.ERROR
+        and failed.attributes["error.type"] == "ValueError"
+    )
+    assert parent_of(failed, spans) is None  # called outside any scope or block
+
+
+async def test_configure_again_replaces_what_the_last_call_set() -> None:
+    first, second = InMemorySpanExporter(), InMemorySpanExporter()
+    try:
+        configure(span_processors=[SimpleSpanProcessor(first)])
+        assert await Chain().run() == 1
+        configure(span_processors=[SimpleSpanProcessor(second)])
+        assert await Chain().run() == 1
+    finally:
+        tracing_module._state.update(tracer_provider=None, meter_provider=None, tracers={})
+    assert len(named(first, "stepgraph.run")) == 1 and len(named(second, "stepgraph.run")) == 1
+
+
+def test_with_tracing_off_a_run_does_not_even_import_opentelemetry() -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from stepgraph import StartEvent, StopEvent, Workflow, step\n"
+        "class W(Workflow):\n"
+        "    @step\n"
+        "    async def s(self, ev: StartEvent) -> StopEvent:\n"
+        "        return StopEvent(result=1)\n"
+        "async def main():\n"
+        "    return await W().run()\n"
+        "assert asyncio.run(main()) == 1\n"
+        "print('opentelemetry' in ' '.join(sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_global_tracer_provider_is_used_without_configure() -> None:
+    code = (
+        "import asyncio\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import (\n"
+        "    InMemorySpanExporter)\n"
+        "exporter = InMemorySpanExporter(); provider = TracerProvider()\n"
+        "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+        "trace.set_tracer_provider(provider)\n"
+        "from stepgraph import StartEvent, StopEvent, Workflow, step\n"
+        "class W(Workflow):\n"
+        "    @step\n"
+        "    async def s(self, ev: StartEvent) -> StopEvent:\n"
+        "        return StopEvent(result=1)\n"
+        "async def main():\n"
+        "    return await W().run()\n"
+        "assert asyncio.run(main()) == 1\n"
+        "print(sorted(s.name for s in exporter.get_finished_spans()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['stepgraph.run', 'stepgraph.step', 'stepgraph.superstep']"
