@@ -26,11 +26,25 @@ if TYPE_CHECKING:
     from ..tasks.flow import TaskFlow
     from ..tasks.futures import TaskFuture
 
-__all__ = ["RunTracer", "TaskTracer", "configure", "run_tracer", "task_tracer", "tracer"]
+__all__ = [
+    "Instruments",
+    "RunTracer",
+    "TaskTracer",
+    "configure",
+    "instruments",
+    "run_tracer",
+    "task_tracer",
+    "tracer",
+]
 
 _INSTRUMENTATION = "stepgraph"
 
-_state: dict[str, Any] = {"tracer_provider": None, "meter_provider": None, "tracers": {}}
+_state: dict[str, Any] = {
+    "tracer_provider": None,
+    "meter_provider": None,
+    "tracers": {},
+    "instruments": {},
+}
 
 
 def configure(
@@ -61,7 +75,7 @@ def configure(
         tracers.add_span_processor(processor)
     meters = MeterProvider(metric_readers=list(metric_readers), resource=chosen)
     old_tracers, old_meters = _state["tracer_provider"], _state["meter_provider"]
-    _state.update(tracer_provider=tracers, meter_provider=meters, tracers={})
+    _state.update(tracer_provider=tracers, meter_provider=meters, tracers={}, instruments={})
     for old in (old_tracers, old_meters):
         if old is not None:
             old.shutdown()
@@ -81,6 +95,53 @@ def tracer() -> Any | None:
     found = _state["tracers"].get(id(provider))
     if found is None:
         found = _state["tracers"][id(provider)] = provider.get_tracer(_INSTRUMENTATION)
+    return found
+
+
+class Instruments:
+    """stepgraph's metrics, made once per meter (names and units are pinned)."""
+
+    def __init__(self, meter: Any) -> None:
+        self.step_duration = meter.create_histogram(
+            "stepgraph.step.duration", unit="s", description="time an attempt of a step took"
+        )
+        self.task_duration = meter.create_histogram(
+            "stepgraph.task.duration", unit="s", description="time a task's body took"
+        )
+        self.step_retries = meter.create_counter(
+            "stepgraph.step.retries", unit="{retry}", description="failed attempts retried"
+        )
+        self.messages = meter.create_counter(
+            "stepgraph.messages", unit="{message}", description="messages steps sent"
+        )
+        self.in_flight = meter.create_up_down_counter(
+            "stepgraph.steps.in_flight", unit="{step}", description="step attempts running"
+        )
+        self.checkpoint_duration = meter.create_histogram(
+            "stepgraph.checkpoint.duration", unit="s", description="time to commit a checkpoint"
+        )
+        self.checkpoint_size = meter.create_histogram(
+            "stepgraph.checkpoint.size", unit="By", description="bytes a checkpoint wrote"
+        )
+
+
+def instruments() -> Instruments | None:
+    """stepgraph's metric instruments, or None when metrics are off."""
+    provider = _state["meter_provider"]
+    if provider is None:
+        if "opentelemetry.metrics" not in sys.modules:
+            return None
+        from opentelemetry import metrics
+        from opentelemetry.metrics import NoOpMeterProvider
+
+        provider = metrics.get_meter_provider()
+        if isinstance(provider, NoOpMeterProvider) or type(provider).__name__.startswith("_Proxy"):
+            return None
+    found: Instruments | None = _state["instruments"].get(id(provider))
+    if found is None:
+        found = _state["instruments"][id(provider)] = Instruments(
+            provider.get_meter(_INSTRUMENTATION)
+        )
     return found
 
 
@@ -108,21 +169,25 @@ def _fail(span: Any, error: BaseException | None, type_name: str, message: str) 
 
 
 def run_tracer(run: RunInfo) -> RunTracer | None:
-    """An observer giving ``run`` its spans, or None when tracing is off."""
-    found = tracer()
-    return None if found is None else RunTracer(found)
+    """An observer giving ``run`` its spans and metrics, or None when both are off."""
+    found, meters = tracer(), instruments()
+    return None if found is None and meters is None else RunTracer(found, meters)
 
 
 class RunTracer(RunObserver):
     """The spans of one run: ``stepgraph.run`` > ``stepgraph.superstep`` > ``stepgraph.step``."""
 
-    def __init__(self, tracer: Any) -> None:
+    def __init__(self, tracer: Any | None, meters: Instruments | None = None) -> None:
         self.tracer = tracer
+        self.meters = meters
         self.run_span: Any = None
         self.superstep: tuple[int, Any] | None = None
         self.steps: dict[tuple[int, int], tuple[Any, Any]] = {}
+        self.started: dict[tuple[int, int], tuple[float, dict[str, str]]] = {}
 
     def run_started(self, run: RunInfo) -> None:
+        if self.tracer is None:
+            return
         from opentelemetry import trace
 
         attributes: dict[str, Any] = {
@@ -144,6 +209,7 @@ class RunTracer(RunObserver):
     def _parent(self, run: RunInfo) -> Any:
         from opentelemetry import trace
 
+        assert self.tracer is not None
         if run.mode.value != "superstep":
             return trace.set_span_in_context(self.run_span)
         index = run.state.superstep
@@ -161,6 +227,12 @@ class RunTracer(RunObserver):
     def step_started(
         self, run: RunInfo, step: str, invocation: int, attempt: int, message: object
     ) -> None:
+        if self.meters is not None:
+            where = {"stepgraph.step.name": step, "stepgraph.workflow.name": run.name}
+            self.started[invocation, attempt] = (run.clock.monotonic(), where)
+            self.meters.in_flight.add(1, where)
+        if self.tracer is None:
+            return
         from opentelemetry import context, trace
 
         if self.run_span is None:  # a resumed run: its span starts with its first step
@@ -182,6 +254,15 @@ class RunTracer(RunObserver):
     def step_ended(
         self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick | None
     ) -> None:
+        timed = self.started.pop((invocation, attempt), None)
+        if timed is not None and self.meters is not None:
+            began, where = timed
+            self.meters.in_flight.add(-1, where)
+            self.meters.step_duration.record(run.clock.monotonic() - began, where)
+            if isinstance(outcome, AttemptFailed):
+                self.meters.step_retries.add(1, where)
+            elif isinstance(outcome, StepCompleted) and outcome.emitted:
+                self.meters.messages.add(len(outcome.emitted), where)
         found = self.steps.pop((invocation, attempt), None)
         if found is None:
             return
@@ -213,6 +294,14 @@ class RunTracer(RunObserver):
     def tick(self, run: RunInfo, tick: Tick, commands: Sequence[Command]) -> None:
         return None
 
+    def checkpoint_written(
+        self, run: RunInfo, superstep: int, seq: int, size: int, seconds: float
+    ) -> None:
+        if self.meters is not None:
+            where = {"stepgraph.workflow.name": run.name}
+            self.meters.checkpoint_duration.record(seconds, where)
+            self.meters.checkpoint_size.record(size, where)
+
     def run_ended(
         self, run: RunInfo, status: RunStatus, result: object, error: BaseException | None
     ) -> None:
@@ -236,26 +325,35 @@ class RunTracer(RunObserver):
 
 
 def task_tracer() -> TaskTracer | None:
-    """An observer giving a flow's tasks and blocks their spans, or None when off."""
-    found = tracer()
-    return None if found is None else TaskTracer(found)
+    """An observer giving a flow's tasks and blocks their spans and metrics, or None
+    when both are off."""
+    found, meters = tracer(), instruments()
+    return None if found is None and meters is None else TaskTracer(found, meters)
 
 
 class TaskTracer(TaskObserver):
     """``stepgraph.block`` and ``stepgraph.task`` spans, under the span current where the
     task was called (a block's, a workflow scope's, the caller's)."""
 
-    def __init__(self, tracer: Any) -> None:
+    def __init__(self, tracer: Any | None, meters: Instruments | None = None) -> None:
         self.tracer = tracer
+        self.meters = meters
         self.parents: dict[int, Any] = {}
         self.spans: dict[int, tuple[Any, Any]] = {}
+        self.started: dict[int, float] = {}
 
     def task_created(self, flow: TaskFlow, future: TaskFuture, dependencies: Sequence[str]) -> None:
+        if self.tracer is None:
+            return
         from opentelemetry import context
 
         self.parents[future._task] = context.get_current()
 
     def task_started(self, flow: TaskFlow, future: TaskFuture) -> None:
+        if self.meters is not None:
+            self.started[future._task] = flow.clock.monotonic()
+        if self.tracer is None:
+            return
         from opentelemetry import context, trace
 
         spec = future._spec
@@ -278,6 +376,12 @@ class TaskTracer(TaskObserver):
         self.spans[future._task] = (span, token)
 
     def _end(self, future: TaskFuture, error: BaseException | None = None) -> None:
+        began = self.started.pop(future._task, None)
+        if began is not None and self.meters is not None and future._spec.kind != "block":
+            self.meters.task_duration.record(
+                future._flow.clock.monotonic() - began,
+                {"stepgraph.task.name": future.name, "stepgraph.backend": future.backend},
+            )
         self.parents.pop(future._task, None)
         found = self.spans.pop(future._task, None)
         if found is None:

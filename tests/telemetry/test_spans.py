@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
@@ -29,6 +30,7 @@ from stepgraph import (
     step,
 )
 from stepgraph.backends import InlineBackend, ThreadBackend
+from stepgraph.stores import SqliteStore
 from stepgraph.tasks import TaskFailed, TaskFlow
 from stepgraph.telemetry import configure
 from stepgraph.telemetry import tracing as tracing_module
@@ -51,7 +53,9 @@ def spans() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     configure(span_processors=[SimpleSpanProcessor(exporter)])
     yield exporter
-    tracing_module._state.update(tracer_provider=None, meter_provider=None, tracers={})
+    tracing_module._state.update(
+        tracer_provider=None, meter_provider=None, tracers={}, instruments={}
+    )
 
 
 def named(exporter: InMemorySpanExporter, name: str) -> list[Any]:
@@ -239,7 +243,9 @@ async def test_configure_again_replaces_what_the_last_call_set() -> None:
         configure(span_processors=[SimpleSpanProcessor(second)])
         assert await Chain().run() == 1
     finally:
-        tracing_module._state.update(tracer_provider=None, meter_provider=None, tracers={})
+        tracing_module._state.update(
+            tracer_provider=None, meter_provider=None, tracers={}, instruments={}
+        )
     assert len(named(first, "stepgraph.run")) == 1 and len(named(second, "stepgraph.run")) == 1
 
 
@@ -283,3 +289,56 @@ def test_a_global_tracer_provider_is_used_without_configure() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['stepgraph.run', 'stepgraph.step', 'stepgraph.superstep']"
+
+
+async def test_metrics_have_the_pinned_names_units_and_attributes() -> None:
+    reader = InMemoryMetricReader()
+    configure(metric_readers=[reader])
+    try:
+        assert await Chain().run() == 1
+        with pytest.raises(KeyError):
+            await Flaky().run()
+        store = SqliteStore(":memory:")
+        try:
+            assert await Chain(store=store).run() == 1
+        finally:
+            store.close()
+        async with TaskFlow(backends={"default": InlineBackend()}) as flow:
+            double = flow.function_task(lambda x: 2 * x)
+            assert await double(2) == 4
+        data = reader.get_metrics_data()
+    finally:
+        tracing_module._state.update(
+            tracer_provider=None, meter_provider=None, tracers={}, instruments={}
+        )
+    metrics = {
+        m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
+    assert {name: metrics[name].unit for name in metrics if name.startswith("stepgraph.")} == {
+        "stepgraph.step.duration": "s",
+        "stepgraph.task.duration": "s",
+        "stepgraph.step.retries": "{retry}",
+        "stepgraph.messages": "{message}",
+        "stepgraph.steps.in_flight": "{step}",
+        "stepgraph.checkpoint.duration": "s",
+        "stepgraph.checkpoint.size": "By",
+    }
+
+    def points(name: str) -> dict[tuple[Any, Any], Any]:
+        return {
+            (
+                p.attributes.get("stepgraph.workflow.name"),
+                p.attributes.get("stepgraph.step.name") or p.attributes.get("stepgraph.task.name"),
+            ): p
+            for p in metrics[name].data.data_points
+        }
+
+    durations = points("stepgraph.step.duration")
+    assert durations["Chain", "hop"].count == 4 and durations["Chain", "start"].count == 2
+    assert durations["Flaky", "start"].count == 2  # each attempt
+    assert points("stepgraph.step.retries")["Flaky", "start"].value == 1
+    assert all(p.value == 0 for p in metrics["stepgraph.steps.in_flight"].data.data_points)
+    assert points("stepgraph.messages")["Chain", "start"].value == 2  # a Hop in each run
+    assert points("stepgraph.task.duration")[None, "<lambda>"].count == 1
+    (sizes,) = metrics["stepgraph.checkpoint.size"].data.data_points
+    assert sizes.count == 3 and sizes.min > 100
