@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -104,6 +106,11 @@ class Workflow:
         serializer: how a durable run's events and state are written: ``"json"``
             (through pydantic; the default) or ``"pickle"`` (any picklable value; unsafe
             with a store others can write to, since loading a pickle runs code).
+        backends: backends by name, for steps that name one (``@step(backend="cpu")``).
+        event_log: a path (or a ``stepgraph.telemetry.EventLog``) to append a JSON line
+            per event of every run to.
+        name: the workflow's name in messages, records, spans and stores (default: its
+            class's qualified name).
 
     The workflow object holds its definition only: one object can run many times,
     concurrently, and in different event loops.
@@ -139,6 +146,7 @@ class Workflow:
         serializer: str = "json",
         backends: Mapping[str, Backend] | None = None,
         event_log: str | os.PathLike[str] | EventLog | None = None,
+        name: str | None = None,
     ) -> None:
         self.options = RunOptions.checked(
             type(self).__name__,
@@ -155,6 +163,11 @@ class Workflow:
             backends=backends,
             event_log=event_log,
         )
+        if name is not None and (not isinstance(name, str) or not name):
+            raise WorkflowValidationError(
+                f"{type(self).__name__}(name={name!r}): a name is a non-empty string"
+            )
+        self._stepgraph_name = name
         self.mode = self.options.mode
         self.timeout = timeout
         self.max_supersteps = max_supersteps
@@ -272,8 +285,14 @@ class Workflow:
         )
 
     def _placed(self, compiled: CompiledWorkflow) -> RunPlan:
-        """The plan of this instance: steps that name a backend on this instance's."""
-        return placed(compiled.plan, self.options.backends, f"workflow {compiled.name!r}")
+        """The plan of this instance: its name, if given; steps that name a backend on
+        this instance's backends."""
+        plan = placed(compiled.plan, self.options.backends, f"workflow {compiled.name!r}")
+        if self._stepgraph_name is None:
+            return plan
+        graph = copy.copy(plan.graph)
+        graph.name = self._stepgraph_name
+        return dataclasses.replace(plan, name=self._stepgraph_name, graph=graph)
 
     def __getstate__(self) -> dict[str, Any]:
         """What a copy of the workflow sent to another process holds: its own attributes,
@@ -340,7 +359,7 @@ def _names(types: tuple[type, ...]) -> str:
 
 
 def _compile(cls: type) -> CompiledWorkflow:
-    name = cls.__name__
+    name = cls.__qualname__
     localns: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
         localns.update(vars(klass).get("_stepgraph_localns_") or {})

@@ -17,6 +17,7 @@ stands alone, and :func:`read_events` skips it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -85,13 +86,21 @@ class EventLog(RunObserver, TaskObserver):
                     if self._torn:  # a writer died mid-line: end its line, keep ours whole
                         data = b"\n" + data
                 fd = self._fd
-        os.write(fd, data)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # so that a log opening the file never sees a
+        try:  # write of another process half done (it would take it for a cut line)
+            os.write(fd, data)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _open(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        size = os.fstat(fd).st_size
-        self._torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            size = os.fstat(fd).st_size
+            self._torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
         return fd
 
     def close(self) -> None:

@@ -32,7 +32,7 @@ from stepgraph import (
 from stepgraph.backends import InlineBackend, ThreadBackend
 from stepgraph.stores import SqliteStore
 from stepgraph.tasks import TaskFailed, TaskFlow
-from stepgraph.telemetry import configure
+from stepgraph.telemetry import configure, read_events
 from stepgraph.telemetry import tracing as tracing_module
 
 
@@ -342,3 +342,21 @@ async def test_metrics_have_the_pinned_names_units_and_attributes() -> None:
     assert points("stepgraph.task.duration")[None, "<lambda>"].count == 1
     (sizes,) = metrics["stepgraph.checkpoint.size"].data.data_points
     assert sizes.count == 3 and sizes.min > 100
+
+
+async def test_a_workflow_is_named_by_name_else_by_its_qualified_class_name(
+    spans: InMemorySpanExporter, tmp_path: Any
+) -> None:
+    class Local(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> StopEvent:
+            return StopEvent(result="ok")
+
+    log = tmp_path / "events.jsonl"
+    assert await Local(event_log=log).run() == "ok"
+    assert await Local(name="billing", event_log=log).run() == "ok"
+    names = [s.attributes["stepgraph.workflow.name"] for s in named(spans, "stepgraph.run")]
+    assert names == [Local.__qualname__, "billing"]
+    assert Local.__qualname__.endswith("<locals>.Local")
+    logged = {r["workflow"] for r in read_events(log)}
+    assert logged == {Local.__qualname__, "billing"}
