@@ -213,6 +213,7 @@ class TaskFlow:
         # what a task waits with: its arguments, and the caller's context if it has dependencies
         self._waiting: dict[int, tuple[Task, tuple[Any, ...], dict[str, Any], Context | None]] = {}
         self._drivers: dict[int, asyncio.Task[None]] = {}
+        self._traced = False  # spans are on: a body elsewhere carries its trace context
         self._ready: list[tuple[int, Any]] = []  # plain functions to run on the loop, in order
         self._draining = False
         self._count = 0
@@ -635,7 +636,12 @@ class TaskFlow:
             if body is not None:
                 value = await body()
             elif task.kind == FUNCTION or task.noop:
-                value = await task.runner.submit(task.fn, *args, **kwargs)
+                fn = task.fn
+                if self._traced and not task.runner.in_process:  # the span goes with it
+                    from ..telemetry.tracing import carry_trace
+
+                    fn = carry_trace(fn)
+                value = await task.runner.submit(fn, *args, **kwargs)
             elif task.kind == BLOCK:
                 value = task.fn(*args, **kwargs)
                 if inspect.isawaitable(value):
@@ -762,6 +768,7 @@ class TaskFlow:
         traced = task_tracer()  # None unless tracing is set up
         if traced is not None:
             self.observers = (*self.observers, traced)
+            self._traced = traced.tracer is not None
         results = await asyncio.gather(
             *(backend.start() for backend in self.backends.values()), return_exceptions=True
         )

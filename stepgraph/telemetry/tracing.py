@@ -13,10 +13,12 @@ under it; the same holds for a task's span and a block's.
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..backends.base import call_to_end
 from ..core import AttemptFailed, Command, RunStatus, StepCompleted, StepFailed, Tick
 from ..runtime.observers import RunInfo, RunObserver
 from ..runtime.scope import current_scope
@@ -30,8 +32,10 @@ __all__ = [
     "Instruments",
     "RunTracer",
     "TaskTracer",
+    "carry_trace",
     "configure",
     "instruments",
+    "run_in_trace",
     "run_tracer",
     "task_tracer",
     "tracer",
@@ -412,3 +416,29 @@ def workflow_span(workflow_id: str) -> Any | None:
     if found is None:
         return None
     return found.start_span("stepgraph.workflow", attributes={"stepgraph.workflow.id": workflow_id})
+
+
+# -- across processes ---------------------------------------------------------------------------
+
+
+def carry_trace(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, made to run under the current span wherever it runs (another process, a
+    Dask worker): the trace context travels with it as a W3C ``traceparent``."""
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if not carrier:
+        return fn
+    return functools.partial(run_in_trace, carrier, fn)
+
+
+def run_in_trace(carrier: dict[str, str], fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Where a body runs: ``fn(*args, **kwargs)`` (to its end) under the caller's span."""
+    from opentelemetry import context, propagate
+
+    token = context.attach(propagate.extract(carrier))
+    try:
+        return call_to_end(fn, args, kwargs)
+    finally:
+        context.detach(token)

@@ -29,7 +29,7 @@ from stepgraph import (
     handler,
     step,
 )
-from stepgraph.backends import InlineBackend, ThreadBackend
+from stepgraph.backends import DaskBackend, InlineBackend, ProcessBackend, ThreadBackend
 from stepgraph.stores import SqliteStore
 from stepgraph.tasks import TaskFailed, TaskFlow
 from stepgraph.telemetry import configure, read_events
@@ -360,3 +360,34 @@ async def test_a_workflow_is_named_by_name_else_by_its_qualified_class_name(
     assert Local.__qualname__.endswith("<locals>.Local")
     logged = {r["workflow"] for r in read_events(log)}
     assert logged == {Local.__qualname__, "billing"}
+
+
+def _current_ids() -> tuple[int, int]:
+    """In a worker: the trace and span ids of the span current there."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return context.trace_id, context.span_id
+
+
+@pytest.mark.parametrize("kind", ["process", "dask"])
+async def test_the_trace_context_crosses_to_process_and_dask_workers(
+    spans: InMemorySpanExporter, kind: str
+) -> None:
+    remote = (
+        ProcessBackend(1)
+        if kind == "process"
+        else DaskBackend(processes=False, n_workers=1, threads_per_worker=1)
+    )
+    async with TaskFlow(backends={"default": remote}) as flow:
+        where = flow.function_task(_current_ids)
+
+        @flow.block
+        async def group() -> tuple[int, int]:
+            return await where()
+
+        trace_id, span_id = await group()
+    (task,) = named(spans, "stepgraph.task")
+    (block,) = named(spans, "stepgraph.block")
+    assert parent_of(task, spans) is block  # the task's span is the block's child
+    assert (trace_id, span_id) == (task.context.trace_id, task.context.span_id)
