@@ -54,6 +54,20 @@ SCRIPTS: dict[str, tuple[list[str], str, list[str]]] = {
         ["1/7  plan", "7/7  assemble", "# Report: tidal energy", "13 progress events streamed"],
     ),
     "readme_example.py": ([], "", ["42"]),
+    "tracing.py": (
+        [],
+        "",
+        [
+            "answer: an answer about tracing",
+            "pages: 3",
+            "  stepgraph.run Answer",
+            "      stepgraph.step draft ERROR TimeoutError (retried)",
+            "  stepgraph.workflow crawl-1",
+            "    stepgraph.block crawl",
+            "      stepgraph.task count",
+            "event log: 29 records, 1 retry, 5 tasks resolved",
+        ],
+    ),
     "hpc_campaign.py": (
         [],
         "",
