@@ -6,6 +6,13 @@ See docs/observability.md.
 from __future__ import annotations
 
 from .event_log import EVENT_LOG_SCHEMA, SCHEMA_VERSION, EventLog, read_events
-from .tracing import configure
+from .tracing import configure, reset
 
-__all__ = ["EVENT_LOG_SCHEMA", "SCHEMA_VERSION", "EventLog", "configure", "read_events"]
+__all__ = [
+    "EVENT_LOG_SCHEMA",
+    "SCHEMA_VERSION",
+    "EventLog",
+    "configure",
+    "read_events",
+    "reset",
+]

@@ -35,6 +35,7 @@ __all__ = [
     "carry_trace",
     "configure",
     "instruments",
+    "reset",
     "run_in_trace",
     "run_tracer",
     "task_tracer",
@@ -80,6 +81,16 @@ def configure(
     meters = MeterProvider(metric_readers=list(metric_readers), resource=chosen)
     old_tracers, old_meters = _state["tracer_provider"], _state["meter_provider"]
     _state.update(tracer_provider=tracers, meter_provider=meters, tracers={}, instruments={})
+    for old in (old_tracers, old_meters):
+        if old is not None:
+            old.shutdown()
+
+
+def reset() -> None:
+    """Forget what :func:`configure` set (its providers are shut down, which flushes them):
+    stepgraph goes back to the application's global providers, if any."""
+    old_tracers, old_meters = _state["tracer_provider"], _state["meter_provider"]
+    _state.update(tracer_provider=None, meter_provider=None, tracers={}, instruments={})
     for old in (old_tracers, old_meters):
         if old is not None:
             old.shutdown()

@@ -21,6 +21,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
         ("durability.md", 3),
         ("tasks.md", 4),
         ("backends.md", 1),
+        ("observability.md", 1),
     ],
 )
 def test_the_code_of_a_docs_page_runs_as_one_script(page: str, blocks: int) -> None:

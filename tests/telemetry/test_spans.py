@@ -32,7 +32,7 @@ from stepgraph import (
 from stepgraph.backends import DaskBackend, InlineBackend, ProcessBackend, ThreadBackend
 from stepgraph.stores import SqliteStore
 from stepgraph.tasks import TaskFailed, TaskFlow
-from stepgraph.telemetry import configure, read_events
+from stepgraph.telemetry import configure, read_events, reset
 from stepgraph.telemetry import tracing as tracing_module
 
 
@@ -53,9 +53,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     configure(span_processors=[SimpleSpanProcessor(exporter)])
     yield exporter
-    tracing_module._state.update(
-        tracer_provider=None, meter_provider=None, tracers={}, instruments={}
-    )
+    reset()
 
 
 def named(exporter: InMemorySpanExporter, name: str) -> list[Any]:
@@ -243,9 +241,7 @@ async def test_configure_again_replaces_what_the_last_call_set() -> None:
         configure(span_processors=[SimpleSpanProcessor(second)])
         assert await Chain().run() == 1
     finally:
-        tracing_module._state.update(
-            tracer_provider=None, meter_provider=None, tracers={}, instruments={}
-        )
+        reset()
     assert len(named(first, "stepgraph.run")) == 1 and len(named(second, "stepgraph.run")) == 1
 
 
@@ -308,9 +304,7 @@ async def test_metrics_have_the_pinned_names_units_and_attributes() -> None:
             assert await double(2) == 4
         data = reader.get_metrics_data()
     finally:
-        tracing_module._state.update(
-            tracer_provider=None, meter_provider=None, tracers={}, instruments={}
-        )
+        reset()
     metrics = {
         m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
     }
