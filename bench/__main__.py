@@ -6,6 +6,7 @@ Examples::
     python -m bench --quick            # 3 repetitions after 1 warm-up (a smoke run)
     python -m bench --only w1,memory   # a subset: w1, w2, w1g, w2g, w3, memory, durable, tasks
     python -m bench --only tasks       # W4, task DAGs on TaskFlow's backends (bench/tasks.py)
+    python -m bench --only telemetry   # W1 and W4 with spans and the event log on, against off
     python -m bench --check            # exit with status 1 when a target is missed
 """
 
@@ -18,13 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import durability, report, tasks
+from bench import durability, report, tasks, telemetry
 from bench.memory import TARGET_BYTES, MemoryResult, measure_pending
 from bench.suite import WORKLOADS, Workload
 from bench.timing import Runner, measure, median, paired_ratio
 from bench.workloads import MODES, Mode
 
-CHOICES = (*(w.key for w in WORKLOADS), "memory", "durable", "tasks")
+CHOICES = (*(w.key for w in WORKLOADS), "memory", "durable", "tasks", "telemetry")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -193,6 +194,12 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         results += await tasks.run(
             args.reps, args.warmup, layers=args.task_layers, max_size=args.max_size
         )
+    if "telemetry" in args.only:
+        started = time.perf_counter()
+        results += await telemetry.telemetry_costs(
+            args.modes, args.reps, args.warmup, layers=args.task_layers
+        )
+        print(f"telemetry: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if "memory" in args.only:
         for mode in args.modes:
             measured = await measure_pending(mode, reps=1 if args.quick else 3)

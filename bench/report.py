@@ -116,6 +116,20 @@ def timing_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
                     "pass" if r["passed"] else "FAIL",
                 ]
             )
+            if "spans_us_per_unit" in r:
+                for label, key in (("  spans only", "spans"), ("  event log only", "log")):
+                    rows.append(
+                        [
+                            label,
+                            r["mode"],
+                            f"{r[key + '_us_per_unit']:.2f} µs/{r['unit']}",
+                            r["baseline"],
+                            f"{r['baseline_us_per_unit']:.2f} µs/{r['unit']}",
+                            f"{r[key + '_ratio']:.2f}x",
+                            "",
+                            "info",
+                        ]
+                    )
             if "full_us_per_unit" in r:
                 rows.append(
                     [
@@ -317,6 +331,11 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
                     f"{r['baseline_us_per_unit']:.0f} (RADICAL AsyncFlow's thread backend: a "
                     f"reference figure; plain asyncio on a thread pool: "
                     f"{r['executor_us_per_unit']:.2f})"
+                )
+            if "spans_us_per_unit" in r:
+                ours += (
+                    f" (spans only: {r['spans_us_per_unit']:.2f}; event log only: "
+                    f"{r['log_us_per_unit']:.2f})"
                 )
             if "raw_commit_us" in r:
                 ours += (

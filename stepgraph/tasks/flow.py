@@ -800,13 +800,17 @@ class TaskFlow:
             error = exc
             raise
         finally:
-            if error is None:
-                self._state = "closed"
-                await self._shutdown(cancel=False)
-            else:
-                self._state = "aborting"
-                await self._abort()
-                self._state = "closed"
+            try:
+                if error is None:
+                    self._state = "closed"
+                    await self._shutdown(cancel=False)
+                else:
+                    self._state = "aborting"
+                    await self._abort()
+                    self._state = "closed"
+            finally:
+                for observer in self.observers:
+                    observer.flow_closed(self)
 
     async def _abort(self) -> None:
         """Cancel every task; stop bodies and backends concurrently."""

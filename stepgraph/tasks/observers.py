@@ -39,3 +39,6 @@ class TaskObserver:
 
     def task_cancelled(self, flow: TaskFlow, future: TaskFuture) -> None:
         """It was cancelled (before or while its body ran)."""
+
+    def flow_closed(self, flow: TaskFlow) -> None:
+        """The flow ended: its tasks are done, its backends shut down."""

@@ -9,14 +9,18 @@ is the JSON Schema at :data:`EVENT_LOG_SCHEMA`, shipped in the package.
 
 Several runs, flows and processes may append to one file: the file is opened in append
 mode and each record is one ``write`` of a whole line, which the operating system never
-interleaves with another append. A ``kill -9`` can cut a write only where it crosses a
-page of the file (4 KiB), so a record of a few hundred bytes is almost always whole; a
-log opened on a file whose last line was cut starts on a new line, so the cut line
-stands alone, and :func:`read_events` skips it.
+interleaves with another append. In an event loop, the records of one loop iteration
+go out together at its end (the end of a run or a flow writes at once): a process killed
+with ``kill -9`` loses at most its last iteration's records. A ``kill -9`` can cut a write
+only where it crosses a page of the file (4 KiB); a log opened on a file whose last line
+was cut starts on a new line, so the cut line stands alone, and :func:`read_events`
+skips it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -24,6 +28,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic_core import to_json
 
 from ..core import (
     AttemptFailed,
@@ -45,6 +51,8 @@ if TYPE_CHECKING:
     from ..tasks.futures import TaskFuture
 
 __all__ = ["EVENT_LOG_SCHEMA", "SCHEMA_VERSION", "EventLog", "event_log_of", "read_events"]
+
+_BATCH_BYTES = 1 << 16  # a batch this large is written at once
 
 SCHEMA_VERSION = 1
 """The version of the records' shape; it changes only when a kind changes its meaning."""
@@ -71,21 +79,54 @@ class EventLog(RunObserver, TaskObserver):
         self._fd: int | None = None
         self._torn = False
         self._lock = threading.Lock()
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._scheduled = False
 
     # -- writing ------------------------------------------------------------------------------
 
     def write(self, record: Mapping[str, Any]) -> None:
-        """Append ``record`` as one line (one ``write``: never torn, never interleaved)."""
-        line = json.dumps(record, separators=(",", ":"), default=repr) + "\n"
-        data = line.encode()
+        """Append ``record`` as one line.
+
+        In an event loop, the lines of one loop iteration are written together, at its
+        end (one ``write`` of whole lines: never torn, never interleaved with another
+        writer's); the end of a run or a flow writes at once. Outside a loop, at once.
+        """
+        data = to_json(record, fallback=repr) + b"\n"  # compact JSON, several times faster
+        with self._lock:
+            self._pending.append(data)
+            self._size += len(data)
+            if self._scheduled:
+                if self._size < _BATCH_BYTES:
+                    return
+            else:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    loop = None
+                if loop is not None:
+                    self._scheduled = True
+                    loop.call_soon(self.flush)
+                    return
+            self._write_pending()
+
+    def flush(self) -> None:
+        """Write the records not written yet."""
+        with self._lock:
+            self._scheduled = False
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._size = 0
+        if self._fd is None:
+            self._fd = self._open()
+            if self._torn:  # a writer died mid-line: end its line, keep ours whole
+                data = b"\n" + data
         fd = self._fd
-        if fd is None:
-            with self._lock:
-                if self._fd is None:
-                    self._fd = self._open()
-                    if self._torn:  # a writer died mid-line: end its line, keep ours whole
-                        data = b"\n" + data
-                fd = self._fd
         fcntl.flock(fd, fcntl.LOCK_EX)  # so that a log opening the file never sees a
         try:  # write of another process half done (it would take it for a cut line)
             os.write(fd, data)
@@ -104,13 +145,17 @@ class EventLog(RunObserver, TaskObserver):
         return fd
 
     def close(self) -> None:
-        """Close the file (a later record opens it again)."""
+        """Write what is pending and close the file (a later record opens it again)."""
         with self._lock:
+            self._write_pending()
             fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
 
     def __del__(self) -> None:
+        if getattr(self, "_pending", None):
+            with contextlib.suppress(Exception):
+                self._write_pending()
         fd = getattr(self, "_fd", None)
         if fd is not None:
             os.close(fd)
@@ -130,7 +175,9 @@ class EventLog(RunObserver, TaskObserver):
             "run_id": run.run_id,
             "workflow": run.name,
         }
-        record.update((k, v) for k, v in fields.items() if v is not None)
+        for key, value in fields.items():
+            if value is not None:
+                record[key] = value
         self.write(record)
 
     def run_started(self, run: RunInfo) -> None:
@@ -194,6 +241,7 @@ class EventLog(RunObserver, TaskObserver):
             RunStatus.CANCELLED: "run_cancelled",
         }.get(status, "run_" + status.value)
         self._run_record(run, kind, error=_error(error) if status is RunStatus.FAILED else None)
+        self.flush()  # the run's records are in the file before awaiting it returns
 
     # -- task flows ---------------------------------------------------------------------------
 
@@ -237,6 +285,9 @@ class EventLog(RunObserver, TaskObserver):
 
     def task_cancelled(self, flow: TaskFlow, future: TaskFuture) -> None:
         self._task_record(flow, future, "task_cancelled")
+
+    def flow_closed(self, flow: TaskFlow) -> None:
+        self.flush()
 
 
 def event_log_of(value: object, where: str) -> EventLog | None:

@@ -19,8 +19,8 @@ def test_the_benchmark_harness_runs_every_workload_and_writes_its_json(tmp_path:
         [
             *(sys.executable, "-m", "bench", "--quick", "--reps", "1"),
             *("--max-size", "10000", "--output", str(output)),
-            # W4 (tasks) has a test of its own, below, at a tiny size
-            *("--only", ",".join(choice for choice in CHOICES if choice != "tasks")),
+            # W4 (tasks) and telemetry have tests of their own, below, at a tiny size
+            *("--only", ",".join(c for c in CHOICES if c not in ("tasks", "telemetry"))),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -86,3 +86,29 @@ def test_the_task_dag_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -> N
     table = markdown_table(results)
     assert table.count("\n") == 1 + len(results)  # header, rule, one line per entry
     assert "RADICAL AsyncFlow" in table and "tasks/s" in table
+
+
+def test_the_telemetry_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -> None:
+    """``--only telemetry``: W1 and a 2-layer W4 with spans and the event log on and off."""
+    output = tmp_path / "telemetry.json"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench", "--only", "telemetry", "--quick", "--reps", "1"),
+            *("--task-layers", "2", "--output", str(output)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(output.read_text())["results"]
+    assert {(r["workload"], r["mode"]) for r in results} == {
+        ("tel-w1", "superstep"),
+        ("tel-w1", "async"),
+        ("tel-w4", "inline"),
+    }
+    assert all(r["spans_us_per_unit"] > 0 and r["log_us_per_unit"] > 0 for r in results)
+    assert "spans only" in done.stdout and "event log only" in done.stdout
+    assert "spans only:" in markdown_table(results)

@@ -1,0 +1,151 @@
+"""What observing costs: ``python -m bench --only telemetry``.
+
+Each entry times the same workload with observation off and on, interleaved in one run:
+
+- **tel-w1** (both modes): W1, 200 hops, with spans (an OpenTelemetry SDK tracer provider
+  and a ``SimpleSpanProcessor`` into an ``InMemorySpanExporter``) and the JSONL event log
+  (a file in a temporary folder) on, against W1 with both off. Target: under 2x. Spans
+  alone and the log alone are reported beside it.
+- **tel-w4**: W4 (a 100 x 100 task DAG) on InlineBackend, the same way. Target: under 2x.
+
+"Off" is the default: nothing configured, no global provider, no event log. That it
+costs nothing against the code before observability existed is checked by an A/B run
+of W1 and W4 across the two commits (not part of ``make bench``: the figures are in the
+notes of the change that added it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.tasks import WIDTH, check, combine, layers_of, seed
+from bench.timing import Runner, measure, median, paired_ratio
+from bench.workloads import Chain, Mode
+from stepgraph.backends import InlineBackend
+from stepgraph.tasks import TaskFlow
+from stepgraph.telemetry import EventLog, tracing
+
+HOPS = 200
+TARGET = 2.0
+
+
+class _Spans:
+    """A tracer provider exporting to memory, switched on for one run at a time."""
+
+    def __init__(self) -> None:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+
+    @contextmanager
+    def on(self) -> Iterator[None]:
+        self.exporter.clear()
+        tracing._state.update(tracer_provider=self.provider, tracers={}, instruments={})
+        try:
+            yield
+        finally:
+            tracing._state.update(tracer_provider=None, tracers={}, instruments={})
+
+
+def _switched(run: Callable[[int], Awaitable[None]], spans: _Spans | None) -> Runner:
+    async def timed(size: int) -> None:
+        if spans is None:
+            await run(size)
+            return
+        with spans.on():
+            await run(size)
+
+    return timed
+
+
+def _chain(mode: Mode, log: EventLog | None) -> Callable[[int], Awaitable[None]]:
+    wf = Chain(timeout=None, mode=mode, event_log=log)
+
+    async def run(hops: int) -> None:
+        assert await wf.run(hops=hops) == hops
+
+    return run
+
+
+def _dag(log: EventLog | None) -> Callable[[int], Awaitable[None]]:
+    async def run(size: int) -> None:
+        layers = layers_of(size)
+        async with TaskFlow({"default": InlineBackend()}, event_log=log) as flow:
+            first, then = flow.function_task(seed), flow.function_task(combine)
+            row = [first(i) for i in range(WIDTH)]
+            for _ in range(layers - 1):
+                row = [then(row[i], row[(i + 1) % WIDTH]) for i in range(WIDTH)]
+            result = await asyncio.gather(*row)
+        check(layers, result)
+
+    return run
+
+
+def _entries(
+    key: str, title: str, mode: str, unit: str, size: int, samples: dict[str, list[float]]
+) -> list[dict[str, Any]]:
+    ratio = paired_ratio(samples["on"], samples["off"])
+    return [
+        {
+            "workload": key,
+            "title": title,
+            "mode": mode,
+            "us_per_unit": round(median(samples["on"]), 3),
+            "baseline": "observation off",
+            "baseline_us_per_unit": round(median(samples["off"]), 3),
+            "ratio": round(ratio, 3),
+            "unit": unit,
+            "target_ratio": TARGET,
+            "passed": ratio <= TARGET,
+            "size": size,
+            "spans_us_per_unit": round(median(samples["spans"]), 3),
+            "spans_ratio": round(paired_ratio(samples["spans"], samples["off"]), 3),
+            "log_us_per_unit": round(median(samples["log"]), 3),
+            "log_ratio": round(paired_ratio(samples["log"], samples["off"]), 3),
+        }
+    ]
+
+
+async def telemetry_costs(
+    modes: list[Mode], reps: int, warmup: int, layers: int
+) -> list[dict[str, Any]]:
+    """tel-w1 in each mode and tel-w4: observation on against off."""
+    spans = _Spans()
+    entries: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        log = EventLog(Path(folder) / "events.jsonl")
+        try:
+            for mode in modes:
+                runners = {
+                    "off": _switched(_chain(mode, None), None),
+                    "spans": _switched(_chain(mode, None), spans),
+                    "log": _switched(_chain(mode, log), None),
+                    "on": _switched(_chain(mode, log), spans),
+                }
+                samples = await measure(runners, HOPS, reps=reps, warmup=warmup)
+                title = "chain, spans (in-memory exporter) + JSONL event log"
+                entries += _entries("tel-w1", title, mode, "hop", HOPS, samples)
+            runners = {
+                "off": _switched(_dag(None), None),
+                "spans": _switched(_dag(None), spans),
+                "log": _switched(_dag(log), None),
+                "on": _switched(_dag(log), spans),
+            }
+            size = layers * WIDTH
+            samples = await measure(runners, size, reps=reps, warmup=warmup)
+            title = f"{layers}x{WIDTH} DAG on InlineBackend, spans + JSONL event log"
+            entries += _entries("tel-w4", title, "inline", "task", size, samples)
+        finally:
+            log.close()
+    return entries
