@@ -538,12 +538,13 @@ class TaskFlow:
         batch, self._ready = self._ready, []
         self._draining = False
         futures = self._futures
+        observers = self.observers
         for position, (number, (task, args, kwargs, context)) in enumerate(batch):
             future = futures.get(number)
             if future is None or future.done():  # cancelled while it waited for its turn
                 self._settled(number, False)
                 continue
-            if self.observers:
+            if observers:
                 self._tell("task_started", future)
             try:
                 if context is not None:
@@ -569,7 +570,9 @@ class TaskFlow:
                     self._finish(number, future, task, value, args, kwargs), context=context
                 )
                 continue
-            self._resolve(future, value)
+            future.set_result(value)
+            if observers:
+                self._tell("task_resolved", future)
             self._settled(number, True)
 
     async def _finish(
