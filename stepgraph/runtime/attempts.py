@@ -24,6 +24,7 @@ from ..errors import (
     WorkflowRuntimeError,
 )
 from ..events import Event
+from ..telemetry.tracing import carry_trace, tracer
 from .effects import RecordingPort, run_recorded
 from .failures import failure_of
 from .requests import short
@@ -176,9 +177,10 @@ async def _elsewhere(run: Run, program: NodeProgram, command: StartStep) -> Any:
         store=run.state.store,
     )
     await backend.start()  # idempotent: a backend starts with the first body it gets
+    body = run_recorded if tracer() is None else carry_trace(run_recorded)  # span goes along
     try:
         pending = backend.submit(
-            run_recorded,
+            body,
             program.body,
             run.owner,
             port,

@@ -385,3 +385,21 @@ async def test_the_trace_context_crosses_to_process_and_dask_workers(
     (block,) = named(spans, "stepgraph.block")
     assert parent_of(task, spans) is block  # the task's span is the block's child
     assert (trace_id, span_id) == (task.context.trace_id, task.context.span_id)
+
+
+class Remote(Workflow):
+    @step(backend="cpu")
+    def far(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        return StopEvent(result=_current_ids())
+
+
+async def test_a_step_on_a_process_backend_runs_under_its_step_span(
+    spans: InMemorySpanExporter,
+) -> None:
+    pool = ProcessBackend(1)
+    try:
+        trace_id, span_id = await Remote(backends={"cpu": pool}).run()
+    finally:
+        await pool.shutdown()
+    (step_span,) = named(spans, "stepgraph.step")
+    assert (trace_id, span_id) == (step_span.context.trace_id, step_span.context.span_id)
