@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
 
 from ..core import RunStatus
-from ..errors import RunFinishedError
+from ..errors import RunFinishedError, StepgraphError
 
 if TYPE_CHECKING:
     from .context import Context
@@ -133,6 +133,28 @@ class WorkflowHandler:
         if outcome.done() and not outcome.cancelled():
             outcome.exception()  # mark retrieved: a cancelled run is not an unhandled error
         await asyncio.sleep(0)  # let the cancelled workers unwind
+
+    async def detach(self) -> None:
+        """Stop following a durable run, and leave it as its store has it: paused, or
+        resumable from its last checkpoint, as a process that exits leaves it.
+
+        Its steps and timers stop where they are, nothing more is written, its lease
+        goes; awaiting the handler then raises ``WorkflowCancelled``. Resume it with
+        ``MyFlow(store=...).resume(handler.run_id)``, here or in another process.
+
+        Raises:
+            StepgraphError: the run is not durable (its workflow has no store).
+        """
+        stop = getattr(self._run, "crash", None)
+        if stop is None:
+            raise StepgraphError(
+                f"detach(): run {self.run_id} is not durable: give its workflow a store "
+                f"(store=...) to leave it and resume it later"
+            )
+        await stop()
+        outcome = self._run.outcome
+        if outcome.done() and not outcome.cancelled():
+            outcome.exception()  # retrieved: a detached run is not an unhandled error
 
     def _events(self) -> AsyncIterator[Any]:
         """The stream without lifecycle events (a sub-workflow's, read by its executor)."""

@@ -1,0 +1,401 @@
+"""The ``stepgraph`` command: argument parsing and the commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from ..authoring.graph_workflow import GraphWorkflow
+from ..runtime.handler import WorkflowHandler
+from ..stores.base import Store
+from .common import EXIT_OK, EXIT_USAGE, CommandError, fail, parse_pairs, parse_value, say
+from .events import plot, tail
+from .loading import Target, configure, instance, load_target
+from .progress import make_progress
+from .running import Outcome, follow, print_result
+from .runs import cancel_run, list_runs, show_run
+from .stores import STORE_URLS, close_store, open_store, probe_store
+
+__all__ = ["build_parser", "main"]
+
+STORE_ENV = "STEPGRAPH_STORE"
+
+DESCRIPTION = """\
+Run stepgraph workflows, look at and resume stored runs, draw graphs, read event logs.
+
+MODULE:ATTR names a Workflow subclass or instance, or a built executor graph
+(WorkflowBuilder(...).build()), importable from the current directory (MODULE may also
+be a path to a .py file).
+
+Store URLs: sqlite:///relative.db, sqlite:////absolute.db, or
+postgresql://user:password@host:5432/dbname (a schema=NAME query parameter keeps the
+tables in that schema). The runs commands take $STEPGRAPH_STORE when --store is not given.
+
+exit codes: 0 done; 1 the run failed (its step and error are printed); 2 bad usage
+(unknown module, attribute, run or checkpoint; malformed option; a store that cannot be
+opened; a refused operation); 3 the run paused waiting for input (resumable);
+130 interrupted.
+"""
+
+RUN_EPILOG = """\
+--arg KEY=VALUE: VALUE is parsed as JSON when it parses (42, 1.5, true, null, [1, 2],
+{"a": 1}, "quoted text"), else kept as the string itself (Ada, hello world). For a
+Workflow the arguments are the start event's fields: run(KEY=VALUE, ...). For a built
+graph, whose run takes one start message: a single --arg message=VALUE sends VALUE
+itself; any other set of --arg is sent as one dict {KEY: VALUE, ...}; no --arg sends None.
+
+The result goes to stdout as JSON (json.dumps) when it serializes, else as its repr; a
+graph run's result is its outputs (the list of ctx.yield_output values). Progress goes to
+stderr: a live display on a terminal (rich: pip install 'stepgraph[cli]'), plain lines
+otherwise.
+
+A run that asks for input (InputRequiredEvent, ctx.request_info) gets the --respond values
+in order (parsed as --arg values are); with none left, a run with a store stops there,
+paused (exit 3: answer it later with `stepgraph runs resume RUN_ID --respond VALUE`), and
+one without a store is cancelled (exit 1).
+"""
+
+STORE_SHORT = "sqlite:///relative.db, sqlite:////absolute.db or postgresql://..."
+STORE_HELP = f"the store: {STORE_SHORT} (default: ${STORE_ENV})"
+
+
+def _store_arg(parser: argparse.ArgumentParser, required: bool) -> None:
+    default = os.environ.get(STORE_ENV) or None
+    help_text = STORE_HELP if required else f"keep the run in this store: {STORE_SHORT}"
+    parser.add_argument(
+        "--store", metavar="URL", default=default if required else None, help=help_text
+    )
+
+
+def _follow_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--event-log", metavar="PATH", help="append the run's events to this JSON-lines file"
+    )
+    parser.add_argument(
+        "--respond",
+        metavar="VALUE",
+        action="append",
+        default=[],
+        help="answer the run's next input request with VALUE (JSON or a string; repeatable)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="show no progress (the error line stays)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``stepgraph`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="stepgraph",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run a workflow and print its result",
+        description="Run a workflow and print its result on stdout.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("target", metavar="MODULE:ATTR", help="the workflow to run")
+    run.add_argument(
+        "--arg",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="a start argument (VALUE: JSON when it parses, else a string; repeatable)",
+    )
+    _store_arg(run, required=False)
+    run.add_argument(
+        "--mode", choices=("superstep", "async"), help="the delivery mode (default: the workflow's)"
+    )
+    run.add_argument(
+        "--run-id", metavar="ID", help="the run's id (with a store: an idempotency key)"
+    )
+    _follow_args(run)
+
+    runs = commands.add_parser(
+        "runs",
+        help="list, show, resume, cancel or fork stored runs",
+        description="Stored runs: list, show, resume, cancel, fork.",
+    )
+    actions = runs.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="list the store's runs (full ids), oldest first")
+    listing.add_argument(
+        "--status",
+        choices=("running", "paused", "completed", "failed", "cancelled"),
+        help="only the runs with this status",
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    _store_arg(listing, required=True)
+    show = actions.add_parser("show", help="show a run's record, result and checkpoints")
+    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    _store_arg(show, required=True)
+    resume = actions.add_parser(
+        "resume",
+        help="go on with a stored run from its latest checkpoint",
+        description="Go on with a stored run (crashed, paused, failed or cancelled) from its "
+        "latest checkpoint, as the same run; a completed run prints its stored result.",
+    )
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument("--workflow", metavar="MODULE:ATTR", help="the run's workflow (required)")
+    resume.add_argument(
+        "--no-strict",
+        action="store_true",
+        help="go on even if the workflow's steps changed (their messages are dropped)",
+    )
+    _store_arg(resume, required=True)
+    _follow_args(resume)
+    cancel = actions.add_parser(
+        "cancel",
+        help="store a paused or crashed run as cancelled",
+        description="Store a run that no live process runs (paused, or crashed) as cancelled. "
+        "A run live in another process holds its lease: that is refused (stop it there).",
+    )
+    cancel.add_argument("run_id", metavar="RUN_ID")
+    _store_arg(cancel, required=True)
+    fork = actions.add_parser(
+        "fork",
+        help="start a new run from a checkpoint of a stored run",
+        description="Start a new run (a new id) from a checkpoint of a stored run; its record "
+        "names the run and checkpoint it came from.",
+    )
+    fork.add_argument("run_id", metavar="RUN_ID")
+    fork.add_argument(
+        "--checkpoint",
+        metavar="ID",
+        required=True,
+        help="the checkpoint (its id from `runs show`, or its number: 2 is RUN_ID:2)",
+    )
+    fork.add_argument("--workflow", metavar="MODULE:ATTR", help="the run's workflow (required)")
+    fork.add_argument(
+        "--no-strict",
+        action="store_true",
+        help="go on even if the workflow's steps changed (their messages are dropped)",
+    )
+    _store_arg(fork, required=True)
+    _follow_args(fork)
+
+    graph = commands.add_parser("graph", help="print a workflow's graph (Mermaid or DOT)")
+    graph.add_argument("target", metavar="MODULE:ATTR")
+    graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+
+    events = commands.add_parser("events", help="read an event log")
+    event_actions = events.add_subparsers(dest="action", metavar="ACTION", required=True)
+    tailing = event_actions.add_parser(
+        "tail",
+        help="print an event log's last records, one per line",
+        description="Print the last records of an event log (JSON lines), one readable line "
+        "each: time, kind, run or task, step or task name, details, error. Lines that are "
+        "not whole JSON objects (a write cut by a crash) are skipped.",
+    )
+    tailing.add_argument("path", metavar="EVENTS.jsonl")
+    tailing.add_argument("-n", type=int, default=10, metavar="N", help="how many (default 10)")
+    tailing.add_argument(
+        "-f", "--follow", action="store_true", help="then print records as they are appended"
+    )
+
+    plotting = commands.add_parser(
+        "plot", help="draw an event log's timeline (pip install 'stepgraph[plot]')"
+    )
+    plotting.add_argument("path", metavar="EVENTS.jsonl")
+    plotting.add_argument("-o", "--output", metavar="OUT.png", required=True)
+    return parser
+
+
+# -- the commands ----------------------------------------------------------------------------------
+
+
+def _graph_message(args: dict[str, Any]) -> Any:
+    """A built graph's start message from the --arg set (see RUN_EPILOG)."""
+    if not args:
+        return None
+    if list(args) == ["message"]:
+        return args["message"]
+    return args
+
+
+async def _with_store(
+    url: str | None, create: bool, body: Callable[[Store], Awaitable[int]]
+) -> int:
+    if not url:
+        fail(f"give the store with --store URL ({STORE_URLS}) or ${STORE_ENV}")
+    store = open_store(url, create=create)
+    try:
+        await probe_store(store, url)
+        return await body(store)
+    finally:
+        await close_store(store)
+
+
+def _finish(outcome: Outcome) -> int:
+    if outcome.code == EXIT_OK:
+        print_result(outcome.result)
+    return outcome.code
+
+
+async def _run(args: argparse.Namespace) -> int:
+    target = load_target(args.target)
+    start_args = parse_pairs(args.arg, "--arg")
+    for reserved in ("run_id", "start_event"):
+        if reserved in start_args:
+            fail(f"--arg {reserved}=... is not a start argument: use --run-id for the run's id")
+    responses = [parse_value(value) for value in args.respond]
+    store: Store | None = None
+    if args.store:
+        store = open_store(args.store, create=True)
+    try:
+        if store is not None:
+            await probe_store(store, args.store)
+        progress = make_progress(not args.no_progress)
+        workflow = configure(
+            target,
+            store=store,
+            mode=args.mode,
+            event_log=args.event_log,
+            observers=(progress,),
+        )
+        if isinstance(workflow, GraphWorkflow):
+            message = _graph_message(start_args)
+
+            def start() -> WorkflowHandler:
+                return workflow.run(message, run_id=args.run_id)
+        else:
+
+            def start() -> WorkflowHandler:
+                return workflow.run(run_id=args.run_id, **start_args)
+
+        hint = None
+        if store is not None:
+            url = args.store
+
+            def hint(run_id: str) -> str:
+                return (
+                    f"stepgraph runs resume {run_id} --workflow {shlex.quote(args.target)} "
+                    f"--store {shlex.quote(url)}"
+                )
+
+        return _finish(
+            await follow(start, workflow, progress, responses=responses, resume_hint=hint)
+        )
+    finally:
+        if store is not None:
+            await close_store(store)
+
+
+def _workflow_of(args: argparse.Namespace) -> Target:
+    if not args.workflow:
+        fail(
+            f"runs {args.action} needs the run's workflow: give --workflow MODULE:ATTR "
+            f"(the workflow or built graph that made run {args.run_id!r})"
+        )
+    return load_target(args.workflow)
+
+
+async def _resume(args: argparse.Namespace, store: Store) -> int:
+    target = _workflow_of(args)
+    run_id: str = args.run_id
+    record = await store.get_run(run_id)
+    if record is None:
+        fail(f"there is no run {run_id!r} in the store")
+    checkpoint: str | None = None
+    if args.action == "fork":
+        checkpoint = args.checkpoint
+        if checkpoint is not None and checkpoint.isdigit():
+            checkpoint = f"{run_id}:{int(checkpoint)}"
+        known = [info.id for info in await store.list_checkpoints(run_id)]
+        if checkpoint not in known:
+            has = ", ".join(known) if len(known) <= 6 else f"{known[0]} to {known[-1]}"
+            fail(f"run {run_id!r} has no checkpoint {args.checkpoint!r} (it has {has or 'none'})")
+    progress = make_progress(not args.no_progress)
+    workflow = configure(target, store=store, event_log=args.event_log, observers=(progress,))
+    strict = not args.no_strict
+    url = args.store
+
+    def start() -> WorkflowHandler:
+        return workflow.resume(run_id, checkpoint, strict=strict)
+
+    def hint(new_id: str) -> str:
+        return (
+            f"stepgraph runs resume {new_id} --workflow {shlex.quote(args.workflow)} "
+            f"--store {shlex.quote(url)}"
+        )
+
+    def started(handler: WorkflowHandler) -> None:
+        if checkpoint is not None:
+            say(f"stepgraph: run {handler.run_id} is a fork of run {run_id} at {checkpoint}")
+
+    responses = [parse_value(value) for value in args.respond]
+    outcome = await follow(
+        start, workflow, progress, responses=responses, resume_hint=hint, on_start=started
+    )
+    return _finish(outcome)
+
+
+async def _runs(args: argparse.Namespace) -> int:
+    action = args.action
+    if action in ("resume", "fork"):
+        _workflow_of(args)  # a usage error before the store is opened
+
+    async def body(store: Store) -> int:
+        if action == "list":
+            return await list_runs(store, args.status, args.json)
+        if action == "show":
+            return await show_run(store, args.run_id, args.json)
+        if action == "cancel":
+            return await cancel_run(store, args.run_id)
+        return await _resume(args, store)
+
+    return await _with_store(args.store, False, body)
+
+
+def _graph(args: argparse.Namespace) -> int:
+    workflow = instance(load_target(args.target))
+    text = workflow.to_mermaid() if args.format == "mermaid" else workflow.to_dot()
+    print(text.rstrip("\n"))
+    return EXIT_OK
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "run":
+        return asyncio.run(_run(args))
+    if command == "runs":
+        return asyncio.run(_runs(args))
+    if command == "graph":
+        return _graph(args)
+    if command == "events":
+        return tail(args.path, args.n, args.follow)
+    return plot(args.path, args.output)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``stepgraph`` command with ``argv`` (default: ``sys.argv[1:]``); the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # bad options: usage and exit 2, as argparse does
+    try:
+        return _dispatch(args)
+    except CommandError as exc:
+        say(f"stepgraph: error: {exc}")
+        return exc.code
+    except KeyboardInterrupt:
+        say("stepgraph: interrupted")
+        return 130
+    except BrokenPipeError:  # `stepgraph runs list | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:  # a bug, or the user's code failing outside a run: one line
+        if os.environ.get("STEPGRAPH_DEBUG"):
+            raise
+        say(f"stepgraph: error: {type(exc).__name__}: {' '.join(str(exc).split())}")
+        say("stepgraph: (set STEPGRAPH_DEBUG=1 for the traceback)")
+        return EXIT_USAGE

@@ -1,0 +1,105 @@
+"""What every command shares: exit codes, the usage error, parsing ``KEY=VALUE`` and printing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import Any, NoReturn
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_PAUSED",
+    "EXIT_USAGE",
+    "CommandError",
+    "UsageError",
+    "fail",
+    "format_value",
+    "parse_pairs",
+    "parse_value",
+    "say",
+    "stamp",
+]
+
+EXIT_OK = 0
+"""The command did what it was asked."""
+EXIT_FAILED = 1
+"""The run failed (its step and error are printed)."""
+EXIT_USAGE = 2
+"""Bad usage: an unknown module, attribute, run or checkpoint, a malformed option, a store
+that cannot be opened, a refused operation."""
+EXIT_PAUSED = 3
+"""The run paused, waiting for input nobody gave (``--respond``); it is resumable."""
+
+
+class CommandError(Exception):
+    """Ends the command with ``code`` and one line on stderr (no traceback)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UsageError(CommandError):
+    """Bad usage (exit 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_USAGE)
+
+
+def fail(message: str) -> NoReturn:
+    """Raise a :class:`UsageError`."""
+    raise UsageError(message)
+
+
+def parse_value(text: str) -> Any:
+    """``text`` as JSON when it parses as JSON, else the string itself.
+
+    ``42`` is the int 42, ``true`` is True, ``[1, 2]`` a list, ``"42"`` (quotes included)
+    the string "42", and ``Ada`` (not JSON) the string "Ada".
+    """
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, Any]:
+    """``KEY=VALUE`` items as a dict, each value by :func:`parse_value`.
+
+    Raises:
+        UsageError: an item without ``=``, with an empty key, or a key given twice.
+    """
+    found: dict[str, Any] = {}
+    for item in pairs or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            fail(f"malformed {option} {item!r}: expected KEY=VALUE (VALUE is JSON or a string)")
+        if key in found:
+            fail(f"{option} {key!r} is given twice")
+        found[key] = parse_value(value)
+    return found
+
+
+def format_value(value: Any) -> str:
+    """``value`` as JSON (``json.dumps``) when it serializes, else its ``repr``."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def stamp(moment: datetime | float) -> str:
+    """A time for people: local time, to the millisecond, with its date."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment)
+    else:
+        moment = moment.astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+def say(message: str) -> None:
+    """One line on stderr, flushed."""
+    print(message, file=sys.stderr, flush=True)
