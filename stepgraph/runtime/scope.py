@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .ports import StepPort
 
-__all__ = ["IdempotencyKey", "Scope", "current_scope", "idempotency_key", "set_scope"]
+__all__ = ["WORKER", "IdempotencyKey", "Scope", "current_scope", "idempotency_key", "set_scope"]
 
 
 class Scope:
@@ -33,6 +33,9 @@ class Scope:
 
 
 _scope: contextvars.ContextVar[Scope] = contextvars.ContextVar("stepgraph_scope")
+
+WORKER: contextvars.ContextVar[int] = contextvars.ContextVar("stepgraph_worker", default=0)
+"""The number (1, 2, ...) of the run's worker that runs the current step attempt."""
 
 set_scope = _scope.set
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ..core import StartStep
 from .attempts import attempt_body, attempt_completed, attempt_failed, attempt_scope
 from .context import set_current_context
+from .scope import WORKER
 
 if TYPE_CHECKING:
     from .run import Run
@@ -53,10 +54,11 @@ class WorkerPool:
             self._idle.pop().set_result(None)
         elif self._workers - self._busy < len(pending):
             self._workers += 1
-            self._tasks.add(run.loop.create_task(self._worker(run)))
+            self._tasks.add(run.loop.create_task(self._worker(run, self._workers)))
 
-    async def _worker(self, run: Run) -> None:
+    async def _worker(self, run: Run, number: int) -> None:
         set_current_context(run.context)
+        WORKER.set(number)
         try:
             await self._work(run)
         except (asyncio.CancelledError, GeneratorExit):

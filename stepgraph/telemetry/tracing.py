@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..backends.base import call_to_end
 from ..core import AttemptFailed, Command, RunStatus, StepCompleted, StepFailed, Tick
 from ..runtime.observers import RunInfo, RunObserver
-from ..runtime.scope import current_scope
+from ..runtime.scope import WORKER, current_scope
 from ..tasks.observers import TaskObserver
 
 if TYPE_CHECKING:
@@ -199,6 +199,7 @@ class RunTracer(RunObserver):
         self.superstep: tuple[int, Any] | None = None
         self.steps: dict[tuple[int, int], tuple[Any, Any]] = {}
         self.started: dict[tuple[int, int], tuple[float, dict[str, str]]] = {}
+        self.backends: dict[str, str] | None = None  # step name -> where its body runs
 
     def run_started(self, run: RunInfo) -> None:
         if self.tracer is None:
@@ -243,7 +244,11 @@ class RunTracer(RunObserver):
         self, run: RunInfo, step: str, invocation: int, attempt: int, message: object
     ) -> None:
         if self.meters is not None:
-            where = {"stepgraph.step.name": step, "stepgraph.workflow.name": run.name}
+            where = {
+                "stepgraph.step.name": step,
+                "stepgraph.workflow.name": run.name,
+                "stepgraph.backend": self._backend(run, step),
+            }
             self.started[invocation, attempt] = (run.clock.monotonic(), where)
             self.meters.in_flight.add(1, where)
         if self.tracer is None:
@@ -259,12 +264,29 @@ class RunTracer(RunObserver):
                 "stepgraph.step.name": step,
                 "stepgraph.event.type": type(message).__name__,
                 "stepgraph.step.attempt": attempt,
+                "stepgraph.step.worker": WORKER.get(),
+                "stepgraph.backend": self._backend(run, step),
                 "stepgraph.run.id": run.run_id,
                 "stepgraph.workflow.name": run.name,
             },
         )
         token = context.attach(trace.set_span_in_context(span))  # the body's current span
         self.steps[invocation, attempt] = (span, token)
+
+    def _backend(self, run: RunInfo, step: str) -> str:
+        """Where ``step``'s body runs: its backend's name, or "inline" / "thread"."""
+        found = self.backends
+        if found is None:
+            found = self.backends = {}
+            for program in getattr(run, "programs", ()):
+                backend = program.backend
+                if backend is not None:
+                    found[program.name] = backend.name
+                else:
+                    found[program.name] = (
+                        "inline" if getattr(program, "is_async", True) else "thread"
+                    )
+        return found.get(step, "inline")
 
     def step_ended(
         self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick | None

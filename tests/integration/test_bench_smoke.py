@@ -17,7 +17,7 @@ def test_the_benchmark_harness_runs_every_workload_and_writes_its_json(tmp_path:
     output = tmp_path / "latest.json"
     done = subprocess.run(
         [
-            *(sys.executable, "-m", "bench", "--quick", "--reps", "1"),
+            *(sys.executable, "-X", "faulthandler", "-m", "bench", "--quick", "--reps", "1"),
             *("--max-size", "10000", "--output", str(output)),
             # W4 (tasks) and telemetry have tests of their own, below, at a tiny size
             *("--only", ",".join(c for c in CHOICES if c not in ("tasks", "telemetry"))),

@@ -101,6 +101,8 @@ async def test_a_superstep_run_nests_steps_in_supersteps_in_the_run(
         superstep = parent_of(step_span, spans)
         assert superstep.name == "stepgraph.superstep" and parent_of(superstep, spans) is run
         assert step_span.attributes["stepgraph.step.attempt"] == 1
+        assert step_span.attributes["stepgraph.step.worker"] >= 1
+    assert [s.attributes["stepgraph.backend"] for s in steps] == ["inline", "thread", "thread"]
     # the user's own spans nest under the step that ran them, in the loop and on a thread
     (mine,) = named(spans, "user.async")
     assert parent_of(mine, spans) is steps[0]
@@ -331,7 +333,9 @@ async def test_metrics_have_the_pinned_names_units_and_attributes() -> None:
     assert durations["Chain", "hop"].count == 4 and durations["Chain", "start"].count == 2
     assert durations["Flaky", "start"].count == 2  # each attempt
     assert points("stepgraph.step.retries")["Flaky", "start"].value == 1
-    assert all(p.value == 0 for p in metrics["stepgraph.steps.in_flight"].data.data_points)
+    in_flight = metrics["stepgraph.steps.in_flight"].data.data_points
+    assert all(p.value == 0 for p in in_flight)
+    assert {p.attributes["stepgraph.backend"] for p in in_flight} == {"inline", "thread"}
     assert points("stepgraph.messages")["Chain", "start"].value == 2  # a Hop in each run
     assert points("stepgraph.task.duration")[None, "<lambda>"].count == 1
     (sizes,) = metrics["stepgraph.checkpoint.size"].data.data_points
