@@ -19,6 +19,7 @@ from .graph_events import (
     WorkflowEvent,
     WorkflowOutputEvent,
 )
+from .limits import Limiter
 from .runtime.context import Context, get_context
 from .runtime.handler import WorkflowHandler
 from .runtime.observers import RunObserver
@@ -37,6 +38,7 @@ __all__ = [
     "GraphWorkflow",
     "HumanResponseEvent",
     "InputRequiredEvent",
+    "Limiter",
     "RequestInfoEvent",
     "RetryPolicy",
     "RunObserver",

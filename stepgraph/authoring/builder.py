@@ -15,6 +15,7 @@ from ..backends.base import Backend
 from ..core import FanIn, Graph, Node
 from ..errors import WorkflowValidationError
 from ..graph_events import RequestInfoEvent, WorkflowOutputEvent
+from ..limits import Limiter
 from ..runtime.clock import Clock
 from ..runtime.observers import RunObserver
 from ..runtime.plan import RunPlan
@@ -176,6 +177,7 @@ class WorkflowBuilder:
         serializer: str = "json",
         backends: Mapping[str, Backend] | None = None,
         event_log: str | os.PathLike[str] | EventLog | None = None,
+        limiters: Sequence[Limiter] = (),
     ) -> GraphWorkflow:
         """Validate the graph and compile it.
 
@@ -251,6 +253,7 @@ class WorkflowBuilder:
             serializer=serializer,
             backends=backends,
             event_log=event_log,
+            limiters=limiters,
         )
 
     def _node_order(self, name: str, start_id: str) -> list[str]:

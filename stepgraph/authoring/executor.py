@@ -178,6 +178,7 @@ class Executor:
         retry_policy: RetryPolicy | None = None,
         timeout: float | None = None,
         backend: str | None = None,
+        limiter: str | None = None,
     ) -> None:
         self.id = id or type(self).__name__
         if not isinstance(self.id, str) or not self.id:
@@ -188,6 +189,7 @@ class Executor:
             retry_policy=retry_policy,
             timeout=timeout,
             backend=backend,
+            limiter=limiter,
         )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

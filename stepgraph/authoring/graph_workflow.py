@@ -9,6 +9,7 @@ from typing import Any
 from ..backends.base import Backend
 from ..durability.launch import launch_run, resume_run
 from ..graph_events import RunResult
+from ..limits import Limiter
 from ..runtime.clock import Clock
 from ..runtime.handler import WorkflowHandler
 from ..runtime.launch import RunOptions, launch, run_in_new_loop
@@ -48,6 +49,7 @@ class GraphWorkflow:
         serializer: str = "json",
         backends: Mapping[str, Backend] | None = None,
         event_log: str | os.PathLike[str] | EventLog | None = None,
+        limiters: Sequence[Limiter] = (),
     ) -> None:
         self.options = RunOptions.checked(
             "build",
@@ -63,9 +65,12 @@ class GraphWorkflow:
             serializer=serializer,
             backends=backends,
             event_log=event_log,
+            limiters=limiters,
         )
         self.mode = self.options.mode
-        self.plan = placed(plan, self.options.backends, f"workflow {plan.name!r}")
+        self.plan = placed(
+            plan, self.options.backends, f"workflow {plan.name!r}", self.options.limiters
+        )
         self.name = plan.name
         self.edges = edges
         self.start = start

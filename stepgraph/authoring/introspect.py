@@ -64,6 +64,7 @@ def node_config(
     retry_policy: object,
     timeout: object,
     backend: object = None,
+    limiter: object = None,
 ) -> StepConfig:
     """Check a node's options (``@step(...)``, ``Executor(...)``); errors name ``where``."""
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
@@ -87,8 +88,16 @@ def node_config(
         raise WorkflowValidationError(
             f"{where}: backend is the name of a backend (a str), got backend={backend!r}"
         )
+    if limiter is not None and (not isinstance(limiter, str) or not limiter):
+        raise WorkflowValidationError(
+            f"{where}: limiter is the name of a limiter (a str), got limiter={limiter!r}"
+        )
     return StepConfig(
-        num_workers=num_workers, retry_policy=retry_policy, timeout=timeout, backend=backend
+        num_workers=num_workers,
+        retry_policy=retry_policy,
+        timeout=timeout,
+        backend=backend,
+        limiter=limiter,
     )
 
 

@@ -65,6 +65,7 @@ def step(
     retry_policy: RetryPolicy | None = None,
     timeout: float | None = None,
     backend: str | None = None,
+    limiter: str | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -76,6 +77,7 @@ def step(
     retry_policy: RetryPolicy | None = None,
     timeout: float | None = None,
     backend: str | None = None,
+    limiter: str | None = None,
 ) -> Any:
     """Mark a workflow method as a step.
 
@@ -91,6 +93,8 @@ def step(
             ``backends={...}`` (default: ``async def`` on the event loop, ``def`` on a
             thread). A backend in another process gets the event pickled (cloudpickle)
             and a recording context (see docs/backends.md).
+        limiter: the name of a limiter its body holds while it runs, among the
+            workflow's ``limiters=[...]`` (see ``stepgraph.Limiter``).
 
     Example::
 
@@ -105,6 +109,7 @@ def step(
         retry_policy=retry_policy,
         timeout=timeout,
         backend=backend,
+        limiter=limiter,
     )
 
     def mark(fn: F) -> F:

@@ -17,6 +17,7 @@ from ..core.text import short_repr
 from ..durability.launch import launch_run, resume_run
 from ..errors import InvalidStartEventError, WorkflowRuntimeError, WorkflowValidationError
 from ..events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
+from ..limits import Limiter
 from ..runtime.clock import Clock
 from ..runtime.context import Context
 from ..runtime.handler import WorkflowHandler
@@ -111,6 +112,8 @@ class Workflow:
             per event of every run to.
         name: the workflow's name in messages, records, spans and stores (default: its
             class's qualified name).
+        limiters: the :class:`~stepgraph.Limiter` objects its steps hold
+            (``@step(limiter="llm")``, ``async with ctx.limit("llm")``).
 
     The workflow object holds its definition only: one object can run many times,
     concurrently, and in different event loops.
@@ -146,6 +149,7 @@ class Workflow:
         serializer: str = "json",
         backends: Mapping[str, Backend] | None = None,
         event_log: str | os.PathLike[str] | EventLog | None = None,
+        limiters: Sequence[Limiter] = (),
         name: str | None = None,
     ) -> None:
         self.options = RunOptions.checked(
@@ -162,6 +166,7 @@ class Workflow:
             serializer=serializer,
             backends=backends,
             event_log=event_log,
+            limiters=limiters,
         )
         if name is not None and (not isinstance(name, str) or not name):
             raise WorkflowValidationError(
@@ -287,7 +292,9 @@ class Workflow:
     def _placed(self, compiled: CompiledWorkflow) -> RunPlan:
         """The plan of this instance: its name, if given; steps that name a backend on
         this instance's backends."""
-        plan = placed(compiled.plan, self.options.backends, f"workflow {compiled.name!r}")
+        options = self.options
+        where = f"workflow {compiled.name!r}"
+        plan = placed(compiled.plan, options.backends, where, options.limiters)
         if self._stepgraph_name is None:
             return plan
         graph = copy.copy(plan.graph)

@@ -24,6 +24,7 @@ from ..errors import (
     WorkflowRuntimeError,
 )
 from ..events import Event
+from ..limits import Gate
 from ..telemetry.tracing import carry_trace, tracer
 from .effects import RecordingPort, run_recorded
 from .failures import failure_of
@@ -74,17 +75,31 @@ def attempt_body(run: Run, command: StartStep, scope: Scope) -> Awaitable[Any]:
     attempt failing like any other.
     """
     program = run.programs[command.node]
-    backend = program.backend
-    if backend is None:  # the default: inline when async, a thread when not
-        body = program.call(run.owner, run.context, command.message)
-    elif backend.in_process:
-        body = backend.submit(program.body, run.owner, run.context, command.message)
-    else:
-        body = _elsewhere(run, program, command)
+    limiter = program.config.limiter
+    if limiter is None:
+        body = _started(run, program, command)
+    else:  # the body starts once the limiter lets it (the attempt runs while it waits)
+        body = _held(run.limiters[limiter], run, program, command)
     timeout = program.config.timeout
     if timeout is None:
         return body
     return _bounded(run, body, timeout, scope)
+
+
+def _started(run: Run, program: NodeProgram, command: StartStep) -> Awaitable[Any]:
+    """The body of attempt ``command``, started on its backend."""
+    backend = program.backend
+    if backend is None:  # the default: inline when async, a thread when not
+        return program.call(run.owner, run.context, command.message)
+    if backend.in_process:
+        return backend.submit(program.body, run.owner, run.context, command.message)
+    return _elsewhere(run, program, command)
+
+
+async def _held(gate: Gate, run: Run, program: NodeProgram, command: StartStep) -> Any:
+    """The body, started once ``gate`` lets it, and awaited while holding it."""
+    async with gate.hold():
+        return await _started(run, program, command)
 
 
 async def _bounded(run: Run, body: Awaitable[Any], timeout: float, scope: Scope) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.collector import Repeat
@@ -79,6 +80,11 @@ class Context(IdempotencyKey):
         if scope is None or scope.run is not self._run:
             raise WorkflowRuntimeError(f"ctx.{what}() can only be called from a step of this run")
         return scope
+
+    def limit(self, name: str) -> AbstractAsyncContextManager[float]:
+        """``async with ctx.limit("llm"):`` holds the workflow's limiter ``name`` for the
+        block (waiting for it first); it gives the seconds it waited."""
+        return self._run.limit(current_scope(), name)
 
     def send_event(self, event: Event, step: str | None = None) -> None:
         """Emit ``event`` in addition to what the step returns.

@@ -121,6 +121,10 @@ class RecordingPort:
     def publish(self, scope: Scope | None, event: object) -> None:
         self.effects.ops.append(("stream", event, None))
 
+    def limit(self, scope: Scope | None, name: str) -> NoReturn:
+        assert scope is not None
+        self._refuse(scope, "limit")
+
     def _refuse(self, scope: Scope, what: str) -> NoReturn:
         raise WorkflowRuntimeError(
             f"{self.where(scope)} runs on backend {self.backend!r}, away from its run: "

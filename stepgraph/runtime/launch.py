@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core import Mode
 from ..errors import StepgraphError, WorkflowValidationError
+from ..limits import Gate, Limiter, gate_of
 from ..telemetry.event_log import event_log_of
 from .backends import Backend
 from .clock import SYSTEM_CLOCK, Clock
@@ -43,6 +44,7 @@ class RunOptions:
     store: Any = None  # a stepgraph.stores.Store: the runs are durable
     serializer: str = "json"
     backends: Mapping[str, Backend] = field(default_factory=dict)  # by name, for nodes
+    limiters: Mapping[str, Gate] = field(default_factory=dict)  # by name: the process's gates
 
     @classmethod
     def checked(
@@ -61,6 +63,7 @@ class RunOptions:
         serializer: str = "json",
         backends: Mapping[str, object] | None = None,
         event_log: object = None,
+        limiters: Sequence[object] = (),
     ) -> RunOptions:
         """Validate the options; errors read ``where(option=value): ...``."""
         try:
@@ -129,6 +132,13 @@ class RunOptions:
             if sum(b is backend for b in (backends or {}).values()) == 1:
                 backend.name = name  # messages name it as the workflow does
             named[name] = backend
+        gates: dict[str, Gate] = {}
+        for limiter in limiters:
+            if not isinstance(limiter, Limiter):
+                raise WorkflowValidationError(
+                    f"{where}(limiters=[..., {limiter!r}]): expected stepgraph.Limiter(...)"
+                )
+            gates[limiter.name] = gate_of(limiter)
         return cls(
             parsed,
             timeout,
@@ -140,6 +150,7 @@ class RunOptions:
             store,
             serializer,
             named,
+            gates,
         )
 
 

@@ -35,6 +35,7 @@ class StepConfig:
     retry_policy: RetryPolicy | None = None
     timeout: float | None = None
     backend: str | None = None  # the name of the backend its body runs on (None: default)
+    limiter: str | None = None  # the name of the limiter its body holds (None: none)
 
 
 class NodeProgram(Protocol):
@@ -112,21 +113,38 @@ class RunPlan:
     reducers: Mapping[str, Callable[[Any, Any], Any]] = field(default_factory=dict)
     retried: tuple[bool, ...] = field(init=False)  # which nodes have a retry policy
     named_backends: bool = field(init=False)  # whether a node names its backend
+    named_limiters: bool = field(init=False)  # whether a node names a limiter
 
     def __post_init__(self) -> None:
         retried = tuple(p.config.retry_policy is not None for p in self.programs)
         object.__setattr__(self, "retried", retried)
         named = any(p.config.backend is not None for p in self.programs)
         object.__setattr__(self, "named_backends", named)
+        limited = any(p.config.limiter is not None for p in self.programs)
+        object.__setattr__(self, "named_limiters", limited)
 
 
-def placed(plan: RunPlan, backends: Mapping[str, Backend], where: str) -> RunPlan:
+def placed(
+    plan: RunPlan,
+    backends: Mapping[str, Backend],
+    where: str,
+    limiters: Mapping[str, object] | None = None,
+) -> RunPlan:
     """``plan`` with each node that names a backend (``@step(backend=...)``,
     ``Executor(backend=...)``) on that backend, taken from ``backends``.
 
     Raises:
         WorkflowValidationError: a node names a backend that ``backends`` does not have.
     """
+    for program in plan.programs if plan.named_limiters else ():  # named limiters: declared
+        name = program.config.limiter
+        if name is not None and name not in (limiters or {}):
+            known = ", ".join(repr(n) for n in limiters or {}) or "none"
+            raise WorkflowValidationError(
+                f"{plan.graph.node_kind} {program.name!r} of {where} holds limiter {name!r}, "
+                f"which is not declared (declared: {known}); pass "
+                f"limiters=[Limiter({name!r}, ...)]"
+            )
     if not plan.named_backends:
         return plan
     programs = list(plan.programs)

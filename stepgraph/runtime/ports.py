@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core import Graph, OpenRequest, RunStatus
@@ -34,6 +35,10 @@ class StepPort(Protocol):
 
     ``scope`` is the calling invocation (``current_scope()``), or None for the caller.
     """
+
+    def limit(self, scope: Scope | None, name: str) -> AbstractAsyncContextManager[float]:
+        """Hold limiter ``name`` for a block (``ctx.limit``)."""
+        ...
 
     @property
     def run_id(self) -> str: ...

@@ -28,6 +28,7 @@ import itertools
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,7 @@ from ..core import (
 )
 from ..core.text import short_repr
 from ..errors import StepgraphError, WorkflowRuntimeError
+from ..limits import limited
 from ..state.reducers import merge_writes
 from ..state.store import StateStore
 from ..telemetry.tracing import run_tracer
@@ -125,6 +127,7 @@ class Run:
         "context",
         "done",
         "graph",
+        "limiters",
         "loop",
         "mode",
         "name",
@@ -159,6 +162,7 @@ class Run:
         )
         self.clock = options.clock
         self._wall = options.clock.wall
+        self.limiters = options.limiters
         self.outcome: asyncio.Future[Any] = loop.create_future()
         self._stream: EventStream | None = None  # made on first use
         self._closes = False  # the run finished: its style's closing events end the stream
@@ -434,6 +438,10 @@ class Run:
             self._followups.append(StateMerged(values=values))
 
     # -- what steps send ------------------------------------------------------------------------
+
+    def limit(self, scope: Scope | None, name: str) -> AbstractAsyncContextManager[float]:
+        """``ctx.limit(name)``: hold the run's limiter ``name`` for a block."""
+        return limited(name, dict(self.limiters), self.where(scope)).hold()
 
     def where(self, scope: Scope | None) -> str:
         """Who is acting, for messages: the caller, or a step of this run."""

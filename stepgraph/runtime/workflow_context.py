@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import WorkflowRuntimeError
@@ -85,6 +86,11 @@ class WorkflowContext(IdempotencyKey, Generic[T_Out]):
         name = self._run.graph.nodes[scope.node].name
         self._run.emit(scope, WorkflowOutputEvent(data=data, executor_id=name))
         return _DONE
+
+    def limit(self, name: str) -> AbstractAsyncContextManager[float]:
+        """``async with ctx.limit("llm"):`` holds the workflow's limiter ``name`` for the
+        block (waiting for it first); it gives the seconds it waited."""
+        return self._run.limit(current_scope(), name)
 
     def request_info(self, data: Any, response_type: type) -> Ready[str]:
         """Ask the caller for information; returns the request id at once.

@@ -17,7 +17,7 @@ import os
 import shlex
 import subprocess
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import Context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -28,6 +28,7 @@ from ..backends.local import InlineBackend, ThreadBackend
 from ..backends.noop import NoopBackend
 from ..core.text import short_repr
 from ..errors import BackendError, DependencyFailed, StepgraphError, TaskFailed
+from ..limits import Gate, Limiter, gate_of, limited
 from ..runtime.clock import SYSTEM_CLOCK, Clock
 from .dag import CANCEL, FAIL, START, Dag, DagCommand
 from .futures import _BLOCK_ID, _WORKFLOW_ID, TaskFuture, workflow_scope
@@ -64,6 +65,7 @@ class Task:
         "direct",
         "flow",
         "fn",
+        "gate",
         "kind",
         "name",
         "noop",
@@ -81,6 +83,7 @@ class Task:
         runner: Backend,
         resources: Mapping[str, int] | None,
         options: Any = None,
+        gate: Gate | None = None,
     ) -> None:
         self.flow = flow
         self.fn = fn
@@ -96,7 +99,9 @@ class Task:
             kind == FUNCTION
             and type(runner) is InlineBackend
             and not inspect.iscoroutinefunction(fn)
+            and gate is None
         )
+        self.gate = gate  # the limiter its body holds, if any
         self.options = options
         functools.update_wrapper(self, fn)
 
@@ -160,6 +165,7 @@ class TaskFlow:
         observers: :class:`~stepgraph.tasks.TaskObserver` instances told about every task.
         event_log: a path (or an ``EventLog``) to append a JSON line per task event to.
         clock: the clock observers read (default: the system's).
+        limiters: :class:`~stepgraph.Limiter` objects tasks hold (``limiter="llm"``).
 
     Use it as ``async with TaskFlow(...) as flow:``. Leaving the block normally waits
     for every task and block still pending or running, then shuts the backends down.
@@ -178,6 +184,7 @@ class TaskFlow:
         observers: Sequence[TaskObserver] = (),
         event_log: str | os.PathLike[str] | EventLog | None = None,
         clock: Clock | None = None,
+        limiters: Sequence[Limiter] = (),
     ) -> None:
         chosen: dict[str, Backend] = (
             dict(backends) if backends is not None else {"default": ThreadBackend()}
@@ -192,6 +199,11 @@ class TaskFlow:
                 backend.name = name  # messages name it as the flow does
         self.backends: dict[str, Backend] = chosen
         self.clock: Clock = clock or SYSTEM_CLOCK
+        self.limiters: dict[str, Gate] = {}
+        for limiter in limiters:
+            if not isinstance(limiter, Limiter):
+                raise StepgraphError(f"TaskFlow(limiters=[..., {limiter!r}]): expected a Limiter")
+            self.limiters[limiter.name] = gate_of(limiter)
         watchers = list(observers)
         for observer in watchers:
             if not isinstance(observer, TaskObserver):
@@ -250,6 +262,7 @@ class TaskFlow:
         resources: Mapping[str, int] | None,
         options: Any,
         check: Callable[[str, Backend, str], None] | None = None,
+        limiter: str | None = None,
     ) -> Any:
         def declare(func: Callable[..., Any]) -> Task:
             if not callable(func):
@@ -258,7 +271,8 @@ class TaskFlow:
             name, runner = self._backend(backend, label)
             if check is not None:
                 check(name, runner, label)
-            return Task(self, func, kind, name, runner, resources, options)
+            gate = None if limiter is None else limited(limiter, self.limiters, label)
+            return Task(self, func, kind, name, runner, resources, options, gate)
 
         return declare if fn is None else declare(fn)
 
@@ -272,6 +286,7 @@ class TaskFlow:
         *,
         backend: str | None = None,
         resources: Mapping[str, int] | None = None,
+        limiter: str | None = None,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def function_task(
@@ -281,10 +296,12 @@ class TaskFlow:
         *,
         backend: str | None = None,
         resources: Mapping[str, int] | None = None,
+        limiter: str | None = None,
     ) -> Any:
         """A Python function (``def`` or ``async def``) as a task: its result is the return
-        value. Works bare (``@flow.function_task``), with keywords, and as a plain call."""
-        return self._declare(fn, FUNCTION, backend, resources, None)
+        value. Works bare (``@flow.function_task``), with keywords, and as a plain call.
+        ``limiter="llm"`` holds that limiter (``TaskFlow(limiters=[...])``) while it runs."""
+        return self._declare(fn, FUNCTION, backend, resources, None, limiter=limiter)
 
     @overload
     def executable_task(self, fn: Callable[..., Any], /) -> Task: ...
@@ -638,21 +655,11 @@ class TaskFlow:
                     kwargs = {k: _resolved(v) for k, v in kwargs.items()}
             if body is not None:
                 value = await body()
-            elif task.kind == FUNCTION or task.noop:
-                fn = task.fn
-                if self._traced and not task.runner.in_process:  # the span goes with it
-                    from ..telemetry.tracing import carry_trace
-
-                    fn = carry_trace(fn)
-                value = await task.runner.submit(fn, *args, **kwargs)
-            elif task.kind == BLOCK:
-                value = task.fn(*args, **kwargs)
-                if inspect.isawaitable(value):
-                    value = await value
-            elif task.kind == EXECUTABLE:
-                value = await self._execute(task, future, args, kwargs)
+            elif task.gate is None:
+                value = await self._body(task, future, args, kwargs)
             else:
-                value = await self._ask(task, args, kwargs)
+                async with task.gate.hold():  # the task runs while it waits its turn
+                    value = await self._body(task, future, args, kwargs)
         except asyncio.CancelledError:
             if not future.done():  # the body raised it: the task is cancelled, as in asyncio
                 self._cancel(future)
@@ -671,6 +678,23 @@ class TaskFlow:
         finally:
             del self._drivers[number]
             self._settled(number, ok)
+
+    def _body(
+        self, task: Task, future: TaskFuture, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]:
+        """What to await for the body of ``task`` (by its kind, on its backend)."""
+        if task.kind == FUNCTION or task.noop:
+            fn = task.fn
+            if self._traced and not task.runner.in_process:  # the span goes with it
+                from ..telemetry.tracing import carry_trace
+
+                fn = carry_trace(fn)
+            return task.runner.submit(fn, *args, **kwargs)
+        if task.kind == BLOCK:
+            return _awaited(task.fn(*args, **kwargs))
+        if task.kind == EXECUTABLE:
+            return self._execute(task, future, args, kwargs)
+        return self._ask(task, args, kwargs)
 
     def _failure(
         self,
@@ -874,3 +898,10 @@ def _dependency_failed(future: TaskFuture, dependency: TaskFuture) -> Dependency
     )
     error.__cause__ = root
     return error
+
+
+async def _awaited(value: Any) -> Any:
+    """``value``, awaited when it is awaitable (a block's body may be a plain function)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value

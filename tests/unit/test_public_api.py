@@ -25,6 +25,7 @@ PUBLIC_NAMES = [
     "GraphWorkflow",
     "HumanResponseEvent",
     "InputRequiredEvent",
+    "Limiter",
     "RequestInfoEvent",
     "RetryPolicy",
     "RunObserver",
