@@ -77,7 +77,10 @@ def attempt_body(run: Run, command: StartStep, scope: Scope) -> Awaitable[Any]:
     program = run.programs[command.node]
     limiter = program.config.limiter
     if limiter is None:
-        body = _started(run, program, command)
+        if program.backend is None:  # the common case, inline: async on the loop, def a thread
+            body = program.call(run.owner, run.context, command.message)
+        else:
+            body = _started(run, program, command)
     else:  # the body starts once the limiter lets it (the attempt runs while it waits)
         body = _held(run.limiters[limiter], run, program, command)
     timeout = program.config.timeout
