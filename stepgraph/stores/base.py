@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "CheckpointInfo",
@@ -250,4 +250,9 @@ class Store(Protocol):
 
     async def release(self, run_id: str, owner: str) -> None:
         """Give up ``owner``'s lease on the run (nothing when it holds none)."""
+        ...
+
+    async def result(self, run_id: str, timeout: float | None = None) -> Any:
+        """Wait until the run ends; its result (a failed run raises its stored error).
+        ``stepgraph.stores.results.StoreResults`` implements it on ``get_run``."""
         ...

@@ -21,6 +21,7 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
+from .results import StoreResults
 
 __all__ = ["MemoryStore"]
 
@@ -36,7 +37,7 @@ class _Run:
     journal: dict[int, list[bytes]] = field(default_factory=dict)
 
 
-class MemoryStore:
+class MemoryStore(StoreResults):
     """A store in memory: runs live as long as this object.
 
     Example::

@@ -47,6 +47,7 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
+from .results import StoreResults
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -252,7 +253,7 @@ class _LoopConnections:
         self.idle.clear()
 
 
-class PostgresStore:
+class PostgresStore(StoreResults):
     """Runs, checkpoints and journals in PostgreSQL (psycopg 3; the extra ``postgres``).
 
     Args:

@@ -37,6 +37,7 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
+from .results import StoreResults
 
 __all__ = ["SqliteStore"]
 
@@ -180,7 +181,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class SqliteStore:
+class SqliteStore(StoreResults):
     """Runs, checkpoints and journals in one SQLite file.
 
     Args:

@@ -1,0 +1,72 @@
+"""``store.result(run_id)``: wait for a stored run's end, from any process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from ..errors import RunNotFoundError, WorkflowCancelled, WorkflowTimeoutError
+from .base import RunRecord, StoredStatus
+
+__all__ = ["StoreResults", "outcome_of"]
+
+_FIRST_POLL = 0.002
+_LAST_POLL = 0.25  # a poll that backs off: idle waiting costs a read every quarter second
+
+
+def outcome_of(record: RunRecord) -> Any:
+    """The result of an ended run's record; a failed run raises its stored error, a
+    cancelled one ``WorkflowCancelled``."""
+    from ..durability.checkpoints import decode_value  # durability builds on stores
+
+    status = StoredStatus(record.status)
+    if status is StoredStatus.CANCELLED:
+        raise WorkflowCancelled(f"run {record.run_id!r} was cancelled")
+    value = (
+        None
+        if record.result is None
+        else decode_value(record.result, "the stored result", run_id=record.run_id)
+    )
+    if status is StoredStatus.FAILED:
+        error = getattr(value, "error", None)
+        if isinstance(error, BaseException):
+            raise error
+        raise RuntimeError(f"run {record.run_id!r} failed (its error was not stored)")
+    return value
+
+
+class StoreResults:
+    """``result()`` for a store: wait, polling with a back-off, until the run has ended."""
+
+    async def get_run(self, run_id: str) -> RunRecord | None:  # pragma: no cover - the store's
+        raise NotImplementedError
+
+    async def result(self, run_id: str, timeout: float | None = None) -> Any:
+        """Wait until run ``run_id`` ends (in this process or another); its result.
+
+        Raises:
+            RunNotFoundError: the store has no such run.
+            WorkflowTimeoutError: it did not end within ``timeout`` seconds.
+            WorkflowCancelled: it was cancelled.
+            Exception: a failed run's stored error (``RecordedError`` when it failed in
+                another process, with the original type's name, message and traceback).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = _FIRST_POLL
+        while True:
+            record = await self.get_run(run_id)
+            if record is None:
+                raise RunNotFoundError(f"no run {run_id!r} in {self!r}")
+            status = StoredStatus(record.status)
+            if status.final:
+                return outcome_of(record)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WorkflowTimeoutError(
+                        f"run {run_id!r} did not end within {timeout} s (it is {status})"
+                    )
+                pause = min(pause, left)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _LAST_POLL)
