@@ -102,6 +102,9 @@ _INSERT_CHECKPOINT = (
 )
 
 
+_INSERT_ENTRY = "INSERT INTO stepgraph_journal (run_id, after_seq, pos, entry) VALUES (?, ?, ?, ?)"
+
+
 def _keys(number: int) -> tuple[int, int]:
     """The first and last checkpoint keys of run ``number``."""
     return number << _SEQ_BITS, (number << _SEQ_BITS) | _SEQ_MASK
@@ -115,7 +118,7 @@ def _statements(batch: Commit, number: int, now: float) -> list[_Statement]:
         after, at = batch.journal_after, batch.journal_at
         out.append(
             (
-                "INSERT INTO stepgraph_journal (run_id, after_seq, pos, entry) VALUES (?, ?, ?, ?)",
+                _INSERT_ENTRY,
                 [(run_id, after, at + i, entry) for i, entry in enumerate(batch.journal)],
             )
         )
@@ -323,6 +326,20 @@ class SqliteStore(StoreResults):
             with self._lock:
                 try:
                     (self._conn or self._connect()).execute(_INSERT_CHECKPOINT, row)
+                except sqlite3.Error as exc:
+                    raise StoreError(self._refusal(batch, exc)) from exc
+            return
+        if (
+            number is not None
+            and write is None
+            and batch.status is None
+            and len(batch.journal) == 1
+        ):
+            # one journal entry (a step of an async run, mostly): one statement, no transaction
+            entry = (batch.run_id, batch.journal_after, batch.journal_at, batch.journal[0])
+            with self._lock:
+                try:
+                    (self._conn or self._connect()).execute(_INSERT_ENTRY, entry)
                 except sqlite3.Error as exc:
                     raise StoreError(self._refusal(batch, exc)) from exc
             return
