@@ -159,7 +159,10 @@ class Gate:
             except BaseException:
                 with self._lock:
                     if (loop, waiter) in self._waiters:
+                        first = self._waiters[0] == (loop, waiter)
                         self._waiters.remove((loop, waiter))
+                        if first:  # the next in line takes the turn (and its own timer)
+                            self._wake_first()
                     else:  # woken, then cancelled: pass the turn on
                         self._wake_first()
                 raise

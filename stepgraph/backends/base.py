@@ -34,7 +34,25 @@ from typing import Any, Protocol, runtime_checkable
 
 from .commands import Command, CommandResult, run_command_blocking
 
-__all__ = ["Backend", "BackendBase", "call_to_end"]
+__all__ = ["Backend", "BackendBase", "LoopSemaphores", "call_to_end"]
+
+
+class LoopSemaphores:
+    """A cap of ``size`` at once, per event loop (an asyncio semaphore belongs to one
+    loop; a backend may serve several, one after another or at once)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._by_loop: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+    def get(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        found = self._by_loop.get(loop)
+        if found is None:
+            for old in [known for known in self._by_loop if known.is_closed()]:
+                del self._by_loop[old]
+            found = self._by_loop[loop] = asyncio.Semaphore(self.size)
+        return found
 
 
 def call_to_end(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

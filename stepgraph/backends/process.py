@@ -12,7 +12,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..errors import MissingExtraError, SerializationError, WorkerDiedError
-from .base import BackendBase, call_to_end
+from .base import BackendBase, LoopSemaphores, call_to_end
 from .commands import Command, CommandResult, run_command_async
 
 __all__ = ["ProcessBackend", "dumps", "run_pickled"]
@@ -98,7 +98,7 @@ class ProcessBackend(BackendBase):
         self.max_workers = max_workers
         self.start_method = start_method or "spawn"
         self._pool: ProcessPoolExecutor | None = None
-        self._commands: asyncio.Semaphore | None = None
+        self._commands = LoopSemaphores(max_workers or os.cpu_count() or 1)
         self._lock = threading.Lock()
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -124,9 +124,7 @@ class ProcessBackend(BackendBase):
         return self._bounded_command(command)
 
     async def _bounded_command(self, command: Command) -> CommandResult:
-        if self._commands is None:
-            self._commands = asyncio.Semaphore(self.max_workers or os.cpu_count() or 1)
-        async with self._commands:
+        async with self._commands.get():
             return await run_command_async(command)
 
     async def _watch(self, pool: ProcessPoolExecutor, future: Awaitable[Any], what: str) -> Any:

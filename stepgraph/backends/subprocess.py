@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import RecordedError, WorkerDiedError
-from .base import BackendBase
+from .base import BackendBase, LoopSemaphores
 from .commands import Command, CommandResult, run_command_async, terminate
 from .process import dumps
 
@@ -42,16 +42,11 @@ class SubprocessBackend(BackendBase):
         self.name = name
         self.max_workers = max_workers or os.cpu_count() or 1
         self.grace = grace
-        self._slots: asyncio.Semaphore | None = None
+        self._slots = LoopSemaphores(self.max_workers)
 
-    def _semaphore(self) -> asyncio.Semaphore:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_workers)
-        return self._slots
-
-    async def _bounded(self, work: Awaitable[Any]) -> Any:
-        async with self._semaphore():
-            return await work
+    async def _bounded(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        async with self._slots.get():
+            return await work()
 
     def run_command(self, command: Command) -> Awaitable[CommandResult]:
         if command.grace != self.grace:
@@ -64,11 +59,12 @@ class SubprocessBackend(BackendBase):
                 stderr_path=command.stderr_path,
                 grace=self.grace,
             )
-        return self._bounded(run_command_async(command))
+        return self._bounded(lambda: run_command_async(command))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         payload = dumps((fn, args, kwargs))
-        return self._bounded(self._run(payload, getattr(fn, "__name__", repr(fn))))
+        what = getattr(fn, "__name__", repr(fn))
+        return self._bounded(lambda: self._run(payload, what))
 
     async def _run(self, payload: bytes, what: str) -> Any:
         child = await asyncio.create_subprocess_exec(

@@ -63,6 +63,7 @@ _MISSING = (
 )
 
 _POOL_SIZE = 4  # connections for reads and writes, per event loop
+_CLOSE_WAIT = 10.0  # seconds aclose() waits for the queries in flight
 
 # {p} is the schema prefix ('"name".' or nothing).
 _TABLES = """
@@ -367,8 +368,18 @@ class PostgresStore(StoreResults):
         loop = asyncio.get_running_loop()
         with self._lock:
             here = self._loops.pop(loop, None)
-        if here is not None:
-            here.finish()
+        if here is None:
+            return
+        # Closing a connection a query is using frees what that query's C code is still
+        # reading: wait for the lease call and every pooled connection in flight first.
+        try:
+            async with asyncio.timeout(_CLOSE_WAIT):  # a server that never answers: close
+                await here.lease_lock.acquire()
+                for _ in range(_POOL_SIZE):
+                    await here.slots.acquire()
+        except TimeoutError:
+            pass
+        here.finish()
 
     # -- writes ---------------------------------------------------------------------------------
 

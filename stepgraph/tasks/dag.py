@@ -168,6 +168,8 @@ class Dag:
             entry.state = _ABANDONED
         else:
             del self.tasks[task]
+            if entry.state == _QUEUED:  # those behind it may fit now
+                self._drain(entry.key, out)
         for dependent in entry.dependents:
             self._remove(dependent, task, CANCEL, out)
         return out

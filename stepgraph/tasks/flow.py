@@ -16,8 +16,9 @@ import inspect
 import os
 import shlex
 import subprocess
+import threading
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextvars import Context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -223,9 +224,11 @@ class TaskFlow:
         self._dag = Dag(resources)
         self._futures: dict[int, TaskFuture] = {}  # tasks not finished, by number
         # what a task waits with: its arguments, and the caller's context if it has dependencies
-        self._waiting: dict[int, tuple[Task, tuple[Any, ...], dict[str, Any], Context | None]] = {}
+        self._waiting: dict[int, tuple[Task, tuple[Any, ...], dict[str, Any], Context, bool]] = {}
         self._drivers: dict[int, asyncio.Task[None]] = {}
         self._traced = False  # spans are on: a body elsewhere carries its trace context
+        self._observer_error: Exception | None = None  # the first error an observer raised
+        self._thread = 0  # the event loop's thread: tasks are called there
         self._ready: list[tuple[int, Any]] = []  # plain functions to run on the loop, in order
         self._draining = False
         self._count = 0
@@ -457,6 +460,23 @@ class TaskFlow:
                 f"{task.kind} task {task.name!r} was called while its flow is {self._state}: "
                 f"call tasks inside `async with TaskFlow(...) as flow:`"
             )
+        if threading.get_ident() != self._thread:
+            raise BackendError(
+                f"{task.kind} task {task.name!r} was called from another thread: call tasks "
+                f"on the flow's event loop (from a thread: asyncio.run_coroutine_threadsafe)"
+            )
+        found: dict[TaskFuture, None] = {}
+        for value in args:
+            _scan(value, found)
+        if kwargs:
+            for value in kwargs.values():
+                _scan(value, found)
+        for dependency in found:
+            if dependency._flow is not self:
+                raise BackendError(
+                    f"{task.kind} task {task.name!r} got a future of another flow "
+                    f"({dependency!r}) as an argument"
+                )
         future = TaskFuture(loop=loop)
         self._count = number = self._count + 1
         future._spec = task
@@ -464,19 +484,12 @@ class TaskFlow:
         future.block_id = _BLOCK_ID.get()
         future._flow = self
         future._task = number
-        found: dict[TaskFuture, None] = {}
-        for value in args:
-            _scan(value, found)
-        if kwargs:
-            for value in kwargs.values():
-                _scan(value, found)
         self._futures[number] = future
         if self.observers:
-            uids = [dependency.uid for dependency in found]
-            for observer in self.observers:
-                observer.task_created(self, future, uids)
+            self._tell("task_created", future, [dependency.uid for dependency in found])
+        context = contextvars.copy_context()  # the body runs in the context of its call
         if not found:
-            self._waiting[number] = (task, args, kwargs, None)
+            self._waiting[number] = (task, args, kwargs, context, False)
             commands = self._dag.add(number, (), task.claims)
             if commands:
                 self._carry(commands)
@@ -485,11 +498,6 @@ class TaskFlow:
         failed = cancelled = -1
         ended = future
         for dependency in found:
-            if dependency._flow is not self:
-                raise BackendError(
-                    f"{task.kind} task {task.name!r} got a future of another flow "
-                    f"({dependency!r}) as an argument"
-                )
             if not dependency.done():
                 pending.append(dependency._task)
             elif dependency.cancelled():
@@ -498,7 +506,7 @@ class TaskFlow:
             elif dependency.exception() is not None:
                 failed = dependency._task
                 ended = dependency
-        self._waiting[number] = (task, args, kwargs, contextvars.copy_context())
+        self._waiting[number] = (task, args, kwargs, context, True)
         commands = self._dag.add(number, pending, task.claims, failed=failed, cancelled=cancelled)
         if failed < 0 and cancelled < 0:
             if commands:
@@ -521,19 +529,20 @@ class TaskFlow:
         for kind, number, cause in commands:
             if kind == START:
                 entry = self._waiting.pop(number)
-                task, args, kwargs, context = entry
-                assert self._loop is not None
+                task, args, kwargs, context, resolve = entry
                 if self.observers:
                     self._tell("task_submitted", futures[number])
                 if task.direct:  # a plain function on the loop: no task of its own
                     self._ready.append((number, entry))
                     if not self._draining:
                         self._draining = True
+                        assert self._loop is not None
                         self._loop.call_soon(self._run_ready)
                     continue
-                self._drivers[number] = self._loop.create_task(
-                    self._drive(number, futures[number], task, args, kwargs, context is not None),
-                    context=context,  # the body runs in the context of its call
+                self._spawn(
+                    number,
+                    self._drive(number, futures[number], task, args, kwargs, resolve),
+                    context,
                 )
                 continue
             self._waiting.pop(number, None)
@@ -549,48 +558,75 @@ class TaskFlow:
         for number in settled:
             del futures[number]
 
+    def _spawn(self, number: int, body: Coroutine[Any, Any, None], context: Context) -> None:
+        """Run ``body`` (a driver) as a task of its own, in ``context``."""
+        assert self._loop is not None
+        driver = self._loop.create_task(body, context=context)
+        self._drivers[number] = driver
+        driver.add_done_callback(functools.partial(self._driver_done, number))
+
+    def _driver_done(self, number: int, driver: asyncio.Task[None]) -> None:
+        """A driver cancelled before it ever ran never settled its task: settle it now."""
+        if self._drivers.get(number) is driver:
+            del self._drivers[number]
+            future = self._futures.get(number)
+            if future is not None and not future.done():
+                self._cancel(future)
+            self._settled(number, False)
+
     def _run_ready(self) -> None:
         """Run the plain functions started for the event loop since the last call, in
         order; each one's future is settled and the Dag told before the next runs."""
         batch, self._ready = self._ready, []
         self._draining = False
         futures = self._futures
-        observers = self.observers
-        for position, (number, (task, args, kwargs, context)) in enumerate(batch):
+        for position, (number, (task, args, kwargs, context, resolve)) in enumerate(batch):
             future = futures.get(number)
             if future is None or future.done():  # cancelled while it waited for its turn
                 self._settled(number, False)
                 continue
-            if observers:
-                self._tell("task_started", future)
             try:
-                if context is not None:
-                    args = tuple([_resolved(a) for a in args])
-                    if kwargs:
-                        kwargs = {k: _resolved(v) for k, v in kwargs.items()}
-                    value = context.run(task.fn, *args, **kwargs)
-                else:
-                    value = task.fn(*args, **kwargs)
-            except BaseException as exc:
-                self._fail(future, self._failure(task, future, args, kwargs, exc))
-                self._settled(number, False)
-                if not isinstance(exc, Exception):  # KeyboardInterrupt: the rest waits
-                    self._ready[:0] = batch[position + 1 :]
-                    if self._ready and not self._draining:
-                        self._draining = True
-                        asyncio.get_running_loop().call_soon(self._run_ready)
-                    raise
-                continue
-            if inspect.isawaitable(value):  # a plain function that returned a coroutine
-                assert self._loop is not None
-                self._drivers[number] = self._loop.create_task(
-                    self._finish(number, future, task, value, args, kwargs), context=context
-                )
-                continue
-            future.set_result(value)
-            if observers:
-                self._tell("task_resolved", future)
-            self._settled(number, True)
+                context.run(self._run_direct, number, future, task, args, kwargs, resolve, context)
+            except BaseException:  # KeyboardInterrupt and the like: the rest waits its turn
+                self._ready[:0] = batch[position + 1 :]
+                if self._ready and not self._draining:
+                    self._draining = True
+                    asyncio.get_running_loop().call_soon(self._run_ready)
+                raise
+
+    def _run_direct(
+        self,
+        number: int,
+        future: TaskFuture,
+        task: Task,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        resolve: bool,
+        context: Context,
+    ) -> None:
+        """One plain function on the loop, in the context of its call."""
+        observers = self.observers
+        if observers:
+            self._tell("task_started", future)
+        try:
+            if resolve:
+                args = tuple([_resolved(a) for a in args])
+                if kwargs:
+                    kwargs = {k: _resolved(v) for k, v in kwargs.items()}
+            value = task.fn(*args, **kwargs)
+        except BaseException as exc:
+            self._fail(future, self._failure(task, future, args, kwargs, exc))
+            self._settled(number, False)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if inspect.isawaitable(value):  # a plain function that returned a coroutine
+            self._spawn(number, self._finish(number, future, task, value, args, kwargs), context)
+            return
+        future.set_result(value)
+        if observers:
+            self._tell("task_resolved", future)
+        self._settled(number, True)
 
     async def _finish(
         self,
@@ -604,11 +640,18 @@ class TaskFlow:
         async def value() -> Any:
             return await awaitable
 
-        await self._drive(number, future, task, args, kwargs, False, value)
+        await self._drive(number, future, task, args, kwargs, False, value, started=True)
 
     def _tell(self, method: str, future: TaskFuture, *args: Any) -> None:
+        """Tell the observers; one that raises never breaks the flow's bookkeeping: its
+        error is kept, and leaving the flow raises it."""
         for observer in self.observers:
-            getattr(observer, method)(self, future, *args)
+            try:
+                getattr(observer, method)(self, future, *args)
+            except Exception as exc:
+                if self._observer_error is None:
+                    exc.add_note(f"stepgraph: raised by observer {observer!r} in {method}")
+                    self._observer_error = exc
 
     def _resolve(self, future: TaskFuture, value: Any) -> None:
         future.set_result(value)
@@ -641,10 +684,12 @@ class TaskFlow:
         kwargs: dict[str, Any],
         resolve: bool,
         body: Callable[[], Any] | None = None,
+        *,
+        started: bool = False,
     ) -> None:
         """Run one body on its backend, settle its future, tell the Dag."""
         ok = False
-        if self.observers and body is None:
+        if self.observers and not started:
             self._tell("task_started", future)
         if task.kind == BLOCK:
             _BLOCK_ID.set(future.uid)  # in this driver's context: what its body creates
@@ -790,6 +835,7 @@ class TaskFlow:
         if self._state != "new":
             raise BackendError(f"flow {self.uid!r} is {self._state}: a flow is started once")
         self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         from ..telemetry.tracing import task_tracer  # it observes tasks: imported late
 
         traced = task_tracer()  # None unless tracing is set up
@@ -837,7 +883,13 @@ class TaskFlow:
                     self._state = "closed"
             finally:
                 for observer in self.observers:
-                    observer.flow_closed(self)
+                    try:
+                        observer.flow_closed(self)
+                    except Exception as exc:
+                        if self._observer_error is None:
+                            self._observer_error = exc
+        if self._observer_error is not None and error is None:
+            raise self._observer_error
 
     async def _abort(self) -> None:
         """Cancel every task; stop bodies and backends concurrently."""

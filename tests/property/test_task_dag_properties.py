@@ -174,3 +174,12 @@ def test_tasks_start_after_their_dependencies_within_their_slots_and_end_once(
     assert not model.dag.tasks, f"left in the core: {sorted(model.dag.tasks)}"
     assert all(model.ends.get(t) == 1 for t in range(len(specs)))
     assert model.dag.free == CAPACITY
+
+
+def test_cancelling_the_first_queued_task_starts_the_one_behind_that_fits() -> None:
+    dag = Dag({"cpu": 4})
+    four, three = dag.claims({"cpu": 4}, "a"), dag.claims({"cpu": 3}, "b")
+    assert dag.add(0, (), dag.claims({"cpu": 1}, "r")) == [(START, 0, -1)]  # holds 1 of 4
+    assert dag.add(1, (), four) == []  # needs all 4: queued
+    assert dag.add(2, (), three) == []  # 3 would fit, but waits behind it
+    assert dag.cancel(1) == [(START, 2, -1)]

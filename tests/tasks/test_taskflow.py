@@ -12,7 +12,14 @@ import pytest
 
 from stepgraph.backends import InlineBackend, NoopBackend, ThreadBackend
 from stepgraph.errors import BackendError, ResourceError, StepgraphError
-from stepgraph.tasks import DependencyFailed, TaskFailed, TaskFlow, TaskFuture
+from stepgraph.tasks import (
+    DependencyFailed,
+    TaskFailed,
+    TaskFlow,
+    TaskFuture,
+    TaskObserver,
+    current_workflow_id,
+)
 
 
 class Boom(ValueError):
@@ -562,3 +569,100 @@ async def test_a_ten_thousand_task_dag_completes() -> None:
         depths = await asyncio.gather(*layer)
     assert depths == [100] * 100
     assert not flow._futures and not flow._dag.tasks  # nothing kept once finished
+
+
+# -- regressions: nothing left pending, no slot kept ---------------------------------------------
+
+
+async def test_a_task_cancelled_before_its_driver_ran_gives_its_slot_back() -> None:
+    async with TaskFlow(backends={"default": InlineBackend()}, resources={"gpu": 1}) as flow:
+
+        @flow.function_task(resources={"gpu": 1})
+        async def use(x: int) -> int:
+            return x
+
+        first = use(1)
+        first.cancel()  # in the same iteration: its driver never started
+        assert await use(2) == 2  # the slot came back
+    assert first.cancelled() and not flow._futures and not flow._drivers
+    assert flow._dag.free == {"gpu": 1}
+
+
+class Raising(TaskObserver):
+    """An observer whose ``method`` raises."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == object.__getattribute__(self, "method"):
+
+            def broken(*args: Any) -> None:
+                raise RuntimeError(f"bug in {name}")
+
+            return broken
+        return object.__getattribute__(self, name)
+
+
+@pytest.mark.parametrize(
+    "method", ["task_created", "task_submitted", "task_started", "task_resolved"]
+)
+async def test_an_observer_that_raises_never_hangs_the_flow_and_its_error_is_raised(
+    method: str,
+) -> None:
+    with pytest.raises(RuntimeError, match=f"bug in {method}"):
+        async with TaskFlow(
+            backends={"default": ThreadBackend(1), "inline": InlineBackend()},
+            resources={"cpu": 1},
+            observers=[Raising(method)],
+        ) as flow:
+            threaded = flow.function_task(resources={"cpu": 1})(lambda x: x)
+            direct = flow.function_task(backend="inline")(lambda x: x + 1)
+            assert await asyncio.gather(threaded(1), threaded(2), direct(3)) == [1, 2, 4]
+    assert not flow._futures and flow._dag.free == {"cpu": 1}
+
+
+async def test_a_future_of_another_flow_is_refused_and_leaves_nothing_behind(
+    flow: TaskFlow,
+) -> None:
+    async with TaskFlow(backends={"default": InlineBackend()}) as other:
+        foreign = other.function_task(lambda: 1)()
+        with pytest.raises(BackendError, match="another flow"):
+            flow.function_task(lambda x: x)(foreign)
+        assert await foreign == 1
+    assert not flow._futures
+
+
+async def test_a_task_waiting_for_a_slot_runs_in_the_context_of_its_call() -> None:
+    seen: dict[str, str | None] = {}
+    gate = asyncio.Event()
+    async with TaskFlow(backends={"default": InlineBackend()}, resources={"cpu": 1}) as flow:
+
+        @flow.function_task(resources={"cpu": 1})
+        async def hold() -> None:
+            await gate.wait()
+
+        @flow.function_task(resources={"cpu": 1})
+        def which(name: str) -> None:
+            seen[name] = current_workflow_id()
+
+        first = hold()
+        async with flow.workflow_scope("late-caller"):
+            later = which("late")  # waits for the slot `first` holds
+        gate.set()
+        await asyncio.gather(first, later)
+    assert seen == {"late": "late-caller"}
+
+
+async def test_calling_a_task_from_a_worker_thread_is_a_clear_error(flow: TaskFlow) -> None:
+    inner = flow.function_task(backend="inline")(lambda: 1)
+
+    @flow.function_task
+    def outer() -> str:
+        try:
+            inner()
+        except BackendError as exc:
+            return str(exc)
+        return "no error"
+
+    assert "another thread" in await outer()

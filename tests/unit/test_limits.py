@@ -271,3 +271,18 @@ async def test_a_wait_for_a_limiter_is_a_log_line_and_a_span_event(
         if e.name == "stepgraph.limiter.wait"
     ]
     assert len(waits) == 1 and waits[0].attributes["stepgraph.limiter.name"] == name
+
+
+async def test_when_the_first_in_line_is_cancelled_the_next_takes_its_turn() -> None:
+    gate = Gate(Limiter(fresh(), rate="20/s"))
+    for _ in range(20):  # the burst is spent: the next token comes in 50 ms
+        await gate.acquire()
+        gate.release()
+    first = asyncio.ensure_future(gate.acquire())
+    second = asyncio.ensure_future(gate.acquire())
+    await asyncio.sleep(0)  # both start: the burst is spent, so both wait in line
+    assert len(gate._waiters) == 2
+    first.cancel()
+    assert await second >= 0  # it got the token (stranded forever before the fix)
+    gate.release()
+    assert gate.held == 0 and not gate._waiters
