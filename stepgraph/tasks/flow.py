@@ -471,12 +471,23 @@ class TaskFlow:
         if kwargs:
             for value in kwargs.values():
                 _scan(value, found)
-        for dependency in found:
+        pending: list[int] = []
+        failed = cancelled = -1
+        ended: TaskFuture | None = None
+        for dependency in found:  # before anything is registered: a refusal leaves nothing
             if dependency._flow is not self:
                 raise BackendError(
                     f"{task.kind} task {task.name!r} got a future of another flow "
                     f"({dependency!r}) as an argument"
                 )
+            if not dependency.done():
+                pending.append(dependency._task)
+            elif dependency.cancelled():
+                cancelled = dependency._task
+                ended = dependency
+            elif dependency.exception() is not None:
+                failed = dependency._task
+                ended = dependency
         future = TaskFuture(loop=loop)
         self._count = number = self._count + 1
         future._spec = task
@@ -487,28 +498,10 @@ class TaskFlow:
         self._futures[number] = future
         if self.observers:
             self._tell("task_created", future, [dependency.uid for dependency in found])
-        context = contextvars.copy_context()  # the body runs in the context of its call
-        if not found:
-            self._waiting[number] = (task, args, kwargs, context, False)
-            commands = self._dag.add(number, (), task.claims)
-            if commands:
-                self._carry(commands)
-            return future
-        pending: list[int] = []
-        failed = cancelled = -1
-        ended = future
-        for dependency in found:
-            if not dependency.done():
-                pending.append(dependency._task)
-            elif dependency.cancelled():
-                cancelled = dependency._task
-                ended = dependency
-            elif dependency.exception() is not None:
-                failed = dependency._task
-                ended = dependency
-        self._waiting[number] = (task, args, kwargs, context, True)
+        # the body runs in the context of its call
+        self._waiting[number] = (task, args, kwargs, contextvars.copy_context(), bool(found))
         commands = self._dag.add(number, pending, task.claims, failed=failed, cancelled=cancelled)
-        if failed < 0 and cancelled < 0:
+        if ended is None:
             if commands:
                 self._carry(commands)
             return future
@@ -580,13 +573,37 @@ class TaskFlow:
         batch, self._ready = self._ready, []
         self._draining = False
         futures = self._futures
+        observed = bool(self.observers)
         for position, (number, (task, args, kwargs, context, resolve)) in enumerate(batch):
             future = futures.get(number)
             if future is None or future.done():  # cancelled while it waited for its turn
                 self._settled(number, False)
                 continue
             try:
-                context.run(self._run_direct, number, future, task, args, kwargs, resolve, context)
+                if observed:  # observers (spans) see the task's own context, as its body does
+                    context.run(
+                        self._run_direct, number, future, task, args, kwargs, resolve, context
+                    )
+                    continue
+                try:
+                    if resolve:
+                        args = tuple([_resolved(a) for a in args])
+                        if kwargs:
+                            kwargs = {k: _resolved(v) for k, v in kwargs.items()}
+                    value = context.run(task.fn, *args, **kwargs)
+                except BaseException as exc:
+                    self._fail(future, self._failure(task, future, args, kwargs, exc))
+                    self._settled(number, False)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                if inspect.isawaitable(value):  # a plain function that returned a coroutine
+                    self._spawn(
+                        number, self._finish(number, future, task, value, args, kwargs), context
+                    )
+                    continue
+                future.set_result(value)
+                self._settled(number, True)
             except BaseException:  # KeyboardInterrupt and the like: the rest waits its turn
                 self._ready[:0] = batch[position + 1 :]
                 if self._ready and not self._draining:
