@@ -176,6 +176,7 @@ class DurableRun(Run):
         "_waiting_commit",
         "_writers",
         "_written",
+        "forked_from",
         "lease",
     )
 
@@ -217,6 +218,7 @@ class DurableRun(Run):
         self._result_error: BaseException | None = None
         self._stored: tuple[object] | None = None  # a completed run's stored result
         self.lease: str | None = None
+        self.forked_from: str | None = None  # a fork: the run it was forked from
 
     # -- starting -------------------------------------------------------------------------------
 
@@ -317,6 +319,8 @@ class DurableRun(Run):
         if record is None:
             raise RunNotFoundError(f"there is no run {run_id!r} in {db!r}")
         fork = checkpoint_id is not None
+        if fork:
+            self.forked_from = run_id
         if not fork and record.status == StoredStatus.COMPLETED:
             self._finish_stored(record)
             return

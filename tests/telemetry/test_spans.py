@@ -407,3 +407,20 @@ async def test_a_step_on_a_process_backend_runs_under_its_step_span(
         await pool.shutdown()
     (step_span,) = named(spans, "stepgraph.step")
     assert (trace_id, span_id) == (step_span.context.trace_id, step_span.context.span_id)
+
+
+async def test_a_fork_names_the_run_it_came_from(
+    spans: InMemorySpanExporter, tmp_path: Any
+) -> None:
+    store = SqliteStore(tmp_path / "runs.db")
+    try:
+        first = Chain(store=store).run()
+        assert await first == 1
+        checkpoint = (await store.list_checkpoints(first.run_id))[1]
+        fork = Chain(store=store).resume(first.run_id, checkpoint_id=checkpoint.id)
+        assert await fork == 1
+    finally:
+        store.close()
+    runs = {s.attributes["stepgraph.run.id"]: s for s in named(spans, "stepgraph.run")}
+    assert runs[fork.run_id].attributes["stepgraph.run.forked_from"] == first.run_id
+    assert "stepgraph.run.forked_from" not in runs[first.run_id].attributes
