@@ -82,6 +82,7 @@ class EventLog(RunObserver, TaskObserver):
         self._pending: list[bytes] = []
         self._size = 0
         self._scheduled = False
+        self._tasks: dict[tuple[int, int], dict[str, Any]] = {}  # a task's repeated fields
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -245,27 +246,39 @@ class EventLog(RunObserver, TaskObserver):
 
     # -- task flows ---------------------------------------------------------------------------
 
-    def _task_record(self, flow: TaskFlow, future: TaskFuture, kind: str, **fields: Any) -> None:
+    def _task_record(
+        self, flow: TaskFlow, future: TaskFuture, kind: str, end: bool = False, **fields: Any
+    ) -> None:
         clock = flow.clock
-        spec = future._spec
+        key = (id(flow), future._task)
+        base = self._tasks.pop(key, None) if end else self._tasks.get(key)
+        if base is None:  # what every record of the task repeats, made once
+            spec = future._spec
+            base = {
+                "flow_id": flow.uid,
+                "task_id": future.uid,
+                "task": spec.name,
+                "task_kind": spec.kind,
+                "backend": spec.backend,
+            }
+            if future.workflow_id is not None:
+                base["workflow_id"] = future.workflow_id
+            if future.block_id is not None:
+                base["block_id"] = future.block_id
+            if spec.resources:
+                base["resources"] = spec.resources
+            if not end:
+                self._tasks[key] = base
         record: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "kind": kind,
             "time": clock.wall(),
             "monotonic": clock.monotonic(),
-            "flow_id": flow.uid,
-            "task_id": future.uid,
-            "task": spec.name,
-            "task_kind": spec.kind,
-            "backend": spec.backend,
+            **base,
         }
-        if future.workflow_id is not None:
-            record["workflow_id"] = future.workflow_id
-        if future.block_id is not None:
-            record["block_id"] = future.block_id
-        if spec.resources:
-            record["resources"] = spec.resources
-        record.update((k, v) for k, v in fields.items() if v is not None)
+        for name, value in fields.items():
+            if value is not None:
+                record[name] = value
         self.write(record)
 
     def task_created(self, flow: TaskFlow, future: TaskFuture, dependencies: Sequence[str]) -> None:
@@ -278,15 +291,17 @@ class EventLog(RunObserver, TaskObserver):
         self._task_record(flow, future, "task_started")
 
     def task_resolved(self, flow: TaskFlow, future: TaskFuture) -> None:
-        self._task_record(flow, future, "task_resolved")
+        self._task_record(flow, future, "task_resolved", end=True)
 
     def task_failed(self, flow: TaskFlow, future: TaskFuture, error: BaseException) -> None:
-        self._task_record(flow, future, "task_failed", error=_error(error))
+        self._task_record(flow, future, "task_failed", end=True, error=_error(error))
 
     def task_cancelled(self, flow: TaskFlow, future: TaskFuture) -> None:
-        self._task_record(flow, future, "task_cancelled")
+        self._task_record(flow, future, "task_cancelled", end=True)
 
     def flow_closed(self, flow: TaskFlow) -> None:
+        for key in [k for k in self._tasks if k[0] == id(flow)]:
+            del self._tasks[key]
         self.flush()
 
 
