@@ -33,8 +33,8 @@ from .errors import StepgraphError, WorkflowValidationError
 __all__ = ["Gate", "Limiter", "gate_of", "limited"]
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|min|minute|h|hour)\s*$")
-_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h": 3600.0}
-_PERIODS["hour"] = 3600.0
+_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0}
+_PERIODS |= {"h": 3600.0, "hour": 3600.0}
 _log = logging.getLogger("stepgraph.limits")
 
 

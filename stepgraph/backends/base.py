@@ -29,12 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from .commands import Command, CommandResult, run_command_blocking
 
-__all__ = ["Backend", "BackendBase", "LoopSemaphores", "call_to_end"]
+__all__ = ["Backend", "BackendBase", "LoopSemaphores", "call_to_end", "named"]
+
+
+def named(backends: Mapping[str, Backend]) -> None:
+    """Name each backend by its key (messages then say what the caller calls it); a
+    backend under two keys keeps its own name."""
+    for name, backend in backends.items():
+        if sum(other is backend for other in backends.values()) == 1:
+            backend.name = name
 
 
 class LoopSemaphores:

@@ -4,6 +4,7 @@ fresh interpreter."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import pickle
 import subprocess
@@ -50,15 +51,7 @@ class SubprocessBackend(BackendBase):
 
     def run_command(self, command: Command) -> Awaitable[CommandResult]:
         if command.grace != self.grace:
-            command = Command(
-                command.args,
-                shell=command.shell,
-                cwd=command.cwd,
-                env=command.env,
-                stdout_path=command.stdout_path,
-                stderr_path=command.stderr_path,
-                grace=self.grace,
-            )
+            command = dataclasses.replace(command, grace=self.grace)
         return self._bounded(lambda: run_command_async(command))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:

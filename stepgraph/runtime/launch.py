@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..backends.base import named
 from ..core import Mode
 from ..errors import StepgraphError, WorkflowValidationError
 from ..limits import Gate, Limiter, gate_of
@@ -122,16 +123,15 @@ class RunOptions:
                 f"{where}(serializer={serializer!r}): must be 'json' (the default) or 'pickle' "
                 f"(unsafe with a store others can write to: loading a pickle runs code)"
             )
-        named: dict[str, Backend] = {}
+        chosen: dict[str, Backend] = {}
         for name, backend in (backends or {}).items():
             if not isinstance(name, str) or not isinstance(backend, Backend):
                 raise WorkflowValidationError(
                     f"{where}(backends={{{name!r}: {backend!r}}}): backends maps names to "
                     f"backends (stepgraph.backends.ThreadBackend(), ProcessBackend(), ...)"
                 )
-            if sum(b is backend for b in (backends or {}).values()) == 1:
-                backend.name = name  # messages name it as the workflow does
-            named[name] = backend
+            chosen[name] = backend
+        named(chosen)  # messages name each backend as the workflow does
         gates: dict[str, Gate] = {}
         for limiter in limiters:
             if not isinstance(limiter, Limiter):
@@ -149,7 +149,7 @@ class RunOptions:
             SYSTEM_CLOCK if clock is None else clock,
             store,
             serializer,
-            named,
+            chosen,
             gates,
         )
 

@@ -23,7 +23,7 @@ from contextvars import Context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ..backends.base import Backend
+from ..backends.base import Backend, named
 from ..backends.commands import Command
 from ..backends.local import InlineBackend, ThreadBackend
 from ..backends.noop import NoopBackend
@@ -196,8 +196,7 @@ class TaskFlow:
                     f"backend {name!r} is a {type(backend).__name__}, not a backend (it needs "
                     f"name, in_process, submit, run_command, start and shutdown)"
                 )
-            if sum(b is backend for b in chosen.values()) == 1:  # one name: its own
-                backend.name = name  # messages name it as the flow does
+        named(chosen)  # messages name each backend as the flow does
         self.backends: dict[str, Backend] = chosen
         self.clock: Clock = clock or SYSTEM_CLOCK
         self.limiters: dict[str, Gate] = {}
@@ -573,37 +572,13 @@ class TaskFlow:
         batch, self._ready = self._ready, []
         self._draining = False
         futures = self._futures
-        observed = bool(self.observers)
         for position, (number, (task, args, kwargs, context, resolve)) in enumerate(batch):
             future = futures.get(number)
             if future is None or future.done():  # cancelled while it waited for its turn
                 self._settled(number, False)
                 continue
             try:
-                if observed:  # observers (spans) see the task's own context, as its body does
-                    context.run(
-                        self._run_direct, number, future, task, args, kwargs, resolve, context
-                    )
-                    continue
-                try:
-                    if resolve:
-                        args = tuple([_resolved(a) for a in args])
-                        if kwargs:
-                            kwargs = {k: _resolved(v) for k, v in kwargs.items()}
-                    value = context.run(task.fn, *args, **kwargs)
-                except BaseException as exc:
-                    self._fail(future, self._failure(task, future, args, kwargs, exc))
-                    self._settled(number, False)
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                if inspect.isawaitable(value):  # a plain function that returned a coroutine
-                    self._spawn(
-                        number, self._finish(number, future, task, value, args, kwargs), context
-                    )
-                    continue
-                future.set_result(value)
-                self._settled(number, True)
+                context.run(self._run_direct, number, future, task, args, kwargs, resolve, context)
             except BaseException:  # KeyboardInterrupt and the like: the rest waits its turn
                 self._ready[:0] = batch[position + 1 :]
                 if self._ready and not self._draining:
