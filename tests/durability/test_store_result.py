@@ -4,6 +4,7 @@ on every store."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -56,12 +57,29 @@ async def test_result_gives_a_completed_runs_result_to_another_store_object(
 
 
 async def test_result_waits_for_a_run_that_has_not_ended(stores: StoreFactory) -> None:
+    reader = stores()
+    polled = asyncio.Event()
+    reads: list[Any] = []
+    get_run = reader.get_run
+
+    async def counted(run_id: str) -> Any:
+        found = await get_run(run_id)
+        if watching:
+            reads.append(found)
+            if len(reads) >= 3:
+                polled.set()
+        return found
+
+    reader.get_run = counted  # type: ignore[method-assign]
+    watching = False  # the run's own reads (one store object in memory) do not count
     handler = Ask(store=stores()).run()
     async for event in handler.stream_events():
         if isinstance(event, InputRequiredEvent):  # the run is stored, and paused
-            waiting = asyncio.ensure_future(stores().result(handler.run_id))
-            await asyncio.sleep(0.01)  # a few polls: it must still wait
+            watching = True
+            waiting = asyncio.ensure_future(reader.result(handler.run_id))
+            await polled.wait()  # it read the paused run three times: it must still wait
             assert not waiting.done()
+            assert all(r.status == "paused" for r in reads)
             handler.send_event(HumanResponseEvent(response="yes", request_id=event.request_id))
     assert await handler == "yes"
     assert await waiting == "yes"
