@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..backends.base import Backend
-from ..durability.launch import launch_run, resume_run
+from ..durability.launch import attach_run, launch_run, resume_run, submit_run
 from ..graph_events import RunResult
 from ..limits import Limiter
 from ..runtime.clock import Clock
@@ -116,6 +116,24 @@ class GraphWorkflow:
             strict=strict,
             who=f"workflow {self.name!r}: resume()",
         )
+
+    async def submit(
+        self, message: Any = None, *, queue: str = "default", run_id: str | None = None
+    ) -> str:
+        """Store a run with ``message`` as queued; its id at once (as ``Workflow.submit``)."""
+        return await submit_run(
+            self.plan,
+            None,
+            self.options,
+            message,
+            queue=queue,
+            run_id=run_id,
+            who=f"workflow {self.name!r}: submit()",
+        )
+
+    def attach(self, run_id: str) -> WorkflowHandler:
+        """A handler on run ``run_id``, wherever it runs (as ``Workflow.attach``)."""
+        return attach_run(self.plan, self.options, run_id, who=f"workflow {self.name!r}: attach()")
 
     def run_sync(self, message: Any = None) -> RunResult:
         """Run to completion in a new event loop (for scripts)."""

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from ..backends.base import Backend
 from ..core import Graph, Node, RunState
 from ..core.text import short_repr
-from ..durability.launch import launch_run, resume_run
+from ..durability.launch import attach_run, launch_run, resume_run, submit_run
 from ..errors import InvalidStartEventError, WorkflowRuntimeError, WorkflowValidationError
 from ..events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from ..limits import Limiter
@@ -287,6 +287,59 @@ class Workflow:
             checkpoint_id=checkpoint_id,
             strict=strict,
             who=f"{compiled.name}.resume()",
+        )
+
+    async def submit(
+        self,
+        start_event: StartEvent | None = None,
+        *,
+        queue: str = "default",
+        run_id: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Store a run as queued and return its id at once; a worker runs it.
+
+        ``stepgraph worker MODULE:ATTR --store URL --queue NAME`` (in any process with the
+        store) takes it; ``await store.result(run_id)`` or ``wf.attach(run_id)`` follow it.
+
+        Args:
+            start_event: the first event; by default built from ``kwargs`` (as ``run``).
+            queue: the queue to put it in (queues are made by use).
+            run_id: its id (by default a new one). Submitting an id the store has already
+                writes nothing and returns it (an idempotency key).
+            **kwargs: the start event's attributes.
+
+        Raises:
+            StepgraphError: the workflow has no store with a run queue.
+            InvalidStartEventError: the keywords do not validate as the start event.
+            SerializationError: the start event cannot be stored.
+        """
+        compiled = self._compiled()
+        event = self._start_event(compiled, start_event, kwargs)
+        return await submit_run(
+            self._placed(compiled),
+            self,
+            self.options,
+            event,
+            queue=queue,
+            run_id=run_id,
+            who=f"{compiled.name}.submit()",
+        )
+
+    def attach(self, run_id: str) -> WorkflowHandler:
+        """A handler on run ``run_id``, started here or in another process (by a worker).
+
+        Its ``stream_events()`` gives the run's stored stream from its start, in order,
+        ending with the ``StopEvent``; ``send_event``, ``send_response`` and ``cancel``
+        reach the run through its store; awaiting it gives the result once the run ends
+        (a failed run raises its stored error).
+
+        Raises:
+            StepgraphError: the workflow has no store with a run queue, or no event loop runs.
+        """
+        compiled = self._compiled()
+        return attach_run(
+            self._placed(compiled), self.options, run_id, who=f"{compiled.name}.attach()"
         )
 
     def _placed(self, compiled: CompiledWorkflow) -> RunPlan:

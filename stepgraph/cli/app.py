@@ -20,6 +20,7 @@ from .progress import make_progress
 from .running import Outcome, follow, print_result
 from .runs import cancel_run, list_runs, show_run
 from .stores import STORE_URLS, close_store, open_store, probe_store
+from .worker import serve
 
 __all__ = ["build_parser", "main"]
 
@@ -183,6 +184,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _store_arg(fork, required=True)
     _follow_args(fork)
+
+    worker = commands.add_parser(
+        "worker",
+        help="take queued runs (wf.submit) from a store and run them",
+        description="A long-running process that takes the queued runs of its workflows "
+        "from the store, runs them, renews its leases, and resumes the runs of workers that "
+        "died. SIGTERM or Ctrl-C stops it gracefully: no more runs are taken, the supersteps "
+        "in flight commit, and its runs are left for other workers. MODULE:ATTR names a "
+        "Workflow subclass or instance, a built graph, or a list or dict (name to workflow) "
+        "of them.",
+    )
+    worker.add_argument("target", metavar="MODULE:ATTR")
+    _store_arg(worker, required=True)
+    worker.add_argument(
+        "--queue",
+        action="append",
+        metavar="NAME",
+        help="a queue to take runs from (repeat for several; default: default)",
+    )
+    worker.add_argument(
+        "--concurrency", type=int, default=8, metavar="N", help="runs held at once (default 8)"
+    )
+    worker.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="how long a claim lasts unless renewed: a dead worker's runs are taken over "
+        "after this (default 10)",
+    )
+    worker.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM, how long runs get to reach a checkpoint or end (default 30)",
+    )
 
     graph = commands.add_parser("graph", help="print a workflow's graph (Mermaid or DOT)")
     graph.add_argument("target", metavar="MODULE:ATTR")
@@ -372,6 +410,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_runs(args))
     if command == "graph":
         return _graph(args)
+    if command == "worker":
+        if not args.store:
+            fail(f"give the store with --store URL ({STORE_URLS}) or ${STORE_ENV}")
+        return asyncio.run(
+            serve(
+                args.target,
+                args.store,
+                queues=args.queue or ["default"],
+                concurrency=args.concurrency,
+                lease_seconds=args.lease_seconds,
+                grace_seconds=args.grace_seconds,
+            )
+        )
     if command == "events":
         return tail(args.path, args.n, args.follow)
     return plot(args.path, args.output)

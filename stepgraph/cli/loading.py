@@ -20,7 +20,15 @@ from ..runtime.observers import RunObserver
 from ..telemetry.event_log import EventLog
 from .common import fail
 
-__all__ = ["Target", "configure", "cwd_on_path", "instance", "load_target"]
+__all__ = [
+    "Target",
+    "configure",
+    "cwd_on_path",
+    "instance",
+    "load_attribute",
+    "load_registry",
+    "load_target",
+]
 
 Target: TypeAlias = Workflow | GraphWorkflow | type[Workflow]
 """What ``MODULE:ATTR`` may name: a Workflow subclass or instance, or a built graph."""
@@ -84,6 +92,15 @@ def load_target(spec_text: str) -> Target:
     Raises:
         UsageError: malformed, unknown module or attribute, or not a workflow.
     """
+    return _checked(load_attribute(spec_text), spec_text)
+
+
+def load_attribute(spec_text: str) -> Any:
+    """The object ``MODULE:ATTR`` names, whatever it is.
+
+    Raises:
+        UsageError: malformed, unknown module or attribute.
+    """
     module_name, sep, attr = spec_text.rpartition(":")
     if not sep or not module_name or not attr:
         fail(f"expected MODULE:ATTR (say flows:MyFlow), got {spec_text!r}")
@@ -94,6 +111,36 @@ def load_target(spec_text: str) -> Target:
             value = getattr(value, part)
         except AttributeError:
             fail(f"module {module_name!r} has no attribute {attr!r}")
+    return value
+
+
+def load_registry(spec_text: str) -> list[tuple[str | None, Target]]:
+    """The workflows ``MODULE:ATTR`` names: one, or a list or dict (name to workflow) of
+    them; as (key or None, workflow) pairs.
+
+    Raises:
+        UsageError: malformed, unknown module or attribute, empty, or not workflows.
+    """
+    value = load_attribute(spec_text)
+    if isinstance(value, dict):
+        items: list[tuple[str | None, Any]] = list(value.items())
+    elif isinstance(value, list | tuple):
+        items = [(None, item) for item in value]
+    else:
+        return [(None, _checked(value, spec_text))]
+    if not items:
+        fail(f"{spec_text!r} names an empty {type(value).__name__}: give it workflows")
+    found: list[tuple[str | None, Target]] = []
+    for key, item in items:
+        if key is not None and not isinstance(key, str):
+            fail(f"{spec_text!r}: a registry's keys are workflow names (str), got {key!r}")
+        where = f"{spec_text}[{key!r}]" if key is not None else f"an item of {spec_text!r}"
+        found.append((key, _checked(item, where)))
+    return found
+
+
+def _checked(value: Any, spec_text: str) -> Target:
+    """``value`` if it is a workflow (class, instance or built graph)."""
     if isinstance(value, type) and issubclass(value, Workflow):
         return value
     if isinstance(value, Workflow | GraphWorkflow):

@@ -7,9 +7,11 @@ from ..runtime.handler import WorkflowHandler
 from ..runtime.launch import RunOptions, launch, require_loop
 from ..runtime.plan import RunPlan
 from ..runtime.run import IN_PROCESS, new_run_id
+from ..stores.base import Store
+from ..stores.queue import is_queue
 from .run import DurableRun, live_run
 
-__all__ = ["launch_run", "resume_run"]
+__all__ = ["attach_run", "launch_run", "resume_run", "submit_run"]
 
 
 def launch_run(
@@ -80,3 +82,66 @@ def resume_run(
     handler = WorkflowHandler(run)
     run.resume(run_id, checkpoint_id, strict)
     return handler
+
+
+def _queue_store(options: RunOptions, where: str, what: str) -> Store:
+    store = options.store
+    if store is None:
+        raise StepgraphError(
+            f"{where}: the workflow has no store to {what}; build it with "
+            f"store=PostgresStore(url) or SqliteStore('runs.db')"
+        )
+    if not is_queue(store):
+        raise StepgraphError(
+            f"{where}: {store!r} has no run queue (claim, post, read_events, ...): use "
+            f"PostgresStore, SqliteStore or MemoryStore"
+        )
+    return store  # type: ignore[no-any-return]
+
+
+async def submit_run(
+    plan: RunPlan,
+    owner: object,
+    options: RunOptions,
+    start: object,
+    *,
+    queue: str,
+    run_id: str | None,
+    who: str,
+) -> str:
+    """``submit()``: store the run as queued (a worker runs it); its run id.
+
+    With a ``run_id`` the store has already, nothing is written: that run's id is
+    returned (submitting is idempotent).
+
+    Raises:
+        StepgraphError: no store with a run queue, a queue name that is not a non-empty
+            string, or a ``run_id`` that is not one.
+        SerializationError: the start event cannot be stored.
+    """
+    _queue_store(options, who, "submit runs to")
+    if not isinstance(queue, str) or not queue:
+        raise StepgraphError(f"{who}: queue must be a non-empty str, got {queue!r}")
+    if run_id is not None and (not isinstance(run_id, str) or not run_id):
+        raise StepgraphError(f"{who}: run_id must be a non-empty str or None, got {run_id!r}")
+    run = DurableRun(plan, owner, options, run_id=run_id)
+    await run.enqueue(start, queue)
+    return run.run_id
+
+
+def attach_run(plan: RunPlan, options: RunOptions, run_id: str, *, who: str) -> WorkflowHandler:
+    """``attach()``: a handler on run ``run_id``, wherever it runs.
+
+    The run going on in this process: its own handler. Otherwise one that reads the
+    run's stored stream and record and posts to its inbox.
+    """
+    store = _queue_store(options, who, "attach runs from")
+    if not isinstance(run_id, str) or not run_id:
+        raise StepgraphError(f"{who}: run_id must be a run's id (a non-empty str), got {run_id!r}")
+    require_loop(who, f"attach({run_id!r})")
+    live = live_run(store, run_id)
+    if live is not None:
+        return WorkflowHandler(live)
+    from ..distributed.attached import AttachedRun
+
+    return WorkflowHandler(AttachedRun(plan, options, run_id))

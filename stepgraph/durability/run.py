@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import uuid
@@ -95,6 +96,7 @@ if TYPE_CHECKING:
 
     from ..runtime.launch import RunOptions
     from ..runtime.plan import RunPlan
+    from ..runtime.scope import Scope
 
 __all__ = ["DurableRun", "DurableRuntime"]
 
@@ -156,6 +158,7 @@ class DurableRun(Run):
         "_boot",
         "_booting",
         "_by_caller",
+        "_consumed",
         "_crashed",
         "_db",
         "_dirty",
@@ -166,6 +169,7 @@ class DurableRun(Run):
         "_header_bytes",
         "_origin",
         "_outputs_written",
+        "_parking",
         "_pumping",
         "_queue",
         "_result_error",
@@ -173,6 +177,7 @@ class DurableRun(Run):
         "_seq",
         "_ser",
         "_stored",
+        "_stream_out",
         "_waiting_commit",
         "_writers",
         "_written",
@@ -219,6 +224,9 @@ class DurableRun(Run):
         self._stored: tuple[object] | None = None  # a completed run's stored result
         self.lease: str | None = None
         self.forked_from: str | None = None  # a fork: the run it was forked from
+        self._stream_out: list[bytes] = []  # stream events to store with the next commit
+        self._consumed: list[int] = []  # inbox messages the next commit delivers
+        self._parking: asyncio.Future[None] | None = None  # park(): stop at the next barrier
 
     # -- starting -------------------------------------------------------------------------------
 
@@ -275,6 +283,15 @@ class DurableRun(Run):
             raise StoreError(f"run id {self.run_id!r} was taken meanwhile in {db!r}")
         await self._take_lease(self.run_id)
         self._carry(tick, commands)
+
+    async def enqueue(self, message: object, queue: str) -> bool:
+        """Store the run as queued in ``queue`` with its start ``message``; nothing runs
+        here (a worker takes it). False when the store has a run of this id already."""
+        tick = RunStarted(run_id=self.run_id, start=message, at=self._wall())
+        apply(self.state, tick)  # its first checkpoint: the start step about to run
+        record = dataclasses.replace(self._new_record(), status=StoredStatus.QUEUED, queue=queue)
+        first = self._commit(checkpoint=self._checkpoint(StoredStatus.QUEUED, full=True))
+        return await self._db.create_run(record, first) is None
 
     async def _create_run(self, record: RunRecord, first: Commit) -> RunRecord | None:
         """Create the run's record with its first checkpoint (observers hear of it)."""
@@ -512,6 +529,11 @@ class DurableRun(Run):
             observer.checkpoint_written(self, write.superstep, write.seq, size, seconds)
 
     def _carry(self, tick: Tick, commands: list[Command]) -> None:
+        if self._parking is not None and self.superstep_mode:
+            for command in commands:
+                if type(command) is SuperstepEnded:  # its checkpoint is committed: stop here
+                    self._stop_parked()
+                    return
         self._carry_out(tick, commands)
 
     def _pump(self) -> None:
@@ -657,6 +679,8 @@ class DurableRun(Run):
                 return self._final(command)  # type: ignore[arg-type]
             if what is SuperstepEnded:
                 barrier = superstep
+            elif what is PublishEvent:  # an input request announced: kept with the stream
+                self._stream_out.append(self._event_bytes(command.event))  # type: ignore[union-attr]
         paused = _paused(state)
         status = _PAUSED if paused else _GOING
         checkpoint = self._checkpoint(status) if barrier else None
@@ -690,6 +714,10 @@ class DurableRun(Run):
             status=status,
             result=result,
         )
+        if self._stream_out:
+            commit.events, self._stream_out = tuple(self._stream_out), []
+        if self._consumed:
+            commit.consumed, self._consumed = tuple(self._consumed), []
         self._at += len(entries)
         if checkpoint is not None:
             self._seq, self._at = checkpoint.seq, 0
@@ -704,6 +732,8 @@ class DurableRun(Run):
             try:
                 self._check_storable()  # what works in memory must work on disk
                 result = encode_value(self._result_value(), self._ser, "the run's result")
+                closing = [self._event_bytes(e) for e in self.plan.style.closing_events(self.state)]
+                self._stream_out.extend(closing)
             except Exception as exc:
                 exc.add_note(f"stepgraph: the result of run {self.run_id!r} cannot be stored")
                 self._result_error = exc
@@ -734,6 +764,74 @@ class DurableRun(Run):
                     dumps(self.state.store[key], "")
         except SerializationError as exc:
             raise self._explain(RunResumed(), exc) from None
+
+    def _event_bytes(self, event: object) -> bytes:
+        return encode_value(
+            event,
+            self._ser,
+            f"the {type(event).__name__} written to the stream of run {self.run_id!r}",
+        )
+
+    # -- the stored stream, the inbox, parking -----------------------------------------------------
+
+    def _stream_event(self, scope: Scope | None, event: object) -> None:
+        """Stream ``event`` and keep it for the store (with the run's next commit): handlers
+        attached from other processes read it there."""
+        try:
+            data = self._event_bytes(event)
+        except SerializationError as exc:
+            where = "the run" if scope is None else self.where(scope)
+            error = SerializationError(
+                f"{where} wrote a {type(event).__name__} to the stream that cannot be stored: {exc}"
+            )
+            self.bridge.post(self._unstreamable, error)
+            return
+        self.bridge.post(self._streamed, event, data)
+
+    def _streamed(self, event: object, data: bytes) -> None:
+        if self.done:
+            return
+        self._stream_out.append(data)
+        self.stream.push(event)
+
+    def _unstreamable(self, error: SerializationError) -> None:
+        if not self.done:
+            self._unwritable(RunResumed(), error)
+
+    def deliver(self, message_id: int, send: Callable[[], object]) -> None:
+        """Carry out ``send`` (a send, a response or a cancel from another process's
+        inbox message ``message_id``): the commit that journals it deletes the message."""
+        self._consumed.append(message_id)
+        try:
+            send()
+        finally:
+            if self._consumed and not self._queue and not self._waiting_commit and not self.done:
+                # nothing was journaled (say, an answer to a request no longer open): the
+                # message is consumed all the same, alone
+                lone = self._commit()
+                pending = self._db.commit(lone)
+                if pending is not None:
+                    self.loop.create_task(_quietly(pending))
+
+    def park(self) -> asyncio.Future[None]:
+        """Stop once the superstep in flight has committed (the run stays resumable from
+        that checkpoint: no finished step runs again); at once when it waits for input
+        with nothing running. The future is done once it has stopped or ended."""
+        if self._parking is None:
+            self._parking = self.loop.create_future()
+            if self.done:
+                self._parking.set_result(None)
+            elif not self._booting and self.state.running == 0:
+                self._stop_parked()
+        return self._parking
+
+    def _stop_parked(self) -> None:
+        stopped = self.crash(
+            f"run {self.run_id!r} of workflow {self.name!r} was parked by its worker"
+        )
+        parking = self._parking
+        if parking is not None:
+            stopped.add_done_callback(lambda _: _settled(parking))
 
     def _failure_bytes(self, failure: Failure) -> bytes:
         return encode_value(failure, self._ser, "the run's failure")
@@ -796,7 +894,7 @@ class DurableRun(Run):
         if self.lease is not None and not self.loop.is_closed():
             self.loop.create_task(self._release())
 
-    def crash(self) -> asyncio.Future[None]:
+    def crash(self, reason: str | None = None) -> asyncio.Future[None]:
         """Stop as if the process running the run died: nothing more is fed or written.
 
         For tests of resuming: the run's tasks and timers stop, its lease goes (as a dead
@@ -814,7 +912,8 @@ class DurableRun(Run):
         self._entries.clear()
         self._written = None
         error = WorkflowCancelled(
-            f"run {self.run_id!r} of workflow {self.name!r} stopped: its process was crashed "
+            reason
+            or f"run {self.run_id!r} of workflow {self.name!r} stopped: its process was crashed "
             f"on purpose (stepgraph.testing.crash); resume it from its store"
         )
         Run._end(self, RunStatus.CANCELLED, None, error)
@@ -845,6 +944,16 @@ class DurableRun(Run):
         forwarded = super().respond(request_id, response)
         if forwarded is not None:
             await forwarded
+
+
+def _settled(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _quietly(pending: Awaitable[None]) -> None:
+    with contextlib.suppress(Exception):  # the message is delivered again: harmless
+        await pending
 
 
 def _replay(

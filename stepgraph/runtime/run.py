@@ -85,7 +85,7 @@ if TYPE_CHECKING:
     from .launch import RunOptions
     from .plan import RunPlan
 
-__all__ = ["IN_PROCESS", "InProcessRuntime", "Run", "new_run_id"]
+__all__ = ["IN_PROCESS", "InProcessRuntime", "Run", "new_run_id", "settle_like"]
 
 _RUN_ID_PREFIX = uuid.uuid4().hex[:16]
 _run_counter = itertools.count(1)
@@ -553,7 +553,11 @@ class Run:
             self.stamp(scope, event)
             self.bridge.post(self.feed, InputRequested(invocation=scope.invocation, event=event))
         else:
-            self.bridge.post(self.stream.push, event)
+            self._stream_event(scope, event)
+
+    def _stream_event(self, scope: Scope | None, event: object) -> None:
+        """Put what a step wrote on the stream (on the run's loop)."""
+        self.bridge.post(self.stream.push, event)
 
     def request_id(self, scope: Scope) -> str:
         """The id of the next request ``scope``'s attempt makes: the same when it runs again."""
@@ -727,14 +731,19 @@ class Run:
             return
         outcome = self.outcome
         for waiter in waiters:
-            if waiter.done():
-                continue
-            if outcome.cancelled():
-                waiter.cancel()
-            elif outcome.exception() is not None:
-                waiter.set_exception(outcome.exception())  # type: ignore[arg-type]
-            else:
-                waiter.set_result(outcome.result())
+            settle_like(waiter, outcome)
+
+
+def settle_like(waiter: asyncio.Future[Any], outcome: asyncio.Future[Any]) -> None:
+    """Give ``waiter`` (unless done) what the done ``outcome`` holds."""
+    if waiter.done():
+        return
+    if outcome.cancelled():
+        waiter.cancel()
+    elif outcome.exception() is not None:
+        waiter.set_exception(outcome.exception())  # type: ignore[arg-type]
+    else:
+        waiter.set_result(outcome.result())
 
 
 class InProcessRuntime:

@@ -51,6 +51,7 @@ __all__ = [
 class StoredStatus(StrEnum):
     """A durable run's status, as its store keeps it (a ``str``: ``status == "paused"``)."""
 
+    QUEUED = "queued"  # submitted (``wf.submit``): waits for a worker to take it
     RUNNING = "running"
     PAUSED = "paused"  # waiting for outside input: a request is open, or only waits remain
     COMPLETED = "completed"
@@ -91,13 +92,17 @@ class RunRecord:
     Attributes:
         run_id: the run's id (chosen with ``run(run_id=...)`` or made by stepgraph).
         workflow: the name of the workflow or graph it runs.
-        status: ``"running"``, ``"paused"``, ``"completed"``, ``"failed"`` or ``"cancelled"``.
+        status: ``"queued"``, ``"running"``, ``"paused"``, ``"completed"``, ``"failed"`` or
+            ``"cancelled"``.
         created_at: when the run was created (UTC).
         updated_at: when its record last changed (UTC).
         parent_run_id: for a fork (a resume from an earlier checkpoint), the run it came
             from; otherwise None.
         parent_checkpoint_id: for a fork, the checkpoint it started from.
         result: once the run has ended, its serialized result (or failure).
+        queue: for a submitted run (``wf.submit``), the queue workers take it from;
+            otherwise None.
+        worker: for a submitted run a worker holds, the worker's name; otherwise None.
     """
 
     run_id: str
@@ -108,6 +113,8 @@ class RunRecord:
     parent_run_id: str | None = None
     parent_checkpoint_id: str | None = None
     result: bytes | None = field(default=None, repr=False)
+    queue: str | None = None
+    worker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +171,8 @@ class Commit:
     """One atomic write for one run.
 
     In this order: the journal entries are appended, then the checkpoint (if any) is
-    written, then the run record gets the status (if any) and result.
+    written, then the run record gets the status (if any) and result; the stream events
+    are appended and the consumed inbox messages deleted with them.
 
     Attributes:
         run_id: the run written to; its record exists.
@@ -175,6 +183,9 @@ class Commit:
         checkpoint: a checkpoint to write (the journal starts afresh after it).
         status: the run record's new status, or None to leave it.
         result: with a final status, the serialized result or failure.
+        events: stream events to append to the run's stored stream (serialized), in order.
+        consumed: the ids of the inbox messages (``RunQueue.post``) this commit delivers:
+            they are deleted with it.
     """
 
     run_id: str
@@ -184,6 +195,8 @@ class Commit:
     checkpoint: CheckpointWrite | None = None
     status: StoredStatus | None = None
     result: bytes | None = field(default=None, repr=False)
+    events: tuple[bytes, ...] = field(default=(), repr=False)
+    consumed: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

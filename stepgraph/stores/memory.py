@@ -7,7 +7,10 @@ it from one event loop after another.
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -21,6 +24,7 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
+from .queue import Message, StoredEvent, Wakeups
 from .results import StoreResults
 
 __all__ = ["MemoryStore"]
@@ -35,6 +39,8 @@ class _Run:
     values: dict[str, list[tuple[int, bytes | None]]] = field(default_factory=dict)
     # the checkpoint seq entries follow -> the entries, by position
     journal: dict[int, list[bytes]] = field(default_factory=dict)
+    events: list[StoredEvent] = field(default_factory=list)
+    lease_until: float | None = None  # a claimed run: when its worker's lease ends
 
 
 class MemoryStore(StoreResults):
@@ -52,6 +58,9 @@ class MemoryStore(StoreResults):
         self._runs: dict[str, _Run] = {}
         self._leases: dict[str, str] = {}
         self._lock = threading.Lock()  # for threads; event loops use it in turn
+        self._inbox: list[Message] = []
+        self._numbers = itertools.count()  # ids of stream events and messages
+        self._work = Wakeups()
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._runs)} runs)"
@@ -84,6 +93,11 @@ class MemoryStore(StoreResults):
     def _apply(self, run: _Run, batch: Commit) -> None:
         self._check(run, batch)
         now = datetime.now(UTC)
+        if batch.events:
+            run.events.extend(StoredEvent(next(self._numbers), e) for e in batch.events)
+        if batch.consumed:
+            gone = set(batch.consumed)
+            self._inbox = [m for m in self._inbox if m.id not in gone]
         if batch.journal:
             run.journal.setdefault(batch.journal_after, []).extend(batch.journal)
         write = batch.checkpoint
@@ -120,11 +134,13 @@ class MemoryStore(StoreResults):
             existing = self._runs.get(record.run_id)
             if existing is not None:
                 return existing.record
-            run = _Run(record=record)
+            run = _Run(record=replace(record, worker=None))
             if first is not None:
                 self._apply(run, first)
             self._runs[record.run_id] = run
-            return None
+        if record.queue is not None:
+            self._work.notify()
+        return None
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -183,3 +199,63 @@ class MemoryStore(StoreResults):
         with self._lock:
             if self._leases.get(run_id) == owner:
                 del self._leases[run_id]
+
+    # -- the run queue --------------------------------------------------------------------------
+
+    async def claim(
+        self, owner: str, queues: Sequence[str], limit: int, lease_seconds: float
+    ) -> list[RunRecord]:
+        now = time.time()
+        taken: list[RunRecord] = []
+        with self._lock:
+            for run in sorted(self._runs.values(), key=lambda r: r.record.created_at):
+                if len(taken) >= limit:
+                    break
+                record = run.record
+                if record.queue not in queues:
+                    continue
+                status = StoredStatus(record.status)
+                if status is StoredStatus.QUEUED:
+                    status = StoredStatus.RUNNING
+                elif status.final or (run.lease_until is not None and run.lease_until > now):
+                    continue
+                run.record = replace(record, status=status, worker=owner)
+                run.lease_until = now + lease_seconds
+                taken.append(run.record)
+        return taken
+
+    async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> None:
+        until = time.time() + lease_seconds
+        with self._lock:
+            for run_id in run_ids:
+                run = self._runs.get(run_id)
+                if run is not None:
+                    run.record = replace(run.record, worker=owner)
+                    run.lease_until = until
+
+    async def unclaim(self, owner: str, run_ids: Sequence[str]) -> None:
+        with self._lock:
+            for run_id in run_ids:
+                run = self._runs.get(run_id)
+                if run is not None and run.record.worker == owner:
+                    run.record = replace(run.record, worker=None)
+                    run.lease_until = None
+        self._work.notify()
+
+    async def post(self, run_id: str, data: bytes) -> None:
+        with self._lock:
+            self._inbox.append(Message(next(self._numbers), run_id, data))
+        self._work.notify()
+
+    async def inbox(self, run_ids: Sequence[str]) -> list[Message]:
+        wanted = set(run_ids)
+        with self._lock:
+            return [m for m in self._inbox if m.run_id in wanted]
+
+    async def read_events(self, run_id: str, after: int = -1) -> list[StoredEvent]:
+        with self._lock:
+            run = self._runs.get(run_id)
+            return [] if run is None else [e for e in run.events if e.position > after]
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        await self._work.wait(timeout)

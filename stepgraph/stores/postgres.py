@@ -47,6 +47,7 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
+from .postgres_queue import PostgresQueue
 from .results import StoreResults
 
 if TYPE_CHECKING:
@@ -101,6 +102,22 @@ CREATE TABLE IF NOT EXISTS {p}stepgraph_journal (
     entry BYTEA NOT NULL,
     PRIMARY KEY (run_id, after_seq, pos)
 );
+ALTER TABLE {p}stepgraph_runs ADD COLUMN IF NOT EXISTS queue TEXT,
+    ADD COLUMN IF NOT EXISTS worker TEXT, ADD COLUMN IF NOT EXISTS lease_until TIMESTAMPTZ;
+CREATE INDEX IF NOT EXISTS stepgraph_runs_queue ON {p}stepgraph_runs (queue, status, pos)
+    WHERE queue IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {p}stepgraph_events (
+    position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    data BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stepgraph_events_run ON {p}stepgraph_events (run_id, position);
+CREATE TABLE IF NOT EXISTS {p}stepgraph_inbox (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    data BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stepgraph_inbox_run ON {p}stepgraph_inbox (run_id, id);
 """
 
 # A commit's statement: a first part names the run as `run` (its run_id, if it exists);
@@ -127,9 +144,19 @@ chunks AS (
     FROM run JOIN {p}stepgraph_chunks AS old ON old.run_id = run.run_id
     WHERE %(full)s::boolean AND old.seq < %(seq)s::integer
         AND old.name <> ALL(%(names)s::text[])
+),
+events AS (
+    INSERT INTO {p}stepgraph_events (run_id, data)
+    SELECT run.run_id, e.data
+    FROM run, unnest(%(events)s::bytea[]) WITH ORDINALITY AS e(data, i) ORDER BY e.i
+),
+consumed AS (
+    DELETE FROM {p}stepgraph_inbox AS m USING run
+    WHERE m.run_id = run.run_id AND m.id = ANY(%(consumed)s::bigint[])
 )
-SELECT run.run_id FROM run
 """
+
+_FOUND = "SELECT run.run_id FROM run"
 
 _COMMIT = (
     """WITH run AS (
@@ -141,22 +168,31 @@ _COMMIT = (
     RETURNING run_id
 )"""
     + _WRITE
+    + _FOUND
 )
 
+# A queued run wakes the workers listening (LISTEN stepgraph_work) as it is created.
 _CREATE = (
     """WITH run AS (
     INSERT INTO {p}stepgraph_runs (run_id, workflow, status, created_at, updated_at,
-        parent_run_id, parent_checkpoint_id, result)
+        parent_run_id, parent_checkpoint_id, result, queue)
     VALUES (%(run_id)s::text, %(workflow)s, %(status)s::text, %(created_at)s,
-        %(updated_at)s, %(parent_run_id)s, %(parent_checkpoint_id)s, %(result)s::bytea)
+        %(updated_at)s, %(parent_run_id)s, %(parent_checkpoint_id)s, %(result)s::bytea,
+        %(queue)s::text)
     ON CONFLICT (run_id) DO NOTHING
     RETURNING run_id
 )"""
     + _WRITE
+    + """, woken AS (
+    SELECT pg_notify('stepgraph_work', %(queue)s::text) FROM run WHERE %(queue)s::text IS NOT NULL
+)
+SELECT run.run_id, (SELECT count(*) FROM woken) FROM run
+"""
 )
 
 _RUN_COLUMNS = (
-    "run_id, workflow, status, created_at, updated_at, parent_run_id, parent_checkpoint_id, result"
+    "run_id, workflow, status, created_at, updated_at, parent_run_id, parent_checkpoint_id, "
+    "result, queue, worker"
 )
 _INFO_COLUMNS = "c.seq, c.superstep, c.created_at, c.status, r.parent_run_id"
 
@@ -166,7 +202,7 @@ def _utc(value: datetime) -> datetime:
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:
-    run_id, workflow, status, created, updated, parent, parent_cp, result = row
+    run_id, workflow, status, created, updated, parent, parent_cp, result, queue, worker = row
     return RunRecord(
         run_id=run_id,
         workflow=workflow,
@@ -176,6 +212,8 @@ def _record(row: tuple[Any, ...]) -> RunRecord:
         parent_run_id=parent,
         parent_checkpoint_id=parent_cp,
         result=None if result is None else bytes(result),
+        queue=queue,
+        worker=worker,
     )
 
 
@@ -213,6 +251,8 @@ def _params(run_id: str, batch: Commit | None, now: datetime) -> dict[str, Any]:
         "names": [] if write is None else list(write.values),
         "data": [] if write is None else list(write.values.values()),
         "full": write is not None and write.full,
+        "events": [] if batch is None else list(batch.events),
+        "consumed": [] if batch is None else list(batch.consumed),
     }
 
 
@@ -240,12 +280,16 @@ class _LoopConnections:
         self.lease_conn: _Conn | None = None
         self.lease_lock = asyncio.Lock()
         self.leases: dict[str, str] = {}  # run id -> owner, held on lease_conn
+        self.listen_conn: _Conn | None = None  # LISTEN stepgraph_work, for workers
+        self.listen_lock = asyncio.Lock()
 
     def discard(self, conn: _Conn) -> None:
         self.open.discard(conn)
         if conn is self.lease_conn:
             self.lease_conn = None
             self.leases.clear()  # the session, and so its locks, are gone
+        if conn is self.listen_conn:
+            self.listen_conn = None
         _finish(conn)
 
     def finish(self) -> None:
@@ -254,7 +298,7 @@ class _LoopConnections:
         self.idle.clear()
 
 
-class PostgresStore(StoreResults):
+class PostgresStore(PostgresQueue, StoreResults):
     """Runs, checkpoints and journals in PostgreSQL (psycopg 3; the extra ``postgres``).
 
     Args:
@@ -276,6 +320,9 @@ class PostgresStore(StoreResults):
         await handler
         await store.aclose()
     """
+
+    _columns = _RUN_COLUMNS
+    _record_of = staticmethod(_record)
 
     def __init__(self, dsn: str, *, schema: str | None = None) -> None:
         if schema is not None and not schema:
@@ -375,6 +422,7 @@ class PostgresStore(StoreResults):
         try:
             async with asyncio.timeout(_CLOSE_WAIT):  # a server that never answers: close
                 await here.lease_lock.acquire()
+                await here.listen_lock.acquire()
                 for _ in range(_POOL_SIZE):
                     await here.slots.acquire()
         except TimeoutError:
@@ -441,6 +489,7 @@ class PostgresStore(StoreResults):
             updated_at=now if params["touch"] else record.updated_at,
             parent_run_id=record.parent_run_id,
             parent_checkpoint_id=record.parent_checkpoint_id,
+            queue=record.queue,
         )
         async with self._connection(f"creating run {record.run_id!r}") as conn:
             if await self._write(conn, self._create_sql, params):

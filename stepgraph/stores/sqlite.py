@@ -37,7 +37,9 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
+from .queue import Wakeups
 from .results import StoreResults
+from .sqlite_queue import QueueMixin
 
 __all__ = ["SqliteStore"]
 
@@ -82,13 +84,33 @@ CREATE TABLE IF NOT EXISTS stepgraph_leases (
     host TEXT NOT NULL,
     pid INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS stepgraph_events (
+    position INTEGER PRIMARY KEY,  -- the order written (never deleted: never reused)
+    run_id TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stepgraph_events_run ON stepgraph_events (run_id, position);
+CREATE TABLE IF NOT EXISTS stepgraph_inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: a delivered id is never reused
+    run_id TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stepgraph_inbox_run ON stepgraph_inbox (run_id, id);
 """
+
+# Columns added since the first release: a file made before gets them when opened.
+_ADDED_COLUMNS = {"queue": "TEXT", "worker": "TEXT", "lease_until": "REAL"}
+_QUEUE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS stepgraph_runs_queue ON stepgraph_runs (queue, status, number) "
+    "WHERE queue IS NOT NULL"
+)
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
 
 
 _RUN_COLUMNS = (
-    "run_id, workflow, status, created_at, updated_at, parent_run_id, parent_checkpoint_id, result"
+    "run_id, workflow, status, created_at, updated_at, parent_run_id, parent_checkpoint_id, "
+    "result, queue, worker"
 )
 
 _Statement = tuple[str, list[tuple[object, ...]]]  # sql, rows
@@ -166,6 +188,15 @@ def _statements(batch: Commit, number: int, now: float) -> list[_Statement]:
                 [(batch.status, batch.result, now, number)],
             )
         )
+    if batch.events:
+        out.append(
+            (
+                "INSERT INTO stepgraph_events (run_id, data) VALUES (?, ?)",
+                [(run_id, data) for data in batch.events],
+            )
+        )
+    if batch.consumed:
+        out.append(("DELETE FROM stepgraph_inbox WHERE id = ?", [(i,) for i in batch.consumed]))
     return out
 
 
@@ -184,7 +215,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class SqliteStore(StoreResults):
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Give a file made by an earlier version the run columns it lacks (and their index)."""
+    have = {str(row[1]) for row in conn.execute("PRAGMA table_info(stepgraph_runs)")}
+    missing = [(name, kind) for name, kind in _ADDED_COLUMNS.items() if name not in have]
+    if missing:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            have = {str(row[1]) for row in conn.execute("PRAGMA table_info(stepgraph_runs)")}
+            for name, kind in missing:
+                if name not in have:  # another process may have added it meanwhile
+                    conn.execute(f"ALTER TABLE stepgraph_runs ADD COLUMN {name} {kind}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    conn.execute(_QUEUE_INDEX)
+
+
+class SqliteStore(QueueMixin, StoreResults):
     """Runs, checkpoints and journals in one SQLite file.
 
     Args:
@@ -202,6 +251,8 @@ class SqliteStore(StoreResults):
         handler = MyFlow(store=store).run(topic="tides")
     """
 
+    _columns = _RUN_COLUMNS
+
     def __init__(
         self, path: str | os.PathLike[str], *, synchronous: str = "normal", timeout: float = 5.0
     ) -> None:
@@ -217,6 +268,7 @@ class SqliteStore(StoreResults):
         self._lock = threading.RLock()
         self._host = socket.gethostname()
         self._numbers: dict[str, int] = {}  # run id -> its row (runs are never deleted)
+        self._work = Wakeups()  # submits and posts of this process wake its workers at once
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, synchronous={self.synchronous!r})"
@@ -243,6 +295,7 @@ class SqliteStore(StoreResults):
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
                 conn.executescript(_SCHEMA)
+                _add_columns(conn)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open the SQLite store {self.path!r}: {exc}") from exc
             self._conn = conn
@@ -306,6 +359,7 @@ class SqliteStore(StoreResults):
                 f"checkpoint {write.seq} of run {batch.run_id!r}: a seq is from 0 to {_SEQ_MASK}"
             )
         number = self._numbers.get(batch.run_id)
+        plain = not batch.events and not batch.consumed
         if (  # a checkpoint alone (a superstep's, mostly): one statement, no transaction
             write is not None
             and number is not None
@@ -313,6 +367,7 @@ class SqliteStore(StoreResults):
             and not write.full
             and not batch.journal
             and batch.status is None
+            and plain
         ):
             row = (
                 (number << _SEQ_BITS) | write.seq,
@@ -334,6 +389,7 @@ class SqliteStore(StoreResults):
             and write is None
             and batch.status is None
             and len(batch.journal) == 1
+            and plain
         ):
             # one journal entry (a step of an async run, mostly): one statement, no transaction
             entry = (batch.run_id, batch.journal_after, batch.journal_at, batch.journal[0])
@@ -385,7 +441,7 @@ class SqliteStore(StoreResults):
             if row is not None:
                 return self._record(row)
             number = cursor.execute(
-                f"INSERT INTO stepgraph_runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO stepgraph_runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 10)})",
                 (
                     record.run_id,
                     record.workflow,
@@ -395,19 +451,23 @@ class SqliteStore(StoreResults):
                     record.parent_run_id,
                     record.parent_checkpoint_id,
                     record.result,
+                    record.queue,
+                    None,
                 ),
             ).lastrowid
             assert number is not None
             if first is not None:
                 self._execute(cursor, first, _statements(first, number, time.time()))
             self._numbers[record.run_id] = number
-            return None
+        if record.queue is not None:
+            self._work.notify()
+        return None
 
     # -- reads ----------------------------------------------------------------------------------
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> RunRecord:
-        run_id, workflow, status, created, updated, parent, parent_cp, result = row
+        run_id, workflow, status, created, updated, parent, parent_cp, result, queue, worker = row
         return RunRecord(
             run_id=str(run_id),
             workflow=str(workflow),
@@ -417,6 +477,8 @@ class SqliteStore(StoreResults):
             parent_run_id=None if parent is None else str(parent),
             parent_checkpoint_id=None if parent_cp is None else str(parent_cp),
             result=None if result is None else bytes(result),
+            queue=None if queue is None else str(queue),
+            worker=None if worker is None else str(worker),
         )
 
     async def get_run(self, run_id: str) -> RunRecord | None:

@@ -17,11 +17,12 @@ import pytest
 
 from stepgraph.errors import StoreError
 from stepgraph.stores import MemoryStore, PostgresStore, SqliteStore, Store
-from stepgraph.testing.store_conformance import StoreConformance, record
+from stepgraph.testing.queue_conformance import QueueConformance
+from stepgraph.testing.store_conformance import record
 from tests.pg import PG_DSN, pg_schema, require_pg
 
 
-class TestMemoryStore(StoreConformance):
+class TestMemoryStore(QueueConformance):
     def make_store(self) -> Store:
         return MemoryStore()
 
@@ -29,7 +30,7 @@ class TestMemoryStore(StoreConformance):
         return first  # a MemoryStore shares its data with no other object
 
 
-class TestSqliteStore(StoreConformance):
+class TestSqliteStore(QueueConformance):
     @pytest.fixture(autouse=True)
     def _database(self, tmp_path: Path) -> None:
         self.path = tmp_path / "runs.db"
@@ -41,7 +42,7 @@ class TestSqliteStore(StoreConformance):
         return SqliteStore(self.path)
 
 
-class TestPostgresStore(StoreConformance):
+class TestPostgresStore(QueueConformance):
     @pytest.fixture(autouse=True)
     def _schema(self) -> Iterator[None]:
         require_pg()

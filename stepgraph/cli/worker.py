@@ -1,0 +1,82 @@
+"""``stepgraph worker``: a long-running process that runs a store's queued runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+from ..distributed.worker import Worker, registry
+from .common import EXIT_OK, fail, say
+from .loading import configure, load_registry
+from .stores import close_store, open_store, probe_store, shown
+
+__all__ = ["serve"]
+
+
+def _positive(value: Any, option: str) -> None:
+    if value is None or value <= 0:
+        fail(f"{option} must be > 0, got {value!r}")
+
+
+async def serve(
+    target: str,
+    url: str,
+    *,
+    queues: list[str],
+    concurrency: int,
+    lease_seconds: float,
+    grace_seconds: float,
+) -> int:
+    """Run a worker until SIGTERM or SIGINT (then stop gracefully); the exit code.
+
+    Raises:
+        UsageError: a bad option, registry or store URL, or a store that cannot be opened.
+    """
+    if concurrency < 1:
+        fail(f"--concurrency must be >= 1, got {concurrency}")
+    _positive(lease_seconds, "--lease-seconds")
+    _positive(grace_seconds, "--grace-seconds")
+    for queue in queues:
+        if not queue:
+            fail("--queue needs a non-empty name")
+    items = load_registry(target)
+    store = open_store(url, create=True)
+    try:
+        await probe_store(store, url)
+        bound = [(key, configure(workflow, store=store)) for key, workflow in items]
+        workflows = registry(bound)
+        worker = Worker(
+            store,
+            workflows,
+            queues=queues,
+            concurrency=concurrency,
+            lease_seconds=lease_seconds,
+            grace_seconds=grace_seconds,
+        )
+        loop = asyncio.get_running_loop()
+        stopping: list[asyncio.Task[None]] = []
+
+        def stop() -> None:
+            if not stopping:
+                say(f"stepgraph: worker {worker.name} stopping (grace {grace_seconds:g} s)")
+                stopping.append(loop.create_task(worker.stop()))
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        say(
+            f"stepgraph: worker {worker.name} serving queue(s) {', '.join(queues)} of "
+            f"{shown(url)} with workflow(s) {', '.join(sorted(workflows))}, concurrency "
+            f"{concurrency}"
+        )
+        try:
+            await worker.run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+        say(f"stepgraph: worker {worker.name} stopped after taking {worker.started} run(s)")
+        return EXIT_OK
+    finally:
+        await close_store(store)

@@ -1,0 +1,153 @@
+"""AttachedRun: the caller's port on a run another process coordinates (``wf.attach``).
+
+Everything goes through the store:
+
+- the **stream** is read from the run's stored stream events, from its start, in order,
+  ending with what the run streamed as it ended (the ``StopEvent``);
+- the **outcome** resolves when the stored record says the run has ended (a failed run
+  raises its stored error);
+- **sends, responses and cancels** are posted to the run's inbox; the process holding the
+  run (a worker) delivers them, or the one that resumes it, once.
+
+Reads poll the store with a back-off (2 ms, doubling to a quarter second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from ..core import RunStatus
+from ..durability.checkpoints import decode_value
+from ..errors import RunNotFoundError, WorkflowCancelled
+from ..runtime.run import settle_like
+from ..stores.base import StoredStatus
+from ..stores.results import outcome_of
+from .messages import encode_message
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from ..core.state import OpenRequest
+    from ..runtime.launch import RunOptions
+    from ..runtime.plan import RunPlan
+
+__all__ = ["AttachedRun"]
+
+_FIRST_POLL = 0.002
+_LAST_POLL = 0.25
+
+
+class AttachedRun:
+    """A :class:`~stepgraph.runtime.ports.CallerPort` over a stored run (see the module)."""
+
+    def __init__(self, plan: RunPlan, options: RunOptions, run_id: str) -> None:
+        self.plan = plan
+        self.run_id = run_id
+        self.context: Any = None  # the run's steps are elsewhere
+        self._store = options.store
+        self._serializer = options.serializer
+        self.loop = asyncio.get_running_loop()
+        self.outcome: asyncio.Future[Any] = self.loop.create_future()
+        self._status = RunStatus.RUNNING
+        self._posts: set[asyncio.Task[None]] = set()
+        self._consumed = False
+        self._watch = self.loop.create_task(self._watch_outcome())
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def status(self) -> RunStatus:
+        return self._status
+
+    @property
+    def running(self) -> bool:
+        return not self.outcome.done()
+
+    def waiter(self) -> asyncio.Future[Any]:
+        """A future of its own, resolved as the outcome is (cancelling it cancels nothing)."""
+        waiter: asyncio.Future[Any] = self.loop.create_future()
+
+        self.outcome.add_done_callback(lambda outcome: settle_like(waiter, outcome))
+        return waiter
+
+    async def _watch_outcome(self) -> None:
+        pause = _FIRST_POLL
+        while True:
+            try:
+                record = await self._store.get_run(self.run_id)
+                if record is None:
+                    raise RunNotFoundError(f"there is no run {self.run_id!r} in {self._store!r}")
+                status = StoredStatus(record.status)
+                if status.final:
+                    try:
+                        value = outcome_of(record)
+                    except WorkflowCancelled as exc:
+                        self._status = RunStatus.CANCELLED
+                        self.outcome.set_exception(exc)
+                    except Exception as exc:
+                        self._status = RunStatus.FAILED
+                        self.outcome.set_exception(exc)
+                    else:
+                        self._status = RunStatus.FINISHED
+                        self.outcome.set_result(value)
+                    return
+            except Exception as exc:
+                self._status = RunStatus.FAILED
+                self.outcome.set_exception(exc)
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _LAST_POLL)
+
+    # -- talking to the run ---------------------------------------------------------------------
+
+    def start(self, message: object) -> None:  # pragma: no cover - attached runs have started
+        raise RuntimeError("an attached run has started elsewhere")
+
+    def _post(self, body: dict[str, Any]) -> asyncio.Task[None]:
+        data = encode_message(self._serializer, body, self.run_id)
+        task = self.loop.create_task(self._store.post(self.run_id, data))
+        self._posts.add(task)
+        task.add_done_callback(self._posts.discard)
+        return task
+
+    def send_external(self, event: object, step: str | None) -> None:
+        self._post({"kind": "event", "event": event, "step": step})
+
+    def respond(self, request_id: str, response: object) -> Awaitable[None] | None:
+        return self._post({"kind": "response", "request_id": request_id, "response": response})
+
+    def open_request(self, request_id: str) -> OpenRequest | None:
+        return None
+
+    def cancel(self, reason: str) -> None:
+        self._post({"kind": "cancel", "reason": reason})
+
+    async def events(self, *, lifecycle: bool) -> AsyncIterator[Any]:
+        """The stored stream, from the run's start, until the run has ended."""
+        if self._consumed:
+            from ..errors import WorkflowRuntimeError
+
+            raise WorkflowRuntimeError(
+                f"the event stream of run {self.run_id!r} is already being consumed; "
+                "call stream_events() once per handler"
+            )
+        self._consumed = True
+        position = -1
+        pause = _FIRST_POLL
+        while True:
+            ended = self.outcome.done()  # read before the events: none is missed
+            stored = await self._store.read_events(self.run_id, position)
+            for event in stored:
+                position = event.position
+                yield decode_value(event.data, "a stream event", run_id=self.run_id)
+            if stored:
+                pause = _FIRST_POLL
+                continue
+            if ended:
+                return
+            await asyncio.wait({self.outcome}, timeout=pause)
+            pause = min(pause * 2, _LAST_POLL)

@@ -1,0 +1,330 @@
+"""Worker: takes queued runs from a store, runs them, and keeps their leases alive.
+
+One loop, in this order, again and again:
+
+1. **claim** as many runs as it has free slots (``concurrency``): queued runs of its
+   queues, and runs whose worker's lease expired (a worker that died); each is resumed
+   from its last checkpoint (a queued run's is its start);
+2. **deliver** the inbox messages (sends, responses, cancels from other processes) of the
+   runs it holds;
+3. **renew** its leases every third of ``lease_seconds``;
+4. **wait** for work: a NOTIFY on PostgreSQL, a poll that backs off (2 ms to a quarter
+   second) elsewhere, a slot freeing when it is full.
+
+A run of a workflow the worker does not know, or one whose checkpoint its code cannot
+use (its steps changed since it was submitted), is failed with a stored error naming the
+cause; the worker goes on. :meth:`stop` is a graceful shutdown: no more claims, each run
+in superstep mode stops at its next barrier (what finished is committed: nothing runs
+twice), the others get ``grace_seconds`` to end; what is left stops where it is,
+resumable, and its lease is given up so that another worker takes it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.failure import Failure
+from ..durability.checkpoints import encode_value
+from ..durability.run import DurableRun, _owner
+from ..durability.serializer import serializer_named
+from ..errors import RunLockedError, StepgraphError, WorkflowCancelled
+from ..runtime.handler import WorkflowHandler
+from ..stores.base import Commit, RunRecord, StoredStatus
+from ..stores.queue import is_queue
+from .messages import deliver
+
+__all__ = ["Worker"]
+
+_log = logging.getLogger("stepgraph.worker")
+
+_FIRST_POLL = 0.002
+_LAST_POLL = 0.25  # idle: a claim every quarter second at most (recovery needs claims)
+_RETRY_FIRST = 0.1  # a store that fails: retry with a back-off ...
+_RETRY_LAST = 5.0  # ... up to every 5 s
+
+
+@dataclass
+class _Held:
+    handler: WorkflowHandler
+    run: DurableRun
+    task: asyncio.Task[None] | None = None
+
+
+class Worker:
+    """Runs the queued runs of ``workflows`` from ``store`` (see the module docstring).
+
+    Args:
+        store: the store (``PostgresStore`` across machines; ``SqliteStore`` on one).
+        workflows: the workflows it runs, by name (a run names its workflow): each bound
+            to ``store`` already (``stepgraph worker`` binds them).
+        queues: the queues it takes runs from.
+        concurrency: how many runs it holds at once.
+        lease_seconds: how long its claim on a run lasts unless renewed; a worker that
+            dies has its runs taken by another once this has passed.
+        grace_seconds: how long :meth:`stop` lets runs end before it stops them.
+
+    Example::
+
+        worker = Worker(store, {"Flow": Flow(store=store)}, queues=["default"])
+        task = asyncio.create_task(worker.run())
+        ...
+        await worker.stop()
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        workflows: Mapping[str, Any],
+        *,
+        queues: Sequence[str] = ("default",),
+        concurrency: int = 8,
+        lease_seconds: float = 10.0,
+        grace_seconds: float = 30.0,
+    ) -> None:
+        if not is_queue(store):
+            raise StepgraphError(f"Worker: {store!r} has no run queue (claim, post, ...)")
+        if (
+            isinstance(queues, str)
+            or not queues
+            or not all(isinstance(q, str) and q for q in queues)
+        ):
+            raise StepgraphError(f"Worker(queues={queues!r}): give a list of queue names")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise StepgraphError(f"Worker(concurrency={concurrency!r}): must be an int >= 1")
+        for option, value in (("lease_seconds", lease_seconds), ("grace_seconds", grace_seconds)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise StepgraphError(f"Worker({option}={value!r}): must be a number of seconds > 0")
+        self.store = store
+        self.workflows = dict(workflows)
+        self.queues = list(queues)
+        self.concurrency = concurrency
+        self.lease_seconds = float(lease_seconds)
+        self.grace_seconds = float(grace_seconds)
+        self.name = _owner(store)
+        self.held: dict[str, _Held] = {}
+        self.started = 0  # runs it took (for reports and tests)
+        self._stopping = False
+        self._freed: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Work until :meth:`stop` (then stop gracefully, and return)."""
+        self._freed = asyncio.Event()
+        self._stopped = asyncio.Event()
+        renew_every = self.lease_seconds / 3
+        renewed = time.monotonic()
+        pause = _FIRST_POLL
+        retry = _RETRY_FIRST
+        try:
+            while not self._stopping:
+                try:
+                    claimed = await self._claim()
+                    await self._deliver()
+                    if time.monotonic() - renewed >= renew_every:
+                        renewed = time.monotonic()
+                        await self.store.renew(self.name, list(self.held), self.lease_seconds)
+                except StepgraphError as exc:  # the store is away: keep what runs, retry
+                    _log.warning(
+                        "worker %s: the store failed (%s); retrying in %.1f s",
+                        self.name,
+                        exc,
+                        retry,
+                    )
+                    await self._nap(retry)
+                    retry = min(retry * 2, _RETRY_LAST)
+                    continue
+                retry = _RETRY_FIRST
+                if claimed:
+                    pause = _FIRST_POLL
+                    continue
+                timeout = min(pause, max(0.0, renewed + renew_every - time.monotonic()))
+                if len(self.held) >= self.concurrency:
+                    await self._nap(timeout)  # full: wait for a slot (or the next renewal)
+                else:
+                    await self._wait_for_work(timeout)
+                pause = min(pause * 2, _LAST_POLL)
+        finally:
+            await self._shutdown()
+            self._stopped.set()
+
+    async def _nap(self, seconds: float) -> None:
+        freed = self._freed
+        assert freed is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(freed.wait(), seconds)
+        freed.clear()
+
+    async def _wait_for_work(self, timeout: float) -> None:
+        """The store's wait, cut short by :meth:`stop`."""
+        waiting = asyncio.ensure_future(self.store.wait_for_work(self.queues, timeout))
+        freed = self._freed
+        assert freed is not None
+        stopped = asyncio.ensure_future(freed.wait())
+        try:
+            await asyncio.wait({waiting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not waiting.done():
+                waiting.cancel()
+                with contextlib.suppress(BaseException):
+                    await waiting
+            elif not waiting.cancelled():
+                waiting.result()  # a store error: the loop retries
+        if self._stopping:
+            return
+        freed.clear()
+
+    async def stop(self) -> None:
+        """Stop gracefully (see the module docstring); returns once :meth:`run` has.
+
+        Takes no more runs from now on; runs in superstep mode stop at their next barrier.
+        """
+        self._stopping = True
+        for held in list(self.held.values()):
+            if held.run.superstep_mode:
+                held.run.park()
+        if self._freed is not None:
+            self._freed.set()
+        if self._stopped is not None:
+            await self._stopped.wait()
+
+    # -- taking runs ----------------------------------------------------------------------------
+
+    async def _claim(self) -> int:
+        free = self.concurrency - len(self.held)
+        if free <= 0 or self._stopping:
+            return 0
+        records = await self.store.claim(self.name, self.queues, free, self.lease_seconds)
+        for record in records:
+            if record.run_id in self.held:
+                continue  # ours already (a renewal raced an expiry)
+            workflow = self.workflows.get(record.workflow)
+            if workflow is None:
+                await self._refuse(record)
+                continue
+            self._take(record, workflow)
+        return len(records)
+
+    def _take(self, record: RunRecord, workflow: Any) -> None:
+        handler: WorkflowHandler = workflow.resume(record.run_id)
+        run = handler._run
+        assert isinstance(run, DurableRun)
+        held = _Held(handler, run)
+        self.held[record.run_id] = held
+        self.started += 1
+        held.task = asyncio.get_running_loop().create_task(self._follow(record, held, workflow))
+
+    async def _follow(self, record: RunRecord, held: _Held, workflow: Any) -> None:
+        run_id = record.run_id
+        try:
+            await held.handler
+        except RunLockedError:
+            pass  # another coordinator has it: its worker renews the lease
+        except WorkflowCancelled:
+            if self._stopping:  # parked or stopped: as stored, for another worker at once
+                with contextlib.suppress(Exception):
+                    await self.store.unclaim(self.name, [run_id])
+        except Exception as exc:
+            await self._store_boot_failure(run_id, workflow, exc)
+        finally:
+            self.held.pop(run_id, None)
+            if self._freed is not None:
+                self._freed.set()
+
+    async def _store_boot_failure(self, run_id: str, workflow: Any, error: Exception) -> None:
+        """A run that failed before it could start (a checkpoint its code cannot use) has
+        no stored end: store one, so that it is not taken again and again."""
+        try:
+            record = await self.store.get_run(run_id)
+            if record is None or StoredStatus(record.status).final:
+                return
+            stored = StepgraphError(
+                f"worker {self.name} could not resume run {run_id!r} of workflow "
+                f"{record.workflow!r}: {type(error).__name__}: {error}"
+            )
+            stored.__cause__ = error
+            await self._fail(run_id, workflow.options.serializer, stored)
+        except Exception as exc:  # the next worker to claim it tries again
+            _log.warning(
+                "worker %s: cannot store the failure of run %r: %s", self.name, run_id, exc
+            )
+
+    async def _refuse(self, record: RunRecord) -> None:
+        known = ", ".join(sorted(self.workflows)) or "none"
+        error = StepgraphError(
+            f"run {record.run_id!r} is a run of workflow {record.workflow!r}, which worker "
+            f"{self.name} does not know (it runs: {known}); give the worker a registry that "
+            f"names it"
+        )
+        _log.error("%s", error)
+        await self._fail(record.run_id, "json", error)
+
+    async def _fail(self, run_id: str, serializer: str, error: BaseException) -> None:
+        failure = Failure.from_error(error)
+        result = encode_value(failure, serializer_named(serializer), "the run's failure")
+        pending = self.store.commit(
+            Commit(run_id=run_id, status=StoredStatus.FAILED, result=result)
+        )
+        if pending is not None:
+            await pending
+
+    # -- messages -------------------------------------------------------------------------------
+
+    async def _deliver(self) -> None:
+        ready = [run_id for run_id, held in self.held.items() if not held.run._booting]
+        if not ready:
+            return
+        for message in await self.store.inbox(ready):
+            held = self.held.get(message.run_id)
+            if held is not None and not held.run.done:
+                deliver(held.run, message)
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        held = list(self.held.values())
+        if not held:
+            return
+        for each in held:
+            if each.run.superstep_mode:
+                each.run.park()
+        tasks = [each.task for each in held if each.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.grace_seconds)
+        left = [each for each in held if not each.run.done]
+        for each in left:
+            each.run.crash(
+                f"run {each.run.run_id!r} was stopped by worker {self.name} shutting down"
+            )
+        for each in left:  # each gives its claim up as it ends
+            if each.task is not None:
+                with contextlib.suppress(BaseException):
+                    await each.task
+
+
+def registry(items: Iterable[tuple[str | None, Any]]) -> dict[str, Any]:
+    """Workflows by name: each under its own name (and under its key, when given)."""
+    found: dict[str, Any] = {}
+    for key, workflow in items:
+        names = {workflow_name(workflow)}
+        if key is not None:
+            names.add(key)
+        for name in names:
+            found[name] = workflow
+    return found
+
+
+def workflow_name(workflow: Any) -> str:
+    """The name a workflow's runs are stored under."""
+    plan = (
+        workflow._placed(workflow._compiled()) if hasattr(workflow, "_compiled") else workflow.plan
+    )
+    return str(plan.name)

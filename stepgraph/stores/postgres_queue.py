@@ -1,0 +1,160 @@
+"""The run queue of :class:`~stepgraph.stores.PostgresStore` (see ``stores/queue.py``).
+
+- A claim is one statement: ``SELECT ... FOR UPDATE SKIP LOCKED`` picks the oldest
+  claimable runs no other worker is claiming, and the ``UPDATE`` around it leases them.
+  Lease times are the server's (``now()``), so workers' clocks do not matter.
+- ``LISTEN stepgraph_work``: a submit (a queued run's creation), a post to an inbox and
+  an unclaim ``NOTIFY`` it, so an idle worker wakes at once instead of polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import StoreError
+from .base import RunRecord
+from .queue import Message, StoredEvent
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg.rows import TupleRow
+
+    _Conn = AsyncConnection[TupleRow]
+
+__all__ = ["PostgresQueue"]
+
+_CLAIM = """
+WITH picked AS (
+    SELECT run_id FROM {p}stepgraph_runs
+    WHERE queue = ANY(%(queues)s::text[]) AND (status = 'queued'
+        OR (status IN ('running', 'paused') AND (lease_until IS NULL OR lease_until < now())))
+    ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+)
+UPDATE {p}stepgraph_runs AS r SET
+    worker = %(owner)s, lease_until = now() + make_interval(secs => %(lease)s),
+    updated_at = CASE WHEN r.status = 'queued' THEN now() ELSE r.updated_at END,
+    status = CASE WHEN r.status = 'queued' THEN 'running' ELSE r.status END
+FROM picked WHERE r.run_id = picked.run_id
+RETURNING {columns}
+"""
+
+
+class PostgresQueue:
+    """``claim``, ``renew``, ``unclaim``, ``post``, ``inbox``, ``read_events`` and
+    ``wait_for_work`` for :class:`~stepgraph.stores.PostgresStore`."""
+
+    _columns: ClassVar[str]
+    _prefix: str
+
+    def _connection(self, what: str) -> AbstractAsyncContextManager[_Conn]:
+        raise NotImplementedError  # pragma: no cover - the store's
+
+    def _here(self) -> Any:
+        raise NotImplementedError  # pragma: no cover - the store's
+
+    async def _connect(self) -> _Conn:
+        raise NotImplementedError  # pragma: no cover - the store's
+
+    @staticmethod
+    def _record_of(row: tuple[Any, ...]) -> RunRecord:
+        raise NotImplementedError  # pragma: no cover - the store's
+
+    async def claim(
+        self, owner: str, queues: Sequence[str], limit: int, lease_seconds: float
+    ) -> list[RunRecord]:
+        """Take up to ``limit`` runs of ``queues`` for ``owner`` (see ``RunQueue.claim``)."""
+        if not queues or limit < 1:
+            return []
+        columns = ", ".join(f"r.{c.strip()}" for c in self._columns.split(","))
+        sql = _CLAIM.format(p=self._prefix, columns=columns)
+        params = {"queues": list(queues), "limit": limit, "owner": owner, "lease": lease_seconds}
+        async with self._connection("claiming runs") as conn:
+            cursor = await conn.execute(sql, params, binary=True)
+            rows = await cursor.fetchall()
+        return sorted((self._record_of(row) for row in rows), key=lambda r: r.created_at)
+
+    async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> None:
+        """Extend ``owner``'s lease on ``run_ids`` (see ``RunQueue.renew``)."""
+        if not run_ids:
+            return
+        async with self._connection("renewing leases") as conn:
+            await conn.execute(
+                f"UPDATE {self._prefix}stepgraph_runs SET worker = %s, "
+                "lease_until = now() + make_interval(secs => %s) WHERE run_id = ANY(%s)",
+                (owner, lease_seconds, list(run_ids)),
+            )
+
+    async def unclaim(self, owner: str, run_ids: Sequence[str]) -> None:
+        """End ``owner``'s lease on ``run_ids`` (see ``RunQueue.unclaim``)."""
+        if not run_ids:
+            return
+        async with self._connection("giving up leases") as conn:
+            await conn.execute(
+                f"WITH gone AS (UPDATE {self._prefix}stepgraph_runs SET worker = NULL, "
+                "lease_until = NULL WHERE worker = %s AND run_id = ANY(%s) RETURNING queue) "
+                "SELECT pg_notify('stepgraph_work', queue) FROM gone",
+                (owner, list(run_ids)),
+            )
+
+    async def post(self, run_id: str, data: bytes) -> None:
+        """Append ``data`` to the run's inbox and wake the workers."""
+        async with self._connection(f"posting to run {run_id!r}") as conn:
+            await conn.execute(
+                f"WITH m AS (INSERT INTO {self._prefix}stepgraph_inbox (run_id, data) "
+                "VALUES (%s, %s) RETURNING id) SELECT pg_notify('stepgraph_work', '') FROM m",
+                (run_id, data),
+            )
+
+    async def inbox(self, run_ids: Sequence[str]) -> list[Message]:
+        """The messages waiting for ``run_ids``, in the order posted."""
+        if not run_ids:
+            return []
+        async with self._connection("reading the inbox") as conn:
+            cursor = await conn.execute(
+                f"SELECT id, run_id, data FROM {self._prefix}stepgraph_inbox "
+                "WHERE run_id = ANY(%s) ORDER BY id",
+                (list(run_ids),),
+                binary=True,
+            )
+            rows = await cursor.fetchall()
+        return [Message(int(i), str(run), bytes(data)) for i, run, data in rows]
+
+    async def read_events(self, run_id: str, after: int = -1) -> list[StoredEvent]:
+        """The run's stored stream events after position ``after``."""
+        async with self._connection(f"reading the stream of run {run_id!r}") as conn:
+            cursor = await conn.execute(
+                f"SELECT position, data FROM {self._prefix}stepgraph_events "
+                "WHERE run_id = %s AND position > %s ORDER BY position",
+                (run_id, after),
+                binary=True,
+            )
+            rows = await cursor.fetchall()
+        return [StoredEvent(int(position), bytes(data)) for position, data in rows]
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Wait for a NOTIFY on ``stepgraph_work`` (a submit, a post, an unclaim), or
+        ``timeout`` seconds."""
+        import psycopg
+
+        here = self._here()
+        async with here.listen_lock:
+            try:
+                conn = here.listen_conn
+                if conn is None:
+                    conn = await self._connect()
+                    here.open.add(conn)
+                    here.listen_conn = conn
+                    await conn.execute("LISTEN stepgraph_work")
+                async for _ in conn.notifies(timeout=timeout, stop_after=1):
+                    break
+            except psycopg.Error as exc:
+                if here.listen_conn is not None:
+                    here.discard(here.listen_conn)
+                raise StoreError(f"waiting for work: {exc}") from exc
+            except asyncio.CancelledError:
+                if here.listen_conn is not None:  # left mid-wait: not reusable
+                    here.discard(here.listen_conn)
+                raise

@@ -1,0 +1,142 @@
+"""The run queue: what a store offers so that workers in other processes run its runs.
+
+A store that implements :class:`RunQueue` (all of stepgraph's do) holds, besides runs:
+
+- **queued runs**: ``wf.submit(...)`` creates a run with status ``"queued"`` in a named
+  queue, with its first checkpoint (the start event), and nothing runs yet;
+- **claims**: a worker ``claim``s queued runs (oldest first; on PostgreSQL with ``FOR
+  UPDATE SKIP LOCKED``, so that several workers never take one run twice) and holds each
+  with a **lease** that lasts ``lease_seconds`` unless ``renew``ed. A run whose lease has
+  expired (its worker died) is claimed again by a live worker, which resumes it from its
+  last checkpoint. The run's own lease (``Store.acquire``) still decides who coordinates
+  it: a claim only says who should;
+- **stored stream events**: what a run wrote to its stream, appended with its commits
+  (``Commit.events``), for handlers attached from other processes (``wf.attach``);
+- an **inbox**: events, responses and cancels sent to a run from another process
+  (``post``); the process that holds the run reads them (``inbox``) and delivers them,
+  deleting each with the commit that journals it (``Commit.consumed``): exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from .base import RunRecord
+
+__all__ = ["Message", "RunQueue", "StoredEvent", "Wakeups", "is_queue"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message in a run's inbox.
+
+    Attributes:
+        id: its id in the store (increasing in the order posted).
+        run_id: the run it is for.
+        data: what was posted (serialized by the sender).
+    """
+
+    id: int
+    run_id: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One event of a run's stored stream.
+
+    Attributes:
+        position: its place in the store (increasing in the order written; pass the last
+            one read as ``after`` to read on).
+        data: the event, serialized.
+    """
+
+    position: int
+    data: bytes = field(repr=False)
+
+
+@runtime_checkable
+class RunQueue(Protocol):
+    """Queues, claims, stored streams and inboxes of a store (see the module docstring)."""
+
+    async def claim(
+        self, owner: str, queues: Sequence[str], limit: int, lease_seconds: float
+    ) -> list[RunRecord]:
+        """Take up to ``limit`` runs for worker ``owner``, oldest first: queued runs of
+        ``queues`` (their status becomes ``"running"``) and runs of ``queues`` whose lease
+        has expired. Each is leased to ``owner`` for ``lease_seconds``."""
+        ...
+
+    async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> None:
+        """Extend the lease of ``owner`` on ``run_ids`` (it coordinates them) by
+        ``lease_seconds`` from now."""
+        ...
+
+    async def unclaim(self, owner: str, run_ids: Sequence[str]) -> None:
+        """End ``owner``'s lease on ``run_ids``: another worker may take them at once."""
+        ...
+
+    async def post(self, run_id: str, data: bytes) -> None:
+        """Append ``data`` to run ``run_id``'s inbox (and wake whoever holds the run)."""
+        ...
+
+    async def inbox(self, run_ids: Sequence[str]) -> list[Message]:
+        """The messages waiting for ``run_ids``, in the order posted."""
+        ...
+
+    async def read_events(self, run_id: str, after: int = -1) -> list[StoredEvent]:
+        """The stored stream events of run ``run_id`` after position ``after``, in order."""
+        ...
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when a run may have been submitted to ``queues`` or a message posted
+        (or after ``timeout`` seconds at the latest)."""
+        ...
+
+
+def is_queue(store: object) -> bool:
+    """Whether ``store`` implements :class:`RunQueue`."""
+    return all(
+        callable(getattr(store, name, None))
+        for name in ("claim", "renew", "unclaim", "post", "inbox", "read_events", "wait_for_work")
+    )
+
+
+class Wakeups:
+    """Waiters for "there may be work" in this process, on any event loop or thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def notify(self) -> None:
+        """Wake every waiter."""
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        for loop, waiter in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_wake, waiter)
+
+    async def wait(self, timeout: float) -> None:
+        """Wait for the next ``notify`` or ``timeout`` seconds, whichever comes first."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            self._waiters.append((loop, waiter))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                if (loop, waiter) in self._waiters:
+                    self._waiters.remove((loop, waiter))
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

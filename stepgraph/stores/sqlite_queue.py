@@ -1,0 +1,138 @@
+"""The run queue of :class:`~stepgraph.stores.SqliteStore` (see ``stores/queue.py``).
+
+A claim is one ``BEGIN IMMEDIATE`` transaction: SQLite has one writer at a time, so two
+workers (in this process or others) never claim one run. Workers in other processes
+learn of new runs by polling (the worker backs off while idle); in this process a submit
+or a post wakes them at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar
+
+from .base import RunRecord
+from .queue import Message, StoredEvent, Wakeups
+
+__all__ = ["QueueMixin"]
+
+_CLAIMABLE = (
+    "queue IN ({queues}) AND (status = 'queued' OR (status IN ('running', 'paused') "
+    "AND (lease_until IS NULL OR lease_until < ?)))"
+)
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+class QueueMixin:
+    """``claim``, ``renew``, ``unclaim``, ``post``, ``inbox``, ``read_events`` and
+    ``wait_for_work`` over the store's connection."""
+
+    _columns: ClassVar[str]  # the run record's columns, in ``_record``'s order
+    _work: Wakeups
+
+    def _transaction(self, what: str) -> AbstractContextManager[sqlite3.Cursor]:
+        raise NotImplementedError  # pragma: no cover - the store's
+
+    def _reading(self, what: str) -> AbstractContextManager[sqlite3.Cursor]:
+        raise NotImplementedError  # pragma: no cover - the store's
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> RunRecord:
+        raise NotImplementedError  # pragma: no cover - the store's
+
+    async def claim(
+        self, owner: str, queues: Sequence[str], limit: int, lease_seconds: float
+    ) -> list[RunRecord]:
+        """Take up to ``limit`` runs of ``queues`` for ``owner`` (see ``RunQueue.claim``)."""
+        if not queues or limit < 1:
+            return []
+        now = time.time()
+        where = _CLAIMABLE.format(queues=_marks(len(queues)))
+        with self._transaction("claiming runs") as cursor:
+            picked = [
+                str(row[0])
+                for row in cursor.execute(
+                    f"SELECT run_id FROM stepgraph_runs WHERE {where} ORDER BY number LIMIT ?",
+                    (*queues, now, limit),
+                )
+            ]
+            if not picked:
+                return []
+            marks = _marks(len(picked))
+            cursor.execute(
+                "UPDATE stepgraph_runs SET worker = ?, lease_until = ?, "
+                "updated_at = CASE WHEN status = 'queued' THEN ? ELSE updated_at END, "
+                "status = CASE WHEN status = 'queued' THEN 'running' ELSE status END "
+                f"WHERE run_id IN ({marks})",
+                (owner, now + lease_seconds, now, *picked),
+            )
+            rows = cursor.execute(
+                f"SELECT {self._columns} FROM stepgraph_runs WHERE run_id IN ({marks}) "
+                "ORDER BY number",
+                picked,
+            ).fetchall()
+        return [self._record(row) for row in rows]
+
+    async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> None:
+        """Extend ``owner``'s lease on ``run_ids`` (see ``RunQueue.renew``)."""
+        if not run_ids:
+            return
+        with self._transaction("renewing leases") as cursor:
+            cursor.execute(
+                "UPDATE stepgraph_runs SET worker = ?, lease_until = ? "
+                f"WHERE run_id IN ({_marks(len(run_ids))})",
+                (owner, time.time() + lease_seconds, *run_ids),
+            )
+
+    async def unclaim(self, owner: str, run_ids: Sequence[str]) -> None:
+        """End ``owner``'s lease on ``run_ids`` (see ``RunQueue.unclaim``)."""
+        if not run_ids:
+            return
+        with self._transaction("giving up leases") as cursor:
+            cursor.execute(
+                "UPDATE stepgraph_runs SET worker = NULL, lease_until = NULL "
+                f"WHERE worker = ? AND run_id IN ({_marks(len(run_ids))})",
+                (owner, *run_ids),
+            )
+        self._work.notify()
+
+    async def post(self, run_id: str, data: bytes) -> None:
+        """Append ``data`` to the run's inbox."""
+        with self._transaction(f"posting to run {run_id!r}") as cursor:
+            cursor.execute(
+                "INSERT INTO stepgraph_inbox (run_id, data) VALUES (?, ?)", (run_id, data)
+            )
+        self._work.notify()
+
+    async def inbox(self, run_ids: Sequence[str]) -> list[Message]:
+        """The messages waiting for ``run_ids``, in the order posted."""
+        if not run_ids:
+            return []
+        with self._reading("reading the inbox") as cursor:
+            rows = cursor.execute(
+                "SELECT id, run_id, data FROM stepgraph_inbox "
+                f"WHERE run_id IN ({_marks(len(run_ids))}) ORDER BY id",
+                tuple(run_ids),
+            ).fetchall()
+        return [Message(int(i), str(run), bytes(data)) for i, run, data in rows]
+
+    async def read_events(self, run_id: str, after: int = -1) -> list[StoredEvent]:
+        """The run's stored stream events after position ``after``."""
+        with self._reading(f"reading the stream of run {run_id!r}") as cursor:
+            rows = cursor.execute(
+                "SELECT position, data FROM stepgraph_events WHERE run_id = ? AND position > ? "
+                "ORDER BY position",
+                (run_id, after),
+            ).fetchall()
+        return [StoredEvent(int(position), bytes(data)) for position, data in rows]
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Wait for a submit or post in this process, or ``timeout`` seconds (other
+        processes' are found by the caller's next claim: it polls)."""
+        await self._work.wait(timeout)

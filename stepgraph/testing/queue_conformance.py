@@ -1,0 +1,215 @@
+"""A conformance kit for run queues (``stepgraph.stores.queue.RunQueue``).
+
+Subclass :class:`QueueConformance` instead of ``StoreConformance`` for a store that also
+implements the run queue: it runs both kits' tests::
+
+    class TestMyStore(QueueConformance):
+        def make_store(self) -> Store:
+            return MyStore(...)
+
+The test names state the guarantees checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+from ..stores.base import Commit, RunRecord, Store, StoredStatus
+from .store_conformance import StoreConformance, checkpoint, commit, record
+
+__all__ = ["QueueConformance", "queued"]
+
+QUEUED = StoredStatus.QUEUED
+
+
+def queued(
+    run_id: str, *, at: int = 0, queue: str = "default", workflow: str = "flow"
+) -> RunRecord:
+    """A queued run's record in ``queue``."""
+    return replace(record(run_id, at=at, workflow=workflow, status=QUEUED), queue=queue)
+
+
+async def _submit(store: Any, run_id: str, *, at: int = 0, queue: str = "default") -> None:
+    made = await store.create_run(
+        queued(run_id, at=at, queue=queue),
+        Commit(run_id=run_id, checkpoint=checkpoint(0, status=QUEUED)),
+    )
+    assert made is None, f"create_run({run_id!r}) found a run already"
+
+
+def _ids(records: list[RunRecord]) -> list[str]:
+    return [r.run_id for r in records]
+
+
+class QueueConformance(StoreConformance):
+    """The store guarantees and the run queue's, as tests (see the module docstring)."""
+
+    def test_a_queued_run_is_listed_as_queued_with_its_queue(self) -> None:
+        async def scenario(store: Any) -> None:
+            await _submit(store, "q1", queue="emails")
+            runs = await store.list_runs(status="queued")
+            assert _ids(runs) == ["q1"], runs
+            assert runs[0].queue == "emails" and runs[0].worker is None, runs[0]
+            assert await store.list_runs(status="running") == []
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_claim_takes_queued_runs_oldest_first_up_to_the_limit(self) -> None:
+        async def scenario(store: Any) -> None:
+            for at, run_id in enumerate(["a", "b", "c"]):
+                await _submit(store, run_id, at=at)
+            first = await store.claim("w1", ["default"], 2, 30.0)
+            assert _ids(first) == ["a", "b"], first
+            assert all(r.status == StoredStatus.RUNNING and r.worker == "w1" for r in first)
+            rest = await store.claim("w2", ["default"], 5, 30.0)
+            assert _ids(rest) == ["c"], rest
+            assert await store.claim("w3", ["default"], 5, 30.0) == []
+            got = await store.get_run("a")
+            assert got is not None and got.status == StoredStatus.RUNNING
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_claim_takes_only_the_queues_asked_for(self) -> None:
+        async def scenario(store: Any) -> None:
+            await _submit(store, "a", queue="fast")
+            await _submit(store, "b", queue="slow", at=1)
+            assert _ids(await store.claim("w", ["nobody-serves-this"], 5, 30.0)) == []
+            assert _ids(await store.claim("w", ["slow"], 5, 30.0)) == ["b"]
+            assert _ids(await store.list_runs(status="queued")) == ["a"]
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_concurrent_claims_never_take_one_run_twice(self) -> None:
+        async def scenario(store: Any, other: Any) -> None:
+            for at in range(20):
+                await _submit(store, f"r{at:02d}", at=at)
+            got = await asyncio.gather(
+                *(
+                    (store if i % 2 else other).claim(f"w{i}", ["default"], 3, 30.0)
+                    for i in range(10)
+                )
+            )
+            taken = [r.run_id for batch in got for r in batch]
+            assert sorted(taken) == [f"r{at:02d}" for at in range(20)], taken
+
+        first = self.make_store()
+        self.run_scenario(scenario, first, self.make_other_store(first))
+
+    def test_a_run_whose_lease_expired_is_claimed_again_and_a_renewed_one_is_not(self) -> None:
+        async def scenario(store: Any) -> None:
+            await _submit(store, "dies")
+            await _submit(store, "lives", at=1)
+            assert _ids(await store.claim("w1", ["default"], 5, 0.2)) == ["dies", "lives"]
+            assert await store.claim("w2", ["default"], 5, 30.0) == []
+            await store.renew("w1", ["lives"], 30.0)
+            again: list[RunRecord] = []
+            for _ in range(200):  # the lease of "dies" ends 0.2 s after the claim
+                again = await store.claim("w2", ["default"], 5, 30.0)
+                if again:
+                    break
+                await asyncio.sleep(0.01)
+            assert _ids(again) == ["dies"], again
+            assert again[0].status == StoredStatus.RUNNING and again[0].worker == "w2"
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_an_ended_run_is_never_claimed(self) -> None:
+        async def scenario(store: Any) -> None:
+            await _submit(store, "done")
+            await store.claim("w1", ["default"], 5, 0.01)
+            await commit(store, Commit(run_id="done", status=StoredStatus.COMPLETED, result=b"1"))
+            await asyncio.sleep(0.02)
+            assert await store.claim("w2", ["default"], 5, 30.0) == []
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_unclaim_lets_another_worker_take_the_run_at_once(self) -> None:
+        async def scenario(store: Any) -> None:
+            await _submit(store, "r")
+            await store.claim("w1", ["default"], 5, 30.0)
+            await store.unclaim("someone-else", ["r"])  # not theirs: nothing changes
+            assert await store.claim("w2", ["default"], 5, 30.0) == []
+            await store.unclaim("w1", ["r"])
+            got = await store.claim("w2", ["default"], 5, 30.0)
+            assert _ids(got) == ["r"] and got[0].worker == "w2", got
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_a_run_not_submitted_is_never_claimed(self) -> None:
+        async def scenario(store: Any) -> None:
+            await store.create_run(
+                record("plain"), Commit(run_id="plain", checkpoint=checkpoint(0))
+            )
+            assert await store.claim("w", ["default"], 5, 30.0) == []
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_inbox_messages_come_in_the_order_posted_and_go_with_the_commit_that_consumes_them(
+        self,
+    ) -> None:
+        async def scenario(store: Any) -> None:
+            await _submit(store, "r")
+            await _submit(store, "other", at=1)
+            await store.post("r", b"one")
+            await store.post("other", b"elsewhere")
+            await store.post("r", b"two")
+            box = await store.inbox(["r"])
+            assert [m.data for m in box] == [b"one", b"two"], box
+            assert box[0].id < box[1].id
+            assert [m.data for m in await store.inbox(["r", "other"])] == [
+                b"one",
+                b"elsewhere",
+                b"two",
+            ]
+            await commit(
+                store, Commit(run_id="r", journal=(b"e",), journal_after=0, consumed=(box[0].id,))
+            )
+            assert [m.data for m in await store.inbox(["r"])] == [b"two"]
+            loaded = await store.load("r")
+            assert loaded is not None and loaded.journal == (b"e",)
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_stream_events_are_stored_in_commit_order_and_read_from_a_position(self) -> None:
+        async def scenario(store: Any) -> None:
+            await _submit(store, "r")
+            await _submit(store, "other", at=1)
+            await commit(store, Commit(run_id="r", events=(b"a", b"b")))
+            await commit(store, Commit(run_id="other", events=(b"x",)))
+            await commit(store, Commit(run_id="r", checkpoint=checkpoint(1), events=(b"c",)))
+            events = await store.read_events("r")
+            assert [e.data for e in events] == [b"a", b"b", b"c"], events
+            positions = [e.position for e in events]
+            assert positions == sorted(positions) and len(set(positions)) == 3
+            later = await store.read_events("r", positions[1])
+            assert [e.data for e in later] == [b"c"]
+            assert await store.read_events("nobody") == []
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_a_refused_commit_stores_none_of_its_events_nor_consumes_messages(self) -> None:
+        async def scenario(store: Any) -> None:
+            await _submit(store, "r")
+            await store.post("r", b"m")
+            (message,) = await store.inbox(["r"])
+            refused = Commit(
+                run_id="r", checkpoint=checkpoint(0), events=(b"e",), consumed=(message.id,)
+            )
+            try:
+                await commit(store, refused)  # checkpoint 0 exists: refused
+            except Exception:
+                pass
+            else:
+                raise AssertionError("a taken checkpoint seq was not refused")
+            assert await store.read_events("r") == []
+            assert [m.id for m in await store.inbox(["r"])] == [message.id]
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_wait_for_work_returns_within_its_timeout(self) -> None:
+        async def scenario(store: Store) -> None:
+            await store.wait_for_work(["default"], 0.01)  # type: ignore[attr-defined]
+
+        self.run_scenario(scenario, self.make_store())

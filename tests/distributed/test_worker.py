@@ -1,0 +1,238 @@
+"""Submitting runs, workers taking them, and handlers attached from elsewhere, in one process.
+
+The same scenarios run on every store (memory, SQLite, PostgreSQL): a worker here is the
+same object ``stepgraph worker`` runs; the tests with several processes are in
+``test_processes.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from stepgraph import HumanResponseEvent, InputRequiredEvent, StopEvent
+from stepgraph.distributed.worker import Worker, registry
+from stepgraph.errors import StepgraphError, WorkflowCancelled
+from stepgraph.stores import MemoryStore
+
+from .flows import CALLS, GATES, Asks, Gated, Go, Progress, Renamed, Three, reached
+
+
+@asynccontextmanager
+async def working(
+    store: Any, *workflows: Any, queues: tuple[str, ...] = ("default",)
+) -> AsyncIterator[Worker]:
+    worker = Worker(store, registry((None, wf) for wf in workflows), queues=queues, lease_seconds=5)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+        await task
+
+
+async def reaching(*keys: str) -> None:
+    """Wait (at most 10 s) until the steps counted under ``keys`` have run."""
+    async with asyncio.timeout(10):
+        for key in keys:
+            await reached(key).wait()
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+async def test_submitted_runs_are_queued_until_a_worker_runs_them(store: Any) -> None:
+    wf = Three(store=store)
+    ids = [await wf.submit(n=i) for i in range(4)]
+    assert len(set(ids)) == 4
+    queued = await store.list_runs(status="queued")
+    assert [r.run_id for r in queued] == ids
+    assert all(r.queue == "default" and r.workflow == "Three" for r in queued)
+    async with working(store, wf):
+        results = [await store.result(run_id, timeout=10) for run_id in ids]
+    assert results == [3, 4, 5, 6]
+    assert {r.status for r in await store.list_runs()} == {"completed"}
+
+
+async def test_submit_is_idempotent_by_run_id(store: Any) -> None:
+    wf = Three(store=store)
+    assert await wf.submit(n=1, run_id="order-17") == "order-17"
+    assert await wf.submit(n=99, run_id="order-17") == "order-17"  # written once: n=1 stays
+    async with working(store, wf):
+        assert await store.result("order-17", timeout=10) == 4
+    assert len(await store.list_runs()) == 1
+
+
+async def test_a_run_in_a_queue_nobody_serves_stays_queued(store: Any) -> None:
+    wf = Three(store=store)
+    later = await wf.submit(queue="nightly", n=0)
+    now = await wf.submit(n=1)
+    async with working(store, wf):
+        assert await store.result(now, timeout=10) == 4
+        record = await store.get_run(later)
+        assert record.status == "queued" and record.queue == "nightly"
+    assert [r.run_id for r in await store.list_runs(status="queued")] == [later]
+    async with working(store, wf, queues=("nightly",)):
+        assert await store.result(later, timeout=10) == 3
+
+
+async def test_a_run_of_a_workflow_the_worker_does_not_know_fails_and_the_worker_goes_on(
+    store: Any,
+) -> None:
+    unknown = await Asks(store=store).submit()
+    known = await Three(store=store).submit(n=0)
+    async with working(store, Three(store=store)):
+        assert await store.result(known, timeout=10) == 3
+        with pytest.raises(Exception, match=r"workflow 'Asks', which worker .* does not know"):
+            await store.result(unknown, timeout=10)
+    assert (await store.get_run(unknown)).status == "failed"
+
+
+async def test_a_run_whose_code_changed_since_submit_fails_with_a_stored_error(store: Any) -> None:
+    changed = await Three(store=store).submit(n=0)
+    async with working(store, Renamed(store=store, name="Three")):
+        with pytest.raises(Exception, match=r"could not resume run .* CheckpointError: .* removed"):
+            await store.result(changed, timeout=10)
+    after = await Three(store=store).submit(n=5)
+    async with working(store, Three(store=store)):  # a worker with the right code goes on
+        assert await store.result(after, timeout=10) == 8
+
+
+async def test_attach_streams_the_stored_events_from_the_start_ending_with_the_stop_event(
+    store: Any,
+) -> None:
+    wf = Three(store=store)
+    run_id = await wf.submit(n=0)
+    early = wf.attach(run_id)  # attached before any worker runs it
+    async with working(store, wf):
+        seen = [ev async for ev in early.stream_events()]
+        assert await early == 3
+    assert [type(ev).__name__ for ev in seen] == ["Progress", "Progress", "Progress", "StopEvent"]
+    assert [ev.n for ev in seen[:3]] == [1, 2, 3]
+    late = [ev async for ev in Three(store=store).attach(run_id).stream_events()]
+    assert late == seen  # whenever it attaches: the whole stream, in order
+
+
+async def test_an_answer_sent_through_an_attached_handler_reaches_the_paused_run(
+    store: Any,
+) -> None:
+    wf = Asks(store=store)
+    run_id = await wf.submit()
+    async with working(store, wf):
+        handler = wf.attach(run_id)
+        async for ev in handler.stream_events():
+            if isinstance(ev, InputRequiredEvent):
+                assert (await store.get_run(run_id)).status == "paused"
+                handler.send_event(HumanResponseEvent(response="Ada", request_id=ev.request_id))
+            if isinstance(ev, StopEvent):
+                break
+        assert await handler == "hello Ada"
+    box = await store.inbox([run_id])
+    assert box == []  # delivered once, and consumed
+
+
+async def test_an_answer_posted_while_no_worker_holds_the_run_is_delivered_when_one_does(
+    store: Any,
+) -> None:
+    wf = Asks(store=store)
+    run_id = await wf.submit()
+    handler = wf.attach(run_id)
+    handler.send_event(HumanResponseEvent(response="Grace"))  # before anyone runs it
+    await asyncio.gather(*handler._run._posts)  # posted: no worker has it yet
+    async with working(store, wf):
+        assert await handler == "hello Grace"
+
+
+async def test_cancel_through_an_attached_handler_cancels_the_run(store: Any) -> None:
+    wf = Asks(store=store)
+    run_id = await wf.submit()
+    async with working(store, wf):
+        handler = wf.attach(run_id)
+        async for ev in handler.stream_events():
+            if isinstance(ev, InputRequiredEvent):
+                await handler.cancel()
+        with pytest.raises(WorkflowCancelled):
+            await handler
+    assert (await store.get_run(run_id)).status == "cancelled"
+
+
+async def test_graceful_stop_commits_the_superstep_in_flight_and_nothing_finished_runs_again(
+    store: Any,
+) -> None:
+    t = tag()
+    GATES[t] = asyncio.Event()
+    wf = Gated(store=store)
+    run_id = await wf.submit(tag=t)
+    worker = Worker(store, registry([(None, wf)]), lease_seconds=5, grace_seconds=10)
+    task = asyncio.create_task(worker.run())
+    await reaching(f"{t}:work0", f"{t}:work1")
+    stopping = asyncio.create_task(worker.stop())
+    await asyncio.sleep(0)  # stop() has begun: no more claims
+    assert worker._stopping
+    GATES[t].set()  # the slow step of the superstep in flight ends: the barrier commits
+    await stopping
+    await task
+    record = await store.get_run(run_id)
+    assert record.status == "running" and record.worker is None  # left for another worker
+    supersteps = [info.superstep for info in await store.list_checkpoints(run_id)]
+    assert supersteps == list(range(len(supersteps)))
+    async with working(store, wf):
+        assert await store.result(run_id, timeout=10) == [0, 1]
+    assert CALLS[f"{t}:start"] == 1 and CALLS[f"{t}:work0"] == 1 and CALLS[f"{t}:work1"] == 1
+    assert CALLS[f"{t}:last"] == 1
+
+
+async def test_a_run_whose_worker_died_is_resumed_by_another_once_its_lease_expires() -> None:
+    store = MemoryStore()
+    t = tag()
+    GATES[t] = asyncio.Event()
+    wf = Gated(store=store)
+    run_id = await wf.submit(tag=t)
+    dying = Worker(store, registry([(None, wf)]), lease_seconds=0.3)
+    task = asyncio.create_task(dying.run())
+    await reaching(f"{t}:work1")
+    task.cancel()  # the worker stops renewing; its run stops as a killed process's would
+    for held in list(dying.held.values()):
+        await held.run.crash()
+    del GATES[t]
+    async with working(store, wf):
+        assert await store.result(run_id, timeout=10) == [0, 1]
+    assert CALLS[f"{t}:work1"] == 2  # the superstep in flight ran again: at least once
+    assert CALLS[f"{t}:start"] == 1  # the committed one did not
+
+
+async def test_submit_and_attach_need_a_store_with_a_queue() -> None:
+    with pytest.raises(StepgraphError, match="has no store"):
+        await Three().submit()
+    with pytest.raises(StepgraphError, match="queue must be a non-empty str"):
+        await Three(store=MemoryStore()).submit(queue="")
+    with pytest.raises(StepgraphError, match="has no store"):
+        Three().attach("x")
+
+
+def test_worker_options_are_checked() -> None:
+    store = MemoryStore()
+    with pytest.raises(StepgraphError, match="concurrency"):
+        Worker(store, {}, concurrency=0)
+    with pytest.raises(StepgraphError, match="lease_seconds"):
+        Worker(store, {}, lease_seconds=0)
+    with pytest.raises(StepgraphError, match="queues"):
+        Worker(store, {}, queues="default")
+    with pytest.raises(StepgraphError, match="no run queue"):
+        Worker(object(), {})
+
+
+async def test_attach_an_unknown_run_raises_run_not_found(store: Any) -> None:
+    from stepgraph.errors import RunNotFoundError
+
+    with pytest.raises(RunNotFoundError):
+        await Three(store=store).attach("nobody")
+
+
+_ = (Go, Progress)
