@@ -13,6 +13,7 @@ import importlib.util
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -97,6 +98,17 @@ SCRIPTS: dict[str, tuple[list[str], str, list[str]]] = {
             "wc -l:    16 lines in 4 input decks",
             "analyze 1 at once (gpu slots: 1)",
             "scope:    every future carries workflow id 'campaign-1'",
+        ],
+    ),
+    "distributed_workers.py": (
+        [],
+        "",
+        [
+            "submitted: 6 runs to queue 'default'",
+            "streamed Fetched, Summarized, StopEvent",
+            "result:    tides: 20 words",
+            "result:    reefs: 20 words",
+            "workers:   2 stopped (exit codes [0, 0])",
         ],
     ),
     "resume_after_crash.py": (
@@ -338,3 +350,20 @@ def test_every_other_readme_code_block_runs_and_prints_what_its_comment_says() -
             exec(code, {"__name__": "__main__"})  # as a script runs it
         promised = re.findall(r"print\(.*\)\s+#\s*(.+)", block)
         assert promised and out.getvalue().splitlines() == promised
+
+
+async def test_distributed_workers_run_submitted_runs_and_stream_them_to_an_attached_handler(
+    tmp_path: Path,
+) -> None:
+    example = load("distributed_workers")
+    url = f"sqlite:///{tmp_path}/runs.db"
+    workers = [example.start_worker(url) for _ in range(2)]
+    try:
+        outcome = await example.submit_and_follow(url, ["tides", "dunes"])
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        codes = [worker.wait(60) for worker in workers]
+    assert codes == [0, 0]
+    assert outcome["streamed"] == ["Fetched", "Summarized", "StopEvent"]
+    assert [r["summary"] for r in outcome["results"]] == ["tides: 20 words", "dunes: 20 words"]

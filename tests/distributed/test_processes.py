@@ -1,0 +1,267 @@
+"""Workers as real processes (``stepgraph worker``) on a real PostgreSQL and SQLite file.
+
+Each step of ``flows.Three`` appends ``<run id> <step> <pid>`` to an execution log
+(``STEPGRAPH_TEST_EXEC_LOG``), so the tests count what ran, where and how often. Workers
+run from the repository root, as ``python -m stepgraph.cli worker tests.distributed.flows:...``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stepgraph.stores import PostgresStore, SqliteStore
+from tests.pg import PG_DSN, pg_schema, require_pg
+
+from .flows import Three
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 60
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Poll ``condition`` (every 10 ms) until it holds; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+class Workers:
+    """``stepgraph worker`` processes on one store, with one execution log."""
+
+    def __init__(self, url: str, log: Path, target: str = "tests.distributed.flows:Three") -> None:
+        self.url, self.log, self.target = url, log, target
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.killed: set[int] = set()
+
+    def start(self, *extra: str) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, STEPGRAPH_TEST_EXEC_LOG=str(self.log))
+        env.pop("STEPGRAPH_STORE", None)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stepgraph.cli",
+                "worker",
+                self.target,
+                "--store",
+                self.url,
+                *list(extra),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        assert proc.stderr is not None
+        first = proc.stderr.readline().decode()  # blocks until it serves (or exits)
+        assert "serving queue(s)" in first, first + proc.stderr.read().decode()
+        return proc
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(TIMEOUT)
+        self.killed.add(proc.pid)
+
+    def stop_all(self) -> list[int]:
+        """SIGTERM every live worker; their exit codes."""
+        live = [p for p in self.procs if p.poll() is None]
+        for proc in live:
+            proc.send_signal(signal.SIGTERM)
+        return [proc.wait(TIMEOUT) for proc in live]
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(TIMEOUT)
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+    def executions(self) -> list[tuple[str, str, int]]:
+        if not self.log.exists():
+            return []
+        lines = self.log.read_text().splitlines()
+        return [(run, step, int(pid)) for run, step, pid in (line.split() for line in lines)]
+
+    def lines_by(self, pid: int) -> int:
+        return sum(1 for _, _, who in self.executions() if who == pid)
+
+
+@contextmanager
+def workers(
+    url: str, log: Path, target: str = "tests.distributed.flows:Three"
+) -> Iterator[Workers]:
+    made = Workers(url, log, target)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[tuple[str, str]]:
+    require_pg()
+    with pg_schema() as schema:
+        yield f"{PG_DSN}?schema={schema}", schema
+
+
+async def _submit_all(store: Any, count: int, **fields: Any) -> list[str]:
+    wf = Three(store=store)
+    return [await wf.submit(n=i, **fields) for i in range(count)]
+
+
+async def _results(store: Any, ids: list[str]) -> list[Any]:
+    try:
+        return [await store.result(run_id, timeout=TIMEOUT) for run_id in ids]
+    finally:
+        if isinstance(store, PostgresStore):
+            await store.aclose()
+
+
+def test_four_workers_run_two_hundred_queued_runs_each_exactly_once(
+    pg_url: tuple[str, str], tmp_path: Path
+) -> None:
+    url, schema = pg_url
+    with workers(url, tmp_path / "exec.log") as crew:
+        ids = asyncio.run(_submit_all(PostgresStore(PG_DSN, schema=schema), 200))
+        for _ in range(4):
+            crew.start("--concurrency", "8")
+        results = asyncio.run(_results(PostgresStore(PG_DSN, schema=schema), ids))
+        assert crew.stop_all() == [0, 0, 0, 0]
+        runs = crew.executions()
+    assert results == [n + 3 for n in range(200)]
+    counts = Counter((run, step) for run, step, _ in runs)
+    assert set(counts.values()) == {1}, [k for k, v in counts.items() if v != 1][:5]
+    assert {run for run, _ in counts} == set(ids)
+    assert len({pid for _, _, pid in runs}) > 1  # the work was shared
+
+
+def test_runs_of_killed_workers_finish_on_the_others_each_superstep_committed_once(
+    pg_url: tuple[str, str], tmp_path: Path
+) -> None:
+    url, schema = pg_url
+    with workers(url, tmp_path / "exec.log") as crew:
+        ids = asyncio.run(_submit_all(PostgresStore(PG_DSN, schema=schema), 40, pause=0.05))
+        args = ("--concurrency", "4", "--lease-seconds", "1")
+        for _ in range(3):  # a worker alone takes runs; kill -9 it mid-run; three times
+            victim = crew.start(*args)
+            wait_until(lambda victim=victim: crew.lines_by(victim.pid) >= 2, "the victim's steps")
+            crew.kill(victim)
+        crew.start(*args)  # two workers finish: the runs left queued, and the dead ones'
+        crew.start(*args)
+        results = asyncio.run(_results(PostgresStore(PG_DSN, schema=schema), ids))
+        crew.stop_all()
+        runs = crew.executions()
+    assert results == [n + 3 for n in range(40)]
+    assert crew.killed and any(pid in crew.killed for _, _, pid in runs)
+
+    async def supersteps() -> list[list[int]]:
+        store = PostgresStore(PG_DSN, schema=schema)
+        try:
+            return [[i.superstep for i in await store.list_checkpoints(r)] for r in ids]
+        finally:
+            await store.aclose()
+
+    for found in asyncio.run(supersteps()):
+        assert found == list(range(len(found))), found  # one checkpoint per superstep
+    by_step: dict[tuple[str, str], list[int]] = {}
+    for run, step, pid in runs:
+        by_step.setdefault((run, step), []).append(pid)
+    for (run, step), pids in by_step.items():
+        # a step ran again only because the worker running it was killed mid-superstep
+        assert all(pid in crew.killed for pid in pids[:-1]), (run, step, pids)
+
+
+def test_sigterm_lets_the_superstep_in_flight_commit_and_another_worker_goes_on(
+    pg_url: tuple[str, str], tmp_path: Path
+) -> None:
+    url, schema = pg_url
+    with workers(url, tmp_path / "exec.log") as crew:
+        (run_id,) = asyncio.run(_submit_all(PostgresStore(PG_DSN, schema=schema), 1, pause=0.5))
+        first = crew.start()
+        wait_until(lambda: crew.lines_by(first.pid) >= 1, "step a to start")
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(TIMEOUT) == 0
+        assert first.stderr is not None
+        said = first.stderr.read().decode()
+        assert "stopping (grace 30 s)" in said and "stopped after taking 1 run(s)" in said
+        crew.start()
+        (result,) = asyncio.run(_results(PostgresStore(PG_DSN, schema=schema), [run_id]))
+        crew.stop_all()
+        runs = crew.executions()
+    assert result == 3
+    assert [step for _, step, _ in runs] == ["a", "b", "c"]  # step a did not run again
+    assert runs[0][2] == first.pid and runs[1][2] != first.pid
+
+
+def test_workers_share_one_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    with workers(f"sqlite:///{path}", tmp_path / "exec.log") as crew:
+        ids = asyncio.run(_submit_all(SqliteStore(path), 20))
+        crew.start()
+        crew.start()
+        results = asyncio.run(_results(SqliteStore(path), ids))
+        assert crew.stop_all() == [0, 0]
+        runs = crew.executions()
+    assert results == [n + 3 for n in range(20)]
+    assert set(Counter((run, step) for run, step, _ in runs).values()) == {1}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tests.distributed.flows:Three", "--store", "mysql://x"], "bad store URL 'mysql://x'"),
+        (
+            ["tests.distributed.flows:Three", "--store", "postgresql://127.0.0.1:1/test"],
+            "cannot open the store 'postgresql://127.0.0.1:1/test'",
+        ),
+        (["tests.distributed.nope:Three", "--store", "sqlite:///x.db"], "cannot import module"),
+        (["tests.distributed.flows:Nope", "--store", "sqlite:///x.db"], "has no attribute 'Nope'"),
+        (
+            ["tests.distributed.flows:Go", "--store", "sqlite:///x.db"],
+            "is not a Workflow subclass or instance",
+        ),
+        (
+            ["tests.distributed.flows:Three", "--store", "sqlite:///x.db", "--concurrency", "0"],
+            "--concurrency must be >= 1",
+        ),
+        (
+            ["tests.distributed.flows:Three", "--store", "sqlite:///x.db", "--lease-seconds", "0"],
+            "--lease-seconds must be > 0",
+        ),
+        (["tests.distributed.flows:Three"], "give the store with --store URL"),
+    ],
+)
+def test_bad_worker_arguments_exit_2_with_one_line(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "STEPGRAPH_STORE"}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "stepgraph.cli", "worker", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
