@@ -9,7 +9,7 @@ two workers, submits six runs, follows one with an attached handler (``wf.attach
 stream comes from the store, written by whichever worker runs it), waits for every result
 (``store.result``), and stops the workers with SIGTERM (a graceful stop).
 
-``summarize`` holds the limiter ``"llm"`` (at most 2 at once): on PostgreSQL the limit holds
+``summarize`` holds the limiter ``"model"`` (at most 2 at once): on PostgreSQL the limit holds
 across every worker; on SQLite, within each worker process.
 
 Stored events name their classes by module, so this script and the workers both take the
@@ -61,7 +61,7 @@ class Digest(Workflow):
         ctx.write_event_to_stream(Fetched(topic=ev.topic, text=text))
         return Fetched(topic=ev.topic, text=text)
 
-    @step(limiter="llm")
+    @step(limiter="model")
     async def summarize(self, ctx: Context, ev: Fetched) -> Summarized:
         await asyncio.sleep(0.05)  # a model call, at most 2 at once
         summary = f"{ev.topic}: {len(ev.text.split())} words"
@@ -74,7 +74,7 @@ class Digest(Workflow):
         return StopEvent(result={"summary": ev.summary, "worker": ev.worker})
 
 
-LIMITERS = [Limiter("llm", max_concurrency=2)]
+LIMITERS = [Limiter("model", max_concurrency=2)]
 workflow = Digest(limiters=LIMITERS)
 """What the workers run (``distributed_workers:workflow``): they bind it to their store."""
 

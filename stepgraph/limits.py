@@ -24,13 +24,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .errors import StepgraphError, WorkflowValidationError
 
-__all__ = ["Gate", "Limiter", "gate_of", "limited"]
+__all__ = ["Gate", "Limiter", "LimiterGate", "gate_for", "gate_of", "limited"]
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|min|minute|h|hour)\s*$")
 _PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0}
@@ -241,7 +242,33 @@ def gate_of(limiter: Limiter) -> Gate:
         return gate
 
 
-def limited(name: str, gates: dict[str, Gate], who: str) -> Gate:
+class LimiterGate(Protocol):
+    """What steps and tasks hold: a limiter's state, in this process (:class:`Gate`) or in
+    a database (``stepgraph.stores.pg_limits.PostgresGate``)."""
+
+    @property
+    def limiter(self) -> Limiter: ...
+
+    async def acquire(self) -> float: ...
+
+    def release(self) -> None: ...
+
+    def hold(self) -> AbstractAsyncContextManager[float]: ...
+
+
+def gate_for(store: object, limiter: Limiter) -> LimiterGate:
+    """The gate of ``limiter`` for runs kept in ``store``: the store's own when it keeps
+    limiters (``PostgresStore``: across processes), else the process's.
+
+    Raises:
+        StepgraphError: a contradicting declaration (in this process, or stored).
+    """
+    gate = gate_of(limiter)  # every declaration agrees within the process, whatever the store
+    make = getattr(store, "limiter_gate", None)
+    return gate if make is None else make(limiter)
+
+
+def limited(name: str, gates: Mapping[str, LimiterGate], who: str) -> LimiterGate:
     """The gate named ``name`` among ``gates`` (what a workflow or flow declared).
 
     Raises:

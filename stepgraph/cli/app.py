@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = actions.add_parser("list", help="list the store's runs (full ids), oldest first")
     listing.add_argument(
         "--status",
-        choices=("running", "paused", "completed", "failed", "cancelled"),
+        choices=("queued", "running", "paused", "completed", "failed", "cancelled"),
         help="only the runs with this status",
     )
     listing.add_argument("--json", action="store_true", help="print JSON")

@@ -194,9 +194,9 @@ def configure(
             )
     made = copy.copy(target)
     options = target.options
-    changes: dict[str, Any] = {}
     if store is not None:
-        changes["store"] = store
+        options = options.on_store(store)  # its limiters too: in the store, if it keeps them
+    changes: dict[str, Any] = {}
     if mode is not None:
         changes["mode"] = Mode(mode)
     added: tuple[RunObserver, ...] = tuple(observers)

@@ -39,6 +39,8 @@ def _record_json(record: RunRecord) -> dict[str, Any]:
         "updated_at": record.updated_at.isoformat(),
         "parent_run_id": record.parent_run_id,
         "parent_checkpoint_id": record.parent_checkpoint_id,
+        "queue": record.queue,
+        "worker": record.worker,
     }
 
 
@@ -125,6 +127,10 @@ async def show_run(store: Store, run_id: str, as_json: bool) -> int:
         fields.append(
             ("parent", f"{record.parent_run_id} (checkpoint {record.parent_checkpoint_id})")
         )
+    if record.queue is not None:
+        fields.append(("queue", record.queue))
+    if record.worker is not None:
+        fields.append(("worker", record.worker))
     for i, line in enumerate(lines):
         fields.append((label if i == 0 else "", line))
     width = max(len(name) for name, _ in fields)

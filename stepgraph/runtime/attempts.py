@@ -24,7 +24,7 @@ from ..errors import (
     WorkflowRuntimeError,
 )
 from ..events import Event
-from ..limits import Gate
+from ..limits import LimiterGate
 from ..telemetry.tracing import carry_trace, tracer
 from .effects import RecordingPort, run_recorded
 from .failures import failure_of
@@ -99,7 +99,7 @@ def _started(run: Run, program: NodeProgram, command: StartStep) -> Awaitable[An
     return _elsewhere(run, program, command)
 
 
-async def _held(gate: Gate, run: Run, program: NodeProgram, command: StartStep) -> Any:
+async def _held(gate: LimiterGate, run: Run, program: NodeProgram, command: StartStep) -> Any:
     """The body, started once ``gate`` lets it, and awaited while holding it."""
     async with gate.hold():
         return await _started(run, program, command)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..backends.base import named
 from ..core import Mode
 from ..errors import StepgraphError, WorkflowValidationError
-from ..limits import Gate, Limiter, gate_of
+from ..limits import Limiter, LimiterGate, gate_for
 from ..telemetry.event_log import event_log_of
 from .backends import Backend
 from .clock import SYSTEM_CLOCK, Clock
@@ -45,7 +46,12 @@ class RunOptions:
     store: Any = None  # a stepgraph.stores.Store: the runs are durable
     serializer: str = "json"
     backends: Mapping[str, Backend] = field(default_factory=dict)  # by name, for nodes
-    limiters: Mapping[str, Gate] = field(default_factory=dict)  # by name: the process's gates
+    limiters: Mapping[str, LimiterGate] = field(default_factory=dict)  # by name: their gates
+
+    def on_store(self, store: object) -> RunOptions:
+        """These options with runs kept in ``store`` (and its limiter gates)."""
+        gates = {name: gate_for(store, gate.limiter) for name, gate in self.limiters.items()}
+        return dataclasses.replace(self, store=store, limiters=gates)
 
     @classmethod
     def checked(
@@ -132,13 +138,13 @@ class RunOptions:
                 )
             chosen[name] = backend
         named(chosen)  # messages name each backend as the workflow does
-        gates: dict[str, Gate] = {}
+        gates: dict[str, LimiterGate] = {}
         for limiter in limiters:
             if not isinstance(limiter, Limiter):
                 raise WorkflowValidationError(
                     f"{where}(limiters=[..., {limiter!r}]): expected stepgraph.Limiter(...)"
                 )
-            gates[limiter.name] = gate_of(limiter)
+            gates[limiter.name] = gate_for(store, limiter)
         return cls(
             parsed,
             timeout,

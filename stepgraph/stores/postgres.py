@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
+from ..limits import Limiter
 from .base import (
     CheckpointInfo,
     Commit,
@@ -47,6 +48,7 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
+from .pg_limits import PostgresGate, postgres_gate
 from .postgres_queue import PostgresQueue
 from .results import StoreResults
 
@@ -584,6 +586,13 @@ class PostgresStore(PostgresQueue, StoreResults):
             values={name: bytes(data) for name, data in chunks if data is not None},
             journal=tuple(bytes(entry) for (entry,) in journal),
         )
+
+    # -- limiters -------------------------------------------------------------------------------
+
+    def limiter_gate(self, limiter: Limiter) -> PostgresGate:
+        """The gate of ``limiter`` for runs kept here: its state in this database and schema,
+        so that its limits hold across every process that declares it."""
+        return postgres_gate(self.dsn, self.schema, limiter)
 
     # -- leases ---------------------------------------------------------------------------------
 

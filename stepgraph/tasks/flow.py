@@ -29,7 +29,7 @@ from ..backends.local import InlineBackend, ThreadBackend
 from ..backends.noop import NoopBackend
 from ..core.text import short_repr
 from ..errors import BackendError, DependencyFailed, StepgraphError, TaskFailed
-from ..limits import Gate, Limiter, gate_of, limited
+from ..limits import Limiter, LimiterGate, gate_of, limited
 from ..runtime.clock import SYSTEM_CLOCK, Clock
 from .dag import CANCEL, FAIL, START, Dag, DagCommand
 from .futures import _BLOCK_ID, _WORKFLOW_ID, TaskFuture, workflow_scope
@@ -84,7 +84,7 @@ class Task:
         runner: Backend,
         resources: Mapping[str, int] | None,
         options: Any = None,
-        gate: Gate | None = None,
+        gate: LimiterGate | None = None,
     ) -> None:
         self.flow = flow
         self.fn = fn
@@ -199,7 +199,7 @@ class TaskFlow:
         named(chosen)  # messages name each backend as the flow does
         self.backends: dict[str, Backend] = chosen
         self.clock: Clock = clock or SYSTEM_CLOCK
-        self.limiters: dict[str, Gate] = {}
+        self.limiters: dict[str, LimiterGate] = {}
         for limiter in limiters:
             if not isinstance(limiter, Limiter):
                 raise StepgraphError(f"TaskFlow(limiters=[..., {limiter!r}]): expected a Limiter")

@@ -16,6 +16,7 @@ from stepgraph import (
     Event,
     HumanResponseEvent,
     InputRequiredEvent,
+    Limiter,
     StartEvent,
     StopEvent,
     Workflow,
@@ -144,3 +145,28 @@ class Renamed(Workflow):
     @step
     async def other(self, ctx: Context, ev: Go) -> StopEvent:
         return StopEvent(result="changed")
+
+
+class Limited(Workflow):
+    """One step holding the limiter "shared-llm"; logs ``<run> hold <pid> <start> <end>``."""
+
+    @step(limiter="shared-llm")
+    async def call(self, ctx: Context, ev: Go) -> StopEvent:
+        import time
+
+        started = time.time()
+        await asyncio.sleep(ev.pause)
+        path = os.environ.get("STEPGRAPH_TEST_EXEC_LOG")
+        if path:
+            line = f"{ctx.run_id} hold {os.getpid()} {started} {time.time()}\n"
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        return StopEvent(result=ev.n)
+
+
+LLM = Limiter("shared-llm", max_concurrency=3, rate="10/s")
+limited = Limited(limiters=[LLM])
+"""What the limiter tests' workers run: bound to their store, the limit holds across them."""

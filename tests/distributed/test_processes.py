@@ -97,7 +97,12 @@ class Workers:
         if not self.log.exists():
             return []
         lines = self.log.read_text().splitlines()
-        return [(run, step, int(pid)) for run, step, pid in (line.split() for line in lines)]
+        return [(run, step, int(pid)) for run, step, pid, *_ in (line.split() for line in lines)]
+
+    def holds(self) -> list[tuple[float, float, int]]:
+        """(start, end, pid) of each hold ``flows.Limited`` logged."""
+        lines = [line.split() for line in self.log.read_text().splitlines()]
+        return [(float(a), float(b), int(pid)) for _, what, pid, a, b in lines if what == "hold"]
 
     def lines_by(self, pid: int) -> int:
         return sum(1 for _, _, who in self.executions() if who == pid)
@@ -265,3 +270,40 @@ def test_bad_worker_arguments_exit_2_with_one_line(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_limiter_holds_across_three_worker_processes(
+    pg_url: tuple[str, str], tmp_path: Path
+) -> None:
+    from .flows import LLM, Limited
+
+    url, schema = pg_url
+
+    async def submit() -> list[str]:
+        store = PostgresStore(PG_DSN, schema=schema)
+        wf = Limited(store=store, limiters=[LLM])
+        try:
+            return [await wf.submit(n=i, pause=0.05) for i in range(24)]
+        finally:
+            await store.aclose()
+
+    with workers(url, tmp_path / "exec.log", "tests.distributed.flows:limited") as crew:
+        ids = asyncio.run(submit())
+        for _ in range(3):
+            crew.start("--concurrency", "4")
+        results = asyncio.run(_results(PostgresStore(PG_DSN, schema=schema), ids))
+        crew.stop_all()
+        holds = crew.holds()
+    assert results == list(range(24))
+    assert len({pid for _, _, pid in holds}) > 1  # several processes shared the limiter
+    moments = sorted([(start, 1) for start, _, _ in holds] + [(end, -1) for _, end, _ in holds])
+    peak = now = 0
+    for _, change in moments:
+        now += change
+        peak = max(peak, now)
+    assert peak <= LLM.max_concurrency, peak  # never more than 3 at once, across processes
+    starts = sorted(start for start, _, _ in holds)
+    for i, first in enumerate(starts):  # the token bucket: burst 10, then 10 a second
+        for j in range(i, len(starts)):
+            window = starts[j] - first
+            assert j - i + 1 <= LLM.burst + LLM.per_second * (window + 0.05), (i, j, window)

@@ -23,6 +23,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
         ("backends.md", 1),
         ("observability.md", 1),
         ("limits.md", 1),
+        ("distributed.md", 1),
     ],
 )
 def test_the_code_of_a_docs_page_runs_as_one_script(page: str, blocks: int) -> None:
