@@ -689,7 +689,12 @@ class DurableRun(Run):
             checkpoint is None
             and not pausing
             and kind not in _FROM_OUTSIDE  # what the caller sent is kept before send returns
-            and not (self._entries and any(isinstance(c, _PROGRESS) for c in commands))
+            # async mode: write-ahead. (Superstep mode journals only what came from outside,
+            # committed above, and RunResumed, which goes with the next commit: a process
+            # that dies before it resumes the same checkpoint the same way.)
+            and not (
+                not superstep and self._entries and any(isinstance(c, _PROGRESS) for c in commands)
+            )
         ):
             return None
         changed = status if status is not self._written else None

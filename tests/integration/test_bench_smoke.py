@@ -9,8 +9,10 @@ from pathlib import Path
 
 from bench.__main__ import CHOICES
 from bench.report import markdown_table
+from tests.pg import pg_available
 
 ROOT = Path(__file__).resolve().parents[2]
+SEPARATE = ("tasks", "telemetry", "distributed")
 
 
 def test_the_benchmark_harness_runs_every_workload_and_writes_its_json(tmp_path: Path) -> None:
@@ -19,8 +21,8 @@ def test_the_benchmark_harness_runs_every_workload_and_writes_its_json(tmp_path:
         [
             *(sys.executable, "-X", "faulthandler", "-m", "bench", "--quick", "--reps", "1"),
             *("--max-size", "10000", "--output", str(output)),
-            # W4 (tasks) and telemetry have tests of their own, below, at a tiny size
-            *("--only", ",".join(c for c in CHOICES if c not in ("tasks", "telemetry"))),
+            # W4 (tasks), telemetry and distributed have tests of their own, below, at a tiny size
+            *("--only", ",".join(c for c in CHOICES if c not in SEPARATE)),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -112,3 +114,37 @@ def test_the_telemetry_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -> 
     assert all(r["spans_us_per_unit"] > 0 and r["log_us_per_unit"] > 0 for r in results)
     assert "spans only" in done.stdout and "event log only" in done.stdout
     assert "spans only:" in markdown_table(results)
+
+
+def test_the_distributed_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -> None:
+    """``--only distributed`` with batches of 10 runs, one worker and no kill: a few seconds
+    (a skipped entry, with the reason, when no PostgreSQL server answers)."""
+    output = tmp_path / "distributed.json"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench", "--only", "distributed", "--quick", "--reps", "1"),
+            *("--dist-runs", "10", "--dist-workers", "1", "--dist-kills", "0"),
+            *("--output", str(output)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(output.read_text())["results"]
+    table = markdown_table(results)
+    assert table.count("\n") == 1 + len(results)
+    if pg_available() is not None:
+        assert [r["workload"] for r in results] == ["distributed"] and results[0]["skipped"]
+        assert "skipped" in done.stdout
+        return
+    entries = {(r["workload"], r["mode"]): r for r in results}
+    assert set(entries) == {("dist-throughput", "1 worker"), ("dist-pickup", "2 workers")}
+    throughput = entries[("dist-throughput", "1 worker")]
+    assert throughput["runs_per_s"] > 0 and throughput["baseline_runs_per_s"] > 0
+    assert throughput["transactions_per_run"] > 0 and throughput["size"] == 10
+    pickup = entries[("dist-pickup", "2 workers")]
+    assert 0 < pickup["p50_ms"] <= pickup["p99_ms"] and pickup["baseline_p50_ms"] > 0
+    assert "transactions per run" in done.stdout and "runs/s" in table
