@@ -787,7 +787,8 @@ class DurableRun(Run):
         except SerializationError as exc:
             where = "the run" if scope is None else self.where(scope)
             error = SerializationError(
-                f"{where} wrote a {type(event).__name__} to the stream that cannot be stored: {exc}"
+                f"{where} wrote an event of type {type(event).__name__} to the stream that "
+                f"cannot be stored: {exc}"
             )
             self.bridge.post(self._unstreamable, error)
             return

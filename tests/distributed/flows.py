@@ -170,3 +170,17 @@ class Limited(Workflow):
 LLM = Limiter("shared-llm", max_concurrency=3, rate="10/s")
 limited = Limited(limiters=[LLM])
 """What the limiter tests' workers run: bound to their store, the limit holds across them."""
+
+
+class Opaque(Event):
+    """An event JSON cannot hold (a function in it)."""
+
+    model_config = {"arbitrary_types_allowed": True}
+    thing: object
+
+
+class StreamsOpaque(Workflow):
+    @step
+    async def leak(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(Opaque(thing=lambda: 1))
+        return StopEvent(result="never stored")

@@ -17,7 +17,7 @@ import pytest
 
 from stepgraph import HumanResponseEvent, InputRequiredEvent, StopEvent
 from stepgraph.distributed.worker import Worker, registry
-from stepgraph.errors import StepgraphError, WorkflowCancelled
+from stepgraph.errors import StepgraphError, StoreError, WorkflowCancelled
 from stepgraph.stores import MemoryStore
 
 from .flows import CALLS, GATES, Asks, Gated, Go, Progress, Renamed, Three, reached
@@ -236,3 +236,47 @@ async def test_attach_an_unknown_run_raises_run_not_found(store: Any) -> None:
 
 
 _ = (Go, Progress)
+
+
+class _Flaky:
+    """A MemoryStore whose first ``failures`` claims fail, as a lost connection's would."""
+
+    def __init__(self, store: MemoryStore, failures: int) -> None:
+        self._store, self.failures = store, failures
+
+    async def claim(self, *args: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("claiming runs failed: the server closed the connection")
+        return await self._store.claim(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_a_worker_retries_with_a_back_off_when_its_store_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    inner = MemoryStore()
+    wf = Three(store=inner)
+    run_id = await wf.submit(n=1)
+    flaky = _Flaky(inner, failures=2)
+    async with working(flaky, wf):
+        assert await inner.result(run_id, timeout=10) == 4
+    assert flaky.failures == 0
+    retried = [r for r in caplog.records if "the store failed" in r.getMessage()]
+    assert len(retried) == 2 and "retrying in 0.1 s" in retried[0].getMessage()
+
+
+async def test_a_stream_event_that_cannot_be_stored_fails_the_durable_run_naming_it() -> None:
+    from stepgraph.errors import SerializationError
+
+    from .flows import StreamsOpaque
+
+    store = MemoryStore()
+    handler = StreamsOpaque(store=store).run()
+    with pytest.raises(
+        SerializationError, match=r"step 'leak' .* wrote an event of type Opaque to the stream"
+    ):
+        await handler
+    assert (await store.get_run(handler.run_id)).status == "failed"
