@@ -7,6 +7,7 @@ Examples::
     python -m bench --only w1,memory   # a subset: w1, w2, w1g, w2g, w3, memory, durable, tasks
     python -m bench --only tasks       # W4, task DAGs on TaskFlow's backends (bench/tasks.py)
     python -m bench --only telemetry   # W1 and W4 with spans and the event log on, against off
+    python -m bench --only distributed # worker processes on PostgreSQL (bench/distributed.py)
     python -m bench --check            # exit with status 1 when a target is missed
 """
 
@@ -19,13 +20,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import durability, report, tasks, telemetry
+from bench import distributed, durability, report, tasks, telemetry
 from bench.memory import TARGET_BYTES, MemoryResult, measure_pending
 from bench.suite import WORKLOADS, Workload
 from bench.timing import Runner, measure, median, paired_ratio
 from bench.workloads import MODES, Mode
 
-CHOICES = (*(w.key for w in WORKLOADS), "memory", "durable", "tasks", "telemetry")
+CHOICES = (
+    *(w.key for w in WORKLOADS),
+    "memory",
+    "durable",
+    "tasks",
+    "telemetry",
+    "distributed",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +65,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=tasks.LAYERS,
         help=f"layers of W4's task DAGs (default {tasks.LAYERS}; fewer: a smoke run)",
     )
+    parser.add_argument(
+        "--dist-runs",
+        type=int,
+        default=distributed.RUNS,
+        help=f"runs per throughput batch of --only distributed (default {distributed.RUNS})",
+    )
+    parser.add_argument(
+        "--dist-workers",
+        default=",".join(map(str, distributed.WORKERS)),
+        help="worker process counts of the throughput batches (default: "
+        f"{','.join(map(str, distributed.WORKERS))})",
+    )
+    parser.add_argument(
+        "--dist-kills",
+        type=int,
+        help=f"kill -9s of the recovery measurement (default {distributed.KILLS}, "
+        f"--quick {distributed.KILLS_QUICK}; 0: skip it)",
+    )
+    parser.add_argument(
+        "--dist-concurrency",
+        type=int,
+        default=distributed.CONCURRENCY,
+        help=f"stepgraph worker --concurrency (default {distributed.CONCURRENCY})",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only, write no JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--verbose", action="store_true", help="also print every repetition")
@@ -67,6 +99,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.task_layers < 1:
         parser.error("--task-layers must be at least 1")
     args.modes = _split(args.modes, MODES)
+    try:
+        args.dist_workers = [int(n) for n in args.dist_workers.split(",") if n.strip()]
+    except ValueError:
+        parser.error("--dist-workers takes numbers, such as 1,2,4")
+    if args.dist_runs < 1 or args.dist_concurrency < 1 or not args.dist_workers:
+        parser.error("--dist-runs, --dist-workers and --dist-concurrency must be at least 1")
+    if min(args.dist_workers) < 1 or (args.dist_kills is not None and args.dist_kills < 0):
+        parser.error("--dist-workers must be at least 1 and --dist-kills at least 0")
     return args
 
 
@@ -200,6 +240,16 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             args.modes, args.reps, args.warmup, layers=args.task_layers
         )
         print(f"telemetry: {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if "distributed" in args.only:
+        results += await distributed.run(
+            quick=args.quick,
+            reps=args.reps,
+            warmup=args.warmup,
+            runs=args.dist_runs,
+            workers=args.dist_workers,
+            kills=args.dist_kills,
+            concurrency=args.dist_concurrency,
+        )
     if "memory" in args.only:
         for mode in args.modes:
             measured = await measure_pending(mode, reps=1 if args.quick else 3)

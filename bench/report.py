@@ -264,6 +264,8 @@ def timing_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
                     "info",
                 ],
             ]
+        elif r["workload"].startswith("dist") or r["workload"] == "distributed":
+            rows += distributed_rows(r)
         elif "scale" in r:
             rows.append(
                 [
@@ -291,6 +293,85 @@ def timing_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
                 ]
             )
     return rows
+
+
+def distributed_rows(r: dict[str, Any]) -> list[list[str]]:
+    """Table rows of one ``--only distributed`` entry (``bench/distributed.py``)."""
+    verdict = "pass" if r["passed"] else "FAIL"
+    if "skipped" in r:
+        return [["distributed (PostgreSQL)", "", f"skipped: {r['skipped']}", "", "", "", "", ""]]
+    if r["workload"] == "dist-throughput":
+        return [
+            [
+                f"dist-throughput {r['title']}",
+                r["mode"],
+                f"{r['runs_per_s']:.0f} runs/s",
+                r["baseline"],
+                f"{r['baseline_runs_per_s']:.0f} runs/s",
+                f"{r['throughput_ratio']:.2f}x",
+                f">= {r['target_throughput_ratio']:g}x",
+                verdict,
+            ],
+            [
+                f"  transactions per run (--concurrency {r['concurrency']})",
+                r["mode"],
+                f"{r['transactions_per_run']:.1f}",
+                r["baseline"],
+                f"{r['baseline_transactions_per_run']:.1f}",
+                "",
+                "",
+                "info",
+            ],
+        ]
+    if r["workload"] == "dist-pickup":
+        return [
+            [
+                f"dist-pickup {r['title']}",
+                r["mode"],
+                f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms",
+                r["baseline"],
+                f"p50 {r['baseline_p50_ms']:.1f} ms, p99 {r['baseline_p99_ms']:.1f} ms",
+                f"{r['p50_ratio']:.2f}x",
+                f"<= {r['target_p50_ratio']:g}x (p50)",
+                verdict,
+            ]
+        ]
+    return [
+        [
+            f"dist-recovery {r['title']} ({r['size']} kills)",
+            r["mode"],
+            f"p50 {r['p50_s']:.2f} s, max {r['max_s']:.2f} s",
+            "",
+            "",
+            "",
+            f"<= {r['target_s']:g} s (max)",
+            verdict,
+        ]
+    ]
+
+
+def distributed_markdown(r: dict[str, Any]) -> str:
+    """The Markdown line of one ``--only distributed`` entry."""
+    if "skipped" in r:
+        return f"| distributed runs on PostgreSQL | | skipped: {r['skipped']} | | | |"
+    if r["workload"] == "dist-throughput":
+        return (
+            f"| dist-throughput {r['title']}: runs/s (transactions per run) | {r['mode']}, "
+            f"`--concurrency {r['concurrency']}` | {r['runs_per_s']:.0f} "
+            f"({r['transactions_per_run']:.1f}) | {r['baseline_runs_per_s']:.0f} "
+            f"({r['baseline_transactions_per_run']:.1f}) ({r['baseline']}) | "
+            f"{r['throughput_ratio']:.2f}x | >= {r['target_throughput_ratio']:g}x |"
+        )
+    if r["workload"] == "dist-pickup":
+        return (
+            f"| dist-pickup {r['title']}: p50, p99 | {r['mode']} | {r['p50_ms']:.1f} ms, "
+            f"{r['p99_ms']:.1f} ms | {r['baseline_p50_ms']:.1f} ms, {r['baseline_p99_ms']:.1f} "
+            f"ms ({r['baseline']}) | {r['p50_ratio']:.2f}x | <= {r['target_p50_ratio']:g}x (p50) |"
+        )
+    return (
+        f"| dist-recovery {r['title']}: p50, max of {r['size']} kills | {r['mode']} | "
+        f"{r['p50_s']:.2f} s, {r['max_s']:.2f} s | | | <= {r['target_s']:g} s (max) |"
+    )
 
 
 TIMING_HEADERS = (
@@ -385,6 +466,8 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
                 f"| w4-100k {r['title']}: time for {r['size']:,} over time for {small:,} | "
                 f"{r['mode']} | {ours} | {base} | | <= {r['target_time_ratio']:g}x (gc paused) |"
             )
+        elif r["workload"].startswith("dist") or r["workload"] == "distributed":
+            lines.append(distributed_markdown(r))
         elif "scale" in r:
             lines.append(
                 f"| {r['workload']}, cost per {r['unit']} | {r['mode']} | {r['scale']:.2f}x | "

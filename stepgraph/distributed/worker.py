@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.failure import Failure
@@ -35,6 +35,7 @@ from ..durability.run import DurableRun, _owner
 from ..durability.serializer import serializer_named
 from ..errors import RunLockedError, StepgraphError, WorkflowCancelled
 from ..runtime.handler import WorkflowHandler
+from ..runtime.plan import RunPlan
 from ..stores.base import Commit, RunRecord, StoredStatus
 from ..stores.queue import is_queue
 from .messages import deliver
@@ -45,6 +46,7 @@ _log = logging.getLogger("stepgraph.worker")
 
 _FIRST_POLL = 0.002
 _LAST_POLL = 0.25  # idle: a claim every quarter second at most (recovery needs claims)
+_READ_INBOX_EVERY = 0.05  # at least this often, and whenever a post wakes the worker
 _RETRY_FIRST = 0.1  # a store that fails: retry with a back-off ...
 _RETRY_LAST = 5.0  # ... up to every 5 s
 
@@ -54,6 +56,9 @@ class _Held:
     handler: WorkflowHandler
     run: DurableRun
     task: asyncio.Task[None] | None = None
+    delivered: set[int] = field(default_factory=set)  # inbox messages carried out
+    idle: bool = False  # only waiting for an answer at the last renewal
+    parked: bool = False  # stopped while only waiting: given up until a message comes
 
 
 class Worker:
@@ -110,6 +115,7 @@ class Worker:
         self.held: dict[str, _Held] = {}
         self.started = 0  # runs it took (for reports and tests)
         self._stopping = False
+        self._woken = False  # the last wait ended with a notification (a post, maybe)
         self._freed: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
 
@@ -120,16 +126,20 @@ class Worker:
         self._freed = asyncio.Event()
         self._stopped = asyncio.Event()
         renew_every = self.lease_seconds / 3
-        renewed = time.monotonic()
+        renewed = delivered = time.monotonic()
         pause = _FIRST_POLL
         retry = _RETRY_FIRST
         try:
             while not self._stopping:
                 try:
                     claimed = await self._claim()
-                    await self._deliver()
+                    if self._woken or time.monotonic() - delivered >= _READ_INBOX_EVERY:
+                        self._woken = False  # a post wakes the worker: read the inbox then,
+                        delivered = time.monotonic()  # or every so often (other stores)
+                        await self._deliver()
                     if time.monotonic() - renewed >= renew_every:
                         renewed = time.monotonic()
+                        self._park_idle()
                         await self.store.renew(self.name, list(self.held), self.lease_seconds)
                 except StepgraphError as exc:  # the store is away: keep what runs, retry
                     _log.warning(
@@ -177,7 +187,7 @@ class Worker:
                 with contextlib.suppress(BaseException):
                     await waiting
             elif not waiting.cancelled():
-                waiting.result()  # a store error: the loop retries
+                self._woken = bool(waiting.result())  # a store error raises: the loop retries
         if self._stopping:
             return
         freed.clear()
@@ -203,6 +213,9 @@ class Worker:
         if free <= 0 or self._stopping:
             return 0
         records = await self.store.claim(self.name, self.queues, free, self.lease_seconds)
+        if self._stopping:  # stopped while claiming: give them back at once
+            await self.store.unclaim(self.name, [record.run_id for record in records])
+            return 0
         for record in records:
             if record.run_id in self.held:
                 continue  # ours already (a renewal raced an expiry)
@@ -214,9 +227,11 @@ class Worker:
         return len(records)
 
     def _take(self, record: RunRecord, workflow: Any) -> None:
-        handler: WorkflowHandler = workflow.resume(record.run_id)
-        run = handler._run
-        assert isinstance(run, DurableRun)
+        """Resume the claimed run (with the record the claim returned: no read again)."""
+        plan, owner = _plan_of(workflow)
+        run = DurableRun(plan, owner, workflow.options, run_id=record.run_id)
+        handler = WorkflowHandler(run)
+        run.resume(record.run_id, None, True, record)
         held = _Held(handler, run)
         self.held[record.run_id] = held
         self.started += 1
@@ -229,7 +244,10 @@ class Worker:
         except RunLockedError:
             pass  # another coordinator has it: its worker renews the lease
         except WorkflowCancelled:
-            if self._stopping:  # parked or stopped: as stored, for another worker at once
+            if held.parked:  # only waiting for an answer: claimed again once one comes
+                with contextlib.suppress(Exception):
+                    await self.store.unclaim(self.name, [run_id], idle=True)
+            elif self._stopping:  # parked or stopped: as stored, for another worker at once
                 with contextlib.suppress(Exception):
                     await self.store.unclaim(self.name, [run_id])
         except Exception as exc:
@@ -276,6 +294,20 @@ class Worker:
         if pending is not None:
             await pending
 
+    def _park_idle(self) -> None:
+        """Stop the runs that have only been waiting for an answer since the last renewal:
+        they hold a slot for nothing (a person may answer in a day). A message posted to
+        one makes it claimable again; it resumes where it waited."""
+        for held in list(self.held.values()):
+            waiting = held.run.only_waiting
+            if waiting and held.idle and not held.parked:
+                held.parked = True
+                held.run.crash(
+                    f"run {held.run.run_id!r} was parked by worker {self.name}: it waits for "
+                    f"an answer, and is resumed when one is sent"
+                )
+            held.idle = waiting
+
     # -- messages -------------------------------------------------------------------------------
 
     async def _deliver(self) -> None:
@@ -284,7 +316,10 @@ class Worker:
             return
         for message in await self.store.inbox(ready):
             held = self.held.get(message.run_id)
-            if held is not None and not held.run.done:
+            # a message stays in the inbox until the commit that journals it is done:
+            # carried out once, however often it is read meanwhile
+            if held is not None and not held.run.done and message.id not in held.delivered:
+                held.delivered.add(message.id)
                 deliver(held.run, message)
 
     # -- stopping -------------------------------------------------------------------------------
@@ -322,9 +357,13 @@ def registry(items: Iterable[tuple[str | None, Any]]) -> dict[str, Any]:
     return found
 
 
+def _plan_of(workflow: Any) -> tuple[RunPlan, object]:
+    """The plan runs of ``workflow`` follow, and the object their steps are methods of."""
+    if hasattr(workflow, "_compiled"):  # a Workflow
+        return workflow._placed(workflow._compiled()), workflow
+    return workflow.plan, None  # a built graph
+
+
 def workflow_name(workflow: Any) -> str:
     """The name a workflow's runs are stored under."""
-    plan = (
-        workflow._placed(workflow._compiled()) if hasattr(workflow, "_compiled") else workflow.plan
-    )
-    return str(plan.name)
+    return _plan_of(workflow)[0].name

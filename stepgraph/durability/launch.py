@@ -130,18 +130,14 @@ async def submit_run(
 
 
 def attach_run(plan: RunPlan, options: RunOptions, run_id: str, *, who: str) -> WorkflowHandler:
-    """``attach()``: a handler on run ``run_id``, wherever it runs.
-
-    The run going on in this process: its own handler. Otherwise one that reads the
-    run's stored stream and record and posts to its inbox.
+    """``attach()``: a handler on run ``run_id``, wherever it runs: it reads the run's
+    stored stream and record and posts to its inbox (so it follows the run across the
+    workers that take it in turn, this process's included).
     """
-    store = _queue_store(options, who, "attach runs from")
+    _queue_store(options, who, "attach runs from")
     if not isinstance(run_id, str) or not run_id:
         raise StepgraphError(f"{who}: run_id must be a run's id (a non-empty str), got {run_id!r}")
     require_loop(who, f"attach({run_id!r})")
-    live = live_run(store, run_id)
-    if live is not None:
-        return WorkflowHandler(live)
     from ..distributed.attached import AttachedRun
 
     return WorkflowHandler(AttachedRun(plan, options, run_id))

@@ -163,6 +163,7 @@ class DurableRun(Run):
         "_db",
         "_dirty",
         "_early",
+        "_ending",
         "_entries",
         "_flushes",
         "_header",
@@ -227,6 +228,7 @@ class DurableRun(Run):
         self._stream_out: list[bytes] = []  # stream events to store with the next commit
         self._consumed: list[int] = []  # inbox messages the next commit delivers
         self._parking: asyncio.Future[None] | None = None  # park(): stop at the next barrier
+        self._ending = False  # its end is recorded: nothing is fed or written after it
 
     # -- starting -------------------------------------------------------------------------------
 
@@ -235,11 +237,20 @@ class DurableRun(Run):
         _live[(_where(self._db), self.run_id)] = self  # this process coordinates it now
         self._boot = self.loop.create_task(self._booted(self._create(message)))
 
-    def resume(self, run_id: str, checkpoint_id: str | None, strict: bool) -> None:
-        """Go on with stored run ``run_id`` (``checkpoint_id``: a fork from that checkpoint)."""
+    def resume(
+        self,
+        run_id: str,
+        checkpoint_id: str | None,
+        strict: bool,
+        record: RunRecord | None = None,
+    ) -> None:
+        """Go on with stored run ``run_id`` (``checkpoint_id``: a fork from that checkpoint).
+
+        ``record``: the run's record, when the caller has just read it (a worker's claim).
+        """
         _live[(_where(self._db), self.run_id)] = self
         self._boot = self.loop.create_task(
-            self._booted(self._restore(run_id, checkpoint_id, strict))
+            self._booted(self._restore(run_id, checkpoint_id, strict, record))
         )
 
     async def _booted(self, boot: Awaitable[None]) -> None:
@@ -266,7 +277,7 @@ class DurableRun(Run):
         db = self._db
         existing = await db.get_run(self.run_id)
         if existing is not None:  # run(run_id=...) of a run the store has: that run
-            await self._restore(self.run_id, None, True)
+            await self._restore(self.run_id, None, True, existing)
             return
         if self.observers:
             for observer in self.observers:
@@ -330,9 +341,12 @@ class DurableRun(Run):
             with contextlib.suppress(Exception):  # the lease dies with the process anyway
                 await self._db.release(self.run_id, lease)
 
-    async def _restore(self, run_id: str, checkpoint_id: str | None, strict: bool) -> None:
+    async def _restore(
+        self, run_id: str, checkpoint_id: str | None, strict: bool, record: RunRecord | None
+    ) -> None:
         db = self._db
-        record = await db.get_run(run_id)
+        if record is None:
+            record = await db.get_run(run_id)
         if record is None:
             raise RunNotFoundError(f"there is no run {run_id!r} in {db!r}")
         fork = checkpoint_id is not None
@@ -467,8 +481,8 @@ class DurableRun(Run):
 
     def feed(self, tick: Tick) -> list[Command]:
         """Apply ``tick``; carry out its commands once the store has what it records."""
-        if self.done:
-            return []
+        if self.done or self._ending:
+            return []  # ended (its end may still be on its way to the store): nothing more
         if self._booting:
             self._early.append(tick)
             return []
@@ -609,6 +623,7 @@ class DurableRun(Run):
         failure = failure_of(error)
         commit = self._commit(status=StoredStatus.FAILED, result=self._failure_bytes(failure))
         self._written = StoredStatus.FAILED
+        self._ending = True
         end = RunEnded(status=RunStatus.FAILED, result=None, error=error, failure=failure)
         self._queue.append((commit, tick, [end]))  # the run ends once its failure is stored
         self._pump()
@@ -750,6 +765,7 @@ class DurableRun(Run):
             )
             result = self._failure_bytes(failure)
         self._written = status
+        self._ending = True
         return self._commit(status=status, result=result)
 
     def _check_storable(self) -> None:
@@ -818,6 +834,23 @@ class DurableRun(Run):
                 pending = self._db.commit(lone)
                 if pending is not None:
                     self.loop.create_task(_quietly(pending))
+
+    @property
+    def only_waiting(self) -> bool:
+        """Paused with nothing running or due and everything committed: the run can stop
+        here and be resumed when its answer comes (a worker frees its slot so)."""
+        state = self.state
+        return (
+            not self._booting
+            and not self.done
+            and self._written is _PAUSED
+            and state.running == 0
+            and not state.timers
+            and not self._queue
+            and not self._waiting_commit
+            and not self._entries
+            and not self._stream_out
+        )
 
     def park(self) -> asyncio.Future[None]:
         """Stop once the superstep in flight has committed (the run stays resumable from

@@ -215,9 +215,17 @@ class MemoryStore(StoreResults):
                 if record.queue not in queues:
                     continue
                 status = StoredStatus(record.status)
+                until = run.lease_until
                 if status is StoredStatus.QUEUED:
                     status = StoredStatus.RUNNING
-                elif status.final or (run.lease_until is not None and run.lease_until > now):
+                elif status is StoredStatus.RUNNING:
+                    if until is not None and until >= now:
+                        continue
+                elif status is StoredStatus.PAUSED:
+                    expired = until is not None and until < now
+                    if not expired and not any(m.run_id == record.run_id for m in self._inbox):
+                        continue
+                else:
                     continue
                 run.record = replace(record, status=status, worker=owner)
                 run.lease_until = now + lease_seconds
@@ -233,13 +241,14 @@ class MemoryStore(StoreResults):
                     run.record = replace(run.record, worker=owner)
                     run.lease_until = until
 
-    async def unclaim(self, owner: str, run_ids: Sequence[str]) -> None:
+    async def unclaim(self, owner: str, run_ids: Sequence[str], *, idle: bool = False) -> None:
+        now = time.time()
         with self._lock:
             for run_id in run_ids:
                 run = self._runs.get(run_id)
                 if run is not None and run.record.worker == owner:
                     run.record = replace(run.record, worker=None)
-                    run.lease_until = None
+                    run.lease_until = None if idle else now
         self._work.notify()
 
     async def post(self, run_id: str, data: bytes) -> None:
@@ -257,5 +266,5 @@ class MemoryStore(StoreResults):
             run = self._runs.get(run_id)
             return [] if run is None else [e for e in run.events if e.position > after]
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
-        await self._work.wait(timeout)
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
+        return await self._work.wait(timeout)

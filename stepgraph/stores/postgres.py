@@ -66,6 +66,7 @@ _MISSING = (
 )
 
 _POOL_SIZE = 4  # connections for reads and writes, per event loop
+_MAX_SEQ = 2**31 - 1  # checkpoint seqs are INTEGER
 _CLOSE_WAIT = 10.0  # seconds aclose() waits for the queries in flight
 
 # {p} is the schema prefix ('"name".' or nothing).
@@ -108,6 +109,8 @@ ALTER TABLE {p}stepgraph_runs ADD COLUMN IF NOT EXISTS queue TEXT,
     ADD COLUMN IF NOT EXISTS worker TEXT, ADD COLUMN IF NOT EXISTS lease_until TIMESTAMPTZ;
 CREATE INDEX IF NOT EXISTS stepgraph_runs_queue ON {p}stepgraph_runs (queue, status, pos)
     WHERE queue IS NOT NULL;
+CREATE INDEX IF NOT EXISTS stepgraph_runs_queued ON {p}stepgraph_runs (pos)
+    WHERE status = 'queued';
 CREATE TABLE IF NOT EXISTS {p}stepgraph_events (
     position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id TEXT NOT NULL,
@@ -191,6 +194,25 @@ _CREATE = (
 SELECT run.run_id, (SELECT count(*) FROM woken) FROM run
 """
 )
+
+# A checkpoint with every chunk as of it and the journal after it, in one statement.
+_LOAD = """
+SELECT c.seq, c.superstep, c.created_at, c.status, r.parent_run_id, c.frame,
+    ch.names, ch.datas, j.entries
+FROM {p}stepgraph_checkpoints AS c JOIN {p}stepgraph_runs AS r USING (run_id)
+LEFT JOIN LATERAL (
+    SELECT array_agg(x.name) AS names, array_agg(x.data) AS datas FROM (
+        SELECT DISTINCT ON (name) name, data FROM {p}stepgraph_chunks
+        WHERE run_id = c.run_id AND seq <= c.seq ORDER BY name, seq DESC
+    ) AS x WHERE x.data IS NOT NULL
+) AS ch ON true
+LEFT JOIN LATERAL (
+    SELECT array_agg(entry ORDER BY pos) AS entries FROM {p}stepgraph_journal
+    WHERE run_id = c.run_id AND after_seq = c.seq
+) AS j ON true
+WHERE c.run_id = %(run_id)s AND (%(seq)s::integer IS NULL OR c.seq = %(seq)s::integer)
+ORDER BY c.seq DESC LIMIT 1
+"""
 
 _RUN_COLUMNS = (
     "run_id, workflow, status, created_at, updated_at, parent_run_id, parent_checkpoint_id, "
@@ -336,6 +358,7 @@ class PostgresStore(PostgresQueue, StoreResults):
         self._create_schema = "" if schema is None else f"CREATE SCHEMA IF NOT EXISTS {prefix[:-1]}"
         self._commit_sql = _COMMIT.replace("{p}", prefix)
         self._create_sql = _CREATE.replace("{p}", prefix)
+        self._load_sql = _LOAD.replace("{p}", prefix)
         self._prefix = prefix
         self._ready = False  # the tables exist
         self._loops: dict[asyncio.AbstractEventLoop, _LoopConnections] = {}
@@ -546,45 +569,25 @@ class PostgresStore(PostgresQueue, StoreResults):
         """Checkpoint ``checkpoint_id`` of the run (its latest when None), or None.
 
         Its values are every chunk as of it; its journal, the entries appended after it
-        and before the run's next checkpoint.
+        and before the run's next checkpoint. One statement: one round trip.
         """
-        p = self._prefix
-        sql = (
-            f"SELECT {_INFO_COLUMNS}, c.frame FROM {p}stepgraph_checkpoints AS c "
-            f"JOIN {p}stepgraph_runs AS r USING (run_id) WHERE c.run_id = %s"
-        )
-        params: tuple[str | int, ...] = (run_id,)
+        params: dict[str, Any] = {"run_id": run_id, "seq": None}
         if checkpoint_id is not None:
             wanted = checkpoint_seq(run_id, checkpoint_id)
-            if wanted is None:
+            if wanted is None or wanted > _MAX_SEQ:  # seq is an INTEGER: no such checkpoint
                 return None
-            sql += " AND c.seq = %s"
-            params += (wanted,)
+            params["seq"] = wanted
         async with self._connection(f"reading a checkpoint of run {run_id!r}") as conn:
-            cursor = await conn.execute(sql + " ORDER BY c.seq DESC LIMIT 1", params, binary=True)
+            cursor = await conn.execute(self._load_sql, params, binary=True)
             row = await cursor.fetchone()
-            if row is None:
-                return None
-            seq = row[0]
-            cursor = await conn.execute(
-                f"SELECT DISTINCT ON (name) name, data FROM {p}stepgraph_chunks "
-                "WHERE run_id = %s AND seq <= %s ORDER BY name, seq DESC",
-                (run_id, seq),
-                binary=True,
-            )
-            chunks = await cursor.fetchall()
-            cursor = await conn.execute(
-                f"SELECT entry FROM {p}stepgraph_journal WHERE run_id = %s AND after_seq = %s "
-                "ORDER BY pos",
-                (run_id, seq),
-                binary=True,
-            )
-            journal = await cursor.fetchall()
+        if row is None:
+            return None
+        names, datas, entries = row[6], row[7], row[8]
         return StoredCheckpoint(
             info=_info(run_id, row[:5]),
             frame=bytes(row[5]),
-            values={name: bytes(data) for name, data in chunks if data is not None},
-            journal=tuple(bytes(entry) for (entry,) in journal),
+            values={name: bytes(data) for name, data in zip(names or (), datas or (), strict=True)},
+            journal=tuple(bytes(entry) for entry in entries or ()),
         )
 
     # -- limiters -------------------------------------------------------------------------------

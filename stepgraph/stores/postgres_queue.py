@@ -2,6 +2,8 @@
 
 - A claim is one statement: ``SELECT ... FOR UPDATE SKIP LOCKED`` picks the oldest
   claimable runs no other worker is claiming, and the ``UPDATE`` around it leases them.
+  Queued runs and runs to take over are looked for apart (each part can walk an index
+  in order and stop at the limit: a backlog of queued runs costs nothing).
   Lease times are the server's (``now()``), so workers' clocks do not matter.
 - ``LISTEN stepgraph_work``: a submit (a queued run's creation), a post to an inbox and
   an unclaim ``NOTIFY`` it, so an idle worker wakes at once instead of polling.
@@ -27,12 +29,22 @@ if TYPE_CHECKING:
 __all__ = ["PostgresQueue"]
 
 _CLAIM = """
-WITH picked AS (
-    SELECT run_id FROM {p}stepgraph_runs
-    WHERE queue = ANY(%(queues)s::text[]) AND (status = 'queued'
-        OR (status IN ('running', 'paused') AND (lease_until IS NULL OR lease_until < now())))
+WITH queued AS (
+    SELECT run_id, pos FROM {p}stepgraph_runs
+    WHERE status = 'queued' AND queue = ANY(%(queues)s::text[])
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-)
+),
+orphans AS (
+    SELECT run_id, pos FROM {p}stepgraph_runs AS r
+    WHERE status IN ('running', 'paused') AND queue = ANY(%(queues)s::text[])
+        AND (lease_until < now()
+            OR (status = 'running' AND lease_until IS NULL)
+            OR (status = 'paused'
+                AND EXISTS (SELECT 1 FROM {p}stepgraph_inbox AS m WHERE m.run_id = r.run_id)))
+    ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+),
+candidates AS (SELECT * FROM queued UNION ALL SELECT * FROM orphans),
+picked AS (SELECT run_id FROM candidates ORDER BY pos LIMIT %(limit)s)
 UPDATE {p}stepgraph_runs AS r SET
     worker = %(owner)s, lease_until = now() + make_interval(secs => %(lease)s),
     updated_at = CASE WHEN r.status = 'queued' THEN now() ELSE r.updated_at END,
@@ -87,14 +99,15 @@ class PostgresQueue:
                 (owner, lease_seconds, list(run_ids)),
             )
 
-    async def unclaim(self, owner: str, run_ids: Sequence[str]) -> None:
+    async def unclaim(self, owner: str, run_ids: Sequence[str], *, idle: bool = False) -> None:
         """End ``owner``'s lease on ``run_ids`` (see ``RunQueue.unclaim``)."""
         if not run_ids:
             return
+        until = "NULL" if idle else "now()"
         async with self._connection("giving up leases") as conn:
             await conn.execute(
                 f"WITH gone AS (UPDATE {self._prefix}stepgraph_runs SET worker = NULL, "
-                "lease_until = NULL WHERE worker = %s AND run_id = ANY(%s) RETURNING queue) "
+                f"lease_until = {until} WHERE worker = %s AND run_id = ANY(%s) RETURNING queue) "
                 "SELECT pg_notify('stepgraph_work', queue) FROM gone",
                 (owner, list(run_ids)),
             )
@@ -134,9 +147,9 @@ class PostgresQueue:
             rows = await cursor.fetchall()
         return [StoredEvent(int(position), bytes(data)) for position, data in rows]
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
         """Wait for a NOTIFY on ``stepgraph_work`` (a submit, a post, an unclaim), or
-        ``timeout`` seconds."""
+        ``timeout`` seconds; whether one came."""
         import psycopg
 
         here = self._here()
@@ -149,7 +162,8 @@ class PostgresQueue:
                     here.listen_conn = conn
                     await conn.execute("LISTEN stepgraph_work")
                 async for _ in conn.notifies(timeout=timeout, stop_after=1):
-                    break
+                    return True
+                return False
             except psycopg.Error as exc:
                 if here.listen_conn is not None:
                     here.discard(here.listen_conn)

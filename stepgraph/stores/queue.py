@@ -6,10 +6,12 @@ A store that implements :class:`RunQueue` (all of stepgraph's do) holds, besides
   queue, with its first checkpoint (the start event), and nothing runs yet;
 - **claims**: a worker ``claim``s queued runs (oldest first; on PostgreSQL with ``FOR
   UPDATE SKIP LOCKED``, so that several workers never take one run twice) and holds each
-  with a **lease** that lasts ``lease_seconds`` unless ``renew``ed. A run whose lease has
-  expired (its worker died) is claimed again by a live worker, which resumes it from its
-  last checkpoint. The run's own lease (``Store.acquire``) still decides who coordinates
-  it: a claim only says who should;
+  with a **lease** that lasts ``lease_seconds`` unless ``renew``ed. A running or paused
+  run whose lease has expired (its worker died) is claimed again by a live worker, which
+  resumes it from its last checkpoint; so is a running run given up (``unclaim``). A
+  paused run given up as idle (nothing runs, nothing is due: it waits for an answer) is
+  claimed again once a message is posted to it. The run's own lease (``Store.acquire``)
+  still decides who coordinates it: a claim only says who should;
 - **stored stream events**: what a run wrote to its stream, appended with its commits
   (``Commit.events``), for handlers attached from other processes (``wf.attach``);
 - an **inbox**: events, responses and cancels sent to a run from another process
@@ -76,8 +78,12 @@ class RunQueue(Protocol):
         ``lease_seconds`` from now."""
         ...
 
-    async def unclaim(self, owner: str, run_ids: Sequence[str]) -> None:
-        """End ``owner``'s lease on ``run_ids``: another worker may take them at once."""
+    async def unclaim(self, owner: str, run_ids: Sequence[str], *, idle: bool = False) -> None:
+        """End ``owner``'s lease on ``run_ids``: another worker may take them at once.
+
+        With ``idle``, for paused runs nobody needs to hold: they are claimed again only
+        once a message is posted to them.
+        """
         ...
 
     async def post(self, run_id: str, data: bytes) -> None:
@@ -92,9 +98,9 @@ class RunQueue(Protocol):
         """The stored stream events of run ``run_id`` after position ``after``, in order."""
         ...
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
         """Return when a run may have been submitted to ``queues`` or a message posted
-        (or after ``timeout`` seconds at the latest)."""
+        (True), or after ``timeout`` seconds at the latest (False)."""
         ...
 
 
@@ -121,16 +127,17 @@ class Wakeups:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_wake, waiter)
 
-    async def wait(self, timeout: float) -> None:
-        """Wait for the next ``notify`` or ``timeout`` seconds, whichever comes first."""
+    async def wait(self, timeout: float) -> bool:
+        """Wait for the next ``notify`` (True) or ``timeout`` seconds (False)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         with self._lock:
             self._waiters.append((loop, waiter))
         try:
             await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            return True
         except TimeoutError:
-            pass
+            return False
         finally:
             with self._lock:
                 if (loop, waiter) in self._waiters:

@@ -20,8 +20,10 @@ from .queue import Message, StoredEvent, Wakeups
 __all__ = ["QueueMixin"]
 
 _CLAIMABLE = (
-    "queue IN ({queues}) AND (status = 'queued' OR (status IN ('running', 'paused') "
-    "AND (lease_until IS NULL OR lease_until < ?)))"
+    "queue IN ({queues}) AND (status = 'queued' "
+    "OR (status = 'running' AND (lease_until IS NULL OR lease_until < :now)) "
+    "OR (status = 'paused' AND (lease_until < :now OR EXISTS "
+    "(SELECT 1 FROM stepgraph_inbox AS m WHERE m.run_id = stepgraph_runs.run_id))))"
 )
 
 
@@ -53,13 +55,14 @@ class QueueMixin:
         if not queues or limit < 1:
             return []
         now = time.time()
-        where = _CLAIMABLE.format(queues=_marks(len(queues)))
+        names = {f"q{i}": queue for i, queue in enumerate(queues)}
+        where = _CLAIMABLE.format(queues=", ".join(f":{name}" for name in names))
         with self._transaction("claiming runs") as cursor:
             picked = [
                 str(row[0])
                 for row in cursor.execute(
-                    f"SELECT run_id FROM stepgraph_runs WHERE {where} ORDER BY number LIMIT ?",
-                    (*queues, now, limit),
+                    f"SELECT run_id FROM stepgraph_runs WHERE {where} ORDER BY number LIMIT :limit",
+                    {**names, "now": now, "limit": limit},
                 )
             ]
             if not picked:
@@ -90,15 +93,15 @@ class QueueMixin:
                 (owner, time.time() + lease_seconds, *run_ids),
             )
 
-    async def unclaim(self, owner: str, run_ids: Sequence[str]) -> None:
+    async def unclaim(self, owner: str, run_ids: Sequence[str], *, idle: bool = False) -> None:
         """End ``owner``'s lease on ``run_ids`` (see ``RunQueue.unclaim``)."""
         if not run_ids:
             return
         with self._transaction("giving up leases") as cursor:
             cursor.execute(
-                "UPDATE stepgraph_runs SET worker = NULL, lease_until = NULL "
+                "UPDATE stepgraph_runs SET worker = NULL, lease_until = ? "
                 f"WHERE worker = ? AND run_id IN ({_marks(len(run_ids))})",
-                (owner, *run_ids),
+                (None if idle else time.time(), owner, *run_ids),
             )
         self._work.notify()
 
@@ -132,7 +135,7 @@ class QueueMixin:
             ).fetchall()
         return [StoredEvent(int(position), bytes(data)) for position, data in rows]
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
         """Wait for a submit or post in this process, or ``timeout`` seconds (other
         processes' are found by the caller's next claim: it polls)."""
-        await self._work.wait(timeout)
+        return await self._work.wait(timeout)

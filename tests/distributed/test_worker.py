@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from stepgraph import HumanResponseEvent, InputRequiredEvent, StopEvent
+from stepgraph.core import CancelRequested
 from stepgraph.distributed.worker import Worker, registry
 from stepgraph.errors import StepgraphError, StoreError, WorkflowCancelled
 from stepgraph.stores import MemoryStore
@@ -280,3 +281,67 @@ async def test_a_stream_event_that_cannot_be_stored_fails_the_durable_run_naming
     ):
         await handler
     assert (await store.get_run(handler.run_id)).status == "failed"
+
+
+async def test_a_response_sent_through_an_attached_handler_answers_a_graphs_request(
+    store: Any,
+) -> None:
+    from stepgraph import RequestInfoEvent
+    from tests.durability.flows import asker_graph
+
+    graph: Any = asker_graph(store=store)
+    run_id = await graph.submit("how many?")
+    async with working(store, graph):
+        handler = graph.attach(run_id)
+        async for ev in handler.stream_events():
+            if isinstance(ev, RequestInfoEvent):
+                await handler.send_response(ev.request_id, 7)
+        result = await handler
+    assert result.outputs == [("how many?", 7)]
+    assert await store.inbox([run_id]) == []
+
+
+async def test_what_is_sent_after_a_cancel_while_its_commit_is_on_its_way_changes_nothing(
+    store: Any,
+) -> None:
+    wf = Asks(store=store)
+    handler = wf.run()
+    async for ev in handler.stream_events():
+        if isinstance(ev, InputRequiredEvent):
+            run = handler._run
+            run._by_caller = True
+            run.feed(CancelRequested(reason="once"))  # its end goes to the store (PostgreSQL:
+            waiting = len(run._queue)  # over the network) ...
+            assert run.feed(CancelRequested(reason="twice")) == []
+            assert len(run._queue) == waiting  # nothing more to write after its end
+            if run.running:  # ... meanwhile, what is sent is dropped, and nothing written
+                handler.send_event(HumanResponseEvent(response="late"))
+    with pytest.raises(WorkflowCancelled):
+        await handler
+    assert (await store.get_run(handler.run_id)).status == "cancelled"
+
+
+async def test_a_run_that_only_waits_for_an_answer_frees_its_slot_until_one_comes(
+    store: Any,
+) -> None:
+    wf = Asks(store=store)
+    run_id = await wf.submit()
+    three = Three(store=store)
+    worker = Worker(store, registry([(None, wf), (None, three)]), lease_seconds=0.3, concurrency=1)
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(1000):  # parked within two renewals (0.1 s apart) of its pause
+            if not worker.held:  # given up (its claim first, then its slot)
+                record = await store.get_run(run_id)
+                if record.status == "paused":
+                    break
+            await asyncio.sleep(0.01)
+        assert record.status == "paused" and record.worker is None and not worker.held
+        other = await three.submit(n=1)  # its only slot is free for other runs
+        assert await store.result(other, timeout=10) == 4
+        handler = wf.attach(run_id)
+        handler.send_event(HumanResponseEvent(response="Ada"))  # claimable again: resumed
+        assert await handler == "hello Ada"
+    finally:
+        await worker.stop()
+        await task

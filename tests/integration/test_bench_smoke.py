@@ -117,13 +117,13 @@ def test_the_telemetry_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -> 
 
 
 def test_the_distributed_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -> None:
-    """``--only distributed`` with batches of 10 runs, one worker and no kill: a few seconds
+    """``--only distributed`` with batches of 5 runs, one worker and no kill: a few seconds
     (a skipped entry, with the reason, when no PostgreSQL server answers)."""
     output = tmp_path / "distributed.json"
     done = subprocess.run(
         [
             *(sys.executable, "-m", "bench", "--only", "distributed", "--quick", "--reps", "1"),
-            *("--dist-runs", "10", "--dist-workers", "1", "--dist-kills", "0"),
+            *("--dist-runs", "5", "--dist-workers", "1", "--dist-kills", "0"),
             *("--output", str(output)),
         ],
         cwd=ROOT,
@@ -144,7 +144,7 @@ def test_the_distributed_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -
     assert set(entries) == {("dist-throughput", "1 worker"), ("dist-pickup", "2 workers")}
     throughput = entries[("dist-throughput", "1 worker")]
     assert throughput["runs_per_s"] > 0 and throughput["baseline_runs_per_s"] > 0
-    assert throughput["transactions_per_run"] > 0 and throughput["size"] == 10
+    assert throughput["transactions_per_run"] > 0 and throughput["size"] == 5
     pickup = entries[("dist-pickup", "2 workers")]
     assert 0 < pickup["p50_ms"] <= pickup["p99_ms"] and pickup["baseline_p50_ms"] > 0
     assert "transactions per run" in done.stdout and "runs/s" in table
