@@ -72,7 +72,14 @@ from ..errors import (
 )
 from ..runtime.failures import failure_of
 from ..runtime.run import Run
-from ..stores.base import CheckpointWrite, Commit, RunRecord, Store, StoredStatus
+from ..stores.base import (
+    CheckpointWrite,
+    Commit,
+    RunRecord,
+    Store,
+    StoredCheckpoint,
+    StoredStatus,
+)
 from .checkpoints import (
     Header,
     compare_steps,
@@ -358,8 +365,9 @@ class DurableRun(Run):
         if not fork:
             self.run_id = run_id
             await self._take_lease(run_id)
-        try:
-            await self._load(record, checkpoint_id, strict, fork)
+        try:  # read only once the lease is ours: the last owner's last commit has landed
+            stored = await db.load(run_id, checkpoint_id)
+            await self._load(record, stored, checkpoint_id, strict, fork)
         except BaseException:
             await self._release()
             raise
@@ -377,11 +385,15 @@ class DurableRun(Run):
         self._end(RunStatus.FINISHED, value, None)
 
     async def _load(
-        self, record: RunRecord, checkpoint_id: str | None, strict: bool, fork: bool
+        self,
+        record: RunRecord,
+        stored: StoredCheckpoint | None,
+        checkpoint_id: str | None,
+        strict: bool,
+        fork: bool,
     ) -> None:
         db = self._db
         run_id = record.run_id
-        stored = await db.load(run_id, checkpoint_id)
         if stored is None:
             if fork:
                 raise CheckpointNotFoundError(
