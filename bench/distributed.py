@@ -651,11 +651,103 @@ async def recovery(db: _Database, folder: Path, kills: int) -> list[dict[str, An
 # -- limiter overhead ---------------------------------------------------------------------------
 
 
+LIMITER_PAIRS = 300  # acquisitions per process
+LIMITER_PROCESSES = 3
+
+
+async def _holds(gate: Any, count: int) -> float:
+    """Seconds for ``count`` acquisitions and releases of ``gate`` (empty bodies)."""
+    started = time.perf_counter()
+    for _ in range(count):
+        async with gate.hold():
+            pass
+    return time.perf_counter() - started
+
+
+def limiter_child(dsn: str, schema: str, count: str) -> None:
+    """A contending process: ``count`` holds of the shared limiter; prints its seconds."""
+    from stepgraph import Limiter
+    from stepgraph.stores.pg_limits import PostgresGate
+
+    async def main() -> None:
+        gate = PostgresGate(dsn, Limiter("bench", max_concurrency=2), schema=schema)
+        await _holds(gate, 1)  # connected, declared
+        print("ready", flush=True)
+        sys.stdin.readline()  # all start together
+        print(f"{await _holds(gate, int(count)):.6f}", flush=True)
+        await gate.aclose()
+
+    asyncio.run(main())
+
+
+def _contend(db: _Database, schema: str) -> list[float]:
+    """Each contending process's seconds for its holds (they start together)."""
+    command = [sys.executable, "-m", "bench.distributed", "limiter", db.dsn, schema]
+    children = [
+        subprocess.Popen(
+            [*command, str(LIMITER_PAIRS)],
+            cwd=REPO_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(LIMITER_PROCESSES)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        seconds = [float(child.stdout.readline()) for child in children if child.stdout]
+        for child in children:
+            child.wait(60)
+        return seconds
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(60)
+        db.drop_schema(schema)
+
+
 async def limiter_overhead(db: _Database, folder: Path) -> list[dict[str, Any]]:
-    """TODO(limiter): the PostgreSQL limiter's overhead, measured here once it is wired
-    (another change is doing that): no entries yet."""
-    del db, folder
-    return []
+    """A PostgreSQL limiter's cost per acquisition: alone in one process, and with three
+    processes contending for 2 slots; the in-process gate alone as the baseline."""
+    del folder
+    from stepgraph import Limiter
+    from stepgraph.limits import Gate
+    from stepgraph.stores.pg_limits import PostgresGate
+
+    schema = "bench_limiter"
+    limiter = Limiter("bench", max_concurrency=2)
+    local = Gate(limiter)
+    local_us = await _holds(local, LIMITER_PAIRS) / LIMITER_PAIRS * 1e6
+    gate = PostgresGate(db.dsn, limiter, schema=schema)
+    try:
+        await _holds(gate, 10)  # warm: connected, table made, declared
+        alone_us = await _holds(gate, LIMITER_PAIRS) / LIMITER_PAIRS * 1e6
+    finally:
+        await gate.aclose()
+    seconds = await asyncio.to_thread(_contend, db, schema)
+    contended_us = max(seconds) / (LIMITER_PAIRS * LIMITER_PROCESSES) * 1e6
+    return [
+        {
+            "workload": "dist-limiter",
+            "title": "a PostgreSQL limiter's acquisition and release (max_concurrency=2)",
+            "mode": mode,
+            "size": count,
+            "us_per_acquisition": round(us, 1),
+            "baseline": "in-process Gate",
+            "baseline_us": round(local_us, 2),
+            "passed": True,
+        }
+        for mode, count, us in (
+            ("1 process", LIMITER_PAIRS, alone_us),
+            (f"{LIMITER_PROCESSES} processes", LIMITER_PAIRS * LIMITER_PROCESSES, contended_us),
+        )
+    ]
 
 
 # -- the group ----------------------------------------------------------------------------------
@@ -728,4 +820,7 @@ async def run(
 
 
 if __name__ == "__main__":
-    baseline_worker(sys.argv[2], sys.argv[1])
+    if sys.argv[1] == "limiter":
+        limiter_child(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        baseline_worker(sys.argv[2], sys.argv[1])

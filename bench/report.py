@@ -336,6 +336,19 @@ def distributed_rows(r: dict[str, Any]) -> list[list[str]]:
                 verdict,
             ]
         ]
+    if r["workload"] == "dist-limiter":
+        return [
+            [
+                f"dist-limiter {r['title']}",
+                r["mode"],
+                f"{r['us_per_acquisition']:.0f} µs per acquisition",
+                r["baseline"],
+                f"{r['baseline_us']:.1f} µs",
+                "",
+                "",
+                "info",
+            ]
+        ]
     return [
         [
             f"dist-recovery {r['title']} ({r['size']} kills)",
@@ -367,6 +380,11 @@ def distributed_markdown(r: dict[str, Any]) -> str:
             f"| dist-pickup {r['title']}: p50, p99 | {r['mode']} | {r['p50_ms']:.1f} ms, "
             f"{r['p99_ms']:.1f} ms | {r['baseline_p50_ms']:.1f} ms, {r['baseline_p99_ms']:.1f} "
             f"ms ({r['baseline']}) | {r['p50_ratio']:.2f}x | <= {r['target_p50_ratio']:g}x (p50) |"
+        )
+    if r["workload"] == "dist-limiter":
+        return (
+            f"| dist-limiter {r['title']}: µs per acquisition | {r['mode']} | "
+            f"{r['us_per_acquisition']:.0f} | {r['baseline_us']:.1f} ({r['baseline']}) | | |"
         )
     return (
         f"| dist-recovery {r['title']}: p50, max of {r['size']} kills | {r['mode']} | "

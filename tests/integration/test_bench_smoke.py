@@ -141,7 +141,13 @@ def test_the_distributed_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -
         assert "skipped" in done.stdout
         return
     entries = {(r["workload"], r["mode"]): r for r in results}
-    assert set(entries) == {("dist-throughput", "1 worker"), ("dist-pickup", "2 workers")}
+    assert set(entries) == {
+        ("dist-throughput", "1 worker"),
+        ("dist-pickup", "2 workers"),
+        ("dist-limiter", "1 process"),
+        ("dist-limiter", "3 processes"),
+    }
+    assert entries[("dist-limiter", "3 processes")]["us_per_acquisition"] > 0
     throughput = entries[("dist-throughput", "1 worker")]
     assert throughput["runs_per_s"] > 0 and throughput["baseline_runs_per_s"] > 0
     assert throughput["transactions_per_run"] > 0 and throughput["size"] == 5
