@@ -116,7 +116,8 @@ class Worker:
         self.started = 0  # runs it took (for reports and tests)
         self._stopping = False
         self._woken = False  # the last wait ended with a notification (a post, maybe)
-        self._freed: asyncio.Event | None = None
+        self._freed: asyncio.Event | None = None  # a run ended: a slot is free
+        self._stop_signal: asyncio.Event | None = None  # stop() was called
         self._stopped: asyncio.Event | None = None
 
     # -- the loop -------------------------------------------------------------------------------
@@ -125,6 +126,7 @@ class Worker:
         """Work until :meth:`stop` (then stop gracefully, and return)."""
         self._freed = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._stop_signal = asyncio.Event()
         renew_every = self.lease_seconds / 3
         renewed = delivered = time.monotonic()
         pause = _FIRST_POLL
@@ -140,7 +142,7 @@ class Worker:
                     if time.monotonic() - renewed >= renew_every:
                         renewed = time.monotonic()
                         self._park_idle()
-                        await self.store.renew(self.name, list(self.held), self.lease_seconds)
+                        await self.store.renew(self.name, self._holding(), self.lease_seconds)
                 except StepgraphError as exc:  # the store is away: keep what runs, retry
                     _log.warning(
                         "worker %s: the store failed (%s); retrying in %.1f s",
@@ -173,11 +175,12 @@ class Worker:
         freed.clear()
 
     async def _wait_for_work(self, timeout: float) -> None:
-        """The store's wait, cut short by :meth:`stop`."""
+        """The store's wait, cut short by :meth:`stop` only (a run that ends while it waits
+        frees a slot it has already: cutting the wait would drop the LISTEN session)."""
         waiting = asyncio.ensure_future(self.store.wait_for_work(self.queues, timeout))
-        freed = self._freed
-        assert freed is not None
-        stopped = asyncio.ensure_future(freed.wait())
+        stopping = self._stop_signal
+        assert stopping is not None
+        stopped = asyncio.ensure_future(stopping.wait())
         try:
             await asyncio.wait({waiting, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -188,9 +191,6 @@ class Worker:
                     await waiting
             elif not waiting.cancelled():
                 self._woken = bool(waiting.result())  # a store error raises: the loop retries
-        if self._stopping:
-            return
-        freed.clear()
 
     async def stop(self) -> None:
         """Stop gracefully (see the module docstring); returns once :meth:`run` has.
@@ -203,6 +203,8 @@ class Worker:
                 held.run.park()
         if self._freed is not None:
             self._freed.set()
+        if self._stop_signal is not None:
+            self._stop_signal.set()
         if self._stopped is not None:
             await self._stopped.wait()
 
@@ -293,6 +295,12 @@ class Worker:
         )
         if pending is not None:
             await pending
+
+    def _holding(self) -> list[str]:
+        """The runs whose claims to renew: held, neither ended nor parked."""
+        return [
+            run_id for run_id, held in self.held.items() if not held.parked and not held.run.done
+        ]
 
     def _park_idle(self) -> None:
         """Stop the runs that have only been waiting for an answer since the last renewal:

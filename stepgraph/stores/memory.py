@@ -237,7 +237,7 @@ class MemoryStore(StoreResults):
         with self._lock:
             for run_id in run_ids:
                 run = self._runs.get(run_id)
-                if run is not None:
+                if run is not None and run.record.worker is not None:  # not given up meanwhile
                     run.record = replace(run.record, worker=owner)
                     run.lease_until = until
 

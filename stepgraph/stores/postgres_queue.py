@@ -95,7 +95,8 @@ class PostgresQueue:
         async with self._connection("renewing leases") as conn:
             await conn.execute(
                 f"UPDATE {self._prefix}stepgraph_runs SET worker = %s, "
-                "lease_until = now() + make_interval(secs => %s) WHERE run_id = ANY(%s)",
+                "lease_until = now() + make_interval(secs => %s) "
+                "WHERE run_id = ANY(%s) AND worker IS NOT NULL",  # given up meanwhile: stays so
                 (owner, lease_seconds, list(run_ids)),
             )
 

@@ -75,7 +75,7 @@ class RunQueue(Protocol):
 
     async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> None:
         """Extend the lease of ``owner`` on ``run_ids`` (it coordinates them) by
-        ``lease_seconds`` from now."""
+        ``lease_seconds`` from now; a run given up meanwhile (``unclaim``) stays so."""
         ...
 
     async def unclaim(self, owner: str, run_ids: Sequence[str], *, idle: bool = False) -> None:

@@ -89,7 +89,7 @@ class QueueMixin:
         with self._transaction("renewing leases") as cursor:
             cursor.execute(
                 "UPDATE stepgraph_runs SET worker = ?, lease_until = ? "
-                f"WHERE run_id IN ({_marks(len(run_ids))})",
+                f"WHERE run_id IN ({_marks(len(run_ids))}) AND worker IS NOT NULL",
                 (owner, time.time() + lease_seconds, *run_ids),
             )
 

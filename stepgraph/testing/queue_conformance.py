@@ -137,6 +137,17 @@ class QueueConformance(StoreConformance):
 
         self.run_scenario(scenario, self.make_store())
 
+    def test_a_renewal_leaves_a_run_given_up_meanwhile_given_up(self) -> None:
+        async def scenario(store: Any) -> None:
+            await _submit(store, "r")
+            await store.claim("w1", ["default"], 5, 30.0)
+            await store.unclaim("w1", ["r"], idle=True)
+            await store.renew("w1", ["r"], 30.0)  # a renewal that was on its way
+            got = await store.get_run("r")
+            assert got is not None and got.worker is None, got
+
+        self.run_scenario(scenario, self.make_store())
+
     def test_a_run_not_submitted_is_never_claimed(self) -> None:
         async def scenario(store: Any) -> None:
             await store.create_run(
