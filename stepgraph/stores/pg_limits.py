@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import threading
 import time
@@ -50,6 +49,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import StepgraphError, StoreError
 from ..limits import Limiter, _tell_wait
+from .pg_common import TABLES_KEY, lock_key, psycopg_error
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -61,11 +61,6 @@ __all__ = ["PostgresGate", "postgres_gate"]
 
 _T = TypeVar("_T")
 _log = logging.getLogger("stepgraph.limits")
-
-_MISSING = (
-    "PostgresGate needs psycopg 3, which is not installed: install the extra with "
-    "pip install 'stepgraph[postgres]'"
-)
 
 _FIRST_POLL = 0.002  # seconds between two tries for a slot held elsewhere, doubling ...
 _LAST_POLL = 0.05  # ... up to this
@@ -150,26 +145,6 @@ _TAKE_BOTH = (
     + "\nSELECT (SELECT i FROM slot), "
     + _TOOK
 )
-
-
-def _psycopg_error() -> type[Exception]:
-    """psycopg's base error class (importing psycopg), or StoreError if it is missing."""
-    try:
-        import psycopg
-    except ImportError as exc:
-        raise StoreError(_MISSING) from exc
-    return psycopg.Error
-
-
-def _key(text: str, size: int) -> int:
-    """A signed advisory lock key of ``size`` bytes for ``text``."""
-    digest = hashlib.blake2b(text.encode(), digest_size=size).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-# The lock PostgresStore takes to create its tables: the same one, so that the two never
-# create the same schema at once.
-_TABLES_KEY = _key("stepgraph tables", 8)
 
 
 # A slot taken: its number, the generation of the connection holding it, and (with a rate)
@@ -270,7 +245,7 @@ class PostgresGate:
         self._declared_sql = _DECLARED.replace("{p}", prefix)
         self._token_sql = _TOKEN.replace("{p}", prefix)
         self._take_sql = _TAKE if limiter.rate is None else _TAKE_BOTH.replace("{p}", prefix)
-        self._slot_key = _key(f"{schema or ''}\x00{limiter.name}", 4)
+        self._slot_key = lock_key(f"{schema or ''}\x00{limiter.name}", 4)
         # a bucket never holds less than one token, or it would never give one
         self._token_params = {
             "name": limiter.name,
@@ -478,7 +453,7 @@ class PostgresGate:
         return task
 
     async def _unlock(self, state: _LoopState, slot: int, gen: int) -> None:
-        error = _psycopg_error()
+        error = psycopg_error("PostgresGate")
         async with state.lock:
             conn = state.conn
             if conn is None or state.gen != gen or slot not in state.slots:
@@ -606,7 +581,7 @@ class PostgresGate:
         call: Callable[[_LoopState, _Conn], Awaitable[_T]],
         declare: bool,
     ) -> _T:
-        error = _psycopg_error()
+        error = psycopg_error("PostgresGate")
         from psycopg.pq import TransactionStatus
 
         async with state.lock:
@@ -664,7 +639,7 @@ class PostgresGate:
         """Create the table if missing, insert the limiter's row if missing, and check it."""
         async with conn.transaction():
             # one creator at a time: concurrent CREATE ... IF NOT EXISTS can collide
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_TABLES_KEY,))
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (TABLES_KEY,))
             if self._create_schema:
                 await conn.execute(self._create_schema)
             await conn.execute(self._table)

@@ -30,7 +30,6 @@ It needs psycopg 3, the extra ``postgres``: ``pip install 'stepgraph[postgres]'`
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,6 +47,7 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
+from .pg_common import TABLES_KEY, lock_key, psycopg_error
 from .pg_limits import PostgresGate, postgres_gate
 from .postgres_queue import PostgresQueue
 from .results import StoreResults
@@ -59,11 +59,6 @@ if TYPE_CHECKING:
     _Conn = AsyncConnection[TupleRow]
 
 __all__ = ["PostgresStore"]
-
-_MISSING = (
-    "PostgresStore needs psycopg 3, which is not installed: install the extra with "
-    "pip install 'stepgraph[postgres]'"
-)
 
 _POOL_SIZE = 4  # connections for reads and writes, per event loop
 _MAX_SEQ = 2**31 - 1  # checkpoint seqs are INTEGER
@@ -280,15 +275,6 @@ def _params(run_id: str, batch: Commit | None, now: datetime) -> dict[str, Any]:
     }
 
 
-def _psycopg_error() -> type[Exception]:
-    """psycopg's base error class (importing psycopg), or StoreError if it is missing."""
-    try:
-        import psycopg
-    except ImportError as exc:
-        raise StoreError(_MISSING) from exc
-    return psycopg.Error
-
-
 def _finish(conn: _Conn) -> None:
     """Close ``conn`` at once, from any thread or loop (what ``aclose`` does, synchronously)."""
     conn.pgconn.finish()
@@ -385,7 +371,7 @@ class PostgresStore(PostgresQueue, StoreResults):
             return here
 
     async def _connect(self) -> _Conn:
-        _psycopg_error()
+        psycopg_error()
         import psycopg
 
         try:
@@ -396,7 +382,7 @@ class PostgresStore(PostgresQueue, StoreResults):
     async def _make_tables(self, conn: _Conn) -> None:
         async with conn.transaction():
             # one creator at a time: concurrent CREATE ... IF NOT EXISTS can collide
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key("stepgraph tables"),))
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (TABLES_KEY,))
             if self._create_schema:
                 await conn.execute(self._create_schema)
             await conn.execute(self._tables)
@@ -405,7 +391,7 @@ class PostgresStore(PostgresQueue, StoreResults):
     @asynccontextmanager
     async def _connection(self, what: str) -> AsyncIterator[_Conn]:
         """A connection of this loop's pool, its errors turned into StoreError."""
-        error = _psycopg_error()
+        error = psycopg_error()
         here = self._here()
         async with here.slots:
             conn = here.idle.pop() if here.idle else None
@@ -600,10 +586,10 @@ class PostgresStore(PostgresQueue, StoreResults):
     # -- leases ---------------------------------------------------------------------------------
 
     def _lease_key(self, run_id: str) -> int:
-        return _key(f"{self.schema or ''}\x00{run_id}")
+        return lock_key(f"{self.schema or ''}\x00{run_id}")
 
     async def _lease_call(self, here: _LoopConnections, sql: str, run_id: str) -> bool:
-        error = _psycopg_error()
+        error = psycopg_error()
         try:
             conn = here.lease_conn
             if conn is None:
@@ -653,9 +639,3 @@ class PostgresStore(PostgresQueue, StoreResults):
                 return
             del here.leases[run_id]
             await self._lease_call(here, "SELECT pg_advisory_unlock(%s)", run_id)
-
-
-def _key(text: str) -> int:
-    """A signed 64-bit advisory lock key for ``text``."""
-    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)

@@ -42,14 +42,19 @@ def _count(key: str) -> None:
     reached(key).set()
 
 
-def _log(ctx: Context, name: str) -> None:
+def _append(line: str) -> None:
+    """Append ``line`` to the execution log, if there is one (one write: lines never mix)."""
     path = os.environ.get("STEPGRAPH_TEST_EXEC_LOG")
     if path:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, f"{ctx.run_id} {name} {os.getpid()}\n".encode())
+            os.write(fd, f"{line}\n".encode())
         finally:
             os.close(fd)
+
+
+def _log(ctx: Context, name: str) -> None:
+    _append(f"{ctx.run_id} {name} {os.getpid()}")
 
 
 class Go(StartEvent):
@@ -156,14 +161,7 @@ class Limited(Workflow):
 
         started = time.time()
         await asyncio.sleep(ev.pause)
-        path = os.environ.get("STEPGRAPH_TEST_EXEC_LOG")
-        if path:
-            line = f"{ctx.run_id} hold {os.getpid()} {started} {time.time()}\n"
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
+        _append(f"{ctx.run_id} hold {os.getpid()} {started} {time.time()}")
         return StopEvent(result=ev.n)
 
 
