@@ -36,8 +36,8 @@ from ..durability.serializer import serializer_named
 from ..errors import RunLockedError, StepgraphError, WorkflowCancelled
 from ..runtime.handler import WorkflowHandler
 from ..runtime.plan import RunPlan
-from ..stores.base import Commit, RunRecord, StoredStatus
-from ..stores.queue import is_queue
+from ..stores.base import Commit, RunRecord, StoredCheckpoint, StoredStatus
+from ..stores.queue import is_queue, take
 from .messages import deliver
 
 __all__ = ["Worker"]
@@ -161,10 +161,13 @@ class Worker:
                 if len(self.held) >= self.concurrency:
                     await self._nap(timeout)  # full: wait for a slot (or the next renewal)
                 else:
+                    await self._release_taken()  # the leases of the runs that ended
                     await self._wait_for_work(timeout)
                 pause = min(pause * 2, _LAST_POLL)
         finally:
             await self._shutdown()
+            with contextlib.suppress(Exception):  # the leases of the runs that ended
+                await self._release_taken()
             self._stopped.set()
 
     async def _nap(self, seconds: float) -> None:
@@ -218,6 +221,7 @@ class Worker:
         if self._stopping:  # stopped while claiming: give them back at once
             await self.store.unclaim(self.name, [record.run_id for record in records])
             return 0
+        known: list[tuple[RunRecord, Any]] = []
         for record in records:
             if record.run_id in self.held:
                 continue  # ours already (a renewal raced an expiry)
@@ -225,15 +229,33 @@ class Worker:
             if workflow is None:
                 await self._refuse(record)
                 continue
-            self._take(record, workflow)
+            known.append((record, workflow))
+        # their leases (where and as their runs take them), then their checkpoints, for all
+        # of them at once; a run whose lease another process holds is left to it
+        by_store: dict[int, list[tuple[RunRecord, Any]]] = {}
+        for record, workflow in known:
+            by_store.setdefault(id(workflow.options.store), []).append((record, workflow))
+        for runs in by_store.values():
+            store = runs[0][1].options.store
+            taken = await take(store, _owner(store), [record.run_id for record, _ in runs])
+            for record, workflow in runs:
+                if record.run_id in taken:
+                    self._take(record, workflow, taken[record.run_id])
         return len(records)
 
-    def _take(self, record: RunRecord, workflow: Any) -> None:
-        """Resume the claimed run (with the record the claim returned: no read again)."""
+    async def _release_taken(self) -> None:
+        stores = {id(w.options.store): w.options.store for w in self.workflows.values()}
+        for store in stores.values():
+            if is_queue(store):
+                await store.release_taken()
+
+    def _take(self, record: RunRecord, workflow: Any, latest: StoredCheckpoint | None) -> None:
+        """Resume the claimed run from the record the claim returned and the checkpoint
+        read once its lease was taken (nothing is read again)."""
         plan, owner = _plan_of(workflow)
         run = DurableRun(plan, owner, workflow.options, run_id=record.run_id)
         handler = WorkflowHandler(run)
-        run.resume(record.run_id, None, True, record)
+        run.resume(record.run_id, None, True, record, latest)
         held = _Held(handler, run)
         self.held[record.run_id] = held
         self.started += 1
@@ -246,6 +268,7 @@ class Worker:
         except RunLockedError:
             pass  # another coordinator has it: its worker renews the lease
         except WorkflowCancelled:
+            await held.run.release_lease()  # before the claim goes: a claimer can take it
             if held.parked:  # only waiting for an answer: claimed again once one comes
                 with contextlib.suppress(Exception):
                     await self.store.unclaim(self.name, [run_id], idle=True)

@@ -250,14 +250,17 @@ class DurableRun(Run):
         checkpoint_id: str | None,
         strict: bool,
         record: RunRecord | None = None,
+        latest: StoredCheckpoint | None = None,
     ) -> None:
         """Go on with stored run ``run_id`` (``checkpoint_id``: a fork from that checkpoint).
 
-        ``record``: the run's record, when the caller has just read it (a worker's claim).
+        ``record``: the run's record, when the caller has just read it (a worker's claim);
+        ``latest``: its latest checkpoint, when the caller holds its lease and read it
+        since (``RunQueue.take``).
         """
         _live[(_where(self._db), self.run_id)] = self
         self._boot = self.loop.create_task(
-            self._booted(self._restore(run_id, checkpoint_id, strict, record))
+            self._booted(self._restore(run_id, checkpoint_id, strict, record, latest))
         )
 
     async def _booted(self, boot: Awaitable[None]) -> None:
@@ -342,6 +345,10 @@ class DurableRun(Run):
             )
         self.lease = owner
 
+    async def release_lease(self) -> None:
+        """Give the run's lease up now, if it still holds one (it does once it ends)."""
+        await self._release()
+
     async def _release(self) -> None:
         lease, self.lease = self.lease, None
         if lease is not None:
@@ -349,7 +356,12 @@ class DurableRun(Run):
                 await self._db.release(self.run_id, lease)
 
     async def _restore(
-        self, run_id: str, checkpoint_id: str | None, strict: bool, record: RunRecord | None
+        self,
+        run_id: str,
+        checkpoint_id: str | None,
+        strict: bool,
+        record: RunRecord | None,
+        latest: StoredCheckpoint | None = None,
     ) -> None:
         db = self._db
         if record is None:
@@ -366,7 +378,9 @@ class DurableRun(Run):
             self.run_id = run_id
             await self._take_lease(run_id)
         try:  # read only once the lease is ours: the last owner's last commit has landed
-            stored = await db.load(run_id, checkpoint_id)
+            stored = latest if latest is not None and not fork else None
+            if stored is None:
+                stored = await db.load(run_id, checkpoint_id)
             await self._load(record, stored, checkpoint_id, strict, fork)
         except BaseException:
             await self._release()

@@ -24,7 +24,7 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
-from .queue import Message, StoredEvent, Wakeups
+from .queue import Message, StoredEvent, Wakeups, take_each
 from .results import StoreResults
 
 __all__ = ["MemoryStore"]
@@ -231,6 +231,13 @@ class MemoryStore(StoreResults):
                 run.lease_until = now + lease_seconds
                 taken.append(run.record)
         return taken
+
+    async def take(self, owner: str, run_ids: Sequence[str]) -> dict[str, StoredCheckpoint | None]:
+        """Take the leases of ``run_ids``, then read their checkpoints (see ``RunQueue.take``)."""
+        return await take_each(self, owner, run_ids)
+
+    async def release_taken(self) -> None:
+        """Nothing: this store gives leases up as ``release`` is called."""
 
     async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> None:
         until = time.time() + lease_seconds

@@ -11,17 +11,22 @@ Its rules:
   one for leases. A loop that has closed leaves its connections behind; the store closes
   them the next time it is used. ``await store.aclose()`` closes the running loop's
   connections (the store opens new ones when next used).
-- **One statement per commit.** A commit is one SQL statement (so one transaction and one
-  round trip): it finds the run (``UPDATE ... RETURNING``), then appends the journal,
-  writes the checkpoint and its chunks at the numbers the writer gave; a number that is
-  taken (another writer) fails the whole statement. It returns an awaitable and never
-  blocks the event loop.
+- **One statement per commit, one for several.** A commit is one SQL statement (so one
+  transaction and one round trip): it finds the run (``UPDATE ... RETURNING``), then
+  appends the journal, writes the checkpoint and its chunks at the numbers the writer gave;
+  a number that is taken (another writer) fails the whole statement. Commits of several
+  runs made while the loop's last write is under way go together in one statement (a
+  group commit: a worker running many runs writes a transaction per round trip, not one
+  per run); a refused group is written again commit by commit, so that only the commit at
+  fault fails. ``commit`` returns an awaitable and never blocks the event loop.
 - **Leases are session advisory locks.** ``acquire`` takes ``pg_try_advisory_lock`` on a
   64-bit hash of the schema and run id, on the loop's lease connection; it never waits.
   The lock lives as long as that session: a killed process loses its leases as soon as
   the server sees its socket close (TCP keepalives, set on the lease session, catch a
   machine that vanished). Store objects over the same data must therefore be made with
   the same ``schema``. Leases are per event loop: a loop that ends gives its leases up.
+  A worker takes the leases of the runs it claims in one statement (``take``), and gives
+  them up with its next one: the lease costs a run no round trip of its own.
 - **Times** are ``timestamptz`` and come back as UTC datetimes.
 
 It needs psycopg 3, the extra ``postgres``: ``pip install 'stepgraph[postgres]'``.
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -63,6 +68,7 @@ __all__ = ["PostgresStore"]
 _POOL_SIZE = 4  # connections for reads and writes, per event loop
 _MAX_SEQ = 2**31 - 1  # checkpoint seqs are INTEGER
 _CLOSE_WAIT = 10.0  # seconds aclose() waits for the queries in flight
+_GROUP_MAX = 64  # commits written together at most
 
 # {p} is the schema prefix ('"name".' or nothing).
 _TABLES = """
@@ -120,81 +126,103 @@ CREATE TABLE IF NOT EXISTS {p}stepgraph_inbox (
 CREATE INDEX IF NOT EXISTS stepgraph_inbox_run ON {p}stepgraph_inbox (run_id, id);
 """
 
-# A commit's statement: a first part names the run as `run` (its run_id, if it exists);
-# this rest writes from it, at the numbers the writer gave. Every part sees the tables as
-# before the statement.
+# Commits, one statement for several (each of a different run). `input` has a row per
+# commit (idx: its place, from 1); the commit's lists are flat arrays, each item with the
+# idx of its commit. A first part names the runs found as `run` (idx, run_id); the rest
+# writes from it, at the numbers the writers gave. Every part sees the tables as before
+# the statement.
+_INPUT = """WITH input AS (
+    SELECT * FROM unnest(%(run_ids)s::text[], %(statuses)s::text[], %(results)s::bytea[],
+        %(seqs)s::integer[], %(supersteps)s::integer[], %(cp_statuses)s::text[],
+        %(frames)s::bytea[], %(fulls)s::boolean[], %(afters)s::integer[])
+        WITH ORDINALITY AS i(run_id, status, result, seq, superstep, cp_status, frame, full_,
+            after, idx)
+)"""
+
 _WRITE = """,
 journal AS (
     INSERT INTO {p}stepgraph_journal (run_id, after_seq, pos, entry)
-    SELECT run.run_id, %(after)s::integer, %(at)s::bigint + e.i - 1, e.entry
-    FROM run, unnest(%(journal)s::bytea[]) WITH ORDINALITY AS e(entry, i)
+    SELECT run.run_id, i.after, j.pos, j.entry
+    FROM run JOIN input AS i USING (idx)
+    JOIN unnest(%(j_idx)s::bigint[], %(j_pos)s::bigint[], %(j_entry)s::bytea[])
+        AS j(idx, pos, entry) ON j.idx = run.idx
 ),
 checkpoint AS (
     INSERT INTO {p}stepgraph_checkpoints (run_id, seq, superstep, created_at, status, frame)
-    SELECT run.run_id, %(seq)s::integer, %(superstep)s::integer, %(now)s::timestamptz,
-           %(cp_status)s::text, %(frame)s::bytea
-    FROM run WHERE %(seq)s::integer IS NOT NULL
+    SELECT run.run_id, i.seq, i.superstep, %(now)s::timestamptz, i.cp_status, i.frame
+    FROM run JOIN input AS i USING (idx) WHERE i.seq IS NOT NULL
+),
+chunk AS (
+    SELECT * FROM unnest(%(c_idx)s::bigint[], %(c_name)s::text[], %(c_data)s::bytea[])
+        AS c(idx, name, data)
 ),
 chunks AS (
     INSERT INTO {p}stepgraph_chunks (run_id, name, seq, data)
-    SELECT run.run_id, c.name, %(seq)s::integer, c.data
-    FROM run, unnest(%(names)s::text[], %(data)s::bytea[]) AS c(name, data)
+    SELECT run.run_id, c.name, i.seq, c.data
+    FROM run JOIN input AS i USING (idx) JOIN chunk AS c ON c.idx = run.idx
     UNION ALL
-    SELECT DISTINCT run.run_id, old.name, %(seq)s::integer, NULL::bytea
-    FROM run JOIN {p}stepgraph_chunks AS old ON old.run_id = run.run_id
-    WHERE %(full)s::boolean AND old.seq < %(seq)s::integer
-        AND old.name <> ALL(%(names)s::text[])
+    SELECT DISTINCT run.run_id, old.name, i.seq, NULL::bytea
+    FROM run JOIN input AS i USING (idx)
+    JOIN {p}stepgraph_chunks AS old ON old.run_id = run.run_id
+    WHERE i.full_ AND old.seq < i.seq
+        AND NOT EXISTS (SELECT 1 FROM chunk AS c WHERE c.idx = run.idx AND c.name = old.name)
 ),
 events AS (
     INSERT INTO {p}stepgraph_events (run_id, data)
     SELECT run.run_id, e.data
-    FROM run, unnest(%(events)s::bytea[]) WITH ORDINALITY AS e(data, i) ORDER BY e.i
+    FROM run JOIN unnest(%(e_idx)s::bigint[], %(e_data)s::bytea[]) WITH ORDINALITY
+        AS e(idx, data, ord) ON e.idx = run.idx
+    ORDER BY e.ord
 ),
 consumed AS (
-    DELETE FROM {p}stepgraph_inbox AS m USING run
-    WHERE m.run_id = run.run_id AND m.id = ANY(%(consumed)s::bigint[])
+    DELETE FROM {p}stepgraph_inbox AS m
+    USING run, unnest(%(m_idx)s::bigint[], %(m_id)s::bigint[]) AS x(idx, id)
+    WHERE x.idx = run.idx AND m.run_id = run.run_id AND m.id = x.id
 )
 """
 
-_FOUND = "SELECT run.run_id FROM run"
-
 _COMMIT = (
-    """WITH run AS (
-    UPDATE {p}stepgraph_runs SET
-        status = COALESCE(%(status)s::text, status),
-        result = COALESCE(%(result)s::bytea, result),
-        updated_at = CASE WHEN %(touch)s::boolean THEN %(now)s::timestamptz ELSE updated_at END
-    WHERE run_id = %(run_id)s::text
-    RETURNING run_id
+    _INPUT
+    + """,
+run AS (
+    UPDATE {p}stepgraph_runs AS r SET
+        status = COALESCE(i.status, r.status),
+        result = COALESCE(i.result, r.result),
+        updated_at = CASE WHEN i.status IS NOT NULL THEN %(now)s::timestamptz
+            ELSE r.updated_at END
+    FROM input AS i WHERE r.run_id = i.run_id
+    RETURNING i.idx, r.run_id
 )"""
     + _WRITE
-    + _FOUND
+    + "SELECT run.idx FROM run"
 )
 
 # A queued run wakes the workers listening (LISTEN stepgraph_work) as it is created.
 _CREATE = (
-    """WITH run AS (
+    _INPUT
+    + """,
+run AS (
     INSERT INTO {p}stepgraph_runs (run_id, workflow, status, created_at, updated_at,
         parent_run_id, parent_checkpoint_id, result, queue)
     VALUES (%(run_id)s::text, %(workflow)s, %(status)s::text, %(created_at)s,
         %(updated_at)s, %(parent_run_id)s, %(parent_checkpoint_id)s, %(result)s::bytea,
         %(queue)s::text)
     ON CONFLICT (run_id) DO NOTHING
-    RETURNING run_id
+    RETURNING 1::bigint AS idx, run_id
 )"""
     + _WRITE
     + """, woken AS (
     SELECT pg_notify('stepgraph_work', %(queue)s::text) FROM run WHERE %(queue)s::text IS NOT NULL
 )
-SELECT run.run_id, (SELECT count(*) FROM woken) FROM run
+SELECT run.idx, (SELECT count(*) FROM woken) FROM run
 """
 )
 
-# A checkpoint with every chunk as of it and the journal after it, in one statement.
-_LOAD = """
+# Checkpoints (the rows of {c}) with every chunk as of each and the journal after it.
+_CHECKPOINTS = """
 SELECT c.seq, c.superstep, c.created_at, c.status, r.parent_run_id, c.frame,
-    ch.names, ch.datas, j.entries
-FROM {p}stepgraph_checkpoints AS c JOIN {p}stepgraph_runs AS r USING (run_id)
+    ch.names, ch.datas, j.entries, c.run_id
+FROM {c} AS c JOIN {p}stepgraph_runs AS r USING (run_id)
 LEFT JOIN LATERAL (
     SELECT array_agg(x.name) AS names, array_agg(x.data) AS datas FROM (
         SELECT DISTINCT ON (name) name, data FROM {p}stepgraph_chunks
@@ -205,9 +233,26 @@ LEFT JOIN LATERAL (
     SELECT array_agg(entry ORDER BY pos) AS entries FROM {p}stepgraph_journal
     WHERE run_id = c.run_id AND after_seq = c.seq
 ) AS j ON true
-WHERE c.run_id = %(run_id)s AND (%(seq)s::integer IS NULL OR c.seq = %(seq)s::integer)
-ORDER BY c.seq DESC LIMIT 1
 """
+
+# One checkpoint of a run (its latest when seq is NULL), in one statement.
+_LOAD = _CHECKPOINTS.replace("{c}", "{p}stepgraph_checkpoints") + (
+    "WHERE c.run_id = %(run_id)s AND (%(seq)s::integer IS NULL OR c.seq = %(seq)s::integer)\n"
+    "ORDER BY c.seq DESC LIMIT 1\n"
+)
+
+# The latest checkpoint of each of several runs, in one statement.
+_LOAD_LATEST = _CHECKPOINTS.replace(
+    "{c}",
+    "(SELECT DISTINCT ON (run_id) * FROM {p}stepgraph_checkpoints "
+    "WHERE run_id = ANY(%(run_ids)s::text[]) ORDER BY run_id, seq DESC)",
+)
+
+# Leases: lock the keys of `take` (each row says whether it got it), unlock those of `free`.
+_LOCK_UNLOCK = (
+    "SELECT k, pg_try_advisory_lock(k) FROM unnest(%(take)s::bigint[]) AS k UNION ALL "
+    "SELECT NULL, bool_and(pg_advisory_unlock(k)) FROM unnest(%(free)s::bigint[]) AS k"
+)
 
 _RUN_COLUMNS = (
     "run_id, workflow, status, created_at, updated_at, parent_run_id, parent_checkpoint_id, "
@@ -249,30 +294,73 @@ def _info(run_id: str, row: tuple[Any, ...]) -> CheckpointInfo:
     )
 
 
-def _params(run_id: str, batch: Commit | None, now: datetime) -> dict[str, Any]:
-    """The parameters of ``_WRITE`` (and of ``_COMMIT``'s first part) for ``batch``."""
-    journal = [] if batch is None else list(batch.journal)
-    write = None if batch is None else batch.checkpoint
-    status = None if batch is None or batch.status is None else StoredStatus(batch.status)
-    return {
-        "run_id": run_id,
-        "now": now,
-        "journal": journal,
-        "after": -1 if batch is None else batch.journal_after,
-        "at": 0 if batch is None else batch.journal_at,
-        "status": None if status is None else status.value,
-        "result": None if status is None or batch is None else batch.result,
-        "touch": status is not None,  # updated_at: when the status or result last changed
-        "seq": None if write is None else write.seq,
-        "superstep": None if write is None else write.superstep,
-        "cp_status": None if write is None else StoredStatus(write.status).value,
-        "frame": None if write is None else bytes(write.frame),
-        "names": [] if write is None else list(write.values),
-        "data": [] if write is None else list(write.values.values()),
-        "full": write is not None and write.full,
-        "events": [] if batch is None else list(batch.events),
-        "consumed": [] if batch is None else list(batch.consumed),
-    }
+def _stored(run_id: str, row: tuple[Any, ...]) -> StoredCheckpoint:
+    """A checkpoint from a row of ``_CHECKPOINTS``."""
+    names, datas, entries = row[6], row[7], row[8]
+    return StoredCheckpoint(
+        info=_info(run_id, row[:5]),
+        frame=bytes(row[5]),
+        values={name: bytes(data) for name, data in zip(names or (), datas or (), strict=True)},
+        journal=tuple(bytes(entry) for entry in entries or ()),
+    )
+
+
+def _params(commits: Sequence[Commit], now: datetime) -> dict[str, Any]:
+    """The parameters of ``_INPUT`` and ``_WRITE`` for ``commits`` (of different runs)."""
+    p: dict[str, Any] = {"now": now}
+    for name in _ARRAYS:
+        p[name] = []
+    for idx, batch in enumerate(commits, 1):
+        write = batch.checkpoint
+        status = None if batch.status is None else StoredStatus(batch.status).value
+        p["run_ids"].append(batch.run_id)
+        p["statuses"].append(status)
+        p["results"].append(None if status is None else batch.result)
+        p["seqs"].append(None if write is None else write.seq)
+        p["supersteps"].append(None if write is None else write.superstep)
+        p["cp_statuses"].append(None if write is None else StoredStatus(write.status).value)
+        p["frames"].append(None if write is None else bytes(write.frame))
+        p["fulls"].append(write is not None and write.full)
+        p["afters"].append(batch.journal_after)
+        for pos, entry in enumerate(batch.journal, batch.journal_at):
+            p["j_idx"].append(idx)
+            p["j_pos"].append(pos)
+            p["j_entry"].append(entry)
+        if write is not None:
+            for name, data in write.values.items():
+                p["c_idx"].append(idx)
+                p["c_name"].append(name)
+                p["c_data"].append(data)
+        for data in batch.events:
+            p["e_idx"].append(idx)
+            p["e_data"].append(data)
+        for message_id in batch.consumed:
+            p["m_idx"].append(idx)
+            p["m_id"].append(message_id)
+    return p
+
+
+_ARRAYS = [
+    "run_ids",
+    "statuses",
+    "results",
+    "seqs",
+    "supersteps",
+    "cp_statuses",
+    "frames",
+    "fulls",
+    "afters",
+    "j_idx",
+    "j_pos",
+    "j_entry",
+    "c_idx",
+    "c_name",
+    "c_data",
+    "e_idx",
+    "e_data",
+    "m_idx",
+    "m_id",
+]
 
 
 def _finish(conn: _Conn) -> None:
@@ -290,7 +378,11 @@ class _LoopConnections:
         self.lease_conn: _Conn | None = None
         self.lease_lock = asyncio.Lock()
         self.leases: dict[str, str] = {}  # run id -> owner, held on lease_conn
+        self.taken: set[str] = set()  # leases got with take(): released lazily
+        self.due: dict[str, int] = {}  # run id -> lock key: released, the unlock still due
         self.listen_conn: _Conn | None = None  # LISTEN stepgraph_work, for workers
+        self.commits: list[tuple[Commit, asyncio.Future[None]]] = []  # waiting to be written
+        self.committer: asyncio.Task[None] | None = None  # writing them, a group at a time
         self.listen_lock = asyncio.Lock()
 
     def discard(self, conn: _Conn) -> None:
@@ -298,6 +390,8 @@ class _LoopConnections:
         if conn is self.lease_conn:
             self.lease_conn = None
             self.leases.clear()  # the session, and so its locks, are gone
+            self.taken.clear()
+            self.due.clear()
         if conn is self.listen_conn:
             self.listen_conn = None
         _finish(conn)
@@ -345,6 +439,7 @@ class PostgresStore(PostgresQueue, StoreResults):
         self._commit_sql = _COMMIT.replace("{p}", prefix)
         self._create_sql = _CREATE.replace("{p}", prefix)
         self._load_sql = _LOAD.replace("{p}", prefix)
+        self._load_latest_sql = _LOAD_LATEST.replace("{p}", prefix)
         self._prefix = prefix
         self._ready = False  # the tables exist
         self._loops: dict[asyncio.AbstractEventLoop, _LoopConnections] = {}
@@ -432,6 +527,8 @@ class PostgresStore(PostgresQueue, StoreResults):
         # reading: wait for the lease call and every pooled connection in flight first.
         try:
             async with asyncio.timeout(_CLOSE_WAIT):  # a server that never answers: close
+                if here.committer is not None:  # the commits made before: written
+                    await asyncio.wait({here.committer})
                 await here.lease_lock.acquire()
                 await here.listen_lock.acquire()
                 for _ in range(_POOL_SIZE):
@@ -442,38 +539,104 @@ class PostgresStore(PostgresQueue, StoreResults):
 
     # -- writes ---------------------------------------------------------------------------------
 
-    async def _write(self, conn: _Conn, sql: str, params: dict[str, Any]) -> bool:
-        """Run a commit's statement; whether it found its run."""
+    async def _write(
+        self, conn: _Conn, sql: str, params: dict[str, Any], commits: Sequence[Commit]
+    ) -> set[int]:
+        """Run the statement of ``commits``; the places (from 1) of those whose run it found."""
         from psycopg import errors
 
         try:
-            cursor = await conn.execute(sql, params)
+            cursor = await conn.execute(sql, params, binary=True)
         except errors.UniqueViolation as exc:
-            run = params["run_id"]
+            if len(commits) != 1:
+                raise
+            batch = commits[0]
+            run = batch.run_id
             if exc.diag.constraint_name == "stepgraph_checkpoints_pkey":
+                seq = None if batch.checkpoint is None else batch.checkpoint.seq
                 raise StoreError(
-                    f"checkpoint {params['seq']} of run {run!r} exists already (another writer?)"
+                    f"checkpoint {seq} of run {run!r} exists already (another writer?)"
                 ) from exc
             if exc.diag.constraint_name == "stepgraph_journal_pkey":
                 raise StoreError(
-                    f"journal position {params['at']} after checkpoint {params['after']} of run "
-                    f"{run!r} is taken (another writer?)"
+                    f"journal position {batch.journal_at} after checkpoint "
+                    f"{batch.journal_after} of run {run!r} is taken (another writer?)"
                 ) from exc
             raise
-        return await cursor.fetchone() is not None
+        return {int(row[0]) for row in await cursor.fetchall()}
 
-    async def commit(self, batch: Commit) -> None:
+    def commit(self, batch: Commit) -> Awaitable[None]:
         """Write ``batch`` in one transaction (see :class:`~stepgraph.stores.base.Commit`).
 
+        Commits of several runs made while the last write is under way are written together,
+        in one statement (a group commit: one round trip and one transaction for all); each
+        is all or nothing, and a refused one is written alone again, so that it alone fails.
+
         Raises:
-            StoreError: the run does not exist, a number is taken (another writer), or the write
-                failed; nothing of the batch is written then.
+            StoreError: (from the awaitable) the run does not exist, a number is taken
+                (another writer), or the write failed; nothing of the batch is written then.
         """
-        params = _params(batch.run_id, batch, datetime.now(UTC))
-        async with self._connection(f"writing run {batch.run_id!r}") as conn:
-            found = await self._write(conn, self._commit_sql, params)
-        if not found:
-            raise StoreError(f"cannot write to run {batch.run_id!r}: the store has no such run")
+        here = self._here()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        here.commits.append((batch, done))
+        if here.committer is None:
+            here.committer = loop.create_task(self._commit_all(here))
+        return done
+
+    async def _commit_all(self, here: _LoopConnections) -> None:
+        """Write the commits waiting, a group at a time, until none waits."""
+        try:
+            while here.commits:
+                group: list[tuple[Commit, asyncio.Future[None]]] = []
+                later: list[tuple[Commit, asyncio.Future[None]]] = []
+                runs: set[str] = set()
+                for item in here.commits:  # a run's commits land in the order made
+                    if item[0].run_id in runs or len(group) >= _GROUP_MAX:
+                        later.append(item)
+                    else:
+                        runs.add(item[0].run_id)
+                        group.append(item)
+                here.commits = later
+                await self._commit_group(group)
+        finally:
+            here.committer = None
+
+    async def _commit_group(self, group: list[tuple[Commit, asyncio.Future[None]]]) -> None:
+        import psycopg
+
+        commits = [batch for batch, _ in group]
+        what = (
+            f"writing run {commits[0].run_id!r}"
+            if len(commits) == 1
+            else f"writing runs {', '.join(repr(c.run_id) for c in commits)}"
+        )
+        try:
+            async with self._connection(what) as conn:
+                found = await self._write(
+                    conn, self._commit_sql, _params(commits, datetime.now(UTC)), commits
+                )
+        except Exception as exc:
+            refused = isinstance(exc.__cause__, psycopg.DatabaseError) and not isinstance(
+                exc.__cause__, psycopg.OperationalError
+            )
+            if refused and len(group) > 1:  # rolled back: each alone, to fail the one at fault
+                for item in group:
+                    await self._commit_group([item])
+                return
+            for _, done in group:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for idx, (batch, done) in enumerate(group, 1):
+            if done.done():
+                continue
+            if idx in found:
+                done.set_result(None)
+            else:
+                done.set_exception(
+                    StoreError(f"cannot write to run {batch.run_id!r}: the store has no such run")
+                )
 
     async def create_run(self, record: RunRecord, first: Commit | None = None) -> RunRecord | None:
         """Create the run ``record`` with its ``first`` commit, in one transaction.
@@ -487,23 +650,26 @@ class PostgresStore(PostgresQueue, StoreResults):
                 the write failed.
         """
         now = datetime.now(UTC)
-        params = _params(record.run_id, first, now)
+        commits = [] if first is None else [first]
+        params = _params(commits, now)
         status, result = record.status, record.result
+        touch = first is not None and first.status is not None
         if first is not None and first.status is not None:
             status = first.status
             result = first.result if first.result is not None else result
         params.update(
+            run_id=record.run_id,
             workflow=record.workflow,
             status=StoredStatus(status).value,
             result=result,
             created_at=record.created_at,
-            updated_at=now if params["touch"] else record.updated_at,
+            updated_at=now if touch else record.updated_at,
             parent_run_id=record.parent_run_id,
             parent_checkpoint_id=record.parent_checkpoint_id,
             queue=record.queue,
         )
         async with self._connection(f"creating run {record.run_id!r}") as conn:
-            if await self._write(conn, self._create_sql, params):
+            if await self._write(conn, self._create_sql, params, commits):
                 return None
             cursor = await conn.execute(
                 f"SELECT {_RUN_COLUMNS} FROM {self._prefix}stepgraph_runs WHERE run_id = %s",
@@ -566,15 +732,14 @@ class PostgresStore(PostgresQueue, StoreResults):
         async with self._connection(f"reading a checkpoint of run {run_id!r}") as conn:
             cursor = await conn.execute(self._load_sql, params, binary=True)
             row = await cursor.fetchone()
-        if row is None:
-            return None
-        names, datas, entries = row[6], row[7], row[8]
-        return StoredCheckpoint(
-            info=_info(run_id, row[:5]),
-            frame=bytes(row[5]),
-            values={name: bytes(data) for name, data in zip(names or (), datas or (), strict=True)},
-            journal=tuple(bytes(entry) for entry in entries or ()),
-        )
+        return None if row is None else _stored(run_id, row)
+
+    async def _load_latest(self, run_ids: list[str]) -> dict[str, StoredCheckpoint]:
+        """The latest checkpoint of each of ``run_ids`` (those that have one)."""
+        async with self._connection("reading the checkpoints of runs taken") as conn:
+            cursor = await conn.execute(self._load_latest_sql, {"run_ids": run_ids}, binary=True)
+            rows = await cursor.fetchall()
+        return {row[9]: _stored(row[9], row) for row in rows}
 
     # -- limiters -------------------------------------------------------------------------------
 
@@ -588,7 +753,10 @@ class PostgresStore(PostgresQueue, StoreResults):
     def _lease_key(self, run_id: str) -> int:
         return lock_key(f"{self.schema or ''}\x00{run_id}")
 
-    async def _lease_call(self, here: _LoopConnections, sql: str, run_id: str) -> bool:
+    async def _lease_rows(
+        self, here: _LoopConnections, sql: str, params: Any, what: str
+    ) -> list[tuple[Any, ...]]:
+        """Run ``sql`` on the loop's lease session (``here.lease_lock`` held)."""
         error = psycopg_error()
         try:
             conn = here.lease_conn
@@ -601,15 +769,20 @@ class PostgresStore(PostgresQueue, StoreResults):
                     "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; "
                     "SET tcp_keepalives_count = 5"
                 )
-            cursor = await conn.execute(sql, (self._lease_key(run_id),))
-            row = await cursor.fetchone()
+            cursor = await conn.execute(sql, params, binary=True)
+            return await cursor.fetchall()
         except BaseException as exc:
             if here.lease_conn is not None and not isinstance(exc, StoreError):
                 here.discard(here.lease_conn)
             if isinstance(exc, error):
-                raise StoreError(f"the lease of run {run_id!r}: {exc}") from exc
+                raise StoreError(f"{what}: {exc}") from exc
             raise
-        return row is not None and bool(row[0])
+
+    async def _lease_call(self, here: _LoopConnections, sql: str, run_id: str) -> bool:
+        rows = await self._lease_rows(
+            here, sql, (self._lease_key(run_id),), f"the lease of run {run_id!r}"
+        )
+        return bool(rows and rows[0][0])
 
     async def acquire(self, run_id: str, owner: str) -> bool:
         """Take the run's lease for ``owner``, without waiting.
@@ -626,16 +799,86 @@ class PostgresStore(PostgresQueue, StoreResults):
             holder = here.leases.get(run_id)
             if holder is not None:
                 return holder == owner
+            if here.due.pop(run_id, None) is not None:  # released, not unlocked yet: ours
+                here.leases[run_id] = owner
+                return True
             if not await self._lease_call(here, "SELECT pg_try_advisory_lock(%s)", run_id):
                 return False
             here.leases[run_id] = owner
             return True
 
     async def release(self, run_id: str, owner: str) -> None:
-        """Give up ``owner``'s lease on the run (nothing when it holds none here)."""
+        """Give up ``owner``'s lease on the run (nothing when it holds none here).
+
+        A lease got with :meth:`take` is unlocked by the next ``take``, ``unclaim`` or
+        :meth:`release_taken` (a worker's next claim): no round trip of its own.
+        """
         here = self._here()
+        if here.leases.get(run_id) != owner:
+            return
+        if run_id in here.taken:
+            here.taken.discard(run_id)
+            del here.leases[run_id]
+            here.due[run_id] = self._lease_key(run_id)
+            return
         async with here.lease_lock:
             if here.leases.get(run_id) != owner:
                 return
             del here.leases[run_id]
             await self._lease_call(here, "SELECT pg_advisory_unlock(%s)", run_id)
+
+    async def take(self, owner: str, run_ids: Sequence[str]) -> dict[str, StoredCheckpoint | None]:
+        """Take the leases of ``run_ids`` for ``owner`` and read the latest checkpoint of
+        each run got (see ``RunQueue.take``): two round trips however many runs, the
+        first also unlocking the leases released since the last one."""
+        here = self._here()
+        got: list[str] = []  # held now: taken by this call, or the owner's already
+        fresh: list[str] = []  # taken by this call
+        async with here.lease_lock:
+            wanted: dict[int, str] = {}
+            for run_id in dict.fromkeys(run_ids):
+                if here.due.pop(run_id, None) is not None:  # released, not unlocked yet
+                    here.leases[run_id] = owner
+                    here.taken.add(run_id)
+                    fresh.append(run_id)
+                elif run_id not in here.leases:
+                    wanted[self._lease_key(run_id)] = run_id
+                elif here.leases[run_id] == owner:  # its already
+                    got.append(run_id)
+            due = dict(here.due)
+            if wanted or due:
+                params = {"take": list(wanted), "free": list(due.values())}
+                rows = await self._lease_rows(here, _LOCK_UNLOCK, params, "taking leases")
+                for run_id, key in due.items():
+                    if here.due.get(run_id) == key:
+                        del here.due[run_id]
+                for key, locked in rows:
+                    if key is not None and locked:
+                        here.leases[wanted[key]] = owner
+                        here.taken.add(wanted[key])
+                        fresh.append(wanted[key])
+        got += fresh
+        if not got:
+            return {}
+        try:  # read once the leases are held: the last owners' last commits have landed
+            loaded = await self._load_latest(got)
+        except BaseException:
+            for run_id in fresh:
+                await self.release(run_id, owner)
+            raise
+        return {run_id: loaded.get(run_id) for run_id in got}
+
+    async def release_taken(self) -> None:
+        """Unlock the leases got with :meth:`take` that were released since (one round trip)."""
+        here = self._here()
+        if not here.due:
+            return
+        async with here.lease_lock:
+            due = dict(here.due)
+            if not due:
+                return
+            params = {"take": [], "free": list(due.values())}
+            await self._lease_rows(here, _LOCK_UNLOCK, params, "giving leases up")
+            for run_id, key in due.items():
+                if here.due.get(run_id) == key:
+                    del here.due[run_id]

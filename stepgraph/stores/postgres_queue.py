@@ -56,7 +56,8 @@ RETURNING {columns}
 
 class PostgresQueue:
     """``claim``, ``renew``, ``unclaim``, ``post``, ``inbox``, ``read_events`` and
-    ``wait_for_work`` for :class:`~stepgraph.stores.PostgresStore`."""
+    ``wait_for_work`` for :class:`~stepgraph.stores.PostgresStore` (whose lease code
+    has ``take`` and ``release_taken``)."""
 
     _columns: ClassVar[str]
     _prefix: str
@@ -72,6 +73,9 @@ class PostgresQueue:
 
     @staticmethod
     def _record_of(row: tuple[Any, ...]) -> RunRecord:
+        raise NotImplementedError  # pragma: no cover - the store's
+
+    async def release_taken(self) -> None:
         raise NotImplementedError  # pragma: no cover - the store's
 
     async def claim(
@@ -105,6 +109,7 @@ class PostgresQueue:
         if not run_ids:
             return
         until = "NULL" if idle else "now()"
+        await self.release_taken()  # their leases first: whoever claims them can take them
         async with self._connection("giving up leases") as conn:
             await conn.execute(
                 f"WITH gone AS (UPDATE {self._prefix}stepgraph_runs SET worker = NULL, "

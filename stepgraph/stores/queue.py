@@ -25,11 +25,11 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from .base import RunRecord
+from .base import RunRecord, StoredCheckpoint
 
-__all__ = ["Message", "RunQueue", "StoredEvent", "Wakeups", "is_queue"]
+__all__ = ["Message", "RunQueue", "StoredEvent", "Wakeups", "is_queue", "take", "take_each"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,18 @@ class RunQueue(Protocol):
         has expired. Each is leased to ``owner`` for ``lease_seconds``."""
         ...
 
+    async def take(self, owner: str, run_ids: Sequence[str]) -> dict[str, StoredCheckpoint | None]:
+        """Take the leases (``Store.acquire``) of claimed ``run_ids`` for ``owner``, then
+        read the latest checkpoint of each run whose lease it got (read once the lease is
+        held: the last owner's last commit has landed). Runs whose lease another holds are
+        left out. A store may give these leases up lazily: ``release`` of one of them
+        is carried out by the next ``take`` or ``unclaim``, or by ``release_taken``."""
+        ...
+
+    async def release_taken(self) -> None:
+        """Carry out the releases of leases got with ``take`` that are still due."""
+        ...
+
     async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> None:
         """Extend the lease of ``owner`` on ``run_ids`` (it coordinates them) by
         ``lease_seconds`` from now; a run given up meanwhile (``unclaim``) stays so."""
@@ -108,8 +120,44 @@ def is_queue(store: object) -> bool:
     """Whether ``store`` implements :class:`RunQueue`."""
     return all(
         callable(getattr(store, name, None))
-        for name in ("claim", "renew", "unclaim", "post", "inbox", "read_events", "wait_for_work")
+        for name in (
+            "claim",
+            "take",
+            "release_taken",
+            "renew",
+            "unclaim",
+            "post",
+            "inbox",
+            "read_events",
+            "wait_for_work",
+        )
     )
+
+
+async def take(
+    store: Any, owner: str, run_ids: Sequence[str]
+) -> dict[str, StoredCheckpoint | None]:
+    """``store.take`` (:meth:`RunQueue.take`), or :func:`take_each` for a store without it."""
+    if is_queue(store):
+        taken: dict[str, StoredCheckpoint | None] = await store.take(owner, run_ids)
+        return taken
+    return await take_each(store, owner, run_ids)
+
+
+async def take_each(
+    store: Any, owner: str, run_ids: Sequence[str]
+) -> dict[str, StoredCheckpoint | None]:
+    """``RunQueue.take`` one run at a time (``acquire``, then ``load``): for stores where
+    a lease and a read cost no round trip to a server."""
+    taken: dict[str, StoredCheckpoint | None] = {}
+    for run_id in run_ids:
+        if await store.acquire(run_id, owner):
+            try:
+                taken[run_id] = await store.load(run_id)
+            except BaseException:
+                await store.release(run_id, owner)
+                raise
+    return taken
 
 
 class Wakeups:

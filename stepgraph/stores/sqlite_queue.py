@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
-from .base import RunRecord
-from .queue import Message, StoredEvent, Wakeups
+from .base import RunRecord, StoredCheckpoint
+from .queue import Message, StoredEvent, Wakeups, take_each
 
 __all__ = ["QueueMixin"]
 
@@ -32,8 +32,8 @@ def _marks(count: int) -> str:
 
 
 class QueueMixin:
-    """``claim``, ``renew``, ``unclaim``, ``post``, ``inbox``, ``read_events`` and
-    ``wait_for_work`` over the store's connection."""
+    """``claim``, ``take``, ``renew``, ``unclaim``, ``post``, ``inbox``, ``read_events``
+    and ``wait_for_work`` over the store's connection."""
 
     _columns: ClassVar[str]  # the run record's columns, in ``_record``'s order
     _work: Wakeups
@@ -81,6 +81,13 @@ class QueueMixin:
                 picked,
             ).fetchall()
         return [self._record(row) for row in rows]
+
+    async def take(self, owner: str, run_ids: Sequence[str]) -> dict[str, StoredCheckpoint | None]:
+        """Take the leases of ``run_ids``, then read their checkpoints (see ``RunQueue.take``)."""
+        return await take_each(self, owner, run_ids)
+
+    async def release_taken(self) -> None:
+        """Nothing: this store gives leases up as ``release`` is called."""
 
     async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> None:
         """Extend ``owner``'s lease on ``run_ids`` (see ``RunQueue.renew``)."""

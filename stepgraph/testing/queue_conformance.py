@@ -97,6 +97,43 @@ class QueueConformance(StoreConformance):
         first = self.make_store()
         self.run_scenario(scenario, first, self.make_other_store(first))
 
+    def test_take_gets_the_leases_and_latest_checkpoints_of_runs_no_one_else_holds(self) -> None:
+        async def scenario(store: Any, other: Any) -> None:
+            for at, run_id in enumerate(("a", "b", "held")):
+                await _submit(store, run_id, at=at)
+            await commit(store, Commit(run_id="b", checkpoint=checkpoint(1, superstep=1)))
+            assert await other.acquire("held", "elsewhere")
+            taken = await store.take("w1", ["a", "b", "held"])
+            assert sorted(taken) == ["a", "b"], taken  # "held": another coordinator's
+            assert [taken[r].info.seq for r in ("a", "b")] == [0, 1], taken
+            assert await store.acquire("a", "w1")  # held by w1 now ...
+            assert not await other.acquire("a", "w2")  # ... and by no one else
+            assert await store.take("w1", ["a"]) == {"a": taken["a"]}  # w1's already
+
+        first = self.make_store()
+        self.run_scenario(scenario, first, self.make_other_store(first))
+
+    def test_a_lease_got_with_take_is_free_for_others_once_released_and_release_taken(
+        self,
+    ) -> None:
+        async def scenario(store: Any, other: Any) -> None:
+            await _submit(store, "r")
+            assert "r" in await store.take("w1", ["r"])
+            await store.release("r", "w1")
+            assert "r" in await store.take("w1", ["r"])  # released: taken again at once
+            await store.release("r", "w1")
+            await store.release_taken()
+            assert await other.acquire("r", "w2")
+            await other.release("r", "w2")
+            assert "r" in await store.take("w1", ["r"])
+            await store.release("r", "w1")
+            await _submit(store, "s", at=1)
+            assert "s" in await store.take("w1", ["s"])  # a take unlocks the releases due
+            assert await other.acquire("r", "w2")
+
+        first = self.make_store()
+        self.run_scenario(scenario, first, self.make_other_store(first))
+
     def test_a_run_whose_lease_expired_is_claimed_again_and_a_renewed_one_is_not(self) -> None:
         async def scenario(store: Any) -> None:
             await _submit(store, "dies")

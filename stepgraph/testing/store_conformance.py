@@ -634,6 +634,37 @@ class StoreConformance:
 
         self.run_scenario(scenario, self.make_store())
 
+    def test_commits_made_at_once_land_each_whole_and_a_refused_one_fails_alone(self) -> None:
+        async def scenario(store: Store) -> None:
+            for n in range(4):
+                run_id = f"r{n}"
+                await store.create_run(
+                    record(run_id, at=n),
+                    Commit(run_id, checkpoint=checkpoint(0, 0, {"a": b"0", "b": b"0"})),
+                )
+            made = [
+                commit(store, Commit("r0", journal=(b"j0", b"j1"), journal_after=0)),
+                commit(store, Commit("r1", checkpoint=checkpoint(0, 9, {"a": b"lost"}))),
+                commit(store, Commit("nobody", checkpoint=checkpoint(0))),
+                commit(store, Commit("r2", checkpoint=checkpoint(1, 1, {"a": b"2"}, full=True))),
+                commit(store, Commit("r3", status=COMPLETED, result=b"done")),
+                commit(store, Commit("r0", journal=(b"j2",), journal_after=0, journal_at=2)),
+            ]
+            outcomes = await asyncio.gather(*made, return_exceptions=True)
+            failed = [i for i, outcome in enumerate(outcomes) if outcome is not None]
+            _expect("the commits that failed", failed, [1, 2])
+            for i in failed:
+                if not isinstance(outcomes[i], StoreError):
+                    raise AssertionError(f"commit {i} raised {outcomes[i]!r}, not a StoreError")
+            _expect("journal of r0:0", await _journal(store, "r0", "r0:0"), (b"j0", b"j1", b"j2"))
+            _expect("checkpoints of r1", await _ids(store, "r1"), ["r1:0"])
+            _expect("values of r1", await _values(store, "r1"), {"a": b"0", "b": b"0"})
+            _expect("values of r2", await _values(store, "r2"), {"a": b"2"})
+            _expect("status of r3", await _status(store, "r3"), (COMPLETED, b"done"))
+            _expect("runs", len(await store.list_runs()), 4)
+
+        self.run_scenario(scenario, self.make_store())
+
     # -- chunks ---------------------------------------------------------------------------------
 
     def test_each_checkpoint_reads_every_chunk_as_of_itself(self) -> None:

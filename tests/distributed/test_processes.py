@@ -144,9 +144,9 @@ def test_four_workers_run_two_hundred_queued_runs_each_exactly_once(
 ) -> None:
     url, schema = pg_url
     with workers(url, tmp_path / "exec.log") as crew:
-        ids = asyncio.run(_submit_all(PostgresStore(PG_DSN, schema=schema), 200))
-        for _ in range(4):
+        for _ in range(4):  # all serving before the runs come: one alone could take them all
             crew.start("--concurrency", "8")
+        ids = asyncio.run(_submit_all(PostgresStore(PG_DSN, schema=schema), 200))
         results = asyncio.run(_results(PostgresStore(PG_DSN, schema=schema), ids))
         assert crew.stop_all() == [0, 0, 0, 0]
         runs = crew.executions()
