@@ -112,6 +112,11 @@ class Worker:
         self.lease_seconds = float(lease_seconds)
         self.grace_seconds = float(grace_seconds)
         self.name = _owner(store)
+        # the claim may take the runs' leases too when their runs take them here, as here
+        self._lease_in_claim = all(
+            getattr(workflow, "options", None) is not None and workflow.options.store is store
+            for workflow in self.workflows.values()
+        )
         self.held: dict[str, _Held] = {}
         self.started = 0  # runs it took (for reports and tests)
         self._stopping = False
@@ -217,7 +222,8 @@ class Worker:
         free = self.concurrency - len(self.held)
         if free <= 0 or self._stopping:
             return 0
-        records = await self.store.claim(self.name, self.queues, free, self.lease_seconds)
+        leased = {"lease": True} if self._lease_in_claim else {}
+        records = await self.store.claim(self.name, self.queues, free, self.lease_seconds, **leased)
         if self._stopping:  # stopped while claiming: give them back at once
             await self.store.unclaim(self.name, [record.run_id for record in records])
             return 0

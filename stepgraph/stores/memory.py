@@ -203,7 +203,13 @@ class MemoryStore(StoreResults):
     # -- the run queue --------------------------------------------------------------------------
 
     async def claim(
-        self, owner: str, queues: Sequence[str], limit: int, lease_seconds: float
+        self,
+        owner: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        *,
+        lease: bool = False,  # leases are taken by ``take``: no round trip to save here
     ) -> list[RunRecord]:
         now = time.time()
         taken: list[RunRecord] = []

@@ -52,7 +52,7 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
-from .pg_common import TABLES_KEY, lock_key, psycopg_error
+from .pg_common import TABLES_KEY, psycopg_error, run_key
 from .pg_limits import PostgresGate, postgres_gate
 from .postgres_queue import PostgresQueue
 from .results import StoreResults
@@ -337,6 +337,9 @@ def _params(commits: Sequence[Commit], now: datetime) -> dict[str, Any]:
         for message_id in batch.consumed:
             p["m_idx"].append(idx)
             p["m_id"].append(message_id)
+    for name in _ITEMS:  # unnest(NULL) has no rows, as unnest('{}'); None costs less to send
+        if not p[name]:
+            p[name] = None
     return p
 
 
@@ -361,6 +364,9 @@ _ARRAYS = [
     "m_idx",
     "m_id",
 ]
+
+
+_ITEMS = _ARRAYS[9:]  # the lists of items (journal entries, chunks, events, messages)
 
 
 def _finish(conn: _Conn) -> None:
@@ -751,7 +757,7 @@ class PostgresStore(PostgresQueue, StoreResults):
     # -- leases ---------------------------------------------------------------------------------
 
     def _lease_key(self, run_id: str) -> int:
-        return lock_key(f"{self.schema or ''}\x00{run_id}")
+        return run_key(self.schema, run_id)
 
     async def _lease_rows(
         self, here: _LoopConnections, sql: str, params: Any, what: str

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import StoreError
 from .base import RunRecord
+from .pg_common import RUN_KEY_SQL, run_key_prefix
 from .queue import Message, StoredEvent
 
 if TYPE_CHECKING:
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresQueue"]
 
-_CLAIM = """
-WITH queued AS (
+# The runs to claim, oldest first: `picked`.
+_PICK = """queued AS (
     SELECT run_id, pos FROM {p}stepgraph_runs
     WHERE status = 'queued' AND queue = ANY(%(queues)s::text[])
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
@@ -44,14 +45,36 @@ orphans AS (
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
 candidates AS (SELECT * FROM queued UNION ALL SELECT * FROM orphans),
-picked AS (SELECT run_id FROM candidates ORDER BY pos LIMIT %(limit)s)
-UPDATE {p}stepgraph_runs AS r SET
+picked AS (SELECT run_id FROM candidates ORDER BY pos LIMIT %(limit)s)"""
+
+_LEASE = """UPDATE {p}stepgraph_runs AS r SET
     worker = %(owner)s, lease_until = now() + make_interval(secs => %(lease)s),
     updated_at = CASE WHEN r.status = 'queued' THEN now() ELSE r.updated_at END,
     status = CASE WHEN r.status = 'queued' THEN 'running' ELSE r.status END
 FROM picked WHERE r.run_id = picked.run_id
-RETURNING {columns}
+RETURNING {columns}"""
+
+_CLAIM = "WITH " + _PICK + "\n" + _LEASE
+
+# A claim that also takes the runs' leases (advisory locks of the session running it),
+# but of those the session holds already (`held`), and unlocks the leases given up since
+# (`due`) but of the runs it claims again. A row with a NULL run_id: nothing was claimed.
+_CLAIM_LEASED = (
+    "WITH "
+    + _PICK
+    + ",\nclaimed AS ("
+    + _LEASE
+    + """),
+freed AS MATERIALIZED (
+    SELECT count(pg_advisory_unlock(d.k)) AS n
+    FROM unnest(%(due_ids)s::text[], %(due_keys)s::bigint[]) AS d(run_id, k)
+    WHERE d.run_id NOT IN (SELECT run_id FROM claimed)
+)
+SELECT claimed.*, CASE WHEN claimed.run_id = ANY(%(held)s::text[]) THEN NULL
+    ELSE pg_try_advisory_lock({key}) END
+FROM freed LEFT JOIN claimed ON true
 """
+)
 
 
 class PostgresQueue:
@@ -61,6 +84,7 @@ class PostgresQueue:
 
     _columns: ClassVar[str]
     _prefix: str
+    schema: str | None
 
     def _connection(self, what: str) -> AbstractAsyncContextManager[_Conn]:
         raise NotImplementedError  # pragma: no cover - the store's
@@ -78,19 +102,70 @@ class PostgresQueue:
     async def release_taken(self) -> None:
         raise NotImplementedError  # pragma: no cover - the store's
 
+    async def _lease_rows(self, here: Any, sql: str, params: Any, what: str) -> list[Any]:
+        raise NotImplementedError  # pragma: no cover - the store's
+
     async def claim(
-        self, owner: str, queues: Sequence[str], limit: int, lease_seconds: float
+        self,
+        owner: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        *,
+        lease: bool = False,
     ) -> list[RunRecord]:
-        """Take up to ``limit`` runs of ``queues`` for ``owner`` (see ``RunQueue.claim``)."""
+        """Take up to ``limit`` runs of ``queues`` for ``owner`` (see ``RunQueue.claim``);
+        with ``lease``, their leases too, in the same statement (on the lease session)."""
         if not queues or limit < 1:
             return []
         columns = ", ".join(f"r.{c.strip()}" for c in self._columns.split(","))
+        params: dict[str, Any] = {
+            "queues": list(queues),
+            "limit": limit,
+            "owner": owner,
+            "lease": lease_seconds,
+        }
+        if lease:
+            return await self._claim_leased(owner, columns, params)
         sql = _CLAIM.format(p=self._prefix, columns=columns)
-        params = {"queues": list(queues), "limit": limit, "owner": owner, "lease": lease_seconds}
         async with self._connection("claiming runs") as conn:
             cursor = await conn.execute(sql, params, binary=True)
             rows = await cursor.fetchall()
         return sorted((self._record_of(row) for row in rows), key=lambda r: r.created_at)
+
+    async def _claim_leased(
+        self, owner: str, columns: str, params: dict[str, Any]
+    ) -> list[RunRecord]:
+        here = self._here()
+        sql = _CLAIM_LEASED.format(
+            p=self._prefix, columns=columns, key=RUN_KEY_SQL.format(run_id="claimed.run_id")
+        )
+        records: list[RunRecord] = []
+        async with here.lease_lock:
+            due = dict(here.due)
+            params.update(
+                due_ids=list(due),
+                due_keys=list(due.values()),
+                held=[*here.leases, *due],
+                key_prefix=run_key_prefix(self.schema),
+            )
+            rows = await self._lease_rows(here, sql, params, "claiming runs")
+            claimed = {row[0] for row in rows if row[0] is not None}
+            for run_id, key in due.items():
+                if run_id not in claimed and here.due.get(run_id) == key:
+                    del here.due[run_id]  # unlocked
+            for row in rows:
+                if row[0] is None:
+                    continue
+                record = self._record_of(row[:-1])
+                records.append(record)
+                run_id = record.run_id
+                if run_id in here.leases:
+                    continue  # held already (by this owner or another of this process)
+                if here.due.pop(run_id, None) is not None or row[-1]:  # still locked, or now
+                    here.leases[run_id] = owner
+                    here.taken.add(run_id)
+        return sorted(records, key=lambda r: r.created_at)
 
     async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> None:
         """Extend ``owner``'s lease on ``run_ids`` (see ``RunQueue.renew``)."""

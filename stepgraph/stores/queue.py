@@ -66,11 +66,20 @@ class RunQueue(Protocol):
     """Queues, claims, stored streams and inboxes of a store (see the module docstring)."""
 
     async def claim(
-        self, owner: str, queues: Sequence[str], limit: int, lease_seconds: float
+        self,
+        owner: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        *,
+        lease: bool = False,
     ) -> list[RunRecord]:
         """Take up to ``limit`` runs for worker ``owner``, oldest first: queued runs of
         ``queues`` (their status becomes ``"running"``) and runs of ``queues`` whose lease
-        has expired. Each is leased to ``owner`` for ``lease_seconds``."""
+        has expired. Each is leased to ``owner`` for ``lease_seconds``.
+
+        With ``lease``, a store may also take the runs' own leases (``Store.acquire``) for
+        ``owner`` in the same statement, as ``take`` would; ``take`` then finds them held."""
         ...
 
     async def take(self, owner: str, run_ids: Sequence[str]) -> dict[str, StoredCheckpoint | None]:

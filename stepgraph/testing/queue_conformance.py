@@ -134,6 +134,45 @@ class QueueConformance(StoreConformance):
         first = self.make_store()
         self.run_scenario(scenario, first, self.make_other_store(first))
 
+    def test_a_claim_with_lease_leaves_the_runs_leases_to_their_claimer_alone(self) -> None:
+        async def scenario(store: Any, other: Any) -> None:
+            await _submit(store, "a")
+            await _submit(store, "b", at=1)
+            assert await other.acquire("b", "elsewhere")
+            assert _ids(await store.claim("w1", ["default"], 5, 30.0, lease=True)) == ["a", "b"]
+            taken = await store.take("w1", ["a", "b"])
+            assert sorted(taken) == ["a"], taken  # "b": another coordinator's
+            assert not await other.acquire("a", "w2")
+            await store.release("a", "w1")
+            await store.unclaim("w1", ["a"])  # gives its lease up first
+            assert _ids(await other.claim("w2", ["default"], 5, 30.0)) == ["a"]
+            assert await other.acquire("a", "w2")
+
+        first = self.make_store()
+        self.run_scenario(scenario, first, self.make_other_store(first))
+
+    def test_a_run_given_up_and_claimed_again_with_lease_is_held_once(self) -> None:
+        async def scenario(store: Any, other: Any) -> None:
+            await _submit(store, "a")
+            await store.claim("w1", ["default"], 5, 0.05, lease=True)
+            assert "a" in await store.take("w1", ["a"])
+            await store.release("a", "w1")  # its unlock may be due still ...
+            again: list[RunRecord] = []
+            for _ in range(200):  # its claim ends 0.05 s after it was made
+                again = await store.claim("w1", ["default"], 5, 30.0, lease=True)
+                if again:
+                    break
+                await asyncio.sleep(0.01)
+            assert _ids(again) == ["a"], again
+            assert "a" in await store.take("w1", ["a"])
+            assert not await other.acquire("a", "w2")
+            await store.release("a", "w1")  # ... one release gives it up
+            await store.release_taken()
+            assert await other.acquire("a", "w2")
+
+        first = self.make_store()
+        self.run_scenario(scenario, first, self.make_other_store(first))
+
     def test_a_run_whose_lease_expired_is_claimed_again_and_a_renewed_one_is_not(self) -> None:
         async def scenario(store: Any) -> None:
             await _submit(store, "dies")

@@ -245,11 +245,11 @@ class _Flaky:
     def __init__(self, store: MemoryStore, failures: int) -> None:
         self._store, self.failures = store, failures
 
-    async def claim(self, *args: Any) -> Any:
+    async def claim(self, *args: Any, **options: Any) -> Any:
         if self.failures:
             self.failures -= 1
             raise StoreError("claiming runs failed: the server closed the connection")
-        return await self._store.claim(*args)
+        return await self._store.claim(*args, **options)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
