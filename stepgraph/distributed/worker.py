@@ -139,6 +139,7 @@ class Worker:
         try:
             while not self._stopping:
                 try:
+                    asked = self.concurrency - len(self.held)
                     claimed = await self._claim()
                     if self._woken or time.monotonic() - delivered >= _READ_INBOX_EVERY:
                         self._woken = False  # a post wakes the worker: read the inbox then,
@@ -161,7 +162,8 @@ class Worker:
                 retry = _RETRY_FIRST
                 if claimed:
                     pause = _FIRST_POLL
-                    continue
+                    if claimed == asked:  # there may be more
+                        continue
                 timeout = min(pause, max(0.0, renewed + renew_every - time.monotonic()))
                 if len(self.held) >= self.concurrency:
                     await self._nap(timeout)  # full: wait for a slot (or the next renewal)

@@ -218,6 +218,29 @@ SELECT run.idx, (SELECT count(*) FROM woken) FROM run
 """
 )
 
+# A run created with nothing but a checkpoint without chunks (a submit's): less to send
+# and to run than _CREATE.
+_CREATE_PLAIN = """WITH run AS (
+    INSERT INTO {p}stepgraph_runs (run_id, workflow, status, created_at, updated_at,
+        parent_run_id, parent_checkpoint_id, result, queue)
+    VALUES (%(run_id)s::text, %(workflow)s, %(status)s::text, %(created_at)s,
+        %(updated_at)s, %(parent_run_id)s, %(parent_checkpoint_id)s, %(result)s::bytea,
+        %(queue)s::text)
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id
+),
+checkpoint AS (
+    INSERT INTO {p}stepgraph_checkpoints (run_id, seq, superstep, created_at, status, frame)
+    SELECT run.run_id, %(seq)s::integer, %(superstep)s::integer, %(now)s::timestamptz,
+           %(cp_status)s::text, %(frame)s::bytea
+    FROM run
+),
+woken AS (
+    SELECT pg_notify('stepgraph_work', %(queue)s::text) FROM run WHERE %(queue)s::text IS NOT NULL
+)
+SELECT 1, (SELECT count(*) FROM woken) FROM run
+"""
+
 # Checkpoints (the rows of {c}) with every chunk as of each and the journal after it.
 _CHECKPOINTS = """
 SELECT c.seq, c.superstep, c.created_at, c.status, r.parent_run_id, c.frame,
@@ -246,6 +269,12 @@ _LOAD_LATEST = _CHECKPOINTS.replace(
     "{c}",
     "(SELECT DISTINCT ON (run_id) * FROM {p}stepgraph_checkpoints "
     "WHERE run_id = ANY(%(run_ids)s::text[]) ORDER BY run_id, seq DESC)",
+)
+
+# The same, of the runs the session's last claim noted (a JSON list, in a setting).
+_LOAD_CLAIMED = _LOAD_LATEST.replace(
+    "= ANY(%(run_ids)s::text[])",
+    "IN (SELECT json_array_elements_text(current_setting('stepgraph.claimed')::json))",
 )
 
 # Leases: lock the keys of `take` (each row says whether it got it), unlock those of `free`.
@@ -366,6 +395,19 @@ _ARRAYS = [
 ]
 
 
+def _plain(batch: Commit) -> bool:
+    """Whether ``batch`` is a checkpoint without chunks and nothing else."""
+    write = batch.checkpoint
+    return (
+        write is not None
+        and not write.values
+        and batch.status is None
+        and not batch.journal
+        and not batch.events
+        and not batch.consumed
+    )
+
+
 _ITEMS = _ARRAYS[9:]  # the lists of items (journal entries, chunks, events, messages)
 
 
@@ -386,6 +428,7 @@ class _LoopConnections:
         self.leases: dict[str, str] = {}  # run id -> owner, held on lease_conn
         self.taken: set[str] = set()  # leases got with take(): released lazily
         self.due: dict[str, int] = {}  # run id -> lock key: released, the unlock still due
+        self.loaded: dict[str, StoredCheckpoint] = {}  # read by the last claim, lease held
         self.listen_conn: _Conn | None = None  # LISTEN stepgraph_work, for workers
         self.commits: list[tuple[Commit, asyncio.Future[None]]] = []  # waiting to be written
         self.committer: asyncio.Task[None] | None = None  # writing them, a group at a time
@@ -398,6 +441,7 @@ class _LoopConnections:
             self.leases.clear()  # the session, and so its locks, are gone
             self.taken.clear()
             self.due.clear()
+            self.loaded.clear()
         if conn is self.listen_conn:
             self.listen_conn = None
         _finish(conn)
@@ -433,6 +477,7 @@ class PostgresStore(PostgresQueue, StoreResults):
 
     _columns = _RUN_COLUMNS
     _record_of = staticmethod(_record)
+    _stored_of = staticmethod(_stored)
 
     def __init__(self, dsn: str, *, schema: str | None = None) -> None:
         if schema is not None and not schema:
@@ -444,8 +489,10 @@ class PostgresStore(PostgresQueue, StoreResults):
         self._create_schema = "" if schema is None else f"CREATE SCHEMA IF NOT EXISTS {prefix[:-1]}"
         self._commit_sql = _COMMIT.replace("{p}", prefix)
         self._create_sql = _CREATE.replace("{p}", prefix)
+        self._create_plain_sql = _CREATE_PLAIN.replace("{p}", prefix)
         self._load_sql = _LOAD.replace("{p}", prefix)
         self._load_latest_sql = _LOAD_LATEST.replace("{p}", prefix)
+        self._load_claimed_sql = _LOAD_CLAIMED.replace("{p}", prefix)
         self._prefix = prefix
         self._ready = False  # the tables exist
         self._loops: dict[asyncio.AbstractEventLoop, _LoopConnections] = {}
@@ -476,9 +523,21 @@ class PostgresStore(PostgresQueue, StoreResults):
         import psycopg
 
         try:
-            return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        try:
+            # its statements are prepared (psycopg does it on the 5th run); planned once:
+            # a plan made again at each run costs more than the claim or commit it runs
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+        except psycopg.errors.UndefinedObject:
+            pass  # PostgreSQL before 12: plans as it sees fit
+        except BaseException as exc:
+            _finish(conn)
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+            raise
+        return conn
 
     async def _make_tables(self, conn: _Conn) -> None:
         async with conn.transaction():
@@ -657,7 +716,19 @@ class PostgresStore(PostgresQueue, StoreResults):
         """
         now = datetime.now(UTC)
         commits = [] if first is None else [first]
-        params = _params(commits, now)
+        plain = first is not None and _plain(first)
+        if plain:
+            assert first is not None and first.checkpoint is not None
+            write = first.checkpoint
+            params: dict[str, Any] = {
+                "now": now,
+                "seq": write.seq,
+                "superstep": write.superstep,
+                "cp_status": StoredStatus(write.status).value,
+                "frame": bytes(write.frame),
+            }
+        else:
+            params = _params(commits, now)
         status, result = record.status, record.result
         touch = first is not None and first.status is not None
         if first is not None and first.status is not None:
@@ -674,8 +745,9 @@ class PostgresStore(PostgresQueue, StoreResults):
             parent_checkpoint_id=record.parent_checkpoint_id,
             queue=record.queue,
         )
+        sql = self._create_plain_sql if plain else self._create_sql
         async with self._connection(f"creating run {record.run_id!r}") as conn:
-            if await self._write(conn, self._create_sql, params, commits):
+            if await self._write(conn, sql, params, commits):
                 return None
             cursor = await conn.execute(
                 f"SELECT {_RUN_COLUMNS} FROM {self._prefix}stepgraph_runs WHERE run_id = %s",
@@ -763,6 +835,13 @@ class PostgresStore(PostgresQueue, StoreResults):
         self, here: _LoopConnections, sql: str, params: Any, what: str
     ) -> list[tuple[Any, ...]]:
         """Run ``sql`` on the loop's lease session (``here.lease_lock`` held)."""
+        return (await self._lease_statements(here, [(sql, params)], what))[0]
+
+    async def _lease_statements(
+        self, here: _LoopConnections, statements: list[tuple[str, Any]], what: str
+    ) -> list[list[tuple[Any, ...]]]:
+        """Run ``statements`` on the loop's lease session (``here.lease_lock`` held), one
+        after the other but in one round trip (a pipeline); the rows of each."""
         error = psycopg_error()
         try:
             conn = here.lease_conn
@@ -775,8 +854,13 @@ class PostgresStore(PostgresQueue, StoreResults):
                     "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; "
                     "SET tcp_keepalives_count = 5"
                 )
-            cursor = await conn.execute(sql, params, binary=True)
-            return await cursor.fetchall()
+            if len(statements) == 1:
+                sql, params = statements[0]
+                cursor = await conn.execute(sql, params, binary=True)
+                return [await cursor.fetchall()]
+            async with conn.pipeline():
+                cursors = [await conn.execute(sql, ps, binary=True) for sql, ps in statements]
+            return [await cursor.fetchall() for cursor in cursors]
         except BaseException as exc:
             if here.lease_conn is not None and not isinstance(exc, StoreError):
                 here.discard(here.lease_conn)
@@ -801,6 +885,9 @@ class PostgresStore(PostgresQueue, StoreResults):
             StoreError: the server cannot be reached.
         """
         here = self._here()
+        holder = here.leases.get(run_id)
+        if holder is not None:  # no need to wait for the lease session to answer
+            return holder == owner
         async with here.lease_lock:
             holder = here.leases.get(run_id)
             if holder is not None:
@@ -822,6 +909,7 @@ class PostgresStore(PostgresQueue, StoreResults):
         here = self._here()
         if here.leases.get(run_id) != owner:
             return
+        here.loaded.pop(run_id, None)
         if run_id in here.taken:
             here.taken.discard(run_id)
             del here.leases[run_id]
@@ -864,8 +952,9 @@ class PostgresStore(PostgresQueue, StoreResults):
                         here.taken.add(wanted[key])
                         fresh.append(wanted[key])
         got += fresh
-        if not got:
-            return {}
+        ready = {run_id: here.loaded.pop(run_id) for run_id in got if run_id in here.loaded}
+        if len(ready) == len(got):  # read by the claim that took their leases
+            return dict(ready)
         try:  # read once the leases are held: the last owners' last commits have landed
             loaded = await self._load_latest(got)
         except BaseException:

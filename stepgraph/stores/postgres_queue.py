@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import StoreError
-from .base import RunRecord
+from .base import RunRecord, StoredCheckpoint
 from .pg_common import RUN_KEY_SQL, run_key_prefix
 from .queue import Message, StoredEvent
 
@@ -29,8 +29,11 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresQueue"]
 
-# The runs to claim, oldest first: `picked`.
-_PICK = """queued AS (
+# The runs to claim, oldest first: `picked`. A claim's commit does not wait for the disk
+# (`quick`): a claim lost in a server crash leaves its runs claimable again, and the first
+# commit of a run it took writes the log up to it first.
+_PICK = """quick AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS v),
+queued AS (
     SELECT run_id, pos FROM {p}stepgraph_runs
     WHERE status = 'queued' AND queue = ANY(%(queues)s::text[])
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
@@ -45,7 +48,7 @@ orphans AS (
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
 candidates AS (SELECT * FROM queued UNION ALL SELECT * FROM orphans),
-picked AS (SELECT run_id FROM candidates ORDER BY pos LIMIT %(limit)s)"""
+picked AS (SELECT run_id FROM candidates CROSS JOIN quick ORDER BY pos LIMIT %(limit)s)"""
 
 _LEASE = """UPDATE {p}stepgraph_runs AS r SET
     worker = %(owner)s, lease_until = now() + make_interval(secs => %(lease)s),
@@ -59,6 +62,9 @@ _CLAIM = "WITH " + _PICK + "\n" + _LEASE
 # A claim that also takes the runs' leases (advisory locks of the session running it),
 # but of those the session holds already (`held`), and unlocks the leases given up since
 # (`due`) but of the runs it claims again. A row with a NULL run_id: nothing was claimed.
+# It notes the runs claimed in the session's setting `stepgraph.claimed`, for the
+# statement after it (in the same round trip) to read their checkpoints: once their
+# leases are held, so that the last owners' last commits have landed.
 _CLAIM_LEASED = (
     "WITH "
     + _PICK
@@ -69,10 +75,14 @@ freed AS MATERIALIZED (
     SELECT count(pg_advisory_unlock(d.k)) AS n
     FROM unnest(%(due_ids)s::text[], %(due_keys)s::bigint[]) AS d(run_id, k)
     WHERE d.run_id NOT IN (SELECT run_id FROM claimed)
+),
+noted AS MATERIALIZED (
+    SELECT set_config('stepgraph.claimed',
+        COALESCE((SELECT json_agg(run_id)::text FROM claimed), '[]'), false) AS v
 )
 SELECT claimed.*, CASE WHEN claimed.run_id = ANY(%(held)s::text[]) THEN NULL
     ELSE pg_try_advisory_lock({key}) END
-FROM freed LEFT JOIN claimed ON true
+FROM freed CROSS JOIN noted LEFT JOIN claimed ON true
 """
 )
 
@@ -102,7 +112,15 @@ class PostgresQueue:
     async def release_taken(self) -> None:
         raise NotImplementedError  # pragma: no cover - the store's
 
-    async def _lease_rows(self, here: Any, sql: str, params: Any, what: str) -> list[Any]:
+    async def _lease_statements(
+        self, here: Any, statements: list[tuple[str, Any]], what: str
+    ) -> list[Any]:
+        raise NotImplementedError  # pragma: no cover - the store's
+
+    _load_claimed_sql: str
+
+    @staticmethod
+    def _stored_of(run_id: str, row: tuple[Any, ...]) -> StoredCheckpoint:
         raise NotImplementedError  # pragma: no cover - the store's
 
     async def claim(
@@ -149,7 +167,9 @@ class PostgresQueue:
                 held=[*here.leases, *due],
                 key_prefix=run_key_prefix(self.schema),
             )
-            rows = await self._lease_rows(here, sql, params, "claiming runs")
+            rows, checkpoints = await self._lease_statements(
+                here, [(sql, params), (self._load_claimed_sql, None)], "claiming runs"
+            )
             claimed = {row[0] for row in rows if row[0] is not None}
             for run_id, key in due.items():
                 if run_id not in claimed and here.due.get(run_id) == key:
@@ -165,6 +185,11 @@ class PostgresQueue:
                 if here.due.pop(run_id, None) is not None or row[-1]:  # still locked, or now
                     here.leases[run_id] = owner
                     here.taken.add(run_id)
+            here.loaded = {
+                row[9]: self._stored_of(row[9], row)
+                for row in checkpoints
+                if here.leases.get(row[9]) == owner and row[9] in here.taken
+            }
         return sorted(records, key=lambda r: r.created_at)
 
     async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> None:
@@ -172,9 +197,11 @@ class PostgresQueue:
         if not run_ids:
             return
         async with self._connection("renewing leases") as conn:
-            await conn.execute(
+            await conn.execute(  # soft state, as a claim: no wait for the disk
+                "WITH quick AS MATERIALIZED "
+                "(SELECT set_config('synchronous_commit', 'off', true) AS v) "
                 f"UPDATE {self._prefix}stepgraph_runs SET worker = %s, "
-                "lease_until = now() + make_interval(secs => %s) "
+                "lease_until = now() + make_interval(secs => %s) FROM quick "
                 "WHERE run_id = ANY(%s) AND worker IS NOT NULL",  # given up meanwhile: stays so
                 (owner, lease_seconds, list(run_ids)),
             )
