@@ -197,11 +197,8 @@ run AS (
     + "SELECT run.idx FROM run"
 )
 
-# A queued run wakes the workers listening (LISTEN stepgraph_work) as it is created.
-_CREATE = (
-    _INPUT
-    + """,
-run AS (
+# A new run: `run` (idx 1 and its run_id), nothing when its run_id is taken.
+_NEW_RUN = """run AS (
     INSERT INTO {p}stepgraph_runs (run_id, workflow, status, created_at, updated_at,
         parent_run_id, parent_checkpoint_id, result, queue)
     VALUES (%(run_id)s::text, %(workflow)s, %(status)s::text, %(created_at)s,
@@ -210,36 +207,30 @@ run AS (
     ON CONFLICT (run_id) DO NOTHING
     RETURNING 1::bigint AS idx, run_id
 )"""
-    + _WRITE
-    + """, woken AS (
+
+# A queued run wakes the workers listening (LISTEN stepgraph_work) as it is created.
+_WAKE = """, woken AS (
     SELECT pg_notify('stepgraph_work', %(queue)s::text) FROM run WHERE %(queue)s::text IS NOT NULL
 )
 SELECT run.idx, (SELECT count(*) FROM woken) FROM run
 """
-)
+
+_CREATE = _INPUT + ",\n" + _NEW_RUN + _WRITE + _WAKE
 
 # A run created with nothing but a checkpoint without chunks (a submit's): less to send
 # and to run than _CREATE.
-_CREATE_PLAIN = """WITH run AS (
-    INSERT INTO {p}stepgraph_runs (run_id, workflow, status, created_at, updated_at,
-        parent_run_id, parent_checkpoint_id, result, queue)
-    VALUES (%(run_id)s::text, %(workflow)s, %(status)s::text, %(created_at)s,
-        %(updated_at)s, %(parent_run_id)s, %(parent_checkpoint_id)s, %(result)s::bytea,
-        %(queue)s::text)
-    ON CONFLICT (run_id) DO NOTHING
-    RETURNING run_id
-),
+_CREATE_PLAIN = (
+    "WITH "
+    + _NEW_RUN
+    + """,
 checkpoint AS (
     INSERT INTO {p}stepgraph_checkpoints (run_id, seq, superstep, created_at, status, frame)
     SELECT run.run_id, %(seq)s::integer, %(superstep)s::integer, %(now)s::timestamptz,
            %(cp_status)s::text, %(frame)s::bytea
     FROM run
-),
-woken AS (
-    SELECT pg_notify('stepgraph_work', %(queue)s::text) FROM run WHERE %(queue)s::text IS NOT NULL
+)"""
+    + _WAKE
 )
-SELECT 1, (SELECT count(*) FROM woken) FROM run
-"""
 
 # Checkpoints (the rows of {c}) with every chunk as of each and the journal after it.
 _CHECKPOINTS = """
