@@ -52,7 +52,7 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
-from .pg_common import TABLES_KEY, psycopg_error, run_key
+from .pg_common import CHECKPOINTS_SQL, TABLES_KEY, psycopg_error, run_key
 from .pg_limits import PostgresGate, postgres_gate
 from .postgres_queue import PostgresQueue
 from .results import StoreResults
@@ -186,7 +186,8 @@ _COMMIT = (
     + """,
 run AS (
     UPDATE {p}stepgraph_runs AS r SET
-        status = COALESCE(i.status, r.status),
+        status = COALESCE(i.status, CASE WHEN r.status = 'queued' THEN 'running'
+            ELSE r.status END),  -- a queued run that commits is running (see _CLAIM_LEASED)
         result = COALESCE(i.result, r.result),
         updated_at = CASE WHEN i.status IS NOT NULL THEN %(now)s::timestamptz
             ELSE r.updated_at END
@@ -232,40 +233,17 @@ checkpoint AS (
     + _WAKE
 )
 
-# Checkpoints (the rows of {c}) with every chunk as of each and the journal after it.
-_CHECKPOINTS = """
-SELECT c.seq, c.superstep, c.created_at, c.status, r.parent_run_id, c.frame,
-    ch.names, ch.datas, j.entries, c.run_id
-FROM {c} AS c JOIN {p}stepgraph_runs AS r USING (run_id)
-LEFT JOIN LATERAL (
-    SELECT array_agg(x.name) AS names, array_agg(x.data) AS datas FROM (
-        SELECT DISTINCT ON (name) name, data FROM {p}stepgraph_chunks
-        WHERE run_id = c.run_id AND seq <= c.seq ORDER BY name, seq DESC
-    ) AS x WHERE x.data IS NOT NULL
-) AS ch ON true
-LEFT JOIN LATERAL (
-    SELECT array_agg(entry ORDER BY pos) AS entries FROM {p}stepgraph_journal
-    WHERE run_id = c.run_id AND after_seq = c.seq
-) AS j ON true
-"""
-
 # One checkpoint of a run (its latest when seq is NULL), in one statement.
-_LOAD = _CHECKPOINTS.replace("{c}", "{p}stepgraph_checkpoints") + (
+_LOAD = CHECKPOINTS_SQL.replace("{c}", "{p}stepgraph_checkpoints") + (
     "WHERE c.run_id = %(run_id)s AND (%(seq)s::integer IS NULL OR c.seq = %(seq)s::integer)\n"
     "ORDER BY c.seq DESC LIMIT 1\n"
 )
 
 # The latest checkpoint of each of several runs, in one statement.
-_LOAD_LATEST = _CHECKPOINTS.replace(
+_LOAD_LATEST = CHECKPOINTS_SQL.replace(
     "{c}",
     "(SELECT DISTINCT ON (run_id) * FROM {p}stepgraph_checkpoints "
     "WHERE run_id = ANY(%(run_ids)s::text[]) ORDER BY run_id, seq DESC)",
-)
-
-# The same, of the runs the session's last claim noted (a JSON list, in a setting).
-_LOAD_CLAIMED = _LOAD_LATEST.replace(
-    "= ANY(%(run_ids)s::text[])",
-    "IN (SELECT json_array_elements_text(current_setting('stepgraph.claimed')::json))",
 )
 
 # Leases: lock the keys of `take` (each row says whether it got it), unlock those of `free`.
@@ -483,7 +461,6 @@ class PostgresStore(PostgresQueue, StoreResults):
         self._create_plain_sql = _CREATE_PLAIN.replace("{p}", prefix)
         self._load_sql = _LOAD.replace("{p}", prefix)
         self._load_latest_sql = _LOAD_LATEST.replace("{p}", prefix)
-        self._load_claimed_sql = _LOAD_CLAIMED.replace("{p}", prefix)
         self._prefix = prefix
         self._ready = False  # the tables exist
         self._loops: dict[asyncio.AbstractEventLoop, _LoopConnections] = {}
@@ -826,13 +803,6 @@ class PostgresStore(PostgresQueue, StoreResults):
         self, here: _LoopConnections, sql: str, params: Any, what: str
     ) -> list[tuple[Any, ...]]:
         """Run ``sql`` on the loop's lease session (``here.lease_lock`` held)."""
-        return (await self._lease_statements(here, [(sql, params)], what))[0]
-
-    async def _lease_statements(
-        self, here: _LoopConnections, statements: list[tuple[str, Any]], what: str
-    ) -> list[list[tuple[Any, ...]]]:
-        """Run ``statements`` on the loop's lease session (``here.lease_lock`` held), one
-        after the other but in one round trip (a pipeline); the rows of each."""
         error = psycopg_error()
         try:
             conn = here.lease_conn
@@ -845,13 +815,8 @@ class PostgresStore(PostgresQueue, StoreResults):
                     "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; "
                     "SET tcp_keepalives_count = 5"
                 )
-            if len(statements) == 1:
-                sql, params = statements[0]
-                cursor = await conn.execute(sql, params, binary=True)
-                return [await cursor.fetchall()]
-            async with conn.pipeline():
-                cursors = [await conn.execute(sql, ps, binary=True) for sql, ps in statements]
-            return [await cursor.fetchall() for cursor in cursors]
+            cursor = await conn.execute(sql, params, binary=True)
+            return await cursor.fetchall()
         except BaseException as exc:
             if here.lease_conn is not None and not isinstance(exc, StoreError):
                 here.discard(here.lease_conn)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import StoreError
 from .base import RunRecord, StoredCheckpoint
-from .pg_common import RUN_KEY_SQL, run_key_prefix
+from .pg_common import CHECKPOINTS_SQL, RUN_KEY_SQL, run_key_prefix
 from .queue import Message, StoredEvent
 
 if TYPE_CHECKING:
@@ -29,17 +29,17 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresQueue"]
 
-# The runs to claim, oldest first: `picked`. A claim's commit does not wait for the disk
-# (`quick`): a claim lost in a server crash leaves its runs claimable again, and the first
-# commit of a run it took writes the log up to it first.
+# The runs to claim, oldest first: `picked` (`first_claim`: a queued run's). A claim's
+# commit does not wait for the disk (`quick`): a claim lost in a server crash leaves its
+# runs claimable again, and the first commit of a run it took writes the log up to it.
 _PICK = """quick AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS v),
 queued AS (
-    SELECT run_id, pos FROM {p}stepgraph_runs
+    SELECT run_id, pos, true AS first_claim FROM {p}stepgraph_runs
     WHERE status = 'queued' AND queue = ANY(%(queues)s::text[])
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
 orphans AS (
-    SELECT run_id, pos FROM {p}stepgraph_runs AS r
+    SELECT run_id, pos, false AS first_claim FROM {p}stepgraph_runs AS r
     WHERE status IN ('running', 'paused') AND queue = ANY(%(queues)s::text[])
         AND (lease_until < now()
             OR (status = 'running' AND lease_until IS NULL)
@@ -48,7 +48,9 @@ orphans AS (
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
 candidates AS (SELECT * FROM queued UNION ALL SELECT * FROM orphans),
-picked AS (SELECT run_id FROM candidates CROSS JOIN quick ORDER BY pos LIMIT %(limit)s)"""
+picked AS (
+    SELECT run_id, first_claim FROM candidates CROSS JOIN quick ORDER BY pos LIMIT %(limit)s
+)"""
 
 _LEASE = """UPDATE {p}stepgraph_runs AS r SET
     worker = %(owner)s, lease_until = now() + make_interval(secs => %(lease)s),
@@ -62,27 +64,35 @@ _CLAIM = "WITH " + _PICK + "\n" + _LEASE
 # A claim that also takes the runs' leases (advisory locks of the session running it),
 # but of those the session holds already (`held`), and unlocks the leases given up since
 # (`due`) but of the runs it claims again. A row with a NULL run_id: nothing was claimed.
-# It notes the runs claimed in the session's setting `stepgraph.claimed`, for the
-# statement after it (in the same round trip) to read their checkpoints: once their
-# leases are held, so that the last owners' last commits have landed.
+# It reads the checkpoint of each run claimed for the first time (a queued run's: its
+# start) as of the statement's start: it is the run's latest, since a run still queued
+# when the claim locks its row has had no commit after it (a commit to a queued run makes
+# it running: see _COMMIT). A run taken over has its checkpoint read by `take`, once its
+# lease is held, so that the last owner's last commit has landed.
 _CLAIM_LEASED = (
     "WITH "
     + _PICK
     + ",\nclaimed AS ("
     + _LEASE
-    + """),
+    + """, picked.first_claim),
 freed AS MATERIALIZED (
     SELECT count(pg_advisory_unlock(d.k)) AS n
     FROM unnest(%(due_ids)s::text[], %(due_keys)s::bigint[]) AS d(run_id, k)
     WHERE d.run_id NOT IN (SELECT run_id FROM claimed)
 ),
-noted AS MATERIALIZED (
-    SELECT set_config('stepgraph.claimed',
-        COALESCE((SELECT json_agg(run_id)::text FROM claimed), '[]'), false) AS v
-)
-SELECT claimed.*, CASE WHEN claimed.run_id = ANY(%(held)s::text[]) THEN NULL
-    ELSE pg_try_advisory_lock({key}) END
-FROM freed CROSS JOIN noted LEFT JOIN claimed ON true
+first AS ("""
+    + CHECKPOINTS_SQL.replace(
+        "{c}",
+        "(SELECT DISTINCT ON (run_id) * FROM {p}stepgraph_checkpoints "
+        "WHERE run_id IN (SELECT run_id FROM claimed WHERE first_claim) "
+        "ORDER BY run_id, seq DESC)",
+    )
+    + """)
+SELECT {claimed}, CASE WHEN claimed.run_id = ANY(%(held)s::text[]) THEN NULL
+        ELSE pg_try_advisory_lock({key}) END,
+    first.seq, first.superstep, first.created_at, first.status, first.parent_run_id,
+    first.frame, first.names, first.datas, first.entries
+FROM freed LEFT JOIN claimed ON true LEFT JOIN first ON first.run_id = claimed.run_id
 """
 )
 
@@ -112,12 +122,8 @@ class PostgresQueue:
     async def release_taken(self) -> None:
         raise NotImplementedError  # pragma: no cover - the store's
 
-    async def _lease_statements(
-        self, here: Any, statements: list[tuple[str, Any]], what: str
-    ) -> list[Any]:
+    async def _lease_rows(self, here: Any, sql: str, params: Any, what: str) -> list[Any]:
         raise NotImplementedError  # pragma: no cover - the store's
-
-    _load_claimed_sql: str
 
     @staticmethod
     def _stored_of(run_id: str, row: tuple[Any, ...]) -> StoredCheckpoint:
@@ -156,9 +162,14 @@ class PostgresQueue:
     ) -> list[RunRecord]:
         here = self._here()
         sql = _CLAIM_LEASED.format(
-            p=self._prefix, columns=columns, key=RUN_KEY_SQL.format(run_id="claimed.run_id")
+            p=self._prefix,
+            columns=columns,
+            claimed=", ".join(f"claimed.{c.strip()}" for c in self._columns.split(",")),
+            key=RUN_KEY_SQL.format(run_id="claimed.run_id"),
         )
+        width = len(self._columns.split(","))
         records: list[RunRecord] = []
+        loaded: dict[str, StoredCheckpoint] = {}
         async with here.lease_lock:
             due = dict(here.due)
             params.update(
@@ -167,9 +178,7 @@ class PostgresQueue:
                 held=[*here.leases, *due],
                 key_prefix=run_key_prefix(self.schema),
             )
-            rows, checkpoints = await self._lease_statements(
-                here, [(sql, params), (self._load_claimed_sql, None)], "claiming runs"
-            )
+            rows = await self._lease_rows(here, sql, params, "claiming runs")
             claimed = {row[0] for row in rows if row[0] is not None}
             for run_id, key in due.items():
                 if run_id not in claimed and here.due.get(run_id) == key:
@@ -177,19 +186,17 @@ class PostgresQueue:
             for row in rows:
                 if row[0] is None:
                     continue
-                record = self._record_of(row[:-1])
+                record = self._record_of(row[:width])
                 records.append(record)
-                run_id = record.run_id
+                run_id, locked, first = record.run_id, row[width], row[width + 1 :]
                 if run_id in here.leases:
                     continue  # held already (by this owner or another of this process)
-                if here.due.pop(run_id, None) is not None or row[-1]:  # still locked, or now
+                if here.due.pop(run_id, None) is not None or locked:  # still locked, or now
                     here.leases[run_id] = owner
                     here.taken.add(run_id)
-            here.loaded = {
-                row[9]: self._stored_of(row[9], row)
-                for row in checkpoints
-                if here.leases.get(row[9]) == owner and row[9] in here.taken
-            }
+                    if first[0] is not None:
+                        loaded[run_id] = self._stored_of(run_id, first)
+            here.loaded = loaded
         return sorted(records, key=lambda r: r.created_at)
 
     async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> None:

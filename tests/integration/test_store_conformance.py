@@ -12,11 +12,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stepgraph.errors import StoreError
 from stepgraph.stores import MemoryStore, PostgresStore, SqliteStore, Store
+from stepgraph.stores.base import Commit, StoredStatus
 from stepgraph.testing.queue_conformance import QueueConformance
 from stepgraph.testing.store_conformance import record
 from tests.pg import PG_DSN, pg_schema, require_pg
@@ -66,6 +68,28 @@ class TestPostgresStore(QueueConformance):
             assert not await owner.acquire("r", "owner")
 
         self.run_scenario(scenario, self.make_store(), self.make_store())
+
+    def test_a_commit_to_a_queued_run_makes_it_running(self) -> None:
+        """What lets a claim read a queued run's checkpoint before it holds the run's lease:
+        a run still queued when its row is locked has had no commit since it was queued."""
+        from stepgraph.testing.queue_conformance import queued
+        from stepgraph.testing.store_conformance import checkpoint
+
+        async def scenario(store: Any) -> None:
+            await store.create_run(
+                queued("q"), Commit("q", checkpoint=checkpoint(0, status=StoredStatus.QUEUED))
+            )
+            await store.commit(Commit("q", checkpoint=checkpoint(1)))
+            record = await store.get_run("q")
+            assert record is not None and record.status == StoredStatus.RUNNING, record
+            # a running run nobody holds is taken over: its latest checkpoint, read by take
+            assert [r.run_id for r in await store.claim("w", ["default"], 5, 30.0, lease=True)] == [
+                "q"
+            ]
+            taken = await store.take("w", ["q"])
+            assert taken["q"] is not None and taken["q"].info.seq == 1, taken
+
+        self.run_scenario(scenario, self.make_store())
 
     def test_first_use_by_several_stores_at_once_creates_the_tables_once(self) -> None:
         stores = [self.make_store() for _ in range(4)]
