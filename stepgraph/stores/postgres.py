@@ -12,8 +12,10 @@ Its rules:
   them the next time it is used. ``await store.aclose()`` closes the running loop's
   connections (the store opens new ones when next used).
 - **One statement per commit, one for several.** A commit is one SQL statement (so one
-  transaction and one round trip): it finds the run (``UPDATE ... RETURNING``), then
-  appends the journal, writes the checkpoint and its chunks at the numbers the writer gave;
+  transaction and one round trip): it finds the run (and updates its record when its
+  status changes: a commit without a status writes no run row, except that a queued run
+  that commits becomes running), then appends the journal, writes the checkpoint and its
+  chunks at the numbers the writer gave;
   a number that is taken (another writer) fails the whole statement. Commits of several
   runs made while the loop's last write is under way go together in one statement (a
   group commit: a worker running many runs writes a transaction per round trip, not one
@@ -184,15 +186,20 @@ consumed AS (
 _COMMIT = (
     _INPUT
     + """,
-run AS (
+updated AS (
     UPDATE {p}stepgraph_runs AS r SET
-        status = COALESCE(i.status, CASE WHEN r.status = 'queued' THEN 'running'
-            ELSE r.status END),  -- a queued run that commits is running (see _CLAIM_LEASED)
-        result = COALESCE(i.result, r.result),
+        status = COALESCE(i.status, 'running'),  -- a queued run that commits is running
+        result = COALESCE(i.result, r.result),  -- (see _CLAIM_LEASED)
         updated_at = CASE WHEN i.status IS NOT NULL THEN %(now)s::timestamptz
             ELSE r.updated_at END
-    FROM input AS i WHERE r.run_id = i.run_id
+    FROM input AS i WHERE r.run_id = i.run_id AND (i.status IS NOT NULL OR r.status = 'queued')
     RETURNING i.idx, r.run_id
+),
+run AS (  -- the runs found; the record is written only when its status changes
+    SELECT idx, run_id FROM updated
+    UNION ALL
+    SELECT i.idx, r.run_id FROM input AS i JOIN {p}stepgraph_runs AS r USING (run_id)
+    WHERE i.idx NOT IN (SELECT idx FROM updated)
 )"""
     + _WRITE
     + "SELECT run.idx FROM run"
