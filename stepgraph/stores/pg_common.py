@@ -1,5 +1,4 @@
-"""What the PostgreSQL modules share: psycopg's error class, advisory lock keys, and the
-statement part that reads checkpoints."""
+"""What the PostgreSQL modules share: psycopg's error class and advisory lock keys."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ import hashlib
 from ..errors import StoreError
 
 __all__ = [
-    "CHECKPOINTS_SQL",
     "RUN_KEY_SQL",
     "TABLES_KEY",
     "lock_key",
@@ -55,24 +53,6 @@ RUN_KEY_SQL = (
 def run_key_prefix(schema: str | None) -> bytes:
     """The ``key_prefix`` parameter of :data:`RUN_KEY_SQL`."""
     return (schema or "").encode() + b"\x00"
-
-
-# Checkpoints (the rows of {c}) with every chunk as of each and the journal after it.
-CHECKPOINTS_SQL = """
-SELECT c.seq, c.superstep, c.created_at, c.status, r.parent_run_id, c.frame,
-    ch.names, ch.datas, j.entries, c.run_id
-FROM {c} AS c JOIN {p}stepgraph_runs AS r USING (run_id)
-LEFT JOIN LATERAL (
-    SELECT array_agg(x.name) AS names, array_agg(x.data) AS datas FROM (
-        SELECT DISTINCT ON (name) name, data FROM {p}stepgraph_chunks
-        WHERE run_id = c.run_id AND seq <= c.seq ORDER BY name, seq DESC
-    ) AS x WHERE x.data IS NOT NULL
-) AS ch ON true
-LEFT JOIN LATERAL (
-    SELECT array_agg(entry ORDER BY pos) AS entries FROM {p}stepgraph_journal
-    WHERE run_id = c.run_id AND after_seq = c.seq
-) AS j ON true
-"""
 
 
 TABLES_KEY = lock_key("stepgraph tables")

@@ -54,7 +54,7 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
-from .pg_common import CHECKPOINTS_SQL, TABLES_KEY, psycopg_error, run_key
+from .pg_common import TABLES_KEY, psycopg_error, run_key
 from .pg_limits import PostgresGate, postgres_gate
 from .postgres_queue import PostgresQueue
 from .results import StoreResults
@@ -240,14 +240,31 @@ checkpoint AS (
     + _WAKE
 )
 
+# Checkpoints (the rows of {c}) with every chunk as of each and the journal after it.
+_CHECKPOINTS = """
+SELECT c.seq, c.superstep, c.created_at, c.status, r.parent_run_id, c.frame,
+    ch.names, ch.datas, j.entries, c.run_id
+FROM {c} AS c JOIN {p}stepgraph_runs AS r USING (run_id)
+LEFT JOIN LATERAL (
+    SELECT array_agg(x.name) AS names, array_agg(x.data) AS datas FROM (
+        SELECT DISTINCT ON (name) name, data FROM {p}stepgraph_chunks
+        WHERE run_id = c.run_id AND seq <= c.seq ORDER BY name, seq DESC
+    ) AS x WHERE x.data IS NOT NULL
+) AS ch ON true
+LEFT JOIN LATERAL (
+    SELECT array_agg(entry ORDER BY pos) AS entries FROM {p}stepgraph_journal
+    WHERE run_id = c.run_id AND after_seq = c.seq
+) AS j ON true
+"""
+
 # One checkpoint of a run (its latest when seq is NULL), in one statement.
-_LOAD = CHECKPOINTS_SQL.replace("{c}", "{p}stepgraph_checkpoints") + (
+_LOAD = _CHECKPOINTS.replace("{c}", "{p}stepgraph_checkpoints") + (
     "WHERE c.run_id = %(run_id)s AND (%(seq)s::integer IS NULL OR c.seq = %(seq)s::integer)\n"
     "ORDER BY c.seq DESC LIMIT 1\n"
 )
 
 # The latest checkpoint of each of several runs, in one statement.
-_LOAD_LATEST = CHECKPOINTS_SQL.replace(
+_LOAD_LATEST = _CHECKPOINTS.replace(
     "{c}",
     "(SELECT DISTINCT ON (run_id) * FROM {p}stepgraph_checkpoints "
     "WHERE run_id = ANY(%(run_ids)s::text[]) ORDER BY run_id, seq DESC)",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import StoreError
 from .base import RunRecord, StoredCheckpoint
-from .pg_common import CHECKPOINTS_SQL, RUN_KEY_SQL, run_key_prefix
+from .pg_common import RUN_KEY_SQL, run_key_prefix
 from .queue import Message, StoredEvent
 
 if TYPE_CHECKING:
@@ -80,18 +80,20 @@ freed AS MATERIALIZED (
     FROM unnest(%(due_ids)s::text[], %(due_keys)s::bigint[]) AS d(run_id, k)
     WHERE d.run_id NOT IN (SELECT run_id FROM claimed)
 ),
-first AS ("""
-    + CHECKPOINTS_SQL.replace(
-        "{c}",
-        "(SELECT DISTINCT ON (run_id) * FROM {p}stepgraph_checkpoints "
-        "WHERE run_id IN (SELECT run_id FROM claimed WHERE first_claim) "
-        "ORDER BY run_id, seq DESC)",
-    )
-    + """)
+first AS (  -- a queued run's one checkpoint, its chunks (and no journal: no commit since)
+    SELECT c.run_id, c.seq, c.superstep, c.created_at, c.status, c.frame,
+        ch.names, ch.datas
+    FROM {p}stepgraph_checkpoints AS c
+    LEFT JOIN LATERAL (
+        SELECT array_agg(x.name) AS names, array_agg(x.data) AS datas
+        FROM {p}stepgraph_chunks AS x WHERE x.run_id = c.run_id AND x.data IS NOT NULL
+    ) AS ch ON true
+    WHERE c.run_id IN (SELECT run_id FROM claimed WHERE first_claim)
+)
 SELECT {claimed}, CASE WHEN claimed.run_id = ANY(%(held)s::text[]) THEN NULL
         ELSE pg_try_advisory_lock({key}) END,
-    first.seq, first.superstep, first.created_at, first.status, first.parent_run_id,
-    first.frame, first.names, first.datas, first.entries
+    first.seq, first.superstep, first.created_at, first.status, claimed.parent_run_id,
+    first.frame, first.names, first.datas, NULL::bytea[]
 FROM freed LEFT JOIN claimed ON true LEFT JOIN first ON first.run_id = claimed.run_id
 """
 )

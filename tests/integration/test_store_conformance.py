@@ -69,6 +69,27 @@ class TestPostgresStore(QueueConformance):
 
         self.run_scenario(scenario, self.make_store(), self.make_store())
 
+    def test_a_run_claimed_while_queued_gets_its_checkpoint_and_chunks_with_the_claim(
+        self,
+    ) -> None:
+        from stepgraph.testing.queue_conformance import queued
+        from stepgraph.testing.store_conformance import checkpoint
+
+        async def scenario(store: Any) -> None:
+            first = checkpoint(0, values={"s:k": b"v", "s:j": b"w"}, status=StoredStatus.QUEUED)
+            await store.create_run(queued("q"), Commit("q", checkpoint=first))
+            assert [r.run_id for r in await store.claim("w", ["default"], 5, 30.0, lease=True)] == [
+                "q"
+            ]
+            loaded = store._here().loaded  # read by the claim: take reads nothing more
+            assert set(loaded) == {"q"}, loaded
+            taken = (await store.take("w", ["q"]))["q"]
+            assert taken is not None and taken.info.seq == 0 and taken.frame == first.frame
+            assert dict(taken.values) == {"s:k": b"v", "s:j": b"w"} and taken.journal == ()
+            assert taken == await store.load("q")
+
+        self.run_scenario(scenario, self.make_store())
+
     def test_a_commit_to_a_queued_run_makes_it_running(self) -> None:
         """What lets a claim read a queued run's checkpoint before it holds the run's lease:
         a run still queued when its row is locked has had no commit since it was queued."""
