@@ -224,15 +224,26 @@ class Worker:
         free = self.concurrency - len(self.held)
         if free <= 0 or self._stopping:
             return 0
+        ours = set(self.held)  # held already: a claim may return one (a renewal raced expiry)
         leased = {"lease": True} if self._lease_in_claim else {}
         records = await self.store.claim(self.name, self.queues, free, self.lease_seconds, **leased)
-        if self._stopping:  # stopped while claiming: give them back at once
-            await self.store.unclaim(self.name, [record.run_id for record in records])
-            return 0
+        try:
+            if self._stopping:  # stopped while claiming: give them back at once
+                await self._let_go([r for r in records if r.run_id not in ours])
+                await self.store.unclaim(self.name, [record.run_id for record in records])
+                return 0
+            await self._start(records, ours)
+        finally:  # the leases of the runs claimed but not started (refused, or a failure)
+            await self._let_go(
+                [r for r in records if r.run_id not in ours and r.run_id not in self.held]
+            )
+        return len(records)
+
+    async def _start(self, records: list[RunRecord], ours: set[str]) -> None:
         known: list[tuple[RunRecord, Any]] = []
         for record in records:
-            if record.run_id in self.held:
-                continue  # ours already (a renewal raced an expiry)
+            if record.run_id in ours:
+                continue
             workflow = self.workflows.get(record.workflow)
             if workflow is None:
                 await self._refuse(record)
@@ -249,7 +260,19 @@ class Worker:
             for record, workflow in runs:
                 if record.run_id in taken:
                     self._take(record, workflow, taken[record.run_id])
-        return len(records)
+
+    async def _let_go(self, records: list[RunRecord]) -> None:
+        """Give up the run leases of ``records`` this process holds (a claim with lease, or
+        ``take``, took them) for runs it does not run."""
+        for record in records:
+            workflow = self.workflows.get(record.workflow)
+            stores = {id(self.store): (self.store, self.name)}
+            if workflow is not None:
+                store = workflow.options.store
+                stores[id(store)] = (store, _owner(store))
+            for store, owner in stores.values():
+                with contextlib.suppress(Exception):  # it dies with the process anyway
+                    await store.release(record.run_id, owner)
 
     async def _release_taken(self) -> None:
         stores = {id(w.options.store): w.options.store for w in self.workflows.values()}

@@ -20,7 +20,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core import TICK_TYPES, Graph, RunState, Tick
 from ..core.text import short_repr
@@ -78,6 +78,7 @@ class _Frame(BaseModel):
     """The shape of a stored frame: fields of the right kinds (left out: empty)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+    # (empty containers by factory: a default list would be deep-copied at each validation)
 
     run_id: str
     mode: str
@@ -91,25 +92,25 @@ class _Frame(BaseModel):
     merges_seen: int = 0
     merging: bool = False
     timeout: float | None = None
-    nodes: dict[str, list[Any]] = {}
-    invocations: list[list[Any]] = []
-    blocked: list[str] = []
-    resumable: list[list[Any]] = []
-    outbox: list[list[Any]] = []
+    nodes: dict[str, list[Any]] = Field(default_factory=dict)
+    invocations: list[list[Any]] = Field(default_factory=list)
+    blocked: list[str] = Field(default_factory=list)
+    resumable: list[list[Any]] = Field(default_factory=list)
+    outbox: list[list[Any]] = Field(default_factory=list)
     stop: list[Any] | None = None
-    waiters: list[list[int]] = []
-    awaited_types: list[int] = []
-    unclaimed: list[int] = []
-    inputs: list[list[Any]] = []
-    answers: list[list[Any]] = []
-    requests: list[list[Any]] = []
-    timers: dict[str, float] = {}
-    pending_merges: list[list[Any]] = []
-    collectors: list[list[Any]] = []
-    fan_in_buffers: list[list[Any]] = []
+    waiters: list[list[int]] = Field(default_factory=list)
+    awaited_types: list[int] = Field(default_factory=list)
+    unclaimed: list[int] = Field(default_factory=list)
+    inputs: list[list[Any]] = Field(default_factory=list)
+    answers: list[list[Any]] = Field(default_factory=list)
+    requests: list[list[Any]] = Field(default_factory=list)
+    timers: dict[str, float] = Field(default_factory=dict)
+    pending_merges: list[list[Any]] = Field(default_factory=list)
+    collectors: list[list[Any]] = Field(default_factory=list)
+    fan_in_buffers: list[list[Any]] = Field(default_factory=list)
     result: int | None = None
     failure: int | None = None
-    store_keys: list[str] = []
+    store_keys: list[str] = Field(default_factory=list)
     outputs: int = 0
 
 

@@ -346,7 +346,11 @@ class DurableRun(Run):
         self.lease = owner
 
     async def release_lease(self) -> None:
-        """Give the run's lease up now, if it still holds one (it does once it ends)."""
+        """Give the run's lease up, if it still holds one (it does once it ends): once the
+        commit on its way has landed, when the run was crashed (stopped) meanwhile."""
+        if self._crashed is not None:
+            await asyncio.shield(self._crashed)  # that commit landed, the lease given up
+            return
         await self._release()
 
     async def _release(self) -> None:

@@ -409,6 +409,19 @@ def _finish(conn: _Conn) -> None:
     conn.pgconn.finish()
 
 
+def _named(run_ids: Sequence[str]) -> str:
+    """``run_ids`` for a message (the first few)."""
+    shown = ", ".join(repr(run_id) for run_id in run_ids[:5])
+    return shown + (f" and {len(run_ids) - 5} more" if len(run_ids) > 5 else "")
+
+
+def _cancelled(commits: list[tuple[Commit, asyncio.Future[None]]]) -> None:
+    """Fail the futures of ``commits`` whose writer was cancelled, each naming its run."""
+    for batch, done in commits:
+        if not done.done():
+            done.set_exception(StoreError(f"writing run {batch.run_id!r} was cancelled"))
+
+
 class _LoopConnections:
     """A store's connections on one event loop."""
 
@@ -426,6 +439,15 @@ class _LoopConnections:
         self.commits: list[tuple[Commit, asyncio.Future[None]]] = []  # waiting to be written
         self.committer: asyncio.Task[None] | None = None  # writing them, a group at a time
         self.listen_lock = asyncio.Lock()
+
+    def committer_ended(self, task: asyncio.Task[None]) -> None:
+        """The writer of commits ended. Cancelled before it started (it let nothing go):
+        the commits waiting fail."""
+        if self.committer is not task:
+            return  # it ended as it should, and let go (another may have taken over)
+        self.committer = None
+        waiting, self.commits = self.commits, []
+        _cancelled(waiting)
 
     def discard(self, conn: _Conn) -> None:
         self.open.discard(conn)
@@ -541,10 +563,14 @@ class PostgresStore(PostgresQueue, StoreResults):
         self._ready = True
 
     @asynccontextmanager
-    async def _connection(self, what: str) -> AsyncIterator[_Conn]:
-        """A connection of this loop's pool, its errors turned into StoreError."""
+    async def _connection(
+        self, what: str, here: _LoopConnections | None = None
+    ) -> AsyncIterator[_Conn]:
+        """A connection of this loop's pool (of ``here``'s), its errors turned into
+        StoreError."""
         error = psycopg_error()
-        here = self._here()
+        if here is None:
+            here = self._here()
         async with here.slots:
             conn = here.idle.pop() if here.idle else None
             try:
@@ -639,51 +665,72 @@ class PostgresStore(PostgresQueue, StoreResults):
         here.commits.append((batch, done))
         if here.committer is None:
             here.committer = loop.create_task(self._commit_all(here))
+            here.committer.add_done_callback(here.committer_ended)
         return done
 
     async def _commit_all(self, here: _LoopConnections) -> None:
         """Write the commits waiting, a group at a time, until none waits."""
+        group: list[tuple[Commit, asyncio.Future[None]]] = []
         try:
             while here.commits:
-                group: list[tuple[Commit, asyncio.Future[None]]] = []
-                later: list[tuple[Commit, asyncio.Future[None]]] = []
-                runs: set[str] = set()
+                group, later, runs = [], [], set()
                 for item in here.commits:  # a run's commits land in the order made
+                    if item[1].done():
+                        continue  # its caller stopped waiting before it went out: not written
                     if item[0].run_id in runs or len(group) >= _GROUP_MAX:
                         later.append(item)
                     else:
                         runs.add(item[0].run_id)
                         group.append(item)
                 here.commits = later
-                await self._commit_group(group)
+                await self._commit_group(here, group)
+                group = []
+        except BaseException:  # this task was cancelled (its loop is closing, say)
+            waiting, here.commits = [*group, *here.commits], []
+            _cancelled(waiting)
+            raise
         finally:
             here.committer = None
 
-    async def _commit_group(self, group: list[tuple[Commit, asyncio.Future[None]]]) -> None:
+    async def _commit_group(
+        self,
+        here: _LoopConnections,
+        group: list[tuple[Commit, asyncio.Future[None]]],
+        attempt: int = 1,
+    ) -> None:
+        """Write ``group`` in one statement, and settle each commit's future."""
         import psycopg
 
+        if not group:
+            return
         commits = [batch for batch, _ in group]
-        what = (
-            f"writing run {commits[0].run_id!r}"
-            if len(commits) == 1
-            else f"writing runs {', '.join(repr(c.run_id) for c in commits)}"
-        )
         try:
-            async with self._connection(what) as conn:
-                found = await self._write(
-                    conn, self._commit_sql, _params(commits, datetime.now(UTC)), commits
-                )
+            params = _params(commits, datetime.now(UTC))
+            async with self._connection(f"writing run {commits[0].run_id!r}", here) as conn:
+                found = await self._write(conn, self._commit_sql, params, commits)
         except Exception as exc:
-            refused = isinstance(exc.__cause__, psycopg.DatabaseError) and not isinstance(
-                exc.__cause__, psycopg.OperationalError
+            cause = exc.__cause__ if isinstance(exc, StoreError) and exc.__cause__ else exc
+            rolled_back = isinstance(cause, psycopg.errors.TransactionRollback)  # a deadlock
+            refused = not isinstance(cause, psycopg.Error) or (  # one commit's fault, maybe
+                isinstance(cause, psycopg.DatabaseError)
+                and not isinstance(cause, psycopg.OperationalError)
             )
-            if refused and len(group) > 1:  # rolled back: each alone, to fail the one at fault
-                for item in group:
-                    await self._commit_group([item])
+            if len(group) > 1 and (refused or rolled_back):  # nothing was written: each
+                for item in group:  # alone, so that only the commit at fault fails
+                    await self._commit_group(here, [item])
                 return
-            for _, done in group:
-                if not done.done():
+            if rolled_back and attempt == 1:
+                await self._commit_group(here, group, attempt + 1)
+                return
+            for batch, done in group:
+                if done.done():
+                    continue
+                if len(group) == 1:
                     done.set_exception(exc)
+                    continue
+                error = StoreError(f"writing run {batch.run_id!r} failed: {cause}")
+                error.__cause__ = cause
+                done.set_exception(error)
             return
         for idx, (batch, done) in enumerate(group, 1):
             if done.done():
@@ -806,7 +853,7 @@ class PostgresStore(PostgresQueue, StoreResults):
 
     async def _load_latest(self, run_ids: list[str]) -> dict[str, StoredCheckpoint]:
         """The latest checkpoint of each of ``run_ids`` (those that have one)."""
-        async with self._connection("reading the checkpoints of runs taken") as conn:
+        async with self._connection(f"reading the checkpoints of runs {_named(run_ids)}") as conn:
             cursor = await conn.execute(self._load_latest_sql, {"run_ids": run_ids}, binary=True)
             rows = await cursor.fetchall()
         return {row[9]: _stored(row[9], row) for row in rows}
@@ -922,7 +969,8 @@ class PostgresStore(PostgresQueue, StoreResults):
             due = dict(here.due)
             if wanted or due:
                 params = {"take": list(wanted), "free": list(due.values())}
-                rows = await self._lease_rows(here, _LOCK_UNLOCK, params, "taking leases")
+                what = f"taking the leases of runs {_named(list(wanted.values()))}"
+                rows = await self._lease_rows(here, _LOCK_UNLOCK, params, what)
                 for run_id, key in due.items():
                     if here.due.get(run_id) == key:
                         del here.due[run_id]
@@ -953,7 +1001,8 @@ class PostgresStore(PostgresQueue, StoreResults):
             if not due:
                 return
             params = {"take": [], "free": list(due.values())}
-            await self._lease_rows(here, _LOCK_UNLOCK, params, "giving leases up")
+            what = f"giving up the leases of runs {_named(list(due))}"
+            await self._lease_rows(here, _LOCK_UNLOCK, params, what)
             for run_id, key in due.items():
                 if here.due.get(run_id) == key:
                     del here.due[run_id]

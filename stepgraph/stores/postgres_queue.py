@@ -80,15 +80,23 @@ freed AS MATERIALIZED (
     FROM unnest(%(due_ids)s::text[], %(due_keys)s::bigint[]) AS d(run_id, k)
     WHERE d.run_id NOT IN (SELECT run_id FROM claimed)
 ),
-first AS (  -- a queued run's one checkpoint, its chunks (and no journal: no commit since)
+first AS (  -- a queued run's one checkpoint and its chunks (no journal: no commit since);
+    -- a run with more (written otherwise) is read by `take`, once its lease is held
     SELECT c.run_id, c.seq, c.superstep, c.created_at, c.status, c.frame,
         ch.names, ch.datas
-    FROM {p}stepgraph_checkpoints AS c
+    FROM claimed AS q
+    CROSS JOIN LATERAL (
+        SELECT * FROM {p}stepgraph_checkpoints AS one WHERE one.run_id = q.run_id
+        ORDER BY one.seq DESC LIMIT 1
+    ) AS c
     LEFT JOIN LATERAL (
         SELECT array_agg(x.name) AS names, array_agg(x.data) AS datas
         FROM {p}stepgraph_chunks AS x WHERE x.run_id = c.run_id AND x.data IS NOT NULL
     ) AS ch ON true
-    WHERE c.run_id IN (SELECT run_id FROM claimed WHERE first_claim)
+    WHERE q.first_claim
+        AND NOT EXISTS (SELECT 1 FROM {p}stepgraph_checkpoints AS other
+            WHERE other.run_id = q.run_id AND other.seq <> c.seq)
+        AND NOT EXISTS (SELECT 1 FROM {p}stepgraph_journal AS j WHERE j.run_id = q.run_id)
 )
 SELECT {claimed}, CASE WHEN claimed.run_id = ANY(%(held)s::text[]) THEN NULL
         ELSE pg_try_advisory_lock({key}) END,
@@ -154,7 +162,7 @@ class PostgresQueue:
         if lease:
             return await self._claim_leased(owner, columns, params)
         sql = _CLAIM.format(p=self._prefix, columns=columns)
-        async with self._connection("claiming runs") as conn:
+        async with self._connection(f"claiming runs of queues {queues!r}") as conn:
             cursor = await conn.execute(sql, params, binary=True)
             rows = await cursor.fetchall()
         return sorted((self._record_of(row) for row in rows), key=lambda r: r.created_at)
@@ -180,7 +188,8 @@ class PostgresQueue:
                 held=[*here.leases, *due],
                 key_prefix=run_key_prefix(self.schema),
             )
-            rows = await self._lease_rows(here, sql, params, "claiming runs")
+            what = f"claiming runs of queues {params['queues']!r}"
+            rows = await self._lease_rows(here, sql, params, what)
             claimed = {row[0] for row in rows if row[0] is not None}
             for run_id, key in due.items():
                 if run_id not in claimed and here.due.get(run_id) == key:

@@ -93,6 +93,28 @@ async def test_a_run_of_a_workflow_the_worker_does_not_know_fails_and_the_worker
         with pytest.raises(Exception, match=r"workflow 'Asks', which worker .* does not know"):
             await store.result(unknown, timeout=10)
     assert (await store.get_run(unknown)).status == "failed"
+    assert await store.acquire(unknown, "another")  # its lease was given up with it
+
+
+async def test_runs_claimed_as_the_worker_stops_are_given_back_with_their_leases(
+    store: Any,
+) -> None:
+    run_id = await Three(store=store).submit(n=0)
+    worker = Worker(store, registry([(None, Three(store=store))]), lease_seconds=30)
+    claim = store.claim
+
+    async def claim_then_stop(*args: Any, **options: Any) -> Any:
+        got = await claim(*args, **options)
+        worker._stopping = True  # a SIGTERM while the claim was on its way
+        return got
+
+    store.claim = claim_then_stop
+    try:
+        assert await worker._claim() == 0 and not worker.held
+    finally:
+        del store.claim
+    assert [r.run_id for r in await store.claim("other", ["default"], 5, 30.0)] == [run_id]
+    assert await store.acquire(run_id, "other")
 
 
 async def test_a_run_whose_code_changed_since_submit_fails_with_a_stored_error(store: Any) -> None:

@@ -90,6 +90,35 @@ class TestPostgresStore(QueueConformance):
 
         self.run_scenario(scenario, self.make_store())
 
+    def test_commits_waiting_when_their_writer_is_cancelled_fail_and_aclose_waits(
+        self,
+    ) -> None:
+        from stepgraph.testing.store_conformance import checkpoint, record
+
+        async def scenario(store: Any) -> None:
+            for run_id in ("a", "b", "c"):
+                await store.create_run(record(run_id), Commit(run_id, checkpoint=checkpoint(0)))
+            # a commit whose caller stopped waiting before it went out is not written
+            gone = store.commit(Commit("a", checkpoint=checkpoint(1)))
+            gone.cancel()
+            kept = store.commit(Commit("b", checkpoint=checkpoint(1)))
+            await kept
+            assert [i.seq for i in await store.list_checkpoints("a")] == [0]
+            # the writer cancelled with commits waiting: each fails, naming its run
+            waiting = [store.commit(Commit(r, checkpoint=checkpoint(2))) for r in ("b", "c")]
+            store._here().committer.cancel()
+            for run_id, done in zip(("b", "c"), waiting, strict=True):
+                with pytest.raises(StoreError, match=f"run '{run_id}'"):
+                    await done
+            # aclose waits for the commits made before it, and opens nothing after
+            last = store.commit(Commit("c", checkpoint=checkpoint(1)))
+            await store.aclose()
+            await last
+            assert asyncio.get_running_loop() not in store._loops
+            assert [i.seq for i in await store.list_checkpoints("c")] == [0, 1]
+
+        self.run_scenario(scenario, self.make_store())
+
     def test_a_commit_to_a_queued_run_makes_it_running(self) -> None:
         """What lets a claim read a queued run's checkpoint before it holds the run's lease:
         a run still queued when its row is locked has had no commit since it was queued."""
