@@ -33,6 +33,8 @@ step's own exception (with a note naming the step and the event), so that
     |   +-- RunNotFoundError           no run with that id in the store
     |   +-- CheckpointNotFoundError    no checkpoint with that id for that run
     |   +-- RunLockedError             another live coordinator owns the run
+    |   +-- StoreUnavailableError      the store cannot be reached (a lost connection, a server
+    |                                  restarting): what it holds is as it was; try again later
     +-- ReplayDivergenceError          a journal that the kernel does not replay the same way
     +-- KernelError                    (also a RuntimeError) a tick the kernel cannot take in its
     |                                  state: a bug in the shell that fed it
@@ -69,6 +71,7 @@ __all__ = [
     "StepTimeoutError",
     "StepgraphError",
     "StoreError",
+    "StoreUnavailableError",
     "SuperstepLimitExceeded",
     "TaskFailed",
     "UnknownStepError",
@@ -227,6 +230,11 @@ class CheckpointNotFoundError(StoreError):
 
 class RunLockedError(StoreError):
     """Another live coordinator (a process, a session) owns the run: it cannot be resumed here."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached (a lost connection, a server restarting): what it holds
+    is as it was before the operation that failed; try again later."""
 
 
 class ReplayDivergenceError(StepgraphError):

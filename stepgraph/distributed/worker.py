@@ -33,7 +33,7 @@ from ..core.failure import Failure
 from ..durability.checkpoints import encode_value
 from ..durability.run import DurableRun, _owner
 from ..durability.serializer import serializer_named
-from ..errors import RunLockedError, StepgraphError, WorkflowCancelled
+from ..errors import RunLockedError, StepgraphError, StoreUnavailableError, WorkflowCancelled
 from ..runtime.handler import WorkflowHandler
 from ..runtime.plan import RunPlan
 from ..stores.base import Commit, RunRecord, StoredCheckpoint, StoredStatus
@@ -307,7 +307,13 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await self.store.unclaim(self.name, [run_id])
         except Exception as exc:
-            await self._store_boot_failure(run_id, workflow, exc)
+            if _unreachable(exc):  # the store went away under the run: its last checkpoint
+                await held.run.release_lease()  # stands; the next claim (ours, maybe, once
+                with contextlib.suppress(Exception):  # the store answers) resumes it
+                    await self.store.unclaim(self.name, [run_id])
+                _log.warning("worker %s: run %r stopped: %s", self.name, run_id, exc)
+            else:
+                await self._store_boot_failure(run_id, workflow, exc)
         finally:
             self.held.pop(run_id, None)
             if self._freed is not None:
@@ -405,6 +411,19 @@ class Worker:
             if each.task is not None:
                 with contextlib.suppress(BaseException):
                     await each.task
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Whether ``error`` comes of a store that could not be reached (``StoreUnavailableError``
+    in its chain of causes): the run is as stored, and may be resumed later."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, StoreUnavailableError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def registry(items: Iterable[tuple[str | None, Any]]) -> dict[str, Any]:

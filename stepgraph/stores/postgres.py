@@ -43,7 +43,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailableError
 from ..limits import Limiter
 from .base import (
     CheckpointInfo,
@@ -409,6 +409,17 @@ def _finish(conn: _Conn) -> None:
     conn.pgconn.finish()
 
 
+def _store_error(message: str, cause: BaseException) -> StoreError:
+    """A StoreError for psycopg's ``cause``: StoreUnavailableError when the server could
+    not be reached or went away (the operation may be tried again later)."""
+    import psycopg
+
+    unreachable = isinstance(cause, psycopg.OperationalError | psycopg.InterfaceError) and not (
+        isinstance(cause, psycopg.errors.TransactionRollback)
+    )
+    return StoreUnavailableError(message) if unreachable else StoreError(message)
+
+
 def _named(run_ids: Sequence[str]) -> str:
     """``run_ids`` for a message (the first few)."""
     shown = ", ".join(repr(run_id) for run_id in run_ids[:5])
@@ -539,7 +550,7 @@ class PostgresStore(PostgresQueue, StoreResults):
         try:
             conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+            raise StoreUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
         try:
             # its statements are prepared (psycopg does it on the 5th run); planned once:
             # a plan made again at each run costs more than the claim or commit it runs
@@ -549,7 +560,7 @@ class PostgresStore(PostgresQueue, StoreResults):
         except BaseException as exc:
             _finish(conn)
             if isinstance(exc, psycopg.Error):
-                raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+                raise StoreUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
             raise
         return conn
 
@@ -581,7 +592,7 @@ class PostgresStore(PostgresQueue, StoreResults):
                     await self._make_tables(conn)
                 yield conn
             except error as exc:
-                raise StoreError(f"{what} failed: {exc}") from exc
+                raise _store_error(f"{what} failed: {exc}", exc) from exc
             finally:
                 if conn is not None:
                     self._give_back(here, conn)
@@ -728,7 +739,7 @@ class PostgresStore(PostgresQueue, StoreResults):
                 if len(group) == 1:
                     done.set_exception(exc)
                     continue
-                error = StoreError(f"writing run {batch.run_id!r} failed: {cause}")
+                error = _store_error(f"writing run {batch.run_id!r} failed: {cause}", cause)
                 error.__cause__ = cause
                 done.set_exception(error)
             return
@@ -892,7 +903,7 @@ class PostgresStore(PostgresQueue, StoreResults):
             if here.lease_conn is not None and not isinstance(exc, StoreError):
                 here.discard(here.lease_conn)
             if isinstance(exc, error):
-                raise StoreError(f"{what}: {exc}") from exc
+                raise _store_error(f"{what}: {exc}", exc) from exc
             raise
 
     async def _lease_call(self, here: _LoopConnections, sql: str, run_id: str) -> bool:

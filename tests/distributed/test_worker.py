@@ -18,7 +18,7 @@ import pytest
 from stepgraph import HumanResponseEvent, InputRequiredEvent, StopEvent
 from stepgraph.core import CancelRequested
 from stepgraph.distributed.worker import Worker, registry
-from stepgraph.errors import StepgraphError, StoreError, WorkflowCancelled
+from stepgraph.errors import StepgraphError, StoreError, StoreUnavailableError, WorkflowCancelled
 from stepgraph.stores import MemoryStore
 
 from .flows import CALLS, GATES, Asks, Gated, Go, Progress, Renamed, Three, reached
@@ -289,6 +289,31 @@ async def test_a_worker_retries_with_a_back_off_when_its_store_fails(
     assert flaky.failures == 0
     retried = [r for r in caplog.records if "the store failed" in r.getMessage()]
     assert len(retried) == 2 and "retrying in 0.1 s" in retried[0].getMessage()
+
+
+class _Blip(MemoryStore):
+    """A MemoryStore that cannot be reached once: at its first commit of checkpoint 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blips = 1
+
+    def commit(self, batch: Any) -> Any:
+        if self.blips and batch.checkpoint is not None and batch.checkpoint.seq == 2:
+            self.blips -= 1
+            raise StoreUnavailableError("writing run failed: the server closed the connection")
+        return super().commit(batch)
+
+
+async def test_a_run_whose_store_went_away_mid_run_is_given_back_and_resumed_not_failed() -> None:
+    store = _Blip()
+    wf = Three(store=store)
+    run_id = await wf.submit(n=1, tag=(key := tag()))
+    async with working(store, wf) as worker:
+        assert await store.result(run_id, timeout=10) == 4
+    assert store.blips == 0 and worker.started == 2  # taken again after it was given back
+    assert (await store.get_run(run_id)).status == "completed"
+    assert CALLS[f"{key}:a"] == 1  # resumed from its last checkpoint: a did not run again
 
 
 async def test_a_stream_event_that_cannot_be_stored_fails_the_durable_run_naming_it() -> None:

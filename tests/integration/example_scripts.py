@@ -51,6 +51,6 @@ def run_scripts(
 def check_script(done: subprocess.CompletedProcess[str], expected: list[str]) -> None:
     """The script exited cleanly, wrote nothing to stderr and printed every expected line."""
     assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
+    assert done.stderr == "", done.stderr
     for line in expected:
         assert line in done.stdout

@@ -69,6 +69,7 @@ ERROR_NAMES = [
     "StepTimeoutError",
     "StepgraphError",
     "StoreError",
+    "StoreUnavailableError",
     "SuperstepLimitExceeded",
     "TaskFailed",
     "UnknownStepError",
