@@ -961,8 +961,9 @@ class PostgresStore(PostgresQueue, StoreResults):
 
     async def take(self, owner: str, run_ids: Sequence[str]) -> dict[str, StoredCheckpoint | None]:
         """Take the leases of ``run_ids`` for ``owner`` and read the latest checkpoint of
-        each run got (see ``RunQueue.take``): two round trips however many runs, the
-        first also unlocking the leases released since the last one."""
+        each run got (see ``RunQueue.take``): two round trips at most however many runs,
+        the first also unlocking the leases released since the last one; none for runs
+        whose leases and checkpoints the last claim took and read (``claim(lease=True)``)."""
         here = self._here()
         got: list[str] = []  # held now: taken by this call, or the owner's already
         fresh: list[str] = []  # taken by this call
