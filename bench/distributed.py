@@ -754,18 +754,11 @@ async def limiter_overhead(db: _Database, folder: Path) -> list[dict[str, Any]]:
 
 
 async def _pg_missing(dsn: str) -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed"
+    from bench.durability import postgres_missing
+
     if not dsn.startswith(("postgresql://", "postgres://")):
         return f"STEPGRAPH_TEST_PG must be a postgresql:// URL here (the workers' --store): {dsn}"
-    try:
-        conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=3)
-        await conn.close()
-    except Exception as exc:
-        return f"no PostgreSQL at {dsn}: {' '.join(str(exc).split())}"
-    return None
+    return await postgres_missing(dsn)
 
 
 async def run(

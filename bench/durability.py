@@ -92,16 +92,17 @@ def _raw_commits(path: Path, size: int, synchronous: str) -> Callable[[int], Awa
     return run
 
 
-async def _pg_available() -> str | None:
+async def postgres_missing(dsn: str = PG_DSN) -> str | None:
+    """Why no PostgreSQL server answers at ``dsn`` (psycopg missing, no server), or None."""
     try:
         import psycopg
     except ImportError:
         return "psycopg is not installed"
     try:
-        conn = await psycopg.AsyncConnection.connect(PG_DSN, connect_timeout=3)
+        conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=3)
         await conn.close()
     except Exception as exc:
-        return f"no PostgreSQL at {PG_DSN}: {exc}"
+        return f"no PostgreSQL at {dsn}: {' '.join(str(exc).split())}"
     return None
 
 
@@ -110,7 +111,7 @@ async def w1_durable(modes: list[Mode], reps: int, warmup: int) -> list[dict[str
     entries: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)
-        pg_missing = await _pg_available()
+        pg_missing = await postgres_missing()
         for mode in modes:
             size = await _checkpoint_bytes(directory, mode)
             stores: list[Store] = [
@@ -269,7 +270,7 @@ async def checkpoint_write(reps: int, warmup: int) -> list[dict[str, Any]]:
     entries = []
     with tempfile.TemporaryDirectory() as name:
         stores: dict[str, Store] = {"sqlite": SqliteStore(Path(name) / "wide.db")}
-        pg_missing = await _pg_available()
+        pg_missing = await postgres_missing()
         if pg_missing is None:
             stores["postgres"] = PostgresStore(PG_DSN, schema=f"bench_w_{os.getpid()}")
 

@@ -306,14 +306,13 @@ class Worker:
             elif self._stopping:  # parked or stopped: as stored, for another worker at once
                 with contextlib.suppress(Exception):
                     await self.store.unclaim(self.name, [run_id])
+        except StoreUnavailableError as exc:  # the store went away under the run: its last
+            await held.run.release_lease()  # checkpoint stands; the next claim (ours, maybe,
+            with contextlib.suppress(Exception):  # once the store answers) resumes it
+                await self.store.unclaim(self.name, [run_id])
+            _log.warning("worker %s: run %r stopped: %s", self.name, run_id, exc)
         except Exception as exc:
-            if _unreachable(exc):  # the store went away under the run: its last checkpoint
-                await held.run.release_lease()  # stands; the next claim (ours, maybe, once
-                with contextlib.suppress(Exception):  # the store answers) resumes it
-                    await self.store.unclaim(self.name, [run_id])
-                _log.warning("worker %s: run %r stopped: %s", self.name, run_id, exc)
-            else:
-                await self._store_boot_failure(run_id, workflow, exc)
+            await self._store_boot_failure(run_id, workflow, exc)
         finally:
             self.held.pop(run_id, None)
             if self._freed is not None:
@@ -411,19 +410,6 @@ class Worker:
             if each.task is not None:
                 with contextlib.suppress(BaseException):
                     await each.task
-
-
-def _unreachable(error: BaseException) -> bool:
-    """Whether ``error`` comes of a store that could not be reached (``StoreUnavailableError``
-    in its chain of causes): the run is as stored, and may be resumed later."""
-    seen: BaseException | None = error
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, StoreUnavailableError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def registry(items: Iterable[tuple[str | None, Any]]) -> dict[str, Any]:

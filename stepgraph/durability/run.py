@@ -68,6 +68,7 @@ from ..errors import (
     SerializationError,
     StepgraphError,
     StoreError,
+    StoreUnavailableError,
     WorkflowCancelled,
 )
 from ..runtime.failures import failure_of
@@ -640,7 +641,8 @@ class DurableRun(Run):
     def _store_failed(self, error: BaseException) -> None:
         """The store could not take a commit: the run cannot go on durably; it fails."""
         self._queue.clear()
-        failure = StoreError(f"run {self.run_id!r} could not be written to {self._db!r}: {error}")
+        kind = StoreUnavailableError if isinstance(error, StoreUnavailableError) else StoreError
+        failure = kind(f"run {self.run_id!r} could not be written to {self._db!r}: {error}")
         failure.__cause__ = error
         self._end(RunStatus.FAILED, None, failure)
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -152,7 +153,6 @@ class PostgresQueue:
         with ``lease``, their leases too, in the same statement (on the lease session)."""
         if not queues or limit < 1:
             return []
-        columns = ", ".join(f"r.{c.strip()}" for c in self._columns.split(","))
         params: dict[str, Any] = {
             "queues": list(queues),
             "limit": limit,
@@ -160,23 +160,32 @@ class PostgresQueue:
             "lease": lease_seconds,
         }
         if lease:
-            return await self._claim_leased(owner, columns, params)
-        sql = _CLAIM.format(p=self._prefix, columns=columns)
+            return await self._claim_leased(owner, params)
         async with self._connection(f"claiming runs of queues {queues!r}") as conn:
-            cursor = await conn.execute(sql, params, binary=True)
+            cursor = await conn.execute(self._claim_sql, params, binary=True)
             rows = await cursor.fetchall()
         return sorted((self._record_of(row) for row in rows), key=lambda r: r.created_at)
 
-    async def _claim_leased(
-        self, owner: str, columns: str, params: dict[str, Any]
-    ) -> list[RunRecord]:
-        here = self._here()
-        sql = _CLAIM_LEASED.format(
+    @functools.cached_property
+    def _claim_sql(self) -> str:
+        return _CLAIM.format(p=self._prefix, columns=self._returned("r"))
+
+    @functools.cached_property
+    def _claim_leased_sql(self) -> str:
+        return _CLAIM_LEASED.format(
             p=self._prefix,
-            columns=columns,
-            claimed=", ".join(f"claimed.{c.strip()}" for c in self._columns.split(",")),
+            columns=self._returned("r"),
+            claimed=self._returned("claimed"),
             key=RUN_KEY_SQL.format(run_id="claimed.run_id"),
         )
+
+    def _returned(self, table: str) -> str:
+        """The run record's columns, of ``table``."""
+        return ", ".join(f"{table}.{column.strip()}" for column in self._columns.split(","))
+
+    async def _claim_leased(self, owner: str, params: dict[str, Any]) -> list[RunRecord]:
+        here = self._here()
+        sql = self._claim_leased_sql
         width = len(self._columns.split(","))
         records: list[RunRecord] = []
         loaded: dict[str, StoredCheckpoint] = {}

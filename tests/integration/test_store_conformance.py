@@ -119,6 +119,19 @@ class TestPostgresStore(QueueConformance):
 
         self.run_scenario(scenario, self.make_store())
 
+    def test_the_run_lease_key_computed_in_sql_is_the_one_python_computes(self) -> None:
+        """A claim takes run leases in SQL, acquire in Python: one key, or no exclusion."""
+        import psycopg
+
+        from stepgraph.stores.pg_common import RUN_KEY_SQL, run_key, run_key_prefix
+
+        sql = "SELECT " + RUN_KEY_SQL.format(run_id="%(run_id)s::text")
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            for schema, run_id in [(None, "r"), ("schéma", "rün-日本"), ("s", "")]:
+                params = {"key_prefix": run_key_prefix(schema), "run_id": run_id}
+                row = conn.execute(sql, params).fetchone()
+                assert row is not None and row[0] == run_key(schema, run_id), (schema, run_id)
+
     def test_a_commit_to_a_queued_run_makes_it_running(self) -> None:
         """What lets a claim read a queued run's checkpoint before it holds the run's lease:
         a run still queued when its row is locked has had no commit since it was queued."""
