@@ -87,6 +87,12 @@ class CompiledWorkflow:
         return self.plan.graph
 
 
+def _renamed(plan: RunPlan, name: str) -> RunPlan:
+    graph = copy.copy(plan.graph)
+    graph.name = name
+    return dataclasses.replace(plan, name=name, graph=graph)
+
+
 class Workflow:
     """Base class of event-driven workflows: subclass it and add ``@step`` methods.
 
@@ -348,11 +354,16 @@ class Workflow:
         options = self.options
         where = f"workflow {compiled.name!r}"
         plan = placed(compiled.plan, options.backends, where, options.limiters)
-        if self._stepgraph_name is None:
+        name = self._stepgraph_name
+        if name is None:
             return plan
-        graph = copy.copy(plan.graph)
-        graph.name = self._stepgraph_name
-        return dataclasses.replace(plan, name=self._stepgraph_name, graph=graph)
+        if plan is not compiled.plan:  # placed on this instance's backends
+            return _renamed(plan, name)
+        key = f"named {name}"  # the class's plan under a name: made once, for every run
+        named = plan.derived.get(key)
+        if named is None:
+            named = plan.derived[key] = _renamed(plan, name)
+        return named
 
     def __getstate__(self) -> dict[str, Any]:
         """What a copy of the workflow sent to another process holds: its own attributes,

@@ -21,15 +21,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_json
 
 from ..core import TICK_TYPES, Graph, RunState, Tick
 from ..core.text import short_repr
 from ..errors import CheckpointError, SerializationError
 from .frame import FRAME_FIELDS, Restored, capture, restore
-from .serializer import Serializer, unwrap, wrap
+from .serializer import JsonSerializer, Serializer, unwrap, wrap
 
 __all__ = [
     "Header",
+    "HeaderCodec",
     "decode_chunk",
     "decode_entry",
     "decode_value",
@@ -124,6 +126,53 @@ def encode_header(header: Header, serializer: Serializer) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
+_MARKER = "\x00request prefix\x00"  # stands for a run's request prefix in a header's JSON
+
+
+class HeaderCodec:
+    """The checkpoint headers of one workflow's runs in one serializer, which differ in
+    their request prefix only: the rest (the fingerprint above all) is worked out and
+    encoded once, not at each run.
+
+    Args:
+        name: the workflow's name.
+        graph, programs: its plan's.
+        serializer: what its runs' checkpoints are written with.
+    """
+
+    __slots__ = ("_parts", "serializer", "template")
+
+    def __init__(
+        self, name: str, graph: Graph, programs: Iterable[object], serializer: Serializer
+    ) -> None:
+        self.serializer = serializer
+        self.template = Header(
+            workflow=name,
+            kind=graph.node_kind,
+            steps=fingerprint(graph, programs),
+            request_prefix="",
+            serializer=serializer.name,
+        )
+        self._parts: tuple[bytes, bytes] | None = None
+        if isinstance(serializer, JsonSerializer):  # the bytes around the prefix, kept
+            data = encode_header(self.of(_MARKER), serializer)[4:]
+            head, marker, tail = data.partition(to_json(_MARKER))
+            if marker and to_json(_MARKER) not in tail:
+                self._parts = (head, tail)
+
+    def of(self, request_prefix: str) -> Header:
+        """The header of a run with ``request_prefix``."""
+        return self.template.model_copy(update={"request_prefix": request_prefix})
+
+    def encode(self, request_prefix: str) -> bytes:
+        """``encode_header(self.of(request_prefix), serializer)``, the same bytes."""
+        if self._parts is None:
+            return encode_header(self.of(request_prefix), self.serializer)
+        head, tail = self._parts
+        data = b"".join((head, to_json(request_prefix), tail))
+        return len(data).to_bytes(4, "big") + data
+
+
 def encode_frame(state: RunState, header: bytes, serializer: Serializer) -> bytes:
     """The checkpoint of ``state``: its ``header`` (:func:`encode_header`) and its frame.
 
@@ -135,9 +184,12 @@ def encode_frame(state: RunState, header: bytes, serializer: Serializer) -> byte
 
 
 def read_frame(
-    data: bytes, *, run_id: str, checkpoint_id: str
+    data: bytes, *, run_id: str, checkpoint_id: str, expected: tuple[bytes, Header] | None = None
 ) -> tuple[Header, dict[str, Any], list[object]]:
     """The header, frame and object table of a stored checkpoint.
+
+    ``expected``: a header (``encode_header``'s bytes, and it) the checkpoint's is likely
+    to be; when its bytes are these, it is that header (it is not read again).
 
     Raises:
         CheckpointError: the bytes are corrupt, of another version, or malformed.
@@ -148,7 +200,10 @@ def read_frame(
         size = int.from_bytes(payload[:4], "big")
         if len(payload) < 4 + size:
             raise ValueError("its content is cut short")
-        header = Header.model_validate(serializer.loads(payload[4 : 4 + size]))
+        if expected is not None and payload[: 4 + size] == expected[0]:
+            header = expected[1]
+        else:
+            header = Header.model_validate(serializer.loads(payload[4 : 4 + size]))
         content, objects = serializer.load_frame(payload[4 + size :])
         frame = _Frame.model_validate(content)
     except CheckpointError:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import socket
 import uuid
@@ -82,7 +81,7 @@ from ..stores.base import (
     StoredStatus,
 )
 from .checkpoints import (
-    Header,
+    HeaderCodec,
     compare_steps,
     decode_chunk,
     decode_entry,
@@ -90,14 +89,12 @@ from .checkpoints import (
     encode_chunk,
     encode_entry,
     encode_frame,
-    encode_header,
     encode_value,
-    fingerprint,
     read_frame,
     restore_state,
 )
 from .frame import Restored, chunk_names, output_chunk, state_chunk
-from .serializer import serializer_named
+from .serializer import Serializer, serializer_named
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -145,6 +142,15 @@ def _owner(store: Store) -> str:
     return owner
 
 
+def _headers(plan: RunPlan, serializer: Serializer) -> HeaderCodec:
+    """The checkpoint headers of ``plan``'s runs in ``serializer`` (made once per plan)."""
+    key = f"durable header {serializer.name}"
+    codec = plan.derived.get(key)
+    if codec is None:
+        codec = plan.derived[key] = HeaderCodec(plan.name, plan.graph, plan.programs, serializer)
+    return codec
+
+
 def live_run(store: Store, run_id: str) -> DurableRun | None:
     """The run ``run_id`` of ``store`` if it goes on in this process, on the running loop."""
     run = _live.get((_where(store), run_id))
@@ -174,8 +180,8 @@ class DurableRun(Run):
         "_ending",
         "_entries",
         "_flushes",
-        "_header",
         "_header_bytes",
+        "_headers",
         "_origin",
         "_outputs_written",
         "_parking",
@@ -203,13 +209,7 @@ class DurableRun(Run):
         self.state.undo_writes = True  # a resumed invocation must not write twice
         self._db: Store = options.store
         self._ser = serializer_named(options.serializer)
-        self._header = Header(
-            workflow=plan.name,
-            kind=plan.graph.node_kind,
-            steps=fingerprint(plan.graph, plan.programs),
-            request_prefix=self.request_prefix,
-            serializer=self._ser.name,
-        )
+        self._headers = _headers(plan, self._ser)
         self._header_bytes: bytes | None = None  # encoded once, repeated in each checkpoint
         self._booting = True  # the store has not answered yet: ticks wait in ``_early``
         self._early: list[Tick] = []
@@ -311,7 +311,7 @@ class DurableRun(Run):
         here (a worker takes it). False when the store has a run of this id already."""
         tick = RunStarted(run_id=self.run_id, start=message, at=self._wall())
         apply(self.state, tick)  # its first checkpoint: the start step about to run
-        record = dataclasses.replace(self._new_record(), status=StoredStatus.QUEUED, queue=queue)
+        record = self._new_record(status=StoredStatus.QUEUED, queue=queue)
         first = self._commit(checkpoint=self._checkpoint(StoredStatus.QUEUED, full=True))
         return await self._db.create_run(record, first) is None
 
@@ -324,17 +324,23 @@ class DurableRun(Run):
         return existing
 
     def _new_record(
-        self, parent_run_id: str | None = None, parent_checkpoint_id: str | None = None
+        self,
+        parent_run_id: str | None = None,
+        parent_checkpoint_id: str | None = None,
+        *,
+        status: StoredStatus = StoredStatus.RUNNING,
+        queue: str | None = None,
     ) -> RunRecord:
         now = datetime.now(UTC)
         return RunRecord(
             run_id=self.run_id,
             workflow=self.name,
-            status=StoredStatus.RUNNING,
+            status=status,
             created_at=now,
             updated_at=now,
             parent_run_id=parent_run_id,
             parent_checkpoint_id=parent_checkpoint_id,
+            queue=queue,
         )
 
     async def _take_lease(self, run_id: str) -> None:
@@ -420,8 +426,16 @@ class DurableRun(Run):
                 )
             raise CheckpointError(f"run {run_id!r} has no checkpoint in {db!r}", run_id=run_id)
         cp = stored.info.id
-        header, frame, objects = read_frame(stored.frame, run_id=run_id, checkpoint_id=cp)
-        removed, changed, added = compare_steps(header.steps, self._header.steps)
+        headers = self._headers
+        known = (self._header_of(), headers.of(self.request_prefix))  # most often, its own
+        header, frame, objects = read_frame(
+            stored.frame, run_id=run_id, checkpoint_id=cp, expected=known
+        )
+        removed: list[str] = []
+        changed: list[str] = []
+        added: list[str] = []
+        if header is not known[1]:  # (its own header: the same steps)
+            removed, changed, added = compare_steps(header.steps, headers.template.steps)
         if strict and (removed or changed or added):
             raise CheckpointError(
                 _changed_message(run_id, cp, removed, changed, added),
@@ -478,9 +492,9 @@ class DurableRun(Run):
         self.state = state
         self.mode = state.mode
         self.superstep_mode = state.mode is Mode.SUPERSTEP
-        self.request_prefix = header.request_prefix
-        self._header = self._header.model_copy(update={"request_prefix": header.request_prefix})
-        self._header_bytes = None
+        if header.request_prefix != self.request_prefix:
+            self.request_prefix = header.request_prefix
+            self._header_bytes = None
         self._outputs_written = len(state.outputs)
         if fork:
             state.run_id = self.run_id
@@ -904,6 +918,12 @@ class DurableRun(Run):
         if parking is not None:
             stopped.add_done_callback(lambda _: _settled(parking))
 
+    def _header_of(self) -> bytes:
+        """The header of its checkpoints, encoded (once)."""
+        if self._header_bytes is None:
+            self._header_bytes = self._headers.encode(self.request_prefix)
+        return self._header_bytes
+
     def _failure_bytes(self, failure: Failure) -> bytes:
         return encode_value(failure, self._ser, "the run's failure")
 
@@ -923,9 +943,7 @@ class DurableRun(Run):
             for position in range(self._outputs_written, len(state.outputs)):
                 name = output_chunk(position)
                 values[name] = encode_chunk(name, state.outputs[position], self._ser)
-        if self._header_bytes is None:
-            self._header_bytes = encode_header(self._header, self._ser)
-        frame = encode_frame(state, self._header_bytes, self._ser)
+        frame = encode_frame(state, self._header_of(), self._ser)
         self._dirty.clear()
         self._sent.clear()
         self._writers.clear()

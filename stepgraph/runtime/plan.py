@@ -103,6 +103,9 @@ class RunPlan:
         context_type: the facade given to node code (``Context`` or ``WorkflowContext``).
         style: what the authoring style decides (result, routing, lifecycle events).
         reducers: shared-state keys whose writes merge (see ``stepgraph.state``).
+        derived: what other layers compute from the plan once, by their own key (a
+            durable run's checkpoint header, say); a plan made by ``dataclasses.replace``
+            starts with none.
     """
 
     name: str
@@ -114,6 +117,7 @@ class RunPlan:
     retried: tuple[bool, ...] = field(init=False)  # which nodes have a retry policy
     named_backends: bool = field(init=False)  # whether a node names its backend
     named_limiters: bool = field(init=False)  # whether a node names a limiter
+    derived: dict[str, Any] = field(init=False, default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         retried = tuple(p.config.retry_policy is not None for p in self.programs)

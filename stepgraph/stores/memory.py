@@ -56,6 +56,7 @@ class MemoryStore(StoreResults):
 
     def __init__(self) -> None:
         self._runs: dict[str, _Run] = {}
+        self._open: dict[str, _Run] = {}  # the submitted runs that have not ended: claimable
         self._leases: dict[str, str] = {}
         self._lock = threading.Lock()  # for threads; event loops use it in turn
         self._inbox: list[Message] = []
@@ -121,12 +122,17 @@ class MemoryStore(StoreResults):
             run.checkpoints.append(info)
             run.frames.append(bytes(write.frame))
         if batch.status is not None:
+            status = StoredStatus(batch.status)
             run.record = replace(
                 run.record,
-                status=StoredStatus(batch.status),
+                status=status,
                 updated_at=now,
                 result=batch.result if batch.result is not None else run.record.result,
             )
+            if status.final:
+                self._open.pop(run.record.run_id, None)
+            elif run.record.queue is not None and run.record.run_id in self._runs:
+                self._open[run.record.run_id] = run  # a submitted run resumed after its end
         # ``updated_at`` is when the record (its status, its result) last changed
 
     async def create_run(self, record: RunRecord, first: Commit | None = None) -> RunRecord | None:
@@ -138,6 +144,8 @@ class MemoryStore(StoreResults):
             if first is not None:
                 self._apply(run, first)
             self._runs[record.run_id] = run
+            if record.queue is not None and not StoredStatus(run.record.status).final:
+                self._open[record.run_id] = run
         if record.queue is not None:
             self._work.notify()
         return None
@@ -214,7 +222,7 @@ class MemoryStore(StoreResults):
         now = time.time()
         taken: list[RunRecord] = []
         with self._lock:
-            for run in sorted(self._runs.values(), key=lambda r: r.record.created_at):
+            for run in sorted(self._open.values(), key=lambda r: r.record.created_at):
                 if len(taken) >= limit:
                     break
                 record = run.record

@@ -125,22 +125,30 @@ class RunQueue(Protocol):
         ...
 
 
+_QUEUE_METHODS = (
+    "claim",
+    "take",
+    "release_taken",
+    "renew",
+    "unclaim",
+    "post",
+    "inbox",
+    "read_events",
+    "wait_for_work",
+)
+_QUEUE_TYPES: set[type] = set()  # classes whose instances all are queues (asked often)
+
+
 def is_queue(store: object) -> bool:
     """Whether ``store`` implements :class:`RunQueue`."""
-    return all(
-        callable(getattr(store, name, None))
-        for name in (
-            "claim",
-            "take",
-            "release_taken",
-            "renew",
-            "unclaim",
-            "post",
-            "inbox",
-            "read_events",
-            "wait_for_work",
-        )
-    )
+    kind = type(store)
+    if kind in _QUEUE_TYPES:
+        return True
+    if not all(callable(getattr(store, name, None)) for name in _QUEUE_METHODS):
+        return False
+    if all(callable(getattr(kind, name, None)) for name in _QUEUE_METHODS):
+        _QUEUE_TYPES.add(kind)
+    return True
 
 
 async def take(

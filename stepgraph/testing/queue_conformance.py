@@ -201,6 +201,20 @@ class QueueConformance(StoreConformance):
 
         self.run_scenario(scenario, self.make_store())
 
+    def test_a_submitted_run_going_on_after_its_end_is_claimed_once_its_lease_expired(
+        self,
+    ) -> None:
+        async def scenario(store: Any) -> None:
+            await _submit(store, "again")
+            await store.claim("w1", ["default"], 5, 0.01)
+            await commit(store, Commit(run_id="again", status=StoredStatus.CANCELLED))
+            assert await store.claim("w2", ["default"], 5, 30.0) == []
+            await commit(store, Commit(run_id="again", status=StoredStatus.RUNNING))  # resumed
+            await asyncio.sleep(0.02)  # the lease of w1 ends 0.01 s after its claim
+            assert _ids(await store.claim("w2", ["default"], 5, 30.0)) == ["again"]
+
+        self.run_scenario(scenario, self.make_store())
+
     def test_unclaim_lets_another_worker_take_the_run_at_once(self) -> None:
         async def scenario(store: Any) -> None:
             await _submit(store, "r")
