@@ -122,7 +122,7 @@ class Worker:
         self._stopping = False
         self._woken = False  # the last wait ended with a notification (a post, maybe)
         self._freed: asyncio.Event | None = None  # a run ended: a slot is free
-        self._stop_signal: asyncio.Event | None = None  # stop() was called
+        self._waiting: asyncio.Future[bool] | None = None  # the store's wait for work
         self._stopped: asyncio.Event | None = None
 
     # -- the loop -------------------------------------------------------------------------------
@@ -131,7 +131,6 @@ class Worker:
         """Work until :meth:`stop` (then stop gracefully, and return)."""
         self._freed = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._stop_signal = asyncio.Event()
         renew_every = self.lease_seconds / 3
         renewed = delivered = time.monotonic()
         pause = _FIRST_POLL
@@ -186,21 +185,23 @@ class Worker:
 
     async def _wait_for_work(self, timeout: float) -> None:
         """The store's wait, cut short by :meth:`stop` only (a run that ends while it waits
-        frees a slot it has already: cutting the wait would drop the LISTEN session)."""
-        waiting = asyncio.ensure_future(self.store.wait_for_work(self.queues, timeout))
-        stopping = self._stop_signal
-        assert stopping is not None
-        stopped = asyncio.ensure_future(stopping.wait())
+        frees a slot it has already: cutting the wait would drop the LISTEN session).
+
+        It is awaited directly (no task watching it besides): a notification reaches the
+        loop one turn of the event loop sooner."""
+        if self._stopping:
+            return
+        waiting = self._waiting = asyncio.ensure_future(
+            self.store.wait_for_work(self.queues, timeout)
+        )
         try:
-            await asyncio.wait({waiting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            self._woken = bool(await waiting)  # a store error raises: the loop retries
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not (self._stopping and waiting.cancelled()) or (task and task.cancelling()):
+                raise  # not (only) stop() cutting the wait short
         finally:
-            stopped.cancel()
-            if not waiting.done():
-                waiting.cancel()
-                with contextlib.suppress(BaseException):
-                    await waiting
-            elif not waiting.cancelled():
-                self._woken = bool(waiting.result())  # a store error raises: the loop retries
+            self._waiting = None
 
     async def stop(self) -> None:
         """Stop gracefully (see the module docstring); returns once :meth:`run` has.
@@ -213,8 +214,8 @@ class Worker:
                 held.run.park()
         if self._freed is not None:
             self._freed.set()
-        if self._stop_signal is not None:
-            self._stop_signal.set()
+        if self._waiting is not None:
+            self._waiting.cancel()
         if self._stopped is not None:
             await self._stopped.wait()
 
