@@ -46,6 +46,7 @@ _log = logging.getLogger("stepgraph.worker")
 
 _FIRST_POLL = 0.002
 _LAST_POLL = 0.25  # idle: a claim every quarter second at most (recovery needs claims)
+_TAKE_OVER_EVERY = 0.2  # look for runs to take over (dead workers') this often, at least
 _READ_INBOX_EVERY = 0.05  # at least this often, and whenever a post wakes the worker
 _RETRY_FIRST = 0.1  # a store that fails: retry with a back-off ...
 _RETRY_LAST = 5.0  # ... up to every 5 s
@@ -119,6 +120,7 @@ class Worker:
         )
         self.held: dict[str, _Held] = {}
         self.started = 0  # runs it took (for reports and tests)
+        self._took_over = -_TAKE_OVER_EVERY  # when a claim last looked for runs to take over
         self._stopping = False
         self._woken = False  # the last wait ended with a notification (a post, maybe)
         self._freed: asyncio.Event | None = None  # a run ended: a slot is free
@@ -226,8 +228,17 @@ class Worker:
         if free <= 0 or self._stopping:
             return 0
         ours = set(self.held)  # held already: a claim may return one (a renewal raced expiry)
-        leased = {"lease": True} if self._lease_in_claim else {}
-        records = await self.store.claim(self.name, self.queues, free, self.lease_seconds, **leased)
+        options: dict[str, bool] = {"lease": True} if self._lease_in_claim else {}
+        # runs to take over (of dead workers) are looked for every _TAKE_OVER_EVERY; the
+        # claims in between take queued runs only (the search costs more than they do)
+        now = time.monotonic()
+        if now - self._took_over >= _TAKE_OVER_EVERY:
+            self._took_over = now
+        else:
+            options["take_over"] = False
+        records = await self.store.claim(
+            self.name, self.queues, free, self.lease_seconds, **options
+        )
         try:
             if self._stopping:  # stopped while claiming: give them back at once
                 await self._let_go([r for r in records if r.run_id not in ours])

@@ -218,6 +218,7 @@ class MemoryStore(StoreResults):
         lease_seconds: float,
         *,
         lease: bool = False,  # leases are taken by ``take``: no round trip to save here
+        take_over: bool = True,
     ) -> list[RunRecord]:
         now = time.time()
         taken: list[RunRecord] = []
@@ -232,6 +233,8 @@ class MemoryStore(StoreResults):
                 until = run.lease_until
                 if status is StoredStatus.QUEUED:
                     status = StoredStatus.RUNNING
+                elif not take_over:
+                    continue
                 elif status is StoredStatus.RUNNING:
                     if until is not None and until >= now:
                         continue

@@ -53,6 +53,17 @@ picked AS (
     SELECT run_id, first_claim FROM candidates CROSS JOIN quick ORDER BY pos LIMIT %(limit)s
 )"""
 
+_ORPHANS_TAIL = "candidates AS (SELECT * FROM queued UNION ALL SELECT * FROM orphans),"
+
+
+def _queued_only(sql: str) -> str:
+    """A claim statement that takes queued runs only (``take_over=False``): no search for
+    runs to take over, whose cost grows with the runs that are running or paused."""
+    start = sql.index("orphans AS (")
+    end = sql.index(_ORPHANS_TAIL)
+    return sql[:start] + "candidates AS (SELECT * FROM queued)," + sql[end + len(_ORPHANS_TAIL) :]
+
+
 _LEASE = """UPDATE {p}stepgraph_runs AS r SET
     worker = %(owner)s, lease_until = now() + make_interval(secs => %(lease)s),
     updated_at = CASE WHEN r.status = 'queued' THEN now() ELSE r.updated_at END,
@@ -148,6 +159,7 @@ class PostgresQueue:
         lease_seconds: float,
         *,
         lease: bool = False,
+        take_over: bool = True,
     ) -> list[RunRecord]:
         """Take up to ``limit`` runs of ``queues`` for ``owner`` (see ``RunQueue.claim``);
         with ``lease``, their leases too, in the same statement (on the lease session)."""
@@ -160,15 +172,21 @@ class PostgresQueue:
             "lease": lease_seconds,
         }
         if lease:
-            return await self._claim_leased(owner, params)
+            sql = self._claim_leased_sql if take_over else self._claim_queued_leased_sql
+            return await self._claim_leased(owner, sql, params)
+        sql = self._claim_sql if take_over else self._claim_queued_sql
         async with self._connection(f"claiming runs of queues {queues!r}") as conn:
-            cursor = await conn.execute(self._claim_sql, params, binary=True)
+            cursor = await conn.execute(sql, params, binary=True)
             rows = await cursor.fetchall()
         return sorted((self._record_of(row) for row in rows), key=lambda r: r.created_at)
 
     @functools.cached_property
     def _claim_sql(self) -> str:
         return _CLAIM.format(p=self._prefix, columns=self._returned("r"))
+
+    @functools.cached_property
+    def _claim_queued_sql(self) -> str:
+        return _queued_only(self._claim_sql)
 
     @functools.cached_property
     def _claim_leased_sql(self) -> str:
@@ -179,13 +197,16 @@ class PostgresQueue:
             key=RUN_KEY_SQL.format(run_id="claimed.run_id"),
         )
 
+    @functools.cached_property
+    def _claim_queued_leased_sql(self) -> str:
+        return _queued_only(self._claim_leased_sql)
+
     def _returned(self, table: str) -> str:
         """The run record's columns, of ``table``."""
         return ", ".join(f"{table}.{column.strip()}" for column in self._columns.split(","))
 
-    async def _claim_leased(self, owner: str, params: dict[str, Any]) -> list[RunRecord]:
+    async def _claim_leased(self, owner: str, sql: str, params: dict[str, Any]) -> list[RunRecord]:
         here = self._here()
-        sql = self._claim_leased_sql
         width = len(self._columns.split(","))
         records: list[RunRecord] = []
         loaded: dict[str, StoredCheckpoint] = {}

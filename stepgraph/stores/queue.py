@@ -73,10 +73,12 @@ class RunQueue(Protocol):
         lease_seconds: float,
         *,
         lease: bool = False,
+        take_over: bool = True,
     ) -> list[RunRecord]:
         """Take up to ``limit`` runs for worker ``owner``, oldest first: queued runs of
-        ``queues`` (their status becomes ``"running"``) and runs of ``queues`` whose lease
-        has expired. Each is leased to ``owner`` for ``lease_seconds``.
+        ``queues`` (their status becomes ``"running"``) and, with ``take_over``, runs of
+        ``queues`` whose lease has expired (or that were given up, or are paused with a
+        message waiting). Each is leased to ``owner`` for ``lease_seconds``.
 
         With ``lease``, a store may also take the runs' own leases (``Store.acquire``) for
         ``owner`` in the same statement, as ``take`` would; ``take`` then finds them held."""

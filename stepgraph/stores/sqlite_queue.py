@@ -19,6 +19,7 @@ from .queue import Message, StoredEvent, Wakeups, take_each
 
 __all__ = ["QueueMixin"]
 
+_QUEUED = "queue IN ({queues}) AND status = 'queued'"
 _CLAIMABLE = (
     "queue IN ({queues}) AND (status = 'queued' "
     "OR (status = 'running' AND (lease_until IS NULL OR lease_until < :now)) "
@@ -56,13 +57,16 @@ class QueueMixin:
         lease_seconds: float,
         *,
         lease: bool = False,  # leases are taken by ``take``: no round trip to save here
+        take_over: bool = True,
     ) -> list[RunRecord]:
         """Take up to ``limit`` runs of ``queues`` for ``owner`` (see ``RunQueue.claim``)."""
         if not queues or limit < 1:
             return []
         now = time.time()
         names = {f"q{i}": queue for i, queue in enumerate(queues)}
-        where = _CLAIMABLE.format(queues=", ".join(f":{name}" for name in names))
+        where = (_CLAIMABLE if take_over else _QUEUED).format(
+            queues=", ".join(f":{name}" for name in names)
+        )
         with self._transaction("claiming runs") as cursor:
             picked = [
                 str(row[0])

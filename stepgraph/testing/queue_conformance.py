@@ -215,6 +215,19 @@ class QueueConformance(StoreConformance):
 
         self.run_scenario(scenario, self.make_store())
 
+    def test_a_claim_without_take_over_takes_queued_runs_only(self) -> None:
+        async def scenario(store: Any) -> None:
+            await _submit(store, "dies", at=0)
+            await store.claim("w1", ["default"], 5, 0.01)
+            await _submit(store, "new", at=1)
+            await asyncio.sleep(0.02)  # the lease of "dies" ends 0.01 s after its claim
+            got = await store.claim("w2", ["default"], 5, 30.0, take_over=False)
+            assert _ids(got) == ["new"], got
+            assert await store.claim("w2", ["default"], 5, 30.0, take_over=False) == []
+            assert _ids(await store.claim("w2", ["default"], 5, 30.0)) == ["dies"]
+
+        self.run_scenario(scenario, self.make_store())
+
     def test_unclaim_lets_another_worker_take_the_run_at_once(self) -> None:
         async def scenario(store: Any) -> None:
             await _submit(store, "r")
