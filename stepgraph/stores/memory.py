@@ -122,18 +122,25 @@ class MemoryStore(StoreResults):
             run.checkpoints.append(info)
             run.frames.append(bytes(write.frame))
         if batch.status is not None:
-            status = StoredStatus(batch.status)
             run.record = replace(
                 run.record,
-                status=status,
+                status=StoredStatus(batch.status),
                 updated_at=now,
                 result=batch.result if batch.result is not None else run.record.result,
             )
-            if status.final:
-                self._open.pop(run.record.run_id, None)
-            elif run.record.queue is not None and run.record.run_id in self._runs:
-                self._open[run.record.run_id] = run  # a submitted run resumed after its end
+            self._track(run)
         # ``updated_at`` is when the record (its status, its result) last changed
+
+    def _track(self, run: _Run) -> None:
+        """Keep ``_open`` (the submitted runs that have not ended) up to date with ``run``
+        (a run that ended may go on: resumed after a cancel)."""
+        record = run.record
+        if record.queue is None:
+            return
+        if StoredStatus(record.status).final:
+            self._open.pop(record.run_id, None)
+        else:
+            self._open[record.run_id] = run
 
     async def create_run(self, record: RunRecord, first: Commit | None = None) -> RunRecord | None:
         with self._lock:
@@ -144,8 +151,7 @@ class MemoryStore(StoreResults):
             if first is not None:
                 self._apply(run, first)
             self._runs[record.run_id] = run
-            if record.queue is not None and not StoredStatus(run.record.status).final:
-                self._open[record.run_id] = run
+            self._track(run)
         if record.queue is not None:
             self._work.notify()
         return None

@@ -189,7 +189,7 @@ _COMMIT = (
 updated AS (
     UPDATE {p}stepgraph_runs AS r SET
         status = COALESCE(i.status, 'running'),  -- a queued run that commits is running
-        result = COALESCE(i.result, r.result),  -- (see _CLAIM_LEASED)
+        result = COALESCE(i.result, r.result),  -- (see _LEASED, postgres_queue.py)
         updated_at = CASE WHEN i.status IS NOT NULL THEN %(now)s::timestamptz
             ELSE r.updated_at END
     FROM input AS i WHERE r.run_id = i.run_id AND (i.status IS NOT NULL OR r.status = 'queued')

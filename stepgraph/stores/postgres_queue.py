@@ -30,16 +30,19 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresQueue"]
 
-# The runs to claim, oldest first: `picked` (`first_claim`: a queued run's). A claim's
-# commit does not wait for the disk (`quick`): a claim lost in a server crash leaves its
-# runs claimable again, and the first commit of a run it took writes the log up to it.
-_PICK = """quick AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS v),
+# The runs to claim, oldest first: `picked` (`first_claim`: a queued run's), of the
+# queued runs and, with take-over, of the runs to take over (`orphans`: see _pick). A
+# claim's commit does not wait for the disk (`quick`): a claim lost in a server crash
+# leaves its runs claimable again, and the first commit of a run it took writes the log
+# up to it.
+_QUEUED = """quick AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS v),
 queued AS (
     SELECT run_id, pos, true AS first_claim FROM {p}stepgraph_runs
     WHERE status = 'queued' AND queue = ANY(%(queues)s::text[])
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
-orphans AS (
+"""
+_ORPHANS = """orphans AS (
     SELECT run_id, pos, false AS first_claim FROM {p}stepgraph_runs AS r
     WHERE status IN ('running', 'paused') AND queue = ANY(%(queues)s::text[])
         AND (lease_until < now()
@@ -49,19 +52,18 @@ orphans AS (
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
 candidates AS (SELECT * FROM queued UNION ALL SELECT * FROM orphans),
-picked AS (
+"""
+_PICKED = """picked AS (
     SELECT run_id, first_claim FROM candidates CROSS JOIN quick ORDER BY pos LIMIT %(limit)s
 )"""
 
-_ORPHANS_TAIL = "candidates AS (SELECT * FROM queued UNION ALL SELECT * FROM orphans),"
 
-
-def _queued_only(sql: str) -> str:
-    """A claim statement that takes queued runs only (``take_over=False``): no search for
-    runs to take over, whose cost grows with the runs that are running or paused."""
-    start = sql.index("orphans AS (")
-    end = sql.index(_ORPHANS_TAIL)
-    return sql[:start] + "candidates AS (SELECT * FROM queued)," + sql[end + len(_ORPHANS_TAIL) :]
+def _pick(take_over: bool) -> str:
+    """The CTEs up to `picked`. Without take-over (queued runs only), no search for runs
+    to take over: its cost grows with the runs running or paused."""
+    if take_over:
+        return _QUEUED + _ORPHANS + _PICKED
+    return _QUEUED + "candidates AS (SELECT * FROM queued),\n" + _PICKED
 
 
 _LEASE = """UPDATE {p}stepgraph_runs AS r SET
@@ -71,7 +73,10 @@ _LEASE = """UPDATE {p}stepgraph_runs AS r SET
 FROM picked WHERE r.run_id = picked.run_id
 RETURNING {columns}"""
 
-_CLAIM = "WITH " + _PICK + "\n" + _LEASE
+
+def _claim(take_over: bool) -> str:
+    return "WITH " + _pick(take_over) + "\n" + _LEASE
+
 
 # A claim that also takes the runs' leases (advisory locks of the session running it),
 # but of those the session holds already (`held`), and unlocks the leases given up since
@@ -81,12 +86,7 @@ _CLAIM = "WITH " + _PICK + "\n" + _LEASE
 # when the claim locks its row has had no commit after it (a commit to a queued run makes
 # it running: see _COMMIT). A run taken over has its checkpoint read by `take`, once its
 # lease is held, so that the last owner's last commit has landed.
-_CLAIM_LEASED = (
-    "WITH "
-    + _PICK
-    + ",\nclaimed AS ("
-    + _LEASE
-    + """, picked.first_claim),
+_LEASED = """, picked.first_claim),
 freed AS MATERIALIZED (
     SELECT count(pg_advisory_unlock(d.k)) AS n
     FROM unnest(%(due_ids)s::text[], %(due_keys)s::bigint[]) AS d(run_id, k)
@@ -116,7 +116,10 @@ SELECT {claimed}, CASE WHEN claimed.run_id = ANY(%(held)s::text[]) THEN NULL
     first.frame, first.names, first.datas, NULL::bytea[]
 FROM freed LEFT JOIN claimed ON true LEFT JOIN first ON first.run_id = claimed.run_id
 """
-)
+
+
+def _claim_leased(take_over: bool) -> str:
+    return "WITH " + _pick(take_over) + ",\nclaimed AS (" + _LEASE + _LEASED
 
 
 class PostgresQueue:
@@ -171,35 +174,26 @@ class PostgresQueue:
             "owner": owner,
             "lease": lease_seconds,
         }
+        sql = self._claims[lease, take_over]
         if lease:
-            sql = self._claim_leased_sql if take_over else self._claim_queued_leased_sql
             return await self._claim_leased(owner, sql, params)
-        sql = self._claim_sql if take_over else self._claim_queued_sql
         async with self._connection(f"claiming runs of queues {queues!r}") as conn:
             cursor = await conn.execute(sql, params, binary=True)
             rows = await cursor.fetchall()
         return sorted((self._record_of(row) for row in rows), key=lambda r: r.created_at)
 
     @functools.cached_property
-    def _claim_sql(self) -> str:
-        return _CLAIM.format(p=self._prefix, columns=self._returned("r"))
-
-    @functools.cached_property
-    def _claim_queued_sql(self) -> str:
-        return _queued_only(self._claim_sql)
-
-    @functools.cached_property
-    def _claim_leased_sql(self) -> str:
-        return _CLAIM_LEASED.format(
-            p=self._prefix,
-            columns=self._returned("r"),
-            claimed=self._returned("claimed"),
-            key=RUN_KEY_SQL.format(run_id="claimed.run_id"),
-        )
-
-    @functools.cached_property
-    def _claim_queued_leased_sql(self) -> str:
-        return _queued_only(self._claim_leased_sql)
+    def _claims(self) -> dict[tuple[bool, bool], str]:
+        """The claim statements, by (with leases, with take-over), made once per store."""
+        columns, claimed = self._returned("r"), self._returned("claimed")
+        key = RUN_KEY_SQL.format(run_id="claimed.run_id")
+        statements: dict[tuple[bool, bool], str] = {}
+        for take_over in (True, False):
+            statements[False, take_over] = _claim(take_over).format(p=self._prefix, columns=columns)
+            statements[True, take_over] = _claim_leased(take_over).format(
+                p=self._prefix, columns=columns, claimed=claimed, key=key
+            )
+        return statements
 
     def _returned(self, table: str) -> str:
         """The run record's columns, of ``table``."""

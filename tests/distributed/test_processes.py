@@ -307,3 +307,19 @@ def test_a_limiter_holds_across_three_worker_processes(
         for j in range(i, len(starts)):
             window = starts[j] - first
             assert j - i + 1 <= LLM.burst + LLM.per_second * (window + 0.05), (i, j, window)
+
+
+def test_a_worker_process_freezes_its_startup_objects_and_collects_young_ones_less_often() -> None:
+    script = (
+        "import gc\n"
+        "from stepgraph.cli.worker import _YOUNG_OBJECTS, _settle_memory\n"
+        "before = gc.get_threshold()\n"
+        "_settle_memory()\n"
+        "assert gc.get_freeze_count() > 1000, gc.get_freeze_count()\n"
+        "assert gc.get_threshold() == (_YOUNG_OBJECTS, *before[1:]), gc.get_threshold()\n"
+        "assert _YOUNG_OBJECTS > before[0]\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
