@@ -123,6 +123,7 @@ class Worker:
         self._took_over = -_TAKE_OVER_EVERY  # when a claim last looked for runs to take over
         self._stopping = False
         self._woken = False  # the last wait ended with a notification (a post, maybe)
+        self._fresh: set[str] = set()  # the runs the claim of this round took
         self._freed: asyncio.Event | None = None  # a run ended: a slot is free
         self._waiting: asyncio.Future[bool] | None = None  # the store's wait for work
         self._stopped: asyncio.Event | None = None
@@ -225,6 +226,7 @@ class Worker:
 
     async def _claim(self) -> int:
         free = self.concurrency - len(self.held)
+        self._fresh = set()
         if free <= 0 or self._stopping:
             return 0
         ours = set(self.held)  # held already: a claim may return one (a renewal raced expiry)
@@ -239,6 +241,7 @@ class Worker:
         records = await self.store.claim(
             self.name, self.queues, free, self.lease_seconds, **options
         )
+        self._fresh = {record.run_id for record in records}
         try:
             if self._stopping:  # stopped while claiming: give them back at once
                 await self._let_go([r for r in records if r.run_id not in ours])
@@ -298,7 +301,7 @@ class Worker:
         plan, owner = _plan_of(workflow)
         run = DurableRun(plan, owner, workflow.options, run_id=record.run_id)
         handler = WorkflowHandler(run)
-        run.resume(record.run_id, None, True, record, latest)
+        run.resume(record.run_id, None, True, record, latest, leased=True)  # take() took it
         held = _Held(handler, run)
         self.held[record.run_id] = held
         self.started += 1
@@ -390,7 +393,12 @@ class Worker:
     # -- messages -------------------------------------------------------------------------------
 
     async def _deliver(self) -> None:
-        ready = [run_id for run_id, held in self.held.items() if not held.run._booting]
+        ready = [  # the runs this round's claim took: from the next round on (no round trip
+            # in the way of their first steps, which are starting)
+            run_id
+            for run_id, held in self.held.items()
+            if not held.run._booting and run_id not in self._fresh
+        ]
         if not ready:
             return
         for message in await self.store.inbox(ready):

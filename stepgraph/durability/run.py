@@ -151,6 +151,10 @@ def _headers(plan: RunPlan, serializer: Serializer) -> HeaderCodec:
     return codec
 
 
+async def _raised(error: Exception) -> None:
+    raise error
+
+
 def live_run(store: Store, run_id: str) -> DurableRun | None:
     """The run ``run_id`` of ``store`` if it goes on in this process, on the running loop."""
     run = _live.get((_where(store), run_id))
@@ -252,14 +256,32 @@ class DurableRun(Run):
         strict: bool,
         record: RunRecord | None = None,
         latest: StoredCheckpoint | None = None,
+        *,
+        leased: bool = False,
     ) -> None:
         """Go on with stored run ``run_id`` (``checkpoint_id``: a fork from that checkpoint).
 
         ``record``: the run's record, when the caller has just read it (a worker's claim);
         ``latest``: its latest checkpoint, when the caller holds its lease and read it
-        since (``RunQueue.take``).
+        since (``RunQueue.take``); ``leased``: the caller holds the run's lease for this
+        process (``RunQueue.take``). With all three, nothing is left to ask the store: the
+        run is restored and goes on at once (its first steps start before this returns).
         """
         _live[(_where(self._db), self.run_id)] = self
+        if (
+            leased
+            and record is not None
+            and latest is not None
+            and checkpoint_id is None
+            and record.status != StoredStatus.COMPLETED
+        ):
+            self.run_id = run_id
+            self.lease = _owner(self._db)
+            try:
+                self._load_now(record, latest, strict)
+            except Exception as exc:  # ends it as a failure in its boot would
+                self._boot = self.loop.create_task(self._booted(_raised(exc)))
+            return
         self._boot = self.loop.create_task(
             self._booted(self._restore(run_id, checkpoint_id, strict, record, latest))
         )
@@ -392,7 +414,10 @@ class DurableRun(Run):
             stored = latest if latest is not None and not fork else None
             if stored is None:
                 stored = await db.load(run_id, checkpoint_id)
-            await self._load(record, stored, checkpoint_id, strict, fork)
+            if checkpoint_id is not None:  # a fork
+                await self._fork(record, stored, checkpoint_id, strict)
+            else:
+                self._load_now(record, stored, strict)
         except BaseException:
             await self._release()
             raise
@@ -409,15 +434,46 @@ class DurableRun(Run):
         self.state.status = RunStatus.FINISHED
         self._end(RunStatus.FINISHED, value, None)
 
-    async def _load(
+    async def _fork(
+        self, record: RunRecord, stored: StoredCheckpoint | None, checkpoint_id: str, strict: bool
+    ) -> None:
+        """Go on as a new run from checkpoint ``stored`` of run ``record``."""
+        stored = self._restore_from(record, stored, checkpoint_id, strict)
+        self.state.run_id = self.run_id
+        cp = stored.info.id
+        created = self._new_record(parent_run_id=record.run_id, parent_checkpoint_id=cp)
+        first = self._commit(
+            checkpoint=self._checkpoint(
+                StoredStatus.RUNNING, full=True, superstep=stored.info.superstep
+            ),
+            status=StoredStatus.RUNNING,
+        )
+        if await self._create_run(created, first) is not None:
+            raise StoreError(f"run id {self.run_id!r} is taken in {self._db!r}")
+        await self._take_lease(self.run_id)
+        self._go_on(StoredStatus.RUNNING)
+
+    def _load_now(self, record: RunRecord, stored: StoredCheckpoint | None, strict: bool) -> None:
+        """Go on with the run from its latest checkpoint ``stored`` (its lease is held)."""
+        stored = self._restore_from(record, stored, None, strict)
+        self._seq, self._at = stored.info.seq, len(stored.journal)  # its next numbers
+        self._go_on(StoredStatus(record.status))
+
+    def _restore_from(
         self,
         record: RunRecord,
         stored: StoredCheckpoint | None,
         checkpoint_id: str | None,
         strict: bool,
-        fork: bool,
-    ) -> None:
+    ) -> StoredCheckpoint:
+        """Restore the state of checkpoint ``stored`` (and of the journal after it, unless
+        it is a fork's: ``checkpoint_id``); the checkpoint.
+
+        Raises:
+            CheckpointError: it is missing, corrupt, or its steps changed (``strict``).
+        """
         db = self._db
+        fork = checkpoint_id is not None
         run_id = record.run_id
         if stored is None:
             if fork:
@@ -496,21 +552,13 @@ class DurableRun(Run):
             self.request_prefix = header.request_prefix
             self._header_bytes = None
         self._outputs_written = len(state.outputs)
-        if fork:
-            state.run_id = self.run_id
-            created = self._new_record(parent_run_id=run_id, parent_checkpoint_id=cp)
-            first = self._commit(
-                checkpoint=self._checkpoint(
-                    StoredStatus.RUNNING, full=True, superstep=stored.info.superstep
-                ),
-                status=StoredStatus.RUNNING,
-            )
-            if await self._create_run(created, first) is not None:
-                raise StoreError(f"run id {self.run_id!r} is taken in {db!r}")
-            await self._take_lease(self.run_id)
-        else:  # the same run goes on: its next checkpoint, its next journal position
-            self._seq, self._at = stored.info.seq, len(stored.journal)
-        self._written = StoredStatus(record.status) if not fork else StoredStatus.RUNNING
+        return stored
+
+    def _go_on(self, written: StoredStatus) -> None:
+        """Start again what the restored state says is in flight (``written``: the run's
+        status as stored)."""
+        state = self.state
+        self._written = written
         if self.observers:
             for observer in self.observers:
                 observer.run_started(self)

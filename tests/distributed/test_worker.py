@@ -18,8 +18,17 @@ import pytest
 from stepgraph import HumanResponseEvent, InputRequiredEvent, StopEvent
 from stepgraph.core import CancelRequested
 from stepgraph.distributed.worker import Worker, registry
-from stepgraph.errors import StepgraphError, StoreError, StoreUnavailableError, WorkflowCancelled
+from stepgraph.durability.run import DurableRun, _owner
+from stepgraph.errors import (
+    CheckpointError,
+    StepgraphError,
+    StoreError,
+    StoreUnavailableError,
+    WorkflowCancelled,
+)
+from stepgraph.runtime.handler import WorkflowHandler
 from stepgraph.stores import MemoryStore
+from stepgraph.stores.queue import take
 
 from .flows import CALLS, GATES, Asks, Gated, Go, Progress, Renamed, Three, reached
 
@@ -392,3 +401,38 @@ async def test_a_run_that_only_waits_for_an_answer_frees_its_slot_until_one_come
     finally:
         await worker.stop()
         await task
+
+
+async def _claimed_and_taken(store: Any, wf: Any) -> tuple[str, Any, Any]:
+    """A run of ``wf`` submitted, claimed, and its lease and checkpoint taken (as a
+    worker does): its id, record and latest checkpoint."""
+    run_id = await wf.submit(n=1, tag=tag())
+    [record] = await store.claim("w", ["default"], 1, 30.0)
+    taken = await take(store, _owner(store), [run_id])
+    return run_id, record, taken[run_id]
+
+
+async def test_a_run_resumed_with_its_lease_and_checkpoint_in_hand_starts_at_once(
+    store: Any,
+) -> None:
+    wf = Three(store=store)
+    run_id, record, latest = await _claimed_and_taken(store, wf)
+    run = DurableRun(wf._placed(wf._compiled()), wf, wf.options, run_id=run_id)
+    handler = WorkflowHandler(run)
+    run.resume(run_id, None, True, record, latest, leased=True)
+    assert run._boot is None and not run._booting  # restored before resume returned
+    assert run.state.running == 1  # its first step is started
+    assert await handler == 4
+
+
+async def test_a_run_that_cannot_be_restored_with_its_lease_in_hand_fails_and_lets_it_go(
+    store: Any,
+) -> None:
+    run_id, record, latest = await _claimed_and_taken(store, Three(store=store))
+    changed = Renamed(store=store, name="Three")  # its steps differ from the stored ones
+    run = DurableRun(changed._placed(changed._compiled()), changed, changed.options, run_id=run_id)
+    handler = WorkflowHandler(run)
+    run.resume(run_id, None, True, record, latest, leased=True)
+    with pytest.raises(CheckpointError, match="removed"):
+        await handler
+    assert await store.acquire(run_id, "another process")  # its lease was given up
