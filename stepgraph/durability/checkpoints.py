@@ -184,12 +184,13 @@ def encode_frame(state: RunState, header: bytes, serializer: Serializer) -> byte
 
 
 def read_frame(
-    data: bytes, *, run_id: str, checkpoint_id: str, expected: tuple[bytes, Header] | None = None
-) -> tuple[Header, dict[str, Any], list[object]]:
+    data: bytes, *, run_id: str, checkpoint_id: str, expected: bytes | None = None
+) -> tuple[Header | None, Mapping[str, Any], list[object]]:
     """The header, frame and object table of a stored checkpoint.
 
-    ``expected``: a header (``encode_header``'s bytes, and it) the checkpoint's is likely
-    to be; when its bytes are these, it is that header (it is not read again).
+    ``expected``: the bytes of a header (``encode_header``'s) the checkpoint's is likely
+    to be; when they are the checkpoint's, the header returned is None (it is that one,
+    and it is not read again).
 
     Raises:
         CheckpointError: the bytes are corrupt, of another version, or malformed.
@@ -200,9 +201,8 @@ def read_frame(
         size = int.from_bytes(payload[:4], "big")
         if len(payload) < 4 + size:
             raise ValueError("its content is cut short")
-        if expected is not None and payload[: 4 + size] == expected[0]:
-            header = expected[1]
-        else:
+        header: Header | None = None
+        if expected is None or payload[: 4 + size] != expected:
             header = Header.model_validate(serializer.loads(payload[4 : 4 + size]))
         content, objects = serializer.load_frame(payload[4 + size :])
         frame = _Frame.model_validate(content)
@@ -218,7 +218,7 @@ def read_frame(
             run_id=run_id,
             checkpoint_id=checkpoint_id,
         ) from exc
-    return header, {name: getattr(frame, name) for name in FRAME_FIELDS}, objects
+    return header, vars(frame), objects  # (a model's fields, by name: its __dict__)
 
 
 def _reason(exc: Exception) -> str:

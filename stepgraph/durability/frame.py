@@ -310,9 +310,8 @@ def restore(
         {name for name in frame["nodes"] if name not in index}
         | {inv[1] for inv in frame["invocations"] if inv[1] not in index}
     )
-    result = Restored(state=RunState(graph), missing=missing)
     if missing and not drop:
-        return result
+        return Restored(state=RunState(graph), missing=missing)
 
     def obj(position: int) -> Any:
         if type(position) is not int or not 0 <= position < len(objects):
@@ -462,9 +461,7 @@ def restore(
         state.store[key_name] = chunks[state_chunk(key_name)]
     state.outputs = [chunks[output_chunk(i)] for i in range(int(frame["outputs"]))]
     _recount(state)
-    result.state = state
-    result.dropped = dropped
-    return result
+    return Restored(state=state, missing=missing, dropped=dropped)
 
 
 def _types(value: tuple[object, ...]) -> tuple[type, ...]:

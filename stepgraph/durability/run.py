@@ -438,7 +438,7 @@ class DurableRun(Run):
         self, record: RunRecord, stored: StoredCheckpoint | None, checkpoint_id: str, strict: bool
     ) -> None:
         """Go on as a new run from checkpoint ``stored`` of run ``record``."""
-        stored = self._restore_from(record, stored, checkpoint_id, strict)
+        stored = self._restore_from(record.run_id, stored, checkpoint_id, strict)
         self.state.run_id = self.run_id
         cp = stored.info.id
         created = self._new_record(parent_run_id=record.run_id, parent_checkpoint_id=cp)
@@ -455,13 +455,13 @@ class DurableRun(Run):
 
     def _load_now(self, record: RunRecord, stored: StoredCheckpoint | None, strict: bool) -> None:
         """Go on with the run from its latest checkpoint ``stored`` (its lease is held)."""
-        stored = self._restore_from(record, stored, None, strict)
+        stored = self._restore_from(record.run_id, stored, None, strict)
         self._seq, self._at = stored.info.seq, len(stored.journal)  # its next numbers
         self._go_on(StoredStatus(record.status))
 
     def _restore_from(
         self,
-        record: RunRecord,
+        run_id: str,
         stored: StoredCheckpoint | None,
         checkpoint_id: str | None,
         strict: bool,
@@ -474,7 +474,6 @@ class DurableRun(Run):
         """
         db = self._db
         fork = checkpoint_id is not None
-        run_id = record.run_id
         if stored is None:
             if fork:
                 raise CheckpointNotFoundError(
@@ -482,16 +481,15 @@ class DurableRun(Run):
                 )
             raise CheckpointError(f"run {run_id!r} has no checkpoint in {db!r}", run_id=run_id)
         cp = stored.info.id
-        headers = self._headers
-        known = (self._header_of(), headers.of(self.request_prefix))  # most often, its own
+        # most often the header is the run's own (None): the same steps and request prefix
         header, frame, objects = read_frame(
-            stored.frame, run_id=run_id, checkpoint_id=cp, expected=known
+            stored.frame, run_id=run_id, checkpoint_id=cp, expected=self._header_of()
         )
         removed: list[str] = []
         changed: list[str] = []
         added: list[str] = []
-        if header is not known[1]:  # (its own header: the same steps)
-            removed, changed, added = compare_steps(header.steps, headers.template.steps)
+        if header is not None:
+            removed, changed, added = compare_steps(header.steps, self._headers.template.steps)
         if strict and (removed or changed or added):
             raise CheckpointError(
                 _changed_message(run_id, cp, removed, changed, added),
@@ -548,7 +546,7 @@ class DurableRun(Run):
         self.state = state
         self.mode = state.mode
         self.superstep_mode = state.mode is Mode.SUPERSTEP
-        if header.request_prefix != self.request_prefix:
+        if header is not None and header.request_prefix != self.request_prefix:
             self.request_prefix = header.request_prefix
             self._header_bytes = None
         self._outputs_written = len(state.outputs)
