@@ -244,9 +244,11 @@ class MemoryStore(StoreResults):
                 elif status is StoredStatus.RUNNING:
                     if until is not None and until >= now:
                         continue
-                elif status is StoredStatus.PAUSED:
-                    expired = until is not None and until < now
-                    if not expired and not any(m.run_id == record.run_id for m in self._inbox):
+                elif status is StoredStatus.PAUSED:  # its lease ran out, or idle and answered
+                    if until is None:
+                        if not any(m.run_id == record.run_id for m in self._inbox):
+                            continue
+                    elif until >= now:
                         continue
                 else:
                     continue

@@ -114,6 +114,8 @@ CREATE INDEX IF NOT EXISTS stepgraph_runs_queue ON {p}stepgraph_runs (queue, sta
     WHERE queue IS NOT NULL;
 CREATE INDEX IF NOT EXISTS stepgraph_runs_queued ON {p}stepgraph_runs (pos)
     WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS stepgraph_runs_held ON {p}stepgraph_runs (status, lease_until)
+    WHERE status IN ('running', 'paused');
 CREATE TABLE IF NOT EXISTS {p}stepgraph_events (
     position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id TEXT NOT NULL,

@@ -42,16 +42,38 @@ queued AS (
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
 """
-_ORPHANS = """orphans AS (
-    SELECT run_id, pos, false AS first_claim FROM {p}stepgraph_runs AS r
-    WHERE status IN ('running', 'paused') AND queue = ANY(%(queues)s::text[])
-        AND (lease_until < now()
-            OR (status = 'running' AND lease_until IS NULL)
-            OR (status = 'paused'
-                AND EXISTS (SELECT 1 FROM {p}stepgraph_inbox AS m WHERE m.run_id = r.run_id)))
+# The runs to take over, in three parts that do not overlap, each found through an index
+# (stepgraph_runs_held, or the inbox): their cost grows with the runs to take over, not
+# with the runs running or paused.
+_ORPHANS = """expired AS (  -- their worker's lease ran out (it died, or lost the server)
+    SELECT run_id, pos, false AS first_claim FROM {p}stepgraph_runs
+    WHERE status IN ('running', 'paused') AND lease_until < now()
+        AND queue = ANY(%(queues)s::text[])
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
-candidates AS (SELECT * FROM queued UNION ALL SELECT * FROM orphans),
+unheld AS (  -- running, given up by their worker (stopped, or the store failed it)
+    SELECT run_id, pos, false AS first_claim FROM {p}stepgraph_runs
+    WHERE status = 'running' AND lease_until IS NULL AND queue = ANY(%(queues)s::text[])
+    ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+),
+answered AS (  -- paused, given up as idle (its lease NULL), with a message waiting; found
+    -- from the inbox: each run it names is looked up by its key (a LATERAL with a LIMIT
+    -- is not flattened into a join the planner might turn into a scan of every run); each
+    -- is locked as found: a few more than the limit, maybe, till the statement ends
+    SELECT found.run_id, found.pos, false AS first_claim
+    FROM (SELECT DISTINCT run_id FROM {p}stepgraph_inbox) AS m
+    CROSS JOIN LATERAL (
+        SELECT run_id, pos FROM {p}stepgraph_runs AS one
+        WHERE one.run_id = m.run_id AND one.status = 'paused' AND one.lease_until IS NULL
+            AND one.queue = ANY(%(queues)s::text[])
+        LIMIT 1 FOR UPDATE SKIP LOCKED
+    ) AS found
+    ORDER BY found.pos LIMIT %(limit)s
+),
+candidates AS (
+    SELECT * FROM queued UNION ALL SELECT * FROM expired
+    UNION ALL SELECT * FROM unheld UNION ALL SELECT * FROM answered
+),
 """
 _PICKED = """picked AS (
     SELECT run_id, first_claim FROM candidates CROSS JOIN quick ORDER BY pos LIMIT %(limit)s

@@ -77,8 +77,10 @@ class RunQueue(Protocol):
     ) -> list[RunRecord]:
         """Take up to ``limit`` runs for worker ``owner``, oldest first: queued runs of
         ``queues`` (their status becomes ``"running"``) and, with ``take_over``, runs of
-        ``queues`` whose lease has expired (or that were given up, or are paused with a
-        message waiting). Each is leased to ``owner`` for ``lease_seconds``.
+        ``queues`` whose lease has expired (or that were given up, or are paused, given
+        up as idle, with a message waiting). Each is leased to ``owner`` for
+        ``lease_seconds``. The search for runs to take over should cost in proportion to
+        the runs it finds (and the inbox), not to the runs running or paused.
 
         With ``lease``, a store may also take the runs' own leases (``Store.acquire``) for
         ``owner`` in the same statement, as ``take`` would; ``take`` then finds them held."""

@@ -100,9 +100,11 @@ CREATE INDEX IF NOT EXISTS stepgraph_inbox_run ON stepgraph_inbox (run_id, id);
 
 # Columns added since the first release: a file made before gets them when opened.
 _ADDED_COLUMNS = {"queue": "TEXT", "worker": "TEXT", "lease_until": "REAL"}
-_QUEUE_INDEX = (
+_QUEUE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS stepgraph_runs_queue ON stepgraph_runs (queue, status, number) "
-    "WHERE queue IS NOT NULL"
+    "WHERE queue IS NOT NULL",
+    # the runs a worker may take over, found without visiting every run running or paused
+    "CREATE INDEX IF NOT EXISTS stepgraph_runs_held ON stepgraph_runs (status, lease_until)",
 )
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
@@ -230,7 +232,8 @@ def _add_columns(conn: sqlite3.Connection) -> None:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    conn.execute(_QUEUE_INDEX)
+    for index in _QUEUE_INDEXES:
+        conn.execute(index)
 
 
 class SqliteStore(QueueMixin, StoreResults):

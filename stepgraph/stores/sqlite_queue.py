@@ -19,12 +19,33 @@ from .queue import Message, StoredEvent, Wakeups, take_each
 
 __all__ = ["QueueMixin"]
 
-_QUEUED = "queue IN ({queues}) AND status = 'queued'"
-_CLAIMABLE = (
-    "queue IN ({queues}) AND (status = 'queued' "
-    "OR (status = 'running' AND (lease_until IS NULL OR lease_until < :now)) "
-    "OR (status = 'paused' AND (lease_until < :now OR EXISTS "
-    "(SELECT 1 FROM stepgraph_inbox AS m WHERE m.run_id = stepgraph_runs.run_id))))"
+# The runs a claim takes, oldest first: queued runs and, with take-over, runs to take over
+# in three parts that do not overlap (their worker's lease ran out; running and given up;
+# paused, given up as idle, with a message waiting), each found through an index
+# (stepgraph_runs_held, or the inbox's), so that its cost grows with the runs to take, not
+# with those running or paused. Each part stops at the limit.
+_PART = (
+    "SELECT * FROM (SELECT r.run_id, r.number FROM {source} WHERE {where} "
+    "AND r.queue IN ({{queues}}) ORDER BY r.number LIMIT :limit)"
+)
+_RUNS = "stepgraph_runs AS r"
+_HELD = "stepgraph_runs AS r INDEXED BY stepgraph_runs_held"  # (statistics may say: scan)
+_QUEUED = _PART.format(source=_RUNS, where="r.status = 'queued'")
+_WAITING = (  # CROSS JOIN: SQLite walks the inbox first
+    "(SELECT DISTINCT run_id FROM stepgraph_inbox) AS m CROSS JOIN stepgraph_runs AS r"
+)
+_CLAIMABLE = " UNION ALL ".join(
+    [
+        _QUEUED,
+        _PART.format(
+            source=_HELD, where="r.status IN ('running', 'paused') AND r.lease_until < :now"
+        ),
+        _PART.format(source=_HELD, where="r.status = 'running' AND r.lease_until IS NULL"),
+        _PART.format(
+            source=_WAITING,
+            where="r.run_id = m.run_id AND r.status = 'paused' AND r.lease_until IS NULL",
+        ),
+    ]
 )
 
 
@@ -64,14 +85,14 @@ class QueueMixin:
             return []
         now = time.time()
         names = {f"q{i}": queue for i, queue in enumerate(queues)}
-        where = (_CLAIMABLE if take_over else _QUEUED).format(
+        found = (_CLAIMABLE if take_over else _QUEUED).format(
             queues=", ".join(f":{name}" for name in names)
         )
         with self._transaction("claiming runs") as cursor:
             picked = [
                 str(row[0])
                 for row in cursor.execute(
-                    f"SELECT run_id FROM stepgraph_runs WHERE {where} ORDER BY number LIMIT :limit",
+                    f"SELECT run_id FROM ({found}) ORDER BY number LIMIT :limit",
                     {**names, "now": now, "limit": limit},
                 )
             ]

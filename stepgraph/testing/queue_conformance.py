@@ -251,6 +251,23 @@ class QueueConformance(StoreConformance):
 
         self.run_scenario(scenario, self.make_store())
 
+    def test_a_paused_run_given_up_as_idle_is_claimed_again_once_a_message_is_posted(
+        self,
+    ) -> None:
+        async def scenario(store: Any) -> None:
+            await _submit(store, "asks")
+            await store.claim("w1", ["default"], 5, 30.0)
+            await commit(store, Commit(run_id="asks", status=StoredStatus.PAUSED))
+            await store.unclaim("w1", ["asks"], idle=True)
+            assert await store.claim("w2", ["default"], 5, 30.0) == []  # it only waits
+            await store.post("asks", b"the answer")
+            got = await store.claim("w2", ["default"], 5, 30.0)
+            assert _ids(got) == ["asks"], got
+            assert got[0].status == StoredStatus.PAUSED and got[0].worker == "w2", got[0]
+            assert await store.claim("w3", ["default"], 5, 30.0) == []  # w2 holds it now
+
+        self.run_scenario(scenario, self.make_store())
+
     def test_a_run_not_submitted_is_never_claimed(self) -> None:
         async def scenario(store: Any) -> None:
             await store.create_run(
