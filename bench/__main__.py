@@ -36,6 +36,15 @@ CHOICES = (
 )
 
 
+def default_output(only: list[str] | None) -> str:
+    """The results file of a run of the groups ``only`` (None: all), in bench/results."""
+    if only is None or sorted(only) == sorted(CHOICES):
+        return "latest.json"
+    if only == ["distributed"]:
+        return "distributed.json"
+    return "only.json"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
@@ -53,8 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--output",
         type=Path,
-        default=report.RESULTS_DIR / "latest.json",
-        help="where to write the JSON results (default: bench/results/latest.json)",
+        help="where to write the JSON results (default: bench/results/latest.json for a "
+        "full run, distributed.json for --only distributed, only.json for another subset: "
+        "a subset never replaces the full run's figures)",
     )
     parser.add_argument(
         "--max-size", type=int, help="skip the workloads larger than this (a quick smoke run)"
@@ -95,7 +105,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.reps = args.reps or (3 if args.quick else 11)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    subset = bool(args.only)
     args.only = _split(args.only, CHOICES) if args.only else list(CHOICES)
+    if args.output is None:
+        args.output = report.RESULTS_DIR / default_output(args.only if subset else None)
     if args.task_layers < 1:
         parser.error("--task-layers must be at least 1")
     args.modes = _split(args.modes, MODES)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.__main__ import CHOICES
+from bench.__main__ import CHOICES, parse_args
 from bench.report import markdown_table
 from tests.pg import pg_available
 
@@ -154,3 +154,11 @@ def test_the_distributed_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -
     pickup = entries[("dist-pickup", "2 workers")]
     assert 0 < pickup["p50_ms"] <= pickup["p99_ms"] and pickup["baseline_p50_ms"] > 0
     assert "transactions per run" in done.stdout and "runs/s" in table
+
+
+def test_a_subset_run_never_writes_over_the_full_runs_figures() -> None:
+    assert parse_args([]).output.name == "latest.json"
+    assert parse_args(["--only", ",".join(CHOICES)]).output.name == "latest.json"
+    assert parse_args(["--only", "distributed"]).output.name == "distributed.json"
+    assert parse_args(["--only", "w1,memory"]).output.name == "only.json"
+    assert parse_args(["--only", "w1", "--output", "x.json"]).output == Path("x.json")
