@@ -45,21 +45,25 @@ queued AS (
 # The runs to take over, in three parts that do not overlap, each found through an index
 # (stepgraph_runs_held, or the inbox): their cost grows with the runs to take over, not
 # with the runs running or paused.
-_ORPHANS = """expired AS (  -- their worker's lease ran out (it died, or lost the server)
+# - expired: their worker's lease ran out (it died, or lost the server);
+# - unheld: running, given up by their worker (stopped, or the store failed it);
+# - answered: paused, given up as idle (lease NULL), with a message waiting; found from
+#   the inbox: each run it names is looked up by its key (a LATERAL with a LIMIT is not
+#   flattened into a join the planner might turn into a scan of every run), and locked as
+#   found (a few more than the limit, maybe, till the statement ends).
+# (Comments stay out of the SQL: psycopg caches the parsing of statements up to 4 KB.)
+_ORPHANS = """expired AS (
     SELECT run_id, pos, false AS first_claim FROM {p}stepgraph_runs
     WHERE status IN ('running', 'paused') AND lease_until < now()
         AND queue = ANY(%(queues)s::text[])
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
-unheld AS (  -- running, given up by their worker (stopped, or the store failed it)
+unheld AS (
     SELECT run_id, pos, false AS first_claim FROM {p}stepgraph_runs
     WHERE status = 'running' AND lease_until IS NULL AND queue = ANY(%(queues)s::text[])
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
-answered AS (  -- paused, given up as idle (its lease NULL), with a message waiting; found
-    -- from the inbox: each run it names is looked up by its key (a LATERAL with a LIMIT
-    -- is not flattened into a join the planner might turn into a scan of every run); each
-    -- is locked as found: a few more than the limit, maybe, till the statement ends
+answered AS (
     SELECT found.run_id, found.pos, false AS first_claim
     FROM (SELECT DISTINCT run_id FROM {p}stepgraph_inbox) AS m
     CROSS JOIN LATERAL (
@@ -107,15 +111,16 @@ def _claim(take_over: bool) -> str:
 # start) as of the statement's start: it is the run's latest, since a run still queued
 # when the claim locks its row has had no commit after it (a commit to a queued run makes
 # it running: see _COMMIT). A run taken over has its checkpoint read by `take`, once its
-# lease is held, so that the last owner's last commit has landed.
+# lease is held, so that the last owner's last commit has landed. (`first`: a queued
+# run's one checkpoint and its chunks, no journal: no commit since; a run with more,
+# written otherwise, is read by `take`.)
 _LEASED = """, picked.first_claim),
 freed AS MATERIALIZED (
     SELECT count(pg_advisory_unlock(d.k)) AS n
     FROM unnest(%(due_ids)s::text[], %(due_keys)s::bigint[]) AS d(run_id, k)
     WHERE d.run_id NOT IN (SELECT run_id FROM claimed)
 ),
-first AS (  -- a queued run's one checkpoint and its chunks (no journal: no commit since);
-    -- a run with more (written otherwise) is read by `take`, once its lease is held
+first AS (
     SELECT c.run_id, c.seq, c.superstep, c.created_at, c.status, c.frame,
         ch.names, ch.datas
     FROM claimed AS q
