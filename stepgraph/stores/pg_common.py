@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 from ..errors import StoreError
 
 __all__ = [
     "RUN_KEY_SQL",
     "TABLES_KEY",
+    "binary_params",
     "lock_key",
     "psycopg_error",
     "run_key",
@@ -27,6 +29,20 @@ def psycopg_error(who: str = "PostgresStore") -> type[Exception]:
             f"pip install 'stepgraph[postgres]'"
         ) from exc
     return psycopg.Error
+
+
+_NAMED = re.compile(r"%\((\w+)\)s")
+
+
+def binary_params(sql: str) -> str:
+    """``sql`` with its named parameters (``%(name)s``) sent in binary (``%(name)b``).
+
+    psycopg sends a ``%s`` list of strings as text, quoting each element with regular
+    expressions; in binary it writes them as they are: a commit of several runs (an array
+    per column) costs a third as much to send. Apply it to a statement before a schema
+    name goes in.
+    """
+    return _NAMED.sub(r"%(\1)b", sql)
 
 
 def lock_key(text: str, size: int = 8) -> int:

@@ -54,7 +54,7 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
-from .pg_common import TABLES_KEY, psycopg_error, run_key
+from .pg_common import TABLES_KEY, binary_params, psycopg_error, run_key
 from .pg_limits import PostgresGate, postgres_gate
 from .postgres_queue import PostgresQueue
 from .results import StoreResults
@@ -515,9 +515,9 @@ class PostgresStore(PostgresQueue, StoreResults):
         prefix = "" if schema is None else '"' + schema.replace('"', '""') + '".'
         self._tables = _TABLES.replace("{p}", prefix)
         self._create_schema = "" if schema is None else f"CREATE SCHEMA IF NOT EXISTS {prefix[:-1]}"
-        self._commit_sql = _COMMIT.replace("{p}", prefix)
-        self._create_sql = _CREATE.replace("{p}", prefix)
-        self._create_plain_sql = _CREATE_PLAIN.replace("{p}", prefix)
+        self._commit_sql = binary_params(_COMMIT).replace("{p}", prefix)
+        self._create_sql = binary_params(_CREATE).replace("{p}", prefix)
+        self._create_plain_sql = binary_params(_CREATE_PLAIN).replace("{p}", prefix)
         self._load_sql = _LOAD.replace("{p}", prefix)
         self._load_latest_sql = _LOAD_LATEST.replace("{p}", prefix)
         self._prefix = prefix

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import StoreError
 from .base import RunRecord, StoredCheckpoint
-from .pg_common import RUN_KEY_SQL, run_key_prefix
+from .pg_common import RUN_KEY_SQL, binary_params, run_key_prefix
 from .queue import Message, StoredEvent
 
 if TYPE_CHECKING:
@@ -216,9 +216,11 @@ class PostgresQueue:
         key = RUN_KEY_SQL.format(run_id="claimed.run_id")
         statements: dict[tuple[bool, bool], str] = {}
         for take_over in (True, False):
-            statements[False, take_over] = _claim(take_over).format(p=self._prefix, columns=columns)
-            statements[True, take_over] = _claim_leased(take_over).format(
-                p=self._prefix, columns=columns, claimed=claimed, key=key
+            statements[False, take_over] = binary_params(_claim(take_over)).format(
+                p=self._prefix, columns=columns
+            )
+            statements[True, take_over] = binary_params(_claim_leased(take_over)).format(
+                p=self._prefix, columns=columns, claimed=claimed, key=binary_params(key)
             )
         return statements
 
