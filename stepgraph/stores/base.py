@@ -172,7 +172,9 @@ class Commit:
 
     In this order: the journal entries are appended, then the checkpoint (if any) is
     written, then the run record gets the status (if any) and result; the stream events
-    are appended and the consumed inbox messages deleted with them.
+    are appended and the consumed inbox messages deleted with them. A store with a run
+    queue also deletes, with a commit of the status ``"completed"``, the messages left in
+    the run's inbox: nothing reads them any more (a failed or cancelled run may go on).
 
     Attributes:
         run_id: the run written to; its record exists.

@@ -99,6 +99,9 @@ class MemoryStore(StoreResults):
         if batch.consumed:
             gone = set(batch.consumed)
             self._inbox = [m for m in self._inbox if m.id not in gone]
+        if batch.status == StoredStatus.COMPLETED:  # what is left, nothing will read
+            run_id = run.record.run_id
+            self._inbox = [m for m in self._inbox if m.run_id != run_id]
         if batch.journal:
             run.journal.setdefault(batch.journal_after, []).extend(batch.journal)
         write = batch.checkpoint

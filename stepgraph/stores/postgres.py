@@ -115,7 +115,7 @@ CREATE INDEX IF NOT EXISTS stepgraph_runs_queue ON {p}stepgraph_runs (queue, sta
 CREATE INDEX IF NOT EXISTS stepgraph_runs_queued ON {p}stepgraph_runs (pos)
     WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS stepgraph_runs_held ON {p}stepgraph_runs (status, lease_until)
-    WHERE status IN ('running', 'paused');
+    WHERE status IN ('running', 'paused') AND queue IS NOT NULL;
 CREATE TABLE IF NOT EXISTS {p}stepgraph_events (
     position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id TEXT NOT NULL,
@@ -182,6 +182,10 @@ consumed AS (
     DELETE FROM {p}stepgraph_inbox AS m
     USING run, unnest(%(m_idx)s::bigint[], %(m_id)s::bigint[]) AS x(idx, id)
     WHERE x.idx = run.idx AND m.run_id = run.run_id AND m.id = x.id
+),
+finished AS (
+    DELETE FROM {p}stepgraph_inbox AS f USING run JOIN input AS i USING (idx)
+    WHERE f.run_id = run.run_id AND i.status = 'completed'
 )
 """
 

@@ -2,8 +2,9 @@
 
 - A claim is one statement: ``SELECT ... FOR UPDATE SKIP LOCKED`` picks the oldest
   claimable runs no other worker is claiming, and the ``UPDATE`` around it leases them.
-  Queued runs and runs to take over are looked for apart (each part can walk an index
-  in order and stop at the limit: a backlog of queued runs costs nothing).
+  Queued runs and runs to take over are looked for apart, each part through an index
+  (queued runs: in order, stopping at the limit, so a backlog costs nothing; runs to
+  take over: those it may take, and the runs named in the inbox).
   Lease times are the server's (``now()``), so workers' clocks do not matter.
 - ``LISTEN stepgraph_work``: a submit (a queued run's creation), a post to an inbox and
   an unclaim ``NOTIFY`` it, so an idle worker wakes at once instead of polling.
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresQueue"]
 
 # The runs to claim, oldest first: `picked` (`first_claim`: a queued run's), of the
-# queued runs and, with take-over, of the runs to take over (`orphans`: see _pick). A
+# queued runs and, with take-over, of the runs to take over (_ORPHANS). A
 # claim's commit does not wait for the disk (`quick`): a claim lost in a server crash
 # leaves its runs claimable again, and the first commit of a run it took writes the log
 # up to it.
@@ -42,37 +43,47 @@ queued AS (
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
 """
-# The runs to take over, in three parts that do not overlap, each found through an index
-# (stepgraph_runs_held, or the inbox): their cost grows with the runs to take over, not
-# with the runs running or paused.
-# - expired: their worker's lease ran out (it died, or lost the server);
-# - unheld: running, given up by their worker (stopped, or the store failed it);
-# - answered: paused, given up as idle (lease NULL), with a message waiting; found from
-#   the inbox: each run it names is looked up by its key (a LATERAL with a LIMIT is not
-#   flattened into a join the planner might turn into a scan of every run), and locked as
-#   found (a few more than the limit, maybe, till the statement ends).
+# The runs to take over, in three parts that do not overlap, each found through the index
+# stepgraph_runs_held (runs of a queue running or paused) or from the inbox: their cost
+# grows with the runs to take over and the runs named in the inbox, not with the runs
+# running or paused.
+# - expired: their worker's lease ran out (it died, lost the server, or gave them up);
+# - unheld: running without a lease (a submitted run resumed outside a worker, say);
+# - answered: paused, given up as idle (lease NULL), with a message waiting. `waiting`
+#   finds them from the inbox, each looked up by its key (a LATERAL with a LIMIT is not
+#   flattened into a join the planner might turn into a scan of every run), oldest first,
+#   up to the limit, without locking; `answered` locks those, skipping those locked.
 # (Comments stay out of the SQL: psycopg caches the parsing of statements up to 4 KB.)
 _ORPHANS = """expired AS (
     SELECT run_id, pos, false AS first_claim FROM {p}stepgraph_runs
-    WHERE status IN ('running', 'paused') AND lease_until < now()
+    WHERE status IN ('running', 'paused') AND lease_until < now() AND queue IS NOT NULL
         AND queue = ANY(%(queues)s::text[])
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
 unheld AS (
     SELECT run_id, pos, false AS first_claim FROM {p}stepgraph_runs
-    WHERE status = 'running' AND lease_until IS NULL AND queue = ANY(%(queues)s::text[])
+    WHERE status = 'running' AND lease_until IS NULL AND queue IS NOT NULL
+        AND queue = ANY(%(queues)s::text[])
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
-answered AS (
-    SELECT found.run_id, found.pos, false AS first_claim
+waiting AS MATERIALIZED (
+    SELECT found.run_id, found.pos
     FROM (SELECT DISTINCT run_id FROM {p}stepgraph_inbox) AS m
     CROSS JOIN LATERAL (
         SELECT run_id, pos FROM {p}stepgraph_runs AS one
         WHERE one.run_id = m.run_id AND one.status = 'paused' AND one.lease_until IS NULL
             AND one.queue = ANY(%(queues)s::text[])
-        LIMIT 1 FOR UPDATE SKIP LOCKED
+        LIMIT 1
     ) AS found
     ORDER BY found.pos LIMIT %(limit)s
+),
+answered AS (
+    SELECT locked.run_id, locked.pos, false AS first_claim FROM waiting AS w
+    CROSS JOIN LATERAL (
+        SELECT run_id, pos FROM {p}stepgraph_runs AS one
+        WHERE one.run_id = w.run_id AND one.status = 'paused' AND one.lease_until IS NULL
+        LIMIT 1 FOR UPDATE SKIP LOCKED
+    ) AS locked
 ),
 candidates AS (
     SELECT * FROM queued UNION ALL SELECT * FROM expired
@@ -86,7 +97,7 @@ _PICKED = """picked AS (
 
 def _pick(take_over: bool) -> str:
     """The CTEs up to `picked`. Without take-over (queued runs only), no search for runs
-    to take over: its cost grows with the runs running or paused."""
+    to take over (cheap as it is, it costs more than the queued runs' part)."""
     if take_over:
         return _QUEUED + _ORPHANS + _PICKED
     return _QUEUED + "candidates AS (SELECT * FROM queued),\n" + _PICKED
@@ -222,7 +233,9 @@ class PostgresQueue:
             statements[True, take_over] = binary_params(_claim_leased(take_over)).format(
                 p=self._prefix, columns=columns, claimed=claimed, key=binary_params(key)
             )
-        return statements
+        # one space for each run of white space (they hold no comment nor string with
+        # any): shorter, so that psycopg caches their parsing (up to 4 KB)
+        return {which: " ".join(sql.split()) for which, sql in statements.items()}
 
     def _returned(self, table: str) -> str:
         """The run record's columns, of ``table``."""

@@ -104,7 +104,8 @@ _QUEUE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS stepgraph_runs_queue ON stepgraph_runs (queue, status, number) "
     "WHERE queue IS NOT NULL",
     # the runs a worker may take over, found without visiting every run running or paused
-    "CREATE INDEX IF NOT EXISTS stepgraph_runs_held ON stepgraph_runs (status, lease_until)",
+    "CREATE INDEX IF NOT EXISTS stepgraph_runs_held ON stepgraph_runs (status, lease_until) "
+    "WHERE queue IS NOT NULL",
 )
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
@@ -199,6 +200,8 @@ def _statements(batch: Commit, number: int, now: float) -> list[_Statement]:
         )
     if batch.consumed:
         out.append(("DELETE FROM stepgraph_inbox WHERE id = ?", [(i,) for i in batch.consumed]))
+    if batch.status == StoredStatus.COMPLETED:  # what is left, nothing will read
+        out.append(("DELETE FROM stepgraph_inbox WHERE run_id = ?", [(run_id,)]))
     return out
 
 

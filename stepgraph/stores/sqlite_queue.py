@@ -20,10 +20,11 @@ from .queue import Message, StoredEvent, Wakeups, take_each
 __all__ = ["QueueMixin"]
 
 # The runs a claim takes, oldest first: queued runs and, with take-over, runs to take over
-# in three parts that do not overlap (their worker's lease ran out; running and given up;
-# paused, given up as idle, with a message waiting), each found through an index
-# (stepgraph_runs_held, or the inbox's), so that its cost grows with the runs to take, not
-# with those running or paused. Each part stops at the limit.
+# in three parts that do not overlap (their worker's lease ran out, or it gave them up;
+# running without a lease; paused, given up as idle, with a message waiting), each found
+# through an index (stepgraph_runs_held, on the runs of a queue, or the inbox's), so that
+# its cost grows with the runs to take and the runs named in the inbox, not with those
+# running or paused. Each part stops at the limit.
 _PART = (
     "SELECT * FROM (SELECT r.run_id, r.number FROM {source} WHERE {where} "
     "AND r.queue IN ({{queues}}) ORDER BY r.number LIMIT :limit)"

@@ -303,6 +303,20 @@ class QueueConformance(StoreConformance):
 
         self.run_scenario(scenario, self.make_store())
 
+    def test_the_messages_left_for_a_run_that_completes_go_with_its_end_and_others_stay(
+        self,
+    ) -> None:
+        async def scenario(store: Any) -> None:
+            for run_id in ("done", "fails", "other"):
+                await _submit(store, run_id)
+                await store.post(run_id, b"late")
+            await commit(store, Commit(run_id="done", status=StoredStatus.COMPLETED, result=b"1"))
+            await commit(store, Commit(run_id="fails", status=StoredStatus.FAILED, result=b"e"))
+            box = await store.inbox(["done", "fails", "other"])
+            assert sorted(m.run_id for m in box) == ["fails", "other"], box  # may go on
+
+        self.run_scenario(scenario, self.make_store())
+
     def test_stream_events_are_stored_in_commit_order_and_read_from_a_position(self) -> None:
         async def scenario(store: Any) -> None:
             await _submit(store, "r")

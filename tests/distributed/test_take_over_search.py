@@ -10,6 +10,7 @@ reads; on SQLite, that no part of the query scans ``stepgraph_runs``.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -22,8 +23,10 @@ from stepgraph.stores import PostgresStore, SqliteStore
 from stepgraph.stores.pg_common import run_key_prefix
 from tests.pg import PG_DSN, pg_schema, require_pg
 
-RUNS = 4000  # of each: paused and idle, running with a live lease
+RUNS = 4000  # of each: paused and idle, running with a live lease, running in-process
 MESSAGES = 50  # waiting in the inbox of running runs (their workers read them soon)
+ANSWERED = 20  # idle paused runs with a message waiting: the claim takes some
+LIMIT = 8
 
 
 @pytest.fixture
@@ -48,6 +51,17 @@ def _rows_read(plan: dict[str, Any], table: str) -> int:
     return read
 
 
+def _positional(sql: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``sql`` with ``$1, $2, ...`` for its named parameters, and their values in order."""
+    names: list[str] = []
+    for name in re.findall(r"%\((\w+)\)[sb]", sql):
+        if name not in names:
+            names.append(name)
+    for position, name in enumerate(names, 1):
+        sql = re.sub(rf"%\({name}\)[sb]", f"${position}", sql)
+    return sql, [params[name] for name in names]
+
+
 async def test_on_postgres_the_take_over_search_reads_few_of_the_runs_running_or_paused(
     schema: str,
 ) -> None:
@@ -64,20 +78,22 @@ async def test_on_postgres_the_take_over_search_reads_few_of_the_runs_running_or
             "SELECT 'p' || g, 'Flow', 'paused', now(), now(), 'default', NULL, NULL "
             "FROM generate_series(1, %(n)s) AS g UNION ALL "
             "SELECT 'r' || g, 'Flow', 'running', now(), now(), 'default', 'w', "
-            "now() + interval '1 hour' FROM generate_series(1, %(n)s) AS g",
+            "now() + interval '1 hour' FROM generate_series(1, %(n)s) AS g UNION ALL "
+            "SELECT 'i' || g, 'Flow', 'running', now(), now(), NULL, NULL, NULL "
+            "FROM generate_series(1, %(n)s) AS g",  # in-process runs: no queue, no lease
             {"n": RUNS},
         )
         conn.execute(
             f"INSERT INTO {s}.stepgraph_inbox (run_id, data) "
-            "SELECT 'r' || g, 'x' FROM generate_series(1, %s) AS g",
-            (MESSAGES,),
+            "SELECT 'r' || g, 'x'::bytea FROM generate_series(1, %s) AS g "
+            "UNION ALL SELECT 'p' || g, 'x'::bytea FROM generate_series(1, %s) AS g",
+            (MESSAGES, ANSWERED),
         )
         conn.execute(f"ANALYZE {s}.stepgraph_runs")
         conn.execute(f"ANALYZE {s}.stepgraph_inbox")
-        conn.execute("SET plan_cache_mode = force_generic_plan")  # as the store runs it
         params = {
             "queues": ["default"],
-            "limit": 8,
+            "limit": LIMIT,
             "owner": "w2",
             "lease": 10.0,
             "due_ids": [],
@@ -85,15 +101,17 @@ async def test_on_postgres_the_take_over_search_reads_few_of_the_runs_running_or
             "held": [],
             "key_prefix": run_key_prefix(schema),
         }
-        for sql in (PostgresStore(PG_DSN, schema=schema)._claims[True, True],):
-            ((explained,),) = conn.execute(
-                "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params
-            ).fetchall()
-            plan = explained[0]["Plan"]
-            read = _rows_read(plan, "stepgraph_runs")
-            assert read <= 4 * MESSAGES, (read, explained)  # not ~2 * RUNS: no scan
+        sql, values = _positional(PostgresStore(PG_DSN, schema=schema)._claims[True, True], params)
+        conn.execute("SET plan_cache_mode = force_generic_plan")  # as the store runs it
+        conn.execute(f"PREPARE claim AS {sql}")
+        marks = ", ".join(["%s"] * len(values))
+        with psycopg.ClientCursor(conn) as cursor:  # the values as literals, in EXECUTE
+            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE claim({marks})", values)
+            ((explained,),) = cursor.fetchall()
+        read = _rows_read(explained[0]["Plan"], "stepgraph_runs")
+        assert read <= 4 * (MESSAGES + ANSWERED), (read, explained)  # not ~3 * RUNS
         row = conn.execute(f"SELECT count(*) FROM {s}.stepgraph_runs WHERE worker = 'w2'")
-        assert row.fetchone() == (0,)  # nothing to take over: nothing was taken
+        assert row.fetchone() == (LIMIT,)  # the oldest answered runs, as many as asked
 
 
 def test_on_sqlite_no_part_of_the_take_over_search_scans_the_runs(tmp_path: Path) -> None:
@@ -107,22 +125,24 @@ def test_on_sqlite_no_part_of_the_take_over_search_scans_the_runs(tmp_path: Path
     with sqlite3.connect(path) as conn:
         conn.executemany(
             "INSERT INTO stepgraph_runs (run_id, workflow, status, created_at, updated_at, "
-            "queue, worker, lease_until) VALUES (?, 'Flow', ?, ?, ?, 'default', ?, ?)",
-            [(f"p{i}", "paused", now, now, None, None) for i in range(RUNS)]
-            + [(f"r{i}", "running", now, now, "w", now + 3600) for i in range(RUNS)],
+            "queue, worker, lease_until) VALUES (?, 'Flow', ?, ?, ?, ?, ?, ?)",
+            [(f"p{i}", "paused", now, now, "default", None, None) for i in range(RUNS)]
+            + [(f"r{i}", "running", now, now, "default", "w", now + 3600) for i in range(RUNS)]
+            + [(f"i{i}", "running", now, now, None, None, None) for i in range(RUNS)],
         )
         conn.executemany(
             "INSERT INTO stepgraph_inbox (run_id, data) VALUES (?, x'00')",
-            [(f"r{i}",) for i in range(MESSAGES)],
+            [(f"r{i}",) for i in range(MESSAGES)] + [(f"p{i}",) for i in range(ANSWERED)],
         )
         conn.execute("ANALYZE")
         sql = f"SELECT run_id FROM ({queue._CLAIMABLE.format(queues=':q0')}) LIMIT 8"
         steps = [
             str(row[3])
             for row in conn.execute(
-                "EXPLAIN QUERY PLAN " + sql, {"q0": "default", "now": now, "limit": 8}
+                "EXPLAIN QUERY PLAN " + sql, {"q0": "default", "now": now, "limit": LIMIT}
             )
         ]
-    runs = [step for step in steps if step.split()[1:2] in (["r"], ["stepgraph_runs"])]
+    # "SCAN r" / "SEARCH r USING ..." (older SQLite: "SCAN TABLE stepgraph_runs AS r")
+    runs = [step for step in steps if {"r", "stepgraph_runs"} & set(step.split()[1:3])]
     assert len(runs) == 4, steps  # each part of the search reads the runs once
     assert all(step.startswith("SEARCH ") for step in runs), steps  # ... through an index
