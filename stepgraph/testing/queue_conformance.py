@@ -97,6 +97,34 @@ class QueueConformance(StoreConformance):
         first = self.make_store()
         self.run_scenario(scenario, first, self.make_other_store(first))
 
+    def test_concurrent_claims_never_take_over_one_run_twice(self) -> None:
+        async def scenario(store: Any, other: Any) -> None:
+            names = [f"r{at:02d}" for at in range(18)]
+            for at, run_id in enumerate(names):
+                await _submit(store, run_id, at=at)
+            assert _ids(await store.claim("dead", ["default"], 18, 0.01)) == names
+            for run_id in names[6:12]:  # paused, given up as idle, answered
+                await commit(store, Commit(run_id=run_id, status=StoredStatus.PAUSED))
+            await store.unclaim("dead", names[6:12], idle=True)
+            for run_id in names[6:12]:
+                await store.post(run_id, b"the answer")
+            await asyncio.sleep(0.02)  # the other leases ran out 0.01 s after the claim
+            got = await asyncio.gather(
+                *(
+                    (store if i % 2 else other).claim(f"w{i}", ["default"], 2, 30.0)
+                    for i in range(12)
+                )
+            )
+            taken = [r.run_id for batch in got for r in batch]
+            # a claim skips the runs another one has locked (and may not take): the rest
+            # is taken afterwards, and no run is taken twice
+            while more := await store.claim("late", ["default"], 18, 30.0):
+                taken += _ids(more)
+            assert sorted(taken) == names, taken
+
+        first = self.make_store()
+        self.run_scenario(scenario, first, self.make_other_store(first))
+
     def test_take_gets_the_leases_and_latest_checkpoints_of_runs_no_one_else_holds(self) -> None:
         async def scenario(store: Any, other: Any) -> None:
             for at, run_id in enumerate(("a", "b", "held")):
