@@ -189,9 +189,19 @@ finished AS (
 )
 """
 
-_COMMIT = (
-    _INPUT
-    + """,
+# One commit alone (the most frequent group): the same `input`, of scalar parameters:
+# psycopg makes a dumper for each array it sends, which costs more than the statement's
+# other work on the client.
+_INPUT_ONE = """WITH input AS (
+    SELECT %(run_id)s::text AS run_id, %(status)s::text AS status,
+        %(result)s::bytea AS result, %(seq)s::integer AS seq,
+        %(superstep)s::integer AS superstep, %(cp_status)s::text AS cp_status,
+        %(frame)s::bytea AS frame, %(full)s::boolean AS full_, %(after)s::integer AS after,
+        1::bigint AS idx
+)"""
+
+_COMMIT_REST = (
+    """,
 updated AS (
     UPDATE {p}stepgraph_runs AS r SET
         status = COALESCE(i.status, 'running'),  -- a queued run that commits is running
@@ -210,6 +220,8 @@ run AS (  -- the runs found; the record is written only when its status changes
     + _WRITE
     + "SELECT run.idx FROM run"
 )
+_COMMIT = _INPUT + _COMMIT_REST
+_COMMIT_ONE = _INPUT_ONE + _COMMIT_REST
 
 # A new run: `run` (idx 1 and its run_id), nothing when its run_id is taken.
 _NEW_RUN = """run AS (
@@ -350,22 +362,56 @@ def _params(commits: Sequence[Commit], now: datetime) -> dict[str, Any]:
         p["frames"].append(None if write is None else bytes(write.frame))
         p["fulls"].append(write is not None and write.full)
         p["afters"].append(batch.journal_after)
-        for pos, entry in enumerate(batch.journal, batch.journal_at):
-            p["j_idx"].append(idx)
-            p["j_pos"].append(pos)
-            p["j_entry"].append(entry)
-        if write is not None:
-            for name, data in write.values.items():
-                p["c_idx"].append(idx)
-                p["c_name"].append(name)
-                p["c_data"].append(data)
-        for data in batch.events:
-            p["e_idx"].append(idx)
-            p["e_data"].append(data)
-        for message_id in batch.consumed:
-            p["m_idx"].append(idx)
-            p["m_id"].append(message_id)
-    for name in _ITEMS:  # unnest(NULL) has no rows, as unnest('{}'); None costs less to send
+        _add_items(p, idx, batch)
+    return _no_empty_items(p)
+
+
+def _params_one(batch: Commit, now: datetime) -> dict[str, Any]:
+    """The parameters of ``_INPUT_ONE`` and ``_WRITE`` for ``batch`` alone."""
+    write = batch.checkpoint
+    status = None if batch.status is None else StoredStatus(batch.status).value
+    p: dict[str, Any] = {
+        "now": now,
+        "run_id": batch.run_id,
+        "status": status,
+        "result": None if status is None else batch.result,
+        "seq": None if write is None else write.seq,
+        "superstep": None if write is None else write.superstep,
+        "cp_status": None if write is None else StoredStatus(write.status).value,
+        "frame": None if write is None else bytes(write.frame),
+        "full": write is not None and write.full,
+        "after": batch.journal_after,
+    }
+    for name in _ITEMS:
+        p[name] = []
+    _add_items(p, 1, batch)
+    return _no_empty_items(p)
+
+
+def _add_items(p: dict[str, Any], idx: int, batch: Commit) -> None:
+    """Append the journal entries, chunks, stream events and consumed messages of
+    ``batch`` (commit ``idx`` of its statement) to the item arrays of ``p``."""
+    for pos, entry in enumerate(batch.journal, batch.journal_at):
+        p["j_idx"].append(idx)
+        p["j_pos"].append(pos)
+        p["j_entry"].append(entry)
+    if batch.checkpoint is not None:
+        for name, data in batch.checkpoint.values.items():
+            p["c_idx"].append(idx)
+            p["c_name"].append(name)
+            p["c_data"].append(data)
+    for data in batch.events:
+        p["e_idx"].append(idx)
+        p["e_data"].append(data)
+    for message_id in batch.consumed:
+        p["m_idx"].append(idx)
+        p["m_id"].append(message_id)
+
+
+def _no_empty_items(p: dict[str, Any]) -> dict[str, Any]:
+    """``p`` with None for its empty item arrays: unnest(NULL) has no rows, as
+    unnest('{}'), and None costs less to send."""
+    for name in _ITEMS:
         if not p[name]:
             p[name] = None
     return p
@@ -520,6 +566,7 @@ class PostgresStore(PostgresQueue, StoreResults):
         self._tables = _TABLES.replace("{p}", prefix)
         self._create_schema = "" if schema is None else f"CREATE SCHEMA IF NOT EXISTS {prefix[:-1]}"
         self._commit_sql = binary_params(_COMMIT).replace("{p}", prefix)
+        self._commit_one_sql = binary_params(_COMMIT_ONE).replace("{p}", prefix)
         self._create_sql = binary_params(_CREATE).replace("{p}", prefix)
         self._create_plain_sql = binary_params(_CREATE_PLAIN).replace("{p}", prefix)
         self._load_sql = _LOAD.replace("{p}", prefix)
@@ -722,9 +769,13 @@ class PostgresStore(PostgresQueue, StoreResults):
             return
         commits = [batch for batch, _ in group]
         try:
-            params = _params(commits, datetime.now(UTC))
+            now = datetime.now(UTC)
+            if len(commits) == 1:
+                sql, params = self._commit_one_sql, _params_one(commits[0], now)
+            else:
+                sql, params = self._commit_sql, _params(commits, now)
             async with self._connection(f"writing run {commits[0].run_id!r}", here) as conn:
-                found = await self._write(conn, self._commit_sql, params, commits)
+                found = await self._write(conn, sql, params, commits)
         except Exception as exc:
             cause = exc.__cause__ if isinstance(exc, StoreError) and exc.__cause__ else exc
             rolled_back = isinstance(cause, psycopg.errors.TransactionRollback)  # a deadlock
