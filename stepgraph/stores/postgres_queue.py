@@ -160,6 +160,13 @@ def _claim_leased(take_over: bool) -> str:
     return "WITH " + _pick(take_over) + ",\nclaimed AS (" + _LEASE + _LEASED
 
 
+def _template(sql: str) -> str:
+    """A claim statement before the schema name goes in: its parameters in binary
+    (``binary_params``) and one space for each run of white space (it holds no comment
+    nor string with any), shorter, so that psycopg caches its parsing (up to 4 KB)."""
+    return binary_params(" ".join(sql.split()))
+
+
 class PostgresQueue:
     """``claim``, ``renew``, ``unclaim``, ``post``, ``inbox``, ``read_events`` and
     ``wait_for_work`` for :class:`~stepgraph.stores.PostgresStore` (whose lease code
@@ -227,15 +234,13 @@ class PostgresQueue:
         key = RUN_KEY_SQL.format(run_id="claimed.run_id")
         statements: dict[tuple[bool, bool], str] = {}
         for take_over in (True, False):
-            statements[False, take_over] = binary_params(_claim(take_over)).format(
+            statements[False, take_over] = _template(_claim(take_over)).format(
                 p=self._prefix, columns=columns
             )
-            statements[True, take_over] = binary_params(_claim_leased(take_over)).format(
+            statements[True, take_over] = _template(_claim_leased(take_over)).format(
                 p=self._prefix, columns=columns, claimed=claimed, key=binary_params(key)
             )
-        # one space for each run of white space (they hold no comment nor string with
-        # any): shorter, so that psycopg caches their parsing (up to 4 KB)
-        return {which: " ".join(sql.split()) for which, sql in statements.items()}
+        return statements
 
     def _returned(self, table: str) -> str:
         """The run record's columns, of ``table``."""

@@ -21,6 +21,7 @@ import pytest
 
 from stepgraph.stores import PostgresStore, SqliteStore
 from stepgraph.stores.pg_common import run_key_prefix
+from tests.distributed.flows import Three
 from tests.pg import PG_DSN, pg_schema, require_pg
 
 RUNS = 4000  # of each: paused and idle, running with a live lease, running in-process
@@ -146,3 +147,22 @@ def test_on_sqlite_no_part_of_the_take_over_search_scans_the_runs(tmp_path: Path
     runs = [step for step in steps if {"r", "stepgraph_runs"} & set(step.split()[1:3])]
     assert len(runs) == 4, steps  # each part of the search reads the runs once
     assert all(step.startswith("SEARCH ") for step in runs), steps  # ... through an index
+
+
+async def test_a_schema_name_with_white_space_in_it_is_kept_as_it_is_by_the_claims() -> None:
+    import psycopg
+
+    require_pg()
+    schema = "take  over\tsearch"  # folding the statements' white space must not touch it
+    store = PostgresStore(PG_DSN, schema=schema)
+    try:
+        run_id = await Three(store=store).submit()
+        for lease in (False, True):
+            for take_over in (False, True):
+                await store.claim("w", ["default"], 1, 30.0, lease=lease, take_over=take_over)
+        record = await store.get_run(run_id)
+        assert record is not None and record.worker == "w", record
+    finally:
+        await store.aclose()
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute('DROP SCHEMA IF EXISTS "take  over\tsearch" CASCADE')
