@@ -363,6 +363,9 @@ def _params(commits: Sequence[Commit], now: datetime) -> dict[str, Any]:
         p["fulls"].append(write is not None and write.full)
         p["afters"].append(batch.journal_after)
         _add_items(p, idx, batch)
+    for name in _SPARSE:  # unnest() pads a NULL array with NULLs: cheaper to send
+        if all(value is None for value in p[name]):
+            p[name] = None
     return _no_empty_items(p)
 
 
@@ -453,6 +456,7 @@ def _plain(batch: Commit) -> bool:
     )
 
 
+_SPARSE = ["statuses", "results"]  # None in each commit but those that change the status
 _ITEMS = _ARRAYS[9:]  # the lists of items (journal entries, chunks, events, messages)
 
 
