@@ -359,11 +359,8 @@ class Workflow:
             return plan
         if plan is not compiled.plan:  # placed on this instance's backends
             return _renamed(plan, name)
-        key = f"named {name}"  # the class's plan under a name: made once, for every run
-        named = plan.derived.get(key)
-        if named is None:
-            named = plan.derived[key] = _renamed(plan, name)
-        return named
+        # the class's plan under a name: made once, for every run
+        return plan.derive(f"named {name}", lambda: _renamed(plan, name))
 
     def __getstate__(self) -> dict[str, Any]:
         """What a copy of the workflow sent to another process holds: its own attributes,

@@ -144,11 +144,10 @@ def _owner(store: Store) -> str:
 
 def _headers(plan: RunPlan, serializer: Serializer) -> HeaderCodec:
     """The checkpoint headers of ``plan``'s runs in ``serializer`` (made once per plan)."""
-    key = f"durable header {serializer.name}"
-    codec = plan.derived.get(key)
-    if codec is None:
-        codec = plan.derived[key] = HeaderCodec(plan.name, plan.graph, plan.programs, serializer)
-    return codec
+    return plan.derive(
+        f"durable header {serializer.name}",
+        lambda: HeaderCodec(plan.name, plan.graph, plan.programs, serializer),
+    )
 
 
 async def _raised(error: Exception) -> None:

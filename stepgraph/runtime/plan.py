@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..core import Graph, RunState
 from ..errors import WorkflowValidationError
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from .stream import EventStream
 
 __all__ = ["NodeProgram", "RunPlan", "RunStyle", "StepConfig", "placed"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,8 +106,8 @@ class RunPlan:
         style: what the authoring style decides (result, routing, lifecycle events).
         reducers: shared-state keys whose writes merge (see ``stepgraph.state``).
         derived: what other layers compute from the plan once, by their own key (a
-            durable run's checkpoint header, say); a plan made by ``dataclasses.replace``
-            starts with none.
+            durable run's checkpoint header, say: see :meth:`derive`); a plan made by
+            ``dataclasses.replace`` starts with none.
     """
 
     name: str
@@ -126,6 +128,14 @@ class RunPlan:
         object.__setattr__(self, "named_backends", named)
         limited = any(p.config.limiter is not None for p in self.programs)
         object.__setattr__(self, "named_limiters", limited)
+
+    def derive(self, key: str, make: Callable[[], _T]) -> _T:
+        """What ``make()`` computes from the plan, made at the first call with ``key``
+        and kept with the plan for the runs that follow."""
+        found = self.derived.get(key)
+        if found is None:
+            found = self.derived[key] = make()
+        return found
 
 
 def placed(

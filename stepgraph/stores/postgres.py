@@ -345,23 +345,32 @@ def _stored(run_id: str, row: tuple[Any, ...]) -> StoredCheckpoint:
     )
 
 
+def _input_row(batch: Commit) -> tuple[Any, ...]:
+    """The values of ``input`` for ``batch`` (its columns: ``_INPUT_COLUMNS``)."""
+    write = batch.checkpoint
+    status = None if batch.status is None else StoredStatus(batch.status).value
+    return (
+        batch.run_id,
+        status,
+        None if status is None else batch.result,
+        None if write is None else write.seq,
+        None if write is None else write.superstep,
+        None if write is None else StoredStatus(write.status).value,
+        None if write is None else bytes(write.frame),
+        write is not None and write.full,
+        batch.journal_after,
+    )
+
+
 def _params(commits: Sequence[Commit], now: datetime) -> dict[str, Any]:
     """The parameters of ``_INPUT`` and ``_WRITE`` for ``commits`` (of different runs)."""
     p: dict[str, Any] = {"now": now}
     for name in _ARRAYS:
         p[name] = []
+    columns = [p[name] for name in _ARRAYS[: len(_INPUT_COLUMNS)]]
     for idx, batch in enumerate(commits, 1):
-        write = batch.checkpoint
-        status = None if batch.status is None else StoredStatus(batch.status).value
-        p["run_ids"].append(batch.run_id)
-        p["statuses"].append(status)
-        p["results"].append(None if status is None else batch.result)
-        p["seqs"].append(None if write is None else write.seq)
-        p["supersteps"].append(None if write is None else write.superstep)
-        p["cp_statuses"].append(None if write is None else StoredStatus(write.status).value)
-        p["frames"].append(None if write is None else bytes(write.frame))
-        p["fulls"].append(write is not None and write.full)
-        p["afters"].append(batch.journal_after)
+        for column, value in zip(columns, _input_row(batch), strict=True):
+            column.append(value)
         _add_items(p, idx, batch)
     for name in _SPARSE:  # unnest() pads a NULL array with NULLs: cheaper to send
         if all(value is None for value in p[name]):
@@ -371,20 +380,7 @@ def _params(commits: Sequence[Commit], now: datetime) -> dict[str, Any]:
 
 def _params_one(batch: Commit, now: datetime) -> dict[str, Any]:
     """The parameters of ``_INPUT_ONE`` and ``_WRITE`` for ``batch`` alone."""
-    write = batch.checkpoint
-    status = None if batch.status is None else StoredStatus(batch.status).value
-    p: dict[str, Any] = {
-        "now": now,
-        "run_id": batch.run_id,
-        "status": status,
-        "result": None if status is None else batch.result,
-        "seq": None if write is None else write.seq,
-        "superstep": None if write is None else write.superstep,
-        "cp_status": None if write is None else StoredStatus(write.status).value,
-        "frame": None if write is None else bytes(write.frame),
-        "full": write is not None and write.full,
-        "after": batch.journal_after,
-    }
+    p: dict[str, Any] = dict(zip(_INPUT_COLUMNS, _input_row(batch), strict=True), now=now)
     for name in _ITEMS:
         p[name] = []
     _add_items(p, 1, batch)
@@ -456,8 +452,22 @@ def _plain(batch: Commit) -> bool:
     )
 
 
+# the columns of `input`: _INPUT_ONE's parameters, and (plural) _INPUT's first arrays
+_INPUT_COLUMNS = [
+    "run_id",
+    "status",
+    "result",
+    "seq",
+    "superstep",
+    "cp_status",
+    "frame",
+    "full",
+    "after",
+]
 _SPARSE = ["statuses", "results"]  # None in each commit but those that change the status
-_ITEMS = _ARRAYS[9:]  # the lists of items (journal entries, chunks, events, messages)
+_ITEMS = _ARRAYS[
+    len(_INPUT_COLUMNS) :
+]  # the lists of items (journal entries, chunks, events, messages)
 
 
 def _finish(conn: _Conn) -> None:

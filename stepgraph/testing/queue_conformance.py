@@ -39,6 +39,14 @@ async def _submit(store: Any, run_id: str, *, at: int = 0, queue: str = "default
     assert made is None, f"create_run({run_id!r}) found a run already"
 
 
+async def _idle_paused(store: Any, owner: str, run_ids: list[str]) -> None:
+    """Pause ``owner``'s claimed ``run_ids`` and give them up as idle (they wait for an
+    answer: claimable again once a message is posted to them)."""
+    for run_id in run_ids:
+        await commit(store, Commit(run_id=run_id, status=StoredStatus.PAUSED))
+    await store.unclaim(owner, run_ids, idle=True)
+
+
 def _ids(records: list[RunRecord]) -> list[str]:
     return [r.run_id for r in records]
 
@@ -103,9 +111,7 @@ class QueueConformance(StoreConformance):
             for at, run_id in enumerate(names):
                 await _submit(store, run_id, at=at)
             assert _ids(await store.claim("dead", ["default"], 18, 0.01)) == names
-            for run_id in names[6:12]:  # paused, given up as idle, answered
-                await commit(store, Commit(run_id=run_id, status=StoredStatus.PAUSED))
-            await store.unclaim("dead", names[6:12], idle=True)
+            await _idle_paused(store, "dead", names[6:12])  # ... and answered
             for run_id in names[6:12]:
                 await store.post(run_id, b"the answer")
             await asyncio.sleep(0.02)  # the other leases ran out 0.01 s after the claim
@@ -285,8 +291,7 @@ class QueueConformance(StoreConformance):
         async def scenario(store: Any) -> None:
             await _submit(store, "asks")
             await store.claim("w1", ["default"], 5, 30.0)
-            await commit(store, Commit(run_id="asks", status=StoredStatus.PAUSED))
-            await store.unclaim("w1", ["asks"], idle=True)
+            await _idle_paused(store, "w1", ["asks"])
             assert await store.claim("w2", ["default"], 5, 30.0) == []  # it only waits
             await store.post("asks", b"the answer")
             got = await store.claim("w2", ["default"], 5, 30.0)
