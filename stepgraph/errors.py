@@ -303,7 +303,8 @@ def _rebuild_task_failed(message: str, task: str, backend: str) -> TaskFailed:
 
 
 class DependencyFailed(StepgraphError):
-    """A task or block did not run because a dependency of it failed or was cancelled.
+    """A task or block did not run because a dependency of it failed (the dependents of
+    a cancelled task are cancelled).
 
     The message names the task and its direct dependency; ``__cause__`` is the root
     failure (the :class:`TaskFailed` of the first task that failed).

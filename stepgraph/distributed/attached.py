@@ -15,12 +15,13 @@ Reads poll the store with a back-off (2 ms, doubling to a quarter second).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..core import RunStatus
 from ..durability.checkpoints import decode_value
-from ..errors import RunNotFoundError, WorkflowCancelled
+from ..errors import RunFinishedError, RunNotFoundError, WorkflowCancelled
 from ..runtime.run import settle_like
 from ..stores.base import StoredStatus
 from ..stores.results import outcome_of
@@ -107,9 +108,13 @@ class AttachedRun:
     def start(self, message: object) -> None:  # pragma: no cover - attached runs have started
         raise RuntimeError("an attached run has started elsewhere")
 
-    def _post(self, body: dict[str, Any]) -> asyncio.Task[None]:
+    def _post(self, body: dict[str, Any], *, answered: bool = False) -> asyncio.Task[None]:
+        """Post ``body`` to the run's inbox. Unless the caller awaits the post
+        (``answered``), a run that has ended meanwhile drops it, as a local run drops
+        an event that arrives after its end."""
         data = encode_message(self._serializer, body, self.run_id)
-        task = self.loop.create_task(self._store.post(self.run_id, data))
+        post = self._store.post(self.run_id, data)
+        task = self.loop.create_task(post if answered else _unless_ended(post))
         self._posts.add(task)
         task.add_done_callback(self._posts.discard)
         return task
@@ -118,7 +123,8 @@ class AttachedRun:
         self._post({"kind": "event", "event": event, "step": step})
 
     def respond(self, request_id: str, response: object) -> Awaitable[None] | None:
-        return self._post({"kind": "response", "request_id": request_id, "response": response})
+        body = {"kind": "response", "request_id": request_id, "response": response}
+        return self._post(body, answered=True)
 
     def open_request(self, request_id: str) -> OpenRequest | None:
         return None
@@ -151,3 +157,8 @@ class AttachedRun:
                 return
             await asyncio.wait({self.outcome}, timeout=pause)
             pause = min(pause * 2, _LAST_POLL)
+
+
+async def _unless_ended(post: Coroutine[Any, Any, None]) -> None:
+    with contextlib.suppress(RunFinishedError, RunNotFoundError):  # its outcome says so
+        await post

@@ -24,7 +24,7 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
-from .queue import Message, StoredEvent, Wakeups, take_each
+from .queue import Message, StoredEvent, Wakeups, check_postable, take_each
 from .results import StoreResults
 
 __all__ = ["MemoryStore"]
@@ -288,6 +288,8 @@ class MemoryStore(StoreResults):
 
     async def post(self, run_id: str, data: bytes) -> None:
         with self._lock:
+            run = self._runs.get(run_id)
+            check_postable(self, run_id, None if run is None else run.record.status)
             self._inbox.append(Message(next(self._numbers), run_id, data))
         self._work.notify()
 

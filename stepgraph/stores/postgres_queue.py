@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..errors import StoreError
 from .base import RunRecord, StoredCheckpoint
 from .pg_common import RUN_KEY_SQL, binary_params, run_key_prefix
-from .queue import Message, StoredEvent
+from .queue import Message, StoredEvent, check_postable
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -153,6 +153,21 @@ SELECT {claimed}, CASE WHEN claimed.run_id = ANY(%(held)s::text[]) THEN NULL
     first.seq, first.superstep, first.created_at, first.status, claimed.parent_run_id,
     first.frame, first.names, first.datas, NULL::bytea[]
 FROM freed LEFT JOIN claimed ON true LEFT JOIN first ON first.run_id = claimed.run_id
+"""
+
+# A post: the message goes in only if the run exists and has not completed, and the
+# workers are woken. `FOR SHARE` waits for a commit that is changing the run's status,
+# so a post racing a completing commit sees it completed and is refused, rather than
+# leaving a message nothing will read.
+_POST = """WITH run AS (
+    SELECT status FROM {p}stepgraph_runs WHERE run_id = %(run)s FOR SHARE
+),
+m AS (
+    INSERT INTO {p}stepgraph_inbox (run_id, data)
+    SELECT %(run)s, %(data)s FROM run WHERE run.status <> 'completed' RETURNING id
+),
+woken AS (SELECT pg_notify('stepgraph_work', '') FROM m)
+SELECT (SELECT status FROM run), (SELECT count(*) FROM woken)
 """
 
 
@@ -312,11 +327,9 @@ class PostgresQueue:
     async def post(self, run_id: str, data: bytes) -> None:
         """Append ``data`` to the run's inbox and wake the workers."""
         async with self._connection(f"posting to run {run_id!r}") as conn:
-            await conn.execute(
-                f"WITH m AS (INSERT INTO {self._prefix}stepgraph_inbox (run_id, data) "
-                "VALUES (%s, %s) RETURNING id) SELECT pg_notify('stepgraph_work', '') FROM m",
-                (run_id, data),
-            )
+            cursor = await conn.execute(_POST.format(p=self._prefix), {"run": run_id, "data": data})
+            row = await cursor.fetchone()
+        check_postable(self, run_id, None if row is None else row[0])
 
     async def inbox(self, run_ids: Sequence[str]) -> list[Message]:
         """The messages waiting for ``run_ids``, in the order posted."""

@@ -17,6 +17,9 @@ A store that implements :class:`RunQueue` (all of stepgraph's do) holds, besides
 - an **inbox**: events, responses and cancels sent to a run from another process
   (``post``); the process that holds the run reads them (``inbox``) and delivers them,
   deleting each with the commit that journals it (``Commit.consumed``): exactly once.
+  A post to a run the store does not have, or to one that has completed, is refused
+  (what is left in a run's inbox when it completes goes with its completing commit);
+  a failed or cancelled run may be resumed, so its inbox stays.
 """
 
 from __future__ import annotations
@@ -27,9 +30,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from .base import RunRecord, StoredCheckpoint
+from ..errors import RunFinishedError, RunNotFoundError
+from .base import RunRecord, StoredCheckpoint, StoredStatus
 
-__all__ = ["Message", "RunQueue", "StoredEvent", "Wakeups", "is_queue", "take", "take_each"]
+__all__ = [
+    "Message",
+    "RunQueue",
+    "StoredEvent",
+    "Wakeups",
+    "check_postable",
+    "is_queue",
+    "take",
+    "take_each",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +125,12 @@ class RunQueue(Protocol):
         ...
 
     async def post(self, run_id: str, data: bytes) -> None:
-        """Append ``data`` to run ``run_id``'s inbox (and wake whoever holds the run)."""
+        """Append ``data`` to run ``run_id``'s inbox (and wake whoever holds the run).
+
+        Raises:
+            RunNotFoundError: the store has no run ``run_id``.
+            RunFinishedError: the run has completed (nothing would read the message).
+        """
         ...
 
     async def inbox(self, run_ids: Sequence[str]) -> list[Message]:
@@ -141,6 +159,15 @@ _QUEUE_METHODS = (
     "wait_for_work",
 )
 _QUEUE_TYPES: set[type] = set()  # classes whose instances all are queues (asked often)
+
+
+def check_postable(store: object, run_id: str, status: str | None) -> None:
+    """Raise why nothing may be posted to run ``run_id``, whose stored status is
+    ``status`` (None: the store has no such run); return if something may."""
+    if status is None:
+        raise RunNotFoundError(f"cannot post to run {run_id!r}: there is no such run in {store!r}")
+    if status == StoredStatus.COMPLETED:
+        raise RunFinishedError(f"cannot post to run {run_id!r}: it has completed")
 
 
 def is_queue(store: object) -> bool:

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 from .base import RunRecord, StoredCheckpoint
-from .queue import Message, StoredEvent, Wakeups, take_each
+from .queue import Message, StoredEvent, Wakeups, check_postable, take_each
 
 __all__ = ["QueueMixin"]
 
@@ -147,6 +147,10 @@ class QueueMixin:
     async def post(self, run_id: str, data: bytes) -> None:
         """Append ``data`` to the run's inbox."""
         with self._transaction(f"posting to run {run_id!r}") as cursor:
+            row = cursor.execute(
+                "SELECT status FROM stepgraph_runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            check_postable(self, run_id, None if row is None else row[0])
             cursor.execute(
                 "INSERT INTO stepgraph_inbox (run_id, data) VALUES (?, ?)", (run_id, data)
             )

@@ -8,13 +8,13 @@ records ``task_id``, ``task``, ``block_id`` and ``workflow_id``. The shape of ev
 is the JSON Schema at :data:`EVENT_LOG_SCHEMA`, shipped in the package.
 
 Several runs, flows and processes may append to one file: the file is opened in append
-mode and each record is one ``write`` of a whole line, which the operating system never
+mode and records go out as ``write``s of whole lines, which the operating system never
 interleaves with another append. In an event loop, the records of one loop iteration
-go out together at its end (the end of a run or a flow writes at once): a process killed
-with ``kill -9`` loses at most its last iteration's records. A ``kill -9`` can cut a write
-only where it crosses a page of the file (4 KiB); a log opened on a file whose last line
-was cut starts on a new line, so the cut line stands alone, and :func:`read_events`
-skips it.
+go out together, in one ``write``, at its end (the end of a run or a flow writes at
+once): a process killed with ``kill -9`` loses at most its last iteration's records. A
+``kill -9`` can cut a write only where it crosses a page of the file (4 KiB); a log
+opened on a file whose last line was cut starts on a new line, so the cut line stands
+alone, and :func:`read_events` skips it.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
+from ..errors import RunFinishedError, RunNotFoundError
 from ..stores.base import Commit, RunRecord, Store, StoredStatus
 from .store_conformance import StoreConformance, checkpoint, commit, record
 
@@ -347,6 +348,42 @@ class QueueConformance(StoreConformance):
             await commit(store, Commit(run_id="fails", status=StoredStatus.FAILED, result=b"e"))
             box = await store.inbox(["done", "fails", "other"])
             assert sorted(m.run_id for m in box) == ["fails", "other"], box  # may go on
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_a_post_to_a_run_the_store_does_not_have_is_refused_and_stores_nothing(
+        self,
+    ) -> None:
+        async def scenario(store: Any) -> None:
+            try:
+                await store.post("nobody", b"lost")
+            except RunNotFoundError as exc:
+                assert "'nobody'" in str(exc), exc
+            else:
+                raise AssertionError("a post to an unknown run was accepted")
+            assert await store.inbox(["nobody"]) == []
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_a_post_to_a_completed_run_is_refused_and_one_to_a_failed_run_kept(
+        self,
+    ) -> None:
+        async def scenario(store: Any) -> None:
+            for run_id in ("done", "fails", "cancelled"):
+                await _submit(store, run_id)
+            await commit(store, Commit(run_id="done", status=StoredStatus.COMPLETED, result=b"1"))
+            await commit(store, Commit(run_id="fails", status=StoredStatus.FAILED, result=b"e"))
+            await commit(store, Commit(run_id="cancelled", status=StoredStatus.CANCELLED))
+            try:
+                await store.post("done", b"late")
+            except RunFinishedError as exc:
+                assert "'done'" in str(exc), exc
+            else:
+                raise AssertionError("a post to a completed run was accepted")
+            await store.post("fails", b"for its resume")  # failed, cancelled: resumable
+            await store.post("cancelled", b"for its resume")
+            box = await store.inbox(["done", "fails", "cancelled"])
+            assert sorted(m.run_id for m in box) == ["cancelled", "fails"], box
 
         self.run_scenario(scenario, self.make_store())
 

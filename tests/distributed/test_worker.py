@@ -21,6 +21,7 @@ from stepgraph.distributed.worker import Worker, registry
 from stepgraph.durability.run import DurableRun, _owner
 from stepgraph.errors import (
     CheckpointError,
+    RunFinishedError,
     StepgraphError,
     StoreError,
     StoreUnavailableError,
@@ -179,6 +180,24 @@ async def test_an_answer_posted_while_no_worker_holds_the_run_is_delivered_when_
     await asyncio.gather(*handler._run._posts)  # posted: no worker has it yet
     async with working(store, wf):
         assert await handler == "hello Grace"
+
+
+async def test_what_reaches_a_completed_run_through_an_attached_handler_is_not_stored(
+    store: Any,
+) -> None:
+    wf = Asks(store=store)
+    run_id = await wf.submit()
+    handler = wf.attach(run_id)
+    handler.send_event(HumanResponseEvent(response="Ada"))
+    async with working(store, wf):
+        assert await handler == "hello Ada"
+    late = wf.attach(run_id)  # has not read the run's end yet: sends go to the store
+    late.send_event(HumanResponseEvent(response="again"))  # dropped, as a local run does
+    with pytest.raises(RunFinishedError, match=run_id):
+        await late.send_response("nobody-asked", "too late")
+    await asyncio.gather(*late._run._posts)
+    assert await late == "hello Ada"
+    assert await store.inbox([run_id]) == []  # nothing left that nobody will read
 
 
 async def test_cancel_through_an_attached_handler_cancels_the_run(store: Any) -> None:
