@@ -31,7 +31,7 @@ from typing import Any
 
 from ..core.failure import Failure
 from ..durability.checkpoints import encode_value
-from ..durability.run import DurableRun, _owner
+from ..durability.run import DurableRun, _owner, coordinated_here
 from ..durability.serializer import serializer_named
 from ..errors import RunLockedError, StepgraphError, StoreUnavailableError, WorkflowCancelled
 from ..runtime.handler import WorkflowHandler
@@ -229,7 +229,6 @@ class Worker:
         self._fresh = set()
         if free <= 0 or self._stopping:
             return 0
-        ours = set(self.held)  # held already: a claim may return one (a renewal raced expiry)
         options: dict[str, bool] = {"lease": True} if self._lease_in_claim else {}
         # runs to take over (of dead workers) are looked for every _TAKE_OVER_EVERY; the
         # claims in between take queued runs only (the search costs more than they do)
@@ -242,6 +241,7 @@ class Worker:
             self.name, self.queues, free, self.lease_seconds, **options
         )
         self._fresh = {record.run_id for record in records}
+        ours = await self._ours(records)
         try:
             if self._stopping:  # stopped while claiming: give them back at once
                 await self._let_go([r for r in records if r.run_id not in ours])
@@ -253,6 +253,29 @@ class Worker:
                 [r for r in records if r.run_id not in ours and r.run_id not in self.held]
             )
         return len(records)
+
+    async def _ours(self, records: list[RunRecord]) -> set[str]:
+        """The claimed runs this process runs already, to leave as they are: held (a claim
+        may return one: a renewal raced its expiry), or coordinated here otherwise (a
+        ``resume`` in this process). A held run that has ended is being given up (its
+        claim too, which is how this claim could take it): once it is, it is taken anew."""
+        ending = [
+            held.task
+            for record in records
+            if (held := self.held.get(record.run_id)) is not None
+            and held.run.done
+            and held.task is not None
+        ]
+        if ending:
+            await asyncio.wait(ending)
+        ours = set()
+        for record in records:
+            workflow = self.workflows.get(record.workflow)
+            if record.run_id in self.held or (
+                workflow is not None and coordinated_here(workflow.options.store, record.run_id)
+            ):
+                ours.add(record.run_id)
+        return ours
 
     async def _start(self, records: list[RunRecord], ours: set[str]) -> None:
         known: list[tuple[RunRecord, Any]] = []

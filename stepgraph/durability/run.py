@@ -167,6 +167,12 @@ def live_run(store: Store, run_id: str) -> DurableRun | None:
     return run
 
 
+def coordinated_here(store: Store, run_id: str) -> bool:
+    """Whether this process coordinates run ``run_id`` of ``store``, on any event loop."""
+    run = _live.get((_where(store), run_id))
+    return run is not None and not run.done and not run.loop.is_closed()
+
+
 class DurableRun(Run):
     """A run that keeps itself in a store (see the module docstring)."""
 

@@ -8,6 +8,7 @@ same object ``stepgraph worker`` runs; the tests with several processes are in
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -417,6 +418,68 @@ async def test_a_run_that_only_waits_for_an_answer_frees_its_slot_until_one_come
         handler = wf.attach(run_id)
         handler.send_event(HumanResponseEvent(response="Ada"))  # claimable again: resumed
         assert await handler == "hello Ada"
+    finally:
+        await worker.stop()
+        await task
+
+
+async def test_a_run_this_process_coordinates_is_not_started_again_by_its_worker(
+    store: Any,
+) -> None:
+    t = tag()
+    GATES[t] = asyncio.Event()
+    wf = Gated(store=store)
+    run_id = await wf.submit(tag=t)
+    local = wf.resume(run_id)  # the application resumes it itself: its lease is this
+    await reaching(f"{t}:work1")  # process's, and it runs without a worker's claim
+    worker = Worker(store, registry([(None, wf)]), lease_seconds=5)
+    assert await worker._claim() == 1  # the claim returns it (running, unclaimed) ...
+    assert worker.held == {} and worker.started == 0  # ... and the worker leaves it be
+    GATES[t].set()
+    assert await local == [0, 1]  # its lease was not let go under it either
+    assert (CALLS[f"{t}:start"], CALLS[f"{t}:work1"], CALLS[f"{t}:last"]) == (1, 1, 1)
+
+
+async def test_a_run_claimed_as_its_worker_gives_it_up_is_taken_anew_by_that_claim(
+    store: Any,
+) -> None:
+    wf = Asks(store=store)
+    run_id = await wf.submit()
+    worker = Worker(store, registry([(None, wf)]), lease_seconds=5)
+    assert await worker._claim() == 1
+    held = worker.held[run_id]
+    async for ev in held.handler.stream_events():
+        if isinstance(ev, InputRequiredEvent):
+            break  # stored as paused before it is streamed
+    answering = wf.attach(run_id)
+    answering.send_event(HumanResponseEvent(response="Ada"))
+    await asyncio.gather(*answering._run._posts)  # answered while its worker holds it
+    claims: list[asyncio.Task[int]] = []
+    claim_back = asyncio.Event()
+    real_claim, real_unclaim = store.claim, store.unclaim
+
+    async def claim(*args: Any, **options: Any) -> Any:
+        records = await real_claim(*args, **options)
+        claim_back.set()
+        return records
+
+    async def unclaim(owner: str, run_ids: Any, *, idle: bool = False) -> None:
+        await real_unclaim(owner, run_ids, idle=idle)  # given up as idle, with an answer:
+        worker._took_over = -math.inf  # (its next claim looks for runs to take over)
+        claims.append(asyncio.create_task(worker._claim()))  # claimable; this claim takes
+        await claim_back.wait()  # it back before the run leaves `held`
+        store.unclaim = real_unclaim
+
+    store.claim, store.unclaim = claim, unclaim
+    worker._park_idle()
+    worker._park_idle()  # waiting since the last renewal: parked
+    assert held.parked
+    await held.task
+    assert await claims[0] == 1
+    assert run_id in worker.held and worker.held[run_id] is not held  # started anew
+    task = asyncio.create_task(worker.run())
+    try:
+        assert await store.result(run_id, timeout=10) == "hello Ada"
     finally:
         await worker.stop()
         await task
