@@ -9,32 +9,41 @@ Everything goes through the store:
 - **sends, responses and cancels** are posted to the run's inbox; the process holding the
   run (a worker) delivers them, or the one that resumes it, once.
 
-Reads poll the store with a back-off (2 ms, doubling to a quarter second).
+Reads poll the store with a back-off (2 ms, doubling to a quarter second); while the
+store is unavailable (a lost connection, a server restarting), they are tried again with
+the same back-off: an outage does not end the stream or fail the handler.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Coroutine
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core import RunStatus
 from ..durability.checkpoints import decode_value
-from ..errors import RunFinishedError, RunNotFoundError, WorkflowCancelled
+from ..errors import (
+    RunFinishedError,
+    RunNotFoundError,
+    StoreError,
+    StoreUnavailableError,
+    WorkflowCancelled,
+)
 from ..runtime.run import settle_like
 from ..stores.base import StoredStatus
 from ..stores.results import outcome_of
 from .messages import encode_message
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
     from ..core.state import OpenRequest
     from ..runtime.launch import RunOptions
     from ..runtime.plan import RunPlan
 
 __all__ = ["AttachedRun"]
+
+_log = logging.getLogger("stepgraph.distributed")
+_T = TypeVar("_T")
 
 _FIRST_POLL = 0.002
 _LAST_POLL = 0.25
@@ -79,7 +88,7 @@ class AttachedRun:
         pause = _FIRST_POLL
         while True:
             try:
-                record = await self._store.get_run(self.run_id)
+                record = await _read_on(self._store.get_run, self.run_id)
                 if record is None:
                     raise RunNotFoundError(f"there is no run {self.run_id!r} in {self._store!r}")
                 status = StoredStatus(record.status)
@@ -114,7 +123,7 @@ class AttachedRun:
         an event that arrives after its end."""
         data = encode_message(self._serializer, body, self.run_id)
         post = self._store.post(self.run_id, data)
-        task = self.loop.create_task(post if answered else _unless_ended(post))
+        task = self.loop.create_task(post if answered else _unless_ended(post, self.run_id))
         self._posts.add(task)
         task.add_done_callback(self._posts.discard)
         return task
@@ -146,7 +155,7 @@ class AttachedRun:
         pause = _FIRST_POLL
         while True:
             ended = self.outcome.done()  # read before the events: none is missed
-            stored = await self._store.read_events(self.run_id, position)
+            stored = await _read_on(self._store.read_events, self.run_id, position)
             for event in stored:
                 position = event.position
                 yield decode_value(event.data, "a stream event", run_id=self.run_id)
@@ -159,6 +168,26 @@ class AttachedRun:
             pause = min(pause * 2, _LAST_POLL)
 
 
-async def _unless_ended(post: Coroutine[Any, Any, None]) -> None:
-    with contextlib.suppress(RunFinishedError, RunNotFoundError):  # its outcome says so
+async def _read_on(read: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+    """``await read(*args)``, again (with a back-off) while the store is unavailable: a
+    lost connection or a server restarting does not end what the handler follows."""
+    pause = _FIRST_POLL
+    while True:
+        try:
+            return await read(*args)
+        except StoreUnavailableError as exc:
+            if pause == _FIRST_POLL:  # once per outage
+                _log.warning("%s; reading again until the store answers", exc)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _LAST_POLL)
+
+
+async def _unless_ended(post: Coroutine[Any, Any, None], run_id: str) -> None:
+    """A post no caller awaits: dropped if the run has ended; a failure is logged (not
+    tried again: a post whose answer was lost may have been stored)."""
+    try:
         await post
+    except (RunFinishedError, RunNotFoundError):
+        pass  # its outcome says so
+    except StoreError as exc:
+        _log.error("what was sent to run %r is lost: %s", run_id, exc)

@@ -153,6 +153,48 @@ async def test_attach_streams_the_stored_events_from_the_start_ending_with_the_s
     assert late == seen  # whenever it attaches: the whole stream, in order
 
 
+async def test_an_attached_handler_reads_on_through_a_store_outage(store: Any) -> None:
+    wf = Three(store=store)
+    run_id = await wf.submit(n=0)
+    failures = {"get_run": 2, "read_events": 2}
+
+    def flaky(name: str) -> Any:
+        real = getattr(store, name)
+
+        async def read(*args: Any) -> Any:
+            if failures[name]:
+                failures[name] -= 1
+                raise StoreUnavailableError(f"{name}: the server closed the connection")
+            return await real(*args)
+
+        return read
+
+    store.get_run, store.read_events = flaky("get_run"), flaky("read_events")
+    handler = wf.attach(run_id)
+    async with working(store, wf):
+        seen = [type(ev).__name__ async for ev in handler.stream_events()]
+        assert await handler == 3  # not failed by the outage
+    assert seen == ["Progress", "Progress", "Progress", "StopEvent"]  # nor cut short
+    assert failures == {"get_run": 0, "read_events": 0}
+
+
+async def test_a_send_the_store_could_not_take_is_logged_naming_the_run(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    wf = Asks(store=store)
+    run_id = await wf.submit()
+
+    async def down(*args: Any) -> None:
+        raise StoreUnavailableError("the server closed the connection")
+
+    store.post = down
+    handler = wf.attach(run_id)
+    handler.send_event(HumanResponseEvent(response="Ada"))  # nobody awaits it: ...
+    await asyncio.gather(*handler._run._posts)  # ... it says so, not the loop's "never retrieved"
+    assert f"what was sent to run {run_id!r} is lost" in caplog.text
+    assert "the server closed the connection" in caplog.text
+
+
 async def test_an_answer_sent_through_an_attached_handler_reaches_the_paused_run(
     store: Any,
 ) -> None:
