@@ -17,6 +17,12 @@ cause; the worker goes on. :meth:`stop` is a graceful shutdown: no more claims, 
 in superstep mode stops at its next barrier (what finished is committed: nothing runs
 twice), the others get ``grace_seconds`` to end; what is left stops where it is,
 resumable, and its lease is given up so that another worker takes it at once.
+
+While the store is away, the runs go on; once it has not renewed their leases for two
+thirds of ``lease_seconds``, the worker stops them where their store has them (another
+worker may take them over when the leases expire). A commit refused because another
+coordinator wrote that checkpoint (``RunLockedError``) stops the run here and stores
+nothing: the run is the other's.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +57,7 @@ _TAKE_OVER_EVERY = 0.2  # look for runs to take over (dead workers') this often,
 _READ_INBOX_EVERY = 0.05  # at least this often, and whenever a post wakes the worker
 _RETRY_FIRST = 0.1  # a store that fails: retry with a back-off ...
 _RETRY_LAST = 5.0  # ... up to every 5 s
+_FENCE_AFTER = 2 / 3  # no renewal for this share of a lease: its runs stop (see _fence)
 
 
 @dataclass
@@ -127,6 +135,7 @@ class Worker:
         self._freed: asyncio.Event | None = None  # a run ended: a slot is free
         self._waiting: asyncio.Future[bool] | None = None  # the store's wait for work
         self._stopped: asyncio.Event | None = None
+        self._renewed = 0.0  # see run() and _fence()
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -136,6 +145,7 @@ class Worker:
         self._stopped = asyncio.Event()
         renew_every = self.lease_seconds / 3
         renewed = delivered = time.monotonic()
+        self._renewed = renewed  # when the last renewal that succeeded was sent
         pause = _FIRST_POLL
         retry = _RETRY_FIRST
         try:
@@ -151,6 +161,7 @@ class Worker:
                         renewed = time.monotonic()
                         self._park_idle()
                         await self.store.renew(self.name, self._holding(), self.lease_seconds)
+                        self._renewed = renewed
                 except StepgraphError as exc:  # the store is away: keep what runs, retry
                     _log.warning(
                         "worker %s: the store failed (%s); retrying in %.1f s",
@@ -158,7 +169,8 @@ class Worker:
                         exc,
                         retry,
                     )
-                    await self._nap(retry)
+                    self._fence()
+                    await self._nap(min(retry, self._until_fence()))
                     retry = min(retry * 2, _RETRY_LAST)
                     continue
                 retry = _RETRY_FIRST
@@ -392,6 +404,36 @@ class Worker:
         )
         if pending is not None:
             await pending
+
+    def _fence(self) -> None:
+        """Stop the runs it holds once it has not renewed their leases for most of a
+        lease (the store is away): another worker may take them over when their leases
+        expire, and two copies of a run must not go on side by side. They stop where
+        their store has them, as a crashed process's do, and are resumed (here or
+        elsewhere) from their last checkpoints; the steps that were under way run again."""
+        if self._until_fence() > 0:
+            return
+        silent = time.monotonic() - self._renewed
+        for held in list(self.held.values()):
+            if not held.run.done:
+                _log.warning(
+                    "worker %s: run %r stopped: its lease was not renewed for %.1f s",
+                    self.name,
+                    held.run.run_id,
+                    silent,
+                )
+                held.run.crash(
+                    f"run {held.run.run_id!r} was stopped by worker {self.name}: it could "
+                    f"not renew the run's lease for {silent:.1f} s (lease_seconds="
+                    f"{self.lease_seconds}); another worker may take it over"
+                )
+
+    def _until_fence(self) -> float:
+        """Seconds until :meth:`_fence` stops the runs held, unless a renewal succeeds."""
+        if all(held.run.done for held in self.held.values()):
+            return math.inf
+        fence = self._renewed + self.lease_seconds * _FENCE_AFTER
+        return max(0.0, fence - time.monotonic())
 
     def _holding(self) -> list[str]:
         """The runs whose claims to renew: held, neither ended nor parked."""

@@ -706,7 +706,9 @@ class DurableRun(Run):
     def _store_failed(self, error: BaseException) -> None:
         """The store could not take a commit: the run cannot go on durably; it fails."""
         self._queue.clear()
-        kind = StoreUnavailableError if isinstance(error, StoreUnavailableError) else StoreError
+        kind: type[StoreError] = StoreError
+        if isinstance(error, StoreUnavailableError | RunLockedError):
+            kind = type(error)  # the store is away; another coordinator has the run
         failure = kind(f"run {self.run_id!r} could not be written to {self._db!r}: {error}")
         failure.__cause__ = error
         self._end(RunStatus.FAILED, None, failure)

@@ -16,12 +16,12 @@ Every write goes through :meth:`Store.commit`, atomically: a crash leaves the st
 was before the commit or as after it, never in between. A run has one writer at a time
 (its lease's owner), which numbers what it writes: checkpoint ``seq`` 0, 1, 2, ... and,
 after each checkpoint, journal positions 0, 1, 2, ...; a store refuses a number that is
-taken (a second writer), and a checkpoint's id is ``"<run id>:<seq>"``. ``commit`` may
-finish before it returns (embedded stores: it returns ``None``) or return an awaitable that
-finishes once
-the commit is durable (stores across a network). The runtime carries out nothing a commit
-records (no step starts, no event reaches the stream, no await of the run returns) before
-the commit is done.
+taken (a second writer: ``RunLockedError``), and a checkpoint's id is
+``"<run id>:<seq>"``. ``commit`` may finish before it returns (embedded stores: it
+returns ``None``) or return an awaitable that finishes once the commit is durable
+(stores across a network). The runtime carries out nothing a commit records (no step
+starts, no event reaches the stream, no await of the run returns) before the commit is
+done.
 
 Write your own store by implementing :class:`Store`; run
 ``stepgraph.testing.store_conformance`` in your test suite to check it.
@@ -36,6 +36,7 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "ANOTHER_WRITER",
     "CheckpointInfo",
     "CheckpointWrite",
     "Commit",
@@ -46,6 +47,9 @@ __all__ = [
     "checkpoint_id",
     "checkpoint_seq",
 ]
+
+ANOTHER_WRITER = "another coordinator wrote it (this one no longer holds the run)"
+"""How a store ends the message of a commit refused because its numbers are taken."""
 
 
 class StoredStatus(StrEnum):
@@ -226,8 +230,10 @@ class Store(Protocol):
         """Write ``batch`` atomically; None when done already, else an awaitable for it.
 
         Raises:
-            StoreError: the run does not exist, a checkpoint ``seq`` or journal position is
-                taken, or the write failed (nothing was written).
+            RunLockedError: a checkpoint ``seq`` or journal position is taken: another
+                coordinator wrote it (nothing was written; the message ends with
+                :data:`ANOTHER_WRITER`).
+            StoreError: the run does not exist, or the write failed (nothing was written).
         """
         ...
 

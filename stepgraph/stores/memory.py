@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from ..errors import StoreError
+from ..errors import RunLockedError, StoreError
 from .base import (
+    ANOTHER_WRITER,
     CheckpointInfo,
     Commit,
     RunRecord,
@@ -80,15 +81,15 @@ class MemoryStore(StoreResults):
         """Refuse a commit whose numbers are taken (nothing of it is written)."""
         run_id = run.record.run_id
         if batch.journal and len(run.journal.get(batch.journal_after, ())) != batch.journal_at:
-            raise StoreError(
+            raise RunLockedError(
                 f"journal position {batch.journal_at} after checkpoint {batch.journal_after} "
-                f"of run {run_id!r} is not the next one (another writer?)"
+                f"of run {run_id!r} is not the next one: {ANOTHER_WRITER}"
             )
         write = batch.checkpoint
         if write is not None and write.seq != len(run.checkpoints):
-            raise StoreError(
+            raise RunLockedError(
                 f"checkpoint {write.seq} of run {run_id!r} is not the next one "
-                f"({len(run.checkpoints)}; another writer?)"
+                f"({len(run.checkpoints)}): {ANOTHER_WRITER}"
             )
 
     def _apply(self, run: _Run, batch: Commit) -> None:

@@ -43,9 +43,10 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StoreError, StoreUnavailableError
+from ..errors import RunLockedError, StoreError, StoreUnavailableError
 from ..limits import Limiter
 from .base import (
+    ANOTHER_WRITER,
     CheckpointInfo,
     Commit,
     RunRecord,
@@ -192,6 +193,9 @@ finished AS (
 # One commit alone (the most frequent group): the same `input`, of scalar parameters:
 # psycopg makes a dumper for each array it sends, which costs more than the statement's
 # other work on the client.
+# A checkpoint number taken: its row, or a chunk of it (a value written at that seq).
+_CHECKPOINT_KEYS = frozenset({"stepgraph_checkpoints_pkey", "stepgraph_chunks_pkey"})
+
 _INPUT_ONE = """WITH input AS (
     SELECT %(run_id)s::text AS run_id, %(status)s::text AS status,
         %(result)s::bytea AS result, %(seq)s::integer AS seq,
@@ -735,15 +739,15 @@ class PostgresStore(PostgresQueue, StoreResults):
                 raise
             batch = commits[0]
             run = batch.run_id
-            if exc.diag.constraint_name == "stepgraph_checkpoints_pkey":
+            if exc.diag.constraint_name in _CHECKPOINT_KEYS:
                 seq = None if batch.checkpoint is None else batch.checkpoint.seq
-                raise StoreError(
-                    f"checkpoint {seq} of run {run!r} exists already (another writer?)"
+                raise RunLockedError(
+                    f"checkpoint {seq} of run {run!r} exists already: {ANOTHER_WRITER}"
                 ) from exc
             if exc.diag.constraint_name == "stepgraph_journal_pkey":
-                raise StoreError(
+                raise RunLockedError(
                     f"journal position {batch.journal_at} after checkpoint "
-                    f"{batch.journal_after} of run {run!r} is taken (another writer?)"
+                    f"{batch.journal_after} of run {run!r} is taken: {ANOTHER_WRITER}"
                 ) from exc
             raise
         return {int(row[0]) for row in await cursor.fetchall()}
@@ -756,8 +760,10 @@ class PostgresStore(PostgresQueue, StoreResults):
         is all or nothing, and a refused one is written alone again, so that it alone fails.
 
         Raises:
-            StoreError: (from the awaitable) the run does not exist, a number is taken
-                (another writer), or the write failed; nothing of the batch is written then.
+            RunLockedError: (from the awaitable) a number is taken: another coordinator
+                wrote it (this one no longer holds the run).
+            StoreError: (from the awaitable) the run does not exist, or the write failed;
+                nothing of the batch is written then.
         """
         here = self._here()
         loop = asyncio.get_running_loop()

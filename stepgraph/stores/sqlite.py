@@ -27,8 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import RunLockedError, StoreError
 from .base import (
+    ANOTHER_WRITER,
     CheckpointInfo,
     Commit,
     RunRecord,
@@ -388,7 +389,7 @@ class SqliteStore(QueueMixin, StoreResults):
                 try:
                     (self._conn or self._connect()).execute(_INSERT_CHECKPOINT, row)
                 except sqlite3.Error as exc:
-                    raise StoreError(self._refusal(batch, exc)) from exc
+                    raise self._refusal(batch, exc) from exc
             return
         if (
             number is not None
@@ -403,7 +404,7 @@ class SqliteStore(QueueMixin, StoreResults):
                 try:
                     (self._conn or self._connect()).execute(_INSERT_ENTRY, entry)
                 except sqlite3.Error as exc:
-                    raise StoreError(self._refusal(batch, exc)) from exc
+                    raise self._refusal(batch, exc) from exc
             return
         with self._lock:
             cursor = self._connect().cursor()
@@ -413,7 +414,7 @@ class SqliteStore(QueueMixin, StoreResults):
                 try:
                     cursor.execute(sql, only)
                 except sqlite3.Error as exc:
-                    raise StoreError(self._refusal(batch, exc)) from exc
+                    raise self._refusal(batch, exc) from exc
                 return
         with self._transaction(f"writing run {batch.run_id!r}") as cursor:
             self._execute(cursor, batch, statements)
@@ -423,21 +424,21 @@ class SqliteStore(QueueMixin, StoreResults):
             try:
                 cursor.executemany(sql, rows)
             except sqlite3.IntegrityError as exc:
-                raise StoreError(self._refusal(batch, exc)) from exc
+                raise self._refusal(batch, exc) from exc
 
-    def _refusal(self, batch: Commit, error: sqlite3.Error) -> str:
+    def _refusal(self, batch: Commit, error: sqlite3.Error) -> StoreError:
         text = str(error)
         if batch.checkpoint is not None and "stepgraph_checkpoints" in text:
-            return (
-                f"checkpoint {batch.checkpoint.seq} of run {batch.run_id!r} exists already "
-                f"(another writer?)"
+            return RunLockedError(
+                f"checkpoint {batch.checkpoint.seq} of run {batch.run_id!r} exists already: "
+                f"{ANOTHER_WRITER}"
             )
         if "stepgraph_journal" in text:
-            return (
+            return RunLockedError(
                 f"journal position {batch.journal_at} after checkpoint {batch.journal_after} of "
-                f"run {batch.run_id!r} is taken (another writer?)"
+                f"run {batch.run_id!r} is taken: {ANOTHER_WRITER}"
             )
-        return f"writing run {batch.run_id!r} in {self.path!r} failed: {error}"
+        return StoreError(f"writing run {batch.run_id!r} in {self.path!r} failed: {error}")
 
     async def create_run(self, record: RunRecord, first: Commit | None = None) -> RunRecord | None:
         with self._transaction(f"creating run {record.run_id!r}") as cursor:

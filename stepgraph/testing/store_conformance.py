@@ -41,7 +41,7 @@ import unittest
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from ..errors import StoreError
+from ..errors import RunLockedError, StoreError
 from ..stores.base import (
     CheckpointWrite,
     Commit,
@@ -126,6 +126,17 @@ async def _raises_store_error(what: str, action: Awaitable[object]) -> None:
     except StoreError:
         return
     raise AssertionError(f"{what}: expected StoreError, nothing was raised")
+
+
+async def _raises_taken(what: str, action: Awaitable[object]) -> None:
+    """A commit whose numbers are taken: another coordinator wrote them (RunLockedError)."""
+    try:
+        await action
+    except RunLockedError:
+        return
+    except StoreError as exc:
+        raise AssertionError(f"{what}: expected RunLockedError, got {exc!r}") from exc
+    raise AssertionError(f"{what}: expected RunLockedError, nothing was raised")
 
 
 async def _values(store: Store, run_id: str, checkpoint_id: str | None = None) -> dict[str, bytes]:
@@ -456,7 +467,7 @@ class StoreConformance:
                     result=b"lost",
                 )
                 what = f"a commit of the taken checkpoint seq {taken} (full={full})"
-                await _raises_store_error(what, commit(store, batch))
+                await _raises_taken(what, commit(store, batch))
                 _expect(
                     f"status and result after {what}", await _status(store, "r"), (RUNNING, None)
                 )
@@ -501,7 +512,7 @@ class StoreConformance:
                 checkpoint=checkpoint(0, 0, {"a": b"lost"}),
                 status=PAUSED,
             )
-            await _raises_store_error("a taken journal position after -1", commit(store, early))
+            await _raises_taken("a taken journal position after -1", commit(store, early))
             _expect("checkpoints", await store.list_checkpoints("r"), [])
             _expect("load", await store.load("r"), None)
             _expect("status and result", await _status(store, "r"), (RUNNING, None))
@@ -536,7 +547,7 @@ class StoreConformance:
                     f"a commit at the taken journal position {batch.journal_at} "
                     f"after {batch.journal_after}"
                 )
-                await _raises_store_error(what, commit(store, batch))
+                await _raises_taken(what, commit(store, batch))
                 _expect(
                     f"status and result after {what}", await _status(store, "r"), (RUNNING, None)
                 )
@@ -1059,7 +1070,7 @@ class StoreConformance:
             _expect("journal of r:0", await _journal(store, "r", "r:0"), (b"j",))
             _expect("runs", [run.run_id for run in await store.list_runs()], ["r"])
             taken = Commit("r", checkpoint=checkpoint(1))
-            await _raises_store_error("a taken seq in a third loop", commit(store, taken))
+            await _raises_taken("a taken seq in a third loop", commit(store, taken))
 
         self.run_scenario(first_loop, store, close=False)
         self.run_scenario(second_loop, store, close=False)
@@ -1099,7 +1110,7 @@ class StoreConformance:
                 checkpoint=checkpoint(1, 1, {"b": b"stale"}),
                 status=FAILED,
             )
-            await _raises_store_error("the other's numbers again", commit(store, stale))
+            await _raises_taken("the other's numbers again", commit(store, stale))
             _expect("values after", await _values(store, "r"), {"a": b"1", "b": b"2"})
             _expect("journal after", await _journal(store, "r", "r:0"), (b"j",))
             _expect("status after", await _status(other, "r"), (RUNNING, None))

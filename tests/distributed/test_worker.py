@@ -376,6 +376,63 @@ class _Blip(MemoryStore):
         return super().commit(batch)
 
 
+async def test_a_worker_that_cannot_renew_its_leases_stops_its_runs_before_they_expire(
+    store: Any,
+) -> None:
+    t = tag()
+    GATES[t] = asyncio.Event()
+    wf = Gated(store=store)
+    run_id = await wf.submit(tag=t)
+    worker = Worker(store, registry([(None, wf)]), lease_seconds=0.3)
+    task = asyncio.create_task(worker.run())
+    try:
+        await reaching(f"{t}:work1")  # in a long step
+        held = worker.held[run_id]
+
+        async def down(*args: Any, **options: Any) -> Any:
+            raise StoreUnavailableError("the server closed the connection")
+
+        store.claim = store.renew = down  # the store is away for the worker
+        with pytest.raises(WorkflowCancelled, match="could not renew the run's lease"):
+            async with asyncio.timeout(10):
+                await held.handler  # stopped: another worker could take it over soon
+        del store.claim, store.renew  # the store is back
+        GATES[t].set()
+        assert await store.result(run_id, timeout=10) == [0, 1]  # taken over (here)
+        assert CALLS[f"{t}:work1"] == 2  # the step that was under way ran again
+        assert CALLS[f"{t}:start"] == 1  # what was committed did not
+    finally:
+        await worker.stop()
+        await task
+
+
+async def test_a_commit_refused_because_another_coordinator_wrote_first_stores_no_failure(
+    store: Any,
+) -> None:
+    from stepgraph.errors import RunLockedError
+
+    wf = Three(store=store)
+    run_id = await wf.submit(n=1)
+    worker = Worker(store, registry([(None, wf)]), lease_seconds=5)
+    real_commit = store.commit
+
+    def commit(batch: Any) -> Any:
+        if batch.checkpoint is not None and batch.checkpoint.seq == 2:
+            store.commit = real_commit
+            raise RunLockedError(f"checkpoint 2 of run {run_id!r} exists already: ...")
+        return real_commit(batch)
+
+    store.commit = commit  # (as a second coordinator's commit would be refused)
+    assert await worker._claim() == 1
+    held = worker.held[run_id]
+    with pytest.raises(RunLockedError, match="exists already"):
+        await held.handler
+    assert held.task is not None
+    await held.task  # the worker is done with it
+    record = await store.get_run(run_id)
+    assert record.status == "running"  # not failed: the run is the other coordinator's
+
+
 async def test_a_run_whose_store_went_away_mid_run_is_given_back_and_resumed_not_failed() -> None:
     store = _Blip()
     wf = Three(store=store)
