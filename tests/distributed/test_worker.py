@@ -59,6 +59,14 @@ def tag() -> str:
     return uuid.uuid4().hex[:8]
 
 
+async def _gated(store: Any) -> tuple[str, Gated, str]:
+    """A run of Gated submitted, the gate of its slow step closed: tag, workflow, run id."""
+    t = tag()
+    GATES[t] = asyncio.Event()
+    wf = Gated(store=store)
+    return t, wf, await wf.submit(tag=t)
+
+
 async def test_submitted_runs_are_queued_until_a_worker_runs_them(store: Any) -> None:
     wf = Three(store=store)
     ids = [await wf.submit(n=i) for i in range(4)]
@@ -259,10 +267,7 @@ async def test_cancel_through_an_attached_handler_cancels_the_run(store: Any) ->
 async def test_graceful_stop_commits_the_superstep_in_flight_and_nothing_finished_runs_again(
     store: Any,
 ) -> None:
-    t = tag()
-    GATES[t] = asyncio.Event()
-    wf = Gated(store=store)
-    run_id = await wf.submit(tag=t)
+    t, wf, run_id = await _gated(store)
     worker = Worker(store, registry([(None, wf)]), lease_seconds=5, grace_seconds=10)
     task = asyncio.create_task(worker.run())
     await reaching(f"{t}:work0", f"{t}:work1")
@@ -284,10 +289,7 @@ async def test_graceful_stop_commits_the_superstep_in_flight_and_nothing_finishe
 
 async def test_a_run_whose_worker_died_is_resumed_by_another_once_its_lease_expires() -> None:
     store = MemoryStore()
-    t = tag()
-    GATES[t] = asyncio.Event()
-    wf = Gated(store=store)
-    run_id = await wf.submit(tag=t)
+    t, wf, run_id = await _gated(store)
     dying = Worker(store, registry([(None, wf)]), lease_seconds=0.3)
     task = asyncio.create_task(dying.run())
     await reaching(f"{t}:work1")
@@ -379,10 +381,7 @@ class _Blip(MemoryStore):
 async def test_a_worker_that_cannot_renew_its_leases_stops_its_runs_before_they_expire(
     store: Any,
 ) -> None:
-    t = tag()
-    GATES[t] = asyncio.Event()
-    wf = Gated(store=store)
-    run_id = await wf.submit(tag=t)
+    t, wf, run_id = await _gated(store)
     worker = Worker(store, registry([(None, wf)]), lease_seconds=0.3)
     task = asyncio.create_task(worker.run())
     try:
@@ -525,10 +524,7 @@ async def test_a_run_that_only_waits_for_an_answer_frees_its_slot_until_one_come
 async def test_a_run_this_process_coordinates_is_not_started_again_by_its_worker(
     store: Any,
 ) -> None:
-    t = tag()
-    GATES[t] = asyncio.Event()
-    wf = Gated(store=store)
-    run_id = await wf.submit(tag=t)
+    t, wf, run_id = await _gated(store)
     local = wf.resume(run_id)  # the application resumes it itself: its lease is this
     await reaching(f"{t}:work1")  # process's, and it runs without a worker's claim
     worker = Worker(store, registry([(None, wf)]), lease_seconds=5)
