@@ -155,10 +155,26 @@ SELECT {claimed}, CASE WHEN claimed.run_id = ANY(%(held)s::text[]) THEN NULL
 FROM freed LEFT JOIN claimed ON true LEFT JOIN first ON first.run_id = claimed.run_id
 """
 
+# A renewal (soft state, as a claim: no wait for the disk; a run given up meanwhile stays
+# so), and a sweep of the messages of completed runs: a post that took its lock on the run
+# before a completing commit did is stored after that commit's snapshot, which does not
+# see it to delete it (see _POST). The inbox holds what waits to be delivered: small.
+_RENEW = """WITH quick AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true) AS v
+),
+swept AS (
+    DELETE FROM {p}stepgraph_inbox AS m USING {p}stepgraph_runs AS r
+    WHERE r.run_id = m.run_id AND r.status = 'completed'
+)
+UPDATE {p}stepgraph_runs SET worker = %s, lease_until = now() + make_interval(secs => %s)
+FROM quick WHERE run_id = ANY(%s) AND worker IS NOT NULL
+"""
+
 # A post: the message goes in only if the run exists and has not completed, and the
 # workers are woken. `FOR SHARE` waits for a commit that is changing the run's status,
-# so a post racing a completing commit sees it completed and is refused, rather than
-# leaving a message nothing will read.
+# so a post that comes second sees the run completed and is refused. One that locks the
+# run first is stored once the completing commit's snapshot is taken: the next renewal
+# (_RENEW) deletes it.
 _POST = """WITH run AS (
     SELECT status FROM {p}stepgraph_runs WHERE run_id = %(run)s FOR SHARE
 ),
@@ -302,12 +318,7 @@ class PostgresQueue:
             return
         async with self._connection("renewing leases") as conn:
             await conn.execute(  # soft state, as a claim: no wait for the disk
-                "WITH quick AS MATERIALIZED "
-                "(SELECT set_config('synchronous_commit', 'off', true) AS v) "
-                f"UPDATE {self._prefix}stepgraph_runs SET worker = %s, "
-                "lease_until = now() + make_interval(secs => %s) FROM quick "
-                "WHERE run_id = ANY(%s) AND worker IS NOT NULL",  # given up meanwhile: stays so
-                (owner, lease_seconds, list(run_ids)),
+                _RENEW.format(p=self._prefix), (owner, lease_seconds, list(run_ids))
             )
 
     async def unclaim(self, owner: str, run_ids: Sequence[str], *, idle: bool = False) -> None:

@@ -613,3 +613,36 @@ async def test_a_run_that_cannot_be_restored_with_its_lease_in_hand_fails_and_le
     with pytest.raises(CheckpointError, match="removed"):
         await handler
     assert await store.acquire(run_id, "another process")  # its lease was given up
+
+
+async def test_on_postgres_a_message_left_for_a_completed_run_goes_with_a_renewal(
+    pg_store_schema: str,
+) -> None:
+    """A post that locks the run before its completing commit does is stored after that
+    commit's snapshot, which cannot see it to delete it: the next renewal sweeps it."""
+    import psycopg
+
+    from stepgraph.stores import PostgresStore
+    from stepgraph.stores.base import Commit, StoredStatus
+    from tests.pg import PG_DSN
+
+    store = PostgresStore(PG_DSN, schema=pg_store_schema)
+    try:
+        wf = Three(store=store)
+        done, going = await wf.submit(n=0), await wf.submit(n=0)
+        [record] = await store.claim("w", ["default"], 1, 30.0)
+        assert record.run_id == done
+        completing = store.commit(Commit(run_id=done, status=StoredStatus.COMPLETED))
+        if completing is not None:
+            await completing
+        await store.post(going, b"for the run going on")
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:  # as the race leaves it
+            conn.execute(
+                f'INSERT INTO "{pg_store_schema}".stepgraph_inbox (run_id, data) VALUES (%s, %s)',
+                (done, b"posted as it completed"),
+            )
+        assert len(await store.inbox([done, going])) == 2
+        await store.renew("w", [done], 30.0)
+        assert [m.run_id for m in await store.inbox([done, going])] == [going]
+    finally:
+        await store.aclose()
