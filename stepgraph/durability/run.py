@@ -42,6 +42,7 @@ from ..core import (
     EventsSent,
     ExternalEventReceived,
     ForwardResponse,
+    InputRequested,
     PublishEvent,
     ResolveWait,
     ResponseReceived,
@@ -109,10 +110,13 @@ __all__ = ["DurableRun", "DurableRuntime"]
 # be in the store first. (Timers, merges and collect results only lead to more ticks.)
 _PROGRESS = (StartStep, ResolveWait, PublishEvent, RunEnded, ForwardResponse)
 _FROM_OUTSIDE = (ExternalEventReceived, ResponseReceived, CancelRequested)
-_LOGGED_IN_SUPERSTEP_MODE = frozenset((*_FROM_OUTSIDE, RunResumed))
+# (and what the caller is asked: the answer is journaled, so must be the question, or a
+# resume would replay an answer to a request not open yet)
+_LOGGED_IN_SUPERSTEP_MODE = frozenset((*_FROM_OUTSIDE, RunResumed, InputRequested))
 _RUNNING = RunStatus.RUNNING  # enum members as constants: cheaper to read (Python 3.11)
 _PAUSED = StoredStatus.PAUSED
 _GOING = StoredStatus.RUNNING
+_ENDED = frozenset((StoredStatus.FAILED, StoredStatus.CANCELLED))  # and resumable
 _FINAL = {
     RunStatus.FINISHED: StoredStatus.COMPLETED,
     RunStatus.FAILED: StoredStatus.FAILED,
@@ -802,12 +806,17 @@ class DurableRun(Run):
         if (  # a pause is stored at once; going on again, with the next commit needed anyway
             checkpoint is None
             and not pausing
+            and self._written not in _ENDED  # a failed or cancelled run resumed: stored now
             and kind not in _FROM_OUTSIDE  # what the caller sent is kept before send returns
-            # async mode: write-ahead. (Superstep mode journals only what came from outside,
-            # committed above, and RunResumed, which goes with the next commit: a process
-            # that dies before it resumes the same checkpoint the same way.)
+            # async mode: write-ahead, and a step's completion at once, whatever it fed (a
+            # step that finished is not in flight: it must not run again after a crash).
+            # (Superstep mode journals only what came from outside, committed above, and
+            # RunResumed, which goes with the next commit: a process that dies before it
+            # resumes the same checkpoint the same way.)
             and not (
-                not superstep and self._entries and any(isinstance(c, _PROGRESS) for c in commands)
+                not superstep
+                and self._entries
+                and (kind is StepCompleted or any(isinstance(c, _PROGRESS) for c in commands))
             )
         ):
             return None
@@ -1073,10 +1082,20 @@ class DurableRun(Run):
 
     # -- the caller, while the store answers ------------------------------------------------
 
+    def send_external(self, event: object, step: str | None) -> None:
+        self._storable(event, f"the {type(event).__name__} sent to")
+        super().send_external(event, step)
+
     def respond(self, request_id: str, response: object) -> Awaitable[None] | None:
+        self._storable(response, f"the response to request {request_id!r} of")
         if self._booting:
             return self._respond_later(request_id, response)
         return super().respond(request_id, response)
+
+    def _storable(self, value: object, what: str) -> None:
+        """Refuse (``SerializationError``) what the caller sends that the store cannot hold:
+        the run would fail where it stands, for the caller's mistake."""
+        self._ser.dumps(value, f"in {what} run {self.run_id!r} of workflow {self.name!r}")
 
     async def _respond_later(self, request_id: str, response: object) -> None:
         if self._boot is not None:
@@ -1106,26 +1125,34 @@ def _replay(
     run_id: str,
     checkpoint_id: str,
 ) -> RunState:
-    """``state`` with the journal's ``entries`` applied, up to the one that ended the run.
+    """``state`` with the journal's ``entries`` applied, but those that ended the run.
 
     A run that was cancelled or failed goes on from where it was just before: the tick
-    that ended it is not applied (``fresh`` gives the checkpoint's state again for that).
+    that ended it is not applied (``fresh`` gives the checkpoint's state again, to apply
+    the others to). What follows such a tick is a later life of the run (resumed from
+    there), applied in turn.
 
     Raises:
         CheckpointError: the journal does not replay on the checkpoint (it is corrupt).
     """
-    end = len(entries)
+    kept: list[Tick] = []  # the entries applied, none of them an end
+    start = 0
     try:
-        for position, tick in enumerate(entries):
-            apply(state, tick)
-            if state.status is not RunStatus.RUNNING:
-                end = position
-                break
-        if end < len(entries):
+        while True:
+            end = None
+            for position in range(start, len(entries)):
+                apply(state, entries[position])
+                if state.status is not RunStatus.RUNNING:
+                    end = position
+                    break
+            if end is None:
+                return state
+            kept += entries[start:end]
             state = fresh().state
             state.undo_writes = True
-            for tick in entries[:end]:
+            for tick in kept:
                 apply(state, tick)
+            start = end + 1
     except Exception as exc:
         raise CheckpointError(
             f"the journal of run {run_id!r} after checkpoint {checkpoint_id!r} is corrupt: it "
@@ -1133,7 +1160,6 @@ def _replay(
             run_id=run_id,
             checkpoint_id=checkpoint_id,
         ) from exc
-    return state
 
 
 def _paused(state: Any) -> bool:

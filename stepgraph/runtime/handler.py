@@ -95,6 +95,8 @@ class WorkflowHandler:
 
         Raises:
             RunFinishedError: the run has already ended.
+            SerializationError: the run is durable and its store cannot hold ``event``
+                (the run goes on as it was).
         """
         run = self._run
         if not run.running:
@@ -113,6 +115,8 @@ class WorkflowHandler:
             InvalidResponseError: ``response`` is not of the requested type; the request
                 stays open, so you can answer again.
             RunFinishedError: the run has already ended.
+            SerializationError: the run is durable and its store cannot hold ``response``
+                (the request stays open).
         """
         run = self._run
         if not run.running:
