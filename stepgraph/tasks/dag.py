@@ -114,7 +114,8 @@ class Dag:
     ) -> list[DagCommand]:
         """A new task, with its unfinished ``dependencies`` (each once) and its ``claims``
         (from :meth:`claims`); ``failed`` / ``cancelled``: a dependency that already failed
-        or was cancelled (the task then never runs)."""
+        or was cancelled (the task then never runs). A failure wins: given both, the task
+        fails naming ``failed``."""
         if failed >= 0:
             return [(FAIL, task, failed)]
         if cancelled >= 0:

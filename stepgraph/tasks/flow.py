@@ -471,8 +471,8 @@ class TaskFlow:
             for value in kwargs.values():
                 _scan(value, found)
         pending: list[int] = []
-        failed = cancelled = -1
-        ended: TaskFuture | None = None
+        failed: TaskFuture | None = None  # the first dependency that failed, if any
+        cancelled: TaskFuture | None = None  # the first one that was cancelled, if any
         for dependency in found:  # before anything is registered: a refusal leaves nothing
             if dependency._flow is not self:
                 raise BackendError(
@@ -482,11 +482,10 @@ class TaskFlow:
             if not dependency.done():
                 pending.append(dependency._task)
             elif dependency.cancelled():
-                cancelled = dependency._task
-                ended = dependency
-            elif dependency.exception() is not None:
-                failed = dependency._task
-                ended = dependency
+                if cancelled is None:
+                    cancelled = dependency
+            elif failed is None and dependency.exception() is not None:
+                failed = dependency
         future = TaskFuture(loop=loop)
         self._count = number = self._count + 1
         future._spec = task
@@ -499,18 +498,26 @@ class TaskFlow:
             self._tell("task_created", future, [dependency.uid for dependency in found])
         # the body runs in the context of its call
         self._waiting[number] = (task, args, kwargs, contextvars.copy_context(), bool(found))
-        commands = self._dag.add(number, pending, task.claims, failed=failed, cancelled=cancelled)
+        commands = self._dag.add(
+            number,
+            pending,
+            task.claims,
+            failed=-1 if failed is None else failed._task,
+            cancelled=-1 if cancelled is None else cancelled._task,
+        )
+        # the dependency the Dag names: a failure wins over a cancellation, as in the Dag
+        ended = failed if failed is not None else cancelled
         if ended is None:
             if commands:
                 self._carry(commands)
             return future
-        known = ended._task not in self._futures  # finished: named in what it causes
-        if known:
+        forgotten = ended._task not in self._futures  # finished: named in what it causes
+        if forgotten:
             self._futures[ended._task] = ended
         try:
             self._carry(commands)
         finally:
-            if known:
+            if forgotten:
                 del self._futures[ended._task]
         return future
 
