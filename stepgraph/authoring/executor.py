@@ -77,6 +77,7 @@ class HandlerSpec:
     output_types: tuple[type, ...] | None  # from WorkflowContext[T]; None: undeclared
     body: Callable[[Any, Any], Any]  # (message, ctx) -> result, sync or async
     call: Callable[[Any, Any], Awaitable[Any]]  # (message, ctx) -> awaitable
+    is_async: bool  # whether the handler is async (``body`` may be a plain wrapper of it)
 
 
 def _inspect_handler(
@@ -137,8 +138,9 @@ def _inspect_handler(
             output_types = None  # WorkflowContext[Any]: sends anything, nothing to check
     target = func if bound_self is None else func.__get__(bound_self)
     body = _arranged(target, ctx_index, response)
-    call = body_caller(body, inspect.iscoroutinefunction(func))
-    return HandlerSpec(func.__name__, accepted, output_types, body, call)
+    is_async = inspect.iscoroutinefunction(func)
+    call = body_caller(body, is_async)
+    return HandlerSpec(func.__name__, accepted, output_types, body, call, is_async)
 
 
 def _arranged(
@@ -273,7 +275,12 @@ def executor(func: Any = None, /, *, id: str | None = None, **options: Any) -> A
 
 @dataclass(frozen=True, slots=True)
 class ExecutorProgram:
-    """An executor compiled for the runtime: dispatch by type to its handlers."""
+    """An executor compiled for the runtime: dispatch by type to its handlers.
+
+    ``body`` is a plain function that dispatches to the handler, sync or async, so
+    ``is_async_for(message)`` says whether it gives a coroutine for ``message`` (an
+    executor may have both kinds of handlers).
+    """
 
     name: str
     config: StepConfig
@@ -282,6 +289,7 @@ class ExecutorProgram:
     accepts: tuple[type, ...]
     handlers: tuple[HandlerSpec, ...]
     responses: tuple[HandlerSpec, ...]
+    is_async_for: Callable[[Any], bool]
     returns_events: bool = False
     backend: Backend | None = None
     asks: bool = False
@@ -324,16 +332,22 @@ def compile_executor(node: Executor) -> ExecutorProgram:
     def body(owner: Any, ctx: Any, message: Any) -> Any:
         return chosen(message).body(message, ctx)
 
+    def is_async_for(message: Any) -> bool:
+        return chosen(message).is_async
+
     if len(handlers) == 1 and not responses:
         # One handler: the kernel only delivers what it accepts, so skip the dispatch.
         only = handlers[0]
-        only_call, only_body = only.call, only.body
+        only_call, only_body, only_async = only.call, only.body, only.is_async
 
         def call(owner: Any, ctx: Any, message: Any) -> Awaitable[Any]:
             return only_call(message, ctx)
 
         def body(owner: Any, ctx: Any, message: Any) -> Any:
             return only_body(message, ctx)
+
+        def is_async_for(message: Any) -> bool:
+            return only_async
 
     return ExecutorProgram(
         name=node.id,
@@ -343,6 +357,7 @@ def compile_executor(node: Executor) -> ExecutorProgram:
         accepts=accepts,
         handlers=tuple(handlers),
         responses=tuple(responses),
+        is_async_for=is_async_for,
     )
 
 

@@ -36,7 +36,9 @@ class StepSpec:
         ctx_position: 0 or 1: where the Context goes among (ctx, event); None: no ctx.
         is_async: whether ``func`` is a coroutine function (sync steps run in a thread).
         config: the decorator's options.
-        body: ``body(workflow, ctx, event)``: the step called with its arguments in place.
+        body: ``body(workflow, ctx, event)``: the step called with its arguments in place
+            (a plain function around an async step that takes no ctx, or not first: see
+            :meth:`is_async_for`).
         call: ``call(workflow, ctx, event)`` -> awaitable of the step's result: the body
             itself when async, else the body on the thread backend.
         backend: where the body runs when not the default (see ``NodeProgram``).
@@ -54,6 +56,14 @@ class StepSpec:
     returns_events: bool = True
     backend: Backend | None = None
     asks: bool = False  # may return an input request (its id is set as it is returned)
+
+    def is_async_for(self, message: object) -> bool:
+        """Whether ``body`` gives a coroutine for ``message``: whether the step is async.
+
+        ``body`` may be a plain function putting the arguments in place around an
+        ``async def`` step, so a backend cannot tell from it: the runtime asks this.
+        """
+        return self.is_async
 
 
 @overload

@@ -36,6 +36,26 @@ __all__ = ["CompiledWorkflow", "StepStyle", "Workflow"]
 _COMPILED = "_stepgraph_compiled_"
 
 
+class _CompiledCache:
+    """Where a workflow class keeps its compiled plan: ``_stepgraph_compiled_`` on the class.
+
+    The plan holds what cannot be pickled (the thread backend of ``def`` steps, with its
+    lock), and cloudpickle pickles a class it cannot import (one defined in ``__main__``
+    or in a function) by value, with the attributes of its ``__dict__``, when a workflow
+    goes to another process (a step on a process pool). So the cache pickles empty: a
+    copy of the class compiles its own plan if it is ever asked for it. Kept on the class
+    (not in a module-level table keyed by class), it lives and dies with its class.
+    """
+
+    __slots__ = ("compiled",)
+
+    def __init__(self, compiled: CompiledWorkflow | None = None) -> None:
+        self.compiled = compiled
+
+    def __reduce__(self) -> tuple[type[_CompiledCache], tuple[()]]:
+        return (_CompiledCache, ())
+
+
 class StepStyle:
     """What ``@step`` workflows decide about their runs (``RunStyle``).
 
@@ -189,10 +209,13 @@ class Workflow:
 
     @classmethod
     def _compiled(cls) -> CompiledWorkflow:
-        compiled = cls.__dict__.get(_COMPILED)
-        if compiled is None:
-            compiled = _compile(cls)
-            setattr(cls, _COMPILED, compiled)
+        cache: _CompiledCache | None = cls.__dict__.get(_COMPILED)  # its own, not a base's
+        if cache is not None:
+            compiled = cache.compiled
+            if compiled is not None:
+                return compiled
+        compiled = _compile(cls)
+        setattr(cls, _COMPILED, _CompiledCache(compiled))
         return compiled
 
     def validate(self) -> None:
