@@ -1,7 +1,7 @@
 """The child side of :class:`~stepgraph.backends.SubprocessBackend`: one body, one process.
 
 It reads a cloudpickled ``(fn, args, kwargs)`` from standard input, runs it, and writes
-``("ok", result)`` or ``("error", exception)`` to its original standard output. While the
+its outcome (``process.run_outcome``) to its original standard output. While the
 body runs, standard output goes to standard error, so what the body prints cannot mix
 with its result.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 
 
 def main() -> None:
@@ -18,17 +17,9 @@ def main() -> None:
     os.dup2(2, 1)  # the body's prints go to stderr
     sys.stdout = sys.stderr
     payload = sys.stdin.buffer.read()
-    from .process import dumps, run_pickled
+    from .process import run_outcome
 
-    try:
-        outcome: tuple[str, object] = ("ok", run_pickled(payload))
-        data = dumps(outcome)
-    except BaseException as exc:
-        try:
-            data = dumps(("error", exc))
-        except Exception:  # the exception itself cannot be pickled: its text can
-            text = "".join(traceback.format_exception(exc))
-            data = dumps(("unpicklable", (type(exc).__qualname__, str(exc), text)))
+    data = run_outcome(payload)
     channel.write(data)
     channel.flush()
 

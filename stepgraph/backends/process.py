@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
+import pickle
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from traceback import format_exception
 from typing import Any
 
-from ..errors import MissingExtraError, SerializationError, WorkerDiedError
+from ..errors import MissingExtraError, RecordedError, SerializationError, WorkerDiedError
 from .base import BackendBase, LoopSemaphores, call_to_end
 from .commands import Command, CommandResult, run_command_async
 
-__all__ = ["ProcessBackend", "dumps", "run_pickled"]
+__all__ = ["ProcessBackend", "dumps", "load_outcome", "run_outcome", "run_pickled"]
 
 
 def dumps(value: object) -> bytes:
@@ -63,10 +66,78 @@ def _culprit(value: object, pickle: Callable[[object], bytes]) -> str:
 
 def run_pickled(payload: bytes) -> Any:
     """In a worker: unpickle ``(fn, args, kwargs)``, call it, run it if it is a coroutine."""
-    import pickle
-
     fn, args, kwargs = pickle.loads(payload)
     return call_to_end(fn, args, kwargs)
+
+
+def run_outcome(payload: bytes) -> bytes:
+    """In a worker: unpickle ``(fn, args, kwargs)``, run it, and send its outcome back
+    cloudpickled: ``("ok", result)`` or ``("error", (exception pickled or None,
+    (module, name, message, traceback)))``.
+
+    What travels back is bytes, whatever the body gave or raised: an exception that does
+    not pickle, or does not unpickle (its ``__init__`` takes other arguments than its
+    ``args``), a class defined in ``__main__``, never break the pool nor lose the error
+    (:func:`load_outcome` falls back to its text).
+    """
+    try:
+        fn, args, kwargs = pickle.loads(payload)
+        result = call_to_end(fn, args, kwargs)
+        try:
+            return dumps(("ok", result))
+        except SerializationError as exc:
+            name = getattr(fn, "__name__", repr(fn))
+            raise SerializationError(f"the result of {name} cannot come back: {exc}") from None
+    except BaseException as exc:
+        kind = type(exc)
+        text = (kind.__module__, kind.__qualname__, str(exc), "".join(format_exception(exc)))
+        try:
+            pickled: bytes | None = dumps(exc)
+        except Exception:
+            pickled = None
+        return dumps(("error", (pickled, text)))
+
+
+class _RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker process: its ``__cause__`` here."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def load_outcome(data: bytes, what: str, backend: str) -> Any:
+    """The result :func:`run_outcome` sent back; or raise the body's exception (itself,
+    caused by its traceback in the worker; or a :class:`~stepgraph.errors.RecordedError`
+    of its type, message and traceback when it does not unpickle here).
+
+    Raises:
+        SerializationError: the result does not unpickle here.
+    """
+    try:
+        kind, value = pickle.loads(data)
+    except Exception as exc:
+        raise SerializationError(
+            f"the result of {what} on backend {backend!r} cannot be unpickled here: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if kind == "ok":
+        return value
+    pickled, (module, name, message, text) = value
+    error: object = None
+    if pickled is not None:
+        with contextlib.suppress(Exception):
+            error = pickle.loads(pickled)
+    if isinstance(error, BaseException):
+        if error.__cause__ is None:
+            error.__cause__ = _RemoteTraceback(text)
+        raise error
+    raise RecordedError(
+        f"{name}: {message}", type=f"{module}.{name}", message=message, traceback=text
+    )
 
 
 class ProcessBackend(BackendBase):
@@ -114,9 +185,22 @@ class ProcessBackend(BackendBase):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         payload = dumps((fn, args, kwargs))
+        loop = asyncio.get_running_loop()
         pool = self._executor()
-        future = asyncio.get_running_loop().run_in_executor(pool, run_pickled, payload)
+        try:
+            future = loop.run_in_executor(pool, run_outcome, payload)
+        except BrokenProcessPool:  # a worker died while idle: a fresh pool takes the body
+            self._discard(pool)
+            pool = self._executor()
+            future = loop.run_in_executor(pool, run_outcome, payload)
         return self._watch(pool, future, getattr(fn, "__name__", repr(fn)))
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        """Drop a broken ``pool``: the next body gets a fresh one."""
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def run_command(self, command: Command) -> Awaitable[CommandResult]:
         """An executable runs as a child of this process (as it would of a worker: the
@@ -127,18 +211,16 @@ class ProcessBackend(BackendBase):
         async with self._commands.get():
             return await run_command_async(command)
 
-    async def _watch(self, pool: ProcessPoolExecutor, future: Awaitable[Any], what: str) -> Any:
+    async def _watch(self, pool: ProcessPoolExecutor, future: Awaitable[bytes], what: str) -> Any:
         try:
-            return await future
+            data = await future
         except BrokenProcessPool as exc:
-            with self._lock:
-                if self._pool is pool:  # the next body gets a fresh pool
-                    self._pool = None
-            pool.shutdown(wait=False, cancel_futures=True)
+            self._discard(pool)
             raise WorkerDiedError(
                 f"the worker process running {what} on backend {self.name!r} died (killed, "
                 f"out of memory, or started from a script without `if __name__ == '__main__':`)"
             ) from exc
+        return load_outcome(data, what, self.name)
 
     async def shutdown(self, *, cancel: bool = False) -> None:
         with self._lock:

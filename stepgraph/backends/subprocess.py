@@ -6,16 +6,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import pickle
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..errors import RecordedError, WorkerDiedError
+from ..errors import WorkerDiedError
 from .base import BackendBase, LoopSemaphores
 from .commands import Command, CommandResult, run_command_async, terminate
-from .process import dumps
+from .process import dumps, load_outcome
 
 __all__ = ["SubprocessBackend"]
 
@@ -80,12 +79,4 @@ class SubprocessBackend(BackendBase):
                 f"the child process running {what} on backend {self.name!r} died with exit "
                 f"code {child.returncode}" + (f": {tail}" if tail else "")
             )
-        kind, value = pickle.loads(out)
-        if kind == "ok":
-            return value
-        if kind == "error":
-            raise value
-        type_name, message, text = value
-        raise RecordedError(
-            f"{type_name}: {message}", type=type_name, message=message, traceback=text
-        )
+        return load_outcome(out, what, self.name)

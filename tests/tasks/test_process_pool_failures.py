@@ -1,0 +1,342 @@
+"""Process pools and child Pythons when things go wrong: outcomes that do not pickle back,
+and cancelled bodies.
+
+Real worker processes throughout. Bodies in other processes report and wait through
+named pipes that the test holds open both ways (so no side ever sees an end of file):
+a body writes its pid as a line to one, and waits for a byte at another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from stepgraph.backends import Backend, ProcessBackend, SubprocessBackend
+from stepgraph.errors import RecordedError, SerializationError
+from stepgraph.tasks import TaskFailed, TaskFlow
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+class Fifo:
+    """A named pipe, held open for reading and writing by the test."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.path = str(path)
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self._buffer = b""
+
+    async def line(self) -> str:
+        """The next line a body wrote (waits for it without polling)."""
+        loop = asyncio.get_running_loop()
+        while b"\n" not in self._buffer:
+            readable = asyncio.Event()
+            loop.add_reader(self.fd, readable.set)
+            try:
+                await readable.wait()
+            finally:
+                loop.remove_reader(self.fd)
+            self._buffer += os.read(self.fd, 4096)
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode()
+
+    def release(self, count: int = 1) -> None:
+        """Let ``count`` bodies waiting at this pipe go on."""
+        os.write(self.fd, b"x" * count)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@pytest.fixture
+def lines(tmp_path: Path) -> Iterator[Fifo]:
+    fifo = Fifo(tmp_path / "lines")
+    yield fifo
+    fifo.close()
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Fifo]:
+    fifo = Fifo(tmp_path / "gate")
+    yield fifo
+    fifo.close()
+
+
+def _say(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, f"{text}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _report_and_wait(lines: str, gate: str, value: int) -> tuple[int, int]:
+    """In a worker: say its pid, wait for a byte at ``gate``, say it is done."""
+    _say(lines, str(os.getpid()))
+    fd = os.open(gate, os.O_RDONLY)
+    try:
+        os.read(fd, 1)
+    finally:
+        os.close(fd)
+    _say(lines, f"done {os.getpid()}")
+    return os.getpid(), value
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is there, a zombie (ended, not reaped) included."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def _ended(pid: int) -> None:
+    """Wait until process ``pid`` has ended (told by a pidfd, no polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    ended = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(fd, ended.set)
+    try:
+        await ended.wait()
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def _kill_myself() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+# -- outcomes that do not pickle back (bug: a broken pool, PicklingError) ---------------------
+
+
+class TwoArgError(Exception):
+    """Pickles, but cannot be rebuilt from its args (a common shape of library errors)."""
+
+    def __init__(self, path: str, code: int) -> None:
+        super().__init__(f"{path} failed with {code}")
+        self.path, self.code = path, code
+
+
+def _raise_two_args(code: int) -> None:
+    raise TwoArgError("in.csv", code)
+
+
+class HoldsALock(Exception):
+    def __init__(self) -> None:
+        super().__init__("holding a lock")
+        self.lock = threading.Lock()
+
+
+def _raise_holding_a_lock(code: int) -> None:
+    raise HoldsALock()
+
+
+def _return_a_lock() -> object:
+    return threading.Lock()
+
+
+def _return_two_arg_error() -> object:
+    return TwoArgError("out.csv", 3)
+
+
+BACKENDS: dict[str, Callable[[], Backend]] = {
+    "process": lambda: ProcessBackend(2),
+    "subprocess": lambda: SubprocessBackend(2),
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "type_name", "message"),
+    [
+        (_raise_two_args, "TwoArgError", "in.csv failed with 7"),
+        (_raise_holding_a_lock, "HoldsALock", "holding a lock"),
+    ],
+    ids=["cannot-be-rebuilt", "cannot-be-pickled"],
+)
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_an_exception_that_cannot_come_back_as_it_is_is_a_recorded_error(
+    kind: str,
+    body: Callable[[int], None],
+    type_name: str,
+    message: str,
+    lines: Fifo,
+    gate: Fifo,
+) -> None:
+    async with TaskFlow(backends={"default": BACKENDS[kind]()}) as flow:
+        hold = flow.function_task(_report_and_wait)
+        other = hold(lines.path, gate.path, 1)  # runs beside it, unrelated
+        pid = int(await lines.line())
+        with pytest.raises(TaskFailed) as caught:
+            await flow.function_task(body)(7)
+        assert not other.done()
+        gate.release()
+        assert await other == (pid, 1)  # the failure broke nothing else
+    error = caught.value
+    cause = error.__cause__
+    assert isinstance(cause, RecordedError)
+    assert cause.type == f"{__name__}.{type_name}"
+    assert cause.message == message
+    assert str(cause) == f"{type_name}: {message}"
+    assert f"raise {type_name}" in cause.traceback  # the traceback in the worker
+    assert f"'{body.__name__}'" in str(error) and f"{type_name}: {message}" in str(error)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_a_result_that_cannot_travel_is_a_serialization_error_naming_the_task(
+    kind: str,
+) -> None:
+    async with TaskFlow(backends={"default": BACKENDS[kind]()}) as flow:
+        lock = flow.function_task(_return_a_lock)
+        error = flow.function_task(_return_two_arg_error)
+        with pytest.raises(TaskFailed) as not_pickled:
+            await lock()
+        with pytest.raises(TaskFailed) as not_unpickled:
+            await error()
+        assert await flow.function_task(_pid)() != os.getpid()  # the backend goes on
+    assert isinstance(not_pickled.value.__cause__, SerializationError)
+    assert "'_return_a_lock'" in str(not_pickled.value)
+    assert "the result of _return_a_lock cannot come back" in str(not_pickled.value.__cause__)
+    assert "lock" in str(not_pickled.value.__cause__)
+    cause = not_unpickled.value.__cause__
+    assert isinstance(cause, SerializationError)
+    assert "_return_two_arg_error on backend 'default' cannot be unpickled here" in str(cause)
+
+
+class MainError(Exception):
+    """As if defined in the script that runs the flow (``__main__``)."""
+
+
+@dataclass
+class MainPoint:
+    x: int
+
+
+def _fails_in_main() -> None:
+    raise MainError("nope")
+
+
+def _point_in_main() -> MainPoint:
+    return MainPoint(3)
+
+
+for _defined in (MainError, MainPoint, _fails_in_main, _point_in_main):
+    _defined.__module__ = "__main__"  # cloudpickle sends them by value, as from a script
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_results_and_exceptions_of_classes_from_main_come_back_as_they_are(
+    kind: str,
+) -> None:
+    async with TaskFlow(backends={"default": BACKENDS[kind]()}) as flow:
+        with pytest.raises(TaskFailed) as caught:
+            await flow.function_task(_fails_in_main)()
+        point = await flow.function_task(_point_in_main)()
+    assert type(caught.value.__cause__) is MainError
+    assert str(caught.value.__cause__) == "nope"
+    assert "_fails_in_main" in str(caught.value.__cause__.__cause__)  # its remote traceback
+    assert type(point) is MainPoint and point == MainPoint(3)
+
+
+SCRIPT = """
+import asyncio
+from dataclasses import dataclass
+
+from stepgraph.backends import Backend, ProcessBackend, SubprocessBackend
+from stepgraph.tasks import TaskFailed, TaskFlow
+
+
+class MyError(Exception):
+    pass
+
+
+@dataclass
+class Point:
+    x: int
+
+
+def fails():
+    raise MyError("nope")
+
+
+def point():
+    return Point(3)
+
+
+async def main():
+    for backend in (ProcessBackend(1), SubprocessBackend(1)):
+        async with TaskFlow(backends={"default": backend}) as flow:
+            try:
+                await flow.function_task(fails)()
+            except TaskFailed as error:
+                assert type(error.__cause__) is MyError, repr(error.__cause__)
+            assert await flow.function_task(point)() == Point(3)
+    print("ok")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+async def test_a_script_gets_its_own_classes_back_from_a_pool(tmp_path: Path) -> None:
+    script = tmp_path / "campaign.py"
+    script.write_text(SCRIPT)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await child.communicate()
+    assert (child.returncode, out.decode()) == (0, "ok\n"), err.decode()[-2000:]
+
+
+# -- workers that die (bug: one death fails every body; an idle death breaks the backend) ----
+
+
+# -- cancelled bodies when the flow ends (bug: leaving waited for them) ----------------------
+
+
+async def test_a_cancelled_body_goes_on_in_the_background_while_the_flow_is_open(
+    lines: Fifo, gate: Fifo
+) -> None:
+    async with TaskFlow(backends={"default": ProcessBackend(1)}) as flow:
+        hold = flow.function_task(_report_and_wait)
+        future = hold(lines.path, gate.path, 0)
+        pid = await lines.line()
+        assert future.cancel()
+        gate.release()
+        assert await lines.line() == f"done {pid}"  # it was not stopped
+        assert str(await flow.function_task(_pid)()) == pid  # its worker serves the next
+
+
+async def test_shutting_a_backend_down_waits_for_the_bodies_still_awaited(
+    lines: Fifo, gate: Fifo
+) -> None:
+    backend = ProcessBackend(1)
+    await backend.start()
+    body = asyncio.ensure_future(backend.submit(_report_and_wait, lines.path, gate.path, 5))
+    pid = int(await lines.line())
+    closing = asyncio.ensure_future(backend.shutdown())
+    gate.release()
+    assert await body == (pid, 5)
+    await closing
+    assert not _alive(pid)
