@@ -9,7 +9,7 @@ import os
 import pickle
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from traceback import format_exception
 from typing import Any
@@ -153,7 +153,9 @@ class ProcessBackend(BackendBase):
     A body's exception comes back with its own type and message. A worker that dies
     while it runs a body (killed, out of memory) fails that body with
     :class:`~stepgraph.errors.WorkerDiedError`, and the next body gets a fresh pool.
-    A running body cannot be stopped: cancelling it stops waiting for it.
+    A running body cannot be stopped: cancelling it stops waiting for it; it finishes in
+    the background, unless the backend shuts down first (leaving its flow): then the
+    workers still running bodies nobody awaits are terminated.
     """
 
     in_process = False
@@ -171,6 +173,7 @@ class ProcessBackend(BackendBase):
         self._pool: ProcessPoolExecutor | None = None
         self._commands = LoopSemaphores(max_workers or os.cpu_count() or 1)
         self._lock = threading.Lock()
+        self._abandoned: set[Future[bytes]] = set()  # bodies cancelled while they ran
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -185,14 +188,13 @@ class ProcessBackend(BackendBase):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         payload = dumps((fn, args, kwargs))
-        loop = asyncio.get_running_loop()
         pool = self._executor()
         try:
-            future = loop.run_in_executor(pool, run_outcome, payload)
+            future = pool.submit(run_outcome, payload)
         except BrokenProcessPool:  # a worker died while idle: a fresh pool takes the body
             self._discard(pool)
             pool = self._executor()
-            future = loop.run_in_executor(pool, run_outcome, payload)
+            future = pool.submit(run_outcome, payload)
         return self._watch(pool, future, getattr(fn, "__name__", repr(fn)))
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
@@ -211,9 +213,14 @@ class ProcessBackend(BackendBase):
         async with self._commands.get():
             return await run_command_async(command)
 
-    async def _watch(self, pool: ProcessPoolExecutor, future: Awaitable[bytes], what: str) -> Any:
+    async def _watch(self, pool: ProcessPoolExecutor, future: Future[bytes], what: str) -> Any:
         try:
-            data = await future
+            data = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if not future.cancel():  # it runs: it goes on in the background
+                self._abandoned.add(future)
+                future.add_done_callback(self._abandoned.discard)
+            raise
         except BrokenProcessPool as exc:
             self._discard(pool)
             raise WorkerDiedError(
@@ -227,7 +234,7 @@ class ProcessBackend(BackendBase):
             pool, self._pool = self._pool, None
         if pool is None:
             return
-        if cancel:
+        if cancel or any(not f.done() for f in self._abandoned):  # nobody waits: stop them
             processes = list(getattr(pool, "_processes", {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
             for process in processes:  # running bodies cannot be cancelled: stop them

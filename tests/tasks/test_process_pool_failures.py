@@ -1,5 +1,5 @@
 """Process pools and child Pythons when things go wrong: outcomes that do not pickle back,
-and cancelled bodies.
+and cancelled bodies (left to finish, or stopped as their flow ends).
 
 Real worker processes throughout. Bodies in other processes report and wait through
 named pipes that the test holds open both ways (so no side ever sees an end of file):
@@ -326,6 +326,28 @@ async def test_a_cancelled_body_goes_on_in_the_background_while_the_flow_is_open
         gate.release()
         assert await lines.line() == f"done {pid}"  # it was not stopped
         assert str(await flow.function_task(_pid)()) == pid  # its worker serves the next
+
+
+async def test_leaving_a_flow_does_not_wait_for_a_cancelled_body_and_ends_its_worker(
+    lines: Fifo, gate: Fifo
+) -> None:
+    pid = 0
+
+    async def campaign() -> None:
+        nonlocal pid
+        async with TaskFlow(backends={"default": ProcessBackend(1)}) as flow:
+            hold = flow.function_task(_report_and_wait)
+            future = hold(lines.path, gate.path, 0)  # waits at the gate for good
+            pid = int(await lines.line())
+            assert future.cancel()
+
+    try:
+        async with asyncio.timeout(30):  # a safety net: without the fix it waits for good
+            await campaign()
+    except TimeoutError:
+        gate.release()  # let the body end, so that the test can
+        pytest.fail("leaving the flow waited for a body that was cancelled")
+    assert not _alive(pid)  # terminated and reaped: no zombie is left
 
 
 async def test_shutting_a_backend_down_waits_for_the_bodies_still_awaited(
