@@ -13,7 +13,8 @@ The protocol is small:
   returned (or the task awaiting it) cancels the body as far as the backend can: a body
   that has not started never starts; a running coroutine is cancelled; a running child
   process is terminated; a running thread or pool process cannot be stopped: it is no
-  longer waited for, and finishes in the background.
+  longer waited for, and finishes in the background (a process pool terminates the
+  workers still running one when it shuts down).
 - ``run_command(command)`` runs an executable (:class:`Command`) and returns its
   :class:`CommandResult` (never raising for a non-zero exit); cancelling it terminates
   the child (SIGTERM, then SIGKILL after the backend's grace period).
