@@ -95,22 +95,10 @@ def _started(run: Run, program: NodeProgram, command: StartStep) -> Awaitable[An
     if backend is None:  # the default: inline when async, a thread when not
         return program.call(run.owner, run.context, command.message)
     if backend.in_process:
-        if _is_async(program, command.message):  # a coroutine function: run on the loop
+        if program.is_async_for(command.message):  # a coroutine function: run on the loop
             return backend.submit(_awaited, program.body, run.owner, run.context, command.message)
         return backend.submit(program.body, run.owner, run.context, command.message)
     return _elsewhere(run, program, command)
-
-
-def _is_async(program: NodeProgram, message: object) -> bool:
-    """Whether ``program``'s body gives a coroutine for ``message``, as the program knows.
-
-    A backend tells an ``async def`` body by its signature, but ``program.body`` may be a
-    plain function around it (putting ``ctx`` in place, choosing an executor's handler):
-    sent as it is, a thread backend would run it in a thread, on a loop of its own,
-    away from the run's live context. A program that cannot say is sent as it is.
-    """
-    is_async_for = getattr(program, "is_async_for", None)
-    return is_async_for is not None and bool(is_async_for(message))
 
 
 async def _awaited(body: Callable[..., Any], owner: Any, ctx: Any, message: Any) -> Any:

@@ -60,6 +60,11 @@ class NodeProgram(Protocol):
         """``body(owner, ctx, message)``: the body itself, sync or async, on no backend."""
         ...
 
+    def is_async_for(self, message: Any) -> bool:
+        """Whether ``body`` gives a coroutine for ``message`` (``body`` may be a plain
+        function around an ``async def``: a backend cannot tell from it)."""
+        ...
+
     @property
     def returns_events(self) -> bool: ...
     @property
