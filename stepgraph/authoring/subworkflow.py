@@ -35,17 +35,19 @@ class WorkflowExecutor(Executor):
         scope = current_scope()
         assert scope is not None
         outer = ctx._run.name
-        inner = self.workflow.run(message)
+        inner = self.workflow.run(message)  # its requests have the same ids each time this
+        run = inner._run  # step runs on this message (a retry, a resume): an answer the
+        # outer run stored goes to the inner run again
         try:
             async for event in inner._events():
                 if isinstance(event, WorkflowOutputEvent):
                     await ctx.send_message(event.data)
                 elif isinstance(event, RequestInfoEvent):
-                    request = inner._run.open_request(event.request_id)
+                    request = run.open_request(event.request_id)
                     assert request is not None, "a request on the stream is open"
 
                     def forward(value: object, request_id: str = event.request_id) -> Any:
-                        return inner.send_response(request_id, value)
+                        return run.respond(request_id, value)
 
                     ctx._request(
                         scope, event.data, request.response_type, event.request_id, forward

@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import BackendError, MissingExtraError, WorkerDiedError
 from .base import BackendBase, call_to_end
 from .commands import Command, CommandResult, run_command_blocking
+from .process import dumps, load_outcome, run_outcome
 
 __all__ = ["DaskBackend"]
 
@@ -28,8 +29,16 @@ class DaskBackend(BackendBase):
             cluster this backend starts.
         **cluster_kwargs: passed to ``LocalCluster``.
 
-    A body's exception comes back with its own type and message. A body whose worker
-    died (more than ``allowed_failures`` times) fails with
+    A body's exception comes back with its own type and message. When Dask would pickle
+    what travels (workers in other processes, or a scheduler at a ``tcp://`` address), a
+    body travels as the ``ProcessBackend``'s do: cloudpickled, its outcome back as bytes;
+    an exception that cannot be pickled or rebuilt here comes back as a
+    :class:`~stepgraph.errors.RecordedError` (its type, message and the worker's
+    traceback), a result that cannot be pickled is a
+    :class:`~stepgraph.errors.SerializationError` naming the function. With workers in
+    this process (``processes=False``, an ``inproc://`` scheduler) nothing is pickled: a
+    body's result and exception come back as they are (the same objects). A body whose
+    worker died (more than ``allowed_failures`` times) fails with
     :class:`~stepgraph.errors.WorkerDiedError`. Cancelling a body cancels its Dask future.
     """
 
@@ -50,6 +59,7 @@ class DaskBackend(BackendBase):
         self._cluster: Any = None
         self._client: Any = None
         self._starting: asyncio.Lock | None = None
+        self._in_memory = False  # the workers share this process: Dask pickles nothing
 
     @property
     def client(self) -> Any:
@@ -89,16 +99,31 @@ class DaskBackend(BackendBase):
             else:
                 target = self.address
             try:
-                self._client = await Client(target, asynchronous=True)  # type: ignore[no-untyped-call]
+                client = await Client(target, asynchronous=True)  # type: ignore[no-untyped-call]
             except Exception:
                 if self._cluster is not None:
                     await self._cluster.close()
                     self._cluster = None
                 raise
+            self._in_memory = str(client.scheduler.address).startswith("inproc://")
+            self._client = client
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
-        future = self.client.submit(call_to_end, fn, args, kwargs, pure=False)
-        return self._result(future, getattr(fn, "__name__", repr(fn)))
+        what = getattr(fn, "__name__", repr(fn))
+        if self._in_memory:
+            future = self.client.submit(_call_in_memory, fn, args, kwargs, pure=False)
+            return self._in_memory_outcome(future, what)
+        future = self.client.submit(run_outcome, dumps((fn, args, kwargs)), pure=False)
+        return self._pickled_outcome(future, what)
+
+    async def _in_memory_outcome(self, future: Any, what: str) -> Any:
+        value = await self._result(future, what)
+        if type(value) is _Raised:
+            raise value.error
+        return value
+
+    async def _pickled_outcome(self, future: Any, what: str) -> Any:
+        return load_outcome(await self._result(future, what), what, self.name)
 
     def run_command(self, command: Command) -> Awaitable[CommandResult]:
         return self._command(command)
@@ -155,6 +180,25 @@ async def _release_threads(cluster: Any) -> None:
         *(w.close(executor_wait=False, reason="stepgraph-shutdown") for w in workers),
         return_exceptions=True,
     )
+
+
+class _Raised:
+    """What a body raised on a worker in this process, handed back as its result: Dask
+    pickles a task's exception (an unpicklable one becomes a bare ``Exception`` of its
+    repr), never a result that stays in this process."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _call_in_memory(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """On a worker in this process: ``fn``'s result, or :class:`_Raised` with its exception."""
+    try:
+        return call_to_end(fn, args, kwargs)
+    except BaseException as exc:
+        return _Raised(exc)
 
 
 def _run_watched(command: Command, stop_event: str) -> CommandResult:

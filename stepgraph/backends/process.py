@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import SimpleQueue
 from traceback import format_exception
 from typing import Any
 
@@ -140,6 +144,81 @@ def load_outcome(data: bytes, what: str, backend: str) -> Any:
     )
 
 
+_starts: SimpleQueue[int] | None = None  # in a worker: where it tells the bodies it starts
+
+
+def _tell_starts_on(starts: SimpleQueue[int]) -> None:
+    """In a worker, as it starts: the pipe on which it tells its pool the bodies it starts."""
+    global _starts
+    _starts = starts
+
+
+def _run_told(payload: bytes, token: int) -> bytes:
+    """In a worker: tell the pool that the body of ``token`` starts (written to the pipe
+    before it runs, so it survives a worker killed right after), then :func:`run_outcome`."""
+    assert _starts is not None
+    _starts.put(token)
+    return run_outcome(payload)
+
+
+class _Pool:
+    """A process pool whose workers tell, on a pipe of their own, each body they start:
+    when a worker dies and the pool fails every body not finished, the bodies that had not
+    started can run again elsewhere.
+
+    Each body has a token; a token is forgotten when its body finishes (so the pipe is
+    read as the pool goes and never fills up), and kept when the pool breaks.
+    """
+
+    def __init__(self, max_workers: int | None, start_method: str) -> None:
+        context = multiprocessing.get_context(start_method)
+        self._starts: SimpleQueue[int] = context.SimpleQueue()
+        self.executor = ProcessPoolExecutor(
+            max_workers, mp_context=context, initializer=_tell_starts_on, initargs=(self._starts,)
+        )
+        self._workers = self.executor._processes  # the pool's own dict, kept past its shutdown
+        self._lock = threading.Lock()
+        self._running: set[int] = set()  # tokens of bodies started, not finished
+        self._ran = False  # whether a body ever started here
+
+    def submit(self, payload: bytes, token: int) -> Future[bytes]:
+        """Run the pickled body ``payload`` in a worker, which tells ``token`` as it starts."""
+        future = self.executor.submit(_run_told, payload, token)
+        future.add_done_callback(lambda done: self._finished(token, done))
+        return future
+
+    def workers(self) -> list[BaseProcess]:
+        """The worker processes the pool started (also once it is shut down)."""
+        return list(self._workers.values())
+
+    def _collect(self) -> None:
+        """Take in the tokens the workers told (``self._lock`` held)."""
+        while not self._starts.empty():
+            self._running.add(self._starts.get())
+            self._ran = True
+
+    def _finished(self, token: int, future: Future[bytes]) -> None:
+        """(A future's callback) forget a body that finished; keep it if the pool broke."""
+        with self._lock:
+            self._collect()
+            if future.cancelled() or not isinstance(future.exception(), BrokenProcessPool):
+                self._running.discard(token)
+
+    def may_run_again(self, token: int) -> bool:
+        """(Blocking) whether the body of ``token``, failed by this broken pool, never
+        started and may run in another pool; told once the pool's workers have all ended
+        (the pool stops them all when one dies), so that no start is still on its way.
+
+        Not when nothing ever started here: workers that die before running anything (a
+        script without a main guard) would die in every fresh pool too.
+        """
+        for worker in self.workers():  # a broken pool starts no more
+            multiprocessing.connection.wait([worker.sentinel])
+        with self._lock:
+            self._collect()
+            return self._ran and token not in self._running
+
+
 class ProcessBackend(BackendBase):
     """Bodies run in a pool of worker processes (``concurrent.futures``), pickled with
     cloudpickle (the extra ``process``; ``dask`` includes it).
@@ -152,7 +231,9 @@ class ProcessBackend(BackendBase):
 
     A body's exception comes back with its own type and message. A worker that dies
     while it runs a body (killed, out of memory) fails that body with
-    :class:`~stepgraph.errors.WorkerDiedError`, and the next body gets a fresh pool.
+    :class:`~stepgraph.errors.WorkerDiedError`, and so the bodies running in the other
+    workers (the pool stops them all); the bodies waiting for a worker, which had not
+    started, run in a fresh pool, as the next bodies do.
     A running body cannot be stopped: cancelling it stops waiting for it; it finishes in
     the background, unless the backend shuts down first (leaving its flow): then the
     workers still running bodies nobody awaits are terminated.
@@ -170,16 +251,16 @@ class ProcessBackend(BackendBase):
         self.name = name
         self.max_workers = max_workers
         self.start_method = start_method or "spawn"
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: _Pool | None = None
         self._commands = LoopSemaphores(max_workers or os.cpu_count() or 1)
         self._lock = threading.Lock()
         self._abandoned: set[Future[bytes]] = set()  # bodies cancelled while they ran
+        self._tokens = itertools.count()  # a token per body: its pool tells when it starts
 
-    def _executor(self) -> ProcessPoolExecutor:
+    def _executor(self) -> _Pool:
         with self._lock:
             if self._pool is None:
-                context = multiprocessing.get_context(self.start_method)
-                self._pool = ProcessPoolExecutor(self.max_workers, mp_context=context)
+                self._pool = _Pool(self.max_workers, self.start_method)
             return self._pool
 
     async def start(self) -> None:
@@ -188,21 +269,28 @@ class ProcessBackend(BackendBase):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         payload = dumps((fn, args, kwargs))
+        token = next(self._tokens)
+        pool, future = self._send(payload, token)
+        return self._watch(pool, future, payload, token, getattr(fn, "__name__", repr(fn)))
+
+    def _send(self, payload: bytes, token: int) -> tuple[_Pool, Future[bytes]]:
+        """Submit a body to the pool; to a fresh one if the pool is found broken (a worker
+        died while idle, or a body killed its worker)."""
         pool = self._executor()
         try:
-            future = pool.submit(run_outcome, payload)
-        except BrokenProcessPool:  # a worker died while idle: a fresh pool takes the body
+            return pool, pool.submit(payload, token)
+        except BrokenProcessPool:
             self._discard(pool)
             pool = self._executor()
-            future = pool.submit(run_outcome, payload)
-        return self._watch(pool, future, getattr(fn, "__name__", repr(fn)))
+            return pool, pool.submit(payload, token)
 
-    def _discard(self, pool: ProcessPoolExecutor) -> None:
-        """Drop a broken ``pool``: the next body gets a fresh one."""
+    def _discard(self, pool: _Pool) -> None:
+        """Drop a broken ``pool``: the next body gets a fresh one (one for all the bodies
+        that find this one broken)."""
         with self._lock:
             if self._pool is pool:
                 self._pool = None
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.executor.shutdown(wait=False, cancel_futures=True)
 
     def run_command(self, command: Command) -> Awaitable[CommandResult]:
         """An executable runs as a child of this process (as it would of a worker: the
@@ -213,21 +301,28 @@ class ProcessBackend(BackendBase):
         async with self._commands.get():
             return await run_command_async(command)
 
-    async def _watch(self, pool: ProcessPoolExecutor, future: Future[bytes], what: str) -> Any:
-        try:
-            data = await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            if not future.cancel():  # it runs: it goes on in the background
-                self._abandoned.add(future)
-                future.add_done_callback(self._abandoned.discard)
-            raise
-        except BrokenProcessPool as exc:
-            self._discard(pool)
-            raise WorkerDiedError(
-                f"the worker process running {what} on backend {self.name!r} died (killed, "
-                f"out of memory, or started from a script without `if __name__ == '__main__':`)"
-            ) from exc
-        return load_outcome(data, what, self.name)
+    async def _watch(
+        self, pool: _Pool, future: Future[bytes], payload: bytes, token: int, what: str
+    ) -> Any:
+        while True:
+            try:
+                data = await asyncio.wrap_future(future)
+            except asyncio.CancelledError:
+                if not future.cancel():  # it runs: it goes on in the background
+                    self._abandoned.add(future)
+                    future.add_done_callback(self._abandoned.discard)
+                raise
+            except BrokenProcessPool as exc:  # a worker died: was the body running?
+                self._discard(pool)
+                if not await asyncio.to_thread(pool.may_run_again, token):
+                    raise WorkerDiedError(
+                        f"the worker process running {what} on backend {self.name!r} died "
+                        f"(killed, out of memory, or started from a script without "
+                        f"`if __name__ == '__main__':`)"
+                    ) from exc
+                pool, future = self._send(payload, token)  # it was waiting: it runs now
+            else:
+                return load_outcome(data, what, self.name)
 
     async def shutdown(self, *, cancel: bool = False) -> None:
         with self._lock:
@@ -235,14 +330,14 @@ class ProcessBackend(BackendBase):
         if pool is None:
             return
         if cancel or any(not f.done() for f in self._abandoned):  # nobody waits: stop them
-            processes = list(getattr(pool, "_processes", {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
+            processes = pool.workers()
+            pool.executor.shutdown(wait=False, cancel_futures=True)
             for process in processes:  # running bodies cannot be cancelled: stop them
                 if process.is_alive():
                     process.terminate()
             await asyncio.to_thread(_join, processes)
         else:
-            await asyncio.to_thread(pool.shutdown, True)
+            await asyncio.to_thread(pool.executor.shutdown, True)
 
 
 def _join(processes: list[Any]) -> None:

@@ -145,6 +145,8 @@ def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Comman
     node = state.nodes[inv.node]
     node.in_flight -= 1
     state.running -= 1
+    if state.requests:
+        _close_forwarded(state, inv.id)
     if tick.emitted:
         _emit(state, inv, tick.emitted, out)
     if state.status is RUNNING:
@@ -152,6 +154,15 @@ def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Comman
             _start_blocked(state, out)
         if node.inbox:
             _start(state, inv.node, out)
+
+
+def _close_forwarded(state: RunState, invocation: int) -> None:
+    """Close the sub-workflow requests of an invocation that ended: the sub-workflow run
+    that asked them ended with it."""
+    for request_id, request in list(state.requests.items()):
+        if request.invocation == invocation and request.forwarded:
+            del state.requests[request_id]
+            state.inputs.pop(request_id, None)
 
 
 def _apply_run_resumed(state: RunState, tick: RunResumed, out: list[Command]) -> None:
@@ -361,10 +372,19 @@ def _apply_timer_fired(state: RunState, tick: TimerFired, out: list[Command]) ->
 
 def _apply_request_opened(state: RunState, tick: RequestOpened, out: list[Command]) -> None:
     inv = _invocation(state, tick.invocation)
-    if tick.request_id in state.requests:
-        raise KernelError(f"request {tick.request_id!r} opened twice in run {state.run_id!r}")
-    state.requests[tick.request_id] = OpenRequest(
-        tick.request_id, inv.node, inv.id, tick.data, tick.response_type, tick.forwarded
+    request_id = tick.request_id
+    if tick.forwarded:  # a sub-workflow's: asked again, with the same id, when its step
+        if request_id in state.answers:  # runs again (a retry, a resume)
+            out.append(ForwardResponse(request_id=request_id, response=state.answers[request_id]))
+            return  # answered already: the answer goes to the sub-workflow's new run
+        held = state.requests.get(request_id)
+        if held is not None and held.forwarded and held.node == inv.node:
+            held.invocation = inv.id  # still open: its answer goes to the new run
+            return
+    if request_id in state.requests:
+        raise KernelError(f"request {request_id!r} opened twice in run {state.run_id!r}")
+    state.requests[request_id] = OpenRequest(
+        request_id, inv.node, inv.id, tick.data, tick.response_type, tick.forwarded
     )
 
 
@@ -374,11 +394,11 @@ def _apply_response_received(state: RunState, tick: ResponseReceived, out: list[
         if tick.request_id in state.answers:
             return  # answered already: a repeated answer changes nothing
         raise KernelError(f"no open request {tick.request_id!r} in run {state.run_id!r}")
+    if state.inputs.pop(tick.request_id, None) is not None:
+        state.answers[tick.request_id] = tick.response
     if request.forwarded:
         out.append(ForwardResponse(request_id=request.request_id, response=tick.response))
         return
-    if state.inputs.pop(tick.request_id, None) is not None:
-        state.answers[tick.request_id] = tick.response
     message = ResponseMessage(request.request_id, request.data, tick.response)
     _from_caller(state, message, (request.node,), out)
 
@@ -476,9 +496,10 @@ def _undo_attempt(state: RunState, inv: Invocation) -> None:
         inv.received = None
     if state.pending_merges:
         state.pending_merges = [m for m in state.pending_merges if m[0] != inv.order]
-    if state.mode is SUPERSTEP:  # its requests are still in the outbox, unpublished
-        for request_id in [r for r, o in state.requests.items() if o.invocation == inv.id]:
-            del state.requests[request_id]
+    if state.mode is SUPERSTEP:  # its requests are still in the outbox, unpublished (a
+        for request_id, request in list(state.requests.items()):  # sub-workflow's are out:
+            if request.invocation == inv.id and not request.forwarded:  # asked again)
+                del state.requests[request_id]
     if state.outbox:
         state.outbox = [entry for entry in state.outbox if entry[0] != inv.order]
         if state.stop is not None and state.stop[0] == inv.order:

@@ -44,6 +44,7 @@ from ..core import (
     ForwardResponse,
     InputRequested,
     PublishEvent,
+    RequestOpened,
     ResolveWait,
     ResponseReceived,
     RunEnded,
@@ -276,6 +277,15 @@ class DurableRun(Run):
         process (``RunQueue.take``). With all three, nothing is left to ask the store: the
         run is restored and goes on at once (its first steps start before this returns).
         """
+        if checkpoint_id is None and not leased and coordinated_here(self._db, run_id):
+            # on another event loop of this process (the same loop's goes on: launch gives
+            # its handler); the store's lease is this process's, so it cannot say no itself
+            refused = RunLockedError(
+                f"run {run_id!r} is going on in this process, on another event loop: it "
+                f"cannot be resumed here while that one runs it"
+            )
+            self._boot = self.loop.create_task(self._booted(_raised(refused)))
+            return
         _live[(_where(self._db), self.run_id)] = self
         if (
             leased
@@ -534,6 +544,9 @@ class DurableRun(Run):
                 ),
                 stacklevel=2,
             )
+        for inv in restored.state.invocations.values():
+            for key, _, _ in inv.wrote or ():  # resuming undoes the write: the next
+                self._dirty[state_chunk(key)] = None  # checkpoint stores what undoing left
         entries = (
             []
             if fork
@@ -782,7 +795,11 @@ class DurableRun(Run):
             for key, _ in tick.values:
                 self._dirty[state_chunk(key)] = None
         superstep = self.superstep_mode
-        if not superstep or kind in _LOGGED_IN_SUPERSTEP_MODE:
+        if (
+            not superstep
+            or kind in _LOGGED_IN_SUPERSTEP_MODE
+            or (kind is RequestOpened and tick.forwarded)  # type: ignore[union-attr]
+        ):  # (a sub-workflow's request opens between barriers: kept with its announcement)
             self._entries.append(encode_entry(tick, self._ser))
         elif (kind is StepCompleted or kind is EventsSent) and tick.emitted:  # type: ignore[union-attr]
             emitted = tick.emitted  # type: ignore[union-attr]

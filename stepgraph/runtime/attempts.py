@@ -195,6 +195,7 @@ async def _elsewhere(run: Run, program: NodeProgram, command: StartStep) -> Any:
     plan = run.plan
     port = RecordingPort(
         run_id=run.run_id,
+        request_prefix=run.request_prefix,
         name=run.name,
         graph=run.graph,
         reducers=plan.reducers,

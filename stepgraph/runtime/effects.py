@@ -84,6 +84,7 @@ class RecordingPort:
         self,
         *,
         run_id: str,
+        request_prefix: str,
         name: str,
         graph: Graph,
         reducers: Mapping[str, Callable[[Any, Any], Any]],
@@ -92,6 +93,7 @@ class RecordingPort:
         store: Mapping[str, Any],
     ) -> None:
         self.run_id = run_id
+        self.request_prefix = request_prefix
         self.name = name
         self.graph = graph
         self.context_type = context_type
@@ -153,7 +155,7 @@ class RecordingPort:
         data: object,
         response_type: Any,
         event: object,
-        forward: Callable[[object], Awaitable[None]] | None = None,
+        forward: Callable[[object], Awaitable[None] | None] | None = None,
     ) -> str:
         self._refuse(scope, "request_info")
 

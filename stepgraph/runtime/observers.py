@@ -19,6 +19,7 @@ from ..core import Command, Graph, Mode, RunState, RunStatus, StepCompleted, Ste
 from .clock import Clock
 
 if TYPE_CHECKING:
+    from .plan import NodeProgram
     from .stream import EventStream
 
 __all__ = ["RunInfo", "RunObserver", "StreamLifecycle", "Verbose"]
@@ -49,6 +50,11 @@ class RunInfo(Protocol):
     @property
     def clock(self) -> Clock:
         """The run's clock: what observers time their records with."""
+        ...
+
+    @property
+    def programs(self) -> Sequence[NodeProgram]:
+        """What each node runs (its body, backend, options), in graph order."""
         ...
 
 

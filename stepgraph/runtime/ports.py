@@ -43,6 +43,11 @@ class StepPort(Protocol):
     @property
     def run_id(self) -> str: ...
     @property
+    def request_prefix(self) -> str:
+        """What the ids of the run's requests start with (a fork keeps its origin's)."""
+        ...
+
+    @property
     def name(self) -> str: ...
     @property
     def graph(self) -> Graph:
@@ -97,7 +102,7 @@ class StepPort(Protocol):
         data: object,
         response_type: Any,
         event: object,
-        forward: Callable[[object], Awaitable[None]] | None = None,
+        forward: Callable[[object], Awaitable[None] | None] | None = None,
     ) -> str:
         """Open request ``request_id`` and announce it with ``event`` on the stream.
 

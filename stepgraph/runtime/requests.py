@@ -13,7 +13,7 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ..core import RequestOpened, ResponseReceived
+from ..core import InputRequested, RequestOpened, ResponseReceived
 from ..core.text import short_repr
 from ..errors import (
     InvalidResponseError,
@@ -55,7 +55,7 @@ class Requests:
     __slots__ = ("_forwarded", "_forwards")
 
     def __init__(self) -> None:
-        self._forwards: dict[str, Callable[[object], Awaitable[None]]] = {}
+        self._forwards: dict[str, Callable[[object], Awaitable[None] | None]] = {}
         self._forwarded: dict[str, Awaitable[None]] = {}  # answers passed on, for respond()
 
     def open(
@@ -66,7 +66,7 @@ class Requests:
         data: object,
         response_type: Any,
         event: object,
-        forward: Callable[[object], Awaitable[None]] | None,
+        forward: Callable[[object], Awaitable[None] | None] | None,
     ) -> str:
         """Register the request and announce ``event`` (a ``RequestInfoEvent``)."""
         if not scope.active or scope.invocation not in run.state.invocations:
@@ -75,6 +75,8 @@ class Requests:
                 f"(from a task it started?); ask before the handler returns, or await that "
                 f"task inside the handler"
             )
+        if forward is not None:  # first: an answer it has already goes on at once
+            self._forwards[request_id] = forward
         run.feed(
             RequestOpened(
                 invocation=scope.invocation,
@@ -84,9 +86,9 @@ class Requests:
                 forwarded=forward is not None,
             )
         )
-        if forward is not None:
-            self._forwards[request_id] = forward
-            run.stream.push(event)  # a sub-workflow's request: its own run is the one waiting
+        if forward is not None:  # a sub-workflow's request: its run waits for the answer,
+            # and this run, which announces it (stored as paused first, when durable)
+            run.feed(InputRequested(invocation=scope.invocation, event=event))
         else:
             run.emit(scope, event)  # in order with the step's other messages
         return request_id
@@ -117,7 +119,9 @@ class Requests:
         """``ForwardResponse``: pass the answer to the sub-workflow run that asked."""
         forward = self._forwards.pop(request_id, None)
         if forward is not None:
-            self._forwarded[request_id] = forward(response)
+            forwarded = forward(response)
+            if forwarded is not None:
+                self._forwarded[request_id] = forwarded
 
     def clear(self) -> None:
         """The run ended: drop what it held (an answer nobody awaited is closed)."""

@@ -151,7 +151,7 @@ class Run:
         self.programs = plan.programs
         self.owner = owner
         self.run_id = new_run_id()
-        self.request_prefix = self.run_id  # request ids (a fork keeps its parent's)
+        self.request_prefix = _request_prefix(self.run_id)  # (a fork keeps its parent's)
         self.mode = options.mode
         self.state = RunState(
             graph,
@@ -591,7 +591,7 @@ class Run:
         data: object,
         response_type: Any,
         event: object,
-        forward: Callable[[object], Awaitable[None]] | None = None,
+        forward: Callable[[object], Awaitable[None] | None] | None = None,
     ) -> str:
         program = self.programs[scope.node]
         if forward is None and not any(
@@ -758,3 +758,14 @@ class InProcessRuntime:
 
 IN_PROCESS = InProcessRuntime()
 """The runtime ``run()`` uses unless given another."""
+
+
+def _request_prefix(run_id: str) -> str:
+    """What the ids of a new run's requests start with: its id; for a run started by a
+    step of another (a sub-workflow), that step's place in its run, which stays the same
+    when the step runs again (a retry, a resume), so that the requests do too."""
+    scope = current_scope()
+    if scope is None:
+        return run_id
+    outer = scope.run
+    return f"{outer.request_prefix}:{outer.graph.nodes[scope.node].name}:{scope.invocation}"

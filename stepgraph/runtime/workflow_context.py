@@ -110,7 +110,7 @@ class WorkflowContext(IdempotencyKey, Generic[T_Out]):
         data: object,
         response_type: Any,
         request_id: str,
-        forward: Callable[[object], Awaitable[None]] | None,
+        forward: Callable[[object], Awaitable[None] | None] | None,
     ) -> str:
         """Open a request; a sub-workflow's (``forward``) is answered by its own run."""
         event = RequestInfoEvent(

@@ -25,6 +25,7 @@ from ..runtime.scope import WORKER, current_scope
 from ..tasks.observers import TaskObserver
 
 if TYPE_CHECKING:
+    from ..runtime.plan import NodeProgram
     from ..tasks.flow import TaskFlow
     from ..tasks.futures import TaskFuture
 
@@ -199,7 +200,7 @@ class RunTracer(RunObserver):
         self.superstep: tuple[int, Any] | None = None
         self.steps: dict[tuple[int, int], tuple[Any, Any]] = {}
         self.started: dict[tuple[int, int], tuple[float, dict[str, str]]] = {}
-        self.backends: dict[str, str] | None = None  # step name -> where its body runs
+        self.backends: dict[str, NodeProgram] | None = None  # by step name
 
     def run_started(self, run: RunInfo) -> None:
         if self.tracer is None:
@@ -247,7 +248,7 @@ class RunTracer(RunObserver):
             where = {
                 "stepgraph.step.name": step,
                 "stepgraph.workflow.name": run.name,
-                "stepgraph.backend": self._backend(run, step),
+                "stepgraph.backend": self._backend(run, step, message),
             }
             self.started[invocation, attempt] = (run.clock.monotonic(), where)
             self.meters.in_flight.add(1, where)
@@ -265,7 +266,7 @@ class RunTracer(RunObserver):
                 "stepgraph.event.type": type(message).__name__,
                 "stepgraph.step.attempt": attempt,
                 "stepgraph.step.worker": WORKER.get(),
-                "stepgraph.backend": self._backend(run, step),
+                "stepgraph.backend": self._backend(run, step, message),
                 "stepgraph.run.id": run.run_id,
                 "stepgraph.workflow.name": run.name,
             },
@@ -273,20 +274,18 @@ class RunTracer(RunObserver):
         token = context.attach(trace.set_span_in_context(span))  # the body's current span
         self.steps[invocation, attempt] = (span, token)
 
-    def _backend(self, run: RunInfo, step: str) -> str:
-        """Where ``step``'s body runs: its backend's name, or "inline" / "thread"."""
+    def _backend(self, run: RunInfo, step: str, message: object) -> str:
+        """Where ``step``'s body runs for ``message``: its backend's name, or "inline"
+        (an async body, on the loop) / "thread" (a plain function, in a thread)."""
         found = self.backends
         if found is None:
-            found = self.backends = {}
-            for program in getattr(run, "programs", ()):
-                backend = program.backend
-                if backend is not None:
-                    found[program.name] = backend.name
-                else:
-                    found[program.name] = (
-                        "inline" if getattr(program, "is_async", True) else "thread"
-                    )
-        return found.get(step, "inline")
+            found = self.backends = {p.name: p for p in run.programs}
+        program = found.get(step)
+        if program is None:
+            return "inline"
+        if program.backend is not None:
+            return program.backend.name
+        return "inline" if program.is_async_for(message) else "thread"
 
     def step_ended(
         self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick | None

@@ -21,6 +21,7 @@ from stepgraph import (
     Workflow,
     WorkflowBuilder,
     WorkflowContext,
+    WorkflowExecutor,
     handler,
     response_handler,
     step,
@@ -162,3 +163,21 @@ class Asker(Executor):
 def asker_graph(**options: object) -> object:
     """A one-executor graph that pauses on a request for information."""
     return WorkflowBuilder(start=Asker(id="asker"), name="asker").build(**options)  # type: ignore[arg-type]
+
+
+class Show(Executor):
+    """Yields what the sub-workflow sent on."""
+
+    @handler
+    async def show(self, pair: tuple[str, int], ctx: WorkflowContext[object]) -> None:
+        CALLS[f"{ctx.run_id}:show"] += 1
+        await ctx.yield_output(pair)
+
+
+def nested_asker_graph(**options: object) -> object:
+    """``asker_graph`` as a sub-workflow (its requests go to the outer caller), then
+    ``show``."""
+    inner = WorkflowBuilder(start=Asker(id="asker"), name="inner").build()
+    sub = WorkflowExecutor(inner, id="sub")
+    builder = WorkflowBuilder(start=sub, name="outer").add_edge(sub, Show(id="show"))
+    return builder.build(**options)  # type: ignore[arg-type]

@@ -322,6 +322,44 @@ async def test_a_second_coordinator_cannot_resume_a_run_another_one_owns(
     assert await owner == 10
 
 
+async def test_a_run_going_on_on_another_event_loop_of_this_process_is_not_resumed_twice(
+    stores: StoreFactory,
+) -> None:
+    store = stores()  # one store object: one lease owner, for both loops
+    tag = new_tag()
+    going, release = threading.Event(), threading.Event()
+    run_ids: list[str] = []
+    results: list[object] = []
+
+    def other_loop() -> None:
+        async def main() -> object:
+            gate(tag)
+            handler = Chain(store=store).run(tag=tag, hops=3, stop_at=1)
+            async for event in handler.stream_events():
+                if isinstance(event, Reached) and event.n == 1:
+                    break
+            run_ids.append(handler.run_id)
+            going.set()
+            await asyncio.to_thread(release.wait)
+            GATES[tag].set()
+            return await handler
+
+        results.append(asyncio.run(main()))
+
+    thread = threading.Thread(target=other_loop)
+    thread.start()
+    try:
+        await asyncio.to_thread(going.wait)
+        calls = dict(CALLS)
+        with pytest.raises(RunLockedError, match=run_ids[0]):
+            await Chain(store=store).resume(run_ids[0])
+        assert dict(CALLS) == calls  # no step ran here
+    finally:
+        release.set()
+        await asyncio.to_thread(thread.join)
+    assert results == [6]
+
+
 async def test_a_run_going_on_in_this_process_is_followed_not_started_twice(
     stores: StoreFactory,
 ) -> None:

@@ -242,3 +242,67 @@ async def test_an_event_the_store_cannot_hold_is_refused_to_the_caller_and_the_r
     assert (await store.get_run(handler.run_id)).status == "paused"  # type: ignore[union-attr]
     handler.send_event(Poke(payload="fine"))
     assert await handler == "fine"
+
+
+class Bump(Event):
+    n: int
+
+
+class Bumped(Event):
+    n: int
+
+
+SENT: set[str] = set()
+"""Tags whose side effect was done (what a step checks to be idempotent across lives)."""
+
+
+class WritesOnceThenWaits(Workflow):
+    """``start`` sets ``k`` to 1; ``waiter`` sets it to 2 once per tag (its side effect
+    is idempotent), then waits for a Poke; ``bump`` makes a barrier while it waits."""
+
+    @step
+    async def start(self, ctx: Context, ev: Go) -> Slow:
+        await ctx.store.set("k", 1)
+        return Slow(tag=ev.tag)
+
+    @step
+    async def waiter(self, ctx: Context, ev: Slow) -> StopEvent:
+        if ev.tag not in SENT:
+            SENT.add(ev.tag)
+            await ctx.store.set("k", 2)
+        ctx.write_event_to_stream(Reached(n=0))
+        await ctx.wait_for_event(Poke)
+        return StopEvent(result=await ctx.store.get("k"))
+
+    @step
+    async def bump(self, ctx: Context, ev: Bump) -> None:
+        ctx.write_event_to_stream(Bumped(n=ev.n))
+
+
+async def _bumped(handler: Any) -> None:
+    """Once the waiter waits, make a barrier; crash the run once it is stored."""
+    async for event in handler.stream_events():
+        if isinstance(event, Reached):
+            handler.send_event(Bump(n=0))
+        elif isinstance(event, Bumped):
+            break
+    await settled(handler)
+    await crash(handler)
+
+
+@modes
+async def test_a_value_restored_by_undoing_an_interrupted_step_is_stored_at_the_next_checkpoint(
+    stores: StoreFactory, mode: str
+) -> None:
+    tag = new_tag()
+    handler = WritesOnceThenWaits(store=stores(), mode=mode).run(tag=tag)
+    await _bumped(handler)  # k is 2, written by the waiter's attempt, and stored
+    await crash(handler)
+    # life 2: the waiter runs again from its start, its write undone (k is 1 again); it
+    # does not write k this time (its side effect is done)
+    second = WritesOnceThenWaits(store=stores(), mode=mode).resume(handler.run_id)
+    await _bumped(second)  # a checkpoint (or journal entry) after the undo
+    third = WritesOnceThenWaits(store=stores(), mode=mode).resume(handler.run_id)
+    await _reaching(third, 0)
+    third.send_event(Poke())
+    assert await third == 1  # what the second life had, not the undone write

@@ -1,5 +1,5 @@
 """Process pools and child Pythons when things go wrong: outcomes that do not pickle back,
-and cancelled bodies (left to finish, or stopped as their flow ends).
+workers that die, and cancelled bodies (left to finish, or stopped as their flow ends).
 
 Real worker processes throughout. Bodies in other processes report and wait through
 named pipes that the test holds open both ways (so no side ever sees an end of file):
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from stepgraph.backends import Backend, ProcessBackend, SubprocessBackend
-from stepgraph.errors import RecordedError, SerializationError
+from stepgraph.errors import RecordedError, SerializationError, WorkerDiedError
 from stepgraph.tasks import TaskFailed, TaskFlow
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -67,6 +67,14 @@ def lines(tmp_path: Path) -> Iterator[Fifo]:
 @pytest.fixture
 def gate(tmp_path: Path) -> Iterator[Fifo]:
     fifo = Fifo(tmp_path / "gate")
+    yield fifo
+    fifo.close()
+
+
+@pytest.fixture
+def doom(tmp_path: Path) -> Iterator[Fifo]:
+    """A second gate: the one a body waits at before it kills its worker."""
+    fifo = Fifo(tmp_path / "doom")
     yield fifo
     fifo.close()
 
@@ -118,6 +126,29 @@ async def _ended(pid: int) -> None:
 
 def _kill_myself() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _report_and_die(lines: str, gate: str) -> None:
+    """In a worker: say its pid, wait for a byte at ``gate``, kill its own process."""
+    _say(lines, str(os.getpid()))
+    fd = os.open(gate, os.O_RDONLY)
+    try:
+        os.read(fd, 1)
+    finally:
+        os.close(fd)
+    _kill_myself()
+
+
+def _log(path: str, value: int) -> tuple[int, int]:
+    """In a worker: append ``value`` to the file at ``path`` (a line per run)."""
+    with open(path, "a") as f:
+        f.write(f"{value}\n")
+    return os.getpid(), value
+
+
+def _runs(path: Path) -> list[int]:
+    """The values :func:`_log` appended, sorted."""
+    return sorted(int(line) for line in path.read_text().split())
 
 
 def _pid() -> int:
@@ -296,20 +327,116 @@ if __name__ == "__main__":
 """
 
 
-async def test_a_script_gets_its_own_classes_back_from_a_pool(tmp_path: Path) -> None:
+async def run_script(tmp_path: Path, text: str, *, timeout: float | None = None) -> tuple[int, str]:
+    """Run ``text`` as a script ``campaign.py``: its exit code and standard output.
+
+    Fails the test if it runs longer than ``timeout`` seconds (killed) or writes nothing.
+    """
     script = tmp_path / "campaign.py"
-    script.write_text(SCRIPT)
+    script.write_text(text)
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         str(script),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await child.communicate()
-    assert (child.returncode, out.decode()) == (0, "ok\n"), err.decode()[-2000:]
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await child.communicate()
+    except TimeoutError:
+        child.kill()
+        await child.wait()
+        pytest.fail(f"the script ran longer than {timeout} s")
+    assert out, err.decode()[-2000:]
+    return child.returncode or 0, out.decode()
+
+
+async def test_a_script_gets_its_own_classes_back_from_a_pool(tmp_path: Path) -> None:
+    assert await run_script(tmp_path, SCRIPT) == (0, "ok\n")
 
 
 # -- workers that die (bug: one death fails every body; an idle death breaks the backend) ----
+#
+# Through the backend itself: its submit hands a body to the pool at once, so the bodies
+# surely wait in the pool (not started) when the worker dies. (A flow submits from tasks
+# of its own, a little later.)
+
+
+async def test_a_worker_that_dies_fails_its_body_and_the_bodies_waiting_behind_it_run(
+    lines: Fifo, doom: Fifo, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs"
+    backend = ProcessBackend(1, name="cpu")
+    await backend.start()
+    try:
+        dying = asyncio.ensure_future(backend.submit(_report_and_die, lines.path, doom.path))
+        pid = int(await lines.line())  # it runs: the next bodies wait for the only worker
+        waiting = [asyncio.ensure_future(backend.submit(_log, str(log), i)) for i in range(5)]
+        doom.release()
+        with pytest.raises(WorkerDiedError) as caught:
+            await dying
+        results = await asyncio.gather(*waiting)
+        assert await backend.submit(_log, str(log), 5) == (results[0][0], 5)  # the same pool
+    finally:
+        await backend.shutdown()
+    assert "_report_and_die" in str(caught.value) and "'cpu'" in str(caught.value)
+    assert [value for _, value in results] == [0, 1, 2, 3, 4]
+    workers = {worker for worker, _ in results}
+    assert len(workers) == 1 and pid not in workers  # one fresh pool for them all
+    assert _runs(log) == [0, 1, 2, 3, 4, 5]  # each body ran once
+
+
+async def test_the_bodies_running_beside_a_worker_that_dies_fail_and_the_waiting_ones_run(
+    lines: Fifo, gate: Fifo, doom: Fifo, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs"
+    backend = ProcessBackend(2)
+    await backend.start()
+    try:
+        running = asyncio.ensure_future(backend.submit(_report_and_wait, lines.path, gate.path, 1))
+        await lines.line()
+        dying = asyncio.ensure_future(backend.submit(_report_and_die, lines.path, doom.path))
+        await lines.line()  # both workers are busy: the next bodies wait
+        waiting = [asyncio.ensure_future(backend.submit(_log, str(log), i)) for i in range(3)]
+        doom.release()
+        with pytest.raises(WorkerDiedError):
+            await dying
+        with pytest.raises(WorkerDiedError) as caught:  # the pool stopped its worker too
+            await running
+        assert [value for _, value in await asyncio.gather(*waiting)] == [0, 1, 2]
+    finally:
+        await backend.shutdown()
+    assert "_report_and_wait" in str(caught.value)
+    assert _runs(log) == [0, 1, 2]
+
+
+NO_GUARD = """
+import asyncio
+
+from stepgraph.backends import ProcessBackend
+from stepgraph.errors import WorkerDiedError
+
+
+async def main():
+    backend = ProcessBackend(1)
+    await backend.start()
+    try:
+        await backend.submit(abs, -1)
+    except WorkerDiedError:
+        print("died")
+    await backend.shutdown()
+
+
+asyncio.run(main())  # no `if __name__ == "__main__":`: each worker runs it, and dies
+"""
+
+
+async def test_a_body_fails_at_once_when_its_workers_die_before_running_anything(
+    tmp_path: Path,
+) -> None:
+    # (a safety net: pool after pool would go on for good)
+    _, out = await run_script(tmp_path, NO_GUARD, timeout=60)
+    assert out == "died\n"
 
 
 # -- cancelled bodies when the flow ends (bug: leaving waited for them) ----------------------

@@ -183,6 +183,31 @@ async def test_a_sub_workflow_run_is_a_run_of_its_own_under_the_outer_step(
     assert holder.name == "stepgraph.step" and holder.attributes["stepgraph.step.name"] == "sub"
 
 
+class Either(Executor):
+    """A plain-function handler (run in a thread) and an async one (on the loop)."""
+
+    @handler
+    def count(self, n: int, ctx: WorkflowContext[Any]) -> None:
+        ctx.send_message(str(n))
+
+    @handler
+    async def text(self, text: str, ctx: WorkflowContext[Any]) -> None:
+        await ctx.yield_output(text)
+
+
+async def test_an_executor_is_labelled_by_where_the_handler_of_each_message_runs(
+    spans: InMemorySpanExporter,
+) -> None:
+    either = Either("either")
+    graph = WorkflowBuilder(start=either).add_edge(either, either).build(name="either")
+    assert (await graph.run(7)).get_outputs() == ["7"]
+    steps = named(spans, "stepgraph.step")
+    where = [
+        (s.attributes["stepgraph.event.type"], s.attributes["stepgraph.backend"]) for s in steps
+    ]
+    assert where == [("int", "thread"), ("str", "inline")]
+
+
 async def test_task_spans_nest_in_blocks_in_workflow_scopes(spans: InMemorySpanExporter) -> None:
     async with TaskFlow(
         backends={"default": ThreadBackend(2), "inline": InlineBackend()}, resources={"gpu": 1}

@@ -25,6 +25,7 @@ from stepgraph import (
     Executor,
     GraphWorkflow,
     RequestInfoEvent,
+    RetryPolicy,
     RunResult,
     SuperstepCompletedEvent,
     WorkflowBuilder,
@@ -319,6 +320,35 @@ async def test_inner_requests_surface_to_the_outer_caller_and_answers_go_back(mo
     ]
     assert (await run).outputs == ["outer: red: True", "outer: green: False"]
     assert seen == ["red: True", "green: False"]
+
+
+class AsksThenFailsOnce(Approver):
+    """An Approver whose first answer handler fails (once, over all its runs)."""
+
+    failed = False
+
+    @response_handler
+    async def on_answer(self, text: str, approved: bool, ctx: WorkflowContext) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("flaky")
+        await ctx.yield_output(f"{text}: {approved}")
+
+
+@MODES
+async def test_a_retried_sub_workflow_gets_the_answer_already_given_and_asks_nothing_again(
+    mode: str,
+) -> None:
+    approver = AsksThenFailsOnce("inner-approver")
+    inner = WorkflowBuilder(start=approver, name="inner").build(mode=mode)
+    sub = WorkflowExecutor(inner, id="sub", retry_policy=RetryPolicy(max_attempts=2))
+    after = collector("after", [])
+    run = WorkflowBuilder(start=sub, name="outer").add_edge(sub, after).build(mode=mode).run("x")
+    requests = await answer_all(run, lambda request: True)
+    assert (await run).outputs == ["outer: x: True"]
+    assert approver.failed and len(requests) == 1  # the retry ran the inner workflow again:
+    assert approver.asked == [requests[0].request_id] * 2  # it asked again, with the same
+    # id, answered already: the answer went to it, the caller saw one request
 
 
 @MODES
