@@ -11,7 +11,7 @@ import os
 import pickle
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import SimpleQueue
@@ -180,12 +180,46 @@ class _Pool:
         self._lock = threading.Lock()
         self._running: set[int] = set()  # tokens of bodies started, not finished
         self._ran = False  # whether a body ever started here
+        self._pending: set[Future[bytes]] = set()  # bodies submitted, not finished
+        self._watchdog: threading.Thread | None = None
 
     def submit(self, payload: bytes, token: int) -> Future[bytes]:
         """Run the pickled body ``payload`` in a worker, which tells ``token`` as it starts."""
         future = self.executor.submit(_run_told, payload, token)
+        with self._lock:
+            self._pending.add(future)
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(
+                    target=self._strand_none, name="stepgraph-pool-watchdog", daemon=True
+                )
+                self._watchdog.start()
         future.add_done_callback(lambda done: self._finished(token, done))
         return future
+
+    def _strand_none(self) -> None:
+        """(A thread) Once the pool's manager thread has stopped, fail the bodies it left
+        unfinished, and stop the workers it left running.
+
+        The manager thread of Python 3.11 dies when a worker dies while a cancelled body
+        waits in the pool (it fails every waiting body, the cancelled one included, and
+        raises there: CPython gh-107219, fixed in 3.12): the bodies after it would wait
+        for good. Failed here, they run again in a fresh pool, as after any breakage.
+        """
+        manager = getattr(self.executor, "_executor_manager_thread", None)
+        if manager is None:
+            return
+        manager.join()
+        with self._lock:
+            stranded = [future for future in self._pending if not future.done()]
+        if not stranded:
+            return
+        for worker in self.workers():
+            if worker.is_alive():
+                worker.terminate()
+        error = BrokenProcessPool("the process pool stopped while bodies were waiting in it")
+        for future in stranded:
+            with contextlib.suppress(InvalidStateError):  # it finished meanwhile
+                future.set_exception(error)
 
     def workers(self) -> list[BaseProcess]:
         """The worker processes the pool started (also once it is shut down)."""
@@ -200,6 +234,7 @@ class _Pool:
     def _finished(self, token: int, future: Future[bytes]) -> None:
         """(A future's callback) forget a body that finished; keep it if the pool broke."""
         with self._lock:
+            self._pending.discard(future)
             self._collect()
             if future.cancelled() or not isinstance(future.exception(), BrokenProcessPool):
                 self._running.discard(token)

@@ -8,9 +8,10 @@ import os
 import shlex
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from ..authoring.graph_workflow import GraphWorkflow
+from ..durability.checkpoints import read_header
 from ..runtime.handler import WorkflowHandler
 from ..stores.base import Store
 from .common import EXIT_OK, EXIT_USAGE, CommandError, fail, parse_pairs, parse_value, say
@@ -89,9 +90,17 @@ def _follow_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is one line (and exit code 2), as the command's own errors are."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.split()[0]
+        self.exit(EXIT_USAGE, f"{command}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``stepgraph`` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stepgraph",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -147,7 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         "latest checkpoint, as the same run; a completed run prints its stored result.",
     )
     resume.add_argument("run_id", metavar="RUN_ID")
-    resume.add_argument("--workflow", metavar="MODULE:ATTR", help="the run's workflow (required)")
+    resume.add_argument(
+        "--workflow",
+        metavar="MODULE:ATTR",
+        help="the run's workflow (default: where the run's checkpoints say it is, as it was "
+        "given to `stepgraph run`, or a Workflow class's module and name)",
+    )
     resume.add_argument(
         "--no-strict",
         action="store_true",
@@ -176,7 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the checkpoint (its id from `runs show`, or its number: 2 is RUN_ID:2)",
     )
-    fork.add_argument("--workflow", metavar="MODULE:ATTR", help="the run's workflow (required)")
+    fork.add_argument(
+        "--workflow",
+        metavar="MODULE:ATTR",
+        help="the run's workflow (default: where the run's checkpoints say it is, as it was "
+        "given to `stepgraph run`, or a Workflow class's module and name)",
+    )
     fork.add_argument(
         "--no-strict",
         action="store_true",
@@ -240,12 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     tailing.add_argument(
         "-f", "--follow", action="store_true", help="then print records as they are appended"
     )
-
-    plotting = commands.add_parser(
-        "plot", help="draw an event log's timeline (pip install 'stepgraph[plot]')"
-    )
-    plotting.add_argument("path", metavar="EVENTS.jsonl")
-    plotting.add_argument("-o", "--output", metavar="OUT.png", required=True)
+    plot_help = "draw an event log's timeline (pip install 'stepgraph[plot]')"
+    for plotting in (  # `stepgraph plot` and `stepgraph events plot`: the same
+        commands.add_parser("plot", help=plot_help),
+        event_actions.add_parser("plot", help=plot_help),
+    ):
+        plotting.add_argument("path", metavar="EVENTS.jsonl")
+        plotting.add_argument("-o", "--output", metavar="OUT.png", required=True)
     return parser
 
 
@@ -288,6 +308,8 @@ async def _run(args: argparse.Namespace) -> int:
             fail(f"--arg {reserved}=... is not a start argument: use --run-id for the run's id")
     responses = [parse_value(value) for value in args.respond]
     store: Store | None = None
+    if args.store is not None and not args.store.strip():
+        fail(f"--store {args.store!r}: give a store URL ({STORE_URLS})")
     if args.store:
         store = open_store(args.store, create=True)
     try:
@@ -300,6 +322,7 @@ async def _run(args: argparse.Namespace) -> int:
             mode=args.mode,
             event_log=args.event_log,
             observers=(progress,),
+            source=args.target,  # kept with its runs: `runs resume` finds it so
         )
         if isinstance(workflow, GraphWorkflow):
             message = _graph_message(start_args)
@@ -316,10 +339,7 @@ async def _run(args: argparse.Namespace) -> int:
             url = args.store
 
             def hint(run_id: str) -> str:
-                return (
-                    f"stepgraph runs resume {run_id} --workflow {shlex.quote(args.target)} "
-                    f"--store {shlex.quote(url)}"
-                )
+                return f"stepgraph runs resume {run_id} --store {shlex.quote(url)}"
 
         return _finish(
             await follow(start, workflow, progress, responses=responses, resume_hint=hint)
@@ -329,21 +349,30 @@ async def _run(args: argparse.Namespace) -> int:
             await close_store(store)
 
 
-def _workflow_of(args: argparse.Namespace) -> Target:
-    if not args.workflow:
+async def _workflow_of(args: argparse.Namespace, store: Store) -> tuple[str, Target]:
+    """The run's workflow: ``--workflow``'s, else the one its latest checkpoint names."""
+    source: str = args.workflow or ""
+    if not source:
+        stored = await store.load(args.run_id, None)
+        if stored is not None:
+            source = read_header(
+                stored.frame, run_id=args.run_id, checkpoint_id=stored.info.id
+            ).source
+    if not source:
         fail(
-            f"runs {args.action} needs the run's workflow: give --workflow MODULE:ATTR "
-            f"(the workflow or built graph that made run {args.run_id!r})"
+            f"runs {args.action}: run {args.run_id!r} does not say where its workflow is (a "
+            f"class defined in __main__, or a graph not run by `stepgraph run`): give "
+            f"--workflow MODULE:ATTR (the workflow or built graph that made it)"
         )
-    return load_target(args.workflow)
+    return source, load_target(source)
 
 
 async def _resume(args: argparse.Namespace, store: Store) -> int:
-    target = _workflow_of(args)
     run_id: str = args.run_id
     record = await store.get_run(run_id)
     if record is None:
         fail(f"there is no run {run_id!r} in the store")
+    source, target = await _workflow_of(args, store)
     checkpoint: str | None = None
     if args.action == "fork":
         checkpoint = args.checkpoint
@@ -354,7 +383,9 @@ async def _resume(args: argparse.Namespace, store: Store) -> int:
             has = ", ".join(known) if len(known) <= 6 else f"{known[0]} to {known[-1]}"
             fail(f"run {run_id!r} has no checkpoint {args.checkpoint!r} (it has {has or 'none'})")
     progress = make_progress(not args.no_progress)
-    workflow = configure(target, store=store, event_log=args.event_log, observers=(progress,))
+    workflow = configure(
+        target, store=store, event_log=args.event_log, observers=(progress,), source=source
+    )
     strict = not args.no_strict
     url = args.store
 
@@ -362,10 +393,7 @@ async def _resume(args: argparse.Namespace, store: Store) -> int:
         return workflow.resume(run_id, checkpoint, strict=strict)
 
     def hint(new_id: str) -> str:
-        return (
-            f"stepgraph runs resume {new_id} --workflow {shlex.quote(args.workflow)} "
-            f"--store {shlex.quote(url)}"
-        )
+        return f"stepgraph runs resume {new_id} --store {shlex.quote(url)}"
 
     def started(handler: WorkflowHandler) -> None:
         if checkpoint is not None:
@@ -380,8 +408,6 @@ async def _resume(args: argparse.Namespace, store: Store) -> int:
 
 async def _runs(args: argparse.Namespace) -> int:
     action = args.action
-    if action in ("resume", "fork"):
-        _workflow_of(args)  # a usage error before the store is opened
 
     async def body(store: Store) -> int:
         if action == "list":
@@ -423,7 +449,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 grace_seconds=args.grace_seconds,
             )
         )
-    if command == "events":
+    if command == "events" and args.action == "tail":
         return tail(args.path, args.n, args.follow)
     return plot(args.path, args.output)
 

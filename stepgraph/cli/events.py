@@ -113,13 +113,13 @@ def tail(path: str, count: int, follow: bool, out: TextIO | None = None) -> int:
             records = read_events(file)
         except OSError as exc:
             fail(f"cannot read the event log {path!r}: {exc}")
-        for record in records[len(records) - count :] if count else []:
+        for record in records[-count:] if count else []:
             _print(record, stream)
         stream.flush()
         return EXIT_OK
     follower = _Follower(file)
     first = list(follower.read())
-    for record in first[len(first) - count :] if count else []:
+    for record in first[-count:] if count else []:
         _print(record, stream)
     stream.flush()
     try:

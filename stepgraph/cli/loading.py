@@ -165,12 +165,15 @@ def configure(
     mode: str | None = None,
     event_log: str | None = None,
     observers: Sequence[RunObserver] = (),
+    source: str = "",
 ) -> Workflow | GraphWorkflow:
     """A workflow object to run: ``target`` with the command's options.
 
     A class is constructed with them as keywords (``store=``, ``mode=``, ``event_log=``,
     ``observers=``); an instance or a built graph is copied (``copy.copy``) and the copy
-    gets new run options: the user's object is never changed.
+    gets new run options: the user's object is never changed. ``source``: the
+    ``MODULE:ATTR`` the target was loaded from, kept with its durable runs (``runs
+    resume`` and ``runs fork`` find the workflow by it).
 
     Raises:
         UsageError: the class does not take those keywords, or refuses them.
@@ -186,12 +189,15 @@ def configure(
         if observers:
             kwargs["observers"] = list(observers)
         try:
-            return target(**kwargs)
+            built = target(**kwargs)
         except Exception as exc:
             fail(
                 f"cannot construct {target.__name__}({', '.join(f'{k}=...' for k in kwargs)}): "
                 f"{type(exc).__name__}: {exc}"
             )
+        if source:
+            built.options = dataclasses.replace(built.options, source=source)
+        return built
     made = copy.copy(target)
     options = target.options
     if store is not None:
@@ -204,6 +210,8 @@ def configure(
         added += (EventLog(event_log),)
     if added:
         changes["observers"] = options.observers + added
+    if source:
+        changes["source"] = source
     made.options = dataclasses.replace(options, **changes)
     made.mode = made.options.mode
     return made

@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -42,6 +43,7 @@ __all__ = [
     "encode_value",
     "fingerprint",
     "read_frame",
+    "read_header",
 ]
 
 
@@ -74,6 +76,7 @@ class Header(BaseModel):
     steps: dict[str, list[list[str]]]
     request_prefix: str
     serializer: str
+    source: str = ""  # where the workflow is, as MODULE:ATTR ("": not known)
 
 
 class _Frame(BaseModel):
@@ -138,12 +141,18 @@ class HeaderCodec:
         name: the workflow's name.
         graph, programs: its plan's.
         serializer: what its runs' checkpoints are written with.
+        source: where the workflow is, as ``MODULE:ATTR`` ("": not known).
     """
 
     __slots__ = ("_parts", "serializer", "template")
 
     def __init__(
-        self, name: str, graph: Graph, programs: Iterable[object], serializer: Serializer
+        self,
+        name: str,
+        graph: Graph,
+        programs: Iterable[object],
+        serializer: Serializer,
+        source: str = "",
     ) -> None:
         self.serializer = serializer
         self.template = Header(
@@ -152,6 +161,7 @@ class HeaderCodec:
             steps=fingerprint(graph, programs),
             request_prefix="",
             serializer=serializer.name,
+            source=source,
         )
         self._parts: tuple[bytes, bytes] | None = None
         if isinstance(serializer, JsonSerializer):  # the bytes around the prefix, kept
@@ -195,17 +205,45 @@ def read_frame(
     Raises:
         CheckpointError: the bytes are corrupt, of another version, or malformed.
     """
-    where = f"checkpoint {checkpoint_id!r} of run {run_id!r}"
-    try:
-        serializer, payload = unwrap(data)
-        size = int.from_bytes(payload[:4], "big")
-        if len(payload) < 4 + size:
-            raise ValueError("its content is cut short")
+    with _reading(run_id, checkpoint_id):
+        serializer, payload, size = _opened(data)
         header: Header | None = None
         if expected is None or payload[: 4 + size] != expected:
             header = Header.model_validate(serializer.loads(payload[4 : 4 + size]))
         content, objects = serializer.load_frame(payload[4 + size :])
         frame = _Frame.model_validate(content)
+    return header, vars(frame), objects  # (a model's fields, by name: its __dict__)
+
+
+def read_header(data: bytes, *, run_id: str, checkpoint_id: str) -> Header:
+    """The header of a stored checkpoint, alone (its frame is not read: the classes of
+    its events need not be importable).
+
+    Raises:
+        CheckpointError: the bytes are corrupt, of another version, or malformed.
+    """
+    with _reading(run_id, checkpoint_id):
+        serializer, payload, size = _opened(data)
+        return Header.model_validate(serializer.loads(payload[4 : 4 + size]))
+
+
+def _opened(data: bytes) -> tuple[Serializer, bytes, int]:
+    """A checkpoint's serializer, payload, and the size of the header the payload starts
+    with (after its own 4 bytes)."""
+    serializer, payload = unwrap(data)
+    size = int.from_bytes(payload[:4], "big")
+    if len(payload) < 4 + size:
+        raise ValueError("its content is cut short")
+    return serializer, payload, size
+
+
+@contextmanager
+def _reading(run_id: str, checkpoint_id: str) -> Iterator[None]:
+    """Reading checkpoint ``checkpoint_id`` of run ``run_id``: what fails is a
+    ``CheckpointError`` naming both."""
+    where = f"checkpoint {checkpoint_id!r} of run {run_id!r}"
+    try:
+        yield
     except CheckpointError:
         raise
     except (ValueError, TypeError, SerializationError, ValidationError) as exc:
@@ -218,7 +256,6 @@ def read_frame(
             run_id=run_id,
             checkpoint_id=checkpoint_id,
         ) from exc
-    return header, vars(frame), objects  # (a model's fields, by name: its __dict__)
 
 
 def _reason(exc: Exception) -> str:

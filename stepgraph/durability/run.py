@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import uuid
@@ -64,6 +65,7 @@ from ..core.state import Mode, RunState
 from ..errors import (
     CheckpointError,
     CheckpointNotFoundError,
+    RunFinishedError,
     RunLockedError,
     RunNotFoundError,
     SerializationError,
@@ -104,6 +106,8 @@ if TYPE_CHECKING:
     from ..runtime.launch import RunOptions
     from ..runtime.plan import RunPlan
     from ..runtime.scope import Scope
+
+_log = logging.getLogger("stepgraph.durability")
 
 __all__ = ["DurableRun", "DurableRuntime"]
 
@@ -147,12 +151,24 @@ def _owner(store: Store) -> str:
     return owner
 
 
-def _headers(plan: RunPlan, serializer: Serializer) -> HeaderCodec:
+def _headers(plan: RunPlan, serializer: Serializer, source: str) -> HeaderCodec:
     """The checkpoint headers of ``plan``'s runs in ``serializer`` (made once per plan)."""
     return plan.derive(
-        f"durable header {serializer.name}",
-        lambda: HeaderCodec(plan.name, plan.graph, plan.programs, serializer),
+        f"durable header {serializer.name} {source}",
+        lambda: HeaderCodec(plan.name, plan.graph, plan.programs, serializer, source),
     )
+
+
+def source_of(owner: object) -> str:
+    """Where a ``Workflow`` subclass can be imported from, as ``MODULE:ATTR`` ("" for a
+    class defined in a function or in ``__main__``, which another process cannot import,
+    and for a built graph, which is not a class: the command line says where those are)."""
+    if owner is None:
+        return ""
+    kind = type(owner)
+    if kind.__module__ == "__main__" or "<" in kind.__qualname__:
+        return ""
+    return f"{kind.__module__}:{kind.__qualname__}"
 
 
 async def _raised(error: Exception) -> None:
@@ -223,7 +239,7 @@ class DurableRun(Run):
         self.state.undo_writes = True  # a resumed invocation must not write twice
         self._db: Store = options.store
         self._ser = serializer_named(options.serializer)
-        self._headers = _headers(plan, self._ser)
+        self._headers = _headers(plan, self._ser, options.source or source_of(owner))
         self._header_bytes: bytes | None = None  # encoded once, repeated in each checkpoint
         self._booting = True  # the store has not answered yet: ticks wait in ``_early``
         self._early: list[Tick] = []
@@ -323,7 +339,21 @@ class DurableRun(Run):
         self._booting = False
         early, self._early = self._early, []
         for tick in early:
+            if type(tick) is ExternalEventReceived and self._not_taken(tick.event):
+                continue
             self.feed(tick)
+
+    def _not_taken(self, event: object) -> bool:
+        """Whether an answer sent while the run was being restored is one it cannot take
+        (or the same answer again): logged, as the caller's send has returned already."""
+        graph = self.graph
+        if not (graph.answer_types and graph.is_answer(event)):
+            return False
+        try:
+            return self.answered(event)
+        except StepgraphError as exc:
+            _log.warning("%s", exc)
+            return True
 
     async def _create(self, message: object) -> None:
         db = self._db
@@ -1103,6 +1133,11 @@ class DurableRun(Run):
         self._storable(event, f"the {type(event).__name__} sent to")
         super().send_external(event, step)
 
+    def answered(self, event: object) -> bool:
+        if self._booting:
+            return False  # the state is not restored yet: checked once it is (``_booted``)
+        return super().answered(event)
+
     def respond(self, request_id: str, response: object) -> Awaitable[None] | None:
         self._storable(response, f"the response to request {request_id!r} of")
         if self._booting:
@@ -1117,8 +1152,11 @@ class DurableRun(Run):
     async def _respond_later(self, request_id: str, response: object) -> None:
         if self._boot is not None:
             await asyncio.shield(self._boot)
-        if self.done:
-            return
+        if self.done:  # (restored as completed, or failed to restore)
+            raise RunFinishedError(
+                f"cannot answer request {request_id!r}: run {self.run_id} of workflow "
+                f"{self.name!r} has already ended"
+            )
         forwarded = super().respond(request_id, response)
         if forwarded is not None:
             await forwarded

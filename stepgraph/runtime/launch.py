@@ -47,6 +47,7 @@ class RunOptions:
     serializer: str = "json"
     backends: Mapping[str, Backend] = field(default_factory=dict)  # by name, for nodes
     limiters: Mapping[str, LimiterGate] = field(default_factory=dict)  # by name: their gates
+    source: str = ""  # where the workflow is (MODULE:ATTR), kept with its durable runs
 
     def on_store(self, store: object) -> RunOptions:
         """These options with runs kept in ``store`` (and its limiter gates)."""

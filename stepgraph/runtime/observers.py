@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .plan import NodeProgram
     from .stream import EventStream
 
-__all__ = ["RunInfo", "RunObserver", "StreamLifecycle", "Verbose"]
+__all__ = ["RunInfo", "RunObserver", "StreamLifecycle", "Verbose", "step_backend"]
 
 
 class RunInfo(Protocol):
@@ -56,6 +56,19 @@ class RunInfo(Protocol):
     def programs(self) -> Sequence[NodeProgram]:
         """What each node runs (its body, backend, options), in graph order."""
         ...
+
+
+def step_backend(run: RunInfo, invocation: int, message: object) -> str:
+    """Where the body of ``invocation`` (a step attempt on ``message``) runs: its
+    backend's name, or "inline" (an async body, on the loop) / "thread" (a plain
+    function, in a thread)."""
+    inv = run.state.invocations.get(invocation)
+    if inv is None:
+        return "inline"
+    program = run.programs[inv.node]
+    if program.backend is not None:
+        return program.backend.name
+    return "inline" if program.is_async_for(message) else "thread"
 
 
 class RunObserver:

@@ -65,7 +65,7 @@ from ..core import (
     apply,
 )
 from ..core.text import short_repr
-from ..errors import StepgraphError, WorkflowRuntimeError
+from ..errors import RequestNotFoundError, StepgraphError, WorkflowRuntimeError
 from ..limits import limited
 from ..state.reducers import merge_writes
 from ..state.store import StateStore
@@ -285,13 +285,32 @@ class Run:
         self.feed(RunStarted(run_id=self.run_id, start=message))
 
     def send_external(self, event: object, step: str | None) -> None:
-        if self.graph.answer_types and self.graph.is_answer(event):
-            request_id = getattr(event, "request_id", None)
-            if request_id is not None and request_id in self.state.answers:
-                check_repeated_answer(self, request_id, event)
-                return  # the same answer again: nothing to do
+        if self.graph.answer_types and self.graph.is_answer(event) and self.answered(event):
+            return  # the same answer again: nothing to do
         target = None if step is None else self.graph.target("the caller", step, event)
         self.bridge.post(self.feed, ExternalEventReceived(event=event, target=target))
+
+    def answered(self, event: object) -> bool:
+        """Whether ``event``, an answer, was given already (it changes nothing then).
+
+        Raises:
+            RequestAnsweredError: its request has another answer.
+            RequestNotFoundError: it names a request the run does not have open.
+        """
+        request_id = getattr(event, "request_id", None)
+        if request_id is None:
+            return False  # it answers the oldest open request, if there is one
+        state = self.state
+        if request_id in state.answers:
+            check_repeated_answer(self, request_id, event)
+            return True
+        if request_id not in state.inputs:
+            raise RequestNotFoundError(
+                f"run {self.run_id} of workflow {self.name!r} has no open request "
+                f"{request_id!r} (open: {sorted(state.inputs) or 'none'}): the "
+                f"{type(event).__name__} naming it is not delivered"
+            )
+        return False
 
     def respond(self, request_id: str, response: object) -> Awaitable[None] | None:
         return self.requests.respond(self, request_id, response)

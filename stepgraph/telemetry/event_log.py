@@ -36,14 +36,13 @@ from ..core import (
     Command,
     ExternalEventReceived,
     PublishEvent,
-    RequestOpened,
     ResponseReceived,
     RunStatus,
     StepCompleted,
     StepFailed,
     Tick,
 )
-from ..runtime.observers import RunInfo, RunObserver
+from ..runtime.observers import RunInfo, RunObserver, step_backend
 from ..tasks.observers import TaskObserver
 
 if TYPE_CHECKING:
@@ -195,6 +194,7 @@ class EventLog(RunObserver, TaskObserver):
             attempt=attempt,
             event=type(message).__name__,
             superstep=run.state.superstep,
+            backend=step_backend(run, invocation, message),
         )
 
     def step_ended(
@@ -218,12 +218,13 @@ class EventLog(RunObserver, TaskObserver):
             if isinstance(command, PublishEvent) and run.graph.is_input_request(command.event):
                 request = getattr(command.event, "request_id", None)
                 self._run_record(run, "input_requested", request_id=request)
-        if isinstance(tick, RequestOpened):
-            self._run_record(run, "input_requested", request_id=tick.request_id)
-        elif isinstance(tick, ResponseReceived):
+        if isinstance(tick, ResponseReceived):
             self._run_record(run, "input_received", request_id=tick.request_id)
         elif isinstance(tick, ExternalEventReceived) and run.graph.is_answer(tick.event):
             request = getattr(tick.event, "request_id", None)
+            if request is None:  # it answered the oldest open request: that one
+                answers = run.state.answers
+                request = next((r for r, a in answers.items() if a is tick.event), None)
             self._run_record(run, "input_received", request_id=request)
 
     def checkpoint_written(

@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..backends.base import call_to_end
 from ..core import AttemptFailed, Command, RunStatus, StepCompleted, StepFailed, Tick
-from ..runtime.observers import RunInfo, RunObserver
+from ..runtime.observers import RunInfo, RunObserver, step_backend
 from ..runtime.scope import WORKER, current_scope
 from ..tasks.observers import TaskObserver
 
 if TYPE_CHECKING:
-    from ..runtime.plan import NodeProgram
     from ..tasks.flow import TaskFlow
     from ..tasks.futures import TaskFuture
 
@@ -200,7 +199,6 @@ class RunTracer(RunObserver):
         self.superstep: tuple[int, Any] | None = None
         self.steps: dict[tuple[int, int], tuple[Any, Any]] = {}
         self.started: dict[tuple[int, int], tuple[float, dict[str, str]]] = {}
-        self.backends: dict[str, NodeProgram] | None = None  # by step name
 
     def run_started(self, run: RunInfo) -> None:
         if self.tracer is None:
@@ -248,7 +246,7 @@ class RunTracer(RunObserver):
             where = {
                 "stepgraph.step.name": step,
                 "stepgraph.workflow.name": run.name,
-                "stepgraph.backend": self._backend(run, step, message),
+                "stepgraph.backend": step_backend(run, invocation, message),
             }
             self.started[invocation, attempt] = (run.clock.monotonic(), where)
             self.meters.in_flight.add(1, where)
@@ -266,26 +264,13 @@ class RunTracer(RunObserver):
                 "stepgraph.event.type": type(message).__name__,
                 "stepgraph.step.attempt": attempt,
                 "stepgraph.step.worker": WORKER.get(),
-                "stepgraph.backend": self._backend(run, step, message),
+                "stepgraph.backend": step_backend(run, invocation, message),
                 "stepgraph.run.id": run.run_id,
                 "stepgraph.workflow.name": run.name,
             },
         )
         token = context.attach(trace.set_span_in_context(span))  # the body's current span
         self.steps[invocation, attempt] = (span, token)
-
-    def _backend(self, run: RunInfo, step: str, message: object) -> str:
-        """Where ``step``'s body runs for ``message``: its backend's name, or "inline"
-        (an async body, on the loop) / "thread" (a plain function, in a thread)."""
-        found = self.backends
-        if found is None:
-            found = self.backends = {p.name: p for p in run.programs}
-        program = found.get(step)
-        if program is None:
-            return "inline"
-        if program.backend is not None:
-            return program.backend.name
-        return "inline" if program.is_async_for(message) else "thread"
 
     def step_ended(
         self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick | None

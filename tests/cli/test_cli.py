@@ -173,7 +173,10 @@ def test_bad_usage_exits_2_with_one_clear_line(tmp_path: Path) -> None:
         (["run", "flows:Count", "--store", f"sqlite:///{junk}"], "cannot open the store"),
         (["runs", "list", "--store", "sqlite:///missing.db"], "no file 'missing.db'"),
         (["runs", "show", "nope", "--store", db], "no run 'nope'"),
-        (["runs", "resume", "r1", "--store", db], "needs the run's workflow"),
+        (["runs", "resume", "r1", "--store", db], "no run 'r1'"),
+        (["run", "flows:Count", "--store", ""], "--store '': give a store URL"),
+        (["graph", "flows:Count", "--format", "png"], "argument --format: invalid choice"),
+        (["events", "plot", "missing.jsonl"], "the following arguments are required"),
     ]
     for (args, expected), done in zip(cases, cli_all(*(a for a, _ in cases)), strict=True):
         assert done.returncode == 2, (args, done.stdout, done.stderr)
@@ -251,7 +254,7 @@ def test_resume_a_crashed_run(db: str, tmp_path: Path) -> None:
     show = cli("runs", "show", "c1", "--store", db).stdout
     assert re.search(r"^status\s+running$", show, re.M) and "checkpoints (4):" in show
 
-    resumed = cli("runs", "resume", "c1", "--workflow", "flows:Count", "--store", db)
+    resumed = cli("runs", "resume", "c1", "--store", db)  # the run says where Count is
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout) == {"n": 4, "total": 4}
     assert "Count completed" in resumed.stderr and "run c1" in resumed.stderr
@@ -270,7 +273,7 @@ def test_a_paused_run_exits_3_and_resumes_with_an_answer(db: str) -> None:
     assert paused.returncode == 3, paused.stderr
     assert paused.stdout == ""
     assert "run ask-1 is waiting for input" in paused.stderr and "name?" in paused.stderr
-    assert "stepgraph runs resume ask-1 --workflow flows:Ask --store" in paused.stderr
+    assert "stepgraph runs resume ask-1 --store" in paused.stderr
     assert json.loads(answered_at_once.stdout) == "hello Bo"
     assert lost.returncode == 1 and "no store" in lost.stderr
 
@@ -281,12 +284,58 @@ def test_a_paused_run_exits_3_and_resumes_with_an_answer(db: str) -> None:
     assert json.loads(answered.stdout) == "hello Ada"
 
 
+def test_a_graph_run_resumes_where_it_was_run_from_and_a_run_that_does_not_say_needs_it(
+    db: str,
+) -> None:
+    paused = cli("run", "flows:approval", "--arg", "message=ship", "--store", db, "--run-id", "g")
+    assert paused.returncode == 3, paused.stderr
+    # a run of the same graph, started from Python: a built graph does not say where it is
+    made = subprocess.run(
+        [sys.executable, "-c", FROM_PYTHON, db.removeprefix("sqlite:///")],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert made.returncode == 0, made.stderr
+    answered, unsaid = cli_all(
+        ["runs", "resume", "g", "--store", db, "--respond", "true"],
+        ["runs", "resume", "py", "--store", db, "--respond", "true"],
+    )
+    told = cli(
+        "runs", "resume", "py", "--workflow", "flows:approval", "--store", db, "--respond", "false"
+    )
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout) == ["ship: go"]
+    assert unsaid.returncode == 2
+    assert "give --workflow MODULE:ATTR" in one_error_line(unsaid.stderr)
+    assert told.returncode == 0, told.stderr
+    assert json.loads(told.stdout) == ["py: stop"]
+
+
+FROM_PYTHON = """
+import asyncio, sys
+from flows import Approver
+from stepgraph import WorkflowBuilder
+from stepgraph.stores import SqliteStore
+
+async def main():
+    store = SqliteStore(sys.argv[1])
+    built = WorkflowBuilder(start=Approver(id="approver")).build(store=store)
+    handler = built.run("py", run_id="py")
+    async for event in handler.stream_events():
+        if type(event).__name__ == "RequestInfoEvent":
+            break
+    store.close()
+
+asyncio.run(main())
+"""
+
+
 def test_fork_from_a_checkpoint(db: str) -> None:
     made = cli("run", "flows:Count", "--arg", "upto=3", "--store", db, "--run-id", "p")
     assert made.returncode == 0, made.stderr
-    fork = cli(
-        "runs", "fork", "p", "--checkpoint", "p:2", "--workflow", "flows:Count", "--store", db
-    )
+    fork = cli("runs", "fork", "p", "--checkpoint", "p:2", "--store", db)
     assert fork.returncode == 0, fork.stderr
     assert json.loads(fork.stdout) == {"n": 3, "total": 3}
     [child] = re.findall(r"run (\S+) is a fork of run p at p:2", fork.stderr)
@@ -343,6 +392,24 @@ def test_graph_mermaid_and_dot() -> None:
     assert "start -->|Hop| hop" in mermaid.stdout and "hop -->|Hop| hop" in mermaid.stdout
     assert dot.stdout.startswith('digraph "')
     assert '"upper" -> "exclaim";' in dot.stdout
+
+
+def test_events_tail_prints_the_last_n_records_or_all_when_there_are_fewer(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "events.jsonl"
+    record = {"schema_version": 1, "kind": "run_started", "time": 1.7e9, "monotonic": 1.0,
+              "workflow": "W", "mode": "superstep"}  # fmt: skip
+    log.write_text("".join(json.dumps({**record, "run_id": f"r{i}"}) + "\n" for i in range(7)))
+    default, two, none = cli_all(
+        ["events", "tail", str(log)], ["events", "tail", str(log), "-n", "2"],
+        ["events", "tail", str(log), "-n", "0"],
+    )  # fmt: skip
+    assert [re.search(r"run (r\d)", line)[1] for line in default.stdout.splitlines()] == [  # type: ignore[index]
+        f"r{i}" for i in range(7)
+    ]
+    assert ["r5" in two.stdout, "r6" in two.stdout, "r4" in two.stdout] == [True, True, False]
+    assert (none.returncode, none.stdout) == (0, "")
 
 
 def test_events_tail_follow(tmp_path: Path) -> None:

@@ -181,3 +181,15 @@ def nested_asker_graph(**options: object) -> object:
     sub = WorkflowExecutor(inner, id="sub")
     builder = WorkflowBuilder(start=sub, name="outer").add_edge(sub, Show(id="show"))
     return builder.build(**options)  # type: ignore[arg-type]
+
+
+class TwoQuestions(Workflow):
+    """One step asks twice, waiting for each answer; the result joins them."""
+
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="first?"))
+        first = await ctx.wait_for_event(HumanResponseEvent)
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="second?"))
+        second = await ctx.wait_for_event(HumanResponseEvent)
+        return StopEvent(result=f"{first.response}+{second.response}")

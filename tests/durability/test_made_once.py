@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stepgraph.durability.checkpoints import HeaderCodec, encode_header, read_frame
-from stepgraph.durability.run import _headers
+from stepgraph.durability.run import _headers, source_of
 from stepgraph.durability.serializer import serializer_named
 from stepgraph.stores import MemoryStore
 from tests.distributed.flows import Three
@@ -38,12 +38,12 @@ def test_a_header_made_from_the_plans_template_is_the_one_made_anew(
 
 
 def test_a_plan_makes_its_header_codec_once_per_serializer() -> None:
-    json_codec = _headers(_PLAN, serializer_named("json"))
-    assert _headers(_PLAN, serializer_named("json")) is json_codec
-    assert _headers(_PLAN, serializer_named("pickle")) is not json_codec
+    json_codec = _headers(_PLAN, serializer_named("json"), "")
+    assert _headers(_PLAN, serializer_named("json"), "") is json_codec
+    assert _headers(_PLAN, serializer_named("pickle"), "") is not json_codec
     copy = dataclasses.replace(_PLAN, name="Other")
     assert copy.derived == {}
-    assert _headers(copy, serializer_named("json")).template.workflow == "Other"
+    assert _headers(copy, serializer_named("json"), "").template.workflow == "Other"
 
 
 def test_a_named_workflow_makes_its_plan_once() -> None:
@@ -62,7 +62,8 @@ async def test_reading_a_checkpoint_with_the_header_it_has_gives_what_reading_it
     run_id = await wf.submit()
     stored = await store.load(run_id, None)
     assert stored is not None
-    codec = _headers(_PLAN, serializer_named("json"))
+    codec = _headers(_PLAN, serializer_named("json"), source_of(wf))
+    assert codec.template.source == f"{Three.__module__}:Three"  # kept with its runs
     plain = read_frame(stored.frame, run_id=run_id, checkpoint_id=stored.info.id)
     assert plain[0] == codec.of(run_id)
     fast = read_frame(

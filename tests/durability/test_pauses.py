@@ -12,11 +12,11 @@ import asyncio
 import pytest
 
 from stepgraph import HumanResponseEvent, InputRequiredEvent, RequestInfoEvent
-from stepgraph.errors import RequestAnsweredError, StepgraphError
+from stepgraph.errors import RequestAnsweredError, RequestNotFoundError, StepgraphError
 from stepgraph.testing import crash, settled
 
 from .conftest import StoreFactory
-from .flows import CALLS, Interview, Waiting, asker_graph
+from .flows import CALLS, Interview, TwoQuestions, Waiting, asker_graph
 
 modes = pytest.mark.parametrize("mode", ["superstep", "async"])
 
@@ -149,3 +149,37 @@ async def test_a_paused_graph_resumed_after_a_crash_takes_the_response_sent_at_o
     result = await resumed
     assert result.outputs == [("how many?", 3)]
     assert result.state == {"asked": "how many?"}
+
+
+async def test_an_answer_naming_a_request_the_run_does_not_have_is_refused(
+    stores: StoreFactory,
+) -> None:
+    handler = Waiting(store=stores()).run()
+    request = await first_request(handler)
+    with pytest.raises(RequestNotFoundError, match="no-such-request") as refused:
+        handler.send_event(HumanResponseEvent(response="Mallory", request_id="no-such-request"))
+    assert str(request.request_id) in str(refused.value)  # the open one, named
+    handler.send_event(HumanResponseEvent(response="Ed", request_id=request.request_id))
+    assert await handler == "hello Ed"
+
+
+async def test_another_answer_sent_while_a_run_is_restored_is_refused_and_logged(
+    stores: StoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = stores()
+    handler = TwoQuestions(store=store).run()
+    asked: list[InputRequiredEvent] = []
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            asked.append(event)
+            if len(asked) == 2:
+                break
+            handler.send_event(HumanResponseEvent(response="A", request_id=event.request_id))
+    await settled(handler)
+    await crash(handler)
+    resumed = TwoQuestions(store=stores()).resume(handler.run_id)
+    resumed.send_event(HumanResponseEvent(response="other", request_id=asked[0].request_id))
+    resumed.send_event(HumanResponseEvent(response="B", request_id=asked[1].request_id))
+    assert await resumed == "A+B"  # the first answer stands
+    refused = [r.getMessage() for r in caplog.records if r.name == "stepgraph.durability"]
+    assert len(refused) == 1 and str(asked[0].request_id) in refused[0]

@@ -386,6 +386,34 @@ async def test_a_worker_that_dies_fails_its_body_and_the_bodies_waiting_behind_i
     assert _runs(log) == [0, 1, 2, 3, 4, 5]  # each body ran once
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+async def test_the_bodies_waiting_behind_a_cancelled_one_run_when_a_worker_dies(
+    lines: Fifo, doom: Fifo, tmp_path: Path
+) -> None:
+    # Python 3.11's pool stops short when a worker dies while a cancelled body waits in it
+    # (its manager thread dies of it, and says so: the warning filtered here)
+    log = tmp_path / "runs"
+    backend = ProcessBackend(1, name="cpu")
+    await backend.start()
+    try:
+        dying = asyncio.ensure_future(backend.submit(_report_and_die, lines.path, doom.path))
+        await lines.line()  # it runs: the next bodies wait for the only worker
+        waiting = [asyncio.ensure_future(backend.submit(_log, str(log), i)) for i in range(5)]
+        await asyncio.sleep(0)  # (their waits begin)
+        cancelled = waiting.pop(3)  # (behind those the pool has handed to its worker already)
+        cancelled.cancel()
+        doom.release()
+        with pytest.raises(WorkerDiedError):
+            await dying
+        async with asyncio.timeout(60):  # (a safety net: they used to wait for good)
+            results = await asyncio.gather(*waiting)
+    finally:
+        await backend.shutdown()
+    assert cancelled.cancelled()
+    assert [value for _, value in results] == [0, 1, 2, 4]
+    assert _runs(log) == [0, 1, 2, 4]  # the cancelled body never ran, the others once
+
+
 async def test_the_bodies_running_beside_a_worker_that_dies_fail_and_the_waiting_ones_run(
     lines: Fifo, gate: Fifo, doom: Fifo, tmp_path: Path
 ) -> None:

@@ -21,12 +21,18 @@ import pytest
 from stepgraph import (
     Context,
     Event,
+    Executor,
     HumanResponseEvent,
     InputRequiredEvent,
+    RequestInfoEvent,
     RetryPolicy,
     StartEvent,
     StopEvent,
     Workflow,
+    WorkflowBuilder,
+    WorkflowContext,
+    handler,
+    response_handler,
     step,
 )
 from stepgraph.backends import InlineBackend, ThreadBackend
@@ -84,6 +90,7 @@ async def test_a_run_logs_its_start_its_steps_its_supersteps_and_its_end(
     ]
     started = [r for r in found if r["kind"] == "step_started"]
     assert [r["event"] for r in started] == ["StartEvent", "Hop", "Hop", "Hop"]
+    assert {r["backend"] for r in started} == {"inline"}  # async steps, on the loop
     assert all(r["attempt"] == 1 for r in started)
     barriers = [r["superstep"] for r in found if r["kind"] == "superstep_completed"]
     assert barriers == ([0, 1, 2] if mode == "superstep" else [])  # none after the stop
@@ -139,6 +146,50 @@ async def test_input_requests_and_answers_are_logged(tmp_path: Path) -> None:
     answered = [r for r in found if r["kind"] == "input_received"]
     assert len(asked) == 1 and len(answered) == 1
     assert asked[0]["request_id"] == answered[0]["request_id"]
+
+
+async def test_an_answer_without_a_request_id_is_logged_with_the_id_it_answered(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "events.jsonl"
+    handler = Ask(event_log=log).run()
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            handler.send_event(HumanResponseEvent(response="yes"))  # the only open request
+    assert await handler == "yes"
+    found = records(log)
+    (asked,) = [r for r in found if r["kind"] == "input_requested"]
+    (answered,) = [r for r in found if r["kind"] == "input_received"]
+    assert answered["request_id"] == asked["request_id"] is not None
+
+
+class Approver(Executor):
+    @handler
+    async def on_plan(self, plan: str, ctx: WorkflowContext) -> None:
+        await ctx.request_info(plan, response_type=bool)
+
+    @response_handler
+    def on_answer(self, plan: str, approved: bool, ctx: WorkflowContext) -> None:
+        ctx.yield_output(approved)
+
+
+@pytest.mark.parametrize("mode", ["superstep", "async"])
+async def test_a_graph_request_is_logged_once_and_each_step_where_it_ran(
+    tmp_path: Path, mode: str
+) -> None:
+    log = tmp_path / "events.jsonl"
+    graph = WorkflowBuilder(start=Approver(id="approver")).build(event_log=log, mode=mode)
+    handler = graph.run("ship")
+    async for event in handler.stream_events():
+        if isinstance(event, RequestInfoEvent):
+            await handler.send_response(event.request_id, True)
+    assert (await handler).outputs == [True]
+    found = records(log)
+    (asked,) = [r for r in found if r["kind"] == "input_requested"]
+    (answered,) = [r for r in found if r["kind"] == "input_received"]
+    assert asked["request_id"] == answered["request_id"]
+    started = [(r["event"], r["backend"]) for r in found if r["kind"] == "step_started"]
+    assert started == [("str", "inline"), ("ResponseMessage", "thread")]  # a def handler
 
 
 async def test_a_durable_run_logs_each_checkpoint_with_its_size(tmp_path: Path) -> None:
