@@ -850,6 +850,8 @@ class DurableRun(Run):
         status = _PAUSED if paused else _GOING
         checkpoint = self._checkpoint(status) if barrier else None
         pausing = paused and self._written is not _PAUSED
+        if pausing and checkpoint is None:  # a pause between barriers (or in async mode) is
+            checkpoint = self._checkpoint(_PAUSED)  # a checkpoint too: the state it waits in
         if (  # a pause is stored at once; going on again, with the next commit needed anyway
             checkpoint is None
             and not pausing

@@ -37,12 +37,28 @@ async def test_a_pause_is_stored_before_its_request_reaches_the_stream(
     request = await first_request(handler)
     record = await store.get_run(handler.run_id)
     assert record is not None and record.status == "paused"
-    if mode == "superstep":
-        assert (await store.list_checkpoints(handler.run_id))[-1].status == "paused"
+    assert (await store.list_checkpoints(handler.run_id))[-1].status == "paused"
     assert [r.run_id for r in await store.list_runs(status="paused")] == [handler.run_id]
     handler.send_event(HumanResponseEvent(response="Ada", request_id=request.request_id))
     assert await handler == "hello Ada"
     assert (await store.get_run(handler.run_id)).status == "completed"  # type: ignore[union-attr]
+
+
+@modes
+async def test_a_step_that_asks_and_waits_pauses_in_a_checkpoint_of_its_own(
+    stores: StoreFactory, mode: str
+) -> None:
+    store = stores()
+    handler = Waiting(store=store, mode=mode).run()
+    request = await first_request(handler)  # asked between two barriers (or in async mode)
+    infos = await store.list_checkpoints(handler.run_id)
+    assert [info.status for info in infos][-1] == "paused"
+    assert [info.superstep for info in infos] == sorted(info.superstep for info in infos)
+    await crash(handler)
+    resumed = Waiting(store=stores(), mode=mode).resume(handler.run_id)
+    resumed.send_event(HumanResponseEvent(response="Al", request_id=request.request_id))
+    assert await resumed == "hello Al"
+    assert CALLS[f"{handler.run_id}:ask"] == 2  # in flight when it paused: it ran again
 
 
 @modes

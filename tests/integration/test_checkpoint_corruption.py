@@ -86,7 +86,7 @@ from stepgraph.errors import (
 from stepgraph.journal.codec import encode, import_class
 from stepgraph.stores import MemoryStore, PostgresStore, SqliteStore, Store
 from stepgraph.stores.base import checkpoint_id as id_of_checkpoint
-from stepgraph.testing import crash
+from stepgraph.testing import crash, settled
 from tests.pg import PG_DSN, pg_schema, require_pg
 
 # -- the workflow -------------------------------------------------------------------------------
@@ -103,6 +103,10 @@ class Counted(Event):
 class Labelled(Event):
     value: int
     label: str
+
+
+class Closing(Event):
+    value: int
 
 
 class Tally(Workflow):
@@ -127,8 +131,15 @@ class Tally(Workflow):
         return InputRequiredEvent(prefix="more?")
 
     @step
-    async def finish(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
-        return StopEvent(result=(await ctx.store.get("count"), ev.response))
+    async def finish(self, ctx: Context, ev: HumanResponseEvent) -> Closing:
+        await ctx.store.set("label", ev.response)
+        return Closing(value=await ctx.store.get("count"))
+
+    @step
+    async def close(self, ctx: Context, ev: Closing) -> StopEvent:
+        ctx.write_event_to_stream(ev)
+        await asyncio.Event().wait()  # the run is crashed here (by ``play``, ``attempt``)
+        return StopEvent(result=ev.value)
 
 
 SCENARIOS = (("json", "superstep"), ("pickle", "superstep"), ("json", "async"), ("pickle", "async"))
@@ -142,16 +153,19 @@ async def _settle(before: set[asyncio.Task[Any]]) -> None:
 
 
 async def play(store: Store, serializer: str, mode: str) -> str:
-    """Run Tally until it asks for input; answer; crash before the answer is acted on.
+    """Run Tally until it asks for input; answer; crash in its last step.
 
     Returns the run's id. The run is left "running" in the store (resuming it reads its
-    latest checkpoint, and in async mode the journal after it), its lease given up.
+    latest checkpoint, and in async mode the journal after it: what the answer led to,
+    after the checkpoint of the pause), its lease given up.
     """
     before = asyncio.all_tasks()
     handler = Tally(store=store, serializer=serializer, mode=mode).run(start_event=Begin(n=3))
     async for event in handler.stream_events():
         if isinstance(event, InputRequiredEvent):
             handler.send_event(HumanResponseEvent(response="yes"))  # stored before it returns
+        elif isinstance(event, Closing):
+            await settled(handler)
             crash(handler)
             break
     with contextlib.suppress(WorkflowCancelled):
@@ -444,7 +458,8 @@ def stored_run(
     ), stored.checkpoints
     assert sorted(row.seq for row in stored.rows if row.kind == "frame") == list(range(len(infos)))
     kinds = {row.kind for row in stored.targets}
-    assert kinds == ({"frame", "chunk"} if mode == "superstep" else {"frame", "entry"}), kinds
+    # (in async mode, the run's pause is a checkpoint too, with the state it changed)
+    assert kinds == ({"frame", "chunk"} if mode == "superstep" else {"frame", "entry", "chunk"})
     return stored
 
 
