@@ -42,6 +42,7 @@ from ..core import (
     StepFailed,
     Tick,
 )
+from ..errors import TaskFailed
 from ..runtime.observers import RunInfo, RunObserver, step_backend
 from ..tasks.observers import TaskObserver
 
@@ -295,6 +296,8 @@ class EventLog(RunObserver, TaskObserver):
         self._task_record(flow, future, "task_resolved", end=True)
 
     def task_failed(self, flow: TaskFlow, future: TaskFuture, error: BaseException) -> None:
+        if isinstance(error, TaskFailed) and error.__cause__ is not None:
+            error = error.__cause__  # what the body raised (as the task's span says)
         self._task_record(flow, future, "task_failed", end=True, error=_error(error))
 
     def task_cancelled(self, flow: TaskFlow, future: TaskFuture) -> None:

@@ -259,6 +259,8 @@ async def test_task_flows_log_each_task_with_its_block_scope_backend_and_resourc
     )
     assert kinds(log, task_id=block.uid)[-1] == "task_resolved"
     assert kinds(log, task_id=failing.uid)[-1] == "task_failed"
+    (broke,) = [r for r in found if r["task_id"] == failing.uid and r["kind"] == "task_failed"]
+    assert broke["error"] == {"type": "KeyError", "message": "1"}  # what the body raised
     failed = [r for r in found if r["task_id"] == dependent.uid and r["kind"] == "task_failed"]
     assert failed[0]["error"]["type"] == "DependencyFailed"
     assert kinds(log, task_id=dependent.uid) == ["task_created", "task_failed"]  # never ran
