@@ -83,6 +83,7 @@ class EventLog(RunObserver, TaskObserver):
         self._size = 0
         self._scheduled = False
         self._tasks: dict[tuple[int, int], dict[str, Any]] = {}  # a task's repeated fields
+        self._flows: set[int] = set()  # the flows whose start (and capacity) is logged
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -284,6 +285,19 @@ class EventLog(RunObserver, TaskObserver):
         self.write(record)
 
     def task_created(self, flow: TaskFlow, future: TaskFuture, dependencies: Sequence[str]) -> None:
+        if id(flow) not in self._flows:  # its first task: the flow and its slots, first
+            self._flows.add(id(flow))
+            clock = flow.clock
+            self.write(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "kind": "flow_started",
+                    "time": clock.wall(),
+                    "monotonic": clock.monotonic(),
+                    "flow_id": flow.uid,
+                    "capacity": flow.resources,
+                }
+            )
         self._task_record(flow, future, "task_created", dependencies=list(dependencies))
 
     def task_submitted(self, flow: TaskFlow, future: TaskFuture) -> None:
@@ -306,6 +320,7 @@ class EventLog(RunObserver, TaskObserver):
     def flow_closed(self, flow: TaskFlow) -> None:
         for key in [k for k in self._tasks if k[0] == id(flow)]:
             del self._tasks[key]
+        self._flows.discard(id(flow))
         self.flush()
 
 

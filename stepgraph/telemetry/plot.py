@@ -21,9 +21,11 @@ and draws two panels sharing one time axis:
   the tasks that hold their slots, as a step line. A task takes its slots at
   ``task_submitted`` (see :class:`stepgraph.tasks.TaskObserver`) and gives them back
   when it ends, so that is the interval counted (``task_started`` when a log has no
-  submission). The flow's capacity is not in the log: pass ``capacity=`` to draw it as a
-  dashed line, else the observed peak is drawn dotted. On the right axis, in grey, the
-  number of step attempts and tasks in flight (blocks are not counted).
+  submission). The capacity a flow declared (its ``flow_started`` record; the most of
+  each resource over the log's flows, or ``capacity=``) is drawn as a dashed line; a
+  resource no flow declared gets its observed peak, dotted. On the right axis, in grey,
+  the number of step attempts and tasks in flight (blocks are not counted). A run's end
+  closes the bars of its steps still running (stopped with it: drawn cancelled).
 
 **The time axis** is seconds since the log's first record. Every record carries both
 ``monotonic`` and ``time`` (wall clock). Monotonic time is exact but only comparable
@@ -70,6 +72,7 @@ _ENDS: dict[str, Outcome] = {
     "task_failed": "failed",
     "task_cancelled": "cancelled",
 }
+_RUN_ENDS = frozenset(("run_completed", "run_failed", "run_cancelled"))
 _MARKERS: dict[str, tuple[str, str, str]] = {  # outcome: marker, colour, legend label
     "failed": ("x", "#d62728", "failed"),
     "retried": ("o", "#ff7f0e", "retried"),
@@ -130,6 +133,7 @@ class Timeline:
     runs: int = 0
     flows: int = 0
     colours: list[str] = field(default_factory=list)
+    capacity: dict[str, int] = field(default_factory=dict)  # the most a flow declared
 
     @property
     def peaks(self) -> dict[str, int]:
@@ -278,8 +282,20 @@ def read_timeline(events_path: str | os.PathLike[str], *, by: str = "auto") -> T
             flight_changes.append((when, order, -1))
         return True
 
+    capacity: dict[str, int] = {}
     for when, order, record in ordered:
         kind = record["kind"]
+        if kind == "flow_started":
+            declared = record.get("capacity")
+            for name, slots in declared.items() if isinstance(declared, dict) else ():
+                if isinstance(slots, int):
+                    capacity[str(name)] = max(capacity.get(str(name), 0), slots)
+            continue
+        if kind in _RUN_ENDS:  # its steps still running were stopped with it
+            run_id = record.get("run_id")
+            for stopped in [k for k in running if k[0] == "step" and k[1] == run_id]:
+                close(stopped, when, order, "cancelled")
+            continue
         if kind.startswith("step_"):
             run_ids.add(str(record.get("run_id")))
             key: tuple[Any, ...] = (
@@ -336,6 +352,7 @@ def read_timeline(events_path: str | os.PathLike[str], *, by: str = "auto") -> T
         runs=len(run_ids),
         flows=len(flow_ids),
         colours=list(colours),
+        capacity=capacity,
     )
 
 
@@ -571,7 +588,7 @@ def timeline_figure(
     )
     width = timeline.duration if timeline.duration > 0 else 1.0
     _gantt(top, timeline, by, width, gantt_inches)
-    _utilisation(bottom, timeline, limits, timeline.duration)
+    _utilisation(bottom, timeline, limits or timeline.capacity, timeline.duration)
     top.set_xlim(0, width * 1.02)
     bottom.set_xlabel(
         "seconds since the first record ("
@@ -613,7 +630,8 @@ def plot_timeline(
             per name, a colour per backend; ``"workflow"``: a row per workflow instance
             (a task's ``workflow_id``, a step run's ``run_id``), a colour per name.
         capacity: the flow's slots per resource (``{"cpu": 4, "gpu": 1}``), drawn as
-            dashed lines; without it, the observed peak of each resource is drawn.
+            dashed lines; without it, the capacity the log's flows declared (the most
+            of each resource), else the observed peak of each resource.
 
     Raises:
         MissingExtraError: matplotlib is not installed (the extra ``plot``).

@@ -241,8 +241,9 @@ async def test_task_flows_log_each_task_with_its_block_scope_backend_and_resourc
             await dependent
         cancelled = after(asyncio.get_running_loop().create_future())  # not a dependency
         cancelled.cancel()
-    found = records(log)
-    assert all(r["flow_id"] == "flow-1" for r in found)
+    started, *found = records(log)
+    assert started["kind"] == "flow_started" and started["capacity"] == {"gpu": 1}
+    assert all(r["flow_id"] == "flow-1" for r in [started, *found])
     inner = [r for r in found if r["task"] == "simulate"]
     assert [r["kind"] for r in inner] == [
         "task_created",

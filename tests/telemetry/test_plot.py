@@ -206,6 +206,7 @@ async def test_a_task_flow_is_drawn_with_the_slots_its_tasks_held(tmp_path: Path
     timeline = read_timeline(log)
     assert timeline.flows == 1 and timeline.runs == 0
     assert timeline.peaks == {"cpu": 2, "gpu": 1}  # two simulations at once; never more
+    assert timeline.capacity == {"cpu": 2, "gpu": 1}  # as the flow declared it (its log says)
     assert all(points[-1][1] == 0 for points in timeline.utilisation.values())
     assert {"simulate", "analyze", "member (block)", "broken"} <= set(timeline.rows)
     assert {(m.row, m.outcome) for m in timeline.marks} >= {
@@ -369,6 +370,24 @@ def test_torn_lines_are_skipped(tmp_path: Path) -> None:
     png = tmp_path / "torn.png"
     plot_timeline(log, png)
     assert_both_panels_drawn(png, timeline_figure(log))
+
+
+def test_a_run_that_ends_closes_the_bars_of_its_steps_still_running(tmp_path: Path) -> None:
+    base = {"schema_version": 1, "run_id": "r", "workflow": "W", "invocation": 0, "attempt": 1}
+    log = write(
+        tmp_path / "cancelled.jsonl",
+        [
+            {**base, "kind": "run_started", "time": 1.0, "monotonic": 1.0, "mode": "async"},
+            {**base, "kind": "step_started", "time": 1.0, "monotonic": 1.0, "step": "slow"},
+            {**base, "kind": "run_cancelled", "time": 2.0, "monotonic": 2.0},
+            {**base, "kind": "run_started", "time": 5.0, "monotonic": 5.0, "run_id": "later",
+             "mode": "async"},
+        ],
+    )  # fmt: skip
+    timeline = read_timeline(log)
+    (slow,) = timeline.spans
+    assert (slow.outcome, slow.start, slow.end) == ("cancelled", 0.0, 1.0)  # not open to 4.0
+    assert timeline.in_flight[-1] == (1.0, 0)
 
 
 def test_a_log_cut_short_leaves_its_running_bars_open_to_its_end(tmp_path: Path) -> None:
