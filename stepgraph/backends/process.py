@@ -89,9 +89,14 @@ def run_outcome(payload: bytes) -> bytes:
         result = call_to_end(fn, args, kwargs)
         try:
             return dumps(("ok", result))
-        except SerializationError as exc:
+        except SerializationError as whole:
             name = getattr(fn, "__name__", repr(fn))
-            raise SerializationError(f"the result of {name} cannot come back: {exc}") from None
+            reason: Exception = whole
+            try:  # what in the result, for the message (the pair said "a tuple")
+                dumps(result)
+            except SerializationError as part:
+                reason = part
+            raise SerializationError(f"the result of {name} cannot come back: {reason}") from None
     except BaseException as exc:
         kind = type(exc)
         text = (kind.__module__, kind.__qualname__, str(exc), "".join(format_exception(exc)))

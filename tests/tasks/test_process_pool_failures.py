@@ -244,7 +244,9 @@ async def test_a_result_that_cannot_travel_is_a_serialization_error_naming_the_t
         assert await flow.function_task(_pid)() != os.getpid()  # the backend goes on
     assert isinstance(not_pickled.value.__cause__, SerializationError)
     assert "'_return_a_lock'" in str(not_pickled.value)
-    assert "the result of _return_a_lock cannot come back" in str(not_pickled.value.__cause__)
+    assert "the result of _return_a_lock cannot come back: cannot pickle (a lock)" in str(
+        not_pickled.value.__cause__
+    )
     assert "lock" in str(not_pickled.value.__cause__)
     cause = not_unpickled.value.__cause__
     assert isinstance(cause, SerializationError)
