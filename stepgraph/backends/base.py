@@ -69,7 +69,8 @@ def call_to_end(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     it returns is run to its end on an event loop of its own.
 
     A ``StopIteration`` becomes a ``RuntimeError``: asyncio cannot carry it through a
-    future (it would hang whoever awaits it).
+    future (it would hang whoever awaits it). So does a ``SystemExit`` (``sys.exit()`` in
+    the body): it would end the program that awaits the body, not the worker.
     """
     try:
         result = fn(*args, **kwargs)
@@ -83,6 +84,10 @@ def call_to_end(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
         return result
     except StopIteration as exc:
         raise RuntimeError(f"{getattr(fn, '__qualname__', fn)!s} raised StopIteration") from exc
+    except SystemExit as exc:  # in a worker thread or process it ends no program: it fails
+        raise RuntimeError(
+            f"{getattr(fn, '__qualname__', fn)!s} called sys.exit({exc.code!r})"
+        ) from exc
 
 
 @runtime_checkable

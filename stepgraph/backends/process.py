@@ -53,6 +53,9 @@ def _culprit(value: object, pickle: Callable[[object], bytes]) -> str:
         parts = [(f"argument {i + 1} ", a) for i, a in enumerate(args)]
         parts += [(f"argument {k}= ", v) for k, v in kwargs.items()]
         last = f"the function {getattr(fn, '__qualname__', fn)!s} or what it refers to"
+    elif isinstance(value, tuple | list):
+        parts = [(f"item {i + 1} ", item) for i, item in enumerate(value)]
+        last = f"a {type(value).__name__}"
     else:
         parts, last = [("", value)], f"a {type(value).__name__}"
     for label, part in parts:
@@ -150,19 +153,25 @@ def load_outcome(data: bytes, what: str, backend: str) -> Any:
 
 
 _starts: SimpleQueue[int] | None = None  # in a worker: where it tells the bodies it starts
+_withdrawn: Any = None  # in a worker: the bodies cancelled after the pool took them
+_WITHDRAWN_SLOTS = 4096  # token % slots: a cancelled body's slot holds its token
 
 
-def _tell_starts_on(starts: SimpleQueue[int]) -> None:
-    """In a worker, as it starts: the pipe on which it tells its pool the bodies it starts."""
-    global _starts
-    _starts = starts
+def _tell_starts_on(starts: SimpleQueue[int], withdrawn: Any) -> None:
+    """In a worker, as it starts: the pipe on which it tells its pool the bodies it
+    starts, and the table of the bodies withdrawn before they started."""
+    global _starts, _withdrawn
+    _starts, _withdrawn = starts, withdrawn
 
 
 def _run_told(payload: bytes, token: int) -> bytes:
     """In a worker: tell the pool that the body of ``token`` starts (written to the pipe
-    before it runs, so it survives a worker killed right after), then :func:`run_outcome`."""
+    before it runs, so it survives a worker killed right after), then, unless it was
+    withdrawn meanwhile, :func:`run_outcome`."""
     assert _starts is not None
     _starts.put(token)
+    if _withdrawn is not None and _withdrawn[token % _WITHDRAWN_SLOTS] == token:
+        return b""  # cancelled before it started: it never starts (nobody reads this)
     return run_outcome(payload)
 
 
@@ -178,8 +187,14 @@ class _Pool:
     def __init__(self, max_workers: int | None, start_method: str) -> None:
         context = multiprocessing.get_context(start_method)
         self._starts: SimpleQueue[int] = context.SimpleQueue()
+        # the pool hands bodies to its workers' queue ahead of time, as started: a cancel
+        # no longer reaches them there; one withdrawn so is marked here, and skipped
+        self._withdrawn = context.RawArray("q", [-1] * _WITHDRAWN_SLOTS)
         self.executor = ProcessPoolExecutor(
-            max_workers, mp_context=context, initializer=_tell_starts_on, initargs=(self._starts,)
+            max_workers,
+            mp_context=context,
+            initializer=_tell_starts_on,
+            initargs=(self._starts, self._withdrawn),
         )
         self._workers = self.executor._processes  # the pool's own dict, kept past its shutdown
         self._lock = threading.Lock()
@@ -225,6 +240,14 @@ class _Pool:
         for future in stranded:
             with contextlib.suppress(InvalidStateError):  # it finished meanwhile
                 future.set_exception(error)
+
+    def withdraw(self, token: int) -> bool:
+        """Withdraw the body of ``token``, which the pool took as started (its future
+        cannot be cancelled): False when it has started already (it goes on)."""
+        with self._lock:
+            self._withdrawn[token % _WITHDRAWN_SLOTS] = token
+            self._collect()  # a start told before the mark was written: too late
+            return token not in self._running
 
     def workers(self) -> list[BaseProcess]:
         """The worker processes the pool started (also once it is shut down)."""
@@ -348,8 +371,8 @@ class ProcessBackend(BackendBase):
             try:
                 data = await asyncio.wrap_future(future)
             except asyncio.CancelledError:
-                if not future.cancel():  # it runs: it goes on in the background
-                    self._abandoned.add(future)
+                if not future.cancel() and not pool.withdraw(token):  # it runs: it goes on
+                    self._abandoned.add(future)  # in the background
                     future.add_done_callback(self._abandoned.discard)
                 raise
             except BrokenProcessPool as exc:  # a worker died: was the body running?

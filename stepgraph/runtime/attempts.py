@@ -217,7 +217,14 @@ async def _elsewhere(run: Run, program: NodeProgram, command: StartStep) -> Any:
         )
     except SerializationError as exc:
         raise _unsendable(run, program, command, exc) from exc
-    result, effects = await pending
+    try:
+        result, effects = await pending
+    except SerializationError as exc:  # (item 1: what it returned; 2: what it did)
+        raise SerializationError(
+            f"{run.graph.node_kind} {program.name!r} of workflow {run.name!r} (run "
+            f"{run.run_id}) on backend {backend.name!r}: what it returned or did cannot "
+            f"come back: {exc}"
+        ) from exc
     run.carry_out_effects(effects)
     return result
 

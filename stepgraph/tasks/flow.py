@@ -750,10 +750,12 @@ class TaskFlow:
     ) -> BaseException:
         if task.kind == BLOCK:
             return exc  # a block is the caller's own code: its error goes on as it is
+        detail = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, subprocess.CalledProcessError) and exc.stderr:
+            detail += f" Its standard error ends with: {str(exc.stderr).strip()}"
         error = TaskFailed(
             f"{task.kind} task {task.name!r} ({future.uid}) failed on backend "
-            f"{task.backend!r} with arguments {_arguments(args, kwargs)}: "
-            f"{type(exc).__name__}: {exc}",
+            f"{task.backend!r} with arguments {_arguments(args, kwargs)}: {detail}",
             task=task.name,
             backend=task.backend,
         )

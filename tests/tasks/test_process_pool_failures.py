@@ -388,6 +388,40 @@ async def test_a_worker_that_dies_fails_its_body_and_the_bodies_waiting_behind_i
     assert _runs(log) == [0, 1, 2, 3, 4, 5]  # each body ran once
 
 
+async def _taken_as_started(backend: ProcessBackend, count: int) -> None:
+    """Wait until the pool holds ``count`` bodies as running beside the one that runs
+    (it hands them to its workers' queue ahead of time; nothing says when it has)."""
+    pool = backend._pool
+    assert pool is not None
+    async with asyncio.timeout(30):
+        while sum(future.running() for future in pool._pending) < count + 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)  # (the pool's thread sets no event we could await)
+
+
+async def test_a_body_cancelled_before_it_starts_never_starts(
+    lines: Fifo, gate: Fifo, tmp_path: Path
+) -> None:
+    # the pool takes the body after the running one as started, ahead of time: a cancel
+    # cannot take it back from the pool; it is withdrawn, and skipped when its turn comes
+    log = tmp_path / "runs"
+    backend = ProcessBackend(1, name="cpu")
+    await backend.start()
+    try:
+        running = asyncio.ensure_future(backend.submit(_report_and_wait, lines.path, gate.path, 1))
+        await lines.line()  # it runs in the only worker
+        queued = [asyncio.ensure_future(backend.submit(_log, str(log), i)) for i in range(3)]
+        await _taken_as_started(backend, 2)  # (the pool's thread does it in its own time)
+        for body in queued[:2]:
+            body.cancel()
+        gate.release()
+        await running
+        assert (await queued[2])[1] == 2
+        assert (await backend.submit(_log, str(log), 3))[1] == 3  # after the skipped ones
+    finally:
+        await backend.shutdown()
+    assert _runs(log) == [2, 3]  # the cancelled bodies never ran
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 async def test_the_bodies_waiting_behind_a_cancelled_one_run_when_a_worker_dies(
     lines: Fifo, doom: Fifo, tmp_path: Path

@@ -174,6 +174,7 @@ async def test_a_non_zero_exit_fails_naming_task_program_code_and_stderr(work_di
             await after(failing)
     text = str(caught.value)
     assert "'broken'" in text and "'sh'" in text and "exit status 3" in text
+    assert text.endswith("standard error ends with: first\nthe last words")
     cause = caught.value.__cause__
     assert isinstance(cause, subprocess.CalledProcessError) and cause.returncode == 3
     assert "the last words" in cause.stderr
@@ -262,6 +263,24 @@ async def test_process_backend_runs_lambdas_and_closures_and_keeps_error_types()
     assert type(caught.value.__cause__) is Refused
     assert str(caught.value.__cause__) == "refused 4"
     assert "'cpu'" in str(caught.value) and "'_raise_refused'" in str(caught.value)
+
+
+def _exit(code: int) -> None:
+    sys.exit(code)
+
+
+@pytest.mark.parametrize("backend", ["thread", "process", "subprocess"])
+async def test_sys_exit_in_a_body_fails_its_task_and_the_program_goes_on(backend: str) -> None:
+    async with TaskFlow(backends={"default": _backend(backend)}) as flow:
+        with pytest.raises(TaskFailed) as caught:
+            await flow.function_task(_exit)(3)
+        assert await flow.function_task(_pid)() > 0  # the flow goes on
+    assert "_exit called sys.exit(3)" in str(caught.value)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+def _pid() -> int:
+    return os.getpid()
 
 
 def _kill_myself() -> None:

@@ -142,6 +142,26 @@ async def test_an_event_that_cannot_be_pickled_fails_the_run_naming_step_and_eve
     assert "'far'" in text and "Locked" in text and "'lock'" in text and "'cpu'" in text
 
 
+class ReturnsALock(Workflow):
+    @step(backend="cpu")
+    def far(self, ctx: Context, ev: StartEvent) -> Locked:
+        return Locked(lock=threading.Lock())
+
+    @step
+    async def end(self, ctx: Context, ev: Locked) -> StopEvent:
+        return StopEvent(result="never")
+
+
+async def test_an_event_returned_that_cannot_come_back_fails_the_run_naming_step_and_event(
+    pool: ProcessBackend,
+) -> None:
+    with pytest.raises(SerializationError) as caught:
+        await ReturnsALock(backends={"cpu": pool}).run()
+    text = str(caught.value)
+    assert text.startswith("step 'far' of workflow 'ReturnsALock'")
+    assert "on backend 'cpu'" in text and "(a Locked): its field 'lock'" in text
+
+
 async def test_a_step_naming_an_unknown_backend_is_a_validation_error() -> None:
     with pytest.raises(WorkflowValidationError, match=r"'crunch'.*'cpu'"):
         await Crunch(backends={"gpu": ThreadBackend()}).run(n=1)
