@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import signal
 from typing import Any
 
@@ -19,8 +20,8 @@ _YOUNG_OBJECTS = 10_000  # allocations between young-generation collections (Pyt
 
 
 def _positive(value: Any, option: str) -> None:
-    if value is None or value <= 0:
-        fail(f"{option} must be > 0, got {value!r}")
+    if value is None or not math.isfinite(value) or value <= 0:
+        fail(f"{option} must be a number > 0, got {value!r}")
 
 
 def _settle_memory() -> None:

@@ -63,6 +63,7 @@ class AttachedRun:
         self._status = RunStatus.RUNNING
         self._posts: set[asyncio.Task[None]] = set()
         self._consumed = False
+        self._cancelled = False  # cancelled by this caller: its end is no news to report
         self._watch = self.loop.create_task(self._watch_outcome())
 
     @property
@@ -98,6 +99,8 @@ class AttachedRun:
                     except WorkflowCancelled as exc:
                         self._status = RunStatus.CANCELLED
                         self.outcome.set_exception(exc)
+                        if self._cancelled:  # (as a local run's cancel by its caller)
+                            self.outcome.exception()  # retrieved
                     except Exception as exc:
                         self._status = RunStatus.FAILED
                         self.outcome.set_exception(exc)
@@ -139,6 +142,7 @@ class AttachedRun:
         return None
 
     def cancel(self, reason: str) -> None:
+        self._cancelled = True
         self._post({"kind": "cancel", "reason": reason})
 
     async def events(self, *, lifecycle: bool) -> AsyncIterator[Any]:

@@ -3,20 +3,23 @@
 One loop, in this order, again and again:
 
 1. **claim** as many runs as it has free slots (``concurrency``): queued runs of its
-   queues, and runs whose worker's lease expired (a worker that died); each is resumed
-   from its last checkpoint (a queued run's is its start);
+   queues and of the workflows it knows, and such runs whose worker's lease expired (a
+   worker that died); each is resumed from its last checkpoint (a queued run's is its
+   start);
 2. **deliver** the inbox messages (sends, responses, cancels from other processes) of the
    runs it holds;
 3. **renew** its leases every third of ``lease_seconds``;
 4. **wait** for work: a NOTIFY on PostgreSQL, a poll that backs off (2 ms to a quarter
    second) elsewhere, a slot freeing when it is full.
 
-A run of a workflow the worker does not know, or one whose checkpoint its code cannot
-use (its steps changed since it was submitted), is failed with a stored error naming the
-cause; the worker goes on. :meth:`stop` is a graceful shutdown: no more claims, each run
-in superstep mode stops at its next barrier (what finished is committed: nothing runs
-twice), the others get ``grace_seconds`` to end; what is left stops where it is,
-resumable, and its lease is given up so that another worker takes it at once.
+A run of a workflow the worker does not know stays queued for a worker that does. One
+whose checkpoint its code cannot use (its steps changed since it was submitted) is failed
+with a stored error naming the cause; the worker goes on.
+
+:meth:`stop` is a graceful shutdown: no more claims, each run in superstep mode stops at
+its next barrier (what finished is committed: nothing runs twice), the others get
+``grace_seconds`` to end; what is left stops where it is, resumable, and its lease is
+given up so that another worker takes it at once.
 
 While the store is away, the runs go on; once it has not renewed their leases for two
 thirds of ``lease_seconds``, the worker stops them where their store has them (another
@@ -116,6 +119,7 @@ class Worker:
                 raise StepgraphError(f"Worker({option}={value!r}): must be a number of seconds > 0")
         self.store = store
         self.workflows = dict(workflows)
+        self._known = sorted(self.workflows)  # their names: the runs a claim may take
         self.queues = list(queues)
         self.concurrency = concurrency
         self.lease_seconds = float(lease_seconds)
@@ -162,6 +166,18 @@ class Worker:
                         self._park_idle()
                         await self.store.renew(self.name, self._holding(), self.lease_seconds)
                         self._renewed = renewed
+                    retry = _RETRY_FIRST
+                    if claimed:
+                        pause = _FIRST_POLL
+                        if claimed == asked:  # there may be more
+                            continue
+                    timeout = min(pause, max(0.0, renewed + renew_every - time.monotonic()))
+                    if len(self.held) >= self.concurrency:
+                        await self._nap(timeout)  # full: wait for a slot (or the next renewal)
+                    else:
+                        await self._release_taken()  # the leases of the runs that ended
+                        await self._wait_for_work(timeout)
+                    pause = min(pause * 2, _LAST_POLL)
                 except StepgraphError as exc:  # the store is away: keep what runs, retry
                     _log.warning(
                         "worker %s: the store failed (%s); retrying in %.1f s",
@@ -172,19 +188,6 @@ class Worker:
                     self._fence()
                     await self._nap(min(retry, self._until_fence()))
                     retry = min(retry * 2, _RETRY_LAST)
-                    continue
-                retry = _RETRY_FIRST
-                if claimed:
-                    pause = _FIRST_POLL
-                    if claimed == asked:  # there may be more
-                        continue
-                timeout = min(pause, max(0.0, renewed + renew_every - time.monotonic()))
-                if len(self.held) >= self.concurrency:
-                    await self._nap(timeout)  # full: wait for a slot (or the next renewal)
-                else:
-                    await self._release_taken()  # the leases of the runs that ended
-                    await self._wait_for_work(timeout)
-                pause = min(pause * 2, _LAST_POLL)
         finally:
             await self._shutdown()
             with contextlib.suppress(Exception):  # the leases of the runs that ended
@@ -249,8 +252,8 @@ class Worker:
             self._took_over = now
         else:
             options["take_over"] = False
-        records = await self.store.claim(
-            self.name, self.queues, free, self.lease_seconds, **options
+        records = await self.store.claim(  # only the runs of the workflows it knows
+            self.name, self.queues, free, self.lease_seconds, workflows=self._known, **options
         )
         self._fresh = {record.run_id for record in records}
         ours = await self._ours(records)

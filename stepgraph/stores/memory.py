@@ -229,6 +229,7 @@ class MemoryStore(StoreResults):
         *,
         lease: bool = False,  # leases are taken by ``take``: no round trip to save here
         take_over: bool = True,
+        workflows: Sequence[str] | None = None,
     ) -> list[RunRecord]:
         now = time.time()
         taken: list[RunRecord] = []
@@ -238,6 +239,8 @@ class MemoryStore(StoreResults):
                     break
                 record = run.record
                 if record.queue not in queues:
+                    continue
+                if workflows is not None and record.workflow not in workflows:
                     continue
                 status = StoredStatus(record.status)
                 until = run.lease_until

@@ -39,7 +39,7 @@ __all__ = ["PostgresQueue"]
 _QUEUED = """quick AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS v),
 queued AS (
     SELECT run_id, pos, true AS first_claim FROM {p}stepgraph_runs
-    WHERE status = 'queued' AND queue = ANY(%(queues)s::text[])
+    WHERE status = 'queued' AND queue = ANY(%(queues)s::text[]) AND {known}
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
 """
@@ -57,13 +57,13 @@ queued AS (
 _ORPHANS = """expired AS (
     SELECT run_id, pos, false AS first_claim FROM {p}stepgraph_runs
     WHERE status IN ('running', 'paused') AND lease_until < now() AND queue IS NOT NULL
-        AND queue = ANY(%(queues)s::text[])
+        AND queue = ANY(%(queues)s::text[]) AND {known}
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
 unheld AS (
     SELECT run_id, pos, false AS first_claim FROM {p}stepgraph_runs
     WHERE status = 'running' AND lease_until IS NULL AND queue IS NOT NULL
-        AND queue = ANY(%(queues)s::text[])
+        AND queue = ANY(%(queues)s::text[]) AND {known}
     ORDER BY pos LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ),
 waiting AS MATERIALIZED (
@@ -72,7 +72,7 @@ waiting AS MATERIALIZED (
     CROSS JOIN LATERAL (
         SELECT run_id, pos FROM {p}stepgraph_runs AS one
         WHERE one.run_id = m.run_id AND one.status = 'paused' AND one.lease_until IS NULL
-            AND one.queue = ANY(%(queues)s::text[])
+            AND one.queue = ANY(%(queues)s::text[]) AND {known_one}
         LIMIT 1
     ) AS found
     ORDER BY found.pos LIMIT %(limit)s
@@ -239,10 +239,11 @@ class PostgresQueue:
         *,
         lease: bool = False,
         take_over: bool = True,
+        workflows: Sequence[str] | None = None,
     ) -> list[RunRecord]:
         """Take up to ``limit`` runs of ``queues`` for ``owner`` (see ``RunQueue.claim``);
         with ``lease``, their leases too, in the same statement (on the lease session)."""
-        if not queues or limit < 1:
+        if not queues or limit < 1 or (workflows is not None and not workflows):
             return []
         params: dict[str, Any] = {
             "queues": list(queues),
@@ -250,7 +251,9 @@ class PostgresQueue:
             "owner": owner,
             "lease": lease_seconds,
         }
-        sql = self._claims[lease, take_over]
+        if workflows is not None:
+            params["workflows"] = list(workflows)
+        sql = self._claims[lease, take_over, workflows is not None]
         if lease:
             return await self._claim_leased(owner, sql, params)
         async with self._connection(f"claiming runs of queues {queues!r}") as conn:
@@ -259,18 +262,24 @@ class PostgresQueue:
         return sorted((self._record_of(row) for row in rows), key=lambda r: r.created_at)
 
     @functools.cached_property
-    def _claims(self) -> dict[tuple[bool, bool], str]:
-        """The claim statements, by (with leases, with take-over), made once per store."""
+    def _claims(self) -> dict[tuple[bool, bool, bool], str]:
+        """The claim statements, by (with leases, with take-over, of some workflows
+        only), made once per store."""
         columns, claimed = self._returned("r"), self._returned("claimed")
         key = RUN_KEY_SQL.format(run_id="claimed.run_id")
-        statements: dict[tuple[bool, bool], str] = {}
+        statements: dict[tuple[bool, bool, bool], str] = {}
         for take_over in (True, False):
-            statements[False, take_over] = _template(_claim(take_over)).format(
-                p=self._prefix, columns=columns
-            )
-            statements[True, take_over] = _template(_claim_leased(take_over)).format(
-                p=self._prefix, columns=columns, claimed=claimed, key=binary_params(key)
-            )
+            for some in (True, False):
+                known = "workflow = ANY(%(workflows)b::text[])" if some else "true"
+                where = {"p": self._prefix, "known": known, "known_one": "one." + known}
+                if not some:
+                    where["known_one"] = "true"
+                statements[False, take_over, some] = _template(_claim(take_over)).format(
+                    columns=columns, **where
+                )
+                statements[True, take_over, some] = _template(_claim_leased(take_over)).format(
+                    columns=columns, claimed=claimed, key=binary_params(key), **where
+                )
         return statements
 
     def _returned(self, table: str) -> str:

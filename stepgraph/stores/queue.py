@@ -87,13 +87,16 @@ class RunQueue(Protocol):
         *,
         lease: bool = False,
         take_over: bool = True,
+        workflows: Sequence[str] | None = None,
     ) -> list[RunRecord]:
         """Take up to ``limit`` runs for worker ``owner``, oldest first: queued runs of
         ``queues`` (their status becomes ``"running"``) and, with ``take_over``, runs of
         ``queues`` whose lease has expired (or that were given up, or are paused, given
         up as idle, with a message waiting). Each is leased to ``owner`` for
-        ``lease_seconds``. The search for runs to take over should cost in proportion to
-        the runs it finds (and the inbox), not to the runs running or paused.
+        ``lease_seconds``. With ``workflows``, only runs of those workflows (by name): a
+        worker takes only the runs it can run, and leaves the others to other workers.
+        The search for runs to take over should cost in proportion to the runs it finds
+        (and the inbox), not to the runs running or paused.
 
         With ``lease``, a store may also take the runs' own leases (``Store.acquire``) for
         ``owner`` in the same statement, as ``take`` would; ``take`` then finds them held."""

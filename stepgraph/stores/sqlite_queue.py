@@ -27,7 +27,7 @@ __all__ = ["QueueMixin"]
 # running or paused. Each part stops at the limit.
 _PART = (
     "SELECT * FROM (SELECT r.run_id, r.number FROM {source} WHERE {where} "
-    "AND r.queue IN ({{queues}}) ORDER BY r.number LIMIT :limit)"
+    "AND r.queue IN ({{queues}}){{workflows}} ORDER BY r.number LIMIT :limit)"
 )
 _RUNS = "stepgraph_runs AS r"
 _HELD = "stepgraph_runs AS r INDEXED BY stepgraph_runs_held"  # (statistics may say: scan)
@@ -80,15 +80,23 @@ class QueueMixin:
         *,
         lease: bool = False,  # leases are taken by ``take``: no round trip to save here
         take_over: bool = True,
+        workflows: Sequence[str] | None = None,
     ) -> list[RunRecord]:
         """Take up to ``limit`` runs of ``queues`` for ``owner`` (see ``RunQueue.claim``)."""
-        if not queues or limit < 1:
+        if not queues or limit < 1 or (workflows is not None and not workflows):
             return []
         now = time.time()
         names = {f"q{i}": queue for i, queue in enumerate(queues)}
+        known = {f"w{i}": name for i, name in enumerate(workflows or ())}
         found = (_CLAIMABLE if take_over else _QUEUED).format(
-            queues=", ".join(f":{name}" for name in names)
+            queues=", ".join(f":{name}" for name in names),
+            workflows=(
+                f" AND r.workflow IN ({', '.join(f':{name}' for name in known)})"
+                if workflows is not None
+                else ""
+            ),
         )
+        names.update(known)
         with self._transaction("claiming runs") as cursor:
             picked = [
                 str(row[0])

@@ -32,9 +32,11 @@ def queued(
     return replace(record(run_id, at=at, workflow=workflow, status=QUEUED), queue=queue)
 
 
-async def _submit(store: Any, run_id: str, *, at: int = 0, queue: str = "default") -> None:
+async def _submit(
+    store: Any, run_id: str, *, at: int = 0, queue: str = "default", workflow: str = "flow"
+) -> None:
     made = await store.create_run(
-        queued(run_id, at=at, queue=queue),
+        queued(run_id, at=at, queue=queue, workflow=workflow),
         Commit(run_id=run_id, checkpoint=checkpoint(0, status=QUEUED)),
     )
     assert made is None, f"create_run({run_id!r}) found a run already"
@@ -87,6 +89,27 @@ class QueueConformance(StoreConformance):
             assert _ids(await store.claim("w", ["nobody-serves-this"], 5, 30.0)) == []
             assert _ids(await store.claim("w", ["slow"], 5, 30.0)) == ["b"]
             assert _ids(await store.list_runs(status="queued")) == ["a"]
+
+        self.run_scenario(scenario, self.make_store())
+
+    def test_claim_with_workflows_takes_only_the_runs_of_those_workflows(self) -> None:
+        async def scenario(store: Any) -> None:
+            await _submit(store, "a", workflow="Mail")
+            await _submit(store, "b", workflow="Report", at=1)
+            await _submit(store, "c", workflow="Mail", at=2)
+            assert await store.claim("w", ["default"], 5, 30.0, workflows=[]) == []
+            got = await store.claim("w", ["default"], 5, 0.2, workflows=["Report"])
+            assert _ids(got) == ["b"], got
+            assert _ids(await store.list_runs(status="queued")) == ["a", "c"]
+            again: list[RunRecord] = []
+            for _ in range(200):  # a run of theirs to take over too, once its lease ends
+                assert await store.claim("w2", ["default"], 5, 30.0, workflows=["Other"]) == []
+                again = await store.claim("w2", ["default"], 5, 30.0, workflows=["Report"])
+                if again:
+                    break
+                await asyncio.sleep(0.01)
+            assert _ids(again) == ["b"], again
+            assert _ids(await store.claim("w3", ["default"], 5, 30.0)) == ["a", "c"]
 
         self.run_scenario(scenario, self.make_store())
 

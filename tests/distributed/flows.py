@@ -182,3 +182,11 @@ class StreamsOpaque(Workflow):
     async def leak(self, ctx: Context, ev: StartEvent) -> StopEvent:
         ctx.write_event_to_stream(Opaque(thing=lambda: 1))
         return StopEvent(result="never stored")
+
+
+class Stranger(Workflow):
+    """One step; served by some workers only."""
+
+    @step
+    async def only(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        return StopEvent(result="stranger")

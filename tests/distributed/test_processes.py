@@ -248,7 +248,27 @@ def test_workers_share_one_sqlite_file(tmp_path: Path) -> None:
         ),
         (
             ["tests.distributed.flows:Three", "--store", "sqlite:///x.db", "--lease-seconds", "0"],
-            "--lease-seconds must be > 0",
+            "--lease-seconds must be a number > 0",
+        ),
+        (
+            [
+                "tests.distributed.flows:Three",
+                "--store",
+                "sqlite:///x.db",
+                "--lease-seconds",
+                "nan",
+            ],
+            "--lease-seconds must be a number > 0, got nan",
+        ),
+        (
+            [
+                "tests.distributed.flows:Three",
+                "--store",
+                "sqlite:///x.db",
+                "--grace-seconds",
+                "inf",
+            ],
+            "--grace-seconds must be a number > 0, got inf",
         ),
         (["tests.distributed.flows:Three"], "give the store with --store URL"),
     ],

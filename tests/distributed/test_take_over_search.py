@@ -101,8 +101,10 @@ async def test_on_postgres_the_take_over_search_reads_few_of_the_runs_running_or
             "due_keys": [],
             "held": [],
             "key_prefix": run_key_prefix(schema),
+            "workflows": ["Flow"],
         }
-        sql, values = _positional(PostgresStore(PG_DSN, schema=schema)._claims[True, True], params)
+        claims = PostgresStore(PG_DSN, schema=schema)._claims
+        sql, values = _positional(claims[True, True, True], params)  # (as a worker claims)
         conn.execute("SET plan_cache_mode = force_generic_plan")  # as the store runs it
         conn.execute(f"PREPARE claim AS {sql}")
         marks = ", ".join(["%s"] * len(values))
@@ -136,13 +138,10 @@ def test_on_sqlite_no_part_of_the_take_over_search_scans_the_runs(tmp_path: Path
             [(f"r{i}",) for i in range(MESSAGES)] + [(f"p{i}",) for i in range(ANSWERED)],
         )
         conn.execute("ANALYZE")
-        sql = f"SELECT run_id FROM ({queue._CLAIMABLE.format(queues=':q0')}) LIMIT 8"
-        steps = [
-            str(row[3])
-            for row in conn.execute(
-                "EXPLAIN QUERY PLAN " + sql, {"q0": "default", "now": now, "limit": LIMIT}
-            )
-        ]
+        found = queue._CLAIMABLE.format(queues=":q0", workflows=" AND r.workflow IN (:w0)")
+        sql = f"SELECT run_id FROM ({found}) LIMIT 8"
+        values = {"q0": "default", "w0": "Flow", "now": now, "limit": LIMIT}
+        steps = [str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + sql, values)]
     # "SCAN r" / "SEARCH r USING ..." (older SQLite: "SCAN TABLE stepgraph_runs AS r")
     runs = [step for step in steps if {"r", "stepgraph_runs"} & set(step.split()[1:3])]
     assert len(runs) == 4, steps  # each part of the search reads the runs once
@@ -159,7 +158,11 @@ async def test_a_schema_name_with_white_space_in_it_is_kept_as_it_is_by_the_clai
         run_id = await Three(store=store).submit()
         for lease in (False, True):
             for take_over in (False, True):
-                await store.claim("w", ["default"], 1, 30.0, lease=lease, take_over=take_over)
+                for workflows in (None, ["Three"]):
+                    await store.claim(
+                        "w", ["default"], 1, 30.0, lease=lease, take_over=take_over,
+                        workflows=workflows,
+                    )  # fmt: skip
         record = await store.get_run(run_id)
         assert record is not None and record.worker == "w", record
     finally:

@@ -8,6 +8,7 @@ same object ``stepgraph worker`` runs; the tests with several processes are in
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import uuid
 from collections.abc import AsyncIterator
@@ -32,7 +33,7 @@ from stepgraph.runtime.handler import WorkflowHandler
 from stepgraph.stores import MemoryStore
 from stepgraph.stores.queue import take
 
-from .flows import CALLS, GATES, Asks, Gated, Go, Progress, Renamed, Three, reached
+from .flows import CALLS, GATES, Asks, Gated, Go, Progress, Renamed, Stranger, Three, reached
 
 
 @asynccontextmanager
@@ -102,17 +103,18 @@ async def test_a_run_in_a_queue_nobody_serves_stays_queued(store: Any) -> None:
         assert await store.result(later, timeout=10) == 3
 
 
-async def test_a_run_of_a_workflow_the_worker_does_not_know_fails_and_the_worker_goes_on(
+async def test_a_worker_leaves_the_runs_of_workflows_it_does_not_know_to_one_that_knows_them(
     store: Any,
 ) -> None:
-    unknown = await Asks(store=store).submit()
+    unknown = await Stranger(store=store).submit()
     known = await Three(store=store).submit(n=0)
     async with working(store, Three(store=store)):
         assert await store.result(known, timeout=10) == 3
-        with pytest.raises(Exception, match=r"workflow 'Asks', which worker .* does not know"):
-            await store.result(unknown, timeout=10)
-    assert (await store.get_run(unknown)).status == "failed"
-    assert await store.acquire(unknown, "another")  # its lease was given up with it
+        again = await Three(store=store).submit(n=1)  # (claimed after the unknown one)
+        assert await store.result(again, timeout=10) == 4
+        assert (await store.get_run(unknown)).status == "queued"  # left for another worker
+    async with working(store, Three(store=store), Stranger(store=store)):
+        assert await store.result(unknown, timeout=10) == "stranger"
 
 
 async def test_runs_claimed_as_the_worker_stops_are_given_back_with_their_leases(
@@ -262,6 +264,30 @@ async def test_cancel_through_an_attached_handler_cancels_the_run(store: Any) ->
         with pytest.raises(WorkflowCancelled):
             await handler
     assert (await store.get_run(run_id)).status == "cancelled"
+
+
+async def test_a_caller_that_cancels_through_an_attached_handler_is_told_of_nothing_left(
+    store: Any,
+) -> None:
+    wf = Asks(store=store)
+    run_id = await wf.submit()
+    unretrieved: list[str] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: unretrieved.append(context["message"]))
+    try:
+        async with working(store, wf):
+            handler = wf.attach(run_id)
+            async for ev in handler.stream_events():
+                if isinstance(ev, InputRequiredEvent):
+                    await handler.cancel()  # and never awaited
+            with pytest.raises(WorkflowCancelled):
+                await store.result(run_id, timeout=10)
+            await handler._run._watch  # its outcome is set
+        del handler, ev
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert unretrieved == []  # no "Future exception was never retrieved"
 
 
 async def test_graceful_stop_commits_the_superstep_in_flight_and_nothing_finished_runs_again(
@@ -646,3 +672,33 @@ async def test_on_postgres_a_message_left_for_a_completed_run_goes_with_a_renewa
         assert [m.run_id for m in await store.inbox([done, going])] == [going]
     finally:
         await store.aclose()
+
+
+async def test_a_worker_whose_database_sessions_are_cut_goes_on_once_it_answers(
+    pg_store_schema: str,
+) -> None:
+    import psycopg
+
+    from stepgraph.stores import PostgresStore
+    from tests.pg import PG_DSN
+
+    name = f"cut-{tag()}"
+    store = PostgresStore(f"{PG_DSN}?application_name={name}", schema=pg_store_schema)
+    caller = PostgresStore(PG_DSN, schema=pg_store_schema)  # (its sessions are not cut)
+    wf = Three(store=caller)
+    try:
+        assert await caller.list_runs() == []  # (the tables are made before the worker asks)
+        async with working(store, Three(store=store)) as worker:
+            assert await caller.result(await wf.submit(n=1), timeout=10) == 4
+            with psycopg.connect(PG_DSN, autocommit=True) as conn:  # a server restart, say
+                cut = conn.execute(
+                    "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+                    "WHERE application_name = %s",
+                    (name,),
+                ).fetchall()
+            assert cut  # the worker's sessions (its wait for work among them)
+            assert await caller.result(await wf.submit(n=2), timeout=30) == 5
+            assert not worker._stopping
+    finally:
+        await store.aclose()
+        await caller.aclose()
