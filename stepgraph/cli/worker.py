@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import math
 import signal
 from typing import Any
@@ -22,6 +23,19 @@ _YOUNG_OBJECTS = 10_000  # allocations between young-generation collections (Pyt
 def _positive(value: Any, option: str) -> None:
     if value is None or not math.isfinite(value) or value <= 0:
         fail(f"{option} must be a number > 0, got {value!r}")
+
+
+def _log_to_stderr() -> None:
+    """A worker is a service: what it logs (a store that fails and is retried, the runs
+    it stops, a limiter waited for) goes to standard error, a line each, unless the
+    program has set up logging itself."""
+    logger = logging.getLogger("stepgraph")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _settle_memory() -> None:
@@ -59,6 +73,7 @@ async def serve(
         if not queue:
             fail("--queue needs a non-empty name")
     items = load_registry(target)
+    _log_to_stderr()
     store = open_store(url, create=True)
     try:
         await probe_store(store, url)

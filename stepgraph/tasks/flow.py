@@ -29,7 +29,7 @@ from ..backends.local import InlineBackend, ThreadBackend
 from ..backends.noop import NoopBackend
 from ..core.text import short_repr
 from ..errors import BackendError, DependencyFailed, StepgraphError, TaskFailed
-from ..limits import Limiter, LimiterGate, gate_of, limited
+from ..limits import Limiter, LimiterGate, gate_for, gate_of, limited
 from ..runtime.clock import SYSTEM_CLOCK, Clock
 from .dag import CANCEL, FAIL, START, Dag, DagCommand
 from .futures import _BLOCK_ID, _WORKFLOW_ID, TaskFuture, workflow_scope
@@ -167,6 +167,8 @@ class TaskFlow:
         event_log: a path (or an ``EventLog``) to append a JSON line per task event to.
         clock: the clock observers read (default: the system's).
         limiters: :class:`~stepgraph.Limiter` objects tasks hold (``limiter="llm"``).
+        store: where the limiters' state lives: a ``PostgresStore`` holds them across
+            every process that declares them (None, or another store: this process).
 
     Use it as ``async with TaskFlow(...) as flow:``. Leaving the block normally waits
     for every task and block still pending or running, then shuts the backends down.
@@ -186,6 +188,7 @@ class TaskFlow:
         event_log: str | os.PathLike[str] | EventLog | None = None,
         clock: Clock | None = None,
         limiters: Sequence[Limiter] = (),
+        store: object = None,
     ) -> None:
         chosen: dict[str, Backend] = (
             dict(backends) if backends is not None else {"default": ThreadBackend()}
@@ -203,7 +206,9 @@ class TaskFlow:
         for limiter in limiters:
             if not isinstance(limiter, Limiter):
                 raise StepgraphError(f"TaskFlow(limiters=[..., {limiter!r}]): expected a Limiter")
-            self.limiters[limiter.name] = gate_of(limiter)
+            self.limiters[limiter.name] = (
+                gate_of(limiter) if store is None else gate_for(store, limiter)
+            )
         watchers = list(observers)
         for observer in watchers:
             if not isinstance(observer, TaskObserver):

@@ -8,6 +8,7 @@ run from the repository root, as ``python -m stepgraph.cli worker tests.distribu
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -314,7 +315,9 @@ def test_a_limiter_holds_across_three_worker_processes(
         results = asyncio.run(_results(PostgresStore(PG_DSN, schema=schema), ids))
         crew.stop_all()
         holds = crew.holds()
+        said = "".join(proc.stderr.read().decode() for proc in crew.procs if proc.stderr)
     assert results == list(range(24))
+    assert "for limiter 'shared-llm'" in said  # a wait is said (stepgraph.limits, INFO)
     assert len({pid for _, _, pid in holds}) > 1  # several processes shared the limiter
     moments = sorted([(start, 1) for start, _, _ in holds] + [(end, -1) for _, end, _ in holds])
     peak = now = 0
@@ -327,6 +330,52 @@ def test_a_limiter_holds_across_three_worker_processes(
         for j in range(i, len(starts)):
             window = starts[j] - first
             assert j - i + 1 <= LLM.burst + LLM.per_second * (window + 0.05), (i, j, window)
+
+
+TASKS_WITH_A_LIMITER = """
+import asyncio, os, sys, time
+from stepgraph import Limiter
+from stepgraph.backends import InlineBackend
+from stepgraph.stores import PostgresStore
+from stepgraph.tasks import TaskFlow
+
+async def main():
+    dsn, schema, log = sys.argv[1:]
+    store = PostgresStore(dsn, schema=schema)
+    limiter = Limiter("shared-gpu", max_concurrency=1)
+    async with TaskFlow({"default": InlineBackend()}, limiters=[limiter], store=store) as flow:
+
+        @flow.function_task(limiter="shared-gpu")
+        async def hold(i):
+            started = time.time()
+            await asyncio.sleep(0.05)
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()} {started} {time.time()}\\n")
+
+        await asyncio.gather(*(hold(i) for i in range(6)))
+    await store.aclose()
+
+asyncio.run(main())
+"""
+
+
+def test_a_task_flow_limiter_on_postgresql_holds_across_processes(
+    pg_url: tuple[str, str], tmp_path: Path
+) -> None:
+    _, schema = pg_url
+    log = tmp_path / "holds"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", TASKS_WITH_A_LIMITER, PG_DSN, schema, str(log)], env=env
+        )
+        for _ in range(2)
+    ]
+    assert [child.wait(timeout=60) for child in children] == [0, 0]
+    holds = [line.split() for line in log.read_text().splitlines()]
+    assert len(holds) == 12 and len({pid for pid, _, _ in holds}) == 2
+    spans = sorted((float(start), float(end)) for _, start, end in holds)
+    assert all(end <= after for (_, end), (after, _) in itertools.pairwise(spans))  # one at once
 
 
 def test_a_worker_process_freezes_its_startup_objects_and_collects_young_ones_less_often() -> None:
