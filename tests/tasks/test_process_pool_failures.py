@@ -413,6 +413,7 @@ async def test_a_body_cancelled_before_it_starts_never_starts(
         await _taken_as_started(backend, 2)  # (the pool's thread does it in its own time)
         for body in queued[:2]:
             body.cancel()
+        await asyncio.gather(*queued[:2], return_exceptions=True)  # (the cancels are done)
         gate.release()
         await running
         assert (await queued[2])[1] == 2
@@ -438,6 +439,7 @@ async def test_the_bodies_waiting_behind_a_cancelled_one_run_when_a_worker_dies(
         await asyncio.sleep(0)  # (their waits begin)
         cancelled = waiting.pop(3)  # (behind those the pool has handed to its worker already)
         cancelled.cancel()
+        await asyncio.gather(cancelled, return_exceptions=True)  # (the cancel is done)
         doom.release()
         with pytest.raises(WorkerDiedError):
             await dying
