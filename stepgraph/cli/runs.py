@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from ..core import Failure
-from ..durability.checkpoints import decode_value, encode_value
-from ..durability.serializer import serializer_named, unwrap
-from ..errors import StepgraphError, WorkflowCancelled
-from ..stores.base import CheckpointInfo, Commit, RunRecord, Store, StoredStatus
+from ..distributed.cancel import cancel_unowned
+from ..durability.checkpoints import decode_value
+from ..durability.serializer import unwrap
+from ..errors import RunNotFoundError, StepgraphError
+from ..stores.base import CheckpointInfo, RunRecord, Store, StoredStatus
 from .common import EXIT_OK, fail, format_value, stamp
 from .loading import cwd_on_path
 
@@ -145,37 +143,26 @@ async def show_run(store: Store, run_id: str, as_json: bool) -> int:
 async def cancel_run(store: Store, run_id: str) -> int:
     """Store run ``run_id`` as cancelled, unless it ended or another process runs it.
 
-    A run that is paused, or was running when its process died, has no live coordinator:
-    taking its lease proves it, and while it is held no one resumes it; its status becomes
-    ``cancelled`` with a ``WorkflowCancelled`` failure as its result, as a caller's cancel
-    leaves it (``runs resume`` can still go on with it from its latest checkpoint). A run
-    whose lease a live process holds is refused: only that process can stop it.
+    A run that is queued, paused, or was running when its process died, has no live
+    coordinator: it is stored as ``cancelled`` (see :mod:`stepgraph.distributed.cancel`;
+    ``runs resume`` can still go on with it from its latest checkpoint). A run whose lease
+    a live process holds is refused: only that process can stop it.
     """
-    record = await store.get_run(run_id)
-    if record is None:
+    try:
+        done = await cancel_unowned(
+            store, run_id, f"run {run_id!r} was cancelled with `stepgraph runs cancel`"
+        )
+    except RunNotFoundError:
         fail(f"there is no run {run_id!r} in the store")
-    if record.status == StoredStatus.CANCELLED:
+    if done.done:
+        print(f"run {run_id} cancelled (it was {done.status})")
+    elif done.status == StoredStatus.CANCELLED:
         print(f"run {run_id} is cancelled already")
-        return EXIT_OK
-    if record.status.final:
-        fail(f"run {run_id!r} has ended already ({record.status}): there is nothing to cancel")
-    owner = f"stepgraph-cli:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-    if not await store.acquire(run_id, owner):
+    elif done.ended:
+        fail(f"run {run_id!r} has ended already ({done.status}): there is nothing to cancel")
+    else:
         fail(
-            f"run {run_id!r} ({record.status}) is live in another process, which holds its "
+            f"run {run_id!r} ({done.status}) is live in another process, which holds its "
             f"lease: stop it there (Ctrl-C, or the handler's cancel()); the store cannot"
         )
-    try:
-        record = await store.get_run(run_id)  # as of the lease: it may have ended since
-        if record is None or record.status.final:
-            status = "gone" if record is None else str(record.status)
-            fail(f"run {run_id!r} ended ({status}) while it was being cancelled")
-        error = WorkflowCancelled(f"run {run_id!r} was cancelled with `stepgraph runs cancel`")
-        result = encode_value(Failure.from_error(error), serializer_named("json"), "the failure")
-        pending = store.commit(Commit(run_id, status=StoredStatus.CANCELLED, result=result))
-        if pending is not None:
-            await pending
-    finally:
-        await store.release(run_id, owner)
-    print(f"run {run_id} cancelled (it was {record.status})")
     return EXIT_OK

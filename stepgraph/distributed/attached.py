@@ -26,6 +26,7 @@ from ..durability.checkpoints import decode_value
 from ..errors import (
     RunFinishedError,
     RunNotFoundError,
+    StepgraphError,
     StoreError,
     StoreUnavailableError,
     WorkflowCancelled,
@@ -33,6 +34,7 @@ from ..errors import (
 from ..runtime.run import settle_like
 from ..stores.base import StoredStatus
 from ..stores.results import outcome_of
+from .cancel import cancel_unowned
 from .messages import encode_message
 
 if TYPE_CHECKING:
@@ -143,7 +145,21 @@ class AttachedRun:
 
     def cancel(self, reason: str) -> None:
         self._cancelled = True
-        self._post({"kind": "cancel", "reason": reason})
+        task = self.loop.create_task(self._cancel(reason))
+        self._posts.add(task)
+        task.add_done_callback(self._posts.discard)
+
+    async def _cancel(self, reason: str) -> None:
+        """A queued run no worker has taken is stored as cancelled here (it never starts);
+        any other gets the cancel in its inbox, from where its coordinator carries it out."""
+        record = await _read_on(self._store.get_run, self.run_id)
+        if record is not None and StoredStatus(record.status) is StoredStatus.QUEUED:
+            try:
+                if (await cancel_unowned(self._store, self.run_id, reason)).done:
+                    return
+            except StepgraphError as exc:  # the inbox, then (the post says if it fails)
+                _log.info("run %r: cancelling it as queued failed: %s", self.run_id, exc)
+        await self._post({"kind": "cancel", "reason": reason})  # (also: taken meanwhile)
 
     async def events(self, *, lifecycle: bool) -> AsyncIterator[Any]:
         """The stored stream, from the run's start, until the run has ended."""

@@ -702,3 +702,21 @@ async def test_a_worker_whose_database_sessions_are_cut_goes_on_once_it_answers(
     finally:
         await store.aclose()
         await caller.aclose()
+
+
+async def test_a_queued_run_cancelled_through_an_attached_handler_never_starts(
+    store: Any,
+) -> None:
+    t, wf, run_id = await _gated(store)  # no worker yet: it stays queued
+    handler = wf.attach(run_id)
+    await handler.cancel()
+    with pytest.raises(WorkflowCancelled):
+        async with asyncio.timeout(10):  # (no worker runs: only the cancel can end it)
+            await handler
+    assert (await store.get_run(run_id)).status == "cancelled"
+    async with working(store, wf, Three(store=store)):
+        with pytest.raises(WorkflowCancelled):
+            await store.result(run_id, timeout=10)
+        later = await Three(store=store).submit(n=0)  # a worker that would have taken it
+        assert await store.result(later, timeout=10) == 3
+    assert not any(key.startswith(f"{t}:") for key in CALLS)  # none of its steps ran
