@@ -183,6 +183,9 @@ class AttachedRun:
                 pause = _FIRST_POLL
                 continue
             if ended:
+                error = None if self.outcome.cancelled() else self.outcome.exception()
+                if isinstance(error, RunNotFoundError):  # no such run: no stream to give
+                    raise error
                 return
             await asyncio.wait({self.outcome}, timeout=pause)
             pause = min(pause * 2, _LAST_POLL)

@@ -355,6 +355,9 @@ async def test_attach_an_unknown_run_raises_run_not_found(store: Any) -> None:
 
     with pytest.raises(RunNotFoundError):
         await Three(store=store).attach("nobody")
+    with pytest.raises(RunNotFoundError, match="nobody"):  # its stream says so too
+        async with asyncio.timeout(10):
+            [event async for event in Three(store=store).attach("nobody").stream_events()]
 
 
 _ = (Go, Progress)
