@@ -107,7 +107,11 @@ def run_outcome(payload: bytes) -> bytes:
             pickled: bytes | None = dumps(exc)
         except Exception:
             pickled = None
-        return dumps(("error", (pickled, text)))
+        try:  # what rebuilds it without its __init__, which may take other arguments
+            shape: bytes | None = dumps((kind, exc.args, dict(vars(exc))))
+        except Exception:
+            shape = None
+        return dumps(("error", (pickled, shape, text)))
 
 
 class _RemoteTraceback(Exception):
@@ -123,8 +127,9 @@ class _RemoteTraceback(Exception):
 
 def load_outcome(data: bytes, what: str, backend: str) -> Any:
     """The result :func:`run_outcome` sent back; or raise the body's exception (itself,
-    caused by its traceback in the worker; or a :class:`~stepgraph.errors.RecordedError`
-    of its type, message and traceback when it does not unpickle here).
+    caused by its traceback in the worker; rebuilt without its ``__init__`` when that
+    takes other arguments than its ``args``; or a :class:`~stepgraph.errors.RecordedError`
+    of its type, message and traceback when it cannot be made here).
 
     Raises:
         SerializationError: the result does not unpickle here.
@@ -138,11 +143,13 @@ def load_outcome(data: bytes, what: str, backend: str) -> Any:
         ) from exc
     if kind == "ok":
         return value
-    pickled, (module, name, message, text) = value
+    pickled, shape, (module, name, message, text) = value
     error: object = None
     if pickled is not None:
         with contextlib.suppress(Exception):
             error = pickle.loads(pickled)
+    if not isinstance(error, BaseException) and shape is not None:
+        error = _rebuilt(shape)
     if isinstance(error, BaseException):
         if error.__cause__ is None:
             error.__cause__ = _RemoteTraceback(text)
@@ -150,6 +157,20 @@ def load_outcome(data: bytes, what: str, backend: str) -> Any:
     raise RecordedError(
         f"{name}: {message}", type=f"{module}.{name}", message=message, traceback=text
     )
+
+
+def _rebuilt(shape: bytes) -> BaseException | None:
+    """An exception of its own type from its class, ``args`` and attributes, without its
+    ``__init__`` (one taking other arguments than its ``args`` does not unpickle); None
+    when it cannot be made so."""
+    try:
+        kind, args, state = pickle.loads(shape)
+        error = kind.__new__(kind)
+        error.args = args
+        error.__dict__.update(state)
+    except Exception:
+        return None
+    return error if isinstance(error, BaseException) else None
 
 
 _starts: SimpleQueue[int] | None = None  # in a worker: where it tells the bodies it starts

@@ -194,13 +194,23 @@ BACKENDS: dict[str, Callable[[], Backend]] = {
 }
 
 
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_an_exception_whose_init_takes_other_arguments_comes_back_of_its_own_type(
+    kind: str,
+) -> None:
+    async with TaskFlow(backends={"default": BACKENDS[kind]()}) as flow:
+        with pytest.raises(TaskFailed) as caught:
+            await flow.function_task(_raise_two_args)(7)
+    cause = caught.value.__cause__
+    assert type(cause) is TwoArgError  # rebuilt without its __init__, which needs 2 args
+    assert (str(cause), cause.path, cause.code) == ("in.csv failed with 7", "in.csv", 7)
+    assert "raise TwoArgError" in str(cause.__cause__)  # the traceback in the worker
+
+
 @pytest.mark.parametrize(
     ("body", "type_name", "message"),
-    [
-        (_raise_two_args, "TwoArgError", "in.csv failed with 7"),
-        (_raise_holding_a_lock, "HoldsALock", "holding a lock"),
-    ],
-    ids=["cannot-be-rebuilt", "cannot-be-pickled"],
+    [(_raise_holding_a_lock, "HoldsALock", "holding a lock")],
+    ids=["cannot-be-pickled"],
 )
 @pytest.mark.parametrize("kind", BACKENDS)
 async def test_an_exception_that_cannot_come_back_as_it_is_is_a_recorded_error(
