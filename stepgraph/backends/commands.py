@@ -58,9 +58,11 @@ class Command:
 
     @property
     def program(self) -> str:
-        """The program's name, for messages."""
+        """The program's name, for messages: a shell line whole (cut to 120 characters),
+        as its first word is not what ran."""
         if isinstance(self.args, str):
-            return self.args.split(None, 1)[0] if self.args.strip() else self.args
+            line = " ".join(self.args.split())
+            return line if len(line) <= 120 else line[:117] + "..."
         return self.args[0] if self.args else ""
 
 

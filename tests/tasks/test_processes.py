@@ -126,6 +126,17 @@ async def test_shell_true_opts_into_the_shell(work_dir: Path) -> None:
 
         assert await greet() == "HI\n"
 
+        @flow.executable_task(shell=True)
+        def fails() -> str:
+            return "echo to-stderr >&2; exit 7"
+
+        with pytest.raises(TaskFailed) as caught:
+            await fails()
+    # the shell line is what failed, not its first word
+    assert "Command 'echo to-stderr >&2; exit 7' returned non-zero exit status 7" in str(
+        caught.value
+    )
+
 
 async def test_capture_stdio_writes_files_under_the_flow_and_gives_the_stdout_path(
     work_dir: Path,
