@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -374,23 +374,27 @@ async def test_a_script_gets_its_own_classes_back_from_a_pool(tmp_path: Path) ->
 # of its own, a little later.)
 
 
-async def test_a_worker_that_dies_fails_its_body_and_the_bodies_waiting_behind_it_run(
-    lines: Fifo, doom: Fifo, tmp_path: Path
-) -> None:
-    log = tmp_path / "runs"
+@pytest.fixture
+async def cpu() -> AsyncIterator[ProcessBackend]:
+    """A started pool of one worker, named "cpu" (shut down after the test)."""
     backend = ProcessBackend(1, name="cpu")
     await backend.start()
-    try:
-        dying = asyncio.ensure_future(backend.submit(_report_and_die, lines.path, doom.path))
-        pid = int(await lines.line())  # it runs: the next bodies wait for the only worker
-        waiting = [asyncio.ensure_future(backend.submit(_log, str(log), i)) for i in range(5)]
-        doom.release()
-        with pytest.raises(WorkerDiedError) as caught:
-            await dying
-        results = await asyncio.gather(*waiting)
-        assert await backend.submit(_log, str(log), 5) == (results[0][0], 5)  # the same pool
-    finally:
-        await backend.shutdown()
+    yield backend
+    await backend.shutdown()
+
+
+async def test_a_worker_that_dies_fails_its_body_and_the_bodies_waiting_behind_it_run(
+    cpu: ProcessBackend, lines: Fifo, doom: Fifo, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs"
+    dying = asyncio.ensure_future(cpu.submit(_report_and_die, lines.path, doom.path))
+    pid = int(await lines.line())  # it runs: the next bodies wait for the only worker
+    waiting = [asyncio.ensure_future(cpu.submit(_log, str(log), i)) for i in range(5)]
+    doom.release()
+    with pytest.raises(WorkerDiedError) as caught:
+        await dying
+    results = await asyncio.gather(*waiting)
+    assert await cpu.submit(_log, str(log), 5) == (results[0][0], 5)  # the same pool
     assert "_report_and_die" in str(caught.value) and "'cpu'" in str(caught.value)
     assert [value for _, value in results] == [0, 1, 2, 3, 4]
     workers = {worker for worker, _ in results}
@@ -409,54 +413,44 @@ async def _taken_as_started(backend: ProcessBackend, count: int) -> None:
 
 
 async def test_a_body_cancelled_before_it_starts_never_starts(
-    lines: Fifo, gate: Fifo, tmp_path: Path
+    cpu: ProcessBackend, lines: Fifo, gate: Fifo, tmp_path: Path
 ) -> None:
     # the pool takes the body after the running one as started, ahead of time: a cancel
     # cannot take it back from the pool; it is withdrawn, and skipped when its turn comes
     log = tmp_path / "runs"
-    backend = ProcessBackend(1, name="cpu")
-    await backend.start()
-    try:
-        running = asyncio.ensure_future(backend.submit(_report_and_wait, lines.path, gate.path, 1))
-        await lines.line()  # it runs in the only worker
-        queued = [asyncio.ensure_future(backend.submit(_log, str(log), i)) for i in range(3)]
-        await _taken_as_started(backend, 2)  # (the pool's thread does it in its own time)
-        for body in queued[:2]:
-            body.cancel()
-        await asyncio.gather(*queued[:2], return_exceptions=True)  # (the cancels are done)
-        gate.release()
-        await running
-        assert (await queued[2])[1] == 2
-        assert (await backend.submit(_log, str(log), 3))[1] == 3  # after the skipped ones
-    finally:
-        await backend.shutdown()
+    running = asyncio.ensure_future(cpu.submit(_report_and_wait, lines.path, gate.path, 1))
+    await lines.line()  # it runs in the only worker
+    queued = [asyncio.ensure_future(cpu.submit(_log, str(log), i)) for i in range(3)]
+    await _taken_as_started(cpu, 2)  # (the pool's thread does it in its own time)
+    for body in queued[:2]:
+        body.cancel()
+    await asyncio.gather(*queued[:2], return_exceptions=True)  # (the cancels are done)
+    gate.release()
+    await running
+    assert (await queued[2])[1] == 2
+    assert (await cpu.submit(_log, str(log), 3))[1] == 3  # after the skipped ones
     assert _runs(log) == [2, 3]  # the cancelled bodies never ran
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 async def test_the_bodies_waiting_behind_a_cancelled_one_run_when_a_worker_dies(
-    lines: Fifo, doom: Fifo, tmp_path: Path
+    cpu: ProcessBackend, lines: Fifo, doom: Fifo, tmp_path: Path
 ) -> None:
     # Python 3.11's pool stops short when a worker dies while a cancelled body waits in it
     # (its manager thread dies of it, and says so: the warning filtered here)
     log = tmp_path / "runs"
-    backend = ProcessBackend(1, name="cpu")
-    await backend.start()
-    try:
-        dying = asyncio.ensure_future(backend.submit(_report_and_die, lines.path, doom.path))
-        await lines.line()  # it runs: the next bodies wait for the only worker
-        waiting = [asyncio.ensure_future(backend.submit(_log, str(log), i)) for i in range(5)]
-        await asyncio.sleep(0)  # (their waits begin)
-        cancelled = waiting.pop(3)  # (behind those the pool has handed to its worker already)
-        cancelled.cancel()
-        await asyncio.gather(cancelled, return_exceptions=True)  # (the cancel is done)
-        doom.release()
-        with pytest.raises(WorkerDiedError):
-            await dying
-        async with asyncio.timeout(60):  # (a safety net: they used to wait for good)
-            results = await asyncio.gather(*waiting)
-    finally:
-        await backend.shutdown()
+    dying = asyncio.ensure_future(cpu.submit(_report_and_die, lines.path, doom.path))
+    await lines.line()  # it runs: the next bodies wait for the only worker
+    waiting = [asyncio.ensure_future(cpu.submit(_log, str(log), i)) for i in range(5)]
+    await _taken_as_started(cpu, 2)  # 0 and 1 handed to the worker: 3 waits in the pool
+    cancelled = waiting.pop(3)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)  # (the cancel is done)
+    doom.release()
+    with pytest.raises(WorkerDiedError):
+        await dying
+    async with asyncio.timeout(60):  # (a safety net: they used to wait for good)
+        results = await asyncio.gather(*waiting)
     assert cancelled.cancelled()
     assert [value for _, value in results] == [0, 1, 2, 4]
     assert _runs(log) == [0, 1, 2, 4]  # the cancelled body never ran, the others once
