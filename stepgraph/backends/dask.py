@@ -32,9 +32,9 @@ class DaskBackend(BackendBase):
     A body's exception comes back with its own type and message. When Dask would pickle
     what travels (workers in other processes, or a scheduler at a ``tcp://`` address), a
     body travels as the ``ProcessBackend``'s do: cloudpickled, its outcome back as bytes;
-    an exception that cannot be pickled or rebuilt here comes back as a
-    :class:`~stepgraph.errors.RecordedError` (its type, message and the worker's
-    traceback), a result that cannot be pickled is a
+    an exception comes back of its own type (rebuilt without its ``__init__`` if need
+    be), or, when it cannot be pickled, as a :class:`~stepgraph.errors.RecordedError`
+    (its type, message and the worker's traceback); a result that cannot be pickled is a
     :class:`~stepgraph.errors.SerializationError` naming the function. With workers in
     this process (``processes=False``, an ``inproc://`` scheduler) nothing is pickled: a
     body's result and exception come back as they are (the same objects). A body whose

@@ -79,8 +79,8 @@ def run_pickled(payload: bytes) -> Any:
 
 def run_outcome(payload: bytes) -> bytes:
     """In a worker: unpickle ``(fn, args, kwargs)``, run it, and send its outcome back
-    cloudpickled: ``("ok", result)`` or ``("error", (exception pickled or None,
-    (module, name, message, traceback)))``.
+    cloudpickled: ``("ok", result)`` or ``("error", (exception pickled or None, its
+    class, args and attributes pickled or None, (module, name, message, traceback)))``.
 
     What travels back is bytes, whatever the body gave or raised: an exception that does
     not pickle, or does not unpickle (its ``__init__`` takes other arguments than its

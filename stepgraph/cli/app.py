@@ -74,6 +74,15 @@ def _store_arg(parser: argparse.ArgumentParser, required: bool) -> None:
     )
 
 
+def _workflow_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workflow",
+        metavar="MODULE:ATTR",
+        help="the run's workflow (default: where the run's checkpoints say it is, as it was "
+        "given to `stepgraph run`, or a Workflow class's module and name)",
+    )
+
+
 def _follow_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--event-log", metavar="PATH", help="append the run's events to this JSON-lines file"
@@ -156,12 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "latest checkpoint, as the same run; a completed run prints its stored result.",
     )
     resume.add_argument("run_id", metavar="RUN_ID")
-    resume.add_argument(
-        "--workflow",
-        metavar="MODULE:ATTR",
-        help="the run's workflow (default: where the run's checkpoints say it is, as it was "
-        "given to `stepgraph run`, or a Workflow class's module and name)",
-    )
+    _workflow_arg(resume)
     resume.add_argument(
         "--no-strict",
         action="store_true",
@@ -190,12 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the checkpoint (its id from `runs show`, or its number: 2 is RUN_ID:2)",
     )
-    fork.add_argument(
-        "--workflow",
-        metavar="MODULE:ATTR",
-        help="the run's workflow (default: where the run's checkpoints say it is, as it was "
-        "given to `stepgraph run`, or a Workflow class's module and name)",
-    )
+    _workflow_arg(fork)
     fork.add_argument(
         "--no-strict",
         action="store_true",

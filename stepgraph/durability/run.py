@@ -346,9 +346,6 @@ class DurableRun(Run):
     def _not_taken(self, event: object) -> bool:
         """Whether an answer sent while the run was being restored is one it cannot take
         (or the same answer again): logged, as the caller's send has returned already."""
-        graph = self.graph
-        if not (graph.answer_types and graph.is_answer(event)):
-            return False
         try:
             return self.answered(event)
         except StepgraphError as exc:

@@ -285,18 +285,21 @@ class Run:
         self.feed(RunStarted(run_id=self.run_id, start=message))
 
     def send_external(self, event: object, step: str | None) -> None:
-        if self.graph.answer_types and self.graph.is_answer(event) and self.answered(event):
+        if self.answered(event):
             return  # the same answer again: nothing to do
         target = None if step is None else self.graph.target("the caller", step, event)
         self.bridge.post(self.feed, ExternalEventReceived(event=event, target=target))
 
     def answered(self, event: object) -> bool:
-        """Whether ``event``, an answer, was given already (it changes nothing then).
+        """Whether ``event`` is an answer given already (it changes nothing then).
 
         Raises:
             RequestAnsweredError: its request has another answer.
             RequestNotFoundError: it names a request the run does not have open.
         """
+        graph = self.graph
+        if not (graph.answer_types and graph.is_answer(event)):
+            return False  # not an answer
         request_id = getattr(event, "request_id", None)
         if request_id is None:
             return False  # it answers the oldest open request, if there is one

@@ -47,6 +47,7 @@ from ..runtime.observers import RunInfo, RunObserver, step_backend
 from ..tasks.observers import TaskObserver
 
 if TYPE_CHECKING:
+    from ..runtime.clock import Clock
     from ..tasks.flow import TaskFlow
     from ..tasks.futures import TaskFuture
 
@@ -59,6 +60,16 @@ SCHEMA_VERSION = 1
 
 EVENT_LOG_SCHEMA = str(Path(__file__).with_name("event_log.schema.json"))
 """The path of the JSON Schema every line of an event log validates against."""
+
+
+def _stamped(clock: Clock, kind: str) -> dict[str, Any]:
+    """What every record starts with: its schema version, kind, and both times."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "time": clock.wall(),
+        "monotonic": clock.monotonic(),
+    }
 
 
 def _error(error: BaseException | None) -> dict[str, str] | None:
@@ -168,12 +179,8 @@ class EventLog(RunObserver, TaskObserver):
     # -- step runs ----------------------------------------------------------------------------
 
     def _run_record(self, run: RunInfo, kind: str, **fields: Any) -> None:
-        clock = run.clock
         record: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "kind": kind,
-            "time": clock.wall(),
-            "monotonic": clock.monotonic(),
+            **_stamped(run.clock, kind),
             "run_id": run.run_id,
             "workflow": run.name,
         }
@@ -252,7 +259,6 @@ class EventLog(RunObserver, TaskObserver):
     def _task_record(
         self, flow: TaskFlow, future: TaskFuture, kind: str, end: bool = False, **fields: Any
     ) -> None:
-        clock = flow.clock
         key = (id(flow), future._task)
         base = self._tasks.pop(key, None) if end else self._tasks.get(key)
         if base is None:  # what every record of the task repeats, made once
@@ -272,13 +278,7 @@ class EventLog(RunObserver, TaskObserver):
                 base["resources"] = spec.resources
             if not end:
                 self._tasks[key] = base
-        record: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "kind": kind,
-            "time": clock.wall(),
-            "monotonic": clock.monotonic(),
-            **base,
-        }
+        record: dict[str, Any] = {**_stamped(flow.clock, kind), **base}
         for name, value in fields.items():
             if value is not None:
                 record[name] = value
@@ -287,17 +287,8 @@ class EventLog(RunObserver, TaskObserver):
     def task_created(self, flow: TaskFlow, future: TaskFuture, dependencies: Sequence[str]) -> None:
         if id(flow) not in self._flows:  # its first task: the flow and its slots, first
             self._flows.add(id(flow))
-            clock = flow.clock
-            self.write(
-                {
-                    "schema_version": SCHEMA_VERSION,
-                    "kind": "flow_started",
-                    "time": clock.wall(),
-                    "monotonic": clock.monotonic(),
-                    "flow_id": flow.uid,
-                    "capacity": flow.resources,
-                }
-            )
+            started = _stamped(flow.clock, "flow_started")
+            self.write({**started, "flow_id": flow.uid, "capacity": flow.resources})
         self._task_record(flow, future, "task_created", dependencies=list(dependencies))
 
     def task_submitted(self, flow: TaskFlow, future: TaskFuture) -> None:
