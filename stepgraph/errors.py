@@ -32,6 +32,7 @@ step's own exception (with a note naming the step and the event), so that
     +-- StoreError                     a store refused or failed an operation
     |   +-- RunNotFoundError           no run with that id in the store
     |   +-- CheckpointNotFoundError    no checkpoint with that id for that run
+    |   +-- RunIdConflictError         run(run_id=...) names a run of another workflow
     |   +-- RunLockedError             another live coordinator owns the run
     |   +-- StoreUnavailableError      the store cannot be reached (a lost connection, a server
     |                                  restarting): what it holds is as it was; try again later
@@ -65,6 +66,7 @@ __all__ = [
     "RequestNotFoundError",
     "ResourceError",
     "RunFinishedError",
+    "RunIdConflictError",
     "RunLockedError",
     "RunNotFoundError",
     "SerializationError",
@@ -226,6 +228,12 @@ class RunNotFoundError(StoreError):
 
 class CheckpointNotFoundError(StoreError):
     """The run has no checkpoint with the given id."""
+
+
+class RunIdConflictError(StoreError):
+    """``run(run_id=...)`` or ``submit(run_id=...)`` named a run the store has of another
+    workflow: an idempotency key reused for different work. Nothing was written; the
+    message names the run and both workflows."""
 
 
 class RunLockedError(StoreError):

@@ -9,7 +9,7 @@ from ..runtime.plan import RunPlan
 from ..runtime.run import IN_PROCESS, new_run_id
 from ..stores.base import Store
 from ..stores.queue import is_queue
-from .run import DurableRun, live_run
+from .run import DurableRun, live_run, other_workflow, taken_by_other
 
 __all__ = ["attach_run", "launch_run", "resume_run", "submit_run"]
 
@@ -41,6 +41,8 @@ def launch_run(
     if run_id is not None:
         live = live_run(options.store, run_id)
         if live is not None:
+            if live.name != plan.name:
+                raise taken_by_other(run_id, live.name, plan.name, options.store)
             return WorkflowHandler(live)
     durable = DurableRun(plan, owner, options, run_id=run_id)
     handler = WorkflowHandler(durable)
@@ -77,6 +79,8 @@ def resume_run(
     if checkpoint_id is None:
         live = live_run(options.store, run_id)
         if live is not None:
+            if live.name != plan.name:
+                other_workflow(run_id, live.name, plan.name, strict)
             return WorkflowHandler(live)
     run = DurableRun(plan, owner, options, run_id=run_id if checkpoint_id is None else new_run_id())
     handler = WorkflowHandler(run)
@@ -117,15 +121,19 @@ async def submit_run(
     Raises:
         StepgraphError: no store with a run queue, a queue name that is not a non-empty
             string, or a ``run_id`` that is not one.
+        RunIdConflictError: ``run_id`` names a run of another workflow.
         SerializationError: the start event cannot be stored.
     """
-    _queue_store(options, who, "submit runs to")
+    store = _queue_store(options, who, "submit runs to")
     if not isinstance(queue, str) or not queue:
         raise StepgraphError(f"{who}: queue must be a non-empty str, got {queue!r}")
     if run_id is not None and (not isinstance(run_id, str) or not run_id):
         raise StepgraphError(f"{who}: run_id must be a non-empty str or None, got {run_id!r}")
     run = DurableRun(plan, owner, options, run_id=run_id)
-    await run.enqueue(start, queue)
+    if not await run.enqueue(start, queue):
+        stored = await store.get_run(run.run_id)
+        if stored is not None and stored.workflow != plan.name:
+            raise taken_by_other(run.run_id, stored.workflow, plan.name, store)
     return run.run_id
 
 

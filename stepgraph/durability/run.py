@@ -66,6 +66,7 @@ from ..errors import (
     CheckpointError,
     CheckpointNotFoundError,
     RunFinishedError,
+    RunIdConflictError,
     RunLockedError,
     RunNotFoundError,
     SerializationError,
@@ -173,6 +174,31 @@ def source_of(owner: object) -> str:
 
 async def _raised(error: Exception) -> None:
     raise error
+
+
+def taken_by_other(run_id: str, other: str, name: str, store: Store) -> RunIdConflictError:
+    """The error of ``run(run_id=...)`` naming a run of workflow ``other`` (not ``name``)."""
+    return RunIdConflictError(
+        f"run id {run_id!r} is taken in {store!r} by a run of workflow {other!r}: workflow "
+        f"{name!r} cannot run under it (nothing was written); choose another run_id"
+    )
+
+
+def other_workflow(run_id: str, other: str, name: str, strict: bool) -> None:
+    """Resuming run ``run_id`` of workflow ``other`` with workflow ``name``: refused when
+    ``strict`` (``CheckpointError``), else a warning.
+
+    Raises:
+        CheckpointError: ``strict``.
+    """
+    text = f"run {run_id!r} is a run of workflow {other!r}, not of {name!r}"
+    if strict:
+        raise CheckpointError(
+            f"{text}: nothing ran; resume it with {other!r}, or with strict=False to go on "
+            f"with {name!r} (its steps must take the run's messages)",
+            run_id=run_id,
+        )
+    warnings.warn(f"{text}: resuming anyway (strict=False)", stacklevel=2)
 
 
 def live_run(store: Store, run_id: str) -> DurableRun | None:
@@ -356,6 +382,8 @@ class DurableRun(Run):
         db = self._db
         existing = await db.get_run(self.run_id)
         if existing is not None:  # run(run_id=...) of a run the store has: that run
+            if existing.workflow != self.name:
+                raise taken_by_other(self.run_id, existing.workflow, self.name, db)
             await self._restore(self.run_id, None, True, existing)
             return
         if self.observers:
@@ -447,6 +475,8 @@ class DurableRun(Run):
             record = await db.get_run(run_id)
         if record is None:
             raise RunNotFoundError(f"there is no run {run_id!r} in {db!r}")
+        if record.workflow != self.name:
+            other_workflow(run_id, record.workflow, self.name, strict)
         fork = checkpoint_id is not None
         if fork:
             self.forked_from = run_id

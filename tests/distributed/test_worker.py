@@ -24,6 +24,7 @@ from stepgraph.durability.run import DurableRun, _owner
 from stepgraph.errors import (
     CheckpointError,
     RunFinishedError,
+    RunIdConflictError,
     StepgraphError,
     StoreError,
     StoreUnavailableError,
@@ -88,6 +89,13 @@ async def test_submit_is_idempotent_by_run_id(store: Any) -> None:
     async with working(store, wf):
         assert await store.result("order-17", timeout=10) == 4
     assert len(await store.list_runs()) == 1
+
+
+async def test_submit_with_the_run_id_of_another_workflows_run_is_refused(store: Any) -> None:
+    assert await Three(store=store).submit(n=1, run_id="order-18") == "order-18"
+    with pytest.raises(RunIdConflictError, match=r"'order-18'.*workflow 'Three'"):
+        await Stranger(store=store).submit(run_id="order-18")
+    assert [(r.run_id, r.workflow) for r in await store.list_runs()] == [("order-18", "Three")]
 
 
 async def test_a_run_in_a_queue_nobody_serves_stays_queued(store: Any) -> None:

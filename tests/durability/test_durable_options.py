@@ -16,7 +16,13 @@ import warnings
 import pytest
 
 from stepgraph import Context, Event, RetryPolicy, StartEvent, StopEvent, Workflow, step
-from stepgraph.errors import CheckpointError, RunLockedError, SerializationError, StepgraphError
+from stepgraph.errors import (
+    CheckpointError,
+    RunIdConflictError,
+    RunLockedError,
+    SerializationError,
+    StepgraphError,
+)
 from stepgraph.stores import PostgresStore, SqliteStore
 from stepgraph.testing import crash, settled
 from tests.pg import PG_DSN
@@ -50,6 +56,43 @@ async def test_a_run_id_names_the_run_and_a_second_run_with_it_follows_the_first
     assert await third == 6  # completed: its stored result, nothing runs
     assert CALLS[f"{tag}:start"] == 1
     assert [r.run_id for r in await stores().list_runs()] == [run_id]
+
+
+class Other(Workflow):
+    """Another workflow (a start step as Chain has, of other types)."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        return StopEvent(result="other")
+
+
+async def test_a_run_id_of_another_workflows_run_is_refused_never_answered_by_that_run(
+    stores: StoreFactory,
+) -> None:
+    tag = new_tag()
+    run_id = f"order-{tag}"
+    assert await Chain(store=stores()).run(run_id=run_id, tag=tag, hops=2) == 3
+    with pytest.raises(RunIdConflictError, match=f"{run_id}.*workflow 'Chain'.*'Other'"):
+        await Other(store=stores()).run(run_id=run_id)
+    with pytest.raises(CheckpointError, match=f"{run_id}.*of workflow 'Chain', not of 'Other'"):
+        await Other(store=stores()).resume(run_id)
+    assert [(r.run_id, r.workflow) for r in await stores().list_runs()] == [(run_id, "Chain")]
+    assert await Chain(store=stores()).resume(run_id) == 3  # its own workflow: as before
+
+
+async def test_a_run_id_of_a_run_going_on_here_of_another_workflow_is_refused(
+    stores: StoreFactory,
+) -> None:
+    tag = new_tag()
+    gate(tag)
+    going = Chain(store=stores()).run(run_id=f"order-{tag}", tag=tag, hops=3, stop_at=1)
+    async for event in going.stream_events():
+        if isinstance(event, Reached) and event.n == 1:
+            break
+    with pytest.raises(RunIdConflictError, match="workflow 'Chain'"):
+        Other(store=stores()).run(run_id=f"order-{tag}")
+    GATES[tag].set()
+    assert await going == 6
 
 
 async def test_a_new_run_on_a_used_store_runs_its_steps_afresh(stores: StoreFactory) -> None:
@@ -236,7 +279,8 @@ class Two(Workflow):
 
 
 class TwoRenamed(Workflow):
-    """``Two`` with ``second`` renamed ``other``: the stored run's step is gone."""
+    """``Two`` with ``second`` renamed ``other``: the stored run's step is gone (a deploy
+    changed it: its runs are made with ``name="Two"``)."""
 
     @step
     async def first(self, ctx: Context, ev: StartEvent) -> Carry:
@@ -267,7 +311,7 @@ async def test_a_strict_resume_of_a_changed_graph_names_each_removed_step_and_ru
     store = stores()
     before = await store.list_checkpoints(run_id)
     with pytest.raises(CheckpointError, match="'second'") as raised:
-        await TwoRenamed(store=store).resume(run_id)
+        await TwoRenamed(store=store, name="Two").resume(run_id)
     assert run_id in str(raised.value)
     assert await store.list_checkpoints(run_id) == before
     GATE[0].set()  # type: ignore[attr-defined]
@@ -280,7 +324,7 @@ async def test_a_lenient_resume_drops_the_removed_steps_messages_with_a_warning(
     run_id = await held_in_second(stores)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        handler = TwoRenamed(store=stores()).resume(run_id, strict=False)
+        handler = TwoRenamed(store=stores(), name="Two").resume(run_id, strict=False)
         with pytest.raises(StepgraphError):  # second's message was dropped: nothing is left
             await handler
     assert any("'second'" in str(w.message) for w in caught)
