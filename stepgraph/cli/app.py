@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 from ..authoring.graph_workflow import GraphWorkflow
 from ..durability.checkpoints import read_header
+from ..durability.serializer import JSON, written_with
 from ..runtime.handler import WorkflowHandler
 from ..stores.base import Store
 from .common import EXIT_OK, EXIT_USAGE, CommandError, fail, parse_pairs, parse_value, say
@@ -348,19 +349,27 @@ async def _run(args: argparse.Namespace) -> int:
             await close_store(store)
 
 
+def _json_written(frame: bytes) -> bool:
+    try:
+        return written_with(frame) is JSON
+    except ValueError:  # damaged: read_header says how
+        return True
+
+
 async def _workflow_of(args: argparse.Namespace, store: Store) -> tuple[str, Target]:
     """The run's workflow: ``--workflow``'s, else the one its latest checkpoint names."""
     source: str = args.workflow or ""
     if not source:
         stored = await store.load(args.run_id, None)
-        if stored is not None:
+        if stored is not None and _json_written(stored.frame):  # (a pickle is not loaded)
             source = read_header(
                 stored.frame, run_id=args.run_id, checkpoint_id=stored.info.id
             ).source
     if not source:
         fail(
             f"runs {args.action}: run {args.run_id!r} does not say where its workflow is (a "
-            f"class defined in __main__, or a graph not run by `stepgraph run`): give "
+            f"class defined in __main__, a graph not run by `stepgraph run`, or a run "
+            f"written with pickle, which is not loaded to find out): give "
             f"--workflow MODULE:ATTR (the workflow or built graph that made it)"
         )
     return source, load_target(source)

@@ -9,7 +9,7 @@ from typing import Any
 from ..core import Failure
 from ..distributed.cancel import cancel_unowned
 from ..durability.checkpoints import decode_value
-from ..durability.serializer import unwrap
+from ..durability.serializer import written_with
 from ..errors import RunNotFoundError, StepgraphError
 from ..stores.base import CheckpointInfo, RunRecord, Store, StoredStatus
 from .common import EXIT_OK, fail, format_value, stamp
@@ -73,7 +73,7 @@ def describe_result(record: RunRecord) -> tuple[str, list[str]]:
     if data is None:
         return "result", []
     try:
-        serializer, _ = unwrap(data)
+        serializer = written_with(data)
     except ValueError as exc:
         return "result", [f"(cannot be read: {exc})"]
     if serializer.name == "pickle":

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core import RunStatus
 from ..durability.checkpoints import decode_value
+from ..durability.serializer import serializer_named
 from ..errors import (
     RunFinishedError,
     RunNotFoundError,
@@ -60,6 +61,7 @@ class AttachedRun:
         self.context: Any = None  # the run's steps are elsewhere
         self._store = options.store
         self._serializer = options.serializer
+        self._trusted = serializer_named(options.serializer)  # what its reads may load
         self.loop = asyncio.get_running_loop()
         self.outcome: asyncio.Future[Any] = self.loop.create_future()
         self._status = RunStatus.RUNNING
@@ -97,7 +99,7 @@ class AttachedRun:
                 status = StoredStatus(record.status)
                 if status.final:
                     try:
-                        value = outcome_of(record)
+                        value = outcome_of(record, self._trusted)
                     except WorkflowCancelled as exc:
                         self._status = RunStatus.CANCELLED
                         self.outcome.set_exception(exc)
@@ -178,7 +180,12 @@ class AttachedRun:
             stored = await _read_on(self._store.read_events, self.run_id, position)
             for event in stored:
                 position = event.position
-                yield decode_value(event.data, "a stream event", run_id=self.run_id)
+                yield decode_value(
+                    event.data,
+                    "a stream event",
+                    run_id=self.run_id,
+                    trusted=self._trusted,
+                )
             if stored:
                 pause = _FIRST_POLL
                 continue

@@ -44,7 +44,9 @@ def deliver(run: DurableRun, message: Message) -> None:
 
     def send() -> None:
         try:
-            body = decode_value(message.data, "an inbox message", run_id=run.run_id)
+            body = decode_value(
+                message.data, "an inbox message", run_id=run.run_id, trusted=run.serializer
+            )
             kind = body.get("kind") if isinstance(body, dict) else None
             if kind == "event":
                 event = body["event"]

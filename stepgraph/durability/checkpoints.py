@@ -28,7 +28,7 @@ from ..core import TICK_TYPES, Graph, RunState, Tick
 from ..core.text import short_repr
 from ..errors import CheckpointError, SerializationError
 from .frame import FRAME_FIELDS, Restored, capture, restore
-from .serializer import JsonSerializer, Serializer, unwrap, wrap
+from .serializer import JSON, JsonSerializer, Serializer, unwrap, wrap
 
 __all__ = [
     "Header",
@@ -194,19 +194,24 @@ def encode_frame(state: RunState, header: bytes, serializer: Serializer) -> byte
 
 
 def read_frame(
-    data: bytes, *, run_id: str, checkpoint_id: str, expected: bytes | None = None
+    data: bytes,
+    *,
+    run_id: str,
+    checkpoint_id: str,
+    expected: bytes | None = None,
+    trusted: Serializer = JSON,
 ) -> tuple[Header | None, Mapping[str, Any], list[object]]:
     """The header, frame and object table of a stored checkpoint.
 
     ``expected``: the bytes of a header (``encode_header``'s) the checkpoint's is likely
     to be; when they are the checkpoint's, the header returned is None (it is that one,
-    and it is not read again).
+    and it is not read again). ``trusted``: the reader's serializer (``unwrap``).
 
     Raises:
         CheckpointError: the bytes are corrupt, of another version, or malformed.
     """
     with _reading(run_id, checkpoint_id):
-        serializer, payload, size = _opened(data)
+        serializer, payload, size = _opened(data, trusted)
         header: Header | None = None
         if expected is None or payload[: 4 + size] != expected:
             header = Header.model_validate(serializer.loads(payload[4 : 4 + size]))
@@ -215,22 +220,24 @@ def read_frame(
     return header, vars(frame), objects  # (a model's fields, by name: its __dict__)
 
 
-def read_header(data: bytes, *, run_id: str, checkpoint_id: str) -> Header:
+def read_header(
+    data: bytes, *, run_id: str, checkpoint_id: str, trusted: Serializer = JSON
+) -> Header:
     """The header of a stored checkpoint, alone (its frame is not read: the classes of
-    its events need not be importable).
+    its events need not be importable). ``trusted``: the reader's serializer (``unwrap``).
 
     Raises:
         CheckpointError: the bytes are corrupt, of another version, or malformed.
     """
     with _reading(run_id, checkpoint_id):
-        serializer, payload, size = _opened(data)
+        serializer, payload, size = _opened(data, trusted)
         return Header.model_validate(serializer.loads(payload[4 : 4 + size]))
 
 
-def _opened(data: bytes) -> tuple[Serializer, bytes, int]:
+def _opened(data: bytes, trusted: Serializer) -> tuple[Serializer, bytes, int]:
     """A checkpoint's serializer, payload, and the size of the header the payload starts
     with (after its own 4 bytes)."""
-    serializer, payload = unwrap(data)
+    serializer, payload = unwrap(data, trusted)
     size = int.from_bytes(payload[:4], "big")
     if len(payload) < 4 + size:
         raise ValueError("its content is cut short")
@@ -295,14 +302,17 @@ def encode_value(value: object, serializer: Serializer, where: str) -> bytes:
     return wrap(serializer, serializer.dumps(value, where))
 
 
-def decode_value(data: bytes, where: str, *, run_id: str, checkpoint_id: str = "") -> Any:
-    """The value :func:`encode_value` wrote.
+def decode_value(
+    data: bytes, where: str, *, run_id: str, checkpoint_id: str = "", trusted: Serializer = JSON
+) -> Any:
+    """The value :func:`encode_value` wrote, for a reader that trusts ``trusted`` (its
+    workflow's serializer: JSON is read by all, a pickle only by a pickle reader).
 
     Raises:
         CheckpointError: corrupt, of another version, or no longer valid.
     """
     try:
-        serializer, payload = unwrap(data)
+        serializer, payload = unwrap(data, trusted)
         return serializer.loads(payload)
     except Exception as exc:
         raise CheckpointError(
@@ -321,9 +331,13 @@ def encode_chunk(name: str, value: object, serializer: Serializer) -> bytes:
     return encode_value(value, serializer, where)
 
 
-def decode_chunk(name: str, data: bytes, *, run_id: str, checkpoint_id: str) -> Any:
+def decode_chunk(
+    name: str, data: bytes, *, run_id: str, checkpoint_id: str, trusted: Serializer = JSON
+) -> Any:
     """The chunk :func:`encode_chunk` wrote."""
-    return decode_value(data, f"chunk {name!r}", run_id=run_id, checkpoint_id=checkpoint_id)
+    return decode_value(
+        data, f"chunk {name!r}", run_id=run_id, checkpoint_id=checkpoint_id, trusted=trusted
+    )
 
 
 def encode_entry(tick: Tick, serializer: Serializer) -> bytes:
@@ -331,14 +345,18 @@ def encode_entry(tick: Tick, serializer: Serializer) -> bytes:
     return wrap(serializer, serializer.dumps(tick, f"a {type(tick).__name__} tick"))
 
 
-def decode_entry(data: bytes, *, run_id: str, checkpoint_id: str) -> Tick:
+def decode_entry(
+    data: bytes, *, run_id: str, checkpoint_id: str, trusted: Serializer = JSON
+) -> Tick:
     """The tick of a journal entry, its fields checked against the tick's field types.
 
     Raises:
         CheckpointError: corrupt, of another version, not a tick, or a field of a tick
             of the wrong type.
     """
-    tick = decode_value(data, "a journal entry", run_id=run_id, checkpoint_id=checkpoint_id)
+    tick = decode_value(
+        data, "a journal entry", run_id=run_id, checkpoint_id=checkpoint_id, trusted=trusted
+    )
     wrong = "it is not a tick" if type(tick) not in _TICK_HINTS else _wrong_field(tick)
     if wrong:
         raise CheckpointError(

@@ -85,12 +85,12 @@ from ..stores.base import (
     StoredCheckpoint,
     StoredStatus,
 )
+from ..stores.results import outcome_of
 from .checkpoints import (
     HeaderCodec,
     compare_steps,
     decode_chunk,
     decode_entry,
-    decode_value,
     encode_chunk,
     encode_entry,
     encode_frame,
@@ -294,6 +294,11 @@ class DurableRun(Run):
         self._parking: asyncio.Future[None] | None = None  # park(): stop at the next barrier
         self._ending = False  # its end is recorded: nothing is fed or written after it
 
+    @property
+    def serializer(self) -> Serializer:
+        """What its records are written with (and the one its reads trust)."""
+        return self._ser
+
     # -- starting -------------------------------------------------------------------------------
 
     def start(self, message: object) -> None:
@@ -384,6 +389,9 @@ class DurableRun(Run):
         if existing is not None:  # run(run_id=...) of a run the store has: that run
             if existing.workflow != self.name:
                 raise taken_by_other(self.run_id, existing.workflow, self.name, db)
+            if StoredStatus(existing.status) in _ENDED:  # its outcome; resume() goes on
+                self._finish_stored(existing)
+                return
             await self._restore(self.run_id, None, True, existing)
             return
         if self.observers:
@@ -499,13 +507,18 @@ class DurableRun(Run):
             raise
 
     def _finish_stored(self, record: RunRecord) -> None:
-        """A completed run: its stored result, and nothing runs."""
+        """An ended run: its stored result (or failure, or cancel), and nothing runs."""
         self.run_id = record.run_id
-        value = (
-            None
-            if record.result is None
-            else decode_value(record.result, "the stored result", run_id=record.run_id)
-        )
+        try:
+            value = outcome_of(record, self._ser)
+        except WorkflowCancelled as exc:
+            self.state.status = RunStatus.CANCELLED
+            self._end(RunStatus.CANCELLED, None, exc)
+            return
+        except Exception as exc:
+            self.state.status = RunStatus.FAILED
+            self._end(RunStatus.FAILED, None, exc)
+            return
         self._stored = (value,)
         self.state.status = RunStatus.FINISHED
         self._end(RunStatus.FINISHED, value, None)
@@ -559,7 +572,11 @@ class DurableRun(Run):
         cp = stored.info.id
         # most often the header is the run's own (None): the same steps and request prefix
         header, frame, objects = read_frame(
-            stored.frame, run_id=run_id, checkpoint_id=cp, expected=self._header_of()
+            stored.frame,
+            run_id=run_id,
+            checkpoint_id=cp,
+            expected=self._header_of(),
+            trusted=self._ser,
         )
         removed: list[str] = []
         changed: list[str] = []
@@ -573,7 +590,7 @@ class DurableRun(Run):
                 checkpoint_id=cp,
             )
         chunks = {
-            name: decode_chunk(name, data, run_id=run_id, checkpoint_id=cp)
+            name: decode_chunk(name, data, run_id=run_id, checkpoint_id=cp, trusted=self._ser)
             for name, data in stored.values.items()
         }
 
@@ -607,7 +624,10 @@ class DurableRun(Run):
         entries = (
             []
             if fork
-            else [decode_entry(e, run_id=run_id, checkpoint_id=cp) for e in stored.journal]
+            else [
+                decode_entry(e, run_id=run_id, checkpoint_id=cp, trusted=self._ser)
+                for e in stored.journal
+            ]
         )
         for tick in entries:  # what the caller sent must be what the workflow takes
             if isinstance(tick, ExternalEventReceived):

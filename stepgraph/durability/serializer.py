@@ -7,6 +7,10 @@ Two serializers:
 - ``"pickle"``: Python's pickle, for values JSON cannot hold. **Unsafe with a store others
   can write to**: loading a pickle runs code it names.
 
+Every reader says which serializer it trusts (its workflow's): JSON is read by all, a
+pickle only by a reader that trusts pickle. So a workflow on JSON never unpickles, even a
+record someone wrote into its store with the pickle byte set.
+
 The envelope makes corruption detectable: ``magic (4 bytes) | format version (2) |
 serializer (1) | CRC-32 of the payload (4) | payload``. :func:`unwrap` checks each part
 and raises :class:`ValueError` saying which is wrong (the caller names the run and the
@@ -29,12 +33,14 @@ from ..journal.codec import decode_validated, encode, encode_for_json
 
 __all__ = [
     "FORMAT_VERSION",
+    "JSON",
     "JsonSerializer",
     "PickleSerializer",
     "Serializer",
     "serializer_named",
     "unwrap",
     "wrap",
+    "written_with",
 ]
 
 FORMAT_VERSION = 1
@@ -127,6 +133,9 @@ class PickleSerializer:
 _SERIALIZERS: dict[str, Serializer] = {"json": JsonSerializer(), "pickle": PickleSerializer()}
 _BY_CODE: dict[int, Serializer] = {s.code: s for s in _SERIALIZERS.values()}
 
+JSON: Serializer = _SERIALIZERS["json"]
+"""The default serializer, which every reader trusts."""
+
 
 def serializer_named(name: str) -> Serializer:
     """The serializer called ``name`` (``"json"`` or ``"pickle"``).
@@ -153,12 +162,11 @@ def wrap(serializer: Serializer, payload: bytes) -> bytes:
     )
 
 
-def unwrap(data: bytes) -> tuple[Serializer, bytes]:
-    """The serializer and payload of an envelope.
+def written_with(data: bytes) -> Serializer:
+    """The serializer an envelope names (nothing is loaded, nothing trusted).
 
     Raises:
-        ValueError: not an envelope, another format version (the message says
-            "version"), an unknown serializer, or a checksum that does not match.
+        ValueError: not an envelope, another format version, or an unknown serializer.
     """
     if len(data) < _HEADER or data[: len(_MAGIC)] != _MAGIC:
         raise ValueError("it is not a stepgraph record (its header is missing or damaged)")
@@ -170,6 +178,25 @@ def unwrap(data: bytes) -> tuple[Serializer, bytes]:
     serializer = _BY_CODE.get(data[6])
     if serializer is None:
         raise ValueError(f"it names an unknown serializer (code {data[6]})")
+    return serializer
+
+
+def unwrap(data: bytes, trusted: Serializer) -> tuple[Serializer, bytes]:
+    """The serializer and payload of an envelope, for a reader that trusts ``trusted`` (its
+    workflow's serializer; JSON is trusted by every reader).
+
+    Raises:
+        ValueError: not an envelope, another format version (the message says
+            "version"), an unknown serializer, one the reader does not trust (a pickle
+            read by a JSON reader), or a checksum that does not match.
+    """
+    serializer = written_with(data)
+    if serializer is not trusted and serializer is not JSON:
+        raise ValueError(
+            f"it was written with {serializer.name}, which this reader does not load "
+            f"(loading a pickle runs code): read it with serializer={serializer.name!r}, "
+            f"from a store only you write to"
+        )
     payload = data[_HEADER:]
     if zlib.crc32(payload).to_bytes(4, "big") != data[7:_HEADER]:
         raise ValueError("its checksum does not match its content (the bytes were changed)")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -89,6 +90,17 @@ __all__ = ["IN_PROCESS", "InProcessRuntime", "Run", "new_run_id", "settle_like"]
 
 _RUN_ID_PREFIX = uuid.uuid4().hex[:16]
 _run_counter = itertools.count(1)
+
+
+def _new_run_id_prefix() -> None:
+    """A process of its own, its own run ids: a forked child (``multiprocessing`` on Linux)
+    starts with its parent's prefix and counter, and would make the same ids."""
+    global _RUN_ID_PREFIX, _run_counter
+    _RUN_ID_PREFIX = uuid.uuid4().hex[:16]
+    _run_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_run_id_prefix)
 
 
 # Read on every run (an enum member read off its class is a descriptor call in Python 3.11).

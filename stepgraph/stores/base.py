@@ -273,7 +273,10 @@ class Store(Protocol):
         """Give up ``owner``'s lease on the run (nothing when it holds none)."""
         ...
 
-    async def result(self, run_id: str, timeout: float | None = None) -> Any:
-        """Wait until the run ends; its result (a failed run raises its stored error).
+    async def result(
+        self, run_id: str, timeout: float | None = None, *, serializer: str = "json"
+    ) -> Any:
+        """Wait until the run ends; its result (a failed run raises its stored error);
+        ``serializer="pickle"`` also reads a pickled one.
         ``stepgraph.stores.results.StoreResults`` implements it on ``get_run``."""
         ...

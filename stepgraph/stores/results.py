@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RunNotFoundError, WorkflowCancelled, WorkflowTimeoutError
 from .base import RunRecord, StoredStatus
+
+if TYPE_CHECKING:
+    from ..durability.serializer import Serializer
 
 __all__ = ["StoreResults", "outcome_of"]
 
@@ -15,10 +18,12 @@ _FIRST_POLL = 0.002
 _LAST_POLL = 0.25  # a poll that backs off: idle waiting costs a read every quarter second
 
 
-def outcome_of(record: RunRecord) -> Any:
+def outcome_of(record: RunRecord, trusted: Serializer | None = None) -> Any:
     """The result of an ended run's record; a failed run raises its stored error, a
-    cancelled one ``WorkflowCancelled``."""
+    cancelled one ``WorkflowCancelled``. ``trusted``: the reader's serializer (None: JSON;
+    a pickled result is read only by a reader that trusts pickle)."""
     from ..durability.checkpoints import decode_value  # durability builds on stores
+    from ..durability.serializer import JSON
 
     status = StoredStatus(record.status)
     if status is StoredStatus.CANCELLED:
@@ -26,7 +31,9 @@ def outcome_of(record: RunRecord) -> Any:
     value = (
         None
         if record.result is None
-        else decode_value(record.result, "the stored result", run_id=record.run_id)
+        else decode_value(
+            record.result, "the stored result", run_id=record.run_id, trusted=trusted or JSON
+        )
     )
     if status is StoredStatus.FAILED:
         error = getattr(value, "error", None)
@@ -42,8 +49,14 @@ class StoreResults:
     async def get_run(self, run_id: str) -> RunRecord | None:  # pragma: no cover - the store's
         raise NotImplementedError
 
-    async def result(self, run_id: str, timeout: float | None = None) -> Any:
+    async def result(
+        self, run_id: str, timeout: float | None = None, *, serializer: str = "json"
+    ) -> Any:
         """Wait until run ``run_id`` ends (in this process or another); its result.
+
+        ``serializer``: what the reader trusts, as a workflow's option: ``"json"`` (the
+        default) never unpickles; ``"pickle"`` also reads what pickle workflows wrote
+        (loading a pickle runs code: only from a store only you write to).
 
         Raises:
             RunNotFoundError: the store has no such run.
@@ -52,6 +65,9 @@ class StoreResults:
             Exception: a failed run's stored error (``RecordedError`` when it failed in
                 another process, with the original type's name, message and traceback).
         """
+        from ..durability.serializer import serializer_named
+
+        trusted = serializer_named(serializer)
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = _FIRST_POLL
         while True:
@@ -60,7 +76,7 @@ class StoreResults:
                 raise RunNotFoundError(f"no run {run_id!r} in {self!r}")
             status = StoredStatus(record.status)
             if status.final:
-                return outcome_of(record)
+                return outcome_of(record, trusted)
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -16,19 +16,23 @@ import warnings
 import pytest
 
 from stepgraph import Context, Event, RetryPolicy, StartEvent, StopEvent, Workflow, step
+from stepgraph.durability.checkpoints import decode_value, encode_value
+from stepgraph.durability.serializer import serializer_named
 from stepgraph.errors import (
     CheckpointError,
+    RecordedError,
     RunIdConflictError,
     RunLockedError,
     SerializationError,
     StepgraphError,
+    WorkflowCancelled,
 )
 from stepgraph.stores import PostgresStore, SqliteStore
 from stepgraph.testing import crash, settled
 from tests.pg import PG_DSN
 
 from .conftest import StoreFactory
-from .flows import CALLS, GATES, Chain, Done, Reached, gate
+from .flows import CALLS, GATES, Chain, Done, Go, Reached, gate
 
 modes = pytest.mark.parametrize("mode", ["superstep", "async"])
 
@@ -56,6 +60,47 @@ async def test_a_run_id_names_the_run_and_a_second_run_with_it_follows_the_first
     assert await third == 6  # completed: its stored result, nothing runs
     assert CALLS[f"{tag}:start"] == 1
     assert [r.run_id for r in await stores().list_runs()] == [run_id]
+
+
+class Declined(Workflow):
+    """Fails its first attempt ever (per tag), then succeeds."""
+
+    @step
+    async def pay(self, ctx: Context, ev: Go) -> StopEvent:
+        CALLS[f"{ev.tag}:pay"] += 1
+        if CALLS[f"{ev.tag}:pay"] == 1:
+            raise ValueError("card declined")
+        return StopEvent(result="paid")
+
+
+async def test_a_run_id_of_a_failed_run_gives_its_failure_and_runs_nothing_until_resumed(
+    stores: StoreFactory,
+) -> None:
+    tag = new_tag()
+    with pytest.raises(ValueError, match="card declined"):
+        await Declined(store=stores()).run(run_id=f"order-{tag}", tag=tag)
+    with pytest.raises(RecordedError, match="ValueError: card declined"):  # as stored
+        await Declined(store=stores()).run(run_id=f"order-{tag}", tag=tag)
+    assert CALLS[f"{tag}:pay"] == 1
+    assert (await stores().get_run(f"order-{tag}")).status == "failed"
+    assert await Declined(store=stores()).resume(f"order-{tag}") == "paid"  # resume goes on
+    assert await Declined(store=stores()).run(run_id=f"order-{tag}", tag=tag) == "paid"
+    assert CALLS[f"{tag}:pay"] == 2
+
+
+async def test_a_run_id_of_a_cancelled_run_gives_its_cancel(stores: StoreFactory) -> None:
+    tag = new_tag()
+    gate(tag)
+    first = Chain(store=stores()).run(run_id=f"order-{tag}", tag=tag, hops=3, stop_at=1)
+    async for event in first.stream_events():
+        if isinstance(event, Reached) and event.n == 1:
+            break
+    await first.cancel()
+    with pytest.raises(WorkflowCancelled):
+        await Chain(store=stores()).run(run_id=f"order-{tag}", tag=tag, hops=3)
+    assert CALLS[f"{tag}:hop:2"] == 0
+    GATES[tag].set()
+    assert await Chain(store=stores()).resume(f"order-{tag}") == 6
 
 
 class Other(Workflow):
@@ -221,6 +266,45 @@ async def test_pickle_stores_what_json_cannot_and_json_refuses_it_naming_the_ste
     message = str(raised.value)
     assert "'start'" in message and "Carry" in message and "Opaque" in message
     assert (await store.get_run(failing.run_id)).status == "failed"  # type: ignore[union-attr]
+
+
+UNPICKLED: list[str] = []
+
+
+def _unpickled(what: str) -> None:
+    UNPICKLED.append(what)
+
+
+class Planted:
+    """What someone who can write to the store plants there: a pickle that runs code."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (_unpickled, ("code ran",))
+
+
+async def test_a_workflow_on_json_never_unpickles_what_its_store_holds(
+    stores: StoreFactory,
+) -> None:
+    UNPICKLED.clear()
+    store = stores()
+    handler = Carrier(store=store, serializer="pickle").run()
+    assert await handler == Opaque(7)
+    run_id = handler.run_id
+    first = (await store.list_checkpoints(run_id))[0].id
+    with pytest.raises(CheckpointError, match="written with pickle") as raised:
+        await Carrier(store=stores()).resume(run_id, checkpoint_id=first)
+    assert run_id in str(raised.value)
+    with pytest.raises(CheckpointError, match="written with pickle"):
+        await store.result(run_id)  # a JSON reader, by default
+    assert await store.result(run_id, serializer="pickle") == Opaque(7)
+    assert await Carrier(store=stores(), serializer="pickle").run(run_id=run_id) == Opaque(7)
+    # a record planted with the pickle byte set is refused, and nothing of it runs
+    planted = encode_value(Planted(), serializer_named("pickle"), "a planted value")
+    with pytest.raises(CheckpointError, match="written with pickle"):
+        decode_value(planted, "a chunk", run_id=run_id)
+    assert UNPICKLED == []
+    decode_value(planted, "a chunk", run_id=run_id, trusted=serializer_named("pickle"))
+    assert UNPICKLED == ["code ran"]  # (what trusting pickle means)
 
 
 @modes

@@ -91,6 +91,10 @@ from tests.pg import PG_DSN, pg_schema, require_pg
 
 # -- the workflow -------------------------------------------------------------------------------
 
+TRUSTED = serializer_named("pickle")
+"""The decoding functions read as a pickle workflow does (JSON too): the tests' stores are
+their own. (A JSON reader refuses a pickle outright: ``test_durable_options.py``.)"""
+
 
 class Begin(StartEvent):
     n: int
@@ -1131,8 +1135,8 @@ def test_the_corruption_helpers_rewrite_an_intact_checkpoint_into_one_that_reads
             header, body = _parts(data)
             assert _checkpoint(ser, header, body) == data
             twin = _rewritten_checkpoint(data)
-            ids = {"run_id": stored.run_id, "checkpoint_id": "cp"}
-            assert read_frame(twin, **ids) == read_frame(data, **ids)
+            ids = {"run_id": stored.run_id, "checkpoint_id": "cp", "trusted": TRUSTED}
+            assert read_frame(twin, **ids) == read_frame(data, **ids)  # type: ignore[arg-type]
         latest = max(seq for seq, _ in stored.checkpoints)
         row = next(r for r in stored.rows if r.kind == "frame" and r.seq == latest)
         backend = pristine.copy_to(scratch)
@@ -1160,7 +1164,7 @@ def test_the_wrong_type_tables_cover_every_field_of_a_stored_checkpoint(
             bare = _rewritten_checkpoint(
                 data, frame=lambda frame: {key: frame[key] for key in FRAME_REQUIRED}
             )
-            _, read, _ = read_frame(bare, run_id=stored.run_id, checkpoint_id="cp")
+            _, read, _ = read_frame(bare, run_id=stored.run_id, checkpoint_id="cp", trusted=TRUSTED)
             assert read == {**FRAME_FIELDS, **{key: frame[key] for key in FRAME_REQUIRED}}
 
 
@@ -1230,11 +1234,12 @@ _IDS = st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_size
 
 
 def decode(row: Row, data: bytes, run_id: str, checkpoint_id: str) -> object:
+    ids = {"run_id": run_id, "checkpoint_id": checkpoint_id, "trusted": TRUSTED}
     if row.kind == "frame":
-        return read_frame(data, run_id=run_id, checkpoint_id=checkpoint_id)
+        return read_frame(data, **ids)  # type: ignore[arg-type]
     if row.kind == "chunk":
-        return decode_chunk(row.name, data, run_id=run_id, checkpoint_id=checkpoint_id)
-    return decode_entry(data, run_id=run_id, checkpoint_id=checkpoint_id)
+        return decode_chunk(row.name, data, **ids)  # type: ignore[arg-type]
+    return decode_entry(data, **ids)  # type: ignore[arg-type]
 
 
 @DECODING

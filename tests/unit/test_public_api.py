@@ -63,6 +63,7 @@ ERROR_NAMES = [
     "RequestNotFoundError",
     "ResourceError",
     "RunFinishedError",
+    "RunIdConflictError",
     "RunLockedError",
     "RunNotFoundError",
     "SerializationError",
