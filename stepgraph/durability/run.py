@@ -231,6 +231,7 @@ class DurableRun(Run):
         "_consumed",
         "_crashed",
         "_db",
+        "_detached",
         "_dirty",
         "_early",
         "_ending",
@@ -285,6 +286,7 @@ class DurableRun(Run):
         self._writers: dict[str, int] = {}  # the node that last wrote each state key
         self._written: StoredStatus | None = None  # the status the store has
         self._by_caller = False  # a cancel the caller asked for (not a loop shutting down)
+        self._detached = False  # it stopped here, and goes on as its store has it
         self._result_error: BaseException | None = None
         self._stored: tuple[object] | None = None  # a completed run's stored result
         self.lease: str | None = None
@@ -293,6 +295,12 @@ class DurableRun(Run):
         self._consumed: list[int] = []  # inbox messages the next commit delivers
         self._parking: asyncio.Future[None] | None = None  # park(): stop at the next barrier
         self._ending = False  # its end is recorded: nothing is fed or written after it
+
+    @property
+    def detached(self) -> bool:
+        """Whether it stopped here without ending: detached, or its event loop or process
+        ended behind it. Its store has it as it was (paused, or resumable)."""
+        return self._detached
 
     @property
     def serializer(self) -> Serializer:
@@ -394,9 +402,7 @@ class DurableRun(Run):
                 return
             await self._restore(self.run_id, None, True, existing)
             return
-        if self.observers:
-            for observer in self.observers:
-                observer.run_started(self)
+        self._tell_started()
         tick = RunStarted(run_id=self.run_id, start=message, at=self._wall())
         commands = apply(self.state, tick)
         record = self._new_record()
@@ -507,8 +513,10 @@ class DurableRun(Run):
             raise
 
     def _finish_stored(self, record: RunRecord) -> None:
-        """An ended run: its stored result (or failure, or cancel), and nothing runs."""
+        """An ended run: its stored result (or failure, or cancel), and nothing runs (its
+        observers hear of nothing: no run took place here)."""
         self.run_id = record.run_id
+        self.observers = []
         try:
             value = outcome_of(record, self._ser)
         except WorkflowCancelled as exc:
@@ -531,6 +539,7 @@ class DurableRun(Run):
         self.state.run_id = self.run_id
         cp = stored.info.id
         created = self._new_record(parent_run_id=record.run_id, parent_checkpoint_id=cp)
+        self._tell_started()  # before its first checkpoint is written: the run's first record
         first = self._commit(
             checkpoint=self._checkpoint(
                 StoredStatus.RUNNING, full=True, superstep=stored.info.superstep
@@ -540,7 +549,7 @@ class DurableRun(Run):
         if await self._create_run(created, first) is not None:
             raise StoreError(f"run id {self.run_id!r} is taken in {self._db!r}")
         await self._take_lease(self.run_id)
-        self._go_on(StoredStatus.RUNNING)
+        self._go_on(StoredStatus.RUNNING, told=True)
 
     def _load_now(self, record: RunRecord, stored: StoredCheckpoint | None, strict: bool) -> None:
         """Go on with the run from its latest checkpoint ``stored`` (its lease is held)."""
@@ -651,14 +660,17 @@ class DurableRun(Run):
         self._outputs_written = len(state.outputs)
         return stored
 
-    def _go_on(self, written: StoredStatus) -> None:
+    def _tell_started(self) -> None:
+        for observer in self.observers:
+            observer.run_started(self)
+
+    def _go_on(self, written: StoredStatus, *, told: bool = False) -> None:
         """Start again what the restored state says is in flight (``written``: the run's
-        status as stored)."""
+        status as stored; ``told``: its observers have heard it start)."""
         state = self.state
         self._written = written
-        if self.observers:
-            for observer in self.observers:
-                observer.run_started(self)
+        if not told:
+            self._tell_started()
         self._booting = False
         self.feed(RunResumed())
         if not self.done:
@@ -950,6 +962,7 @@ class DurableRun(Run):
     def _final(self, ended: RunEnded) -> Commit | None:
         if ended.status is RunStatus.CANCELLED and not self._by_caller:
             self._entries.clear()
+            self._detached = True
             return None  # a loop shutting down, not a cancel: the run stays as it was
         status = _FINAL[ended.status]
         if ended.status is RunStatus.FINISHED:
@@ -1155,6 +1168,7 @@ class DurableRun(Run):
             settled.set_result(None)
             return settled
         self._crashed = settled
+        self._detached = True
         self._queue.clear()
         self._entries.clear()
         self._written = None

@@ -57,6 +57,13 @@ class RunInfo(Protocol):
         """What each node runs (its body, backend, options), in graph order."""
         ...
 
+    @property
+    def detached(self) -> bool:
+        """At its end (``run_ended``, status cancelled): it stopped here without ending,
+        as its process would have died, and goes on as its store has it (paused, or
+        resumable): ``handler.detach()``, or its event loop ended behind it."""
+        ...
+
 
 def step_backend(run: RunInfo, invocation: int, message: object) -> str:
     """Where the body of ``invocation`` (a step attempt on ``message``) runs: its
@@ -129,7 +136,8 @@ class RunObserver:
         ``StopEvent``), None for an executor graph (whose outputs are in
         ``run.state.outputs``); what awaiting the handler gives is shaped from it.
         Every observer is told the same outcome; one that raises here fails a finished
-        run (its outcome could not be recorded).
+        run (its outcome could not be recorded). A durable run that stopped here without
+        ending (``run.detached``) is told as cancelled: its store keeps it as it was.
         """
 
 

@@ -256,6 +256,11 @@ class Run:
         return not self.done
 
     @property
+    def detached(self) -> bool:
+        """Whether it stopped here without ending (a durable run goes on in its store)."""
+        return False
+
+    @property
     def status(self) -> RunStatus:
         return self.state.status
 

@@ -249,7 +249,7 @@ class EventLog(RunObserver, TaskObserver):
         kind = {
             RunStatus.FINISHED: "run_completed",
             RunStatus.FAILED: "run_failed",
-            RunStatus.CANCELLED: "run_cancelled",
+            RunStatus.CANCELLED: "run_detached" if run.detached else "run_cancelled",
         }.get(status, "run_" + status.value)
         self._run_record(run, kind, error=_error(error) if status is RunStatus.FAILED else None)
         self.flush()  # the run's records are in the file before awaiting it returns

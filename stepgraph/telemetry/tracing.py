@@ -335,7 +335,8 @@ class RunTracer(RunObserver):
             self.superstep[1].end()
             self.superstep = None
         span = self.run_span
-        span.set_attribute("stepgraph.run.status", status.value)
+        detached = status is RunStatus.CANCELLED and run.detached  # goes on in its store
+        span.set_attribute("stepgraph.run.status", "detached" if detached else status.value)
         if status is RunStatus.FAILED:
             name = type(error).__name__ if error is not None else "Error"
             _fail(span, error, name, str(error) if error is not None else "")

@@ -205,6 +205,48 @@ async def test_a_durable_run_logs_each_checkpoint_with_its_size(tmp_path: Path) 
     assert all(r["bytes"] > 100 and r["seconds"] >= 0 for r in written)
 
 
+async def test_a_durable_run_left_paused_logs_run_detached_and_its_resume_goes_on(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "events.jsonl"
+    store = SqliteStore(tmp_path / "runs.db")
+    try:
+        handler = Ask(store=store, event_log=log).run()
+        async for event in handler.stream_events():
+            if isinstance(event, InputRequiredEvent):
+                break
+        await handler.detach()  # as a caller that exits once it has seen the prompt
+        left = kinds(log, run_id=handler.run_id)
+        assert "input_requested" in left and left[-1] == "run_detached"
+        assert (await store.get_run(handler.run_id)).status == "paused"  # type: ignore[union-attr]
+        again = Ask(store=store, event_log=log).resume(handler.run_id)
+        again.send_event(HumanResponseEvent(response="yes", request_id=event.request_id))
+        assert await again == "yes"
+        after = kinds(log, run_id=handler.run_id)
+        assert after[after.index("run_detached") + 1] == "run_started"
+        assert after[-1] == "run_completed" and "run_cancelled" not in after
+        before = len(records(log))
+        assert await Ask(store=store, event_log=log).resume(handler.run_id) == "yes"
+        assert len(records(log)) == before  # completed: its stored result, nothing logged
+    finally:
+        store.close()
+
+
+async def test_a_forks_first_record_is_its_start(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    store = SqliteStore(tmp_path / "runs.db")
+    try:
+        handler = Chain(store=store).run()
+        assert await handler == 2
+        second = (await store.list_checkpoints(handler.run_id))[1]
+        fork = Chain(store=store, event_log=log).resume(handler.run_id, checkpoint_id=second.id)
+        assert await fork == 2
+    finally:
+        store.close()
+    found = kinds(log, run_id=fork.run_id)
+    assert found[:2] == ["run_started", "checkpoint_written"] and found[-1] == "run_completed"
+
+
 async def test_task_flows_log_each_task_with_its_block_scope_backend_and_resources(
     tmp_path: Path,
 ) -> None:

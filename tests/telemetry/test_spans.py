@@ -449,3 +449,36 @@ async def test_a_fork_names_the_run_it_came_from(
     runs = {s.attributes["stepgraph.run.id"]: s for s in named(spans, "stepgraph.run")}
     assert runs[fork.run_id].attributes["stepgraph.run.forked_from"] == first.run_id
     assert "stepgraph.run.forked_from" not in runs[first.run_id].attributes
+
+
+class Gated(Workflow):
+    """Waits in its step until the test lets it go (the test detaches it there)."""
+
+    @step
+    async def wait(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(Hop(n=0))
+        await ctx.wait_for_event(Hop)
+        return StopEvent(result="done")
+
+
+async def test_a_detached_run_is_not_a_cancelled_one_and_a_completed_one_makes_no_span(
+    spans: InMemorySpanExporter, tmp_path: Any
+) -> None:
+    store = SqliteStore(tmp_path / "runs.db")
+    try:
+        handler = Gated(store=store).run()
+        async for event in handler.stream_events():
+            if isinstance(event, Hop):
+                break
+        await handler.detach()
+        (left,) = named(spans, "stepgraph.run")
+        assert left.attributes["stepgraph.run.status"] == "detached"
+        assert left.status.status_code is not StatusCode.ERROR
+        again = Gated(store=store).resume(handler.run_id)
+        again.send_event(Hop(n=1))
+        assert await again == "done"
+        assert await Gated(store=store).resume(handler.run_id) == "done"  # nothing runs
+    finally:
+        store.close()
+    statuses = [s.attributes["stepgraph.run.status"] for s in named(spans, "stepgraph.run")]
+    assert statuses == ["detached", "finished"]
