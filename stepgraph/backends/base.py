@@ -21,6 +21,11 @@ The protocol is small:
 - ``start()`` and ``shutdown(cancel=False)``: acquire and release what the backend holds
   (pools, clusters). ``shutdown(cancel=True)`` drops bodies that have not started and
   stops what it can of those that run.
+- ``slots(kind, fn)`` (optional): the pool a body of that kind takes a place in, and its
+  size, as ``(name, size)``; None when a body waits for no place (the event loop, a
+  cluster). A task flow hands a backend only as many bodies as it has places, so a
+  task that waits for a worker waits in the flow, where it is seen as submitted, not
+  started, and a cancel means it never starts.
 
 :class:`BackendBase` gives every method but ``submit`` a default, so a backend of your
 own only needs ``submit``.
@@ -140,6 +145,11 @@ class BackendBase:
         return None
 
     async def shutdown(self, *, cancel: bool = False) -> None:
+        return None
+
+    def slots(self, kind: str, fn: Callable[..., Any]) -> tuple[str, int] | None:
+        """The pool a body of ``kind`` (``"function"``, ``"executable"``) running ``fn``
+        takes a place in, and its size; None: it waits for no place."""
         return None
 
     def __repr__(self) -> str:

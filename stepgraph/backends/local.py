@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor as PoolExecutor
@@ -95,6 +96,17 @@ class ThreadBackend(BackendBase):
 
     def run_command(self, command: Command) -> Awaitable[CommandResult]:
         return run_command_async(command)
+
+    def slots(self, kind: str, fn: Callable[..., Any]) -> tuple[str, int] | None:
+        """A plain function takes a thread of the pool; the rest runs on the loop."""
+        if kind != "function" or inspect.iscoroutinefunction(fn):
+            return None
+        size = self.max_workers
+        if size is None and self._executor is not None:
+            size = getattr(self._executor, "_max_workers", None)
+        if size is None and self._executor is None:
+            size = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
+        return None if size is None else ("threads", size)
 
     async def shutdown(self, *, cancel: bool = False) -> None:
         with self._lock:

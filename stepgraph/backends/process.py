@@ -351,6 +351,13 @@ class ProcessBackend(BackendBase):
         dumps(None)  # the extra is there, or say so now
         self._executor()
 
+    def slots(self, kind: str, fn: Callable[..., Any]) -> tuple[str, int] | None:
+        """A function takes a worker process; an executable, one of as many places."""
+        size = self.max_workers or os.cpu_count() or 1
+        if kind == "function":
+            return ("processes", size)
+        return ("commands", size) if kind == "executable" else None
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         payload = dumps((fn, args, kwargs))
         token = next(self._tokens)

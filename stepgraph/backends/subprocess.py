@@ -44,6 +44,10 @@ class SubprocessBackend(BackendBase):
         self.grace = grace
         self._slots = LoopSemaphores(self.max_workers)
 
+    def slots(self, kind: str, fn: Callable[..., Any]) -> tuple[str, int] | None:
+        """Functions and executables share ``max_workers`` places."""
+        return ("children", self.max_workers) if kind in ("function", "executable") else None
+
     async def _bounded(self, work: Callable[[], Awaitable[Any]]) -> Any:
         async with self._slots.get():
             return await work()

@@ -101,6 +101,12 @@ class Dag:
                 out.append((name, count))
         return tuple(sorted(out))
 
+    def provide(self, name: str, count: int) -> None:
+        """Add resource ``name`` with ``count`` slots, unless the Dag has it already (a
+        backend's places: the flow adds them as its tasks are declared)."""
+        if name not in self.capacity:
+            self.capacity[name] = self.free[name] = count
+
     # -- what happens -------------------------------------------------------------------------
 
     def add(

@@ -94,6 +94,9 @@ class Task:
         self.runner = runner
         self.resources = dict(resources or {})
         self.claims = flow._dag.claims(resources, f"{kind} task {self.name!r}")
+        place = flow._place(backend, runner, kind, fn)
+        if place is not None:  # and a place in its backend's pool
+            self.claims = tuple(sorted((*self.claims, (place, 1))))
         self.noop = isinstance(runner, NoopBackend) and kind != BLOCK
         # a plain function on the loop: run by the flow itself, without a task per call
         self.direct = (
@@ -226,6 +229,7 @@ class TaskFlow:
         self.uid = uid or f"flow.{uuid.uuid4().hex[:12]}"
         self.work_dir = Path(work_dir)
         self._dag = Dag(resources)
+        self._places: set[str] = set()  # the resources standing for backends' pools
         self._futures: dict[int, TaskFuture] = {}  # tasks not finished, by number
         # what a task waits with: its arguments, and the caller's context if it has dependencies
         self._waiting: dict[int, tuple[Task, tuple[Any, ...], dict[str, Any], Context, bool]] = {}
@@ -242,7 +246,26 @@ class TaskFlow:
     @property
     def resources(self) -> dict[str, int]:
         """The flow's slots per resource."""
-        return dict(self._dag.capacity)
+        places = self._places
+        return {name: n for name, n in self._dag.capacity.items() if name not in places}
+
+    def _place(self, name: str, backend: Backend, kind: str, fn: Callable[..., Any]) -> str | None:
+        """The resource standing for the places of ``backend``'s pool a body of ``kind``
+        takes (None: it takes none). So the flow hands the backend only as many bodies
+        as it runs at once: one that waits for a worker waits here, submitted, not
+        started (its start, span and duration are its body's own), and a cancel means it
+        never starts."""
+        slots = getattr(backend, "slots", None)
+        if slots is None or kind not in (FUNCTION, EXECUTABLE):
+            return None
+        found = slots(kind, fn)
+        if found is None:
+            return None
+        pool, size = found
+        resource = f"backend {name!r} ({pool})"
+        self._dag.provide(resource, max(1, size))
+        self._places.add(resource)
+        return resource
 
     @property
     def output_dir(self) -> Path:
@@ -693,7 +716,8 @@ class TaskFlow:
     ) -> None:
         """Run one body on its backend, settle its future, tell the Dag."""
         ok = False
-        if self.observers and not started:
+        tell = bool(self.observers) and not started
+        if tell and task.gate is None:
             self._tell("task_started", future)
         if task.kind == BLOCK:
             _BLOCK_ID.set(future.uid)  # in this driver's context: what its body creates
@@ -707,7 +731,9 @@ class TaskFlow:
             elif task.gate is None:
                 value = await self._body(task, future, args, kwargs)
             else:
-                async with task.gate.hold():  # the task runs while it waits its turn
+                async with task.gate.hold():  # it starts once its limiter lets it
+                    if tell:
+                        self._tell("task_started", future)
                     value = await self._body(task, future, args, kwargs)
         except asyncio.CancelledError:
             if not future.done():  # the body raised it: the task is cancelled, as in asyncio

@@ -619,7 +619,8 @@ async def test_an_observer_that_raises_never_hangs_the_flow_and_its_error_is_rai
             threaded = flow.function_task(resources={"cpu": 1})(lambda x: x)
             direct = flow.function_task(backend="inline")(lambda x: x + 1)
             assert await asyncio.gather(threaded(1), threaded(2), direct(3)) == [1, 2, 4]
-    assert not flow._futures and flow._dag.free == {"cpu": 1}
+    assert not flow._futures and flow._dag.free == flow._dag.capacity  # all given back
+    assert flow.resources == {"cpu": 1}
 
 
 async def test_a_future_of_another_flow_is_refused_and_leaves_nothing_behind(

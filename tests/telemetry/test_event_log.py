@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +323,35 @@ for i in range(int(sys.argv[2])):
                "run_id": sys.argv[4], "workflow": pad, "n": i})
 print("done", flush=True)
 """
+
+
+async def test_a_task_waiting_for_a_worker_is_not_started_and_bodies_never_overlap(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "events.jsonl"
+    entered, gate = threading.Event(), threading.Event()
+    ran: list[int] = []
+
+    def work(x: int) -> int:
+        ran.append(x)
+        entered.set()
+        gate.wait(10)
+        return x
+
+    async with TaskFlow({"default": ThreadBackend(1)}, event_log=log) as flow:
+        task = flow.function_task(work)
+        futures = [task(i) for i in range(4)]
+        await asyncio.to_thread(entered.wait, 10)  # the first body runs; the rest wait
+        await asyncio.sleep(0)  # (the log is written at the end of a loop iteration)
+        latest = {r["task_id"]: r["kind"] for r in records(log) if r["kind"].startswith("task")}
+        assert list(latest.values()) == ["task_started"] + ["task_created"] * 3
+        futures[3].cancel()  # waiting for a worker: it never starts
+        gate.set()
+        assert await asyncio.gather(*futures[:3]) == [0, 1, 2]
+    assert ran == [0, 1, 2]
+    found = [r for r in records(log) if r["kind"] in ("task_started", "task_resolved")]
+    assert [r["kind"] for r in found] == ["task_started", "task_resolved"] * 3  # one at a time
+    assert [r["task_id"] for r in found[::2]] == [f.uid for f in futures[:3]]
 
 
 def test_processes_appending_to_one_log_never_interleave_lines(tmp_path: Path) -> None:
