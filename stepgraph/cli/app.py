@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from ..authoring.graph_workflow import GraphWorkflow
 from ..durability.checkpoints import read_header
 from ..durability.serializer import JSON, written_with
+from ..errors import WorkflowValidationError
 from ..runtime.handler import WorkflowHandler
 from ..stores.base import Store
 from .common import EXIT_OK, EXIT_USAGE, CommandError, fail, parse_pairs, parse_value, say
@@ -474,6 +475,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("stepgraph: interrupted")
         return 130
+    except WorkflowValidationError as exc:  # MODULE:ATTR names an invalid workflow
+        say(f"stepgraph: error: {type(exc).__name__}: {' '.join(str(exc).split())}")
+        return EXIT_USAGE
     except BrokenPipeError:  # `stepgraph runs list | head`
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -7,6 +7,8 @@ import sys
 from datetime import datetime
 from typing import Any, NoReturn
 
+from pydantic import BaseModel
+
 __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
@@ -84,9 +86,12 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, Any]:
 
 
 def format_value(value: Any) -> str:
-    """``value`` as JSON (``json.dumps``) when it serializes, else its ``repr``."""
+    """``value`` as strict JSON when it serializes (a pydantic model, an event: its
+    fields), else its ``repr`` (NaN and infinities are not JSON: a repr too)."""
     try:
-        return json.dumps(value)
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        return json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
         return repr(value)
 

@@ -255,6 +255,8 @@ def _failed(
     run: Run, program: NodeProgram, command: StartStep, exc: BaseException, timed_out: bool
 ) -> Tick:
     """The attempt raised: retry it when its policy says so, else the step fails."""
+    if timed_out:  # every attempt that times out says so alike (its policy sees it so too)
+        exc = _timeout_error(run, program, command, exc)
     policy = program.config.retry_policy
     delay = None
     if (
@@ -265,27 +267,36 @@ def _failed(
         delay = policy.next_delay(command.attempt, exc)
     if delay is not None:
         return AttemptFailed(invocation=command.invocation, failure=failure_of(exc), retry_in=delay)
-    error = _step_error(run, program, command, exc, timed_out)
+    error = _step_error(run, program, command, exc)
     return StepFailed(invocation=command.invocation, failure=failure_of(error))
 
 
-def _step_error(
-    run: Run, program: NodeProgram, command: StartStep, exc: BaseException, timed_out: bool
-) -> BaseException:
-    """The error the run fails with: the step's own, noted with where it was raised."""
+def _where(run: Run, program: NodeProgram, command: StartStep) -> str:
     message = command.message
-    where = (
+    return (
         f"{run.graph.node_kind} {program.name!r} of workflow {run.name!r} (run {run.run_id}) "
         f"processing {type(message).__name__}: {short(message)}"
     )
-    if timed_out:
-        error: BaseException = StepTimeoutError(
-            f"{where} timed out after {program.config.timeout}s on attempt {command.attempt}"
-        )
-        error.__cause__ = exc
-        return error
+
+
+def _timeout_error(
+    run: Run, program: NodeProgram, command: StartStep, exc: BaseException
+) -> StepTimeoutError:
+    error = StepTimeoutError(
+        f"{_where(run, program, command)} timed out after {program.config.timeout}s on "
+        f"attempt {command.attempt}"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _step_error(
+    run: Run, program: NodeProgram, command: StartStep, exc: BaseException
+) -> BaseException:
+    """The error the run fails with: the step's own, noted with where it was raised."""
+    where = _where(run, program, command)
     if isinstance(exc, asyncio.CancelledError):  # never hand a caller a bare CancelledError
-        error = WorkflowRuntimeError(
+        error: BaseException = WorkflowRuntimeError(
             f"{where} raised CancelledError on attempt {command.attempt} (it awaited "
             f"something that was cancelled)"
         )

@@ -156,3 +156,32 @@ class Approver(Executor):
 approval = WorkflowBuilder(start=Approver(id="approver")).build()
 
 not_a_workflow = 42
+
+
+class Scores(Workflow):
+    """A result JSON has no number for (NaN, infinity): printed as its repr."""
+
+    @step
+    async def score(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        return StopEvent(result={"score": float("inf"), "mean": float("nan")})
+
+
+class Verdict(StopEvent):
+    answer: int
+    note: str
+
+
+class Judged(Workflow):
+    """Ends with a StopEvent of its own: printed as the JSON of its fields."""
+
+    @step
+    async def judge(self, ctx: Context, ev: StartEvent) -> Verdict:
+        return Verdict(answer=42, note="fine")
+
+
+class Invalid(Workflow):
+    """No step ends the run: an invalid workflow."""
+
+    @step
+    async def only(self, ctx: Context, ev: StartEvent) -> Hop:
+        return Hop(n=1)

@@ -152,6 +152,12 @@ def test_run_arguments_graphs_and_repr() -> None:
         ["run", "flows:keys_graph", "--arg", "b=1", "--arg", "a=[2]", "--no-progress"],
         ["run", "flows:Odd", "--no-progress"],  # a result JSON cannot hold: its repr
     )
+    scores, judged = cli_all(
+        ["run", "flows:Scores", "--no-progress"],  # NaN and infinity are not JSON: a repr
+        ["run", "flows:Judged", "--no-progress"],  # a StopEvent of its own: its fields
+    )
+    assert (scores.returncode, scores.stdout) == (0, "{'score': inf, 'mean': nan}\n")
+    assert json.loads(judged.stdout) == {"result": None, "answer": 42, "note": "fine"}
     assert (greet.returncode, greet.stdout, greet.stderr) == (0, '"hi Ada hi Ada"\n', "")
     assert json.loads(shout.stdout) == ["HEY!"]
     assert json.loads(keys.stdout) == [["a", "b"]]
@@ -177,10 +183,13 @@ def test_bad_usage_exits_2_with_one_clear_line(tmp_path: Path) -> None:
         (["run", "flows:Count", "--store", ""], "--store '': give a store URL"),
         (["graph", "flows:Count", "--format", "png"], "argument --format: invalid choice"),
         (["events", "plot", "missing.jsonl"], "the following arguments are required"),
+        (["run", "flows:Invalid", "--no-progress"], "WorkflowValidationError: workflow"),
+        (["graph", "flows:Invalid"], "WorkflowValidationError: workflow"),
     ]
     for (args, expected), done in zip(cases, cli_all(*(a for a, _ in cases)), strict=True):
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert expected in one_error_line(done.stderr), (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)  # and no more
         assert done.stdout == "", args
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -38,6 +39,7 @@ from stepgraph.core import AttemptFailed, RunStarted, StepCompleted, TimerFired
 from stepgraph.errors import StepTimeoutError, WaitForEventTimeoutError, WorkflowTimeoutError
 from stepgraph.journal import Journal
 from stepgraph.runtime.clock import TimerHandle
+from stepgraph.telemetry import read_events
 from stepgraph.testing import FakeClock
 
 T = TypeVar("T")
@@ -416,13 +418,23 @@ async def test_an_answer_that_comes_in_time_cancels_the_wait_timer_and_no_time_p
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_step_timeout_and_its_retry_backoff_elapse_in_virtual_time(mode: str) -> None:
+async def test_a_step_timeout_and_its_retry_backoff_elapse_in_virtual_time(
+    mode: str, tmp_path: Path
+) -> None:
     clock = FakeClock()
-    exc = await failure(Sluggish(mode=mode, clock=clock).run())
+    log = tmp_path / "events.jsonl"
+    exc = await failure(Sluggish(mode=mode, clock=clock, event_log=log).run())
     assert isinstance(exc, StepTimeoutError)
     assert "'sluggish'" in str(exc)
     assert "attempt 2" in str(exc)
     assert clock.monotonic() == 120.0 + 5.0 + 120.0  # a timeout, the backoff, a timeout
+    errors = [(r["kind"], r["error"]) for r in read_events(log) if "error" in r]
+    assert [(kind, error["type"]) for kind, error in errors] == [
+        ("step_retried", "StepTimeoutError"),  # the retried attempt says so too
+        ("step_failed", "StepTimeoutError"),
+        ("run_failed", "StepTimeoutError"),
+    ]
+    assert "timed out after 120.0s on attempt 1" in errors[0][1]["message"]
 
 
 @pytest.mark.parametrize("mode", MODES)
