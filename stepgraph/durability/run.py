@@ -587,6 +587,14 @@ class DurableRun(Run):
             expected=self._header_of(),
             trusted=self._ser,
         )
+        if frame["superstep"] != stored.info.superstep:  # a row edited beside its content
+            raise CheckpointError(
+                f"checkpoint {cp!r} of run {run_id!r} is corrupt: the store lists it at "
+                f"superstep {stored.info.superstep}, its content is of superstep "
+                f"{frame['superstep']}",
+                run_id=run_id,
+                checkpoint_id=cp,
+            )
         removed: list[str] = []
         changed: list[str] = []
         added: list[str] = []
@@ -1150,9 +1158,11 @@ class DurableRun(Run):
             return
         if self._result_error is not None and status is RunStatus.FINISHED:
             status, result, error = RunStatus.FAILED, None, self._result_error
-        super()._end(status, result, error)
         if self.lease is not None and not self.loop.is_closed():
+            # scheduled before the caller hears of the end: a caller whose loop ends at
+            # once (asyncio.run) leaves no lease behind
             self.loop.create_task(self._release())
+        super()._end(status, result, error)
 
     def crash(self, reason: str | None = None) -> asyncio.Future[None]:
         """Stop as if the process running the run died: nothing more is fed or written.

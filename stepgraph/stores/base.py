@@ -46,6 +46,8 @@ __all__ = [
     "StoredStatus",
     "checkpoint_id",
     "checkpoint_seq",
+    "read_blob",
+    "read_status",
 ]
 
 ANOTHER_WRITER = "another coordinator wrote it (this one no longer holds the run)"
@@ -69,6 +71,54 @@ class StoredStatus(StrEnum):
 
 
 _FINAL = frozenset({StoredStatus.COMPLETED, StoredStatus.FAILED, StoredStatus.CANCELLED})
+
+
+def read_status(value: object, run_id: str, seq: int | None = None) -> StoredStatus:
+    """A status read from a store's row: of run ``run_id``'s record, or (``seq``) of its
+    checkpoint ``seq``.
+
+    Raises:
+        CheckpointError: a checkpoint's status that is none of them (a damaged row).
+        StoreError: a run record's.
+    """
+    try:
+        return StoredStatus(value if isinstance(value, str) else repr(value))
+    except ValueError:
+        from ..errors import CheckpointError, StoreError
+
+        known = ", ".join(s.value for s in StoredStatus)
+        if seq is None:
+            raise StoreError(
+                f"the record of run {run_id!r} is corrupt: its status is {value!r}, not one "
+                f"of {known}"
+            ) from None
+        cp = checkpoint_id(run_id, seq)
+        raise CheckpointError(
+            f"checkpoint {cp!r} of run {run_id!r} is corrupt: its status is {value!r}, not "
+            f"one of {known}",
+            run_id=run_id,
+            checkpoint_id=cp,
+        ) from None
+
+
+def read_blob(value: object, what: str, run_id: str, seq: int) -> bytes:
+    """The bytes of ``what`` (a frame, a chunk, a journal entry) of checkpoint ``seq`` of
+    run ``run_id``, read from a store's row.
+
+    Raises:
+        CheckpointError: the row holds something else (a damaged row).
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    from ..errors import CheckpointError
+
+    cp = checkpoint_id(run_id, seq)
+    raise CheckpointError(
+        f"checkpoint {cp!r} of run {run_id!r} is corrupt: its {what} is a "
+        f"{type(value).__name__}, not bytes",
+        run_id=run_id,
+        checkpoint_id=cp,
+    )
 
 
 def checkpoint_id(run_id: str, seq: int) -> str:

@@ -54,6 +54,7 @@ from .base import (
     StoredStatus,
     checkpoint_id,
     checkpoint_seq,
+    read_status,
 )
 from .pg_common import TABLES_KEY, binary_params, psycopg_error, run_key
 from .pg_limits import PostgresGate, postgres_gate
@@ -314,7 +315,7 @@ def _record(row: tuple[Any, ...]) -> RunRecord:
     return RunRecord(
         run_id=run_id,
         workflow=workflow,
-        status=StoredStatus(status),
+        status=read_status(status, run_id),
         created_at=_utc(created),
         updated_at=_utc(updated),
         parent_run_id=parent,
@@ -332,7 +333,7 @@ def _info(run_id: str, row: tuple[Any, ...]) -> CheckpointInfo:
         run_id=run_id,
         superstep=superstep,
         created_at=_utc(created),
-        status=StoredStatus(status),
+        status=read_status(status, run_id, seq),
         parent_run_id=parent,
         seq=seq,
     )

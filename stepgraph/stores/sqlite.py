@@ -37,6 +37,8 @@ from .base import (
     StoredStatus,
     checkpoint_id,
     checkpoint_seq,
+    read_blob,
+    read_status,
 )
 from .queue import Wakeups
 from .results import StoreResults
@@ -478,7 +480,7 @@ class SqliteStore(QueueMixin, StoreResults):
         return RunRecord(
             run_id=str(run_id),
             workflow=str(workflow),
-            status=StoredStatus(status),
+            status=read_status(status, str(run_id)),
             created_at=_time(float(created)),
             updated_at=_time(float(updated)),
             parent_run_id=None if parent is None else str(parent),
@@ -532,7 +534,7 @@ class SqliteStore(QueueMixin, StoreResults):
             run_id=run_id,
             superstep=int(superstep),
             created_at=_time(float(created)),
-            status=StoredStatus(status),
+            status=read_status(status, run_id, int(seq)),
             parent_run_id=parent,
             seq=int(seq),
         )
@@ -578,9 +580,13 @@ class SqliteStore(QueueMixin, StoreResults):
         info = self._info(run_id, parent[0], row[:4])
         return StoredCheckpoint(
             info=info,
-            frame=bytes(row[4]),
-            values={str(name): bytes(data) for name, data in chunks if data is not None},
-            journal=tuple(bytes(entry) for (entry,) in journal),
+            frame=read_blob(row[4], "frame", run_id, seq),
+            values={
+                str(name): read_blob(data, f"chunk {name!r}", run_id, seq)
+                for name, data in chunks
+                if data is not None
+            },
+            journal=tuple(read_blob(entry, "journal", run_id, seq) for (entry,) in journal),
         )
 
     # -- leases ---------------------------------------------------------------------------------

@@ -258,6 +258,18 @@ async def test_when_an_await_of_the_run_returns_or_raises_its_final_status_is_st
     assert [r.run_id for r in await store.list_runs(status="failed")] == [failing.run_id]
 
 
+async def test_when_an_await_of_the_run_returns_its_lease_is_given_up(
+    stores: StoreFactory, store_kind: str
+) -> None:
+    if store_kind == "postgres":
+        pytest.skip("a PostgreSQL lease is the session's: it goes with the session anyway")
+    store = stores()
+    done = Chain(store=store).run(tag=new_tag(), hops=2)
+    await done
+    # nothing left behind, even for a caller whose loop ends right here (asyncio.run)
+    assert await store.acquire(done.run_id, "another coordinator")
+
+
 async def test_one_memory_store_keeps_its_runs_across_event_loops() -> None:
     from stepgraph.stores import MemoryStore
 
