@@ -84,21 +84,12 @@ def read_status(value: object, run_id: str, seq: int | None = None) -> StoredSta
     try:
         return StoredStatus(value if isinstance(value, str) else repr(value))
     except ValueError:
-        from ..errors import CheckpointError, StoreError
+        from ..errors import StoreError
 
-        known = ", ".join(s.value for s in StoredStatus)
+        wrong = f"its status is {value!r}, not one of {', '.join(s.value for s in StoredStatus)}"
         if seq is None:
-            raise StoreError(
-                f"the record of run {run_id!r} is corrupt: its status is {value!r}, not one "
-                f"of {known}"
-            ) from None
-        cp = checkpoint_id(run_id, seq)
-        raise CheckpointError(
-            f"checkpoint {cp!r} of run {run_id!r} is corrupt: its status is {value!r}, not "
-            f"one of {known}",
-            run_id=run_id,
-            checkpoint_id=cp,
-        ) from None
+            raise StoreError(f"the record of run {run_id!r} is corrupt: {wrong}") from None
+        raise _corrupt(run_id, seq, wrong) from None
 
 
 def read_blob(value: object, what: str, run_id: str, seq: int) -> bytes:
@@ -110,14 +101,15 @@ def read_blob(value: object, what: str, run_id: str, seq: int) -> bytes:
     """
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
+    raise _corrupt(run_id, seq, f"its {what} is a {type(value).__name__}, not bytes")
+
+
+def _corrupt(run_id: str, seq: int, wrong: str) -> Exception:
     from ..errors import CheckpointError
 
     cp = checkpoint_id(run_id, seq)
-    raise CheckpointError(
-        f"checkpoint {cp!r} of run {run_id!r} is corrupt: its {what} is a "
-        f"{type(value).__name__}, not bytes",
-        run_id=run_id,
-        checkpoint_id=cp,
+    return CheckpointError(
+        f"checkpoint {cp!r} of run {run_id!r} is corrupt: {wrong}", run_id=run_id, checkpoint_id=cp
     )
 
 
