@@ -367,3 +367,57 @@ async def test_distributed_workers_run_submitted_runs_and_stream_them_to_an_atta
     assert codes == [0, 0]
     assert outcome["streamed"] == ["Fetched", "Summarized", "StopEvent"]
     assert [r["summary"] for r in outcome["results"]] == ["tides: 20 words", "dunes: 20 words"]
+
+
+def test_tracing_sends_its_spans_over_otlp_when_an_endpoint_is_set() -> None:
+    """examples/tracing.py with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set: the spans reach an
+    OTLP/HTTP receiver (here a local one that keeps what it is sent)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: list[tuple[str, bytes]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # (the name http.server calls)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / "tracing.py")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    check_script(done, ["answer: an answer about tracing", f"spans sent to {endpoint}"])
+    names: list[str] = []
+    for path, body in received:
+        assert path == "/v1/traces"
+        request = ExportTraceServiceRequest.FromString(body)
+        names += [
+            span.name
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        ]
+    for name in ("stepgraph.run", "stepgraph.step", "stepgraph.workflow", "stepgraph.task"):
+        assert name in names, names
