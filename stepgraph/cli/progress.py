@@ -25,10 +25,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from ..core import AttemptFailed, RunStatus, StepCompleted, StepFailed, Tick
 from ..runtime.observers import RunInfo, RunObserver
+from ..tasks.observers import TaskObserver
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.live import Live
+
+    from ..tasks.flow import TaskFlow
+    from ..tasks.futures import TaskFuture
 
 __all__ = ["Progress", "StepCounts", "make_progress"]
 
@@ -62,14 +66,16 @@ class _Snapshot:
     elapsed: float
     run_mode: str
     steps: list[tuple[str, StepCounts]] = field(default_factory=list)
+    tasks: list[tuple[str, StepCounts]] = field(default_factory=list)
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-class Progress(RunObserver):
-    """Counts a run's step attempts; ``mode`` says how they are shown (see the module).
+class Progress(RunObserver, TaskObserver):
+    """Counts a run's step attempts (and its steps' tasks); ``mode`` says how they are
+    shown (see the module).
 
     Observers are called on the run's event loop thread; the live display reads from its
     refresh thread: a lock keeps the counts whole.
@@ -83,6 +89,8 @@ class Progress(RunObserver):
         self.superstep = 0
         self.run_mode = "superstep"
         self.steps: dict[str, StepCounts] = {}
+        self.tasks: dict[str, StepCounts] = {}  # the tasks of task flows, by name
+        self._running_tasks: set[str] = set()  # the uids of tasks whose bodies run
         self.failure: StepFailure | None = None
         self.status: RunStatus | None = None
         self.stored = False  # the run had completed: its stored result, nothing ran
@@ -148,6 +156,35 @@ class Progress(RunObserver):
         with self._lock:
             self.status = status
 
+    # -- the tasks of its steps' task flows (``observing_tasks``) ---------------------------------
+
+    def task_started(self, flow: TaskFlow, future: TaskFuture) -> None:
+        with self._lock:
+            self._running_tasks.add(future.uid)
+            self.tasks.setdefault(future.name, StepCounts()).running += 1
+        self._line(f"task {future.name} started")
+
+    def _task_ended(self, future: TaskFuture, outcome: str) -> None:
+        with self._lock:
+            counts = self.tasks.setdefault(future.name, StepCounts())
+            if future.uid in self._running_tasks:
+                self._running_tasks.discard(future.uid)
+                counts.running = max(0, counts.running - 1)
+            if outcome == "done":
+                counts.done += 1
+            elif outcome == "failed":
+                counts.failed += 1
+        self._line(f"task {future.name} {outcome}")
+
+    def task_resolved(self, flow: TaskFlow, future: TaskFuture) -> None:
+        self._task_ended(future, "done")
+
+    def task_failed(self, flow: TaskFlow, future: TaskFuture, error: BaseException) -> None:
+        self._task_ended(future, "failed")
+
+    def task_cancelled(self, flow: TaskFlow, future: TaskFuture) -> None:
+        self._task_ended(future, "cancelled")
+
     # -- showing ----------------------------------------------------------------------------------
 
     def _line(self, text: str) -> None:
@@ -197,6 +234,7 @@ class Progress(RunObserver):
         with self._lock:
             names = self._order + [n for n in self.steps if n not in self._order]
             steps = [(n, StepCounts(*_fields(self.steps[n]))) for n in names if n in self.steps]
+            tasks = [(n, StepCounts(*_fields(c))) for n, c in self.tasks.items()]
             return _Snapshot(
                 self.workflow,
                 self.run_id,
@@ -204,6 +242,7 @@ class Progress(RunObserver):
                 time.monotonic() - self._started,
                 self.run_mode,
                 steps,
+                tasks,
             )
 
     def summary(self, outcome: str, detail: str = "") -> str:
@@ -218,6 +257,14 @@ class Progress(RunObserver):
         ]
         if failed:
             parts.append("failed: " + ", ".join(failed))
+        if snap.tasks:
+            parts.append(
+                "tasks done: "
+                + (", ".join(_times(n, c.done) for n, c in snap.tasks if c.done) or "none")
+            )
+            tasks_failed = [_times(n, c.failed) for n, c in snap.tasks if c.failed]
+            if tasks_failed:
+                parts.append("tasks failed: " + ", ".join(tasks_failed))
         if detail:
             parts.append(detail)
         if snap.run_id:
@@ -269,7 +316,8 @@ class _Renderable:
         table.add_column(no_wrap=True)
         table.add_column(no_wrap=True)
         shown = _visible(snap.steps)
-        for name, c in shown:
+        tasks = _visible(snap.tasks, limit=10)
+        for name, c in [*shown, *((f"task {n}", c) for n, c in tasks)]:
             if c.running:
                 mark, style, state = (
                     spin,
@@ -295,6 +343,9 @@ class _Renderable:
         hidden = len(snap.steps) - len(shown)
         if hidden:
             table.add_row(Text(f"    … {_plural(hidden, 'more step')}", style="dim"), "", "")
+        hidden = len(snap.tasks) - len(tasks)
+        if hidden:
+            table.add_row(Text(f"    … {_plural(hidden, 'more task')}", style="dim"), "", "")
         from rich.console import Group
 
         return Group(header, table)

@@ -25,6 +25,7 @@ from ..errors import (
 from ..events import HumanResponseEvent, InputRequiredEvent
 from ..graph_events import RequestInfoEvent, RunResult
 from ..runtime.handler import WorkflowHandler
+from ..tasks.observers import observing_tasks
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -127,7 +128,8 @@ async def follow(
     detail = ""
     try:
         try:
-            handler = start()
+            with observing_tasks(progress):  # the task flows its steps make: shown too
+                handler = start()
         except InvalidStartEventError as exc:
             raise UsageError(f"the run's arguments are refused: {_flat(exc)}") from None
         outcome = "failed"

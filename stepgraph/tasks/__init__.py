@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..errors import DependencyFailed, TaskFailed
 from .flow import Task, TaskFlow
 from .futures import TaskFuture, current_workflow_id, workflow_scope
-from .observers import TaskObserver
+from .observers import TaskObserver, observing_tasks
 
 __all__ = [
     "DependencyFailed",
@@ -18,5 +18,6 @@ __all__ = [
     "TaskFuture",
     "TaskObserver",
     "current_workflow_id",
+    "observing_tasks",
     "workflow_scope",
 ]

@@ -33,7 +33,7 @@ from ..limits import Limiter, LimiterGate, gate_for, gate_of, limited
 from ..runtime.clock import SYSTEM_CLOCK, Clock
 from .dag import CANCEL, FAIL, START, Dag, DagCommand
 from .futures import _BLOCK_ID, _WORKFLOW_ID, TaskFuture, workflow_scope
-from .observers import TaskObserver
+from .observers import TaskObserver, ambient_observers
 from .prompt import PromptSettings, complete
 
 if TYPE_CHECKING:
@@ -225,6 +225,7 @@ class TaskFlow:
             log = event_log_of(event_log, "TaskFlow")
             if log is not None:
                 watchers.append(log)
+        watchers += [o for o in ambient_observers() if o not in watchers]
         self.observers: tuple[TaskObserver, ...] = tuple(watchers)
         self.uid = uid or f"flow.{uuid.uuid4().hex[:12]}"
         self.work_dir = Path(work_dir)

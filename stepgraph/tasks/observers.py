@@ -9,14 +9,16 @@ The event log (``stepgraph.telemetry.EventLog``) is one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .flow import TaskFlow
     from .futures import TaskFuture
 
-__all__ = ["TaskObserver"]
+__all__ = ["TaskObserver", "ambient_observers", "observing_tasks"]
 
 
 class TaskObserver:
@@ -29,7 +31,9 @@ class TaskObserver:
         """Its dependencies are done and its slots taken: its body goes to its backend."""
 
     def task_started(self, flow: TaskFlow, future: TaskFuture) -> None:
-        """Its body begins (on the event loop: when the backend is handed the body)."""
+        """Its body begins: its backend is handed the body with a worker free for it (a
+        pool's; on the event loop or a cluster, as it is handed over); a limited task,
+        once its limiter lets it."""
 
     def task_resolved(self, flow: TaskFlow, future: TaskFuture) -> None:
         """It returned: ``future.result()`` is its result."""
@@ -42,3 +46,23 @@ class TaskObserver:
 
     def flow_closed(self, flow: TaskFlow) -> None:
         """The flow ended: its tasks are done, its backends shut down."""
+
+
+_AMBIENT: ContextVar[tuple[TaskObserver, ...]] = ContextVar("stepgraph_task_observers", default=())
+
+
+@contextmanager
+def observing_tasks(*observers: TaskObserver) -> Iterator[None]:
+    """Every ``TaskFlow`` made in this context, and in the asyncio tasks and threads
+    started from it (a run started here: its steps), gets ``observers`` too. The
+    ``stepgraph run`` progress display sees the tasks of a run's steps so."""
+    token = _AMBIENT.set(_AMBIENT.get() + observers)
+    try:
+        yield
+    finally:
+        _AMBIENT.reset(token)
+
+
+def ambient_observers() -> tuple[TaskObserver, ...]:
+    """The observers :func:`observing_tasks` set for this context."""
+    return _AMBIENT.get()

@@ -6,6 +6,7 @@ store keeps name their classes by module (``flows.Hop``), the same in every proc
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -185,3 +186,21 @@ class Invalid(Workflow):
     @step
     async def only(self, ctx: Context, ev: StartEvent) -> Hop:
         return Hop(n=1)
+
+
+def simulate(i: int) -> int:
+    return i * i
+
+
+class Campaign(Workflow):
+    """A step that runs a task flow of its own: its tasks show in the progress display."""
+
+    @step
+    async def run_tasks(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        from stepgraph.backends import InlineBackend
+        from stepgraph.tasks import TaskFlow
+
+        async with TaskFlow({"default": InlineBackend()}) as flow:
+            task = flow.function_task(simulate)
+            results = await asyncio.gather(*(task(i) for i in range(3)))
+        return StopEvent(result=sum(results))

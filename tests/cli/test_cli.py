@@ -511,6 +511,18 @@ def test_without_rich_progress_is_plain_lines_and_a_hint(tmp_path: Path) -> None
     assert done.stderr.splitlines()[-1].startswith("stepgraph: Count completed in ")
 
 
+def test_the_progress_display_names_the_tasks_of_a_steps_task_flow(tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow" / "rich"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('rich is not installed')\n")
+    done = cli("run", "flows:Campaign", env=_env(PYTHONPATH=str(shadow.parent)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "5\n"
+    assert done.stderr.count("task simulate started") == 3
+    assert done.stderr.count("task simulate done") == 3
+    assert "tasks done: simulate x3" in done.stderr.splitlines()[-1]
+
+
 def screen(output: str, width: int) -> list[str]:
     """What a terminal shows after ``output``: enough of VT100 for rich's live display
     (CR, LF, cursor up, erase line; colours and cursor visibility ignored)."""

@@ -1,0 +1,37 @@
+"""The live region of the progress display, drawn by rich into a string: steps, then the
+tasks of the task flows the run's steps make."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+from typing import Any
+
+from rich.console import Console
+
+from stepgraph.cli.progress import Progress, StepCounts, _Renderable
+
+
+def future(uid: str, name: str) -> Any:
+    return SimpleNamespace(uid=uid, name=name)
+
+
+def test_the_live_region_shows_steps_then_tasks_with_their_counts() -> None:
+    progress = Progress("live", io.StringIO())
+    progress.workflow = "Campaign"
+    progress.steps["run_tasks"] = StepCounts(running=1)
+    flow: Any = None
+    progress.task_started(flow, future("t1", "simulate"))
+    progress.task_started(flow, future("t2", "simulate"))
+    progress.task_resolved(flow, future("t1", "simulate"))
+    progress.task_failed(flow, future("t3", "analyze"), ValueError("never ran"))
+    out = io.StringIO()
+    Console(file=out, width=100, color_system=None).print(_Renderable(progress))
+    lines = [" ".join(line.split()[1:]) for line in out.getvalue().splitlines()]  # no mark
+    assert lines[1:] == [
+        "run_tasks running done 0",
+        "task simulate running done 1",
+        "task analyze failed done 0, failed 1",
+    ]
+    summary = progress.summary("completed")
+    assert "tasks done: simulate" in summary and "tasks failed: analyze" in summary
