@@ -111,18 +111,23 @@ class DaskBackend(BackendBase):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         what = getattr(fn, "__name__", repr(fn))
         if self._in_memory:
-            future = self.client.submit(_call_in_memory, fn, args, kwargs, pure=False)
-            return self._in_memory_outcome(future, what)
-        future = self.client.submit(run_outcome, dumps((fn, args, kwargs)), pure=False)
-        return self._pickled_outcome(future, what)
+            return self._in_memory_outcome(fn, args, kwargs, what)
+        return self._pickled_outcome(dumps((fn, args, kwargs)), what)
 
-    async def _in_memory_outcome(self, future: Any, what: str) -> Any:
+    # (handed to the cluster once awaited, not before: a cancel before that, of a task
+    # that never ran a step, then means the body never runs)
+
+    async def _in_memory_outcome(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], what: str
+    ) -> Any:
+        future = self.client.submit(_call_in_memory, fn, args, kwargs, pure=False)
         value = await self._result(future, what)
         if type(value) is _Raised:
             raise value.error
         return value
 
-    async def _pickled_outcome(self, future: Any, what: str) -> Any:
+    async def _pickled_outcome(self, payload: bytes, what: str) -> Any:
+        future = self.client.submit(run_outcome, payload, pure=False)
         return load_outcome(await self._result(future, what), what, self.name)
 
     def run_command(self, command: Command) -> Awaitable[CommandResult]:

@@ -359,10 +359,15 @@ class ProcessBackend(BackendBase):
         return ("commands", size) if kind == "executable" else None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
-        payload = dumps((fn, args, kwargs))
+        payload = dumps((fn, args, kwargs))  # (what cannot be pickled is said at once)
+        return self._run(payload, getattr(fn, "__name__", repr(fn)))
+
+    async def _run(self, payload: bytes, what: str) -> Any:
+        # handed to the pool once awaited, not before: a cancel before that (of a task
+        # that never ran a step) then means it never runs, as a cancel in the pool does
         token = next(self._tokens)
         pool, future = self._send(payload, token)
-        return self._watch(pool, future, payload, token, getattr(fn, "__name__", repr(fn)))
+        return await self._watch(pool, future, payload, token, what)
 
     def _send(self, payload: bytes, token: int) -> tuple[_Pool, Future[bytes]]:
         """Submit a body to the pool; to a fresh one if the pool is found broken (a worker

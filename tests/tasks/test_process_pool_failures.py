@@ -432,6 +432,21 @@ async def test_a_body_cancelled_before_it_starts_never_starts(
     assert _runs(log) == [2, 3]  # the cancelled bodies never ran
 
 
+async def test_a_body_whose_awaitable_is_cancelled_before_it_is_awaited_never_runs(
+    cpu: ProcessBackend, lines: Fifo, gate: Fifo, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs"
+    running = asyncio.ensure_future(cpu.submit(_report_and_wait, lines.path, gate.path, 1))
+    await lines.line()  # it runs in the only worker
+    never = asyncio.ensure_future(cpu.submit(_log, str(log), 0))
+    never.cancel()  # before its task ever ran a step
+    gate.release()
+    await running
+    assert (await cpu.submit(_log, str(log), 1))[1] == 1
+    assert never.cancelled()
+    assert _runs(log) == [1]
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 async def test_the_bodies_waiting_behind_a_cancelled_one_run_when_a_worker_dies(
     cpu: ProcessBackend, lines: Fifo, doom: Fifo, tmp_path: Path
