@@ -98,15 +98,21 @@ class ThreadBackend(BackendBase):
         return run_command_async(command)
 
     def slots(self, kind: str, fn: Callable[..., Any]) -> tuple[str, int] | None:
-        """A plain function takes a thread of the pool; the rest runs on the loop."""
-        if kind != "function" or inspect.iscoroutinefunction(fn):
+        """A plain function takes a thread of the pool; executables, as many places of
+        their own (a flow runs as many at once as the pool has threads, as a process
+        backend does); an ``async def`` body runs on the loop."""
+        if kind == "function" and inspect.iscoroutinefunction(fn):
+            return None
+        if kind not in ("function", "executable"):
             return None
         size = self.max_workers
         if size is None and self._executor is not None:
             size = getattr(self._executor, "_max_workers", None)
         if size is None and self._executor is None:
             size = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
-        return None if size is None else ("threads", size)
+        if size is None:
+            return None
+        return ("threads", size) if kind == "function" else ("commands", size)
 
     async def shutdown(self, *, cancel: bool = False) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import WorkerDiedError
 from .base import BackendBase, LoopSemaphores
+from .child import PATH_VARIABLE
 from .commands import Command, CommandResult, run_command_async, terminate
 from .process import dumps, load_outcome
 
@@ -71,6 +72,7 @@ class SubprocessBackend(BackendBase):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            env={**os.environ, PATH_VARIABLE: os.pathsep.join(sys.path)},  # its imports too
         )
         try:
             out, err = await child.communicate(payload)

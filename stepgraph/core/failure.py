@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import RecordedError
+from .text import error_text
 
 __all__ = ["Failure"]
 
@@ -39,7 +40,7 @@ class Failure:
         kind = type(error)
         return cls(
             type=f"{kind.__module__}.{kind.__qualname__}",
-            message=str(error),
+            message=error_text(error),
             notes=tuple(getattr(error, "__notes__", ())),
             traceback=traceback,
             exception=error,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["short_repr"]
+__all__ = ["error_text", "short_repr"]
 
 
 def short_repr(value: object, limit: int = 120) -> str:
@@ -13,3 +13,12 @@ def short_repr(value: object, limit: int = 120) -> str:
     except Exception:
         text = f"<{type(value).__name__} object>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def error_text(error: BaseException) -> str:
+    """``str(error)``; never raises (an exception whose ``__str__`` is broken must still
+    fail what it failed, and be reported)."""
+    try:
+        return str(error)
+    except Exception as exc:
+        return f"<{type(error).__name__}: its str() raised {type(exc).__name__}>"

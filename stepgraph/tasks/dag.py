@@ -61,7 +61,7 @@ _NO_KEY: frozenset[str] = frozenset()
 class Dag:
     """The tasks of a flow that have not finished, their dependencies and their slots."""
 
-    __slots__ = ("capacity", "free", "queues", "tasks")
+    __slots__ = ("capacity", "free", "hidden", "queues", "tasks")
 
     def __init__(self, capacity: Mapping[str, int] | None = None) -> None:
         for name, count in (capacity or {}).items():
@@ -69,6 +69,7 @@ class Dag:
                 raise ResourceError(f"resource {name!r} must have a count >= 0, got {count!r}")
         self.capacity: dict[str, int] = dict(capacity or {})
         self.free: dict[str, int] = dict(self.capacity)
+        self.hidden: set[str] = set()  # resources of the shell's own (no task claims them)
         self.tasks: dict[int, _Task] = {}
         self.queues: dict[frozenset[str], deque[int]] = {}
 
@@ -85,8 +86,8 @@ class Dag:
             return _NO_CLAIMS
         out = []
         for name, count in claims.items():
-            if name not in self.capacity:
-                have = ", ".join(sorted(self.capacity)) or "none"
+            if name not in self.capacity or name in self.hidden:
+                have = ", ".join(sorted(set(self.capacity) - self.hidden)) or "none"
                 raise ResourceError(
                     f"{who} claims resource {name!r}, which the flow does not have (it has: {have})"
                 )
@@ -102,10 +103,12 @@ class Dag:
         return tuple(sorted(out))
 
     def provide(self, name: str, count: int) -> None:
-        """Add resource ``name`` with ``count`` slots, unless the Dag has it already (a
-        backend's places: the flow adds them as its tasks are declared)."""
+        """Add resource ``name`` with ``count`` slots, unless the Dag has it already: one
+        of the shell's own, which no claim names (a backend's places: the flow adds them
+        as its tasks are declared)."""
         if name not in self.capacity:
             self.capacity[name] = self.free[name] = count
+            self.hidden.add(name)
 
     # -- what happens -------------------------------------------------------------------------
 

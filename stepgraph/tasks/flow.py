@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import dataclasses
 import functools
 import inspect
@@ -27,7 +28,7 @@ from ..backends.base import Backend, named
 from ..backends.commands import Command
 from ..backends.local import InlineBackend, ThreadBackend
 from ..backends.noop import NoopBackend
-from ..core.text import short_repr
+from ..core.text import error_text, short_repr
 from ..errors import BackendError, DependencyFailed, StepgraphError, TaskFailed
 from ..limits import Limiter, LimiterGate, gate_for, gate_of, limited
 from ..runtime.clock import SYSTEM_CLOCK, Clock
@@ -117,7 +118,8 @@ class Task:
 
 
 def _scan(value: Any, found: dict[TaskFuture, None]) -> None:
-    """The task futures in ``value``: itself, or inside lists, tuples and dicts."""
+    """The task futures in ``value``: itself, or inside lists, tuples and dicts (and
+    their subclasses: named tuples, ``OrderedDict``, ``defaultdict``)."""
     kind = type(value)
     if kind is TaskFuture:
         found[value] = None
@@ -127,10 +129,17 @@ def _scan(value: Any, found: dict[TaskFuture, None]) -> None:
     elif kind is dict:
         for item in value.values():
             _scan(item, found)
+    elif kind not in _PLAIN and isinstance(value, list | tuple | dict):
+        for item in value.values() if isinstance(value, dict) else value:
+            _scan(item, found)
+
+
+_PLAIN = frozenset((int, float, str, bytes, bool, type(None)))  # never containers
 
 
 def _resolved(value: Any) -> Any:
-    """``value`` with every task future in it replaced by its result."""
+    """``value`` with every task future in it replaced by its result (a container of a
+    subclass is rebuilt as its own type)."""
     kind = type(value)
     if kind is TaskFuture:
         return value.result()
@@ -140,6 +149,21 @@ def _resolved(value: Any) -> Any:
         return tuple(_resolved(item) for item in value)
     if kind is dict:
         return {key: _resolved(item) for key, item in value.items()}
+    if kind in _PLAIN:
+        return value
+    if isinstance(value, dict):
+        out = copy.copy(value)  # (a defaultdict keeps its factory)
+        for key, item in value.items():
+            out[key] = _resolved(item)
+        return out
+    if isinstance(value, list):
+        items = copy.copy(value)
+        items[:] = [_resolved(item) for item in value]
+        return items
+    if isinstance(value, tuple):
+        parts = [_resolved(item) for item in value]
+        make = getattr(kind, "_make", None)  # a named tuple
+        return make(parts) if make is not None else kind(parts)
     return value
 
 
@@ -230,7 +254,6 @@ class TaskFlow:
         self.uid = uid or f"flow.{uuid.uuid4().hex[:12]}"
         self.work_dir = Path(work_dir)
         self._dag = Dag(resources)
-        self._places: set[str] = set()  # the resources standing for backends' pools
         self._futures: dict[int, TaskFuture] = {}  # tasks not finished, by number
         # what a task waits with: its arguments, and the caller's context if it has dependencies
         self._waiting: dict[int, tuple[Task, tuple[Any, ...], dict[str, Any], Context, bool]] = {}
@@ -247,8 +270,8 @@ class TaskFlow:
     @property
     def resources(self) -> dict[str, int]:
         """The flow's slots per resource."""
-        places = self._places
-        return {name: n for name, n in self._dag.capacity.items() if name not in places}
+        hidden = self._dag.hidden
+        return {name: n for name, n in self._dag.capacity.items() if name not in hidden}
 
     def _place(self, name: str, backend: Backend, kind: str, fn: Callable[..., Any]) -> str | None:
         """The resource standing for the places of ``backend``'s pool a body of ``kind``
@@ -263,9 +286,8 @@ class TaskFlow:
         if found is None:
             return None
         pool, size = found
-        resource = f"backend {name!r} ({pool})"
+        resource = f"{id(backend)}:{pool}"  # one backend under two names: one pool
         self._dag.provide(resource, max(1, size))
-        self._places.add(resource)
         return resource
 
     @property
@@ -687,6 +709,10 @@ class TaskFlow:
             self._tell("task_resolved", future)
 
     def _fail(self, future: TaskFuture, error: BaseException) -> None:
+        if isinstance(error, StopIteration):  # a future refuses it (PEP 479): say so
+            stopped = RuntimeError(f"{future.name!r} ({future.uid}) raised StopIteration")
+            stopped.__cause__ = error
+            error = stopped
         future.set_exception(error)
         if self.observers:
             self._tell("task_failed", future, error)
@@ -782,7 +808,7 @@ class TaskFlow:
     ) -> BaseException:
         if task.kind == BLOCK:
             return exc  # a block is the caller's own code: its error goes on as it is
-        detail = f"{type(exc).__name__}: {exc}"
+        detail = f"{type(exc).__name__}: {error_text(exc)}"
         if isinstance(exc, subprocess.CalledProcessError) and exc.stderr:
             detail += f" Its standard error ends with: {str(exc.stderr).strip()}"
         error = TaskFailed(
@@ -875,15 +901,21 @@ class TaskFlow:
         if traced is not None:
             self.observers = (*self.observers, traced)
             self._traced = traced.tracer is not None
+        for backend in self._own_backends():  # (a backend several flows share: counted)
+            _USERS[id(backend)] = _USERS.get(id(backend), 0) + 1
         results = await asyncio.gather(
-            *(backend.start() for backend in self.backends.values()), return_exceptions=True
+            *(backend.start() for backend in self._own_backends()), return_exceptions=True
         )
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             self._state = "closed"
-            await self._shutdown(cancel=True)
+            await self._shutdown(cancel=True, error=errors[0])
             raise errors[0]
         self._state = "open"
+
+    def _own_backends(self) -> list[Backend]:
+        """Its backends, each once (one backend may go by two names)."""
+        return list({id(b): b for b in self.backends.values()}.values())
 
     async def wait(self) -> None:
         """Wait until every task and block of the flow has finished."""
@@ -912,7 +944,7 @@ class TaskFlow:
                     await self._shutdown(cancel=False)
                 else:
                     self._state = "aborting"
-                    await self._abort()
+                    await self._abort(error)
                     self._state = "closed"
             finally:
                 for observer in self.observers:
@@ -924,24 +956,38 @@ class TaskFlow:
         if self._observer_error is not None and error is None:
             raise self._observer_error
 
-    async def _abort(self) -> None:
+    async def _abort(self, error: BaseException) -> None:
         """Cancel every task; stop bodies and backends concurrently."""
         for future in list(self._futures.values()):
             future.cancel()
         drivers = list(self._drivers.values())
         await asyncio.gather(
             asyncio.gather(*drivers, return_exceptions=True),
-            self._shutdown(cancel=True),
+            self._shutdown(cancel=True, error=error),
         )
 
-    async def _shutdown(self, *, cancel: bool) -> None:
+    async def _shutdown(self, *, cancel: bool, error: BaseException | None = None) -> None:
+        """Shut down the backends no other open flow uses. A backend that fails to is
+        raised, unless the flow ends on ``error``: that one goes on, noted with it."""
+        last = []
+        for backend in self._own_backends():
+            users = _USERS.pop(id(backend), 1) - 1
+            if users > 0:  # another flow still uses it: it shuts it down
+                _USERS[id(backend)] = users
+            else:
+                last.append(backend)
         results = await asyncio.gather(
-            *(backend.shutdown(cancel=cancel) for backend in self.backends.values()),
-            return_exceptions=True,
+            *(backend.shutdown(cancel=cancel) for backend in last), return_exceptions=True
         )
-        for result in results:
-            if isinstance(result, BaseException):
+        for backend, result in zip(last, results, strict=True):
+            if not isinstance(result, BaseException):
+                continue
+            if error is None:
                 raise result
+            error.add_note(
+                f"stepgraph: shutting backend {backend.name!r} down failed too: "
+                f"{type(result).__name__}: {error_text(result)}"
+            )
 
     async def __aenter__(self) -> TaskFlow:
         await self.start()
@@ -952,6 +998,10 @@ class TaskFlow:
 
     def __repr__(self) -> str:
         return f"<TaskFlow {self.uid} {self._state}: {len(self._futures)} tasks not finished>"
+
+
+_USERS: dict[int, int] = {}
+"""The open flows using each backend, by ``id``: the last one to end shuts it down."""
 
 
 def _check_executable(name: str, runner: Backend, label: str) -> None:
@@ -977,7 +1027,7 @@ def _dependency_failed(future: TaskFuture, dependency: TaskFuture) -> Dependency
     error = DependencyFailed(
         f"{what} {future.name!r} ({future.uid}) did not run: its dependency "
         f"{dependency.name!r} ({dependency.uid}) failed"
-        + ("" if root is None else f": {type(root).__name__}: {root}"),
+        + ("" if root is None else f": {type(root).__name__}: {error_text(root)}"),
         task=future.name,
         dependency=dependency.name,
     )

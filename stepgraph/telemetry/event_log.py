@@ -42,6 +42,7 @@ from ..core import (
     StepFailed,
     Tick,
 )
+from ..core.text import error_text
 from ..errors import TaskFailed
 from ..runtime.observers import RunInfo, RunObserver, step_backend
 from ..tasks.observers import TaskObserver
@@ -75,7 +76,7 @@ def _stamped(clock: Clock, kind: str) -> dict[str, Any]:
 def _error(error: BaseException | None) -> dict[str, str] | None:
     if error is None:
         return None
-    return {"type": type(error).__name__, "message": str(error)}
+    return {"type": type(error).__name__, "message": error_text(error)}
 
 
 class EventLog(RunObserver, TaskObserver):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backends.base import call_to_end
 from ..core import AttemptFailed, Command, RunStatus, StepCompleted, StepFailed, Tick
+from ..core.text import error_text
 from ..runtime.observers import RunInfo, RunObserver, step_backend
 from ..runtime.scope import WORKER, current_scope
 from ..tasks.observers import TaskObserver
@@ -339,7 +340,7 @@ class RunTracer(RunObserver):
         span.set_attribute("stepgraph.run.status", "detached" if detached else status.value)
         if status is RunStatus.FAILED:
             name = type(error).__name__ if error is not None else "Error"
-            _fail(span, error, name, str(error) if error is not None else "")
+            _fail(span, error, name, error_text(error) if error is not None else "")
         span.end()
 
 
@@ -412,7 +413,7 @@ class TaskTracer(TaskObserver):
         _detach(span, token)
         if error is not None:
             cause = error.__cause__ if error.__cause__ is not None else error
-            _fail(span, error, type(cause).__name__, str(error))
+            _fail(span, error, type(cause).__name__, error_text(error))
         span.end()
 
     def task_resolved(self, flow: TaskFlow, future: TaskFuture) -> None:
