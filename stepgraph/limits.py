@@ -150,9 +150,10 @@ class Gate:
                     self._waiters.append((loop, waiter))
                 else:  # woken first in line: it keeps its place
                     self._waiters.appendleft((loop, waiter))
-            if started is None:
+            if started is None:  # visible while it lasts, not only once it is over
                 started = time.monotonic()
                 self.waits += 1
+                tell_waiting(self.limiter.name)
             assert delay is not None
             timer = None if delay == math.inf else loop.call_later(delay, _wake, waiter)
             try:
@@ -189,8 +190,9 @@ class Gate:
     async def hold(self) -> AsyncIterator[float]:
         """``async with gate.hold():`` holds it for the block (yields the seconds waited).
 
-        A wait is visible: a ``stepgraph.limiter.wait`` event on the current span (when
-        tracing is on) and a line on the ``stepgraph.limits`` logger.
+        A wait is visible: a line on the ``stepgraph.limits`` logger as it starts, and,
+        once over, another and a ``stepgraph.limiter.wait`` event on the current span
+        (when tracing is on).
         """
         waited = await self.acquire()
         if waited:
@@ -199,6 +201,11 @@ class Gate:
             yield waited
         finally:
             self.release()
+
+
+def tell_waiting(name: str) -> None:
+    """A wait for limiter ``name`` starts: a line on the ``stepgraph.limits`` logger."""
+    _log.info("waiting for limiter %r", name)
 
 
 def _tell_wait(name: str, seconds: float) -> None:

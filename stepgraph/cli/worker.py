@@ -11,6 +11,7 @@ import signal
 from typing import Any
 
 from ..distributed.worker import Worker, registry
+from ..errors import StepgraphError
 from .common import EXIT_OK, fail, say
 from .loading import configure, load_registry
 from .stores import close_store, open_store, probe_store, shown
@@ -78,7 +79,10 @@ async def serve(
     try:
         await probe_store(store, url)
         bound = [(key, configure(workflow, store=store)) for key, workflow in items]
-        workflows = registry(bound)
+        try:
+            workflows = registry(bound)
+        except StepgraphError as exc:
+            fail(str(exc))
         worker = Worker(
             store,
             workflows,

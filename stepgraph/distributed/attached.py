@@ -26,6 +26,7 @@ from ..durability.checkpoints import decode_value
 from ..durability.serializer import serializer_named
 from ..errors import (
     RunFinishedError,
+    RunIdConflictError,
     RunNotFoundError,
     StepgraphError,
     StoreError,
@@ -33,7 +34,7 @@ from ..errors import (
     WorkflowCancelled,
 )
 from ..runtime.run import settle_like
-from ..stores.base import StoredStatus
+from ..stores.base import RunRecord, StoredStatus
 from ..stores.results import outcome_of
 from .cancel import cancel_unowned
 from .messages import encode_message
@@ -68,6 +69,7 @@ class AttachedRun:
         self._posts: set[asyncio.Task[None]] = set()
         self._consumed = False
         self._cancelled = False  # cancelled by this caller: its end is no news to report
+        self._told_refusal = False  # a call raised that the run is missing (or another's)
         self._watch = self.loop.create_task(self._watch_outcome())
 
     @property
@@ -93,9 +95,7 @@ class AttachedRun:
         pause = _FIRST_POLL
         while True:
             try:
-                record = await _read_on(self._store.get_run, self.run_id)
-                if record is None:
-                    raise RunNotFoundError(f"there is no run {self.run_id!r} in {self._store!r}")
+                record = await self._record()
                 status = StoredStatus(record.status)
                 if status.final:
                     try:
@@ -115,9 +115,28 @@ class AttachedRun:
             except Exception as exc:
                 self._status = RunStatus.FAILED
                 self.outcome.set_exception(exc)
+                if self._told_refusal and isinstance(exc, _REFUSALS):
+                    self.outcome.exception()  # retrieved: a call has raised it already
                 return
             await asyncio.sleep(pause)
             pause = min(pause * 2, _LAST_POLL)
+
+    async def _record(self) -> RunRecord:
+        """The run's record.
+
+        Raises:
+            RunNotFoundError: the store has no such run.
+            RunIdConflictError: the run is one of another workflow.
+        """
+        record: RunRecord | None = await _read_on(self._store.get_run, self.run_id)
+        if record is None:
+            raise RunNotFoundError(f"there is no run {self.run_id!r} in {self._store!r}")
+        if record.workflow != self.name:
+            raise RunIdConflictError(
+                f"run {self.run_id!r} in {self._store!r} is a run of workflow "
+                f"{record.workflow!r}, not of {self.name!r}: attach it with that workflow"
+            )
+        return record
 
     # -- talking to the run ---------------------------------------------------------------------
 
@@ -140,7 +159,22 @@ class AttachedRun:
 
     def respond(self, request_id: str, response: object) -> Awaitable[None] | None:
         body = {"kind": "response", "request_id": request_id, "response": response}
-        return self._post(body, answered=True)
+        return self._answered(self._post(body, answered=True))
+
+    async def _answered(self, post: Awaitable[None]) -> None:
+        try:
+            await post
+        except _REFUSALS:
+            self._heard_refusal()
+            raise
+
+    def _heard_refusal(self) -> None:
+        """A call raised that the run is missing (or another workflow's): awaiting the
+        handler raises it again, but it is no unheard error."""
+        self._told_refusal = True
+        outcome = self.outcome
+        if outcome.done() and not outcome.cancelled():
+            outcome.exception()
 
     def open_request(self, request_id: str) -> OpenRequest | None:
         return None
@@ -173,6 +207,11 @@ class AttachedRun:
                 "call stream_events() once per handler"
             )
         self._consumed = True
+        try:
+            await self._record()  # (another workflow's run has no stream for this one)
+        except _REFUSALS:
+            self._heard_refusal()
+            raise
         position = -1
         pause = _FIRST_POLL
         while True:
@@ -191,11 +230,14 @@ class AttachedRun:
                 continue
             if ended:
                 error = None if self.outcome.cancelled() else self.outcome.exception()
-                if isinstance(error, RunNotFoundError):  # no such run: no stream to give
+                if isinstance(error, _REFUSALS):  # no stream to give
                     raise error
                 return
             await asyncio.wait({self.outcome}, timeout=pause)
             pause = min(pause * 2, _LAST_POLL)
+
+
+_REFUSALS = (RunNotFoundError, RunIdConflictError)  # no such run here, for this workflow
 
 
 async def _read_on(read: Callable[..., Awaitable[_T]], *args: Any) -> _T:

@@ -501,15 +501,35 @@ class Worker:
 
 
 def registry(items: Iterable[tuple[str | None, Any]]) -> dict[str, Any]:
-    """Workflows by name: each under its own name (and under its key, when given)."""
+    """Workflows by name: each under its own name (and under its key, when given).
+
+    Raises:
+        StepgraphError: two different workflows under one name (a worker runs the runs
+            stored under a name with one workflow).
+    """
     found: dict[str, Any] = {}
     for key, workflow in items:
         names = {workflow_name(workflow)}
         if key is not None:
             names.add(key)
         for name in names:
+            known = found.get(name)
+            if known is not None and _runs_of(known) is not _runs_of(workflow):
+                raise StepgraphError(
+                    f"the registry names two workflows {name!r}: {known!r} and {workflow!r}; "
+                    f"a worker runs the runs of a name with one of them: give one another "
+                    f"name (name=...)"
+                )
             found[name] = workflow
     return found
+
+
+def _runs_of(workflow: Any) -> object:
+    """What runs of ``workflow`` run: a Workflow's class, a built graph's plan (copies of
+    one graph, or instances of one class, are one workflow)."""
+    if hasattr(workflow, "_compiled"):
+        return workflow if isinstance(workflow, type) else type(workflow)
+    return getattr(workflow, "plan", workflow)
 
 
 def _plan_of(workflow: Any) -> tuple[RunPlan, object]:

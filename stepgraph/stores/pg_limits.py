@@ -48,7 +48,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import StepgraphError, StoreError
-from ..limits import Limiter, _tell_wait
+from ..limits import Limiter, _tell_wait, tell_waiting
 from .pg_common import TABLES_KEY, lock_key, psycopg_error
 
 if TYPE_CHECKING:
@@ -171,6 +171,7 @@ class _Attempt:
         self.waited = True
         with self.gate._lock:
             self.gate.waits += 1
+        tell_waiting(self.gate.limiter.name)  # visible while it lasts
         if self.state.head is self:  # those in line behind it wait too
             for other in self.state.queued:
                 other.wait()

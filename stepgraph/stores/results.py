@@ -6,7 +6,12 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RunNotFoundError, WorkflowCancelled, WorkflowTimeoutError
+from ..errors import (
+    RunNotFoundError,
+    StoreUnavailableError,
+    WorkflowCancelled,
+    WorkflowTimeoutError,
+)
 from .base import RunRecord, StoredStatus
 
 if TYPE_CHECKING:
@@ -61,6 +66,8 @@ class StoreResults:
         Raises:
             RunNotFoundError: the store has no such run.
             WorkflowTimeoutError: it did not end within ``timeout`` seconds.
+            StoreUnavailableError: the store could not be reached until ``timeout`` ran
+                out (it is read on, with a back-off, while it cannot be).
             WorkflowCancelled: it was cancelled.
             Exception: a failed run's stored error (``RecordedError`` when it failed in
                 another process, with the original type's name, message and traceback).
@@ -71,7 +78,14 @@ class StoreResults:
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = _FIRST_POLL
         while True:
-            record = await self.get_run(run_id)
+            try:
+                record = await self.get_run(run_id)
+            except StoreUnavailableError:  # a connection lost (a restart, a failover):
+                if deadline is not None and time.monotonic() >= deadline:  # read on
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _LAST_POLL)
+                continue
             if record is None:
                 raise RunNotFoundError(f"no run {run_id!r} in {self!r}")
             status = StoredStatus(record.status)

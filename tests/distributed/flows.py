@@ -190,3 +190,7 @@ class Stranger(Workflow):
     @step
     async def only(self, ctx: Context, ev: StartEvent) -> StopEvent:
         return StopEvent(result="stranger")
+
+
+SAME_NAME_TWICE = {"x": Three(name="dup"), "y": Stranger(name="dup")}
+"""A registry naming two different workflows alike: a worker refuses it."""

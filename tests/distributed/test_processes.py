@@ -272,6 +272,10 @@ def test_workers_share_one_sqlite_file(tmp_path: Path) -> None:
             "--grace-seconds must be a number > 0, got inf",
         ),
         (["tests.distributed.flows:Three"], "give the store with --store URL"),
+        (
+            ["tests.distributed.flows:SAME_NAME_TWICE", "--store", "sqlite:///x.db"],
+            "the registry names two workflows 'dup'",
+        ),
     ],
 )
 def test_bad_worker_arguments_exit_2_with_one_line(

@@ -368,6 +368,32 @@ async def test_attach_an_unknown_run_raises_run_not_found(store: Any) -> None:
             [event async for event in Three(store=store).attach("nobody").stream_events()]
 
 
+async def test_attaching_a_run_with_another_workflow_is_refused(store: Any) -> None:
+    done = Three(store=store).run(n=1)
+    assert await done == 4
+    with pytest.raises(RunIdConflictError, match="of workflow 'Three', not of 'Stranger'"):
+        await Stranger(store=store).attach(done.run_id)
+    with pytest.raises(RunIdConflictError):
+        async with asyncio.timeout(10):
+            [event async for event in Stranger(store=store).attach(done.run_id).stream_events()]
+    assert await Three(store=store).attach(done.run_id) == 4
+
+
+async def test_an_answer_to_an_unknown_run_raises_once_and_leaves_no_unheard_error(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from stepgraph.errors import RunNotFoundError
+
+    handler = Three(store=store).attach("nobody")
+    with pytest.raises(RunNotFoundError):
+        await handler.send_response("r", True)
+    async with asyncio.timeout(10):
+        await asyncio.wait({handler._run.outcome})  # (its own read of the store says so)
+    del handler
+    gc.collect()
+    assert "never retrieved" not in caplog.text
+
+
 _ = (Go, Progress)
 
 
@@ -713,6 +739,30 @@ async def test_a_worker_whose_database_sessions_are_cut_goes_on_once_it_answers(
     finally:
         await store.aclose()
         await caller.aclose()
+
+
+async def test_store_result_reads_on_through_a_lost_connection(pg_store_schema: str) -> None:
+    import psycopg
+
+    from stepgraph.stores import PostgresStore
+    from tests.pg import PG_DSN
+
+    name = f"result-{tag()}"
+    store = PostgresStore(f"{PG_DSN}?application_name={name}", schema=pg_store_schema)
+    try:
+        done = Three(store=store).run(n=1)
+        assert await done == 4
+        assert await store.result(done.run_id, timeout=10) == 4
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:  # its idle session is cut
+            cut = conn.execute(
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (name,),
+            ).fetchall()
+        assert cut
+        assert await store.result(done.run_id, timeout=10) == 4  # read on, not raised
+    finally:
+        await store.aclose()
 
 
 async def test_a_queued_run_cancelled_through_an_attached_handler_never_starts(

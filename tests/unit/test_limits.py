@@ -273,6 +273,23 @@ async def test_a_wait_for_a_limiter_is_a_log_line_and_a_span_event(
     assert len(waits) == 1 and waits[0].attributes["stepgraph.limiter.name"] == name
 
 
+async def test_a_wait_for_a_limiter_is_said_as_it_starts_not_only_once_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = fresh()
+    gate = Gate(Limiter(name, max_concurrency=1))
+    await gate.acquire()
+    with caplog.at_level("INFO", logger="stepgraph.limits"):
+        second = asyncio.ensure_future(gate.acquire())
+        while gate.waits == 0:  # noqa: ASYNC110 (until it is in line: a turn of the loop)
+            await asyncio.sleep(0)
+        said = [record.getMessage() for record in caplog.records]
+        assert said == [f"waiting for limiter {name!r}"]  # while it waits
+        gate.release()
+        assert await second > 0
+    gate.release()
+
+
 async def test_when_the_first_in_line_is_cancelled_the_next_takes_its_turn() -> None:
     gate = Gate(Limiter(fresh(), rate="20/s"))
     for _ in range(20):  # the burst is spent: the next token comes in 50 ms
