@@ -53,6 +53,7 @@ from .messages import deliver
 __all__ = ["Worker"]
 
 _log = logging.getLogger("stepgraph.worker")
+_LOOK_EVERY = 60.0  # seconds between looks for queued runs of workflows a worker lacks
 
 _FIRST_POLL = 0.002
 _LAST_POLL = 0.25  # idle: a claim every quarter second at most (recovery needs claims)
@@ -140,6 +141,8 @@ class Worker:
         self._waiting: asyncio.Future[bool] | None = None  # the store's wait for work
         self._stopped: asyncio.Event | None = None
         self._renewed = 0.0  # see run() and _fence()
+        self._next_look = 0.0  # when, idle, to look for runs nobody here knows
+        self._said: set[str] = set()  # the runs of unknown workflows logged already
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -176,6 +179,8 @@ class Worker:
                         await self._nap(timeout)  # full: wait for a slot (or the next renewal)
                     else:
                         await self._release_taken()  # the leases of the runs that ended
+                        if not claimed:
+                            await self._say_unknown()
                         await self._wait_for_work(timeout)
                     pause = min(pause * 2, _LAST_POLL)
                 except StepgraphError as exc:  # the store is away: keep what runs, retry
@@ -193,6 +198,36 @@ class Worker:
             with contextlib.suppress(Exception):  # the leases of the runs that ended
                 await self._release_taken()
             self._stopped.set()
+
+    async def _say_unknown(self) -> None:
+        """Idle, at most once a minute: log (once each) the queued runs of its queues that
+        are of workflows it does not know. It leaves them for a worker that knows them,
+        but says so: a run nobody can take is not a silent stall."""
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + _LOOK_EVERY
+        queues = set(self.queues)
+        try:
+            queued = await self.store.list_runs(status="queued")
+        except StepgraphError:  # (a look, only: the next claim says what the store has)
+            return
+        for record in queued:
+            if (
+                record.queue in queues
+                and record.workflow not in self.workflows
+                and record.run_id not in self._said
+            ):
+                self._said.add(record.run_id)
+                _log.warning(
+                    "worker %s: run %r of workflow %r waits in queue %r: this worker does "
+                    "not know that workflow (it runs: %s); a worker that knows it takes it",
+                    self.name,
+                    record.run_id,
+                    record.workflow,
+                    record.queue,
+                    ", ".join(sorted(self.workflows)) or "none",
+                )
 
     async def _nap(self, seconds: float) -> None:
         freed = self._freed

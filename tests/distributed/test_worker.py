@@ -98,6 +98,32 @@ async def test_submit_with_the_run_id_of_another_workflows_run_is_refused(store:
     assert [(r.run_id, r.workflow) for r in await store.list_runs()] == [("order-18", "Three")]
 
 
+async def test_a_run_of_a_workflow_the_worker_does_not_know_waits_and_is_said(
+    store: Any,
+) -> None:
+    import logging
+
+    run_id = await Stranger(store=store).submit()
+    said = asyncio.Event()
+
+    class Heard(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if run_id in record.getMessage():
+                self.message = record.getMessage()
+                said.set()
+
+    heard = Heard()
+    logging.getLogger("stepgraph.worker").addHandler(heard)
+    try:
+        async with working(store, Three(store=store)), asyncio.timeout(10):
+            await said.wait()
+    finally:
+        logging.getLogger("stepgraph.worker").removeHandler(heard)
+    assert "of workflow 'Stranger' waits in queue 'default'" in heard.message
+    assert "it runs: Three" in heard.message
+    assert (await store.get_run(run_id)).status == "queued"  # left for a worker that knows it
+
+
 async def test_a_run_in_a_queue_nobody_serves_stays_queued(store: Any) -> None:
     wf = Three(store=store)
     later = await wf.submit(queue="nightly", n=0)
