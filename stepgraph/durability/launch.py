@@ -47,7 +47,17 @@ def launch_run(
     durable = DurableRun(plan, owner, options, run_id=run_id)
     handler = WorkflowHandler(durable)
     durable.start(start)
+    _read_inbox(durable)
     return handler
+
+
+def _read_inbox(run: DurableRun) -> None:
+    """What other processes send the run (``wf.attach(run_id)``) reaches it: its inbox is
+    read while it goes on here (a worker reads the inboxes of its own runs)."""
+    if is_queue(run._db):
+        from ..distributed.local_inbox import follow_inbox  # distributed builds on this
+
+        follow_inbox(run)
 
 
 def resume_run(
@@ -85,6 +95,7 @@ def resume_run(
     run = DurableRun(plan, owner, options, run_id=run_id if checkpoint_id is None else new_run_id())
     handler = WorkflowHandler(run)
     run.resume(run_id, checkpoint_id, strict)
+    _read_inbox(run)
     return handler
 
 

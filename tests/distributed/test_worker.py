@@ -394,6 +394,30 @@ async def test_attach_an_unknown_run_raises_run_not_found(store: Any) -> None:
             [event async for event in Three(store=store).attach("nobody").stream_events()]
 
 
+async def test_an_answer_sent_through_attach_reaches_a_run_started_with_run(
+    store: Any,
+) -> None:
+    local = Asks(store=store).run()  # no worker: this process runs it
+    async with asyncio.timeout(10):
+        async for event in local.stream_events():
+            if isinstance(event, InputRequiredEvent):  # paused, in this process
+                attached = Asks(store=store).attach(local.run_id)  # as another process would
+                attached.send_event(HumanResponseEvent(response="Ada"))
+        assert await local == "hello Ada"
+    assert await Asks(store=store).attach(local.run_id) == "hello Ada"
+
+
+async def test_a_cancel_sent_through_attach_reaches_a_run_started_with_run(store: Any) -> None:
+    t, wf, _ = await _gated(store)
+    local = wf.run(tag=t)
+    await reaching(f"{t}:work1")  # it runs here, held at its gate
+    await Gated(store=store).attach(local.run_id).cancel()
+    with pytest.raises(WorkflowCancelled):
+        async with asyncio.timeout(10):
+            await local
+    assert (await store.get_run(local.run_id)).status == "cancelled"
+
+
 async def test_attaching_a_run_with_another_workflow_is_refused(store: Any) -> None:
     done = Three(store=store).run(n=1)
     assert await done == 4
