@@ -244,8 +244,10 @@ class DurableRun(Run):
         "_parking",
         "_pumping",
         "_queue",
+        "_releasing",
         "_result_error",
         "_sent",
+        "_sentinel",
         "_seq",
         "_ser",
         "_stored",
@@ -287,6 +289,8 @@ class DurableRun(Run):
         self._written: StoredStatus | None = None  # the status the store has
         self._by_caller = False  # a cancel the caller asked for (not a loop shutting down)
         self._detached = False  # it stopped here, and goes on as its store has it
+        self._sentinel: asyncio.Task[None] | None = None  # sees its loop end before it does
+        self._releasing: asyncio.Task[None] | None = None  # its lease, being given up
         self._result_error: BaseException | None = None
         self._stored: tuple[object] | None = None  # a completed run's stored result
         self.lease: str | None = None
@@ -313,6 +317,23 @@ class DurableRun(Run):
         """Create the run in the store, then start it (in a task: stores are async)."""
         _live[(_where(self._db), self.run_id)] = self  # this process coordinates it now
         self._boot = self.loop.create_task(self._booted(self._create(message)))
+        self._sentinel = self.loop.create_task(self._until_loop_ends())
+
+    async def _until_loop_ends(self) -> None:
+        """Stay until the run ends. Should its event loop end first (``asyncio.run``
+        returning behind a paused run), stop it as a process exit would, its lease given
+        up (not a cancel: it stays as its store has it), before the loop closes."""
+        try:
+            await asyncio.wait((self.outcome,))
+        except asyncio.CancelledError:
+            if not self.done:
+                await self.crash(
+                    f"run {self.run_id!r} of workflow {self.name!r} stopped here: its event "
+                    f"loop ended; it stays as its store has it (resume it)"
+                )
+            elif self._releasing is not None:  # (the loop runs until it has landed)
+                await asyncio.wait((self._releasing,))
+            raise
 
     def resume(
         self,
@@ -342,6 +363,7 @@ class DurableRun(Run):
             self._boot = self.loop.create_task(self._booted(_raised(refused)))
             return
         _live[(_where(self._db), self.run_id)] = self
+        self._sentinel = self.loop.create_task(self._until_loop_ends())
         if (
             leased
             and record is not None
@@ -1161,7 +1183,7 @@ class DurableRun(Run):
         if self.lease is not None and not self.loop.is_closed():
             # scheduled before the caller hears of the end: a caller whose loop ends at
             # once (asyncio.run) leaves no lease behind
-            self.loop.create_task(self._release())
+            self._releasing = self.loop.create_task(self._release())
         super()._end(status, result, error)
 
     def crash(self, reason: str | None = None) -> asyncio.Future[None]:

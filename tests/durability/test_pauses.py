@@ -199,3 +199,41 @@ async def test_another_answer_sent_while_a_run_is_restored_is_refused_and_logged
     assert await resumed == "A+B"  # the first answer stands
     refused = [r.getMessage() for r in caplog.records if r.name == "stepgraph.durability"]
     assert len(refused) == 1 and str(asked[0].request_id) in refused[0]
+
+
+async def _asked_then_left(make: StoreFactory, graph: bool) -> tuple[str, str]:
+    """In an event loop of its own (another thread): start a run, see its prompt, and
+    let the loop end behind it (``asyncio.run`` returns), as a caller that exits."""
+
+    async def ask() -> tuple[str, str]:
+        store = make()
+        handler = (
+            asker_graph(store=store).run("how many?")  # type: ignore[attr-defined]
+            if graph
+            else Interview(store=store).run()
+        )
+        async for event in handler.stream_events():
+            if isinstance(event, InputRequiredEvent | RequestInfoEvent):
+                return handler.run_id, str(event.request_id)
+        raise AssertionError("no prompt")
+
+    return await asyncio.to_thread(asyncio.run, ask())
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["steps", "graph"])
+async def test_a_run_whose_loop_ended_at_its_prompt_is_resumed_by_another_store_object(
+    stores: StoreFactory, store_kind: str, graph: bool
+) -> None:
+    if store_kind == "memory":
+        pytest.skip("one MemoryStore object is the store: no other object to resume from")
+    run_id, request_id = await _asked_then_left(stores, graph)
+    store = stores()  # another store object, in this live process: a lease left would say no
+    assert (await store.get_run(run_id)).status == "paused"  # type: ignore[union-attr]
+    if graph:
+        resumed = asker_graph(store=store).resume(run_id)  # type: ignore[attr-defined]
+        await resumed.send_response(request_id, 3)
+        assert (await resumed).outputs == [("how many?", 3)]
+    else:
+        resumed = Interview(store=store).resume(run_id)
+        resumed.send_event(HumanResponseEvent(response="Li", request_id=request_id))
+        assert await resumed == "hello Li"
