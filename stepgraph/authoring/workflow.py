@@ -256,7 +256,12 @@ class Workflow:
 
     def to_dot(self) -> str:
         """The steps and the events between them as Graphviz DOT."""
-        return to_dot(type(self).__name__, self.steps, self._edges(), start=self._start_step())
+        return to_dot(
+            self._stepgraph_name or type(self).__qualname__,
+            self.steps,
+            self._edges(),
+            start=self._start_step(),
+        )
 
     # -- running ------------------------------------------------------------------------------
 

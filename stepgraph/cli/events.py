@@ -22,12 +22,13 @@ FOLLOW_INTERVAL = 0.2  # seconds between looks at a followed file
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:
-    """A line as read_events reads it: a whole JSON object, or None (a torn write)."""
+    """A line as read_events reads it: a whole JSON object with a ``kind``, or None (a
+    torn write, or a line that is no record of an event log)."""
     try:
         record = json.loads(line)
     except ValueError:
         return None
-    return record if isinstance(record, dict) else None
+    return record if isinstance(record, dict) and isinstance(record.get("kind"), str) else None
 
 
 def format_event(record: Mapping[str, Any]) -> str:
@@ -47,7 +48,13 @@ def format_event(record: Mapping[str, Any]) -> str:
         task = str(record.get("task", ""))
         backend = record.get("backend")
         parts.append(f"{task} ({backend})" if backend else task)
+    elif "flow_id" in record:
+        parts.append(f"flow {record['flow_id']}")
     details = []
+    capacity = record.get("capacity")
+    if isinstance(capacity, Mapping):
+        slots = ", ".join(f"{name} {count}" for name, count in capacity.items())
+        details.append(f"slots: {slots or 'none'}")
     attempt = record.get("attempt")
     if isinstance(attempt, int) and attempt > 1:
         details.append(f"attempt {attempt}")
@@ -110,7 +117,7 @@ def tail(path: str, count: int, follow: bool, out: TextIO | None = None) -> int:
         fail(f"there is no event log {path!r}")
     if not follow:
         try:
-            records = read_events(file)
+            records = [r for r in read_events(file) if isinstance(r.get("kind"), str)]
         except OSError as exc:
             fail(f"cannot read the event log {path!r}: {exc}")
         for record in records[-count:] if count else []:

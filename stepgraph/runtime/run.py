@@ -163,7 +163,8 @@ class Run:
         self.programs = plan.programs
         self.owner = owner
         self.run_id = new_run_id()
-        self.request_prefix = _request_prefix(self.run_id)  # (a fork keeps its parent's)
+        scope = current_scope()  # a run started by a step of another: a sub-workflow's
+        self.request_prefix = _request_prefix(self.run_id, scope)  # (a fork keeps its parent's)
         self.mode = options.mode
         self.state = RunState(
             graph,
@@ -185,6 +186,10 @@ class Run:
             self.observers.append(traced)
         if options.verbose:
             self.observers.insert(0, Verbose())
+        if scope is not None:  # the outer run's event log records this one too
+            for observer in getattr(scope.run, "observers", ()):
+                if getattr(observer, "follows_sub_runs", False) and observer not in self.observers:
+                    self.observers.append(observer)
         self._route = plan.style.route if graph.entry is not None else None
         self.done = False
         self.bridge = LoopBridge(loop)
@@ -799,11 +804,11 @@ IN_PROCESS = InProcessRuntime()
 """The runtime ``run()`` uses unless given another."""
 
 
-def _request_prefix(run_id: str) -> str:
+def _request_prefix(run_id: str, scope: Scope | None) -> str:
     """What the ids of a new run's requests start with: its id; for a run started by a
-    step of another (a sub-workflow), that step's place in its run, which stays the same
-    when the step runs again (a retry, a resume), so that the requests do too."""
-    scope = current_scope()
+    step of another (a sub-workflow; ``scope``: that step's), that step's place in its
+    run, which stays the same when the step runs again (a retry, a resume), so that the
+    requests do too."""
     if scope is None:
         return run_id
     outer = scope.run

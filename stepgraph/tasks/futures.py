@@ -48,9 +48,15 @@ async def workflow_scope(workflow_id: str) -> AsyncIterator[str]:
         return
     from opentelemetry import trace
 
+    from ..telemetry.tracing import span_failed
+
     try:
-        with trace.use_span(span, end_on_exit=True, record_exception=True):
-            yield workflow_id
+        with trace.use_span(span, end_on_exit=True, record_exception=False):
+            try:
+                yield workflow_id
+            except Exception as exc:  # (the conventions: status, exception event, error.type)
+                span_failed(span, exc)
+                raise
     finally:
         _WORKFLOW_ID.reset(token)
 

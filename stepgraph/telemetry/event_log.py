@@ -42,9 +42,11 @@ from ..core import (
     StepFailed,
     Tick,
 )
+from ..core.state import Mode
 from ..core.text import error_text
 from ..errors import TaskFailed
 from ..runtime.observers import RunInfo, RunObserver, step_backend
+from ..runtime.scope import current_scope
 from ..tasks.observers import TaskObserver
 
 if TYPE_CHECKING:
@@ -190,12 +192,24 @@ class EventLog(RunObserver, TaskObserver):
                 record[key] = value
         self.write(record)
 
+    follows_sub_runs = True
+    """A run started by a step of a run this log records (a sub-workflow's) is recorded
+    too, its ``run_started`` naming the outer run as ``parent_run_id``."""
+
     def run_started(self, run: RunInfo) -> None:
-        self._run_record(run, "run_started", mode=run.mode.value)
+        scope = current_scope()  # a sub-workflow starts inside its outer run's step
+        outer = getattr(getattr(scope, "run", None), "run_id", None)
+        self._run_record(
+            run,
+            "run_started",
+            mode=run.mode.value,
+            parent_run_id=outer if outer != run.run_id else None,
+        )
 
     def step_started(
         self, run: RunInfo, step: str, invocation: int, attempt: int, message: object
     ) -> None:
+        superstep = run.state.superstep if run.mode is Mode.SUPERSTEP else None  # (async: none)
         self._run_record(
             run,
             "step_started",
@@ -203,7 +217,7 @@ class EventLog(RunObserver, TaskObserver):
             invocation=invocation,
             attempt=attempt,
             event=type(message).__name__,
-            superstep=run.state.superstep,
+            superstep=superstep,
             backend=step_backend(run, invocation, message),
         )
 

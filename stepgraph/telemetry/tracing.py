@@ -50,6 +50,8 @@ _state: dict[str, Any] = {
     "meter_provider": None,
     "tracers": {},
     "instruments": {},
+    "span_processors": (),  # what the last configure() was given
+    "metric_readers": (),
 }
 
 
@@ -62,8 +64,10 @@ def configure(
     (OpenTelemetry SDK objects: the extra ``otel``).
 
     ``resource`` describes the process (None: ``service.name`` "stepgraph"). Calling it
-    again replaces what the last call set (the previous providers are shut down, which
-    flushes them). Without any call, the global providers of the application are used.
+    again replaces what the last call set: what it was given and is not given again is
+    flushed and shut down; a processor, exporter or metric reader given again goes on
+    (flushed, not shut down). Without any call, the global providers of the application
+    are used.
     """
     try:
         from opentelemetry.sdk.metrics import MeterProvider
@@ -76,25 +80,43 @@ def configure(
             "stepgraph.telemetry.configure", "opentelemetry-sdk", "otel"
         ) from exc
     chosen = resource if resource is not None else Resource.create({"service.name": "stepgraph"})
+    old_meters = _state["meter_provider"]
+    again = [r for r in metric_readers if any(r is o for o in _state["metric_readers"])]
+    remove = getattr(old_meters, "remove_metric_reader", None)  # (SDK 1.24 and later)
+    if remove is not None:
+        for reader in again:  # taken off the old provider, to be registered anew
+            remove(reader)
     tracers = TracerProvider(resource=chosen)
     for processor in span_processors:
         tracers.add_span_processor(processor)
     meters = MeterProvider(metric_readers=list(metric_readers), resource=chosen)
+    _retire(tracer_provider=tracers, meter_provider=meters, span_processors=span_processors)
+    _state.update(span_processors=tuple(span_processors), metric_readers=tuple(metric_readers))
+
+
+def _retire(**new: Any) -> None:
+    """Install ``new`` providers; flush the old ones and shut down what they were given
+    that is not given again (an exporter shut down refuses every later span)."""
     old_tracers, old_meters = _state["tracer_provider"], _state["meter_provider"]
-    _state.update(tracer_provider=tracers, meter_provider=meters, tracers={}, instruments={})
-    for old in (old_tracers, old_meters):
-        if old is not None:
-            old.shutdown()
+    processors = new.pop("span_processors", ())
+    kept = {id(p) for p in processors}
+    kept |= {id(getattr(p, "span_exporter", None)) for p in processors}
+    _state.update(tracers={}, instruments={}, **new)
+    if old_tracers is not None:
+        old_tracers.force_flush()
+        for processor in _state["span_processors"]:
+            exporter = getattr(processor, "span_exporter", None)
+            if id(processor) not in kept and (exporter is None or id(exporter) not in kept):
+                processor.shutdown()
+    if old_meters is not None:
+        old_meters.shutdown()  # (the readers given again were taken off it)
 
 
 def reset() -> None:
     """Forget what :func:`configure` set (its providers are shut down, which flushes them):
     stepgraph goes back to the application's global providers, if any."""
-    old_tracers, old_meters = _state["tracer_provider"], _state["meter_provider"]
-    _state.update(tracer_provider=None, meter_provider=None, tracers={}, instruments={})
-    for old in (old_tracers, old_meters):
-        if old is not None:
-            old.shutdown()
+    _retire(tracer_provider=None, meter_provider=None)
+    _state.update(span_processors=(), metric_readers=())
 
 
 def tracer() -> Any | None:
@@ -168,6 +190,11 @@ def _detach(span: Any, token: Any) -> None:
 
     if trace.get_current_span() is span:
         context.detach(token)
+
+
+def span_failed(span: Any, error: BaseException) -> None:
+    """Mark ``span`` failed with ``error``, as the OpenTelemetry conventions say."""
+    _fail(span, error, type(error).__name__, error_text(error))
 
 
 def _fail(span: Any, error: BaseException | None, type_name: str, message: str) -> None:
@@ -411,9 +438,9 @@ class TaskTracer(TaskObserver):
             return
         span, token = found
         _detach(span, token)
-        if error is not None:
+        if error is not None:  # what the body raised (a TaskFailed's cause), as the log says
             cause = error.__cause__ if error.__cause__ is not None else error
-            _fail(span, error, type(cause).__name__, error_text(error))
+            _fail(span, cause, type(cause).__name__, error_text(error))
         span.end()
 
     def task_resolved(self, flow: TaskFlow, future: TaskFuture) -> None:

@@ -421,6 +421,19 @@ def test_events_tail_prints_the_last_n_records_or_all_when_there_are_fewer(
     assert (none.returncode, none.stdout) == (0, "")
 
 
+def test_events_tail_shows_a_flow_start_and_skips_lines_that_are_no_records(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "events.jsonl"
+    flow = {"schema_version": 1, "kind": "flow_started", "time": 1.7e9, "monotonic": 1.0,
+            "flow_id": "flow.abc", "capacity": {"cpu": 2, "gpu": 1}}  # fmt: skip
+    log.write_text(json.dumps({"a": 1}) + "\n" + json.dumps(flow) + "\n")
+    done = cli("events", "tail", str(log))
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    assert "flow_started" in line and "flow flow.abc" in line and "slots: cpu 2, gpu 1" in line
+
+
 def test_events_tail_follow(tmp_path: Path) -> None:
     log = tmp_path / "events.jsonl"
     record = {"schema_version": 1, "kind": "run_started", "time": 1.7e9, "monotonic": 1.0,

@@ -32,6 +32,7 @@ from stepgraph import (
     Workflow,
     WorkflowBuilder,
     WorkflowContext,
+    WorkflowExecutor,
     handler,
     response_handler,
     step,
@@ -352,6 +353,44 @@ async def test_a_task_waiting_for_a_worker_is_not_started_and_bodies_never_overl
     found = [r for r in records(log) if r["kind"] in ("task_started", "task_resolved")]
     assert [r["kind"] for r in found] == ["task_started", "task_resolved"] * 3  # one at a time
     assert [r["task_id"] for r in found[::2]] == [f.uid for f in futures[:3]]
+
+
+class Shout(Executor):
+    @handler
+    async def shout(self, text: str, ctx: WorkflowContext[Any]) -> None:
+        await ctx.yield_output(text.upper())
+
+
+class Show(Executor):
+    @handler
+    async def show(self, text: str, ctx: WorkflowContext[Any]) -> None:
+        await ctx.yield_output(text + "!")
+
+
+async def test_a_sub_workflow_run_is_logged_with_its_outer_run(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    inner = WorkflowBuilder(start=Shout("shout")).build(name="inner")
+    sub = WorkflowExecutor(inner, id="sub")
+    outer = (
+        WorkflowBuilder(start=sub).add_edge(sub, Show("show")).build(name="outer", event_log=log)
+    )
+    handler = outer.run("hi")
+    assert (await handler).outputs == ["HI!"]
+    found = records(log)
+    (started,) = [r for r in found if r["kind"] == "run_started" and r["workflow"] == "inner"]
+    assert started["parent_run_id"] == handler.run_id != started["run_id"]
+    inner_steps = [r["step"] for r in found if r["run_id"] == started["run_id"] and "step" in r]
+    assert "shout" in inner_steps
+    assert [r["kind"] for r in found if r["run_id"] == started["run_id"]][-1] == "run_completed"
+    (outer_start,) = [r for r in found if r["kind"] == "run_started" and r["workflow"] == "outer"]
+    assert "parent_run_id" not in outer_start
+
+
+async def test_an_async_run_logs_no_superstep_on_its_steps(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    assert await Chain(event_log=log, mode="async").run() == 2
+    started = [r for r in records(log) if r["kind"] == "step_started"]
+    assert started and all("superstep" not in r for r in started)
 
 
 def test_processes_appending_to_one_log_never_interleave_lines(tmp_path: Path) -> None:

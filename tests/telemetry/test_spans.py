@@ -257,7 +257,23 @@ async def test_task_spans_nest_in_blocks_in_workflow_scopes(spans: InMemorySpanE
         failed.status.status_code is StatusCode.ERROR
         and failed.attributes["error.type"] == "ValueError"
     )
+    (event,) = [e for e in failed.events if e.name == "exception"]
+    assert event.attributes["exception.type"] == "ValueError"  # the same exception as error.type
     assert parent_of(failed, spans) is None  # called outside any scope or block
+
+
+async def test_a_workflow_scope_that_fails_follows_the_conventions(
+    spans: InMemorySpanExporter,
+) -> None:
+    async with TaskFlow(backends={"default": InlineBackend()}) as flow:
+        with pytest.raises(KeyError):
+            async with flow.workflow_scope("failing"):
+                raise KeyError("gone")
+    (scope,) = named(spans, "stepgraph.workflow")
+    assert scope.status.status_code is StatusCode.ERROR
+    assert scope.attributes["error.type"] == "KeyError"
+    (event,) = [e for e in scope.events if e.name == "exception"]
+    assert event.attributes["exception.type"] == "KeyError"
 
 
 async def test_configure_again_replaces_what_the_last_call_set() -> None:
@@ -270,6 +286,22 @@ async def test_configure_again_replaces_what_the_last_call_set() -> None:
     finally:
         reset()
     assert len(named(first, "stepgraph.run")) == 1 and len(named(second, "stepgraph.run")) == 1
+
+
+async def test_configure_again_with_the_same_exporter_and_reader_keeps_them_working() -> None:
+    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    try:
+        configure(span_processors=[SimpleSpanProcessor(exporter)], metric_readers=[reader])
+        assert await Chain().run() == 1
+        assert len(named(exporter, "stepgraph.run")) == 1
+        exporter.clear()
+        configure(span_processors=[SimpleSpanProcessor(exporter)], metric_readers=[reader])
+        assert await Chain().run() == 1
+        assert len(named(exporter, "stepgraph.run")) == 1  # not shut down by the second call
+        data = reader.get_metrics_data()
+        assert data is not None and data.resource_metrics  # the reader reads on
+    finally:
+        reset()
 
 
 def test_with_tracing_off_a_run_does_not_even_import_opentelemetry() -> None:

@@ -267,6 +267,12 @@ def test_dot_of_a_step_workflow_draws_edges_from_the_annotations() -> None:
     assert Writing().to_dot() == EXPECTED_STEP_DOT
 
 
+def test_dot_of_a_named_step_workflow_is_named_after_its_name() -> None:
+    named = Writing(name="essay writer").to_dot()
+    assert named.splitlines()[0] == 'digraph "essay writer" {'
+    assert named.splitlines()[1:] == EXPECTED_STEP_DOT.splitlines()[1:]
+
+
 class Straight(Workflow):
     @step
     async def only(self, ev: StartEvent) -> StopEvent:
