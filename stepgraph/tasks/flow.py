@@ -95,8 +95,10 @@ class Task:
         self.runner = runner
         self.resources = dict(resources or {})
         self.claims = flow._dag.claims(resources, f"{kind} task {self.name!r}")
-        place = flow._place(backend, runner, kind, fn)
-        if place is not None:  # and a place in its backend's pool
+        # and a place in its backend's pool; not a limited task: it would hold the place
+        # while it waits for its limiter, which code holding the limiter may need
+        place = None if gate is not None else flow._place(backend, runner, kind, fn)
+        if place is not None:
             self.claims = tuple(sorted((*self.claims, (place, 1))))
         self.noop = isinstance(runner, NoopBackend) and kind != BLOCK
         # a plain function on the loop: run by the flow itself, without a task per call
@@ -149,7 +151,11 @@ def _resolved(value: Any) -> Any:
         return tuple(_resolved(item) for item in value)
     if kind is dict:
         return {key: _resolved(item) for key, item in value.items()}
-    if kind in _PLAIN:
+    if kind in _PLAIN or not isinstance(value, list | tuple | dict):
+        return value
+    inside: dict[TaskFuture, None] = {}
+    _scan(value, inside)
+    if not inside:  # a container of a subclass is rebuilt only when it holds futures
         return value
     if isinstance(value, dict):
         out = copy.copy(value)  # (a defaultdict keeps its factory)
@@ -160,11 +166,12 @@ def _resolved(value: Any) -> Any:
         items = copy.copy(value)
         items[:] = [_resolved(item) for item in value]
         return items
-    if isinstance(value, tuple):
-        parts = [_resolved(item) for item in value]
-        make = getattr(kind, "_make", None)  # a named tuple
+    parts = [_resolved(item) for item in value]
+    make = getattr(kind, "_make", None)  # a named tuple
+    try:
         return make(parts) if make is not None else kind(parts)
-    return value
+    except Exception:  # a tuple subclass built otherwise: a plain tuple, then
+        return tuple(parts)
 
 
 def _root(error: BaseException | None) -> BaseException | None:
@@ -903,9 +910,17 @@ class TaskFlow:
             self._traced = traced.tracer is not None
         for backend in self._own_backends():  # (a backend several flows share: counted)
             _USERS[id(backend)] = _USERS.get(id(backend), 0) + 1
-        results = await asyncio.gather(
-            *(backend.start() for backend in self._own_backends()), return_exceptions=True
-        )
+        try:
+            results = await asyncio.gather(
+                *(backend.start() for backend in self._own_backends()), return_exceptions=True
+            )
+        except BaseException:  # cancelled while starting: this flow uses none of them
+            self._state = "closed"
+            for backend in self._own_backends():
+                users = _USERS.pop(id(backend), 1) - 1
+                if users > 0:
+                    _USERS[id(backend)] = users
+            raise
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             self._state = "closed"

@@ -177,3 +177,48 @@ async def test_a_child_python_imports_a_body_from_a_module_beside_the_callers_sc
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("beside_script", None)
+
+
+class Point(tuple[int, int]):
+    """A tuple subclass built from two arguments, not from one iterable."""
+
+    def __new__(cls, a: int, b: int) -> Point:
+        return super().__new__(cls, (a, b))
+
+
+async def test_a_container_subclass_without_futures_is_passed_as_it_is() -> None:
+    async with TaskFlow({"default": InlineBackend()}) as flow:
+        one = flow.function_task(lambda: 1)
+        seen = flow.function_task(lambda x, p: (x, p))
+        x, point = await seen(one(), Point(2, 3))  # a dependency beside it: still itself
+    assert x == 1 and point == (2, 3) and type(point) is Point
+
+
+async def test_a_flow_whose_start_is_cancelled_does_not_keep_a_shared_backend_up() -> None:
+    class Slow(Counting):
+        async def start(self) -> None:
+            await asyncio.Event().wait()  # never starts: the start is cancelled
+
+    shared = Slow()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05), TaskFlow({"default": shared}):
+            pass
+    Slow.start = BackendBase.start  # type: ignore[method-assign]  # (it starts now)
+    async with TaskFlow({"default": shared}):
+        pass
+    assert shared.shutdowns == 1  # the only flow that used it shut it down
+
+
+async def test_a_limited_task_waiting_for_its_limiter_holds_no_worker() -> None:
+    from stepgraph import Limiter
+
+    async with TaskFlow(
+        {"default": ThreadBackend(1)}, limiters=[Limiter("one-at-a-time", max_concurrency=1)]
+    ) as flow:
+        limited = flow.function_task(limiter="one-at-a-time")(lambda: "limited")
+        plain = flow.function_task(lambda: "plain")
+        async with flow.limiters["one-at-a-time"].hold():  # held by code that needs a worker
+            waiting = limited()  # it waits for the limiter, not on the only thread
+            async with asyncio.timeout(10):
+                assert await plain() == "plain"
+        assert await waiting == "limited"
