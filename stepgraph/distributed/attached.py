@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core import RunStatus
@@ -30,12 +30,11 @@ from ..errors import (
     RunNotFoundError,
     StepgraphError,
     StoreError,
-    StoreUnavailableError,
     WorkflowCancelled,
 )
 from ..runtime.run import settle_like
 from ..stores.base import RunRecord, StoredStatus
-from ..stores.results import outcome_of
+from ..stores.results import outcome_of, read_on
 from .cancel import cancel_unowned
 from .messages import encode_message
 
@@ -128,7 +127,7 @@ class AttachedRun:
             RunNotFoundError: the store has no such run.
             RunIdConflictError: the run is one of another workflow.
         """
-        record: RunRecord | None = await _read_on(self._store.get_run, self.run_id)
+        record: RunRecord | None = await read_on(self._store.get_run, self.run_id)
         if record is None:
             raise RunNotFoundError(f"there is no run {self.run_id!r} in {self._store!r}")
         if record.workflow != self.name:
@@ -188,7 +187,7 @@ class AttachedRun:
     async def _cancel(self, reason: str) -> None:
         """A queued run no worker has taken is stored as cancelled here (it never starts);
         any other gets the cancel in its inbox, from where its coordinator carries it out."""
-        record = await _read_on(self._store.get_run, self.run_id)
+        record = await read_on(self._store.get_run, self.run_id)
         if record is not None and StoredStatus(record.status) is StoredStatus.QUEUED:
             try:
                 if (await cancel_unowned(self._store, self.run_id, reason)).done:
@@ -216,7 +215,7 @@ class AttachedRun:
         pause = _FIRST_POLL
         while True:
             ended = self.outcome.done()  # read before the events: none is missed
-            stored = await _read_on(self._store.read_events, self.run_id, position)
+            stored = await read_on(self._store.read_events, self.run_id, position)
             for event in stored:
                 position = event.position
                 yield decode_value(
@@ -238,20 +237,6 @@ class AttachedRun:
 
 
 _REFUSALS = (RunNotFoundError, RunIdConflictError)  # no such run here, for this workflow
-
-
-async def _read_on(read: Callable[..., Awaitable[_T]], *args: Any) -> _T:
-    """``await read(*args)``, again (with a back-off) while the store is unavailable: a
-    lost connection or a server restarting does not end what the handler follows."""
-    pause = _FIRST_POLL
-    while True:
-        try:
-            return await read(*args)
-        except StoreUnavailableError as exc:
-            if pause == _FIRST_POLL:  # once per outage
-                _log.warning("%s; reading again until the store answers", exc)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _LAST_POLL)
 
 
 async def _unless_ended(post: Coroutine[Any, Any, None], run_id: str) -> None:

@@ -58,6 +58,11 @@ class RunInfo(Protocol):
         ...
 
     @property
+    def parent_run_id(self) -> str | None:
+        """The run whose step started this one (a sub-workflow's), or None."""
+        ...
+
+    @property
     def detached(self) -> bool:
         """At its end (``run_ended``, status cancelled): it stopped here without ending,
         as its process would have died, and goes on as its store has it (paused, or

@@ -146,6 +146,7 @@ class Run:
         "observers",
         "outcome",
         "owner",
+        "parent_run_id",
         "plan",
         "programs",
         "request_prefix",
@@ -165,6 +166,7 @@ class Run:
         self.run_id = new_run_id()
         scope = current_scope()  # a run started by a step of another: a sub-workflow's
         self.request_prefix = _request_prefix(self.run_id, scope)  # (a fork keeps its parent's)
+        self.parent_run_id: str | None = None if scope is None else scope.run.run_id
         self.mode = options.mode
         self.state = RunState(
             graph,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import (
     RunNotFoundError,
@@ -17,10 +19,33 @@ from .base import RunRecord, StoredStatus
 if TYPE_CHECKING:
     from ..durability.serializer import Serializer
 
-__all__ = ["StoreResults", "outcome_of"]
+__all__ = ["StoreResults", "outcome_of", "read_on"]
+
+_log = logging.getLogger("stepgraph.stores")
+_T = TypeVar("_T")
 
 _FIRST_POLL = 0.002
 _LAST_POLL = 0.25  # a poll that backs off: idle waiting costs a read every quarter second
+
+
+async def read_on(read: Callable[..., Awaitable[_T]], *args: Any, until: float | None = None) -> _T:
+    """``await read(*args)``, again (with a back-off) while the store is unavailable (a
+    lost connection, a server restarting): what follows a run does not end for it.
+
+    Raises:
+        StoreUnavailableError: still, at ``until`` (a ``time.monotonic()``; None: never).
+    """
+    pause = _FIRST_POLL
+    while True:
+        try:
+            return await read(*args)
+        except StoreUnavailableError as exc:
+            if until is not None and time.monotonic() >= until:
+                raise
+            if pause == _FIRST_POLL:  # once per outage
+                _log.warning("%s; reading again until the store answers", exc)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _LAST_POLL)
 
 
 def outcome_of(record: RunRecord, trusted: Serializer | None = None) -> Any:
@@ -78,14 +103,7 @@ class StoreResults:
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = _FIRST_POLL
         while True:
-            try:
-                record = await self.get_run(run_id)
-            except StoreUnavailableError:  # a connection lost (a restart, a failover):
-                if deadline is not None and time.monotonic() >= deadline:  # read on
-                    raise
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, _LAST_POLL)
-                continue
+            record = await read_on(self.get_run, run_id, until=deadline)
             if record is None:
                 raise RunNotFoundError(f"no run {run_id!r} in {self!r}")
             status = StoredStatus(record.status)

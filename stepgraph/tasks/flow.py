@@ -917,9 +917,7 @@ class TaskFlow:
         except BaseException:  # cancelled while starting: this flow uses none of them
             self._state = "closed"
             for backend in self._own_backends():
-                users = _USERS.pop(id(backend), 1) - 1
-                if users > 0:
-                    _USERS[id(backend)] = users
+                _last_user(backend)
             raise
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -984,13 +982,7 @@ class TaskFlow:
     async def _shutdown(self, *, cancel: bool, error: BaseException | None = None) -> None:
         """Shut down the backends no other open flow uses. A backend that fails to is
         raised, unless the flow ends on ``error``: that one goes on, noted with it."""
-        last = []
-        for backend in self._own_backends():
-            users = _USERS.pop(id(backend), 1) - 1
-            if users > 0:  # another flow still uses it: it shuts it down
-                _USERS[id(backend)] = users
-            else:
-                last.append(backend)
+        last = [b for b in self._own_backends() if _last_user(b)]  # (others: another flow)
         results = await asyncio.gather(
             *(backend.shutdown(cancel=cancel) for backend in last), return_exceptions=True
         )
@@ -1017,6 +1009,14 @@ class TaskFlow:
 
 _USERS: dict[int, int] = {}
 """The open flows using each backend, by ``id``: the last one to end shuts it down."""
+
+
+def _last_user(backend: Backend) -> bool:
+    """A flow stops using ``backend``: whether it was the last one that did."""
+    users = _USERS.pop(id(backend), 1) - 1
+    if users > 0:
+        _USERS[id(backend)] = users
+    return users <= 0
 
 
 def _check_executable(name: str, runner: Backend, label: str) -> None:

@@ -46,7 +46,6 @@ from ..core.state import Mode
 from ..core.text import error_text
 from ..errors import TaskFailed
 from ..runtime.observers import RunInfo, RunObserver, step_backend
-from ..runtime.scope import current_scope
 from ..tasks.observers import TaskObserver
 
 if TYPE_CHECKING:
@@ -197,14 +196,7 @@ class EventLog(RunObserver, TaskObserver):
     too, its ``run_started`` naming the outer run as ``parent_run_id``."""
 
     def run_started(self, run: RunInfo) -> None:
-        scope = current_scope()  # a sub-workflow starts inside its outer run's step
-        outer = getattr(getattr(scope, "run", None), "run_id", None)
-        self._run_record(
-            run,
-            "run_started",
-            mode=run.mode.value,
-            parent_run_id=outer if outer != run.run_id else None,
-        )
+        self._run_record(run, "run_started", mode=run.mode.value, parent_run_id=run.parent_run_id)
 
     def step_started(
         self, run: RunInfo, step: str, invocation: int, attempt: int, message: object

@@ -22,7 +22,7 @@ from ..backends.base import call_to_end
 from ..core import AttemptFailed, Command, RunStatus, StepCompleted, StepFailed, Tick
 from ..core.text import error_text
 from ..runtime.observers import RunInfo, RunObserver, step_backend
-from ..runtime.scope import WORKER, current_scope
+from ..runtime.scope import WORKER
 from ..tasks.observers import TaskObserver
 
 if TYPE_CHECKING:
@@ -238,10 +238,8 @@ class RunTracer(RunObserver):
             "stepgraph.run.id": run.run_id,
             "stepgraph.run.mode": run.mode.value,
         }
-        scope = current_scope()  # a sub-workflow starts inside its outer run's step
-        outer = getattr(getattr(scope, "run", None), "run_id", None)
-        if outer is not None and outer != run.run_id:
-            attributes["stepgraph.run.parent_id"] = outer
+        if run.parent_run_id is not None:  # a sub-workflow's run
+            attributes["stepgraph.run.parent_id"] = run.parent_run_id
         forked = getattr(run, "forked_from", None)
         if forked:
             attributes["stepgraph.run.forked_from"] = forked

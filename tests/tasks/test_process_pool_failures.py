@@ -412,14 +412,20 @@ async def _taken_as_started(backend: ProcessBackend, count: int) -> None:
             await asyncio.sleep(0.001)  # (the pool's thread sets no event we could await)
 
 
+async def _busy(cpu: ProcessBackend, lines: Fifo, gate: Fifo) -> asyncio.Future[object]:
+    """A body running in the pool's only worker, until ``gate`` lets it go."""
+    running = asyncio.ensure_future(cpu.submit(_report_and_wait, lines.path, gate.path, 1))
+    await lines.line()  # it runs
+    return running
+
+
 async def test_a_body_cancelled_before_it_starts_never_starts(
     cpu: ProcessBackend, lines: Fifo, gate: Fifo, tmp_path: Path
 ) -> None:
     # the pool takes the body after the running one as started, ahead of time: a cancel
     # cannot take it back from the pool; it is withdrawn, and skipped when its turn comes
     log = tmp_path / "runs"
-    running = asyncio.ensure_future(cpu.submit(_report_and_wait, lines.path, gate.path, 1))
-    await lines.line()  # it runs in the only worker
+    running = await _busy(cpu, lines, gate)
     queued = [asyncio.ensure_future(cpu.submit(_log, str(log), i)) for i in range(3)]
     await _taken_as_started(cpu, 2)  # (the pool's thread does it in its own time)
     for body in queued[:2]:
@@ -436,8 +442,7 @@ async def test_a_body_whose_awaitable_is_cancelled_before_it_is_awaited_never_ru
     cpu: ProcessBackend, lines: Fifo, gate: Fifo, tmp_path: Path
 ) -> None:
     log = tmp_path / "runs"
-    running = asyncio.ensure_future(cpu.submit(_report_and_wait, lines.path, gate.path, 1))
-    await lines.line()  # it runs in the only worker
+    running = await _busy(cpu, lines, gate)
     never = asyncio.ensure_future(cpu.submit(_log, str(log), 0))
     never.cancel()  # before its task ever ran a step
     gate.release()
