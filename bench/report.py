@@ -130,6 +130,19 @@ def timing_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
                             "info",
                         ]
                     )
+            if "sdk_us_per_unit" in r:
+                rows.append(
+                    [
+                        "  SDK floor (its spans alone, + off)",
+                        r["mode"],
+                        f"{r['sdk_us_per_unit']:.2f} µs/{r['unit']} + off",
+                        r["baseline"],
+                        f"{r['baseline_us_per_unit']:.2f} µs/{r['unit']}",
+                        f"{r['floor_ratio']:.2f}x",
+                        "",
+                        "info",
+                    ]
+                )
             if "full_us_per_unit" in r:
                 rows.append(
                     [
@@ -435,6 +448,11 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
                 ours += (
                     f" (spans only: {r['spans_us_per_unit']:.2f}; event log only: "
                     f"{r['log_us_per_unit']:.2f})"
+                )
+            if "sdk_us_per_unit" in r:
+                target += (
+                    f"; the SDK's own spans alone, + off: {r['floor_ratio']:.2f}x "
+                    f"({r['sdk_us_per_unit']:.2f} µs/{unit})"
                 )
             if "raw_commit_us" in r:
                 ours += (

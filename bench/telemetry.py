@@ -8,6 +8,13 @@ Each entry times the same workload with observation off and on, interleaved in o
   alone and the log alone are reported beside it.
 - **tel-w4**: W4 (a 100 x 100 task DAG) on InlineBackend, the same way. Target: under 2x.
 
+Beside each, the **SDK floor**: what the OpenTelemetry SDK alone costs for the spans a
+unit must have (W1 in superstep mode: a step span and a superstep span per hop; in
+async mode, a step span; W4: a task span), each started with as many attributes as
+ours, made current, ended and exported to the same in-memory exporter, with nothing of
+stepgraph around it. ``floor_ratio`` is (off + that) against off: no implementation of
+these spans on that SDK can get under it.
+
 "Off" is the default: nothing configured, no global provider, no event log. That it
 costs nothing against the code before observability existed is checked by an A/B run
 of W1 and W4 across the two commits (not part of ``make bench``: the figures are in the
@@ -58,6 +65,37 @@ class _Spans:
             tracing._state.update(tracer_provider=None, tracers={}, instruments={})
 
 
+# attributes of the spans a unit must have, as many as ours carry
+_STEP = {
+    "stepgraph.step.name": "hop",
+    "stepgraph.event.type": "Ping",
+    "stepgraph.step.attempt": 1,
+    "stepgraph.step.worker": 0,
+    "stepgraph.backend": "inline",
+    "stepgraph.run.id": "0123456789abcdef0123456789abcdef",
+    "stepgraph.workflow.name": "Chain",
+}
+_SUPERSTEP = {"stepgraph.superstep.index": 1, "stepgraph.run.id": _STEP["stepgraph.run.id"]}
+_TASK = {"stepgraph.task.name": "combine", "stepgraph.task.id": "t-1", "stepgraph.backend": "x"}
+
+
+def _sdk_floor(spans: _Spans, shapes: list[dict[str, Any]]) -> Runner:
+    """Per unit, one span of each shape in ``shapes``: started, made current, ended."""
+    from opentelemetry import context, trace
+
+    tracer = spans.provider.get_tracer("bench")
+
+    async def run(size: int) -> None:
+        for _ in range(size):
+            for attributes in shapes:
+                span = tracer.start_span("stepgraph.step", attributes=attributes)
+                context.detach(context.attach(trace.set_span_in_context(span)))
+                span.end()
+        spans.exporter.clear()
+
+    return run
+
+
 def _switched(run: Callable[[int], Awaitable[None]], spans: _Spans | None) -> Runner:
     async def timed(size: int) -> None:
         if spans is None:
@@ -96,6 +134,7 @@ def _entries(
     key: str, title: str, mode: str, unit: str, size: int, samples: dict[str, list[float]]
 ) -> list[dict[str, Any]]:
     ratio = paired_ratio(samples["on"], samples["off"])
+    floor = [off + sdk for off, sdk in zip(samples["off"], samples["sdk"], strict=True)]
     return [
         {
             "workload": key,
@@ -113,6 +152,8 @@ def _entries(
             "spans_ratio": round(paired_ratio(samples["spans"], samples["off"]), 3),
             "log_us_per_unit": round(median(samples["log"]), 3),
             "log_ratio": round(paired_ratio(samples["log"], samples["off"]), 3),
+            "sdk_us_per_unit": round(median(samples["sdk"]), 3),
+            "floor_ratio": round(paired_ratio(floor, samples["off"]), 3),
         }
     ]
 
@@ -132,6 +173,9 @@ async def telemetry_costs(
                     "spans": _switched(_chain(mode, None), spans),
                     "log": _switched(_chain(mode, log), None),
                     "on": _switched(_chain(mode, log), spans),
+                    "sdk": _sdk_floor(
+                        spans, [_SUPERSTEP, _STEP] if mode == "superstep" else [_STEP]
+                    ),
                 }
                 samples = await measure(runners, HOPS, reps=reps, warmup=warmup)
                 title = "chain, spans (in-memory exporter) + JSONL event log"
@@ -141,6 +185,7 @@ async def telemetry_costs(
                 "spans": _switched(_dag(None), spans),
                 "log": _switched(_dag(log), None),
                 "on": _switched(_dag(log), spans),
+                "sdk": _sdk_floor(spans, [_TASK]),
             }
             size = layers * WIDTH
             samples = await measure(runners, size, reps=reps, warmup=warmup)

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from pydantic_core import from_json, to_json
 
 from ..errors import SerializationError
-from ..journal.codec import decode_validated, encode, encode_for_json
+from ..journal.codec import decode_validated, encode_for_json, encode_tick_for_json
 
 __all__ = [
     "FORMAT_VERSION",
@@ -88,7 +88,7 @@ class JsonSerializer:
     code = 0
 
     def dumps(self, value: Any, where: str) -> bytes:
-        return to_json(encode(value, where))
+        return to_json(encode_tick_for_json(value, where))
 
     def loads(self, data: bytes) -> Any:
         return decode_validated(from_json(data))

@@ -47,7 +47,17 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..core import COMMAND_TYPES, TICK_TYPES, Command, Failure, Repeat, ResponseMessage, Tick
+from ..core import (
+    COMMAND_TYPES,
+    TICK_TYPES,
+    Command,
+    EventsSent,
+    Failure,
+    Repeat,
+    ResponseMessage,
+    StepCompleted,
+    Tick,
+)
 from ..core.text import short_repr
 from ..errors import SerializationError
 
@@ -61,6 +71,7 @@ __all__ = [
     "encode_command",
     "encode_for_json",
     "encode_tick",
+    "encode_tick_for_json",
     "import_class",
 ]
 
@@ -191,6 +202,47 @@ def encode_for_json(value: Any, where: str = "") -> Any:
     if path and not value.__pydantic_extra__:
         return {"$model": [path, value]}
     return encode(value, where)
+
+
+def encode_tick_for_json(tick: object, where: str = "") -> Any:
+    """:func:`encode` of ``tick``, for pydantic's JSON serializer to write next.
+
+    The same JSON as :func:`encode` writes. The messages of a :class:`StepCompleted` or
+    :class:`EventsSent` (the entry of nearly every hop of an async-mode durable run) go
+    through :func:`encode_for_json`; any other value through :func:`encode`.
+    """
+    if type(tick) is not StepCompleted and type(tick) is not EventsSent:
+        return encode(tick, where)
+    sent = tick.emitted
+    if type(sent) is not tuple:
+        return encode(tick, where)
+    emitted = []
+    for item in sent:
+        if type(item) is not tuple or len(item) != 2:
+            return encode(tick, where)
+        message, targets = item
+        emitted.append(
+            {
+                "$tuple": [
+                    encode_for_json(message, where),
+                    None if targets is None else encode(targets, where),
+                ]
+            }
+        )
+    at = tick.at
+    return {
+        "$dataclass": [
+            _EMITTING[type(tick)],
+            {
+                "at": at if type(at) is float and math.isfinite(at) else encode(at, where),
+                "invocation": encode(tick.invocation, where),
+                "emitted": {"$tuple": emitted},
+            },
+        ]
+    }
+
+
+_EMITTING = {kind: class_path(kind) for kind in (StepCompleted, EventsSent)}
 
 
 def _plain_model(kind: type[BaseModel], where: str) -> str | None:

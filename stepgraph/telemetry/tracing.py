@@ -183,13 +183,31 @@ def instruments() -> Instruments | None:
     return found
 
 
+class _Api:
+    """The functions of OpenTelemetry's API a tracer calls on every step or task, looked
+    up once (the API is imported only once tracing is on)."""
+
+    def __init__(self) -> None:
+        from opentelemetry import context, trace
+
+        self.attach = context.attach
+        self.detach = context.detach
+        self.current_context = context.get_current
+        self.current_span = trace.get_current_span
+        self.in_context = trace.set_span_in_context
+
+
+@functools.cache
+def _api() -> _Api:
+    return _Api()
+
+
 def _detach(span: Any, token: Any) -> None:
     """Make the span no longer current, where it is (a task cancelled from elsewhere ends
     in another context: its own context ends with its task)."""
-    from opentelemetry import context, trace
-
-    if trace.get_current_span() is span:
-        context.detach(token)
+    api = _api()
+    if api.current_span() is span:
+        api.detach(token)
 
 
 def span_failed(span: Any, error: BaseException) -> None:
@@ -223,8 +241,10 @@ class RunTracer(RunObserver):
     def __init__(self, tracer: Any | None, meters: Instruments | None = None) -> None:
         self.tracer = tracer
         self.meters = meters
+        self.api = _api()
         self.run_span: Any = None
-        self.superstep: tuple[int, Any] | None = None
+        self.run_context: Any = None  # the context of the run span (async mode's steps' parent)
+        self.superstep: tuple[int, Any, Any] | None = None  # index, span, context
         self.steps: dict[tuple[int, int], tuple[Any, Any]] = {}
         self.started: dict[tuple[int, int], tuple[float, dict[str, str]]] = {}
 
@@ -246,24 +266,23 @@ class RunTracer(RunObserver):
         self.run_span = self.tracer.start_span(
             "stepgraph.run", attributes=attributes, kind=trace.SpanKind.INTERNAL
         )
+        self.run_context = self.api.in_context(self.run_span)
 
     def _parent(self, run: RunInfo) -> Any:
-        from opentelemetry import trace
-
         assert self.tracer is not None
         if run.mode.value != "superstep":
-            return trace.set_span_in_context(self.run_span)
+            return self.run_context
         index = run.state.superstep
         if self.superstep is None or self.superstep[0] != index:
             if self.superstep is not None:
                 self.superstep[1].end()
             span = self.tracer.start_span(
                 "stepgraph.superstep",
-                context=trace.set_span_in_context(self.run_span),
+                context=self.run_context,
                 attributes={"stepgraph.superstep.index": index, "stepgraph.run.id": run.run_id},
             )
-            self.superstep = (index, span)
-        return trace.set_span_in_context(self.superstep[1])
+            self.superstep = (index, span, self.api.in_context(span))
+        return self.superstep[2]
 
     def step_started(
         self, run: RunInfo, step: str, invocation: int, attempt: int, message: object
@@ -278,8 +297,6 @@ class RunTracer(RunObserver):
             self.meters.in_flight.add(1, where)
         if self.tracer is None:
             return
-        from opentelemetry import context, trace
-
         if self.run_span is None:  # a resumed run: its span starts with its first step
             self.run_started(run)
         span = self.tracer.start_span(
@@ -295,7 +312,8 @@ class RunTracer(RunObserver):
                 "stepgraph.workflow.name": run.name,
             },
         )
-        token = context.attach(trace.set_span_in_context(span))  # the body's current span
+        api = self.api
+        token = api.attach(api.in_context(span))  # the body's current span
         self.steps[invocation, attempt] = (span, token)
 
     def step_ended(
@@ -386,6 +404,7 @@ class TaskTracer(TaskObserver):
     def __init__(self, tracer: Any | None, meters: Instruments | None = None) -> None:
         self.tracer = tracer
         self.meters = meters
+        self.api = _api()
         self.parents: dict[int, Any] = {}
         self.spans: dict[int, tuple[Any, Any]] = {}
         self.started: dict[int, float] = {}
@@ -393,17 +412,13 @@ class TaskTracer(TaskObserver):
     def task_created(self, flow: TaskFlow, future: TaskFuture, dependencies: Sequence[str]) -> None:
         if self.tracer is None:
             return
-        from opentelemetry import context
-
-        self.parents[future._task] = context.get_current()
+        self.parents[future._task] = self.api.current_context()
 
     def task_started(self, flow: TaskFlow, future: TaskFuture) -> None:
         if self.meters is not None:
             self.started[future._task] = flow.clock.monotonic()
         if self.tracer is None:
             return
-        from opentelemetry import context, trace
-
         spec = future._spec
         block = spec.kind == "block"
         attributes: dict[str, Any] = {
@@ -420,7 +435,8 @@ class TaskTracer(TaskObserver):
             context=self.parents.pop(future._task, None),
             attributes=attributes,
         )
-        token = context.attach(trace.set_span_in_context(span))  # the body's current span
+        api = self.api
+        token = api.attach(api.in_context(span))  # the body's current span
         self.spans[future._task] = (span, token)
 
     def _end(self, future: TaskFuture, error: BaseException | None = None) -> None:

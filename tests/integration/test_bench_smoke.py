@@ -112,8 +112,10 @@ def test_the_telemetry_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -> 
         ("tel-w4", "inline"),
     }
     assert all(r["spans_us_per_unit"] > 0 and r["log_us_per_unit"] > 0 for r in results)
+    assert all(r["sdk_us_per_unit"] > 0 and r["floor_ratio"] > 1 for r in results)
     assert "spans only" in done.stdout and "event log only" in done.stdout
-    assert "spans only:" in markdown_table(results)
+    assert "SDK floor" in done.stdout
+    assert "spans only:" in markdown_table(results) and "SDK's own spans" in markdown_table(results)
 
 
 def test_the_distributed_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -> None:
