@@ -47,6 +47,7 @@ class StepCounts:
     done: int = 0
     retried: int = 0
     failed: int = 0
+    stopped: int = 0  # attempts the run's end (a cancel, an interrupt) stopped
 
 
 @dataclass(slots=True)
@@ -143,6 +144,7 @@ class Progress(RunObserver, TaskObserver):
                     self.failure = StepFailure(step, error.type_name, _oneline(error.message))
                 line = f"{step} failed: {error.type_name}: {_oneline(error.message)}"
             else:
+                counts.stopped += 1
                 line = f"{step} stopped (the run ended)"
         self._line(line)
 
@@ -174,6 +176,8 @@ class Progress(RunObserver, TaskObserver):
                 counts.done += 1
             elif outcome == "failed":
                 counts.failed += 1
+            elif outcome == "cancelled":
+                counts.stopped += 1
         self._line(f"task {future.name} {outcome}")
 
     def task_resolved(self, flow: TaskFlow, future: TaskFuture) -> None:
@@ -277,8 +281,8 @@ def _where(snap: _Snapshot) -> str:
     return f"superstep {snap.superstep}" if snap.run_mode == "superstep" else "async mode"
 
 
-def _fields(counts: StepCounts) -> tuple[int, int, int, int]:
-    return counts.running, counts.done, counts.retried, counts.failed
+def _fields(counts: StepCounts) -> tuple[int, int, int, int, int]:
+    return counts.running, counts.done, counts.retried, counts.failed, counts.stopped
 
 
 def _times(name: str, n: int) -> str:
@@ -326,6 +330,8 @@ class _Renderable:
                 )
             elif c.failed:
                 mark, style, state = "✗", "red", "failed"
+            elif c.stopped:  # the run ended while it ran: not done
+                mark, style, state = "■", "yellow", "stopped"
             elif c.done:
                 mark, style, state = "✓", "green", "done"
             else:
@@ -335,6 +341,8 @@ class _Renderable:
                 counts.append(f"retried {c.retried}")
             if c.failed:
                 counts.append(f"failed {c.failed}")
+            if c.stopped:
+                counts.append(f"stopped {c.stopped}")
             table.add_row(
                 Text(f"  {mark} {name}", style=style),
                 Text(state, style=style),

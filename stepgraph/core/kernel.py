@@ -162,7 +162,7 @@ def _close_forwarded(state: RunState, invocation: int) -> None:
     for request_id, request in list(state.requests.items()):
         if request.invocation == invocation and request.forwarded:
             del state.requests[request_id]
-            state.inputs.pop(request_id, None)
+            _close_input(state, request_id)
 
 
 def _apply_run_resumed(state: RunState, tick: RunResumed, out: list[Command]) -> None:
@@ -252,7 +252,7 @@ def _answers(state: RunState, event: object) -> bool:
         request_id = next(iter(state.inputs))
     elif request_id in state.answers:
         return False
-    if state.inputs.pop(request_id, None) is not None:
+    if _close_input(state, request_id) is not None:
         state.answers[request_id] = event
     return True
 
@@ -292,20 +292,30 @@ def _apply_wait_cancelled(state: RunState, tick: WaitCancelled, out: list[Comman
 
 
 def _apply_input_requested(state: RunState, tick: InputRequested, out: list[Command]) -> None:
-    _invocation(state, tick.invocation)
-    _ask(state, tick.event, out)
+    inv = _invocation(state, tick.invocation)
+    request_id = _ask(state, tick.event, out)
+    if request_id is not None:
+        state.input_askers[request_id] = inv.id
 
 
-def _ask(state: RunState, request: object, out: list[Command]) -> None:
-    """Announce an input request, unless one with its id is open or answered already."""
+def _ask(state: RunState, request: object, out: list[Command]) -> str | None:
+    """Announce an input request, unless one with its id is open or answered already;
+    the id of the request announced (None: none)."""
     request_id = getattr(request, "request_id", None)
     if request_id is None:
         state.asked += 1
         request_id = f"input-{state.asked}"
     elif request_id in state.inputs or request_id in state.answers:
-        return  # asked again by a step that runs again (after a resume): no second prompt
+        return None  # asked again by a step that runs again (after a resume): no second prompt
     state.inputs[request_id] = request
     out.append(PublishEvent(event=request))
+    return str(request_id)
+
+
+def _close_input(state: RunState, request_id: str) -> object | None:
+    """Take input request ``request_id`` off the open ones; the request (None: not open)."""
+    state.input_askers.pop(request_id, None)
+    return state.inputs.pop(request_id, None)
 
 
 def _apply_collect_requested(state: RunState, tick: CollectRequested, out: list[Command]) -> None:
@@ -394,7 +404,7 @@ def _apply_response_received(state: RunState, tick: ResponseReceived, out: list[
         if tick.request_id in state.answers:
             return  # answered already: a repeated answer changes nothing
         raise KernelError(f"no open request {tick.request_id!r} in run {state.run_id!r}")
-    if state.inputs.pop(tick.request_id, None) is not None:
+    if _close_input(state, tick.request_id) is not None:
         state.answers[tick.request_id] = tick.response
     if request.forwarded:
         out.append(ForwardResponse(request_id=request.request_id, response=tick.response))

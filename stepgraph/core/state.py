@@ -175,6 +175,7 @@ class RunState:
         "failure",
         "fan_in_buffers",
         "graph",
+        "input_askers",
         "inputs",
         "invocations",
         "max_concurrency",
@@ -247,6 +248,8 @@ class RunState:
         self.unclaimed: deque[object] = deque()
         # input requests announced on the stream and not answered yet: request id -> event
         self.inputs: dict[str, object] = {}
+        # of those, the ones a step announced while it ran (its prompt): id -> invocation
+        self.input_askers: dict[str, int] = {}
         # answered requests: request id -> the answer (a repeated answer changes nothing)
         self.answers: dict[str, object] = {}
         self.asked = 0  # input requests announced without an id of their own
@@ -288,7 +291,7 @@ class RunState:
 
     def snapshot(self) -> dict[str, object]:
         """A plain, comparable view of the whole state (for replay checks and debugging)."""
-        return {
+        view: dict[str, object] = {
             "mode": self.mode.value,
             "run_id": self.run_id,
             "status": self.status.value,
@@ -325,3 +328,6 @@ class RunState:
             "result": self.result,
             "failure": self.failure,
         }
+        if self.input_askers:  # (only then: snapshots recorded before it existed still match)
+            view["input_askers"] = dict(sorted(self.input_askers.items()))
+        return view

@@ -87,6 +87,7 @@ FRAME_FIELDS: dict[str, object] = {
     "awaited_types": [],
     "unclaimed": [],
     "inputs": [],
+    "input_askers": {},
     "answers": [],
     "requests": [],
     "timers": {},
@@ -187,6 +188,8 @@ def capture(state: RunState) -> tuple[dict[str, Any], list[object]]:
         frame["unclaimed"] = [ref(m) for m in state.unclaimed]
     if state.inputs:
         frame["inputs"] = [[rid, ref(m)] for rid, m in state.inputs.items()]
+    if state.input_askers:
+        frame["input_askers"] = dict(state.input_askers)
     if state.answers:
         frame["answers"] = [[rid, ref(m)] for rid, m in state.answers.items()]
     if state.requests:
@@ -433,13 +436,29 @@ def restore(
     if not all(graph.is_input_request(m) for m in state.inputs.values()):
         raise ValueError("an open input request is not a request")
     state.answers = {str(rid): obj(m) for rid, m in frame["answers"]}
+    closed: set[str] = set()  # requests nobody can take an answer to any more
     for rid, name, inv_id, data, response_type, *forwarded in frame["requests"]:
         if name in index and int(inv_id) not in lost:
             state.requests[rid] = OpenRequest(
                 rid, index[name], int(inv_id), obj(data), obj(response_type), bool(forwarded)
             )
         else:
+            closed.add(str(rid))
             dropped += 1
+    askers = frame["input_askers"]
+    if not isinstance(askers, dict):
+        raise ValueError(f"input_askers is a {type(askers).__name__}")
+    for rid, asker in askers.items():
+        if rid not in state.inputs:
+            continue
+        if int(asker) in lost:  # the prompt of a step dropped: nobody waits for its answer
+            del state.inputs[rid]
+            dropped += 1
+        else:
+            state.input_askers[str(rid)] = int(asker)
+    for rid in closed:  # (counted with their request)
+        state.inputs.pop(rid, None)
+        state.input_askers.pop(rid, None)
     state.timers = {str(k): float(v) for k, v in frame["timers"].items()}
     for sender, count, arrival, name, value in frame["pending_merges"]:
         try:

@@ -218,9 +218,14 @@ def span_failed(span: Any, error: BaseException) -> None:
 def _fail(span: Any, error: BaseException | None, type_name: str, message: str) -> None:
     from opentelemetry.trace import Status, StatusCode
 
+    recorded = False
     if error is not None:
-        span.record_exception(error)
-    else:
+        try:
+            span.record_exception(error)
+            recorded = True
+        except Exception:  # its str() (or its traceback's) raises: the safe text below
+            pass
+    if not recorded:
         span.add_event("exception", {"exception.type": type_name, "exception.message": message})
     span.set_attribute("error.type", type_name.rsplit(".", 1)[-1])
     span.set_status(Status(StatusCode.ERROR, message))

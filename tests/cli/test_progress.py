@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from stepgraph.cli.progress import Progress, StepCounts, _Renderable
+from stepgraph.core import StepCompleted
 
 
 def future(uid: str, name: str) -> Any:
@@ -35,3 +36,18 @@ def test_the_live_region_shows_steps_then_tasks_with_their_counts() -> None:
     ]
     summary = progress.summary("completed")
     assert "tasks done: simulate" in summary and "tasks failed: analyze" in summary
+
+
+def test_a_step_the_run_end_stopped_shows_stopped_not_done() -> None:
+    progress = Progress("live", io.StringIO())
+    progress.workflow = "Chain"
+    run: Any = SimpleNamespace(state=SimpleNamespace(superstep=3))
+    progress.step_started(run, "hop", 1, 1, None)
+    progress.step_ended(run, "hop", 1, 1, StepCompleted(invocation=1))
+    progress.step_started(run, "hop", 2, 1, None)
+    progress.step_ended(run, "hop", 2, 1, None)  # interrupted: the run was cancelled
+    progress.task_cancelled(None, future("t1", "simulate"))  # type: ignore[arg-type]
+    out = io.StringIO()
+    Console(file=out, width=100, color_system=None).print(_Renderable(progress))
+    lines = [" ".join(line.split()[1:]) for line in out.getvalue().splitlines()]  # no mark
+    assert lines[1:] == ["hop stopped done 1, stopped 1", "task simulate stopped done 0, stopped 1"]

@@ -12,10 +12,25 @@ import asyncio
 import threading
 import uuid
 import warnings
+from typing import Any
 
 import pytest
 
-from stepgraph import Context, Event, RetryPolicy, StartEvent, StopEvent, Workflow, step
+from stepgraph import (
+    Context,
+    Event,
+    Executor,
+    InputRequiredEvent,
+    RequestInfoEvent,
+    RetryPolicy,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowBuilder,
+    WorkflowContext,
+    handler,
+    step,
+)
 from stepgraph.durability.checkpoints import decode_value, encode_value
 from stepgraph.durability.serializer import serializer_named
 from stepgraph.errors import (
@@ -26,13 +41,14 @@ from stepgraph.errors import (
     SerializationError,
     StepgraphError,
     WorkflowCancelled,
+    WorkflowStalled,
 )
 from stepgraph.stores import PostgresStore, SqliteStore
 from stepgraph.testing import crash, settled
 from tests.pg import PG_DSN
 
 from .conftest import StoreFactory
-from .flows import CALLS, GATES, Chain, Done, Go, Reached, gate
+from .flows import CALLS, GATES, Chain, Done, Go, Reached, Waiting, asker_graph, gate
 
 modes = pytest.mark.parametrize("mode", ["superstep", "async"])
 
@@ -412,6 +428,64 @@ async def test_a_lenient_resume_drops_the_removed_steps_messages_with_a_warning(
         with pytest.raises(StepgraphError):  # second's message was dropped: nothing is left
             await handler
     assert any("'second'" in str(w.message) for w in caught)
+
+
+class WaitingGone(Workflow):
+    """``Waiting`` (its runs are made with ``name="Waiting"``) without the step that asks."""
+
+    @step
+    async def other(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        return StopEvent(result="other")
+
+
+class Relay(Executor):
+    @handler
+    async def relay(self, question: str, ctx: WorkflowContext[str]) -> None:
+        await ctx.yield_output(question)
+
+
+@pytest.mark.parametrize("mode", ["superstep", "async"])
+async def test_a_lenient_resume_that_drops_the_asking_step_drops_its_prompt_and_ends(
+    stores: StoreFactory, mode: str
+) -> None:
+    """A prompt whose asker the graph no longer has is not announced again, and the run
+    does not wait for an answer nobody would take: it ends (G10)."""
+    store = stores()
+    paused = Waiting(store=store, mode=mode).run()  # type: ignore[arg-type]
+    async for event in paused.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            break
+    await crash(paused)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        handler = WaitingGone(store=stores(), name="Waiting", mode=mode).resume(  # type: ignore[arg-type]
+            paused.run_id, strict=False
+        )
+        announced: list[object] = []
+        with pytest.raises(WorkflowStalled):  # nothing is left to run, and no StopEvent
+            async with asyncio.timeout(10):
+                async for event in handler.stream_events():
+                    announced.append(event)
+                await handler
+    assert any("'ask'" in str(w.message) for w in caught)
+    assert not any(isinstance(e, InputRequiredEvent) for e in announced)
+    assert (await stores().get_run(paused.run_id)).status == "failed"
+
+    graph: Any = asker_graph(store=stores(), mode=mode)
+    asking = graph.run("how many?")
+    async for event in asking.stream_events():
+        if isinstance(event, RequestInfoEvent):
+            break
+    await crash(asking)
+    gone = WorkflowBuilder(start=Relay(id="relay"), name="asker").build(store=stores(), mode=mode)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        lenient = gone.resume(asking.run_id, strict=False)
+        async with asyncio.timeout(10):
+            assert [type(e) async for e in lenient.stream_events()] == []
+            done = await lenient  # an edge graph ends with its outputs
+        assert done.outputs == []
+    assert (await stores().get_run(asking.run_id)).status == "completed"
 
 
 # -- stores and coordinators --------------------------------------------------------------------

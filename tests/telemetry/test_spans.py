@@ -154,6 +154,37 @@ async def test_retries_and_failures_follow_the_conventions(spans: InMemorySpanEx
     assert run.status.status_code is StatusCode.ERROR and run.attributes["error.type"] == "KeyError"
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+class RaisesUnprintable(Workflow):
+    @step
+    async def a(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        raise Unprintable()
+
+
+def unprintable() -> None:
+    raise Unprintable()
+
+
+async def test_an_error_whose_str_raises_fails_its_span_and_nothing_else(
+    spans: InMemorySpanExporter,
+) -> None:
+    with pytest.raises(Unprintable):  # the step's own error, as with tracing off
+        await RaisesUnprintable().run()
+    async with TaskFlow(backends={"default": InlineBackend()}) as flow:
+        with pytest.raises(TaskFailed):
+            await flow.function_task(unprintable)()
+    for name in ("stepgraph.run", "stepgraph.step", "stepgraph.task"):
+        (span,) = named(spans, name)
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.attributes["error.type"] == "Unprintable"
+        (event,) = [e for e in span.events if e.name == "exception"]
+        assert "str() raised RuntimeError" in event.attributes["exception.message"]
+
+
 class Print(Executor):
     @handler
     async def show(self, text: str, ctx: WorkflowContext[Any]) -> None:

@@ -27,6 +27,7 @@ from stepgraph.core import (
     Failure,
     FailWait,
     Graph,
+    InputRequested,
     KernelError,
     Mode,
     Node,
@@ -438,6 +439,26 @@ def test_an_input_request_nobody_accepts_is_published_and_pauses_the_run(mode: M
     assert h.messages_started_at("reply") == [Answer("Ada")]
     h.complete(h.only("reply"), Done("Ada"))
     assert ended(h) == RunEnded(status=RunStatus.FINISHED, result=Done("Ada"))
+
+
+@MODES
+def test_a_prompt_a_step_announces_while_it_runs_is_known_as_its_until_answered(
+    mode: Mode,
+) -> None:
+    h = KernelHarness(
+        make_graph(
+            ("start", (Go,)),
+        ),
+        mode=mode,
+    )
+    h.start(Go())
+    asker = h.only("start")
+    commands = h.feed(InputRequested(invocation=asker, event=Ask("name?")))
+    assert commands == [PublishEvent(event=Ask("name?"))]
+    assert h.state.input_askers == {"input-1": asker}  # who waits for its answer
+    h.wait(asker, Answer)
+    h.external(Answer("Ada"))
+    assert h.state.input_askers == {} and h.state.inputs == {}
 
 
 def test_an_event_from_the_caller_that_is_no_answer_does_not_end_the_input_pause() -> None:
