@@ -147,6 +147,9 @@ def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Comman
     state.running -= 1
     if state.requests:
         _close_forwarded(state, inv.id)
+    if state.input_askers:  # its prompts stay open: an answer goes to whoever takes it
+        for request_id in [r for r, asker in state.input_askers.items() if asker == inv.id]:
+            del state.input_askers[request_id]
     if tick.emitted:
         _emit(state, inv, tick.emitted, out)
     if state.status is RUNNING:
@@ -309,7 +312,7 @@ def _ask(state: RunState, request: object, out: list[Command]) -> str | None:
         return None  # asked again by a step that runs again (after a resume): no second prompt
     state.inputs[request_id] = request
     out.append(PublishEvent(event=request))
-    return str(request_id)
+    return request_id  # (any JSON value: as the event has it)
 
 
 def _close_input(state: RunState, request_id: str) -> object | None:

@@ -248,7 +248,7 @@ class RunState:
         self.unclaimed: deque[object] = deque()
         # input requests announced on the stream and not answered yet: request id -> event
         self.inputs: dict[str, object] = {}
-        # of those, the ones a step announced while it ran (its prompt): id -> invocation
+        # of those, the ones announced by a step still running: id -> its invocation
         self.input_askers: dict[str, int] = {}
         # answered requests: request id -> the answer (a repeated answer changes nothing)
         self.answers: dict[str, object] = {}

@@ -107,7 +107,7 @@ class _Frame(BaseModel):
     awaited_types: list[int] = Field(default_factory=list)
     unclaimed: list[int] = Field(default_factory=list)
     inputs: list[list[Any]] = Field(default_factory=list)
-    input_askers: dict[str, int] = Field(default_factory=dict)
+    input_askers: list[list[Any]] = Field(default_factory=list)
     answers: list[list[Any]] = Field(default_factory=list)
     requests: list[list[Any]] = Field(default_factory=list)
     timers: dict[str, float] = Field(default_factory=dict)

@@ -87,7 +87,7 @@ FRAME_FIELDS: dict[str, object] = {
     "awaited_types": [],
     "unclaimed": [],
     "inputs": [],
-    "input_askers": {},
+    "input_askers": [],
     "answers": [],
     "requests": [],
     "timers": {},
@@ -188,8 +188,8 @@ def capture(state: RunState) -> tuple[dict[str, Any], list[object]]:
         frame["unclaimed"] = [ref(m) for m in state.unclaimed]
     if state.inputs:
         frame["inputs"] = [[rid, ref(m)] for rid, m in state.inputs.items()]
-    if state.input_askers:
-        frame["input_askers"] = dict(state.input_askers)
+    if state.input_askers:  # (pairs: a request id may be any JSON value)
+        frame["input_askers"] = [[rid, asker] for rid, asker in state.input_askers.items()]
     if state.answers:
         frame["answers"] = [[rid, ref(m)] for rid, m in state.answers.items()]
     if state.requests:
@@ -445,20 +445,21 @@ def restore(
         else:
             closed.add(str(rid))
             dropped += 1
-    askers = frame["input_askers"]
-    if not isinstance(askers, dict):
-        raise ValueError(f"input_askers is a {type(askers).__name__}")
-    for rid, asker in askers.items():
-        if rid not in state.inputs:
+    taken: bool | None = None  # whether an answer to a prompt has a step or a wait to go to
+    for raw_id, asker in frame["input_askers"]:
+        rid = str(raw_id)  # (as the inputs' ids are restored)
+        if rid not in state.inputs or rid in closed:
             continue
-        if int(asker) in lost:  # the prompt of a step dropped: nobody waits for its answer
+        if int(asker) not in lost:
+            state.input_askers[rid] = int(asker)
+            continue
+        if taken is None:
+            taken = _answer_taken(graph, state.waiters)
+        if not taken:  # the prompt of a step dropped, and nobody else takes its answer
             del state.inputs[rid]
             dropped += 1
-        else:
-            state.input_askers[str(rid)] = int(asker)
     for rid in closed:  # (counted with their request)
         state.inputs.pop(rid, None)
-        state.input_askers.pop(rid, None)
     state.timers = {str(k): float(v) for k, v in frame["timers"].items()}
     for sender, count, arrival, name, value in frame["pending_merges"]:
         try:
@@ -481,6 +482,17 @@ def restore(
     state.outputs = [chunks[output_chunk(i)] for i in range(int(frame["outputs"]))]
     _recount(state)
     return Restored(state=state, missing=missing, dropped=dropped)
+
+
+def _answer_taken(graph: Graph, waiters: Mapping[int, Waiter]) -> bool:
+    """Whether an answer from the caller to an input request has somewhere to go in
+    ``graph``: a node that takes it, or one of ``waiters``."""
+    answers = graph.answer_types
+    entry = graph.entry
+    nodes = graph.nodes if entry is None else [graph.nodes[i] for i in entry]
+    if any(issubclass(answer, node.accepts) for answer in answers for node in nodes):
+        return True
+    return any(issubclass(answer, w.types) for answer in answers for w in waiters.values())
 
 
 def _types(value: tuple[object, ...]) -> tuple[type, ...]:

@@ -678,7 +678,9 @@ class DurableRun(Run):
                         run_id=run_id,
                         checkpoint_id=cp,
                     ) from exc
-        state = _replay(restored.state, entries, fresh, run_id=run_id, checkpoint_id=cp)
+        state = _replay(
+            restored.state, entries, fresh, run_id=run_id, checkpoint_id=cp, lenient=not strict
+        )
         state.max_supersteps = self.state.max_supersteps  # the workflow's options, but its mode
         state.max_concurrency = self.state.max_concurrency
         self.state = state
@@ -1274,13 +1276,15 @@ def _replay(
     *,
     run_id: str,
     checkpoint_id: str,
+    lenient: bool = False,
 ) -> RunState:
     """``state`` with the journal's ``entries`` applied, but those that ended the run.
 
     A run that was cancelled or failed goes on from where it was just before: the tick
     that ended it is not applied (``fresh`` gives the checkpoint's state again, to apply
     the others to). What follows such a tick is a later life of the run (resumed from
-    there), applied in turn.
+    there), applied in turn. ``lenient`` (a resume with ``strict=False``): an entry of an
+    invocation the state does not have (of a step the workflow no longer has) is skipped.
 
     Raises:
         CheckpointError: the journal does not replay on the checkpoint (it is corrupt).
@@ -1291,6 +1295,8 @@ def _replay(
         while True:
             end = None
             for position in range(start, len(entries)):
+                if lenient and _of_no_invocation(state, entries[position]):
+                    continue
                 apply(state, entries[position])
                 if state.status is not RunStatus.RUNNING:
                     end = position
@@ -1301,7 +1307,8 @@ def _replay(
             state = fresh().state
             state.undo_writes = True
             for tick in kept:
-                apply(state, tick)
+                if not (lenient and _of_no_invocation(state, tick)):
+                    apply(state, tick)
             start = end + 1
     except Exception as exc:
         raise CheckpointError(
@@ -1310,6 +1317,12 @@ def _replay(
             run_id=run_id,
             checkpoint_id=checkpoint_id,
         ) from exc
+
+
+def _of_no_invocation(state: RunState, tick: Tick) -> bool:
+    """Whether ``tick`` names an invocation ``state`` does not have in flight."""
+    invocation = getattr(tick, "invocation", None)
+    return type(invocation) is int and invocation not in state.invocations
 
 
 def _paused(state: Any) -> bool:

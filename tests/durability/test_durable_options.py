@@ -20,6 +20,7 @@ from stepgraph import (
     Context,
     Event,
     Executor,
+    HumanResponseEvent,
     InputRequiredEvent,
     RequestInfoEvent,
     RetryPolicy,
@@ -486,6 +487,52 @@ async def test_a_lenient_resume_that_drops_the_asking_step_drops_its_prompt_and_
             done = await lenient  # an edge graph ends with its outputs
         assert done.outputs == []
     assert (await stores().get_run(asking.run_id)).status == "completed"
+
+
+class Announcer(Workflow):
+    """``announce`` asks, then is held (the test crashes it there); ``greet`` takes the answer."""
+
+    @step
+    async def announce(self, ctx: Context, ev: StartEvent) -> None:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="name?"))
+        await asyncio.Event().wait()  # held until the crash
+
+    @step
+    async def greet(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent(result=f"hello {ev.response}")
+
+
+class Greeter(Workflow):
+    """``Announcer`` without the step that asked (runs made with ``name="Announcer"``)."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> None:
+        return None
+
+    @step
+    async def greet(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent(result=f"hello {ev.response}")
+
+
+@pytest.mark.parametrize("mode", ["superstep", "async"])
+async def test_a_lenient_resume_keeps_a_dropped_steps_prompt_that_a_kept_step_answers(
+    stores: StoreFactory, mode: str
+) -> None:
+    asking = Announcer(store=stores(), mode=mode).run()  # type: ignore[arg-type]
+    async for event in asking.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            break
+    await crash(asking)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        handler = Greeter(store=stores(), name="Announcer", mode=mode).resume(  # type: ignore[arg-type]
+            asking.run_id, strict=False
+        )
+        async with asyncio.timeout(10):
+            async for event in handler.stream_events():
+                if isinstance(event, InputRequiredEvent):  # announced again: still open
+                    handler.send_event(HumanResponseEvent(response="Ada"))
+            assert await handler == "hello Ada"
 
 
 # -- stores and coordinators --------------------------------------------------------------------

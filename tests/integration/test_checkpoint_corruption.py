@@ -742,18 +742,11 @@ _WRONG: dict[str, st.SearchStrategy[Any]] = {
         _LISTS,
         st.dictionaries(st.text(max_size=3), _TEXT, min_size=1, max_size=2),
     ),
-    "dict[str, int]": st.one_of(
-        st.none(),
-        st.integers(),
-        _TEXT,
-        _LISTS,
-        st.dictionaries(st.text(max_size=3), _TEXT, min_size=1, max_size=2),
-    ),
 }
 _INT_FIELDS = "superstep next_invocation external_sent asked merges_seen outputs"
 _ROW_FIELDS = (
-    "invocations resumable outbox waiters inputs answers requests pending_merges collectors "
-    "fan_in_buffers"
+    "invocations resumable outbox waiters inputs input_askers answers requests pending_merges "
+    "collectors fan_in_buffers"
 )
 FRAME_KINDS: dict[str, str] = {
     **dict.fromkeys(("run_id", "mode", "status"), "str"),
@@ -763,7 +756,6 @@ FRAME_KINDS: dict[str, str] = {
     "timeout": "float | None",
     "nodes": "dict[str, list]",
     "timers": "dict[str, float]",
-    "input_askers": "dict[str, int]",
     **dict.fromkeys(_ROW_FIELDS.split(), "list[list]"),
     **dict.fromkeys(("blocked", "store_keys"), "list[str]"),
     **dict.fromkeys(("awaited_types", "unclaimed"), "list[int]"),

@@ -16,9 +16,10 @@ import json
 import pathlib
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from pydantic import Field, PlainSerializer, computed_field, field_serializer, model_serializer
 from pydantic_core import to_json
 
 from stepgraph import Event, HumanResponseEvent, StartEvent
@@ -32,7 +33,12 @@ from stepgraph.core import (
 )
 from stepgraph.errors import SerializationError
 from stepgraph.journal import decode, encode
-from stepgraph.journal.codec import decode_tick, encode_tick, encode_tick_for_json
+from stepgraph.journal.codec import (
+    decode_tick,
+    decode_validated,
+    encode_tick,
+    encode_tick_for_json,
+)
 
 
 class Color(enum.Enum):
@@ -109,6 +115,91 @@ def test_ticks_read_back_equal_their_originals() -> None:
     ]
     for tick in ticks:
         assert decode_tick(json.loads(json.dumps(encode_tick(tick)))) == tick
+
+
+class Excluded(Event):
+    a: int = 1
+    secret: str = Field(default="s", exclude=True)
+
+
+class Computed(Event):
+    a: int = 1
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def double(self) -> int:
+        return self.a * 2
+
+
+class FieldSerialized(Event):
+    a: int = 1
+
+    @field_serializer("a")
+    def _text(self, value: int) -> str:
+        return str(value)
+
+
+class ModelSerialized(Event):
+    a: int = 1
+
+    @model_serializer
+    def _whole(self) -> dict[str, int]:
+        return {"whole": self.a}
+
+
+class Scaled(Event):
+    a: Annotated[int, PlainSerializer(lambda v: v * 10)] = 1
+
+
+class Renamed(Event):
+    a: int = Field(default=1, serialization_alias="A")
+
+
+class Word(enum.StrEnum):
+    RED = "red"
+
+
+class Plain(Event):
+    a: int = 0
+    s: str = ""
+
+
+def assigned(**fields: object) -> Plain:
+    """A plain event with values set after validation (an event is not validated then)."""
+    event = Plain()
+    for name, value in fields.items():
+        setattr(event, name, value)
+    return event
+
+
+# events whose fields are all declared plain, written otherwise than their fields' values;
+# (event, whether it reads back: a value its field's type forbids is refused when read)
+UNPLAIN_EVENTS: list[tuple[Any, bool]] = [
+    (Excluded(secret="kept"), True),
+    (Computed(a=2), True),
+    (FieldSerialized(a=3), True),
+    (ModelSerialized(a=4), True),
+    (Scaled(a=5), True),
+    (Renamed(a=6), True),
+    (Plain(s=Word.RED), True),
+    (Plain.model_construct(s=Word.RED, a=7), True),
+    (assigned(a=(1, 2)), False),
+    (assigned(a=float("nan")), False),
+    (assigned(s=Plain()), False),
+]
+
+
+@pytest.mark.parametrize(("event", "readable"), UNPLAIN_EVENTS, ids=lambda e: type(e).__name__)
+def test_an_event_goes_into_a_journal_entry_as_its_fields_whatever_it_serializes_as(
+    event: Any, readable: bool
+) -> None:
+    tick = StepCompleted(invocation=1, emitted=((event, None),), at=1.0)
+    fast = to_json(encode_tick_for_json(tick, "here"))
+    assert fast == to_json(encode(tick, "here"))
+    if readable:
+        back = decode_validated(json.loads(fast))  # as a journal entry is read
+        ((again, _),) = back.emitted
+        assert type(again) is type(event) and again.__dict__ == event.__dict__
 
 
 @pytest.mark.parametrize(

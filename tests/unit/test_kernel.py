@@ -461,6 +461,24 @@ def test_a_prompt_a_step_announces_while_it_runs_is_known_as_its_until_answered(
     assert h.state.input_askers == {} and h.state.inputs == {}
 
 
+def test_a_prompt_with_an_id_of_its_own_is_its_askers_until_answered_whatever_the_ids_type() -> (
+    None
+):
+    h = KernelHarness(make_graph(("start", (Go,)), ("reply", (Answer,))))
+    h.start(Go())
+    asker = h.only("start")
+    request = Ask("n?")
+    object.__setattr__(request, "request_id", 7)  # any JSON value
+    h.feed(InputRequested(invocation=asker, event=request))
+    assert h.state.input_askers == {7: asker} and list(h.state.inputs) == [7]
+    h.complete(asker)  # it returned: its prompt stays open, no step's own any more
+    assert h.state.input_askers == {} and list(h.state.inputs) == [7]
+    answer = Answer("Ada")
+    object.__setattr__(answer, "request_id", 7)
+    h.external(answer)
+    assert h.state.inputs == {} and h.state.answers == {7: answer}
+
+
 def test_an_event_from_the_caller_that_is_no_answer_does_not_end_the_input_pause() -> None:
     h = KernelHarness(make_graph(("start", (Go,)), ("w", (Job,)), ("reply", (Answer,))))
     h.start(Go())
