@@ -248,3 +248,15 @@ def test_a_class_defined_inside_a_function_cannot_be_written_and_the_error_says_
 def test_a_malformed_journal_value_raises_serialization_error(data: Any, match: str) -> None:
     with pytest.raises(SerializationError, match=match):
         decode(data)
+
+
+@pytest.mark.parametrize(
+    "event", [e for e, readable in UNPLAIN_EVENTS if readable], ids=lambda e: type(e).__name__
+)
+def test_an_event_in_a_checkpoints_object_table_comes_back_with_its_fields(event: Any) -> None:
+    from stepgraph.durability.serializer import JSON
+
+    frame, objects = JSON.load_frame(JSON.dump_frame({"run_id": "r"}, [event]))
+    assert frame == {"run_id": "r"}
+    (again,) = objects
+    assert type(again) is type(event) and again.__dict__ == event.__dict__
