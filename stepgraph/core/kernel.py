@@ -393,6 +393,8 @@ def _apply_request_opened(state: RunState, tick: RequestOpened, out: list[Comman
         held = state.requests.get(request_id)
         if held is not None and held.forwarded and held.node == inv.node:
             held.invocation = inv.id  # still open: its answer goes to the new run
+            if request_id in state.input_askers:
+                state.input_askers[request_id] = inv.id
             return
     if request_id in state.requests:
         raise KernelError(f"request {request_id!r} opened twice in run {state.run_id!r}")

@@ -13,6 +13,8 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from ..core import InputRequested, RequestOpened, ResponseReceived
 from ..core.text import short_repr
 from ..errors import (
@@ -140,9 +142,26 @@ def check_repeated_answer(run: Run, request_id: str, answer: object) -> None:
         RequestAnsweredError: ``answer`` differs from the request's answer.
     """
     first = run.state.answers[request_id]
-    if first != answer:
+    if not _same_answer(first, answer, request_id):
         raise RequestAnsweredError(
             f"request {request_id!r} of run {run.run_id} (workflow {run.name!r}) was answered "
             f"already with {short(first)}; it cannot take another answer ({short(answer)}). "
             f"Sending the same answer again is accepted and changes nothing"
         )
+
+
+_NO_ID = object()
+
+
+def _same_answer(first: object, answer: object, request_id: str) -> bool:
+    """Whether ``answer`` is ``first`` again: equal, or equal but for the request id one of
+    them leaves out (an answer without an id answered the request whose id the other names)."""
+    if first == answer:
+        return True
+    ids = (getattr(first, "request_id", _NO_ID), getattr(answer, "request_id", _NO_ID))
+    if type(first) is not type(answer) or not isinstance(first, BaseModel):
+        return False
+    if None not in ids or not all(i is None or i == request_id for i in ids):
+        return False
+    named = {"request_id": request_id}
+    return bool(first.model_copy(update=named) == answer.model_copy(update=named))  # type: ignore[attr-defined]

@@ -11,7 +11,8 @@ Several runs, flows and processes may append to one file: the file is opened in 
 mode and records go out as ``write``s of whole lines, which the operating system never
 interleaves with another append. In an event loop, the records of one loop iteration
 go out together, in one ``write``, at its end (the end of a run or a flow writes at
-once): a process killed with ``kill -9`` loses at most its last iteration's records. A
+once; an iteration logging more than 64 KiB writes each 64 KiB as it fills): a process
+killed with ``kill -9`` loses at most its last iteration's records. A
 ``kill -9`` can cut a write only where it crosses a page of the file (4 KiB); a log
 opened on a file whose last line was cut starts on a new line, so the cut line stands
 alone, and :func:`read_events` skips it.
@@ -105,7 +106,8 @@ class EventLog(RunObserver, TaskObserver):
 
         In an event loop, the lines of one loop iteration are written together, at its
         end (one ``write`` of whole lines: never torn, never interleaved with another
-        writer's); the end of a run or a flow writes at once. Outside a loop, at once.
+        writer's; every 64 KiB, should an iteration log more); the end of a run or a flow
+        writes at once. Outside a loop, at once.
         """
         data = to_json(record, fallback=repr) + b"\n"  # compact JSON, several times faster
         with self._lock:

@@ -148,6 +148,20 @@ async def test_the_same_answer_twice_changes_nothing_and_another_answer_is_refus
 
 
 @modes
+async def test_an_answer_sent_without_an_id_is_the_same_answer_sent_again_naming_it(
+    stores: StoreFactory, mode: str
+) -> None:
+    handler = Interview(store=stores(), mode=mode).run()
+    request = await first_request(handler)
+    handler.send_event(HumanResponseEvent(response="Fa"))  # answers the only open request
+    handler.send_event(HumanResponseEvent(response="Fa", request_id=request.request_id))
+    with pytest.raises(RequestAnsweredError, match=str(request.request_id)):
+        handler.send_event(HumanResponseEvent(response="Gi", request_id=request.request_id))
+    assert await handler == "hello Fa"
+    assert CALLS[f"{handler.run_id}:greet"] == 1
+
+
+@modes
 async def test_a_paused_graph_resumed_after_a_crash_takes_the_response_sent_at_once(
     stores: StoreFactory, mode: str
 ) -> None:
