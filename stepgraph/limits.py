@@ -79,8 +79,9 @@ class Limiter:
                     f"{where}: rate must read as 'N/s', 'N/min' or 'N/h' with N > 0, got "
                     f"{self.rate!r}"
                 )
-            burst = float(found.group(1))
-            per_second = burst / _PERIODS[found.group(2)]
+            tokens = float(found.group(1))
+            per_second = tokens / _PERIODS[found.group(2)]
+            burst = max(tokens, 1.0)  # "0.5/s": one every two seconds, not never
         object.__setattr__(self, "per_second", per_second)
         object.__setattr__(self, "burst", burst)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -120,8 +121,13 @@ class DaskBackend(BackendBase):
     async def _in_memory_outcome(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], what: str
     ) -> Any:
-        future = self.client.submit(_call_in_memory, fn, args, kwargs, pure=False)
-        value = await self._result(future, what)
+        key = f"{id(self)}:{next(_CALLS)}"  # the call stays here: Dask carries only its key
+        _IN_MEMORY[key] = (fn, args, kwargs)
+        try:
+            future = self.client.submit(_call_in_memory, key, pure=False)
+            value = await self._result(future, what)
+        finally:
+            _IN_MEMORY.pop(key, None)
         if type(value) is _Raised:
             raise value.error
         return value
@@ -198,8 +204,17 @@ class _Raised:
         self.error = error
 
 
-def _call_in_memory(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """On a worker in this process: ``fn``'s result, or :class:`_Raised` with its exception."""
+# The calls handed to workers in this process, by key: Dask pickles what it is given to
+# submit, even to an in-process scheduler, so the call itself (function, arguments) never
+# goes through Dask, and arguments arrive as the very objects, as on a thread.
+_IN_MEMORY: dict[str, tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = {}
+_CALLS = itertools.count()
+
+
+def _call_in_memory(key: str) -> Any:
+    """On a worker in this process: the result of call ``key``, or :class:`_Raised` with
+    its exception."""
+    fn, args, kwargs = _IN_MEMORY[key]
     try:
         return call_to_end(fn, args, kwargs)
     except BaseException as exc:

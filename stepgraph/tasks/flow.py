@@ -69,6 +69,7 @@ class Task:
         "fn",
         "gate",
         "kind",
+        "late_place",
         "name",
         "noop",
         "options",
@@ -95,10 +96,12 @@ class Task:
         self.runner = runner
         self.resources = dict(resources or {})
         self.claims = flow._dag.claims(resources, f"{kind} task {self.name!r}")
-        # and a place in its backend's pool; not a limited task: it would hold the place
-        # while it waits for its limiter, which code holding the limiter may need
-        place = None if gate is not None else flow._place(backend, runner, kind, fn)
-        if place is not None:
+        # and a place in its backend's pool; a limited task takes it once its limiter lets
+        # it (holding the place while it waits for its limiter, it could keep code holding
+        # the limiter from the place it needs)
+        place = flow._place(backend, runner, kind, fn)
+        self.late_place = None if place is None or gate is None else ((place, 1),)
+        if place is not None and gate is None:
             self.claims = tuple(sorted((*self.claims, (place, 1))))
         self.noop = isinstance(runner, NoopBackend) and kind != BLOCK
         # a plain function on the loop: run by the flow itself, without a task per call
@@ -265,6 +268,8 @@ class TaskFlow:
         # what a task waits with: its arguments, and the caller's context if it has dependencies
         self._waiting: dict[int, tuple[Task, tuple[Any, ...], dict[str, Any], Context, bool]] = {}
         self._drivers: dict[int, asyncio.Task[None]] = {}
+        # limited tasks waiting for their pool place: the Dag's number of the wait -> its waiter
+        self._places: dict[int, asyncio.Future[None]] = {}
         self._traced = False  # spans are on: a body elsewhere carries its trace context
         self._observer_error: Exception | None = None  # the first error an observer raised
         self._thread = 0  # the event loop's thread: tasks are called there
@@ -585,6 +590,11 @@ class TaskFlow:
         settled: list[int] = []
         for kind, number, cause in commands:
             if kind == START:
+                place = self._places.pop(number, None)
+                if place is not None:  # a limited task's pool place: it goes on
+                    if not place.done():
+                        place.set_result(None)
+                    continue
                 entry = self._waiting.pop(number)
                 task, args, kwargs, context, resolve = entry
                 if self.observers:
@@ -671,6 +681,11 @@ class TaskFlow:
                 if kwargs:
                     kwargs = {k: _resolved(v) for k, v in kwargs.items()}
             value = task.fn(*args, **kwargs)
+        except asyncio.CancelledError:  # the body raised it: the task is cancelled, as in asyncio
+            self._cancel(future)
+            self._carry(self._dag.cancel(number))
+            self._settled(number, False)
+            return
         except BaseException as exc:
             self._fail(future, self._failure(task, future, args, kwargs, exc))
             self._settled(number, False)
@@ -766,9 +781,14 @@ class TaskFlow:
                 value = await self._body(task, future, args, kwargs)
             else:
                 async with task.gate.hold():  # it starts once its limiter lets it
-                    if tell:
-                        self._tell("task_started", future)
-                    value = await self._body(task, future, args, kwargs)
+                    place = -1 if task.late_place is None else await self._take(task.late_place)
+                    try:
+                        if tell:
+                            self._tell("task_started", future)
+                        value = await self._body(task, future, args, kwargs)
+                    finally:
+                        if place >= 0:
+                            self._carry(self._dag.finished(place, True))
         except asyncio.CancelledError:
             if not future.done():  # the body raised it: the task is cancelled, as in asyncio
                 self._cancel(future)
@@ -787,6 +807,25 @@ class TaskFlow:
         finally:
             del self._drivers[number]
             self._settled(number, ok)
+
+    async def _take(self, claims: tuple[tuple[str, int], ...]) -> int:
+        """Wait for ``claims`` (a limited task's pool place) in the Dag, first come, first
+        served with the tasks that claim it there; the number to give them back with."""
+        assert self._loop is not None
+        self._count = number = self._count + 1
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._places[number] = waiter
+        self._carry(self._dag.add(number, (), claims))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            self._places.pop(number, None)
+            if waiter.done() and not waiter.cancelled():  # given, then cancelled: give back
+                self._carry(self._dag.finished(number, False))
+            else:
+                self._carry(self._dag.cancel(number))
+            raise
+        return number
 
     def _body(
         self, task: Task, future: TaskFuture, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -227,3 +227,11 @@ async def test_in_this_process_a_result_and_an_exception_come_back_as_they_are(
         assert caught.value.backend == "hpc"
     finally:
         KEPT.clear()
+
+
+async def test_in_this_process_an_argument_arrives_as_it_is_even_one_that_does_not_pickle(
+    here: str,
+) -> None:
+    lock = threading.Lock()
+    async with flow_on(here) as flow:
+        assert await flow.function_task(backend="hpc")(_identity)(lock) is lock

@@ -209,6 +209,47 @@ async def test_a_flow_whose_start_is_cancelled_does_not_keep_a_shared_backend_up
     assert shared.shutdowns == 1  # the only flow that used it shut it down
 
 
+async def test_a_limited_task_starts_when_its_body_does_once_its_limiter_lets_it() -> None:
+    """Let through by its limiter, it waits for a worker in the flow, as any task does: it
+    is not reported started while its body waits in the pool's queue."""
+    from stepgraph import Limiter
+
+    peak, release = Peak(), threading.Event()
+    async with TaskFlow(
+        {"default": ThreadBackend(1)},
+        observers=[peak],
+        limiters=[Limiter("five", max_concurrency=5)],
+    ) as flow:
+        limited = flow.function_task(limiter="five")(release.wait)
+        running = [limited(10) for _ in range(3)]
+        await asyncio.sleep(0)
+        release.set()
+        async with asyncio.timeout(10):
+            assert await asyncio.gather(*running) == [True] * 3
+    assert peak.peak == 1  # never more started than the pool runs
+
+
+async def test_a_limited_task_cancelled_while_it_waits_for_a_worker_gives_its_turn_back() -> None:
+    from stepgraph import Limiter
+
+    release = threading.Event()
+    async with TaskFlow(
+        {"default": ThreadBackend(1)}, limiters=[Limiter("five", max_concurrency=5)]
+    ) as flow:
+        limited = flow.function_task(limiter="five")(release.wait)
+        first = limited(10)
+        waiting = limited(10)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        waiting.cancel()
+        release.set()
+        async with asyncio.timeout(10):
+            assert await first is True
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert await limited(10) is True  # the place was given back
+
+
 async def test_a_limited_task_waiting_for_its_limiter_holds_no_worker() -> None:
     from stepgraph import Limiter
 
@@ -222,3 +263,29 @@ async def test_a_limited_task_waiting_for_its_limiter_holds_no_worker() -> None:
             async with asyncio.timeout(10):
                 assert await plain() == "plain"
         assert await waiting == "limited"
+
+
+def gives_up() -> None:
+    raise asyncio.CancelledError
+
+
+async def gives_up_later() -> None:
+    raise asyncio.CancelledError
+
+
+@pytest.mark.parametrize(
+    ("backend", "body"),
+    [(InlineBackend, gives_up), (InlineBackend, gives_up_later), (ThreadBackend, gives_up)],
+    ids=["inline-def", "inline-async", "thread"],
+)
+async def test_a_body_raising_cancelled_error_cancels_its_task_and_its_dependents(
+    backend: Callable[[], Any], body: Callable[[], Any]
+) -> None:
+    async with asyncio.timeout(10), TaskFlow({"default": backend()}) as flow:
+        cancelled = flow.function_task(body)()
+        after = flow.function_task(lambda x: x)(cancelled)
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert cancelled.cancelled()
+        with pytest.raises(asyncio.CancelledError):
+            await after

@@ -56,6 +56,13 @@ def test_a_limiter_checks_its_limits_and_reads_its_rate() -> None:
         Limiter("")
 
 
+async def test_a_rate_below_one_grants_one_at_a_time_not_never() -> None:
+    limiter = Limiter(fresh(), rate="0.5/s")
+    assert (limiter.per_second, limiter.burst) == (0.5, 1)
+    async with asyncio.timeout(5), Gate(limiter).hold():  # the first at once
+        pass
+
+
 def test_declarations_of_one_name_share_a_gate_and_must_agree() -> None:
     name = fresh()
     first = gate_of(Limiter(name, max_concurrency=3))
