@@ -75,7 +75,9 @@ def call_to_end(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
 
     A ``StopIteration`` becomes a ``RuntimeError``: asyncio cannot carry it through a
     future (it would hang whoever awaits it). So does a ``SystemExit`` (``sys.exit()`` in
-    the body): it would end the program that awaits the body, not the worker.
+    the body): it would end the program that awaits the body, not the worker; and a
+    ``GeneratorExit``: raised where the body is awaited, it would stop the coroutine that
+    awaits it instead of failing the body.
     """
     try:
         result = fn(*args, **kwargs)
@@ -93,6 +95,8 @@ def call_to_end(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
         raise RuntimeError(
             f"{getattr(fn, '__qualname__', fn)!s} called sys.exit({exc.code!r})"
         ) from exc
+    except GeneratorExit as exc:
+        raise RuntimeError(f"{getattr(fn, '__qualname__', fn)!s} raised GeneratorExit") from exc
 
 
 @runtime_checkable
@@ -117,7 +121,8 @@ class Backend(Protocol):
         ...
 
     async def start(self) -> None:
-        """Acquire what the backend needs (a pool, a cluster); called once, before use."""
+        """Acquire what the backend needs (a pool, a cluster), before use; called again
+        once started (a workflow does, before each body it hands), it does nothing."""
         ...
 
     async def shutdown(self, *, cancel: bool = False) -> None:

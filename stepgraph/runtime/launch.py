@@ -117,13 +117,12 @@ class RunOptions:
             raise WorkflowValidationError(
                 f"{where}(clock={clock!r}): a clock has monotonic(), wall() and call_later()"
             )
-        if store is not None and not all(
-            callable(getattr(store, name, None))
-            for name in ("commit", "create_run", "get_run", "load", "acquire", "release")
-        ):
+        lacks = [] if store is None else _lacking(store, _STORE_METHODS)
+        if lacks:
             raise WorkflowValidationError(
                 f"{where}(store={store!r}): expected a store (stepgraph.stores.SqliteStore, "
-                f"MemoryStore, PostgresStore, or an implementation of stepgraph.stores.Store)"
+                f"MemoryStore, PostgresStore, or an implementation of stepgraph.stores.Store); "
+                f"it has no {', '.join(lacks)}"
             )
         if serializer not in ("json", "pickle"):
             raise WorkflowValidationError(
@@ -133,9 +132,11 @@ class RunOptions:
         chosen: dict[str, Backend] = {}
         for name, backend in (backends or {}).items():
             if not isinstance(name, str) or not isinstance(backend, Backend):
+                lacks = _lacking(backend, _BACKEND_MEMBERS)
                 raise WorkflowValidationError(
                     f"{where}(backends={{{name!r}: {backend!r}}}): backends maps names to "
                     f"backends (stepgraph.backends.ThreadBackend(), ProcessBackend(), ...)"
+                    + (f"; it has no {', '.join(lacks)}" if lacks else "")
                 )
             chosen[name] = backend
         named(chosen)  # messages name each backend as the workflow does
@@ -225,3 +226,21 @@ def run_in_new_loop(name: str, start: Callable[[], Awaitable[T]]) -> T:
         f"{name}.run_sync() was called inside a running event loop; use "
         f"`await {name}.run(...)` there (run_sync is for scripts)"
     )
+
+
+# what a store and a backend must have (their protocols' members), to name what one lacks
+_STORE_METHODS: tuple[str, ...] = (
+    *("commit", "create_run", "get_run", "list_runs", "list_checkpoints", "load"),
+    *("acquire", "release", "result"),
+)
+_BACKEND_MEMBERS = ("name", "in_process", "submit", "run_command", "start", "shutdown")
+
+
+def _lacking(value: object, names: tuple[str, ...]) -> list[str]:
+    """The members of ``names`` that ``value`` does not have (a method: not callable)."""
+    return [
+        name
+        for name in names
+        if not hasattr(value, name)
+        or (name not in ("name", "in_process") and not callable(getattr(value, name)))
+    ]

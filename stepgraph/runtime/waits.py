@@ -33,6 +33,11 @@ class Waits:
     def __init__(self) -> None:
         self._futures: dict[int, asyncio.Future[Any]] = {}
 
+    @property
+    def pending(self) -> bool:
+        """Whether a step waits now."""
+        return bool(self._futures)
+
     async def wait_for(
         self,
         run: Run,
@@ -59,12 +64,22 @@ class Waits:
         try:
             return await waiter
         finally:
-            self._futures.pop(scope.invocation, None)
-            if waiter.cancelled() or not waiter.done():  # the step stopped waiting itself
+            mine = self._futures.pop(scope.invocation, None) is waiter  # (else: abandoned)
+            if mine and (waiter.cancelled() or not waiter.done()):  # it stopped waiting itself
                 run.feed(WaitCancelled(invocation=scope.invocation))
             # The future holds the wait's error, whose traceback holds this frame: let go of
             # it, or a step that caught a WaitForEventTimeoutError keeps its run in a cycle.
             del waiter
+
+    def abandon(self, run: Run, invocation: int) -> None:
+        """The attempt of ``invocation`` ended with a wait of its still pending (in a task
+        it started and did not await): the wait ends first, then the attempt."""
+        waiter = self._futures.pop(invocation, None)
+        if waiter is None:
+            return
+        if run.state.invocations.get(invocation) is not None:
+            run.feed(WaitCancelled(invocation=invocation))
+        waiter.cancel()
 
     def resolve(self, invocation: int, event: object) -> None:
         """``ResolveWait``: wake the waiting step with ``event``."""

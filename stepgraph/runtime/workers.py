@@ -96,6 +96,9 @@ class WorkerPool:
                     name = run.programs[command.node].name
                     for observer in observers:
                         observer.step_ended(run, name, command.invocation, command.attempt, tick)
+                waits = run._waits
+                if waits is not None and waits.pending:  # a wait the step left behind
+                    waits.abandon(run, command.invocation)
                 self._between = True
                 try:
                     feed(tick)

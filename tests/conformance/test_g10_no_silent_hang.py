@@ -195,3 +195,39 @@ async def test_an_endless_loop_raises_superstep_limit_naming_the_steps(mode: str
     assert "max_supersteps=20" in str(exc)
     assert "spin" in str(exc)
     assert "'Endless'" in str(exc)
+
+
+class LeavesItsWait(Workflow):
+    """Starts a wait in a task of its own, then returns without awaiting it (cancelled, or
+    still pending): the wait ends with the step."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        cancelled = asyncio.ensure_future(ctx.wait_for_event(Answer, timeout=5))
+        await asyncio.sleep(0)
+        cancelled.cancel()  # given up, not awaited
+        return StopEvent(result="done")
+
+    @step
+    async def answer(self, ev: Answer) -> None:
+        return None
+
+
+class LeavesItsWaitPending(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        pending = asyncio.ensure_future(ctx.wait_for_event(Answer, timeout=5))
+        await asyncio.sleep(0)
+        assert not pending.done()
+        return StopEvent(result="done")
+
+    @step
+    async def answer(self, ev: Answer) -> None:
+        return None
+
+
+@both_modes
+async def test_a_step_that_returns_leaving_a_wait_behind_ends_as_it_returned(mode: str) -> None:
+    async with asyncio.timeout(10):
+        assert await LeavesItsWait(mode=mode).run() == "done"
+        assert await LeavesItsWaitPending(mode=mode).run() == "done"

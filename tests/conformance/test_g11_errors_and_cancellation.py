@@ -404,6 +404,24 @@ async def test_keyboard_interrupt_system_exit_and_generator_exit_reach_the_calle
     assert "step 'start'" in notes_of(info.value) and "attempt 1" in notes_of(info.value)
 
 
+@both_modes
+@pytest.mark.parametrize("kind", [SystemExit, GeneratorExit])
+async def test_a_def_steps_system_exit_or_generator_exit_fails_the_run_as_a_runtime_error(
+    mode: str, kind: type[BaseException]
+) -> None:
+    """A thread cannot carry them back as themselves: they fail the run, named, as their cause."""
+
+    class Exits(Workflow):
+        @step
+        def start(self, ev: StartEvent) -> StopEvent:
+            raise kind("mine")
+
+    exc = await failure(Exits(mode=mode).run())
+    assert isinstance(exc, RuntimeError)
+    assert ("sys.exit('mine')" if kind is SystemExit else "GeneratorExit") in str(exc)
+    assert type(exc.__cause__) is kind and "step 'start'" in notes_of(exc)
+
+
 PAUSED_SCRIPT = """
 import asyncio
 from stepgraph import Context, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent

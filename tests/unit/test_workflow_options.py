@@ -68,3 +68,30 @@ async def test_the_shared_state_stays_usable_through_the_handler_after_the_run()
     store = handler.ctx.store
     await store.set("n", 2)  # after the run: the store is its own now
     assert await store.get("n") == 2
+
+
+class _OnlyCommits:
+    def commit(self, batch: object) -> None:
+        return None
+
+
+class _OnlySubmits:
+    name = "half"
+    in_process = False
+
+    def submit(self, fn: object, /, *args: object) -> None:
+        return None
+
+
+def test_a_store_or_a_backend_missing_methods_is_refused_naming_them() -> None:
+    from stepgraph.errors import WorkflowValidationError
+
+    class One(Workflow):
+        @step
+        async def only(self, ev: StartEvent) -> StopEvent:
+            return StopEvent()
+
+    with pytest.raises(WorkflowValidationError, match=r"it has no create_run, .*result"):
+        One(store=_OnlyCommits())  # type: ignore[arg-type]
+    with pytest.raises(WorkflowValidationError, match=r"it has no run_command, start, shutdown"):
+        One(backends={"half": _OnlySubmits()})  # type: ignore[dict-item]
