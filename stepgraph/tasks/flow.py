@@ -594,6 +594,8 @@ class TaskFlow:
                 if place is not None:  # a limited task's pool place: it goes on
                     if not place.done():
                         place.set_result(None)
+                    else:  # cancelled meanwhile: the place goes back at once
+                        self._carry(self._dag.finished(number, False))
                     continue
                 entry = self._waiting.pop(number)
                 task, args, kwargs, context, resolve = entry

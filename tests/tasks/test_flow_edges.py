@@ -250,6 +250,27 @@ async def test_a_limited_task_cancelled_while_it_waits_for_a_worker_gives_its_tu
             assert await limited(10) is True  # the place was given back
 
 
+async def test_limited_tasks_cancelled_together_give_every_worker_place_back() -> None:
+    """The one running and the one waiting for its place, cancelled in one go (as a
+    timeout over a gather does): the place goes to the waiting one as it is cancelled, and
+    must come back."""
+    from stepgraph import Limiter
+
+    release = threading.Event()
+    async with TaskFlow(
+        {"default": ThreadBackend(1)}, limiters=[Limiter("five", max_concurrency=5)]
+    ) as flow:
+        limited = flow.function_task(limiter="five")(release.wait)
+        running, waiting = limited(10), limited(10)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        running.cancel()
+        waiting.cancel()
+        release.set()
+        async with asyncio.timeout(10):
+            assert await flow.function_task(lambda: "plain")() == "plain"
+
+
 async def test_a_limited_task_waiting_for_its_limiter_holds_no_worker() -> None:
     from stepgraph import Limiter
 
