@@ -156,6 +156,8 @@ def _arranged(
             values.insert(ctx_index, ctx)
         return target(*values)
 
+    arrange.__name__ = getattr(target, "__name__", arrange.__name__)  # as its errors name it
+    arrange.__qualname__ = getattr(target, "__qualname__", arrange.__qualname__)
     return arrange
 
 

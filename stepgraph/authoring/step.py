@@ -247,5 +247,8 @@ def _arranged(func: Callable[..., Any], ctx_position: int | None) -> Callable[[A
     if ctx_position == 0:
         return func
     if ctx_position is None:
-        return lambda w, c, e: func(w, e)
-    return lambda w, c, e: func(w, e, c)
+        arranged: Callable[[Any, Any, Any], Any] = lambda w, c, e: func(w, e)  # noqa: E731
+    else:
+        arranged = lambda w, c, e: func(w, e, c)  # noqa: E731
+    arranged.__name__, arranged.__qualname__ = func.__name__, func.__qualname__  # its errors
+    return arranged

@@ -419,6 +419,7 @@ async def test_a_def_steps_system_exit_or_generator_exit_fails_the_run_as_a_runt
     exc = await failure(Exits(mode=mode).run())
     assert isinstance(exc, RuntimeError)
     assert ("sys.exit('mine')" if kind is SystemExit else "GeneratorExit") in str(exc)
+    assert "Exits.start " in str(exc)  # the step's function, not a wrapper of it
     assert type(exc.__cause__) is kind and "step 'start'" in notes_of(exc)
 
 
