@@ -237,10 +237,17 @@ _BACKEND_MEMBERS = ("name", "in_process", "submit", "run_command", "start", "shu
 
 
 def _lacking(value: object, names: tuple[str, ...]) -> list[str]:
-    """The members of ``names`` that ``value`` does not have (a method: not callable)."""
-    return [
-        name
-        for name in names
-        if not hasattr(value, name)
-        or (name not in ("name", "in_process") and not callable(getattr(value, name)))
-    ]
+    """The members of ``names`` that ``value`` does not have (a method: not callable); a
+    member whose lookup raises (a property, a wrapper's ``__getattr__``) is missing too."""
+    lacking = []
+    for name in names:
+        try:
+            found = getattr(value, name, _ABSENT)
+        except Exception:
+            found = _ABSENT
+        if found is _ABSENT or (name not in ("name", "in_process") and not callable(found)):
+            lacking.append(name)
+    return lacking
+
+
+_ABSENT = object()
