@@ -928,7 +928,7 @@ class DurableRun(Run):
                 if sent is emitted:  # it sent not be storable at the barrier
                     self._sent.append((order[0], sent))
                     break
-        barrier = False
+        barrier = announced = False
         for command in commands:
             what = type(command)
             if what is RunEnded:
@@ -937,10 +937,13 @@ class DurableRun(Run):
                 barrier = superstep
             elif what is PublishEvent:  # an input request announced: kept with the stream
                 self._stream_out.append(self._event_bytes(command.event))  # type: ignore[union-attr]
+                announced = True
         paused = _paused(state)
         status = _PAUSED if paused else _GOING
         checkpoint = self._checkpoint(status) if barrier else None
-        pausing = paused and self._written is not _PAUSED
+        # every request is recorded before it is announced, the second of a pause too (an
+        # answer sent right after a resume finds it open)
+        pausing = paused and (self._written is not _PAUSED or (announced and superstep))
         if pausing and checkpoint is None:  # a pause between barriers (or in async mode) is
             checkpoint = self._checkpoint(_PAUSED)  # a checkpoint too: the state it waits in
         if (  # a pause is stored at once; going on again, with the next commit needed anyway

@@ -46,6 +46,7 @@ from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticUndefined
 
 from ..core import (
     COMMAND_TYPES,
@@ -321,12 +322,41 @@ def _model(body: Any) -> Any:
     values = {name: decode(value) for name, value in fields.items()}
     if not _validating.on:
         return cls.model_construct(**values)
-    try:
-        return cls.model_validate(values)
+    try:  # by field name, as written (a field with an alias too)
+        return cls.model_validate(values, by_alias=False, by_name=True)
     except ValidationError as exc:
+        kept = _without_defaults(cls, values)  # a default pydantic never checked (x: int = None)
+        if kept is not None:
+            try:
+                return cls.model_validate(kept, by_alias=False, by_name=True)
+            except ValidationError:
+                pass
         raise SerializationError(
             f"a stored {cls.__qualname__} no longer validates as one: {exc}"
         ) from exc
+
+
+def _without_defaults(cls: Any, values: dict[str, Any]) -> dict[str, Any] | None:
+    """``values`` without those equal to their field's default (None: there is none), for
+    pydantic to fill in again as it did when the model was made: unchecked."""
+    fields = getattr(cls, "model_fields", {})
+    kept = {}
+    for name, value in values.items():
+        field = fields.get(name)
+        default = getattr(field, "default", _NO_DEFAULT) if field is not None else _NO_DEFAULT
+        if default is _NO_DEFAULT or default is PydanticUndefined or not _equal(value, default):
+            kept[name] = value
+    return kept if len(kept) < len(values) else None
+
+
+_NO_DEFAULT = object()
+
+
+def _equal(a: object, b: object) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # an __eq__ that raises, or gives what bool() refuses
+        return False
 
 
 def _dataclass(body: Any) -> Any:

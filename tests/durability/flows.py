@@ -193,3 +193,19 @@ class TwoQuestions(Workflow):
         ctx.write_event_to_stream(InputRequiredEvent(prefix="second?"))
         second = await ctx.wait_for_event(HumanResponseEvent)
         return StopEvent(result=f"{first.response}+{second.response}")
+
+
+class TwoAskers(Workflow):
+    """Two steps each ask and wait, in one superstep; the result is the first answer taken."""
+
+    @step
+    async def ask_a(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="a?"))
+        answer = await ctx.wait_for_event(HumanResponseEvent)
+        return StopEvent(result=answer.response)
+
+    @step
+    async def ask_b(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="b?"))
+        answer = await ctx.wait_for_event(HumanResponseEvent)
+        return StopEvent(result=answer.response)

@@ -16,7 +16,7 @@ from stepgraph.errors import RequestAnsweredError, RequestNotFoundError, Stepgra
 from stepgraph.testing import crash, settled
 
 from .conftest import StoreFactory
-from .flows import CALLS, Interview, TwoQuestions, Waiting, asker_graph
+from .flows import CALLS, Interview, TwoAskers, TwoQuestions, Waiting, asker_graph
 
 modes = pytest.mark.parametrize("mode", ["superstep", "async"])
 
@@ -251,3 +251,25 @@ async def test_a_run_whose_loop_ended_at_its_prompt_is_resumed_by_another_store_
         resumed = Interview(store=store).resume(run_id)
         resumed.send_event(HumanResponseEvent(response="Li", request_id=request_id))
         assert await resumed == "hello Li"
+
+
+@modes
+async def test_every_request_of_a_pause_is_stored_before_it_is_announced(
+    stores: StoreFactory, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The second request of a pause too: answered right after a resume, it is open."""
+    handler = TwoAskers(store=stores(), mode=mode).run()
+    asked: list[str] = []
+    async with asyncio.timeout(10):
+        async for event in handler.stream_events():
+            if isinstance(event, InputRequiredEvent):
+                asked.append(event.request_id)
+                if len(asked) == 2:
+                    break
+    await crash(handler)
+    resumed = TwoAskers(store=stores(), mode=mode).resume(handler.run_id)
+    for request_id in reversed(asked):  # before the state is restored
+        resumed.send_event(HumanResponseEvent(response=request_id, request_id=request_id))
+    async with asyncio.timeout(10):
+        assert await resumed in asked
+    assert "not delivered" not in caplog.text

@@ -260,3 +260,19 @@ def test_an_event_in_a_checkpoints_object_table_comes_back_with_its_fields(event
     assert frame == {"run_id": "r"}
     (again,) = objects
     assert type(again) is type(event) and again.__dict__ == event.__dict__
+
+
+class AliasedOnly(Event):
+    x: int = Field(0, alias="X")
+
+
+class LooseDefault(Event):
+    x: int = None  # type: ignore[assignment]  # pydantic does not check a default
+
+
+@pytest.mark.parametrize(
+    "event", [AliasedOnly(X=5), LooseDefault(), LooseDefault(x=3)], ids=lambda e: repr(e)
+)
+def test_an_event_with_an_alias_or_an_unchecked_default_reads_back_equal(event: Any) -> None:
+    back = decode_validated(json.loads(json.dumps(encode(event))))
+    assert type(back) is type(event) and back.__dict__ == event.__dict__
