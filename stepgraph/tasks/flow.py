@@ -276,6 +276,7 @@ class TaskFlow:
         self._ready: list[tuple[int, Any]] = []  # plain functions to run on the loop, in order
         self._draining = False
         self._count = 0
+        self._waits_for_places = 0  # their numbers in the Dag: -1, -2, ... (no task's uid)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state = "new"
 
@@ -783,13 +784,13 @@ class TaskFlow:
                 value = await self._body(task, future, args, kwargs)
             else:
                 async with task.gate.hold():  # it starts once its limiter lets it
-                    place = -1 if task.late_place is None else await self._take(task.late_place)
+                    place = None if task.late_place is None else await self._take(task.late_place)
                     try:
                         if tell:
                             self._tell("task_started", future)
                         value = await self._body(task, future, args, kwargs)
                     finally:
-                        if place >= 0:
+                        if place is not None:
                             self._carry(self._dag.finished(place, True))
         except asyncio.CancelledError:
             if not future.done():  # the body raised it: the task is cancelled, as in asyncio
@@ -814,7 +815,7 @@ class TaskFlow:
         """Wait for ``claims`` (a limited task's pool place) in the Dag, first come, first
         served with the tasks that claim it there; the number to give them back with."""
         assert self._loop is not None
-        self._count = number = self._count + 1
+        self._waits_for_places = number = self._waits_for_places - 1  # (tasks count up)
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._places[number] = waiter
         self._carry(self._dag.add(number, (), claims))

@@ -226,6 +226,7 @@ async def test_a_limited_task_starts_when_its_body_does_once_its_limiter_lets_it
         release.set()
         async with asyncio.timeout(10):
             assert await asyncio.gather(*running) == [True] * 3
+        assert flow.function_task(abs)(-1).uid == "task.000004"  # waits take no task's number
     assert peak.peak == 1  # never more started than the pool runs
 
 
