@@ -325,7 +325,7 @@ def _model(body: Any) -> Any:
     try:  # by field name, as written (a field with an alias too)
         return cls.model_validate(values, by_alias=False, by_name=True)
     except ValidationError as exc:
-        kept = _without_defaults(cls, values)  # a default pydantic never checked (x: int = None)
+        kept = _without_unchecked_defaults(cls, values, exc)  # (x: int = None)
         if kept is not None:
             try:
                 return cls.model_validate(kept, by_alias=False, by_name=True)
@@ -336,17 +336,27 @@ def _model(body: Any) -> Any:
         ) from exc
 
 
-def _without_defaults(cls: Any, values: dict[str, Any]) -> dict[str, Any] | None:
-    """``values`` without those equal to their field's default (None: there is none), for
-    pydantic to fill in again as it did when the model was made: unchecked."""
+def _without_unchecked_defaults(
+    cls: Any, values: dict[str, Any], error: ValidationError
+) -> dict[str, Any] | None:
+    """``values`` without the fields ``error`` refused that hold their field's default as
+    it is (a default pydantic never checked, as ``x: int = None``), for pydantic to fill in
+    again as it did when the model was made; None: no such field."""
     fields = getattr(cls, "model_fields", {})
-    kept = {}
-    for name, value in values.items():
-        field = fields.get(name)
-        default = getattr(field, "default", _NO_DEFAULT) if field is not None else _NO_DEFAULT
-        if default is _NO_DEFAULT or default is PydanticUndefined or not _equal(value, default):
-            kept[name] = value
-    return kept if len(kept) < len(values) else None
+    refused = {e["loc"][0] for e in error.errors() if e.get("loc")}
+    dropped = set()
+    for name in refused:
+        field = fields.get(name) if isinstance(name, str) else None
+        if field is None or name not in values:
+            continue
+        default = getattr(field, "default", _NO_DEFAULT)
+        value = values[name]
+        same_type = default is not PydanticUndefined and type(value) is type(default)
+        if same_type and (value is default or _equal(value, default)):
+            dropped.add(name)
+    if not dropped or len(dropped) < len(refused):
+        return None  # another field is refused too: the stored value no longer fits
+    return {k: v for k, v in values.items() if k not in dropped}
 
 
 _NO_DEFAULT = object()

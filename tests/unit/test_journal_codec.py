@@ -270,9 +270,17 @@ class LooseDefault(Event):
     x: int = None  # type: ignore[assignment]  # pydantic does not check a default
 
 
+class LooseBeside(Event):
+    x: int = None  # type: ignore[assignment]
+    flag: Any = 0
+
+
 @pytest.mark.parametrize(
-    "event", [AliasedOnly(X=5), LooseDefault(), LooseDefault(x=3)], ids=lambda e: repr(e)
+    "event",
+    [AliasedOnly(X=5), LooseDefault(), LooseDefault(x=3), LooseBeside(flag=False)],
+    ids=lambda e: repr(e),
 )
 def test_an_event_with_an_alias_or_an_unchecked_default_reads_back_equal(event: Any) -> None:
     back = decode_validated(json.loads(json.dumps(encode(event))))
     assert type(back) is type(event) and back.__dict__ == event.__dict__
+    assert [type(v) for v in back.__dict__.values()] == [type(v) for v in event.__dict__.values()]
