@@ -45,7 +45,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 from pydantic_core import PydanticUndefined
 
 from ..core import (
@@ -320,6 +320,16 @@ def _model(body: Any) -> Any:
     path, fields = body
     cls = import_class(path)
     values = {name: decode(value) for name, value in fields.items()}
+    if isinstance(cls, type) and issubclass(cls, RootModel) and set(values) == {"root"}:
+        root = values["root"]  # a root model is its one value, not a dict holding it
+        if not _validating.on:
+            return cls.model_construct(root)
+        try:
+            return cls.model_validate(root)
+        except ValidationError as exc:
+            raise SerializationError(
+                f"a stored {cls.__qualname__} no longer validates as one: {exc}"
+            ) from exc
     if not _validating.on:
         return cls.model_construct(**values)
     try:  # by field name, as written (a field with an alias too)

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import pytest
-from pydantic import Field, PlainSerializer, computed_field, field_serializer, model_serializer
+from pydantic import (
+    Field,
+    PlainSerializer,
+    RootModel,
+    computed_field,
+    field_serializer,
+    model_serializer,
+)
 from pydantic_core import to_json
 
 from stepgraph import Event, HumanResponseEvent, StartEvent
@@ -284,3 +291,14 @@ def test_an_event_with_an_alias_or_an_unchecked_default_reads_back_equal(event: 
     back = decode_validated(json.loads(json.dumps(encode(event))))
     assert type(back) is type(event) and back.__dict__ == event.__dict__
     assert [type(v) for v in back.__dict__.values()] == [type(v) for v in event.__dict__.values()]
+
+
+class Numbers(RootModel[list[int]]):
+    pass
+
+
+def test_a_root_model_reads_back_as_itself() -> None:
+    value = Numbers([1, 2])
+    back = decode_validated(json.loads(json.dumps(encode(value))))
+    assert type(back) is Numbers and back.root == [1, 2]
+    assert decode(json.loads(json.dumps(encode(value)))) == value
