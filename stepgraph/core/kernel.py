@@ -59,7 +59,7 @@ from .failure import Failure
 from .graph import EXTERNAL
 from .messages import ResponseMessage
 from .state import ABSENT, Invocation, Mode, OpenRequest, OrderKey, RunState, Waiter
-from .text import short_repr
+from .text import safely_equal, short_repr
 from .ticks import (
     AttemptFailed,
     CancelRequested,
@@ -190,21 +190,13 @@ def _undo_writes(state: RunState, inv: Invocation) -> None:
     store = state.store
     for key, before, after in reversed(inv.wrote or ()):
         now = store.get(key, ABSENT)
-        if now is after or (now is not ABSENT and after is not ABSENT and _equal(now, after)):
+        # (a value restored from a checkpoint is equal to, not the one its invocation wrote)
+        if now is after or (now is not ABSENT and after is not ABSENT and safely_equal(now, after)):
             if before is ABSENT:
                 store.pop(key, None)
             else:
                 store[key] = before
     inv.wrote = None
-
-
-def _equal(a: object, b: object) -> bool:
-    """``a == b``, False when the comparison fails (a value restored from a checkpoint is
-    equal to, not the same object as, the one its invocation wrote)."""
-    try:
-        return bool(a == b)
-    except Exception:
-        return False
 
 
 def _apply_events_sent(state: RunState, tick: EventsSent, out: list[Command]) -> None:

@@ -1,8 +1,16 @@
-"""Describing values in messages, safely."""
+"""Describing and comparing user values, safely (their methods may raise)."""
 
 from __future__ import annotations
 
-__all__ = ["error_text", "short_repr"]
+__all__ = ["error_text", "safely_equal", "short_repr"]
+
+
+def safely_equal(a: object, b: object) -> bool:
+    """``a == b``, False when the comparison raises or gives what ``bool()`` refuses."""
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
 
 
 def short_repr(value: object, limit: int = 120) -> str:

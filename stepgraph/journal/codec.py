@@ -59,7 +59,7 @@ from ..core import (
     StepCompleted,
     Tick,
 )
-from ..core.text import short_repr
+from ..core.text import safely_equal, short_repr
 from ..errors import SerializationError
 
 __all__ = [
@@ -320,22 +320,16 @@ def _model(body: Any) -> Any:
     path, fields = body
     cls = import_class(path)
     values = {name: decode(value) for name, value in fields.items()}
-    if isinstance(cls, type) and issubclass(cls, RootModel) and set(values) == {"root"}:
-        root = values["root"]  # a root model is its one value, not a dict holding it
-        if not _validating.on:
-            return cls.model_construct(root)
-        try:
-            return cls.model_validate(root)
-        except ValidationError as exc:
-            raise SerializationError(
-                f"a stored {cls.__qualname__} no longer validates as one: {exc}"
-            ) from exc
+    # a root model is its one value, written as its field "root"
+    rooted = isinstance(cls, type) and issubclass(cls, RootModel) and set(values) == {"root"}
     if not _validating.on:
-        return cls.model_construct(**values)
+        return cls.model_construct(values["root"]) if rooted else cls.model_construct(**values)
     try:  # by field name, as written (a field with an alias too)
+        if rooted:
+            return cls.model_validate(values["root"])
         return cls.model_validate(values, by_alias=False, by_name=True)
     except ValidationError as exc:
-        kept = _without_unchecked_defaults(cls, values, exc)  # (x: int = None)
+        kept = None if rooted else _without_unchecked_defaults(cls, values, exc)  # x: int = None
         if kept is not None:
             try:
                 return cls.model_validate(kept, by_alias=False, by_name=True)
@@ -359,24 +353,14 @@ def _without_unchecked_defaults(
         field = fields.get(name) if isinstance(name, str) else None
         if field is None or name not in values:
             continue
-        default = getattr(field, "default", _NO_DEFAULT)
+        default = field.default  # (PydanticUndefined: none)
         value = values[name]
         same_type = default is not PydanticUndefined and type(value) is type(default)
-        if same_type and (value is default or _equal(value, default)):
+        if same_type and (value is default or safely_equal(value, default)):
             dropped.add(name)
     if not dropped or len(dropped) < len(refused):
         return None  # another field is refused too: the stored value no longer fits
     return {k: v for k, v in values.items() if k not in dropped}
-
-
-_NO_DEFAULT = object()
-
-
-def _equal(a: object, b: object) -> bool:
-    try:
-        return bool(a == b)
-    except Exception:  # an __eq__ that raises, or gives what bool() refuses
-        return False
 
 
 def _dataclass(body: Any) -> Any:

@@ -13,6 +13,7 @@ from ..backends.base import named
 from ..core import Mode
 from ..errors import StepgraphError, WorkflowValidationError
 from ..limits import Limiter, LimiterGate, gate_for
+from ..stores.base import STORE_METHODS
 from ..telemetry.event_log import event_log_of
 from .backends import Backend
 from .clock import SYSTEM_CLOCK, Clock
@@ -117,7 +118,7 @@ class RunOptions:
             raise WorkflowValidationError(
                 f"{where}(clock={clock!r}): a clock has monotonic(), wall() and call_later()"
             )
-        lacks = [] if store is None else _lacking(store, _STORE_METHODS)
+        lacks = [] if store is None else _lacking(store, STORE_METHODS)
         if lacks:
             raise WorkflowValidationError(
                 f"{where}(store={store!r}): expected a store (stepgraph.stores.SqliteStore, "
@@ -228,11 +229,7 @@ def run_in_new_loop(name: str, start: Callable[[], Awaitable[T]]) -> T:
     )
 
 
-# what a store and a backend must have (their protocols' members), to name what one lacks
-_STORE_METHODS: tuple[str, ...] = (
-    *("commit", "create_run", "get_run", "list_runs", "list_checkpoints", "load"),
-    *("acquire", "release", "result"),
-)
+# what a backend must have (its protocol's members), to name what one lacks
 _BACKEND_MEMBERS = ("name", "in_process", "submit", "run_command", "start", "shutdown")
 
 

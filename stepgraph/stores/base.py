@@ -37,6 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "ANOTHER_WRITER",
+    "STORE_METHODS",
     "CheckpointInfo",
     "CheckpointWrite",
     "Commit",
@@ -322,3 +323,9 @@ class Store(Protocol):
         ``serializer="pickle"`` also reads a pickled one.
         ``stepgraph.stores.results.StoreResults`` implements it on ``get_run``."""
         ...
+
+
+STORE_METHODS: tuple[str, ...] = tuple(
+    name for name, value in vars(Store).items() if not name.startswith("_") and callable(value)
+)
+"""The methods of the :class:`Store` protocol (to name those a store lacks)."""

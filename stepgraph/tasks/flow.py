@@ -684,9 +684,8 @@ class TaskFlow:
                 if kwargs:
                     kwargs = {k: _resolved(v) for k, v in kwargs.items()}
             value = task.fn(*args, **kwargs)
-        except asyncio.CancelledError:  # the body raised it: the task is cancelled, as in asyncio
-            self._cancel(future)
-            self._carry(self._dag.cancel(number))
+        except asyncio.CancelledError:
+            self._cancelled_by_body(number, future)
             self._settled(number, False)
             return
         except BaseException as exc:
@@ -747,6 +746,12 @@ class TaskFlow:
         if self.observers:
             self._tell("task_cancelled", future)
 
+    def _cancelled_by_body(self, number: int, future: TaskFuture) -> None:
+        """The body raised ``CancelledError``: its task is cancelled, as an asyncio task
+        would be, and its dependents with it."""
+        self._cancel(future)
+        self._carry(self._dag.cancel(number))
+
     def _settled(self, number: int, ok: bool) -> None:
         """A body stopped: tell the Dag, carry out what it says, forget the task."""
         commands = self._dag.finished(number, ok)
@@ -793,11 +798,8 @@ class TaskFlow:
                         if place is not None:
                             self._carry(self._dag.finished(place, True))
         except asyncio.CancelledError:
-            if not future.done():  # the body raised it: the task is cancelled, as in asyncio
-                self._cancel(future)
-                cancelled = self._dag.cancel(number)
-                if cancelled:
-                    self._carry(cancelled)
+            if not future.done():
+                self._cancelled_by_body(number, future)
         except BaseException as exc:
             if not future.done():
                 self._fail(future, self._failure(task, future, args, kwargs, exc))

@@ -43,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 
 from ..errors import RunLockedError, StoreError
 from ..stores.base import (
+    STORE_METHODS,
     CheckpointWrite,
     Commit,
     RunRecord,
@@ -52,10 +53,6 @@ from ..stores.base import (
 )
 
 __all__ = ["StoreConformance", "checkpoint", "commit", "record"]
-
-_STORE_METHODS = tuple(
-    name for name, value in vars(Store).items() if not name.startswith("_") and callable(value)
-)
 
 RUNNING = StoredStatus.RUNNING
 PAUSED = StoredStatus.PAUSED
@@ -227,7 +224,7 @@ class StoreConformance:
 
     def test_a_store_follows_the_store_protocol_and_starts_empty(self) -> None:
         async def scenario(store: Store) -> None:
-            missing = [name for name in _STORE_METHODS if not callable(getattr(store, name, None))]
+            missing = [name for name in STORE_METHODS if not callable(getattr(store, name, None))]
             assert not missing, f"{store!r} lacks methods of the Store protocol: {missing}"
             assert isinstance(store, Store), f"{store!r} does not follow the Store protocol"
             _expect("list_runs() of a new store", await store.list_runs(), [])
