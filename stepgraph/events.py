@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 __all__ = ["Event", "HumanResponseEvent", "InputRequiredEvent", "StartEvent", "StopEvent"]
 
@@ -63,13 +63,13 @@ class InputRequiredEvent(Event):
 
     Attributes:
         prefix: the question or prompt to show.
-        request_id: the request's id, set by the run when the step emits it (unless the
-            step set one): stable when the step runs again after a resume, so an answer
-            given before a restart still answers it.
+        request_id: the request's id (a string or an integer), set by the run when the
+            step emits it (unless the step set one): stable when the step runs again
+            after a resume, so an answer given before a restart still answers it.
     """
 
     prefix: Any = ""
-    request_id: Any = None
+    request_id: StrictStr | StrictInt | None = None
 
 
 class HumanResponseEvent(Event):
@@ -78,9 +78,10 @@ class HumanResponseEvent(Event):
     Attributes:
         response: the answer.
         request_id: the ``request_id`` of the request it answers; None answers the
-            oldest open request. Sending the same answer again changes nothing; a
-            different answer to a request answered already is refused.
+            oldest open request. The answer goes to the step that asked that request
+            when that step waits for it. Sending the same answer again changes nothing;
+            a different answer to a request answered already is refused.
     """
 
     response: Any = ""
-    request_id: Any = None
+    request_id: StrictStr | StrictInt | None = None

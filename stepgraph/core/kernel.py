@@ -148,8 +148,7 @@ def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Comman
     if state.requests:
         _close_forwarded(state, inv.id)
     if state.input_askers:  # its prompts stay open: an answer goes to whoever takes it
-        for request_id in [r for r, asker in state.input_askers.items() if asker == inv.id]:
-            del state.input_askers[request_id]
+        _forget_asker(state, inv.id, out)
     if tick.emitted:
         _emit(state, inv, tick.emitted, out)
     if state.status is RUNNING:
@@ -157,6 +156,40 @@ def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Comman
             _start_blocked(state, out)
         if node.inbox:
             _start(state, inv.node, out)
+
+
+def _forget_asker(state: RunState, invocation: int, out: list[Command]) -> None:
+    """An invocation that asked for input returned: the answers kept for its waits go
+    where any event of their type goes."""
+    asked = [r for r, asker in state.input_askers.items() if asker == invocation]
+    for request_id in asked:
+        del state.input_askers[request_id]
+    _reroute(state, [state.answers[r] for r in asked if r in state.answers], out)
+
+
+def _release_answers(state: RunState, invocation: int, out: list[Command]) -> None:
+    """Invocation ``invocation`` waits for something its answers are not: they go where
+    any event of their type goes (it may take them when it waits for them again)."""
+    answers = state.answers
+    _reroute(
+        state,
+        [
+            answers[r]
+            for r, asker in state.input_askers.items()
+            if asker == invocation and r in answers
+        ],
+        out,
+    )
+
+
+def _reroute(state: RunState, answers: list[object], out: list[Command]) -> None:
+    """Deliver again the ``answers`` still held (kept for a step that no longer takes them)."""
+    for answer in answers:
+        for position, held in enumerate(state.unclaimed):
+            if held is answer:
+                del state.unclaimed[position]
+                _from_caller(state, answer, None, out)
+                break
 
 
 def _close_forwarded(state: RunState, invocation: int) -> None:
@@ -247,8 +280,8 @@ def _answers(state: RunState, event: object) -> bool:
         request_id = next(iter(state.inputs))
     elif request_id in state.answers:
         return False
-    if _close_input(state, request_id) is not None:
-        state.answers[request_id] = event
+    if state.inputs.pop(request_id, None) is not None:  # (its asker, if any, is kept: the
+        state.answers[request_id] = event  # answer goes to its wait, see _asker_waiting)
     return True
 
 
@@ -262,7 +295,7 @@ def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) 
     state.nodes[inv.node].waiting += 1
     state.running -= 1
     for position, held in enumerate(state.unclaimed):
-        if waiter.matches(held):
+        if waiter.matches(held) and (not state.input_askers or _free_for(state, held, inv.id)):
             del state.unclaimed[position]  # by position: no message's __eq__ runs here
             _resolve(state, waiter, held, out)
             return
@@ -271,6 +304,8 @@ def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) 
         _arm(state, f"wait:{inv.id}", tick.timeout, out)
     if state.blocked or state.resumable:  # the waiting step frees its slot
         _start_blocked(state, out)
+    if state.input_askers:  # the answers kept for this wait, which it does not take, go
+        _release_answers(state, inv.id, out)
 
 
 def _apply_wait_cancelled(state: RunState, tick: WaitCancelled, out: list[Command]) -> None:
@@ -293,7 +328,7 @@ def _apply_input_requested(state: RunState, tick: InputRequested, out: list[Comm
         state.input_askers[request_id] = inv.id
 
 
-def _ask(state: RunState, request: object, out: list[Command]) -> str | None:
+def _ask(state: RunState, request: object, out: list[Command]) -> str | int | None:
     """Announce an input request, unless one with its id is open or answered already;
     the id of the request announced (None: none)."""
     request_id = getattr(request, "request_id", None)
@@ -307,7 +342,7 @@ def _ask(state: RunState, request: object, out: list[Command]) -> str | None:
     return request_id  # (any JSON value: as the event has it)
 
 
-def _close_input(state: RunState, request_id: str) -> object | None:
+def _close_input(state: RunState, request_id: str | int) -> object | None:
     """Take input request ``request_id`` off the open ones; the request (None: not open)."""
     state.input_askers.pop(request_id, None)
     return state.inputs.pop(request_id, None)
@@ -601,6 +636,18 @@ def _deliver(
         state.outputs.append(message)
         out.append(PublishEvent(event=message))
         return
+    if state.input_askers and targets is None:
+        asker = _kept_for(state, message)
+        if asker is not None:  # an answer goes to the step that asked, if it waits for it
+            waiter = state.waiters.get(asker)
+            if waiter is None:  # not waiting yet: kept for its wait
+                state.unclaimed.append(message)
+                return
+            if waiter.matches(message):
+                del state.waiters[asker]
+                _resolve(state, waiter, message, out)
+                return
+            # (it waits for something else: the answer goes where any event of its type goes)
     if state.waiters:
         for waiter in state.waiters.values():
             if waiter.matches(message) and (  # a message sent to a step is for it only (G2)
@@ -649,6 +696,27 @@ def _hold_for_fan_in(state: RunState, group: tuple[int, int], message: object) -
         sources = state.graph.fan_ins[group[0]].sources
         collector = buffers[group[0]] = Collector(range(len(sources)))
     return collector.add_kind(group[1], message)
+
+
+def _kept_for(state: RunState, message: object) -> int | None:
+    """The invocation an answer from the caller is kept for: the running step that asked
+    the request it answers (named by its ``request_id``, or the oldest open one it
+    answered when it came). None: an event like any other."""
+    if not state.graph.is_answer(message):
+        return None
+    request_id: str | int | None = getattr(message, "request_id", None)
+    if request_id is None:
+        request_id = next((r for r, m in state.answers.items() if m is message), None)
+        if request_id is None:
+            return None
+    return state.input_askers.get(request_id)
+
+
+def _free_for(state: RunState, held: object, invocation: int) -> bool:
+    """Whether a held message may go to a wait of ``invocation``: it is not an answer kept
+    for another step that asked for it and has not begun to wait."""
+    asker = _kept_for(state, held)
+    return asker is None or asker == invocation or asker in state.waiters
 
 
 def _resolve(state: RunState, waiter: Waiter, message: object, out: list[Command]) -> None:

@@ -247,11 +247,13 @@ class RunState:
         self.awaited_types: set[type] = set()
         self.unclaimed: deque[object] = deque()
         # input requests announced on the stream and not answered yet: request id -> event
-        self.inputs: dict[str, object] = {}
-        # of those, the ones announced by a step still running: id -> its invocation
-        self.input_askers: dict[str, int] = {}
+        # (an input request's id is a string or an integer; a graph request's a string)
+        self.inputs: dict[str | int, object] = {}
+        # the requests, open or answered, announced by a step still running: id -> its
+        # invocation (an answer goes to its wait first)
+        self.input_askers: dict[str | int, int] = {}
         # answered requests: request id -> the answer (a repeated answer changes nothing)
-        self.answers: dict[str, object] = {}
+        self.answers: dict[str | int, object] = {}
         self.asked = 0  # input requests announced without an id of their own
         self.requests: dict[str, OpenRequest] = {}
         self.timers: dict[str, float] = {}  # armed timer -> due (wall time)

@@ -432,10 +432,10 @@ def restore(
             )
     state.awaited_types = {of(type, t, "an awaited type") for t in frame["awaited_types"]}
     state.unclaimed = deque(obj(m) for m in frame["unclaimed"])
-    state.inputs = {str(rid): obj(m) for rid, m in frame["inputs"]}
+    state.inputs = {_request_id(rid): obj(m) for rid, m in frame["inputs"]}
     if not all(graph.is_input_request(m) for m in state.inputs.values()):
         raise ValueError("an open input request is not a request")
-    state.answers = {str(rid): obj(m) for rid, m in frame["answers"]}
+    state.answers = {_request_id(rid): obj(m) for rid, m in frame["answers"]}
     closed: set[str] = set()  # requests nobody can take an answer to any more
     for rid, name, inv_id, data, response_type, *forwarded in frame["requests"]:
         if name in index and int(inv_id) not in lost:
@@ -447,11 +447,13 @@ def restore(
             dropped += 1
     taken: bool | None = None  # whether an answer to a prompt has a step or a wait to go to
     for raw_id, asker in frame["input_askers"]:
-        rid = str(raw_id)  # (as the inputs' ids are restored)
-        if rid not in state.inputs or rid in closed:
+        rid = _request_id(raw_id)
+        if rid in closed or (rid not in state.inputs and rid not in state.answers):
             continue
         if int(asker) not in lost:
-            state.input_askers[rid] = int(asker)
+            state.input_askers[rid] = int(asker)  # (answered: its answer goes to its wait)
+            continue
+        if rid not in state.inputs:
             continue
         if taken is None:
             taken = _answer_taken(graph, state.waiters)
@@ -482,6 +484,13 @@ def restore(
     state.outputs = [chunks[output_chunk(i)] for i in range(int(frame["outputs"]))]
     _recount(state)
     return Restored(state=state, missing=missing, dropped=dropped)
+
+
+def _request_id(value: object) -> str | int:
+    """An input request's id, as written (a string or an integer)."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ValueError(f"an input request's id is a {type(value).__name__}")
 
 
 def _answer_taken(graph: Graph, waiters: Mapping[int, Waiter]) -> bool:

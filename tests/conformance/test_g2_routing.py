@@ -6,15 +6,26 @@ step only; that an event no step accepts is an error at build time when the retu
 annotation shows it, and at run time otherwise (``UnroutableEventError`` naming the
 type and the sender); and that a targeted send to an unknown step, or to a step that
 does not accept the type, raises at the call; and that an event sent after its step
-returned (from a task the step started) raises instead of vanishing.
+returned (from a task the step started) raises instead of vanishing; and that an
+answer to an input request goes to the wait of the step that asked it.
 """
 
 import asyncio
 
 import pytest
-from _helpers_a import both_modes, failure, finish
+from _helpers_a import GUARD_SECONDS, both_modes, failure, finish
 
-from stepgraph import Context, Event, StartEvent, StopEvent, Workflow, step
+from stepgraph import (
+    Context,
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowHandler,
+    step,
+)
 from stepgraph.errors import (
     UnknownStepError,
     UnroutableEventError,
@@ -313,3 +324,75 @@ async def test_an_event_sent_to_a_step_is_not_taken_by_another_step_s_wait(mode:
 
     assert await finish(Waits(mode=mode).run()) == "waiter got for anyone"
     assert "for target" in received  # sent to `target`: only `target` got it
+
+
+class Answered(Event):
+    asker: str
+    response: str
+
+
+class TwoQuestions(Workflow):
+    """Two steps each ask a question and wait for a HumanResponseEvent, at once."""
+
+    @step
+    async def ask_a(self, ctx: Context, ev: StartEvent) -> Answered:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="a"))
+        answer = await ctx.wait_for_event(HumanResponseEvent)
+        return Answered(asker="a", response=answer.response)
+
+    @step
+    async def ask_b(self, ctx: Context, ev: StartEvent) -> Answered:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="b"))
+        answer = await ctx.wait_for_event(HumanResponseEvent)
+        return Answered(asker="b", response=answer.response)
+
+    @step
+    async def both(self, ctx: Context, ev: Answered) -> StopEvent | None:
+        got = ctx.collect_events(ev, [Answered, Answered])
+        if got is None:
+            return None
+        return StopEvent(result=sorted((a.asker, a.response) for a in got))
+
+
+async def _asked(handler: WorkflowHandler) -> dict[str, object]:
+    """The ids of the two questions, by prompt, once both are on the stream."""
+    asked: dict[str, object] = {}
+    async with asyncio.timeout(GUARD_SECONDS):
+        async for event in handler.stream_events():
+            if isinstance(event, InputRequiredEvent):
+                asked[event.prefix] = event.request_id
+                if len(asked) == 2:
+                    return asked
+    raise AssertionError(f"the run ended having asked only {asked}")
+
+
+@both_modes
+async def test_an_answer_naming_its_request_goes_to_the_step_that_asked_it(mode: str) -> None:
+    """Not to the wait that began first: b's answer, sent first, goes to b."""
+    handler = TwoQuestions(mode=mode, timeout=GUARD_SECONDS).run()
+    asked = await _asked(handler)
+    handler.send_event(HumanResponseEvent(response="for b", request_id=asked["b"]))
+    handler.send_event(HumanResponseEvent(response="for a", request_id=asked["a"]))
+    assert await finish(handler) == [("a", "for a"), ("b", "for b")]
+
+
+class WaitsLate(TwoQuestions):
+    """``ask_a`` asks first but begins its wait after ``ask_b``'s."""
+
+    @step
+    async def ask_a(self, ctx: Context, ev: StartEvent) -> Answered:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="a"))
+        await asyncio.sleep(0)  # (lets ask_b run: its wait begins before this one)
+        answer = await ctx.wait_for_event(HumanResponseEvent)
+        return Answered(asker="a", response=answer.response)
+
+
+@both_modes
+async def test_an_answer_without_an_id_goes_to_the_step_that_asked_the_oldest_request(
+    mode: str,
+) -> None:
+    handler = WaitsLate(mode=mode, timeout=GUARD_SECONDS).run()
+    await _asked(handler)
+    handler.send_event(HumanResponseEvent(response="for a"))  # a's is the oldest open
+    handler.send_event(HumanResponseEvent(response="for b"))
+    assert await finish(handler) == [("a", "for a"), ("b", "for b")]

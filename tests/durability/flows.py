@@ -104,6 +104,16 @@ class Waiting(Workflow):
         return StopEvent(result=f"hello {answer.response}")
 
 
+class NumberedQuestion(Workflow):
+    """Asks a question whose id is an integer of its own, and waits for the answer."""
+
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="name?", request_id=7))
+        answer = await ctx.wait_for_event(HumanResponseEvent)
+        return StopEvent(result=f"hello {answer.response}")
+
+
 class Item(Event):
     i: int
 

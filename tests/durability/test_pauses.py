@@ -16,7 +16,15 @@ from stepgraph.errors import RequestAnsweredError, RequestNotFoundError, Stepgra
 from stepgraph.testing import crash, settled
 
 from .conftest import StoreFactory
-from .flows import CALLS, Interview, TwoAskers, TwoQuestions, Waiting, asker_graph
+from .flows import (
+    CALLS,
+    Interview,
+    NumberedQuestion,
+    TwoAskers,
+    TwoQuestions,
+    Waiting,
+    asker_graph,
+)
 
 modes = pytest.mark.parametrize("mode", ["superstep", "async"])
 
@@ -273,3 +281,32 @@ async def test_every_request_of_a_pause_is_stored_before_it_is_announced(
     async with asyncio.timeout(10):
         assert await resumed in asked
     assert "not delivered" not in caplog.text
+
+
+@modes
+async def test_a_request_id_that_is_an_integer_survives_a_restart_as_one(
+    stores: StoreFactory, mode: str
+) -> None:
+    """Announced once again after the resume (not twice: as 7 and as "7"), answered by 7."""
+    handler = NumberedQuestion(store=stores(), mode=mode).run()
+    assert (await first_request(handler)).request_id == 7
+    await crash(handler)
+    resumed = NumberedQuestion(store=stores(), mode=mode).resume(handler.run_id)
+    asked: list[object] = []
+    async with asyncio.timeout(10):
+        async for event in resumed.stream_events():
+            if isinstance(event, InputRequiredEvent):
+                asked.append(event.request_id)
+                resumed.send_event(HumanResponseEvent(response="Ada", request_id=7))
+    assert await resumed == "hello Ada"
+    assert asked == [7]
+
+
+def test_a_request_id_is_a_string_or_an_integer() -> None:
+    from pydantic import ValidationError
+
+    for bad in ([1, 2], {"id": 1}, 1.5, True):
+        with pytest.raises(ValidationError, match="request_id"):
+            InputRequiredEvent(prefix="?", request_id=bad)
+        with pytest.raises(ValidationError, match="request_id"):
+            HumanResponseEvent(response="?", request_id=bad)

@@ -442,7 +442,7 @@ def test_an_input_request_nobody_accepts_is_published_and_pauses_the_run(mode: M
 
 
 @MODES
-def test_a_prompt_a_step_announces_while_it_runs_is_known_as_its_until_answered(
+def test_a_prompt_a_step_announces_while_it_runs_is_known_as_its_until_it_returns(
     mode: Mode,
 ) -> None:
     h = KernelHarness(
@@ -458,7 +458,79 @@ def test_a_prompt_a_step_announces_while_it_runs_is_known_as_its_until_answered(
     assert h.state.input_askers == {"input-1": asker}  # who waits for its answer
     h.wait(asker, Answer)
     h.external(Answer("Ada"))
-    assert h.state.input_askers == {} and h.state.inputs == {}
+    assert h.state.inputs == {}  # answered: the answer went to its wait ...
+    assert h.state.input_askers == {"input-1": asker}  # ... and any repeat of it would
+    h.complete(asker)
+    assert h.state.input_askers == {}
+
+
+def _two_askers(mode: Mode, *more: tuple[str, tuple[type, ...]]) -> tuple[KernelHarness, int, int]:
+    """Steps ``a`` and ``b`` running, each having asked a question (a's first)."""
+    h = KernelHarness(make_graph(("a", (Go,)), ("b", (Go,)), *more), mode=mode)
+    h.start(Go())
+    a, b = h.only("a"), h.only("b")
+    h.feed(InputRequested(invocation=a, event=Ask("a?")))
+    h.feed(InputRequested(invocation=b, event=Ask("b?")))
+    return h, a, b
+
+
+@MODES
+def test_an_answer_is_kept_for_the_step_that_asked_until_it_waits(mode: Mode) -> None:
+    h, a, b = _two_askers(mode)
+    h.wait(b, Answer)
+    h.external(for_a := Answer("for a"))  # answers the oldest request: a's
+    assert b not in h.resolved  # b waits for an Answer, but this one is a's
+    h.wait(a, Answer)
+    assert h.resolved == {a: for_a}
+    h.complete(a)
+    h.external(for_b := Answer("for b"))
+    assert h.resolved == {a: for_a, b: for_b}
+
+
+@MODES
+def test_an_answer_goes_to_its_askers_wait_before_an_earlier_one(mode: Mode) -> None:
+    h, a, b = _two_askers(mode)
+    h.wait(b, Answer)
+    h.wait(a, Answer)
+    h.external(for_a := Answer("for a"))
+    assert h.resolved == {a: for_a}
+
+
+@MODES
+def test_an_answer_its_asker_does_not_wait_for_goes_where_its_type_goes(mode: Mode) -> None:
+    """No hang: the step that asked waits for something else, a step takes answers."""
+    h = KernelHarness(make_graph(("a", (Go,)), ("reply", (Answer,))), mode=mode)
+    h.start(Go())
+    a = h.only("a")
+    h.feed(InputRequested(invocation=a, event=Ask("a?")))
+    h.external(answer := Answer("Ada"))  # kept for a, which has not waited yet
+    assert h.messages_started_at("reply") == []
+    h.wait(a, Job)  # it waits for the reply's result: the answer goes to the reply
+    assert h.messages_started_at("reply") == [answer]
+    h.complete(h.only("reply"), to(h.node("a"), Job(1)))
+    assert h.resolved == {a: Job(1)}
+
+
+@MODES
+def test_an_answer_kept_for_a_step_that_returns_goes_to_another_wait(mode: Mode) -> None:
+    h, a, b = _two_askers(mode)
+    h.wait(b, Answer)
+    h.external(for_a := Answer("for a"))
+    assert h.resolved == {}
+    h.complete(a)  # a returned without waiting: its answer is anyone's
+    assert h.resolved == {b: for_a}
+
+
+@MODES
+def test_an_answer_a_failed_attempt_took_is_kept_for_the_next_attempt(mode: Mode) -> None:
+    h, a, b = _two_askers(mode)
+    h.wait(b, Answer)
+    h.wait(a, Answer)
+    h.external(for_a := Answer("for a"))
+    assert h.resolved == {a: for_a}
+    h.fail_attempt(a, RuntimeError("flaky"))  # what its wait took goes back to the run
+    h.wait(a, Answer)  # the next attempt waits again: the same answer, not b's wait
+    assert h.resolved == {a: for_a} and b in h.waiting
 
 
 def test_a_prompt_with_an_id_of_its_own_is_its_askers_until_answered_whatever_the_ids_type() -> (
