@@ -414,17 +414,10 @@ class DurableRun(Run):
             return True
 
     async def _create(self, message: object) -> None:
-        db = self._db
-        existing = await db.get_run(self.run_id)
+        existing = await self._db.get_run(self.run_id)
         if existing is not None:  # run(run_id=...) of a run the store has: that run
-            if existing.workflow != self.name:
-                raise taken_by_other(self.run_id, existing.workflow, self.name, db)
-            if StoredStatus(existing.status) in _ENDED:  # its outcome; resume() goes on
-                self._finish_stored(existing)
-                return
-            await self._restore(self.run_id, None, True, existing)
+            await self._follow(existing)
             return
-        self._tell_started()
         tick = RunStarted(run_id=self.run_id, start=message, at=self._wall())
         commands = apply(self.state, tick)
         record = self._new_record()
@@ -433,10 +426,22 @@ class DurableRun(Run):
             status=StoredStatus.RUNNING,
         )
         self._written = StoredStatus.RUNNING
-        if await self._create_run(record, first) is not None:
-            raise StoreError(f"run id {self.run_id!r} was taken meanwhile in {db!r}")
+        existing = await self._create_run(record, first)
+        if existing is not None:  # created meanwhile (by another process): that run
+            await self._follow(existing)  # (its state replaces the one made here)
+            return
         await self._take_lease(self.run_id)
         self._carry(tick, commands)
+
+    async def _follow(self, existing: RunRecord) -> None:
+        """``run(run_id=...)`` of a run the store has: that run, as it is (its outcome,
+        once it has ended; resume() goes on with a failed or cancelled one)."""
+        if existing.workflow != self.name:
+            raise taken_by_other(self.run_id, existing.workflow, self.name, self._db)
+        if StoredStatus(existing.status) in _ENDED:
+            self._finish_stored(existing)
+            return
+        await self._restore(self.run_id, None, True, existing, follows=True)
 
     async def enqueue(self, message: object, queue: str) -> bool:
         """Store the run as queued in ``queue`` with its start ``message``; nothing runs
@@ -448,11 +453,19 @@ class DurableRun(Run):
         return await self._db.create_run(record, first) is None
 
     async def _create_run(self, record: RunRecord, first: Commit) -> RunRecord | None:
-        """Create the run's record with its first checkpoint (observers hear of it)."""
+        """Create the run's record with its first checkpoint; once it is created, observers
+        hear that the run started, then of that checkpoint. The run the store has already
+        under that id, if any (nothing is written then, nobody hears of anything)."""
         started = self.clock.monotonic()
-        existing = await self._db.create_run(record, first)
-        if existing is None and first.checkpoint is not None and self.observers:
-            self._checkpoint_written(first.checkpoint, started)
+        try:
+            existing = await self._db.create_run(record, first)
+        except BaseException:
+            self._tell_started()  # (then, that it failed)
+            raise
+        if existing is None:
+            self._tell_started()
+            if first.checkpoint is not None and self.observers:
+                self._checkpoint_written(first.checkpoint, started)
         return existing
 
     def _new_record(
@@ -505,7 +518,13 @@ class DurableRun(Run):
         strict: bool,
         record: RunRecord | None,
         latest: StoredCheckpoint | None = None,
+        *,
+        follows: bool = False,
     ) -> None:
+        """Go on with stored run ``run_id`` (``record``: as just read, if it was), or fork
+        it from ``checkpoint_id``. ``follows``: for ``run(run_id=...)``, which gives the
+        outcome of a run that has ended (``resume()`` goes on with a failed or cancelled
+        run; it gives the outcome of a completed one)."""
         db = self._db
         if record is None:
             record = await db.get_run(run_id)
@@ -523,6 +542,13 @@ class DurableRun(Run):
             self.run_id = run_id
             await self._take_lease(run_id)
         try:  # read only once the lease is ours: the last owner's last commit has landed
+            if not fork and latest is None:  # (its owner may have ended it meanwhile)
+                record = await db.get_run(run_id) or record
+                status = StoredStatus(record.status)
+                if status == StoredStatus.COMPLETED or (follows and status in _ENDED):
+                    await self._release()
+                    self._finish_stored(record)
+                    return
             stored = latest if latest is not None and not fork else None
             if stored is None:
                 stored = await db.load(run_id, checkpoint_id)
@@ -561,7 +587,6 @@ class DurableRun(Run):
         self.state.run_id = self.run_id
         cp = stored.info.id
         created = self._new_record(parent_run_id=record.run_id, parent_checkpoint_id=cp)
-        self._tell_started()  # before its first checkpoint is written: the run's first record
         first = self._commit(
             checkpoint=self._checkpoint(
                 StoredStatus.RUNNING, full=True, superstep=stored.info.superstep

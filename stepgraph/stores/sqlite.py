@@ -213,14 +213,19 @@ def _time(seconds: float) -> datetime:
 
 
 def _alive(pid: int) -> bool:
-    """Whether process ``pid`` (on this host) still runs."""
+    """Whether process ``pid`` (on this host) still runs (a process that has died but
+    that its parent has not yet waited for, a zombie, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:  # Linux: its state follows its name
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS, say): a zombie counts as alive until it is reaped
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
@@ -294,20 +299,39 @@ class SqliteStore(QueueMixin, StoreResults):
     def _connect(self) -> sqlite3.Connection:
         conn = self._conn
         if conn is None:
-            try:
-                conn = sqlite3.connect(
-                    self.path,
-                    timeout=self.timeout,
-                    isolation_level=None,  # transactions are explicit
-                    check_same_thread=False,  # one connection, behind the store's lock
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-                conn.executescript(_SCHEMA)
-                _add_columns(conn)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open the SQLite store {self.path!r}: {exc}") from exc
+            deadline = time.monotonic() + self.timeout
+            while conn is None:
+                try:
+                    conn = self._open()
+                except sqlite3.OperationalError as exc:
+                    # Store objects opening a new file at once: SQLite refuses one of them
+                    # at once (it does not wait) while another turns the file to WAL
+                    if "locked" not in str(exc) or time.monotonic() >= deadline:
+                        raise StoreError(
+                            f"cannot open the SQLite store {self.path!r}: {exc}"
+                        ) from exc
+                    time.sleep(0.001)  # (the other's set-up takes about a millisecond)
+                except sqlite3.Error as exc:
+                    raise StoreError(f"cannot open the SQLite store {self.path!r}: {exc}") from exc
             self._conn = conn
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection to the file, set up (WAL, the tables); closed again if that fails."""
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.timeout,
+            isolation_level=None,  # transactions are explicit
+            check_same_thread=False,  # one connection, behind the store's lock
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            conn.executescript(_SCHEMA)
+            _add_columns(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     @contextmanager

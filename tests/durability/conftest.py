@@ -18,6 +18,17 @@ from tests.pg import PG_DSN, pg_schema, require_pg
 StoreFactory = Callable[[], Store]
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A store for several processes: ``("sqlite", file)`` or ``("postgres", schema)``."""
+    if request.param == "sqlite":
+        yield "sqlite", str(tmp_path / "runs.db")
+        return
+    require_pg()
+    with pg_schema() as name:
+        yield "postgres", name
+
+
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -8,6 +8,8 @@ counts how often each step ran on each message, to see what ran again after a re
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections import Counter
 
 from stepgraph import (
@@ -112,6 +114,20 @@ class NumberedQuestion(Workflow):
         ctx.write_event_to_stream(InputRequiredEvent(prefix="name?", request_id=7))
         answer = await ctx.wait_for_event(HumanResponseEvent)
         return StopEvent(result=f"hello {answer.response}")
+
+
+class Held(Workflow):
+    """One step, which returns the id of its process; in a process with
+    ``STEPGRAPH_TEST_HOLD=1`` (``race_child``), it prints ``began`` and returns once a line
+    comes on stdin."""
+
+    @step
+    async def only(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        CALLS[f"{ctx.run_id}:only"] += 1
+        if os.environ.get("STEPGRAPH_TEST_HOLD") == "1":
+            print("began", flush=True)
+            await asyncio.to_thread(sys.stdin.readline)
+        return StopEvent(result=f"from {os.getpid()}")
 
 
 class Item(Event):

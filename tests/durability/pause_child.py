@@ -33,6 +33,10 @@ async def pause(kind: str, location: str, flow: str, mode: str) -> None:
             print(json.dumps({"run_id": handler.run_id, "request_id": event.request_id}))
             sys.stdout.flush()
             break
+    await close_store(store)
+
+
+async def close_store(store: Store) -> None:
     if isinstance(store, PostgresStore):
         await store.aclose()
     elif isinstance(store, SqliteStore):

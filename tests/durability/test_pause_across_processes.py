@@ -9,28 +9,17 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from stepgraph import HumanResponseEvent, InputRequiredEvent
-from stepgraph.stores import PostgresStore, SqliteStore, Store
-from tests.pg import PG_DSN, pg_schema, require_pg
+from tests.pg import PG_DSN
 
 from .flows import CALLS, Interview, Waiting
+from .pause_child import close_store, open_store
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    if request.param == "sqlite":
-        yield "sqlite", str(tmp_path / "runs.db")
-        return
-    require_pg()
-    with pg_schema() as name:
-        yield "postgres", name
 
 
 def pause_in_a_child(where: tuple[str, str], flow: str, mode: str) -> dict[str, str]:
@@ -47,25 +36,13 @@ def pause_in_a_child(where: tuple[str, str], flow: str, mode: str) -> dict[str, 
     return answer
 
 
-def open_store(where: tuple[str, str]) -> Store:
-    kind, location = where
-    return SqliteStore(location) if kind == "sqlite" else PostgresStore(PG_DSN, schema=location)
-
-
-async def close(store: Store) -> None:
-    if isinstance(store, PostgresStore):
-        await store.aclose()
-    elif isinstance(store, SqliteStore):
-        store.close()
-
-
 @pytest.mark.parametrize("mode", ["superstep", "async"])
 @pytest.mark.parametrize("flow", [Interview, Waiting], ids=["event", "wait_for_event"])
 async def test_a_run_paused_by_a_process_that_exited_is_resumed_and_answered_by_another(
     where: tuple[str, str], flow: type[Interview] | type[Waiting], mode: str
 ) -> None:
     asked = pause_in_a_child(where, flow.__name__, mode)
-    store = open_store(where)
+    store = open_store(*where)
     try:
         record = await store.get_run(asked["run_id"])
         assert record is not None and record.status == "paused"
@@ -83,4 +60,4 @@ async def test_a_run_paused_by_a_process_that_exited_is_resumed_and_answered_by_
         if flow is Interview:
             assert CALLS[f"{asked['run_id']}:ask"] == 0  # it ran in the child, not here
     finally:
-        await close(store)
+        await close_store(store)
