@@ -16,7 +16,16 @@ from ..durability.serializer import JSON, written_with
 from ..errors import WorkflowValidationError
 from ..runtime.handler import WorkflowHandler
 from ..stores.base import Store
-from .common import EXIT_OK, EXIT_USAGE, CommandError, fail, parse_pairs, parse_value, say
+from .common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    check_event_log,
+    fail,
+    parse_pairs,
+    parse_value,
+    say,
+)
 from .events import plot, tail
 from .loading import Target, configure, instance, load_target
 from .progress import make_progress
@@ -308,6 +317,7 @@ async def _run(args: argparse.Namespace) -> int:
         if reserved in start_args:
             fail(f"--arg {reserved}=... is not a start argument: use --run-id for the run's id")
     responses = [parse_value(value) for value in args.respond]
+    check_event_log(args.event_log)
     store: Store | None = None
     if args.store is not None and not args.store.strip():
         fail(f"--store {args.store!r}: give a store URL ({STORE_URLS})")
@@ -391,6 +401,7 @@ async def _resume(args: argparse.Namespace, store: Store) -> int:
         if checkpoint not in known:
             has = ", ".join(known) if len(known) <= 6 else f"{known[0]} to {known[-1]}"
             fail(f"run {run_id!r} has no checkpoint {args.checkpoint!r} (it has {has or 'none'})")
+    check_event_log(args.event_log)
     progress = make_progress(not args.no_progress)
     workflow = configure(
         target, store=store, event_log=args.event_log, observers=(progress,), source=source

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from typing import Any, NoReturn
@@ -53,6 +54,21 @@ class UsageError(CommandError):
 def fail(message: str) -> NoReturn:
     """Raise a :class:`UsageError`."""
     raise UsageError(message)
+
+
+def check_event_log(path: str | None) -> None:
+    """Refuse (bad usage) an ``--event-log`` PATH that cannot be appended to, before
+    anything runs (its folder is made, as the log would make it)."""
+    if path is None:
+        return
+    try:
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        fail(f"--event-log {path!r}: cannot append to it ({exc.strerror or exc})")
 
 
 def parse_value(text: str) -> Any:

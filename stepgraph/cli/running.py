@@ -17,6 +17,7 @@ from ..errors import (
     CheckpointError,
     CheckpointNotFoundError,
     InvalidStartEventError,
+    RunIdConflictError,
     RunLockedError,
     RunNotFoundError,
     StoreError,
@@ -158,7 +159,13 @@ async def follow(
             return Outcome(EXIT_PAUSED if resume_hint is not None else EXIT_FAILED)
         try:
             result = ended.result()
-        except (RunNotFoundError, CheckpointNotFoundError, RunLockedError, CheckpointError) as exc:
+        except (
+            RunNotFoundError,
+            CheckpointNotFoundError,
+            RunLockedError,
+            RunIdConflictError,
+            CheckpointError,
+        ) as exc:
             outcome = "refused"
             raise UsageError(_flat(exc)) from None
         except WorkflowCancelled as exc:

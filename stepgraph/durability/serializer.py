@@ -88,20 +88,35 @@ class JsonSerializer:
     code = 0
 
     def dumps(self, value: Any, where: str) -> bytes:
-        return to_json(encode_tick_for_json(value, where))
+        return _json(encode_tick_for_json(value, where), where)
 
     def loads(self, data: bytes) -> Any:
         return decode_validated(from_json(data))
 
     def dump_frame(self, frame: dict[str, Any], objects: list[object]) -> bytes:
         table = [encode_for_json(value, "in a checkpoint") for value in objects]
-        return to_json([frame, table])
+        return _json([frame, table], "in a checkpoint")
 
     def load_frame(self, data: bytes) -> tuple[Any, list[object]]:
         content = from_json(data)
         if not isinstance(content, list) or len(content) != 2 or not isinstance(content[1], list):
             raise ValueError("its content is not a frame and an object table")
         return content[0], [decode_validated(item) for item in content[1]]
+
+
+def _json(encoded: Any, where: str) -> bytes:
+    """``encoded`` (JSON values) as JSON text.
+
+    Raises:
+        SerializationError: a str holds what UTF-8 cannot (a lone surrogate, as a file
+            name read with ``os.fsdecode`` may).
+    """
+    try:
+        return to_json(encoded)
+    except ValueError as exc:
+        raise SerializationError(
+            f"cannot write a value {where}: {' '.join(str(exc).split())}"
+        ) from exc
 
 
 class PickleSerializer:

@@ -190,7 +190,9 @@ class Run:
             self.observers.insert(0, Verbose())
         if scope is not None:  # the outer run's event log records this one too
             for observer in getattr(scope.run, "observers", ()):
-                if getattr(observer, "follows_sub_runs", False) and observer not in self.observers:
+                if getattr(observer, "follows_sub_runs", False) and not _heard_by(
+                    self.observers, observer
+                ):
                     self.observers.append(observer)
         self._route = plan.style.route if graph.entry is not None else None
         self.done = False
@@ -815,3 +817,12 @@ def _request_prefix(run_id: str, scope: Scope | None) -> str:
         return run_id
     outer = scope.run
     return f"{outer.request_prefix}:{outer.graph.nodes[scope.node].name}:{scope.invocation}"
+
+
+def _heard_by(observers: list[RunObserver], observer: RunObserver) -> bool:
+    """Whether ``observers`` has ``observer``, or one writing where it writes (its
+    ``sink``: two event logs of one file record a run once)."""
+    sink = getattr(observer, "sink", None)
+    return any(
+        o is observer or (sink is not None and getattr(o, "sink", None) == sink) for o in observers
+    )

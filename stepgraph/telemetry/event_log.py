@@ -45,9 +45,9 @@ from ..core import (
 )
 from ..core.state import Mode
 from ..core.text import error_text
-from ..errors import TaskFailed
 from ..runtime.observers import RunInfo, RunObserver, step_backend
 from ..tasks.observers import TaskObserver
+from .reported import body_error, error_type
 
 if TYPE_CHECKING:
     from ..runtime.clock import Clock
@@ -78,7 +78,19 @@ def _stamped(clock: Clock, kind: str) -> dict[str, Any]:
 def _error(error: BaseException | None) -> dict[str, str] | None:
     if error is None:
         return None
-    return {"type": type(error).__name__, "message": error_text(error)}
+    return {"type": error_type(error), "message": error_text(error)}
+
+
+def _writable(value: Any) -> Any:
+    """``value`` with each str that UTF-8 cannot hold escaped (``\\udce9``), in the dicts
+    and lists it is made of."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, Mapping):
+        return {_writable(k): _writable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_writable(v) for v in value]
+    return value
 
 
 class EventLog(RunObserver, TaskObserver):
@@ -90,6 +102,9 @@ class EventLog(RunObserver, TaskObserver):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.sink = os.path.realpath(self.path)
+        """The file it writes to (a sub-workflow's run, which the log of its outer run
+        records too, is recorded once by two logs of one file)."""
         self._fd: int | None = None
         self._torn = False
         self._lock = threading.Lock()
@@ -109,7 +124,10 @@ class EventLog(RunObserver, TaskObserver):
         writer's; every 64 KiB, should an iteration log more); the end of a run or a flow
         writes at once. Outside a loop, at once.
         """
-        data = to_json(record, fallback=repr) + b"\n"  # compact JSON, several times faster
+        try:
+            data = to_json(record, fallback=repr) + b"\n"  # compact JSON, several times faster
+        except ValueError:  # a str JSON cannot hold (a lone surrogate: a file name, say)
+            data = to_json(_writable(record), fallback=repr) + b"\n"
         with self._lock:
             self._pending.append(data)
             self._size += len(data)
@@ -310,8 +328,7 @@ class EventLog(RunObserver, TaskObserver):
         self._task_record(flow, future, "task_resolved", end=True)
 
     def task_failed(self, flow: TaskFlow, future: TaskFuture, error: BaseException) -> None:
-        if isinstance(error, TaskFailed) and error.__cause__ is not None:
-            error = error.__cause__  # what the body raised (as the task's span says)
+        error = body_error(error)  # what the body raised (as the task's span says)
         self._task_record(flow, future, "task_failed", end=True, error=_error(error))
 
     def task_cancelled(self, flow: TaskFlow, future: TaskFuture) -> None:

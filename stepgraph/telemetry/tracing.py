@@ -24,6 +24,7 @@ from ..core.text import error_text
 from ..runtime.observers import RunInfo, RunObserver, step_backend
 from ..runtime.scope import WORKER
 from ..tasks.observers import TaskObserver
+from .reported import body_error, error_type
 
 if TYPE_CHECKING:
     from ..tasks.flow import TaskFlow
@@ -212,7 +213,7 @@ def _detach(span: Any, token: Any) -> None:
 
 def span_failed(span: Any, error: BaseException) -> None:
     """Mark ``span`` failed with ``error``, as the OpenTelemetry conventions say."""
-    _fail(span, error, type(error).__name__, error_text(error))
+    _fail(span, error, error_type(error), error_text(error))
 
 
 def _fail(span: Any, error: BaseException | None, type_name: str, message: str) -> None:
@@ -387,7 +388,7 @@ class RunTracer(RunObserver):
         detached = status is RunStatus.CANCELLED and run.detached  # goes on in its store
         span.set_attribute("stepgraph.run.status", "detached" if detached else status.value)
         if status is RunStatus.FAILED:
-            name = type(error).__name__ if error is not None else "Error"
+            name = error_type(error) if error is not None else "Error"
             _fail(span, error, name, error_text(error) if error is not None else "")
         span.end()
 
@@ -458,8 +459,8 @@ class TaskTracer(TaskObserver):
         span, token = found
         _detach(span, token)
         if error is not None:  # what the body raised (a TaskFailed's cause), as the log says
-            cause = error.__cause__ if error.__cause__ is not None else error
-            _fail(span, cause, type(cause).__name__, error_text(error))
+            cause = body_error(error)
+            _fail(span, cause, error_type(cause), error_text(error))
         span.end()
 
     def task_resolved(self, flow: TaskFlow, future: TaskFuture) -> None:

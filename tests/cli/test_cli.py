@@ -170,7 +170,12 @@ def test_bad_usage_exits_2_with_one_clear_line(tmp_path: Path) -> None:
     db = f"sqlite:///{empty}"
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database " * 100)
+    used = f"sqlite:///{tmp_path / 'used.db'}"
+    made = cli("run", "flows:Count", "--arg", "upto=1", "--store", used, "--run-id", "job-1")
+    assert made.returncode == 0, made.stderr
     cases = [
+        (["run", "flows:Count", "--event-log", str(tmp_path)], "--event-log"),
+        (["run", "flows:Boom", "--store", used, "--run-id", "job-1"], "run id 'job-1' is taken"),
         (["run", "no_such_module:Flow"], "cannot import module 'no_such_module'"),
         (["graph", "flows:NoSuchFlow"], "no attribute 'NoSuchFlow'"),
         (["run", "flows:not_a_workflow"], "not a Workflow subclass or instance"),

@@ -9,6 +9,7 @@ says otherwise.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import uuid
 import warnings
@@ -283,6 +284,32 @@ async def test_pickle_stores_what_json_cannot_and_json_refuses_it_naming_the_ste
     message = str(raised.value)
     assert "'start'" in message and "Carry" in message and "Opaque" in message
     assert (await store.get_run(failing.run_id)).status == "failed"  # type: ignore[union-attr]
+
+
+NOT_UTF8 = os.fsdecode(b"r\xe9sum\xe9.csv")  # a file name as os.listdir gives it
+
+
+class Names(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Carry:
+        return Carry(thing=NOT_UTF8)
+
+    @step
+    async def finish(self, ctx: Context, ev: Carry) -> StopEvent:
+        return StopEvent(result=ev.thing)
+
+
+@modes
+async def test_json_refuses_a_str_utf8_cannot_hold_naming_the_step_and_event(
+    stores: StoreFactory, mode: str
+) -> None:
+    store = stores()
+    failing = Names(store=store, mode=mode).run()
+    with pytest.raises(SerializationError, match="surrogates not allowed") as raised:
+        await failing
+    assert "'start'" in str(raised.value) and "Carry" in str(raised.value)
+    assert (await store.get_run(failing.run_id)).status == "failed"  # type: ignore[union-attr]
+    assert await Names(store=store, mode=mode, serializer="pickle").run() == NOT_UTF8
 
 
 UNPICKLED: list[str] = []

@@ -38,6 +38,7 @@ from stepgraph import (
     step,
 )
 from stepgraph.backends import InlineBackend, ThreadBackend
+from stepgraph.errors import TaskFailed
 from stepgraph.stores import SqliteStore
 from stepgraph.tasks import DependencyFailed, TaskFlow
 from stepgraph.telemetry import EVENT_LOG_SCHEMA, SCHEMA_VERSION, EventLog, read_events
@@ -384,6 +385,56 @@ async def test_a_sub_workflow_run_is_logged_with_its_outer_run(tmp_path: Path) -
     assert [r["kind"] for r in found if r["run_id"] == started["run_id"]][-1] == "run_completed"
     (outer_start,) = [r for r in found if r["kind"] == "run_started" and r["workflow"] == "outer"]
     assert "parent_run_id" not in outer_start
+
+
+async def test_a_sub_workflow_logging_to_its_outer_runs_file_is_logged_once(
+    tmp_path: Path,
+) -> None:
+    """Two logs of one file (the outer run's and the inner workflow's own) write each
+    record of the inner run once."""
+    log = tmp_path / "events.jsonl"
+    inner = WorkflowBuilder(start=Shout("shout")).build(name="inner", event_log=log)
+    sub = WorkflowExecutor(inner, id="sub")
+    outer = (
+        WorkflowBuilder(start=sub)
+        .add_edge(sub, Show("show"))
+        .build(name="outer", event_log=str(tmp_path / "." / "events.jsonl"))
+    )
+    assert (await outer.run("hi")).outputs == ["HI!"]
+    inner_kinds = [r["kind"] for r in records(log) if r["workflow"] == "inner"]
+    assert inner_kinds.count("run_started") == 1 and inner_kinds.count("run_completed") == 1
+    assert len(inner_kinds) == len(set(inner_kinds))  # nothing twice
+
+
+NOT_UTF8 = os.fsdecode(b"r\xe9sum\xe9.csv")  # a file name as os.listdir gives it
+
+
+class Unreadable(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        raise ValueError(f"cannot read {NOT_UTF8}")
+
+
+async def test_an_error_whose_text_utf8_cannot_hold_is_logged_escaped(tmp_path: Path) -> None:
+    """The run fails with its own error, logged (the log does not fail the run)."""
+    log = tmp_path / "events.jsonl"
+    with pytest.raises(ValueError, match="cannot read"):
+        await Unreadable(event_log=log).run()
+    (failed,) = [r for r in records(log) if r["kind"] == "step_failed"]
+    assert failed["error"] == {
+        "type": "ValueError",
+        "message": "cannot read r\\udce9sum\\udce9.csv",
+    }
+    async with TaskFlow(backends={"default": InlineBackend()}, event_log=log) as flow:
+
+        @flow.function_task
+        def load() -> None:
+            raise ValueError(f"cannot read {NOT_UTF8}")
+
+        with pytest.raises(TaskFailed, match="cannot read"):
+            await load()
+    (task,) = [r for r in records(log) if r["kind"] == "task_failed"]
+    assert task["error"]["message"] == "cannot read r\\udce9sum\\udce9.csv"
 
 
 async def test_an_async_run_logs_no_superstep_on_its_steps(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -305,6 +306,48 @@ async def test_a_workflow_scope_that_fails_follows_the_conventions(
     assert scope.attributes["error.type"] == "KeyError"
     (event,) = [e for e in scope.events if e.name == "exception"]
     assert event.attributes["exception.type"] == "KeyError"
+
+
+async def test_a_block_raising_an_error_with_a_cause_is_named_by_its_error_not_its_cause(
+    spans: InMemorySpanExporter,
+) -> None:
+    async with TaskFlow(backends={"default": InlineBackend()}) as flow:
+
+        @flow.block
+        async def parse(text: str) -> int:
+            try:
+                return int(text)
+            except ValueError as exc:
+                raise RuntimeError(f"cannot parse {text!r}") from exc
+
+        with pytest.raises(RuntimeError):
+            await parse("x")
+    (block,) = named(spans, "stepgraph.block")
+    assert block.attributes["error.type"] == "RuntimeError"
+    assert [e.attributes["exception.type"] for e in block.events] == ["RuntimeError"]
+
+
+class DiskFull(Exception):
+    """An exception that cannot be pickled: it reaches the caller as a RecordedError."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def disk_full() -> None:
+    raise DiskFull("the disk is full")
+
+
+async def test_an_error_known_by_its_record_is_named_by_the_class_it_records(
+    spans: InMemorySpanExporter,
+) -> None:
+    async with TaskFlow(backends={"default": ProcessBackend(1)}) as flow:
+        with pytest.raises(TaskFailed) as failed:
+            await flow.function_task(disk_full)()
+    assert type(failed.value.__cause__).__name__ == "RecordedError"
+    (task,) = named(spans, "stepgraph.task")
+    assert task.attributes["error.type"] == "DiskFull"
 
 
 async def test_configure_again_replaces_what_the_last_call_set() -> None:
