@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import RecordedError
-from .text import error_text
+from .text import error_text, storable_text
 
 __all__ = ["Failure"]
 
@@ -22,7 +22,7 @@ class Failure:
 
     Attributes:
         type: the exception's class, as ``module.QualifiedName``.
-        message: ``str()`` of the exception.
+        message: ``str()`` of the exception (what UTF-8 cannot hold, escaped).
         notes: its ``__notes__`` (``add_note``), in order.
         traceback: the formatted traceback, when the shell captured one.
         exception: the live exception, where the failure happened in this process.
@@ -38,11 +38,11 @@ class Failure:
     def from_error(cls, error: BaseException, traceback: str = "") -> Failure:
         """The failure of ``error`` (its traceback text is the caller's to give)."""
         kind = type(error)
-        return cls(
+        return cls(  # (its text is written as data: storable_text)
             type=f"{kind.__module__}.{kind.__qualname__}",
-            message=error_text(error),
-            notes=tuple(getattr(error, "__notes__", ())),
-            traceback=traceback,
+            message=storable_text(error_text(error)),
+            notes=tuple(storable_text(str(note)) for note in getattr(error, "__notes__", ())),
+            traceback=storable_text(traceback),
             exception=error,
         )
 

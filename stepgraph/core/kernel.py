@@ -294,11 +294,12 @@ def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) 
     inv.waiting = True
     state.nodes[inv.node].waiting += 1
     state.running -= 1
-    for position, held in enumerate(state.unclaimed):
-        if waiter.matches(held) and (not state.input_askers or _free_for(state, held, inv.id)):
-            del state.unclaimed[position]  # by position: no message's __eq__ runs here
-            _resolve(state, waiter, held, out)
-            return
+    position = _held_for(state, waiter, inv.id)
+    if position is not None:
+        held = state.unclaimed[position]
+        del state.unclaimed[position]  # by position: no message's __eq__ runs here
+        _resolve(state, waiter, held, out)
+        return
     state.waiters[inv.id] = waiter
     if tick.timeout is not None:
         _arm(state, f"wait:{inv.id}", tick.timeout, out)
@@ -339,7 +340,7 @@ def _ask(state: RunState, request: object, out: list[Command]) -> str | int | No
         return None  # asked again by a step that runs again (after a resume): no second prompt
     state.inputs[request_id] = request
     out.append(PublishEvent(event=request))
-    return request_id  # (any JSON value: as the event has it)
+    return request_id  # (a str or an int: as the event has it)
 
 
 def _close_input(state: RunState, request_id: str | int) -> object | None:
@@ -709,14 +710,27 @@ def _kept_for(state: RunState, message: object) -> int | None:
         request_id = next((r for r, m in state.answers.items() if m is message), None)
         if request_id is None:
             return None
+    elif state.answers.get(request_id) is not message:
+        return None  # not the answer the caller gave (one a step sent, say)
     return state.input_askers.get(request_id)
 
 
-def _free_for(state: RunState, held: object, invocation: int) -> bool:
-    """Whether a held message may go to a wait of ``invocation``: it is not an answer kept
-    for another step that asked for it and has not begun to wait."""
-    asker = _kept_for(state, held)
-    return asker is None or asker == invocation or asker in state.waiters
+def _held_for(state: RunState, waiter: Waiter, invocation: int) -> int | None:
+    """The position of the held message a new wait of ``invocation`` takes: an answer kept
+    for it, else the first it matches that is not an answer kept for another step (one
+    that asked for it and has not begun to wait for something else). None: none."""
+    first = None
+    for position, held in enumerate(state.unclaimed):
+        if not waiter.matches(held):
+            continue
+        if not state.input_askers:
+            return position
+        asker = _kept_for(state, held)
+        if asker == invocation:
+            return position
+        if first is None and (asker is None or asker in state.waiters):
+            first = position
+    return first
 
 
 def _resolve(state: RunState, waiter: Waiter, message: object, out: list[Command]) -> None:

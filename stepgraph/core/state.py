@@ -315,8 +315,8 @@ class RunState:
             },
             "awaited_types": sorted(t.__qualname__ for t in self.awaited_types),
             "unclaimed": tuple(self.unclaimed),
-            "inputs": dict(sorted(self.inputs.items())),
-            "answers": dict(sorted(self.answers.items())),
+            "inputs": dict(sorted(self.inputs.items(), key=_by_request)),
+            "answers": dict(sorted(self.answers.items(), key=_by_request)),
             "asked": self.asked,
             "requests": {k: r.snapshot() for k, r in sorted(self.requests.items())},
             "timers": dict(sorted(self.timers.items())),
@@ -331,5 +331,14 @@ class RunState:
             "failure": self.failure,
         }
         if self.input_askers:  # (only then: snapshots recorded before it existed still match)
-            view["input_askers"] = dict(sorted(self.input_askers.items()))
+            view["input_askers"] = dict(sorted(self.input_askers.items(), key=_by_request))
         return view
+
+
+def request_order(request_id: str | int) -> tuple[str, str | int]:
+    """A sort key for input request ids, which may be integers and strings in one run."""
+    return type(request_id).__name__, request_id
+
+
+def _by_request(item: tuple[str | int, object]) -> tuple[str, str | int]:
+    return request_order(item[0])

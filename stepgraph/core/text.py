@@ -30,3 +30,13 @@ def error_text(error: BaseException) -> str:
         return str(error)
     except Exception as exc:
         return f"<{type(error).__name__}: its str() raised {type(exc).__name__}>"
+
+
+def storable_text(text: str) -> str:
+    """``text``, with what UTF-8 cannot hold (a lone surrogate, as ``os.fsdecode`` makes of
+    a file name that is not UTF-8) escaped (``\\udce9``): text a store or a log can write."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

@@ -188,7 +188,7 @@ def capture(state: RunState) -> tuple[dict[str, Any], list[object]]:
         frame["unclaimed"] = [ref(m) for m in state.unclaimed]
     if state.inputs:
         frame["inputs"] = [[rid, ref(m)] for rid, m in state.inputs.items()]
-    if state.input_askers:  # (pairs: a request id may be any JSON value)
+    if state.input_askers:  # (pairs: a request id may be an int)
         frame["input_askers"] = [[rid, asker] for rid, asker in state.input_askers.items()]
     if state.answers:
         frame["answers"] = [[rid, ref(m)] for rid, m in state.answers.items()]

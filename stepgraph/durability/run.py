@@ -252,6 +252,7 @@ class DurableRun(Run):
         "_ser",
         "_stored",
         "_stream_out",
+        "_told",
         "_waiting_commit",
         "_writers",
         "_written",
@@ -270,6 +271,7 @@ class DurableRun(Run):
         self._ser = serializer_named(options.serializer)
         self._headers = _headers(plan, self._ser, options.source or source_of(owner))
         self._header_bytes: bytes | None = None  # encoded once, repeated in each checkpoint
+        self._told = False  # its observers have heard it start
         self._booting = True  # the store has not answered yet: ticks wait in ``_early``
         self._early: list[Tick] = []
         self._origin = -1
@@ -418,6 +420,7 @@ class DurableRun(Run):
         if existing is not None:  # run(run_id=...) of a run the store has: that run
             await self._follow(existing)
             return
+        self._tell_started()  # (an observer that raises fails the run: nothing is stored)
         tick = RunStarted(run_id=self.run_id, start=message, at=self._wall())
         commands = apply(self.state, tick)
         record = self._new_record()
@@ -427,9 +430,9 @@ class DurableRun(Run):
         )
         self._written = StoredStatus.RUNNING
         existing = await self._create_run(record, first)
-        if existing is not None:  # created meanwhile (by another process): that run
-            await self._follow(existing)  # (its state replaces the one made here)
-            return
+        if existing is not None:  # created meanwhile (by another process): that run (its
+            await self._follow(existing)  # state replaces the one made here; its observers
+            return  # hear how it goes on, or its stored outcome)
         await self._take_lease(self.run_id)
         self._carry(tick, commands)
 
@@ -453,19 +456,12 @@ class DurableRun(Run):
         return await self._db.create_run(record, first) is None
 
     async def _create_run(self, record: RunRecord, first: Commit) -> RunRecord | None:
-        """Create the run's record with its first checkpoint; once it is created, observers
-        hear that the run started, then of that checkpoint. The run the store has already
-        under that id, if any (nothing is written then, nobody hears of anything)."""
+        """Create the run's record with its first checkpoint (observers hear of it); the
+        run the store has already under that id, if any (nothing is written then)."""
         started = self.clock.monotonic()
-        try:
-            existing = await self._db.create_run(record, first)
-        except BaseException:
-            self._tell_started()  # (then, that it failed)
-            raise
-        if existing is None:
-            self._tell_started()
-            if first.checkpoint is not None and self.observers:
-                self._checkpoint_written(first.checkpoint, started)
+        existing = await self._db.create_run(record, first)
+        if existing is None and first.checkpoint is not None and self.observers:
+            self._checkpoint_written(first.checkpoint, started)
         return existing
 
     def _new_record(
@@ -493,7 +489,8 @@ class DurableRun(Run):
         if not await self._db.acquire(run_id, owner):
             raise RunLockedError(
                 f"run {run_id!r} is owned by another coordinator (a live process or "
-                f"session) of {self._db!r}: it cannot be resumed here while that one runs it"
+                f"session) of {self._db!r}: it cannot be run or resumed here while that one "
+                f"runs it"
             )
         self.lease = owner
 
@@ -562,9 +559,11 @@ class DurableRun(Run):
 
     def _finish_stored(self, record: RunRecord) -> None:
         """An ended run: its stored result (or failure, or cancel), and nothing runs (its
-        observers hear of nothing: no run took place here)."""
+        observers hear of nothing: no run took place here; unless they heard it start, a
+        run another process created meanwhile: then of its end)."""
         self.run_id = record.run_id
-        self.observers = []
+        if not self._told:
+            self.observers = []
         try:
             value = outcome_of(record, self._ser)
         except WorkflowCancelled as exc:
@@ -587,6 +586,7 @@ class DurableRun(Run):
         self.state.run_id = self.run_id
         cp = stored.info.id
         created = self._new_record(parent_run_id=record.run_id, parent_checkpoint_id=cp)
+        self._tell_started()  # before its first checkpoint is written: the run's first record
         first = self._commit(
             checkpoint=self._checkpoint(
                 StoredStatus.RUNNING, full=True, superstep=stored.info.superstep
@@ -596,7 +596,7 @@ class DurableRun(Run):
         if await self._create_run(created, first) is not None:
             raise StoreError(f"run id {self.run_id!r} is taken in {self._db!r}")
         await self._take_lease(self.run_id)
-        self._go_on(StoredStatus.RUNNING, told=True)
+        self._go_on(StoredStatus.RUNNING)
 
     def _load_now(self, record: RunRecord, stored: StoredCheckpoint | None, strict: bool) -> None:
         """Go on with the run from its latest checkpoint ``stored`` (its lease is held)."""
@@ -718,16 +718,19 @@ class DurableRun(Run):
         return stored
 
     def _tell_started(self) -> None:
+        """Observers hear that the run started (once)."""
+        if self._told:
+            return
+        self._told = True
         for observer in self.observers:
             observer.run_started(self)
 
-    def _go_on(self, written: StoredStatus, *, told: bool = False) -> None:
+    def _go_on(self, written: StoredStatus) -> None:
         """Start again what the restored state says is in flight (``written``: the run's
-        status as stored; ``told``: its observers have heard it start)."""
+        status as stored); its observers hear it start, if they have not yet."""
         state = self.state
         self._written = written
-        if not told:
-            self._tell_started()
+        self._tell_started()
         self._booting = False
         self.feed(RunResumed())
         if not self.done:

@@ -65,6 +65,7 @@ from ..core import (
     TimerFired,
     apply,
 )
+from ..core.state import request_order
 from ..core.text import short_repr
 from ..errors import RequestNotFoundError, StepgraphError, WorkflowRuntimeError
 from ..limits import limited
@@ -336,7 +337,7 @@ class Run:
         if request_id not in state.inputs:
             raise RequestNotFoundError(
                 f"run {self.run_id} of workflow {self.name!r} has no open request "
-                f"{request_id!r} (open: {sorted(state.inputs) or 'none'}): the "
+                f"{request_id!r} (open: {sorted(state.inputs, key=request_order) or 'none'}): the "
                 f"{type(event).__name__} naming it is not delivered"
             )
         return False

@@ -44,7 +44,7 @@ from ..core import (
     Tick,
 )
 from ..core.state import Mode
-from ..core.text import error_text
+from ..core.text import error_text, storable_text
 from ..runtime.observers import RunInfo, RunObserver, step_backend
 from ..tasks.observers import TaskObserver
 from .reported import body_error, error_type
@@ -85,7 +85,7 @@ def _writable(value: Any) -> Any:
     """``value`` with each str that UTF-8 cannot hold escaped (``\\udce9``), in the dicts
     and lists it is made of."""
     if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return storable_text(value)
     if isinstance(value, Mapping):
         return {_writable(k): _writable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -25,6 +25,7 @@ from stepgraph import (
     InputRequiredEvent,
     RequestInfoEvent,
     RetryPolicy,
+    RunObserver,
     StartEvent,
     StopEvent,
     Workflow,
@@ -310,6 +311,40 @@ async def test_json_refuses_a_str_utf8_cannot_hold_naming_the_step_and_event(
     assert "'start'" in str(raised.value) and "Carry" in str(raised.value)
     assert (await store.get_run(failing.run_id)).status == "failed"  # type: ignore[union-attr]
     assert await Names(store=store, mode=mode, serializer="pickle").run() == NOT_UTF8
+
+
+class Unparsable(Workflow):
+    @step
+    async def read(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        raise ValueError(f"cannot parse {NOT_UTF8}")
+
+
+@modes
+async def test_a_step_error_whose_text_utf8_cannot_hold_fails_the_run_with_that_error(
+    stores: StoreFactory, mode: str
+) -> None:
+    """Its failure is stored with that text escaped (it is text, not a value of the run)."""
+    store = stores()
+    failing = Unparsable(store=store, mode=mode).run()
+    with pytest.raises(ValueError, match="cannot parse"):
+        await failing
+    assert (await store.get_run(failing.run_id)).status == "failed"  # type: ignore[union-attr]
+    with pytest.raises(RecordedError, match=r"cannot parse r\\udce9sum\\udce9\.csv"):
+        await store.result(failing.run_id)
+
+
+class RefusesStarts(RunObserver):
+    def run_started(self, run: Any) -> None:
+        raise OSError("cannot write the log")
+
+
+async def test_an_observer_refusing_a_runs_start_fails_it_before_anything_is_stored(
+    stores: StoreFactory,
+) -> None:
+    store = stores()
+    with pytest.raises(OSError, match="cannot write the log"):
+        await Names(store=store, observers=[RefusesStarts()]).run(run_id="refused")
+    assert await store.get_run("refused") is None  # nothing a resume would run
 
 
 UNPICKLED: list[str] = []

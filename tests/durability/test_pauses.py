@@ -11,7 +11,16 @@ import asyncio
 
 import pytest
 
-from stepgraph import HumanResponseEvent, InputRequiredEvent, RequestInfoEvent
+from stepgraph import (
+    Context,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    RequestInfoEvent,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    step,
+)
 from stepgraph.errors import RequestAnsweredError, RequestNotFoundError, StepgraphError
 from stepgraph.testing import crash, settled
 
@@ -310,3 +319,35 @@ def test_a_request_id_is_a_string_or_an_integer() -> None:
             InputRequiredEvent(prefix="?", request_id=bad)
         with pytest.raises(ValidationError, match="request_id"):
             HumanResponseEvent(response="?", request_id=bad)
+
+
+class MixedIds(Workflow):
+    """Asks two questions, one with an integer id of its own, one with the run's id."""
+
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="n?", request_id=7))
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="s?"))
+        first = await ctx.wait_for_event(HumanResponseEvent)
+        second = await ctx.wait_for_event(HumanResponseEvent)
+        return StopEvent(result=[first.response, second.response])
+
+
+@modes
+async def test_an_unknown_id_among_integer_and_string_ones_is_not_found_naming_them(
+    stores: StoreFactory, mode: str
+) -> None:
+    handler = MixedIds(store=stores(), mode=mode).run()
+    asked: list[object] = []
+    async with asyncio.timeout(10):
+        async for event in handler.stream_events():
+            if isinstance(event, InputRequiredEvent):
+                asked.append(event.request_id)
+                if len(asked) == 2:
+                    break
+    with pytest.raises(RequestNotFoundError, match=r"no open request 'nope' \(open: \[7, '"):
+        handler.send_event(HumanResponseEvent(response="?", request_id="nope"))
+    for request_id in asked:
+        handler.send_event(HumanResponseEvent(response=str(request_id), request_id=request_id))
+    async with asyncio.timeout(10):
+        assert await handler == ["7", asked[1]]

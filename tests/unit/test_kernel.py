@@ -533,6 +533,42 @@ def test_an_answer_a_failed_attempt_took_is_kept_for_the_next_attempt(mode: Mode
     assert h.resolved == {a: for_a} and b in h.waiting
 
 
+def _answering(text: str, request_id: object) -> Answer:
+    answer = Answer(text)
+    object.__setattr__(answer, "request_id", request_id)
+    return answer
+
+
+@MODES
+def test_an_answer_a_step_sends_goes_where_its_type_goes_not_to_the_asker(mode: Mode) -> None:
+    """Only the caller's answer is kept for the step that asked: one a step sends (an
+    automatic answer, say) is an event like any other."""
+    h = KernelHarness(make_graph(("a", (Go,)), ("auto", (Job,)), ("handle", (Answer,))), mode=mode)
+    h.start(Go())
+    a = h.only("a")
+    h.feed(InputRequested(invocation=a, event=Ask("ok?")))  # its id: "input-1"
+    h.send(a, Job(1))
+    if mode is Mode.SUPERSTEP:
+        h.complete(a)  # (Job comes at the next barrier)
+    automatic = _answering("auto-yes", "input-1")
+    h.complete(h.only("auto"), automatic)
+    if mode is Mode.ASYNC:
+        h.complete(a)
+    assert h.messages_started_at("handle") == [automatic]
+
+
+def test_a_wait_takes_the_answer_kept_for_it_before_one_held_for_anyone() -> None:
+    """Async mode. (In superstep mode both answers come at the barrier b's wait makes, in
+    the order sent: a's goes to b, as a waits for something else, by the rule of G2.)"""
+    h, a, b = _two_askers(Mode.ASYNC)
+    h.wait(a, Job)  # a waits for something else: its answer, when it comes, is anyone's
+    h.external(for_a := _answering("for a", "input-1"))
+    h.external(for_b := _answering("for b", "input-2"))  # kept for b, which is busy
+    h.wait(b, Answer)
+    assert h.resolved[b] is for_b
+    assert list(h.state.unclaimed) == [for_a] and a not in h.resolved
+
+
 def test_a_prompt_with_an_id_of_its_own_is_its_askers_until_answered_whatever_the_ids_type() -> (
     None
 ):
