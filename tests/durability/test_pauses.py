@@ -8,6 +8,7 @@ Every test runs on MemoryStore, SqliteStore and PostgresStore (``conftest.py``).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -43,6 +44,18 @@ async def first_request(handler: object) -> InputRequiredEvent:
         if isinstance(event, InputRequiredEvent):
             return event
     raise AssertionError("the run ended without asking")
+
+
+async def requests(handler: object, count: int) -> list[Any]:
+    """The ids of the first ``count`` input requests on the stream."""
+    asked: list[Any] = []
+    async with asyncio.timeout(10):
+        async for event in handler.stream_events():  # type: ignore[attr-defined]
+            if isinstance(event, InputRequiredEvent):
+                asked.append(event.request_id)
+                if len(asked) == count:
+                    return asked
+    raise AssertionError(f"the run ended having asked only {asked}")
 
 
 @modes
@@ -276,13 +289,7 @@ async def test_every_request_of_a_pause_is_stored_before_it_is_announced(
 ) -> None:
     """The second request of a pause too: answered right after a resume, it is open."""
     handler = TwoAskers(store=stores(), mode=mode).run()
-    asked: list[str] = []
-    async with asyncio.timeout(10):
-        async for event in handler.stream_events():
-            if isinstance(event, InputRequiredEvent):
-                asked.append(event.request_id)
-                if len(asked) == 2:
-                    break
+    asked = await requests(handler, 2)
     await crash(handler)
     resumed = TwoAskers(store=stores(), mode=mode).resume(handler.run_id)
     for request_id in reversed(asked):  # before the state is restored
@@ -338,13 +345,7 @@ async def test_an_unknown_id_among_integer_and_string_ones_is_not_found_naming_t
     stores: StoreFactory, mode: str
 ) -> None:
     handler = MixedIds(store=stores(), mode=mode).run()
-    asked: list[object] = []
-    async with asyncio.timeout(10):
-        async for event in handler.stream_events():
-            if isinstance(event, InputRequiredEvent):
-                asked.append(event.request_id)
-                if len(asked) == 2:
-                    break
+    asked = await requests(handler, 2)
     with pytest.raises(RequestNotFoundError, match=r"no open request 'nope' \(open: \[7, '"):
         handler.send_event(HumanResponseEvent(response="?", request_id="nope"))
     for request_id in asked:
