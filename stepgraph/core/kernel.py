@@ -33,9 +33,11 @@ from typing import Any, cast
 
 from ..errors import (
     KernelError,
+    StepgraphError,
     SuperstepLimitExceeded,
     UnroutableEventError,
     WorkflowCancelled,
+    WorkflowRuntimeError,
     WorkflowStalled,
     WorkflowTimeoutError,
 )
@@ -167,16 +169,19 @@ def _forget_asker(state: RunState, invocation: int, out: list[Command]) -> None:
     _reroute(state, [state.answers[r] for r in asked if r in state.answers], out)
 
 
-def _release_answers(state: RunState, invocation: int, out: list[Command]) -> None:
-    """Invocation ``invocation`` waits for something its answers are not: they go where
-    any event of their type goes (it may take them when it waits for them again)."""
+def _release_answers(
+    state: RunState, invocation: int, types: tuple[type, ...], out: list[Command]
+) -> None:
+    """Invocation ``invocation`` waits for ``types``: its answers of none of them go where
+    any event of their type goes (it may take them when it waits for them again). (One
+    of its types, of other requirements, is kept: it waits for its answers in turn.)"""
     answers = state.answers
     _reroute(
         state,
         [
             answers[r]
             for r, asker in state.input_askers.items()
-            if asker == invocation and r in answers
+            if asker == invocation and r in answers and not isinstance(answers[r], types)
         ],
         out,
     )
@@ -306,7 +311,7 @@ def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) 
     if state.blocked or state.resumable:  # the waiting step frees its slot
         _start_blocked(state, out)
     if state.input_askers:  # the answers kept for this wait, which it does not take, go
-        _release_answers(state, inv.id, out)
+        _release_answers(state, inv.id, tick.types, out)
 
 
 def _apply_wait_cancelled(state: RunState, tick: WaitCancelled, out: list[Command]) -> None:
@@ -323,29 +328,43 @@ def _apply_wait_cancelled(state: RunState, tick: WaitCancelled, out: list[Comman
 
 
 def _apply_input_requested(state: RunState, tick: InputRequested, out: list[Command]) -> None:
-    inv = _invocation(state, tick.invocation)
-    request_id = _ask(state, tick.event, out)
-    if request_id is not None:
-        state.input_askers[request_id] = inv.id
+    _ask(state, tick.event, out, _invocation(state, tick.invocation).id)
 
 
-def _ask(state: RunState, request: object, out: list[Command]) -> str | int | None:
-    """Announce an input request, unless one with its id is open or answered already;
-    the id of the request announced (None: none)."""
+def _ask(state: RunState, request: object, out: list[Command], asker: int | None) -> None:
+    """Announce an input request (``asker``: the running invocation asking it, if any).
+
+    A request whose id is open or answered already is asked again by the step that asked
+    it, running again (after a resume, a retry): no second prompt. Asked by another, the
+    id is taken: the run fails, naming it (an answer could not tell the two apart).
+    """
     request_id = getattr(request, "request_id", None)
     if request_id is None:
         state.asked += 1
         request_id = f"input-{state.asked}"
     elif request_id in state.inputs or request_id in state.answers:
-        return None  # asked again by a step that runs again (after a resume): no second prompt
-    state.inputs[request_id] = request
+        if asker is None or state.input_askers.get(request_id) != asker:
+            _end(state, FAILED, None, out, error=_taken_request(state, request_id, asker))
+        return
+    state.inputs[request_id] = request  # (its id a str or an int: as the event has it)
+    if asker is not None:
+        state.input_askers[request_id] = asker
     out.append(PublishEvent(event=request))
-    return request_id  # (a str or an int: as the event has it)
+
+
+def _taken_request(state: RunState, request_id: str | int, asker: int | None) -> StepgraphError:
+    inv = None if asker is None else state.invocations.get(asker)
+    by = "" if inv is None else f" by step {state.graph.nodes[inv.node].name!r}"
+    return WorkflowRuntimeError(
+        f"an input request with id {request_id!r} was asked{by} in run {state.run_id!r}, "
+        f"which has a request with that id already (open or answered): give each request "
+        f"an id of its own (or none: the run gives one)"
+    )
 
 
 def _close_input(state: RunState, request_id: str | int) -> object | None:
-    """Take input request ``request_id`` off the open ones; the request (None: not open)."""
-    state.input_askers.pop(request_id, None)
+    """Take input request ``request_id`` off the open ones; the request (None: not open).
+    (Its asker is kept until it returns: asking again, it is not asking another's id.)"""
     return state.inputs.pop(request_id, None)
 
 
@@ -614,11 +633,12 @@ def _emit(
                 state.stop = (inv.order, message)
         state.outbox.append((inv.order, inv.generation + 1, emitted))
         return
+    asker = inv.id if inv.id in state.invocations else None  # (None: it returned)
     for message, targets in emitted:
         if isinstance(message, stop_types):
             _end(state, FINISHED, message, out)
             return
-        _deliver(state, inv.node, message, targets, inv.generation + 1, out)
+        _deliver(state, inv.node, message, targets, inv.generation + 1, out, asker)
         if state.status is not RUNNING:
             return
 
@@ -630,23 +650,28 @@ def _deliver(
     targets: Targets,
     generation: int,
     out: list[Command],
+    asker: int | None = None,
 ) -> None:
-    """Hand ``message`` to a waiter, or enqueue it at its target nodes and start them."""
+    """Hand ``message`` to a waiter, or enqueue it at its target nodes and start them
+    (``asker``: the running invocation that sent it, for an input request)."""
     graph = state.graph
     if graph.output_types and isinstance(message, graph.output_types):
         state.outputs.append(message)
         out.append(PublishEvent(event=message))
         return
     if state.input_askers and targets is None:
-        asker = _kept_for(state, message)
-        if asker is not None:  # an answer goes to the step that asked, if it waits for it
-            waiter = state.waiters.get(asker)
+        kept_for = _kept_for(state, message)
+        if kept_for is not None:  # an answer goes to the step that asked, if it waits for it
+            waiter = state.waiters.get(kept_for)
             if waiter is None:  # not waiting yet: kept for its wait
                 state.unclaimed.append(message)
                 return
             if waiter.matches(message):
-                del state.waiters[asker]
+                del state.waiters[kept_for]
                 _resolve(state, waiter, message, out)
+                return
+            if isinstance(message, waiter.types):  # (for another of its answers first)
+                state.unclaimed.append(message)
                 return
             # (it waits for something else: the answer goes where any event of its type goes)
     if state.waiters:
@@ -665,7 +690,7 @@ def _deliver(
         targets = graph.route(sender, message)
     if not targets:
         if graph.is_input_request(message):
-            _ask(state, message, out)
+            _ask(state, message, out, asker)
         elif sender == EXTERNAL or graph.is_held(message) or type(message) in state.awaited_types:
             state.unclaimed.append(message)
         else:
@@ -905,11 +930,19 @@ def _barrier(state: RunState, out: list[Command]) -> None:
     state.outbox = []
     if len(outbox) > 1:
         outbox.sort(key=_order_of)
+    is_request = state.graph.is_input_request
     for order, generation, emitted in outbox:
         for message, targets in emitted:
-            _deliver(state, order[0], message, targets, generation, out)
+            asker = _running(state, order) if is_request(message) else None
+            _deliver(state, order[0], message, targets, generation, out, asker)
             if state.status is not RUNNING:
                 return
+
+
+def _running(state: RunState, order: OrderKey) -> int | None:
+    """The invocation started as ``order`` if it is still running (it sent a message
+    without returning), else None."""
+    return next((i.id for i in state.invocations.values() if i.order == order), None)
 
 
 def _has_work(state: RunState) -> bool:

@@ -396,3 +396,50 @@ async def test_an_answer_without_an_id_goes_to_the_step_that_asked_the_oldest_re
     handler.send_event(HumanResponseEvent(response="for a"))  # a's is the oldest open
     handler.send_event(HumanResponseEvent(response="for b"))
     assert await finish(handler) == [("a", "for a"), ("b", "for b")]
+
+
+class SentQuestions(TwoQuestions):
+    """The same two questions, sent with ``ctx.send_event`` rather than streamed."""
+
+    @step
+    async def ask_a(self, ctx: Context, ev: StartEvent) -> Answered:
+        ctx.send_event(InputRequiredEvent(prefix="a"))
+        answer = await ctx.wait_for_event(HumanResponseEvent)
+        return Answered(asker="a", response=answer.response)
+
+    @step
+    async def ask_b(self, ctx: Context, ev: StartEvent) -> Answered:
+        ctx.send_event(InputRequiredEvent(prefix="b"))
+        answer = await ctx.wait_for_event(HumanResponseEvent)
+        return Answered(asker="b", response=answer.response)
+
+
+@both_modes
+async def test_an_answer_goes_to_the_step_that_sent_its_request(mode: str) -> None:
+    handler = SentQuestions(mode=mode, timeout=GUARD_SECONDS).run()
+    asked = await _asked(handler)
+    handler.send_event(HumanResponseEvent(response="for b", request_id=asked["b"]))
+    handler.send_event(HumanResponseEvent(response="for a", request_id=asked["a"]))
+    assert await finish(handler) == [("a", "for a"), ("b", "for b")]
+
+
+class SameIds(Workflow):
+    """Two steps ask with one id of their own choosing."""
+
+    @step
+    async def ask_a(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="a", request_id="approve"))
+        return StopEvent(result=(await ctx.wait_for_event(HumanResponseEvent)).response)
+
+    @step
+    async def ask_b(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="b", request_id="approve"))
+        return StopEvent(result=(await ctx.wait_for_event(HumanResponseEvent)).response)
+
+
+@both_modes
+async def test_a_request_id_asked_by_two_steps_fails_the_run_naming_it(mode: str) -> None:
+    """Not a second prompt lost, its step waiting for an answer nobody can give."""
+    error = await failure(SameIds(mode=mode, timeout=GUARD_SECONDS).run())
+    assert isinstance(error, WorkflowRuntimeError)
+    assert "input request with id 'approve' was asked by step 'ask_b'" in str(error)

@@ -50,6 +50,7 @@ from stepgraph.errors import (
     SuperstepLimitExceeded,
     UnroutableEventError,
     WorkflowCancelled,
+    WorkflowRuntimeError,
     WorkflowStalled,
     WorkflowTimeoutError,
 )
@@ -567,6 +568,43 @@ def test_a_wait_takes_the_answer_kept_for_it_before_one_held_for_anyone() -> Non
     h.wait(b, Answer)
     assert h.resolved[b] is for_b
     assert list(h.state.unclaimed) == [for_a] and a not in h.resolved
+
+
+@MODES
+def test_an_answer_to_a_later_question_waits_for_its_askers_wait_for_it(mode: Mode) -> None:
+    """A step that asked two questions and waits for the first (a wait with requirements)
+    keeps the answer to the second: another step's wait does not take it."""
+    h, a, b = _two_askers(mode)
+    h.feed(InputRequested(invocation=a, event=Ask("a, again?")))  # its id: "input-3"
+    h.wait(a, Answer, requirements={"request_id": "input-1"})
+    h.wait(b, Answer)
+    h.external(second := _answering("a's second", "input-3"))
+    assert h.resolved == {} and list(h.state.unclaimed) == [second]
+    h.external(first := _answering("a's first", "input-1"))
+    assert h.resolved == {a: first}
+    h.wait(a, Answer, requirements={"request_id": "input-3"})
+    assert h.resolved == {a: second} and b in h.waiting
+
+
+@MODES
+def test_a_request_id_another_step_asked_fails_the_run_naming_it(mode: Mode) -> None:
+    h, _, b = _two_askers(mode)
+    taken = Ask("b, again?")
+    object.__setattr__(taken, "request_id", "input-1")  # a's
+    h.feed(InputRequested(invocation=b, event=taken))
+    end = ended(h)
+    assert end.status is RunStatus.FAILED and isinstance(end.error, WorkflowRuntimeError)
+    assert "id 'input-1' was asked by step 'b'" in str(end.error)
+
+
+@MODES
+def test_a_step_asking_its_own_request_again_makes_no_second_prompt(mode: Mode) -> None:
+    """(It runs again: a retry, a resume.)"""
+    h, a, _ = _two_askers(mode)
+    again = Ask("a?")
+    object.__setattr__(again, "request_id", "input-1")
+    assert h.feed(InputRequested(invocation=a, event=again)) == []
+    assert h.ended is None and list(h.state.inputs) == ["input-1", "input-2"]
 
 
 def test_a_prompt_with_an_id_of_its_own_is_its_askers_until_answered_whatever_the_ids_type() -> (
