@@ -36,11 +36,17 @@ class Failure:
 
     @classmethod
     def from_error(cls, error: BaseException, traceback: str = "") -> Failure:
-        """The failure of ``error`` (its traceback text is the caller's to give)."""
+        """The failure of ``error`` (its traceback text is the caller's to give); of a
+        :class:`RecordedError`, the failure it records."""
         kind = type(error)
+        path = f"{kind.__module__}.{kind.__qualname__}"
+        message = error_text(error)
+        if isinstance(error, RecordedError) and error.type:  # the error it records
+            path, message = error.type, error.message
+            traceback = traceback or error.traceback
         return cls(  # (its text is written as data: storable_text)
-            type=f"{kind.__module__}.{kind.__qualname__}",
-            message=storable_text(error_text(error)),
+            type=path,
+            message=storable_text(message),
             notes=tuple(storable_text(str(note)) for note in getattr(error, "__notes__", ())),
             traceback=storable_text(traceback),
             exception=error,

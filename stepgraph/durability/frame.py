@@ -456,7 +456,7 @@ def restore(
         if rid not in state.inputs:
             continue
         if taken is None:
-            taken = _answer_taken(graph, state.waiters)
+            taken = _answer_taken(graph)
         if not taken:  # the prompt of a step dropped, and nobody else takes its answer
             del state.inputs[rid]
             dropped += 1
@@ -493,15 +493,14 @@ def _request_id(value: object) -> str | int:
     raise ValueError(f"an input request's id is a {type(value).__name__}")
 
 
-def _answer_taken(graph: Graph, waiters: Mapping[int, Waiter]) -> bool:
-    """Whether an answer from the caller to an input request has somewhere to go in
-    ``graph``: a node that takes it, or one of ``waiters``."""
+def _answer_taken(graph: Graph) -> bool:
+    """Whether an answer from the caller to an input request has a step of ``graph`` to
+    go to: one that takes it as its event. (Not a wait: a step waits for the answers to
+    its own requests; given another's, it would take it for its own.)"""
     answers = graph.answer_types
     entry = graph.entry
     nodes = graph.nodes if entry is None else [graph.nodes[i] for i in entry]
-    if any(issubclass(answer, node.accepts) for answer in answers for node in nodes):
-        return True
-    return any(issubclass(answer, w.types) for answer in answers for w in waiters.values())
+    return any(issubclass(answer, node.accepts) for answer in answers for node in nodes)
 
 
 def _types(value: tuple[object, ...]) -> tuple[type, ...]:

@@ -853,6 +853,11 @@ class DurableRun(Run):
     async def _committed(self, pending: Awaitable[None]) -> None:
         try:
             await pending
+        except asyncio.CancelledError:  # the event loop ends (asyncio.run returning)
+            self._waiting_commit = False
+            if self._crashed is not None and not self._crashed.done():  # (stopped by it:
+                self._crashed.set_result(None)  # its lease dies with the process or session)
+            raise
         except Exception as exc:
             self._waiting_commit = False
             if not self.done:
@@ -898,6 +903,18 @@ class DurableRun(Run):
         run = f"run {self.run_id!r} of workflow {self.name!r}"
         kind = self.graph.node_kind
         dumps = self._ser.dumps
+        asked = getattr(tick, "event", None)  # what a step asked with (a prompt)
+        invocation = getattr(tick, "invocation", None)
+        inv = self.state.invocations.get(invocation) if type(invocation) is int else None
+        if asked is not None and inv is not None:
+            name = self.graph.nodes[inv.node].name
+            what = type(asked).__name__
+            try:
+                dumps(asked, f"in the {what} {kind} {name!r} asked with")
+            except SerializationError as exc:
+                return SerializationError(
+                    f"{kind} {name!r} of {run} asked with a {what} that cannot be stored: {exc}"
+                )
         sent = list(self._sent)
         emitted = getattr(tick, "emitted", None)
         if emitted and self._origin >= 0:
@@ -1326,7 +1343,7 @@ def _replay(
         while True:
             end = None
             for position in range(start, len(entries)):
-                if lenient and _of_no_invocation(state, entries[position]):
+                if lenient and _dropped(state, entries[position]):
                     continue
                 apply(state, entries[position])
                 if state.status is not RunStatus.RUNNING:
@@ -1338,7 +1355,7 @@ def _replay(
             state = fresh().state
             state.undo_writes = True
             for tick in kept:
-                if not (lenient and _of_no_invocation(state, tick)):
+                if not (lenient and _dropped(state, tick)):
                     apply(state, tick)
             start = end + 1
     except Exception as exc:
@@ -1350,10 +1367,18 @@ def _replay(
         ) from exc
 
 
-def _of_no_invocation(state: RunState, tick: Tick) -> bool:
-    """Whether ``tick`` names an invocation ``state`` does not have in flight."""
+def _dropped(state: RunState, tick: Tick) -> bool:
+    """Whether a lenient resume skips journal entry ``tick``: it names an invocation
+    ``state`` does not have in flight (of a step the workflow no longer has), or it is the
+    caller's answer to an input request ``state`` does not have (a removed step's, which
+    the restore dropped: the answer would go to another step's wait)."""
     invocation = getattr(tick, "invocation", None)
-    return type(invocation) is int and invocation not in state.invocations
+    if type(invocation) is int:
+        return invocation not in state.invocations
+    if type(tick) is ExternalEventReceived and state.graph.is_answer(tick.event):
+        request_id = getattr(tick.event, "request_id", None)
+        return request_id is not None and request_id not in state.inputs
+    return False
 
 
 def _paused(state: Any) -> bool:

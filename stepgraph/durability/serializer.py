@@ -114,9 +114,10 @@ def _json(encoded: Any, where: str) -> bytes:
     try:
         return to_json(encoded)
     except ValueError as exc:
-        raise SerializationError(
-            f"cannot write a value {where}: {' '.join(str(exc).split())}"
-        ) from exc
+        detail = " ".join(str(exc).split())
+        if "surrogate" in detail:
+            detail = f"a str holds what UTF-8 cannot (a lone surrogate): {detail}"
+        raise SerializationError(f"cannot write a value {where}: {detail}") from exc
 
 
 class PickleSerializer:

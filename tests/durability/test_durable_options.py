@@ -39,6 +39,7 @@ from stepgraph.durability.serializer import serializer_named
 from stepgraph.errors import (
     CheckpointError,
     RecordedError,
+    RequestNotFoundError,
     RunIdConflictError,
     RunLockedError,
     SerializationError,
@@ -311,6 +312,26 @@ async def test_json_refuses_a_str_utf8_cannot_hold_naming_the_step_and_event(
     assert "'start'" in str(raised.value) and "Carry" in str(raised.value)
     assert (await store.get_run(failing.run_id)).status == "failed"  # type: ignore[union-attr]
     assert await Names(store=store, mode=mode, serializer="pickle").run() == NOT_UTF8
+
+
+class AsksBadly(Workflow):
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix=f"open {NOT_UTF8}?"))
+        await ctx.wait_for_event(HumanResponseEvent)
+        return StopEvent()
+
+
+@modes
+async def test_a_prompt_json_cannot_hold_fails_the_run_naming_the_step_and_event(
+    stores: StoreFactory, mode: str
+) -> None:
+    failing = AsksBadly(store=stores(), mode=mode).run()
+    with pytest.raises(SerializationError) as raised:
+        await failing
+    message = str(raised.value)
+    assert "step 'ask'" in message and "InputRequiredEvent" in message
+    assert "a str holds what UTF-8 cannot" in message
 
 
 class Unparsable(Workflow):
@@ -595,6 +616,83 @@ async def test_a_lenient_resume_keeps_a_dropped_steps_prompt_that_a_kept_step_an
                 if isinstance(event, InputRequiredEvent):  # announced again: still open
                     handler.send_event(HumanResponseEvent(response="Ada"))
             assert await handler == "hello Ada"
+
+
+class Audited(Event):
+    """On the stream once ``audit`` has its answer."""
+
+
+class Approvals(Workflow):
+    """Two steps ask at once and wait for their answers (``audit`` is removed below)."""
+
+    @step
+    async def audit(self, ctx: Context, ev: StartEvent) -> None:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="audit?"))
+        await ctx.wait_for_event(HumanResponseEvent)
+        ctx.write_event_to_stream(Audited())
+
+    @step
+    async def deploy(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="deploy?"))
+        return StopEvent(result=(await ctx.wait_for_event(HumanResponseEvent)).response)
+
+
+class DeployAsksFirst(Workflow):
+    """``Approvals`` with its steps the other way round (``deploy`` asks first)."""
+
+    deploy = Approvals.deploy
+    audit = Approvals.audit
+
+
+class Deploys(Workflow):
+    """``Approvals`` without ``audit`` (runs made with ``name="Approvals"``)."""
+
+    @step
+    async def deploy(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="deploy?"))
+        return StopEvent(result=(await ctx.wait_for_event(HumanResponseEvent)).response)
+
+
+@pytest.mark.parametrize("mode", ["superstep", "async"])
+@pytest.mark.parametrize("answered", [False, True], ids=["open", "answered"])
+@pytest.mark.parametrize("flow", [Approvals, DeployAsksFirst], ids=["audit-first", "deploy-first"])
+async def test_a_lenient_resume_gives_a_removed_steps_answer_to_no_other_step(
+    stores: StoreFactory, mode: str, answered: bool, flow: type[Workflow]
+) -> None:
+    """The prompt of a removed step is dropped when no step takes the answer as its event
+    (a wait is its own step's): its answer, given before or after the resume, never goes
+    to the kept step's wait, which gets its own."""
+    asking = flow(store=stores(), mode=mode, name="Approvals").run()  # type: ignore[arg-type]
+    asked: dict[str, object] = {}
+    async with asyncio.timeout(10):
+        async for event in asking.stream_events():
+            if isinstance(event, InputRequiredEvent):
+                asked[event.prefix] = event.request_id
+                if len(asked) == 2 and answered:
+                    asking.send_event(
+                        HumanResponseEvent(response="audited", request_id=asked["audit?"])
+                    )
+            if len(asked) == 2 and (not answered or isinstance(event, Audited)):
+                break
+    await crash(asking)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        handler = Deploys(store=stores(), name="Approvals", mode=mode).resume(  # type: ignore[arg-type]
+            asking.run_id, strict=False
+        )
+        async with asyncio.timeout(10):
+            async for event in handler.stream_events():
+                if isinstance(event, InputRequiredEvent):
+                    assert event.request_id == asked["deploy?"]  # audit's is not announced
+                    if not answered:
+                        with pytest.raises(RequestNotFoundError):
+                            handler.send_event(
+                                HumanResponseEvent(response="audited", request_id=asked["audit?"])
+                            )
+                    handler.send_event(
+                        HumanResponseEvent(response="deployed", request_id=asked["deploy?"])
+                    )
+            assert await handler == "deployed"
 
 
 # -- stores and coordinators --------------------------------------------------------------------

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from stepgraph.stores import PostgresStore, SqliteStore, Store
-from tests.pg import PG_DSN
+from tests.pg import PG_DSN, pg_schema, require_pg
 
-from .flows import CALLS, Held
+from .flows import CALLS, Held, Waiting
 from .pause_child import close_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,3 +166,25 @@ def test_store_objects_opening_a_new_file_at_once_all_open_it(tmp_path: Path) ->
         for thread in threads:
             thread.join()
     assert errors == []
+
+
+def test_an_event_loop_ending_while_a_postgresql_commit_is_on_its_way_ends() -> None:
+    """``asyncio.run`` returns right after a cancel, its commit still on its way: the run
+    stops there (it hung, waiting for that commit's task, which the loop had cancelled)."""
+    require_pg()
+    ended: list[str] = []
+
+    async def main(schema: str) -> None:
+        store = PostgresStore(PG_DSN, schema=schema)
+        handler = Waiting(store=store).run()
+        async with asyncio.timeout(30):
+            await handler.stream_events().__anext__()  # paused: it asked
+        await handler.cancel()
+        ended.append("returned")
+
+    with pg_schema() as schema:
+        thread = threading.Thread(target=asyncio.run, args=(main(schema),), daemon=True)
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive(), "asyncio.run never returned"
+    assert ended == ["returned"]

@@ -350,6 +350,33 @@ async def test_an_error_known_by_its_record_is_named_by_the_class_it_records(
     assert task.attributes["error.type"] == "DiskFull"
 
 
+class FullDisk(Workflow):
+    @step(backend="cpu")
+    def write(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        disk_full()
+        return StopEvent()
+
+
+async def test_a_step_whose_error_is_known_by_its_record_is_named_by_the_class_it_records(
+    spans: InMemorySpanExporter, tmp_path: Any
+) -> None:
+    pool = ProcessBackend(1)
+    log = tmp_path / "events.jsonl"
+    try:
+        with pytest.raises(Exception, match="the disk is full") as failed:
+            await FullDisk(backends={"cpu": pool}, event_log=log).run()
+    finally:
+        await pool.shutdown()
+    assert type(failed.value).__name__ == "RecordedError"
+    (step_span,) = named(spans, "stepgraph.step")
+    (run_span,) = named(spans, "stepgraph.run")
+    assert step_span.attributes["error.type"] == run_span.attributes["error.type"] == "DiskFull"
+    kinds = {r["kind"]: r for r in read_events(log)}
+    assert (
+        kinds["step_failed"]["error"]["type"] == kinds["run_failed"]["error"]["type"] == "DiskFull"
+    )
+
+
 async def test_configure_again_replaces_what_the_last_call_set() -> None:
     first, second = InMemorySpanExporter(), InMemorySpanExporter()
     try:
