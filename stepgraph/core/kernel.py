@@ -169,22 +169,30 @@ def _forget_asker(state: RunState, invocation: int, out: list[Command]) -> None:
     _reroute(state, [state.answers[r] for r in asked if r in state.answers], out)
 
 
-def _release_answers(
-    state: RunState, invocation: int, types: tuple[type, ...], out: list[Command]
-) -> None:
-    """Invocation ``invocation`` waits for ``types``: its answers of none of them go where
-    any event of their type goes (it may take them when it waits for them again). (One
-    of its types, of other requirements, is kept: it waits for its answers in turn.)"""
+def _release_answers(state: RunState, waiter: Waiter, out: list[Command]) -> None:
+    """``waiter``'s invocation waits for something its answers are not: they go where any
+    event of their type goes (it may take them when it waits for them again); unless it
+    waits for the answer to another of its own requests (it takes its answers in turn)."""
     answers = state.answers
+    invocation = waiter.invocation
     _reroute(
         state,
         [
             answers[r]
             for r, asker in state.input_askers.items()
-            if asker == invocation and r in answers and not isinstance(answers[r], types)
+            if asker == invocation and r in answers and not _keeps(state, waiter, answers[r])
         ],
         out,
     )
+
+
+def _keeps(state: RunState, waiter: Waiter, answer: object) -> bool:
+    """Whether an answer kept for ``waiter``'s invocation stays kept while it waits: the
+    wait, for the answer's type, names (``request_id``) another request of its own."""
+    if not isinstance(answer, waiter.types):
+        return False
+    named = waiter.requirements.get("request_id")
+    return named is not None and state.input_askers.get(named) == waiter.invocation  # type: ignore[call-overload]
 
 
 def _reroute(state: RunState, answers: list[object], out: list[Command]) -> None:
@@ -311,7 +319,7 @@ def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) 
     if state.blocked or state.resumable:  # the waiting step frees its slot
         _start_blocked(state, out)
     if state.input_askers:  # the answers kept for this wait, which it does not take, go
-        _release_answers(state, inv.id, tick.types, out)
+        _release_answers(state, waiter, out)
 
 
 def _apply_wait_cancelled(state: RunState, tick: WaitCancelled, out: list[Command]) -> None:
@@ -335,17 +343,19 @@ def _ask(state: RunState, request: object, out: list[Command], asker: int | None
     """Announce an input request (``asker``: the running invocation asking it, if any).
 
     A request whose id is open or answered already is asked again by the step that asked
-    it, running again (after a resume, a retry): no second prompt. Asked by another, the
-    id is taken: the run fails, naming it (an answer could not tell the two apart).
+    it, running again (after a resume, a retry): no second prompt. Asked by another step
+    while the first still runs, the id is taken: the run fails, naming it (an answer could
+    not tell the two apart).
     """
     request_id = getattr(request, "request_id", None)
     if request_id is None:
         state.asked += 1
         request_id = f"input-{state.asked}"
     elif request_id in state.inputs or request_id in state.answers:
-        if asker is None or state.input_askers.get(request_id) != asker:
+        first = state.input_askers.get(request_id)
+        if asker is not None and first is not None and first != asker:  # two running steps
             _end(state, FAILED, None, out, error=_taken_request(state, request_id, asker))
-        return
+        return  # (else asked again by a step that runs again: a resume, a retry)
     state.inputs[request_id] = request  # (its id a str or an int: as the event has it)
     if asker is not None:
         state.input_askers[request_id] = asker
@@ -670,7 +680,7 @@ def _deliver(
                 del state.waiters[kept_for]
                 _resolve(state, waiter, message, out)
                 return
-            if isinstance(message, waiter.types):  # (for another of its answers first)
+            if _keeps(state, waiter, message):  # (it waits for another of its answers first)
                 state.unclaimed.append(message)
                 return
             # (it waits for something else: the answer goes where any event of its type goes)
@@ -753,9 +763,16 @@ def _held_for(state: RunState, waiter: Waiter, invocation: int) -> int | None:
         asker = _kept_for(state, held)
         if asker == invocation:
             return position
-        if first is None and (asker is None or asker in state.waiters):
+        if first is None and (asker is None or _released(state, asker, held)):
             first = position
     return first
+
+
+def _released(state: RunState, asker: int, answer: object) -> bool:
+    """Whether an answer kept for ``asker`` may go to another step's wait: ``asker``
+    waits, and not for it (nor for another of its own answers before it)."""
+    waiter = state.waiters.get(asker)
+    return waiter is not None and not _keeps(state, waiter, answer)
 
 
 def _resolve(state: RunState, waiter: Waiter, message: object, out: list[Command]) -> None:

@@ -854,7 +854,6 @@ class DurableRun(Run):
         try:
             await pending
         except asyncio.CancelledError:  # the event loop ends (asyncio.run returning)
-            self._waiting_commit = False
             if self._crashed is not None and not self._crashed.done():  # (stopped by it:
                 self._crashed.set_result(None)  # its lease dies with the process or session)
             raise

@@ -586,6 +586,51 @@ def test_an_answer_to_a_later_question_waits_for_its_askers_wait_for_it(mode: Mo
     assert h.resolved == {a: second} and b in h.waiting
 
 
+def test_an_answer_kept_for_a_step_waiting_for_another_of_its_own_is_not_anyones() -> None:
+    """(Async mode.) A wait that begins after the answer came does not take it either."""
+    h, a, b = _two_askers(Mode.ASYNC)
+    h.feed(InputRequested(invocation=a, event=Ask("a, again?")))  # "input-3"
+    h.wait(a, Answer, requirements={"request_id": "input-1"})
+    h.external(second := _answering("a's second", "input-3"))
+    h.wait(b, Answer)  # b's wait begins now
+    assert h.resolved == {} and list(h.state.unclaimed) == [second]
+
+
+@MODES
+def test_an_answer_its_asker_waits_for_with_other_requirements_goes_where_its_type_goes(
+    mode: Mode,
+) -> None:
+    """Its wait names none of its own requests: the answer is not kept (a step taking
+    answers gets it: no hang)."""
+    h = KernelHarness(make_graph(("a", (Go,)), ("reply", (Answer,))), mode=mode)
+    h.start(Go())
+    a = h.only("a")
+    h.feed(InputRequested(invocation=a, event=Ask("approve?")))
+    h.wait(a, Answer, requirements={"text": "approve"})
+    h.external(rejected := _answering("reject", "input-1"))
+    assert h.messages_started_at("reply") == [rejected]
+
+
+@MODES
+def test_a_retried_step_that_sends_its_request_again_and_returns_is_not_refused(
+    mode: Mode,
+) -> None:
+    h = KernelHarness(make_graph(("a", (Go,)), ("reply", (Answer,))), mode=mode)
+    h.start(Go())
+    a = h.only("a")
+    prompt = Ask("approve?")
+    object.__setattr__(prompt, "request_id", "approve")
+    h.send(a, prompt)
+    h.wait(a, Answer)
+    h.external(_answering("yes", "approve"))
+    h.fail_attempt(a, ConnectionError("flaky"))
+    again = Ask("approve?")
+    object.__setattr__(again, "request_id", "approve")
+    h.complete(a, again)  # the retry sends it again, and returns
+    assert h.ended is None or h.ended.status is not RunStatus.FAILED
+    assert h.published.count(prompt) == 1
+
+
 @MODES
 def test_a_request_id_another_step_asked_fails_the_run_naming_it(mode: Mode) -> None:
     h, _, b = _two_askers(mode)
