@@ -853,7 +853,8 @@ class DurableRun(Run):
     async def _committed(self, pending: Awaitable[None]) -> None:
         try:
             await pending
-        except asyncio.CancelledError:  # the event loop ends (asyncio.run returning)
+        except asyncio.CancelledError:  # the event loop ends (asyncio.run returning):
+            self._waiting_commit = False  # nothing more is written (a crash() now settles)
             if self._crashed is not None and not self._crashed.done():  # (stopped by it:
                 self._crashed.set_result(None)  # its lease dies with the process or session)
             raise
