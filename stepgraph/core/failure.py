@@ -43,7 +43,7 @@ class Failure:
         message = error_text(error)
         if isinstance(error, RecordedError) and error.type:  # the error it records
             path, message = error.type, error.message
-            traceback = traceback or error.traceback
+            traceback = error.traceback or traceback  # (where it was raised)
         return cls(  # (its text is written as data: storable_text)
             type=path,
             message=storable_text(message),

@@ -357,6 +357,24 @@ class FullDisk(Workflow):
         return StopEvent()
 
 
+async def test_a_stored_failure_known_by_its_record_keeps_the_traceback_where_it_was_raised(
+    tmp_path: Any,
+) -> None:
+    pool = ProcessBackend(1)
+    store = SqliteStore(tmp_path / "runs.db")
+    try:
+        handler = FullDisk(backends={"cpu": pool}, store=store).run()
+        with pytest.raises(Exception, match="the disk is full"):
+            await handler
+        with pytest.raises(Exception, match="the disk is full") as stored:
+            await store.result(handler.run_id)
+    finally:
+        await pool.shutdown()
+        store.close()
+    assert stored.value.type.endswith(".DiskFull")  # type: ignore[attr-defined]
+    assert "in disk_full" in stored.value.traceback  # type: ignore[attr-defined]
+
+
 async def test_a_step_whose_error_is_known_by_its_record_is_named_by_the_class_it_records(
     spans: InMemorySpanExporter, tmp_path: Any
 ) -> None:
