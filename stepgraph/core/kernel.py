@@ -669,6 +669,7 @@ def _deliver(
         state.outputs.append(message)
         out.append(PublishEvent(event=message))
         return
+    released = False  # an answer whose asker waits for something else
     if state.input_askers and targets is None:
         kept_for = _kept_for(state, message)
         if kept_for is not None:  # an answer goes to the step that asked, if it waits for it
@@ -683,11 +684,16 @@ def _deliver(
             if _keeps(state, waiter, message):  # (it waits for another of its answers first)
                 state.unclaimed.append(message)
                 return
-            # (it waits for something else: the answer goes where any event of its type goes)
+            # (it waits for something else: the answer goes where any event of its type
+            released = True  # goes; not to the wait of a step that awaits its own answer)
     if state.waiters:
         for waiter in state.waiters.values():
-            if waiter.matches(message) and (  # a message sent to a step is for it only (G2)
-                targets is None or state.invocations[waiter.invocation].node in targets
+            if (
+                waiter.matches(message)
+                and (  # a message sent to a step is for it only (G2)
+                    targets is None or state.invocations[waiter.invocation].node in targets
+                )
+                and not (released and _awaits_own(state, waiter.invocation))
             ):
                 del state.waiters[waiter.invocation]
                 _resolve(state, waiter, message, out)
@@ -763,9 +769,27 @@ def _held_for(state: RunState, waiter: Waiter, invocation: int) -> int | None:
         asker = _kept_for(state, held)
         if asker == invocation:
             return position
-        if first is None and (asker is None or _released(state, asker, held)):
+        if first is None and (
+            asker is None or (_released(state, asker, held) and not _awaits_own(state, invocation))
+        ):
             first = position
     return first
+
+
+def _awaits_own(state: RunState, invocation: int) -> bool:
+    """Whether ``invocation`` asked a request whose answer it has not taken yet (open, or
+    answered and on its way): its waits are for its own answers, not another's."""
+    inv = state.invocations.get(invocation)
+    taken = inv.received if inv is not None and inv.received else ()
+    for request_id, asker in state.input_askers.items():
+        if asker != invocation:
+            continue
+        if request_id in state.inputs:
+            return True
+        answer = state.answers.get(request_id)
+        if answer is not None and not any(answer is m for m in taken):
+            return True
+    return False
 
 
 def _released(state: RunState, asker: int, answer: object) -> bool:

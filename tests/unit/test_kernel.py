@@ -558,10 +558,11 @@ def test_an_answer_a_step_sends_goes_where_its_type_goes_not_to_the_asker(mode: 
     assert h.messages_started_at("handle") == [automatic]
 
 
-def test_a_wait_takes_the_answer_kept_for_it_before_one_held_for_anyone() -> None:
-    """Async mode. (In superstep mode both answers come at the barrier b's wait makes, in
-    the order sent: a's goes to b, as a waits for something else, by the rule of G2.)"""
-    h, a, b = _two_askers(Mode.ASYNC)
+@MODES
+def test_a_wait_takes_the_answer_kept_for_it_not_one_its_asker_let_go(mode: Mode) -> None:
+    """(In superstep mode both answers come at the barrier b's wait makes, a's first: it
+    goes to no step that awaits its own answer.)"""
+    h, a, b = _two_askers(mode)
     h.wait(a, Job)  # a waits for something else: its answer, when it comes, is anyone's
     h.external(for_a := _answering("for a", "input-1"))
     h.external(for_b := _answering("for b", "input-2"))  # kept for b, which is busy
