@@ -33,7 +33,6 @@ from typing import Any, cast
 
 from ..errors import (
     KernelError,
-    StepgraphError,
     SuperstepLimitExceeded,
     UnroutableEventError,
     WorkflowCancelled,
@@ -192,7 +191,7 @@ def _keeps(state: RunState, waiter: Waiter, answer: object) -> bool:
     if not isinstance(answer, waiter.types):
         return False
     named = waiter.requirements.get("request_id")
-    return named is not None and state.input_askers.get(named) == waiter.invocation  # type: ignore[call-overload]
+    return isinstance(named, str | int) and state.input_askers.get(named) == waiter.invocation
 
 
 def _reroute(state: RunState, answers: list[object], out: list[Command]) -> None:
@@ -294,7 +293,7 @@ def _answers(state: RunState, event: object) -> bool:
     elif request_id in state.answers:
         return False
     if state.inputs.pop(request_id, None) is not None:  # (its asker, if any, is kept: the
-        state.answers[request_id] = event  # answer goes to its wait, see _asker_waiting)
+        state.answers[request_id] = event  # answer goes to its wait, see _kept_for)
     return True
 
 
@@ -362,7 +361,9 @@ def _ask(state: RunState, request: object, out: list[Command], asker: int | None
     out.append(PublishEvent(event=request))
 
 
-def _taken_request(state: RunState, request_id: str | int, asker: int | None) -> StepgraphError:
+def _taken_request(
+    state: RunState, request_id: str | int, asker: int | None
+) -> WorkflowRuntimeError:
     inv = None if asker is None else state.invocations.get(asker)
     by = "" if inv is None else f" by step {state.graph.nodes[inv.node].name!r}"
     return WorkflowRuntimeError(
@@ -643,12 +644,11 @@ def _emit(
                 state.stop = (inv.order, message)
         state.outbox.append((inv.order, inv.generation + 1, emitted))
         return
-    asker = inv.id if inv.id in state.invocations else None  # (None: it returned)
     for message, targets in emitted:
         if isinstance(message, stop_types):
             _end(state, FINISHED, message, out)
             return
-        _deliver(state, inv.node, message, targets, inv.generation + 1, out, asker)
+        _deliver(state, inv.node, message, targets, inv.generation + 1, out, inv.order)
         if state.status is not RUNNING:
             return
 
@@ -660,10 +660,11 @@ def _deliver(
     targets: Targets,
     generation: int,
     out: list[Command],
-    asker: int | None = None,
+    sent_as: OrderKey | None = None,
 ) -> None:
     """Hand ``message`` to a waiter, or enqueue it at its target nodes and start them
-    (``asker``: the running invocation that sent it, for an input request)."""
+    (``sent_as``: the order of the invocation that sent it; of an input request, its
+    asker while it runs)."""
     graph = state.graph
     if graph.output_types and isinstance(message, graph.output_types):
         state.outputs.append(message)
@@ -706,7 +707,7 @@ def _deliver(
         targets = graph.route(sender, message)
     if not targets:
         if graph.is_input_request(message):
-            _ask(state, message, out, asker)
+            _ask(state, message, out, None if sent_as is None else _running(state, sent_as))
         elif sender == EXTERNAL or graph.is_held(message) or type(message) in state.awaited_types:
             state.unclaimed.append(message)
         else:
@@ -758,8 +759,8 @@ def _kept_for(state: RunState, message: object) -> int | None:
 
 def _held_for(state: RunState, waiter: Waiter, invocation: int) -> int | None:
     """The position of the held message a new wait of ``invocation`` takes: an answer kept
-    for it, else the first it matches that is not an answer kept for another step (one
-    that asked for it and has not begun to wait for something else). None: none."""
+    for it, else the first it matches that is not an answer kept for another step (unless
+    that step let it go, and ``invocation`` awaits no answer of its own). None: none."""
     first = None
     for position, held in enumerate(state.unclaimed):
         if not waiter.matches(held):
@@ -971,11 +972,9 @@ def _barrier(state: RunState, out: list[Command]) -> None:
     state.outbox = []
     if len(outbox) > 1:
         outbox.sort(key=_order_of)
-    is_request = state.graph.is_input_request
     for order, generation, emitted in outbox:
         for message, targets in emitted:
-            asker = _running(state, order) if is_request(message) else None
-            _deliver(state, order[0], message, targets, generation, out, asker)
+            _deliver(state, order[0], message, targets, generation, out, order)
             if state.status is not RUNNING:
                 return
 
