@@ -99,10 +99,11 @@ from .checkpoints import (
     restore_state,
 )
 from .frame import Restored, chunk_names, output_chunk, state_chunk
+from .renumber import Renumbering
 from .serializer import Serializer, serializer_named
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Collection
 
     from ..runtime.launch import RunOptions
     from ..runtime.plan import RunPlan
@@ -244,7 +245,9 @@ class DurableRun(Run):
         "_parking",
         "_pumping",
         "_queue",
+        "_rebase",
         "_releasing",
+        "_replay_ended",
         "_result_error",
         "_sent",
         "_sentinel",
@@ -298,6 +301,8 @@ class DurableRun(Run):
         self.lease: str | None = None
         self.forked_from: str | None = None  # a fork: the run it was forked from
         self._stream_out: list[bytes] = []  # stream events to store with the next commit
+        self._rebase = False  # resumed by a workflow that numbers its steps otherwise
+        self._replay_ended: RunEnded | None = None  # the journal replayed ended it
         self._consumed: list[int] = []  # inbox messages the next commit delivers
         self._parking: asyncio.Future[None] | None = None  # park(): stop at the next barrier
         self._ending = False  # its end is recorded: nothing is fed or written after it
@@ -645,8 +650,12 @@ class DurableRun(Run):
         removed: list[str] = []
         changed: list[str] = []
         added: list[str] = []
+        renumbering: Renumbering | None = None
         if header is not None:
             removed, changed, added = compare_steps(header.steps, self._headers.template.steps)
+            renumbering = Renumbering(header.steps, self.graph)
+            if not renumbering.needed:
+                renumbering = None
         if strict and (removed or changed or added):
             raise CheckpointError(
                 _changed_message(run_id, cp, removed, changed, added),
@@ -659,9 +668,12 @@ class DurableRun(Run):
         }
 
         def fresh() -> Restored:
-            return restore_state(
+            restored = restore_state(
                 frame, objects, chunks, self.graph, drop=not strict, run_id=run_id, checkpoint_id=cp
             )
+            if renumbering is not None:  # what it sent, to go at the barrier: where it went
+                restored.dropped += renumbering.reroute(restored.state)
+            return restored
 
         restored = fresh()
         restored.state.undo_writes = True
@@ -671,16 +683,6 @@ class DurableRun(Run):
                 f"{', '.join(map(repr, restored.missing))}, which its header does not list",
                 run_id=run_id,
                 checkpoint_id=cp,
-            )
-        if removed or changed or added:
-            warnings.warn(
-                _changed_message(run_id, cp, removed, changed, added, strict=False)
-                + (
-                    f"; {restored.dropped} messages and invocations dropped"
-                    if restored.dropped
-                    else ""
-                ),
-                stacklevel=2,
             )
         for inv in restored.state.invocations.values():
             for key, _, _ in inv.wrote or ():  # resuming undoes the write: the next
@@ -693,6 +695,16 @@ class DurableRun(Run):
                 for e in stored.journal
             ]
         )
+        if renumbering is not None:  # numbered by the graph that wrote them: by this one
+            entries = _renumbered(entries, renumbering, run_id=run_id, checkpoint_id=cp)
+            self._rebase = not fork  # (a fork writes its first checkpoint at once anyway)
+        if removed or changed or added:
+            dropped = restored.dropped + (renumbering.dropped if renumbering else 0)
+            warnings.warn(
+                _changed_message(run_id, cp, removed, changed, added, strict=False)
+                + (f"; {dropped} messages and invocations dropped" if dropped else ""),
+                stacklevel=2,
+            )
         for tick in entries:  # what the caller sent must be what the workflow takes
             if isinstance(tick, ExternalEventReceived):
                 try:
@@ -703,9 +715,27 @@ class DurableRun(Run):
                         run_id=run_id,
                         checkpoint_id=cp,
                     ) from exc
+        outputs = len(restored.state.outputs)  # (those the checkpoint has stored)
         state = _replay(
-            restored.state, entries, fresh, run_id=run_id, checkpoint_id=cp, lenient=not strict
+            restored.state,
+            entries,
+            fresh,
+            run_id=run_id,
+            checkpoint_id=cp,
+            lenient=not strict,
+            stands=renumbering.cut if renumbering is not None else (),
         )
+        if state.status is not RunStatus.RUNNING:  # it ends here, as the resume goes on
+            failure = state.failure
+            self._replay_ended = RunEnded(
+                status=state.status,
+                result=state.result,
+                error=None if failure is None else failure.error,
+                failure=failure,
+            )
+        for tick in entries:  # what the journal wrote, the next checkpoint stores
+            if type(tick) is StateWritten or type(tick) is StateMerged:
+                self._touched(tick)
         state.max_supersteps = self.state.max_supersteps  # the workflow's options, but its mode
         state.max_concurrency = self.state.max_concurrency
         self.state = state
@@ -714,7 +744,7 @@ class DurableRun(Run):
         if header is not None and header.request_prefix != self.request_prefix:
             self.request_prefix = header.request_prefix
             self._header_bytes = None
-        self._outputs_written = len(state.outputs)
+        self._outputs_written = outputs  # (the journal's, the next checkpoint stores)
         return stored
 
     def _tell_started(self) -> None:
@@ -740,6 +770,14 @@ class DurableRun(Run):
                 self.stream.push(request)
 
     # -- the one path into the kernel -------------------------------------------------------------
+
+    def _applied(self, tick: Tick) -> list[Command]:
+        ended = self._replay_ended
+        if ended is not None and type(tick) is RunResumed:  # the replay ended it: it ends
+            self._replay_ended = None  # as it would have live (its end stored, as any)
+            tick.at = self._wall()
+            return [ended]
+        return super()._applied(tick)
 
     def feed(self, tick: Tick) -> list[Command]:
         """Apply ``tick``; carry out its commands once the store has what it records."""
@@ -949,17 +987,8 @@ class DurableRun(Run):
         """The commit ``tick`` needs before its commands may be carried out (None: none)."""
         state = self.state
         kind = type(tick)
-        if isinstance(tick, StateWritten):
-            writer = state.invocations.get(tick.invocation) if tick.invocation is not None else None
-            for key, _ in tick.writes:
-                self._dirty[state_chunk(key)] = None
-                if writer is not None:
-                    self._writers[key] = writer.node
-            for key in tick.deletes:
-                self._dirty[state_chunk(key)] = None
-        elif isinstance(tick, StateMerged):
-            for key, _ in tick.values:
-                self._dirty[state_chunk(key)] = None
+        if kind is StateWritten or kind is StateMerged:
+            self._touched(tick)  # type: ignore[arg-type]
         superstep = self.superstep_mode
         if (
             not superstep
@@ -986,6 +1015,9 @@ class DurableRun(Run):
         paused = _paused(state)
         status = _PAUSED if paused else _GOING
         checkpoint = self._checkpoint(status) if barrier else None
+        if kind is RunResumed and self._rebase:  # resumed by a workflow that numbers its
+            self._rebase = False  # steps otherwise: its journal goes after a checkpoint of
+            checkpoint = checkpoint or self._checkpoint(status)  # its own, written first
         # every request is recorded before it is announced, the second of a pause too (an
         # answer sent right after a resume finds it open)
         pausing = paused and (self._written is not _PAUSED or (announced and superstep))
@@ -1011,6 +1043,22 @@ class DurableRun(Run):
         changed = status if status is not self._written else None
         self._written = status
         return self._commit(checkpoint=checkpoint, status=changed)
+
+    def _touched(self, tick: StateWritten | StateMerged) -> None:
+        """The state keys ``tick`` wrote are for the next checkpoint to store."""
+        dirty = self._dirty
+        if isinstance(tick, StateMerged):
+            for key, _ in tick.values:
+                dirty[state_chunk(key)] = None
+            return
+        invocation = tick.invocation
+        writer = self.state.invocations.get(invocation) if invocation is not None else None
+        for key, _ in tick.writes:
+            dirty[state_chunk(key)] = None
+            if writer is not None:
+                self._writers[key] = writer.node
+        for key in tick.deletes:
+            dirty[state_chunk(key)] = None
 
     def _commit(
         self,
@@ -1325,6 +1373,7 @@ def _replay(
     run_id: str,
     checkpoint_id: str,
     lenient: bool = False,
+    stands: Collection[int] = (),
 ) -> RunState:
     """``state`` with the journal's ``entries`` applied, but those that ended the run.
 
@@ -1333,6 +1382,8 @@ def _replay(
     the others to). What follows such a tick is a later life of the run (resumed from
     there), applied in turn. ``lenient`` (a resume with ``strict=False``): an entry of an
     invocation the state does not have (of a step the workflow no longer has) is skipped.
+    ``stands``: the ``id`` of entries whose end of the run stands (the state returned has
+    ended there).
 
     Raises:
         CheckpointError: the journal does not replay on the checkpoint (it is corrupt).
@@ -1347,6 +1398,8 @@ def _replay(
                     continue
                 apply(state, entries[position])
                 if state.status is not RunStatus.RUNNING:
+                    if id(entries[position]) in stands:
+                        return state
                     end = position
                     break
             if end is None:
@@ -1365,6 +1418,26 @@ def _replay(
             run_id=run_id,
             checkpoint_id=checkpoint_id,
         ) from exc
+
+
+def _renumbered(
+    entries: list[Tick], renumbering: Renumbering, *, run_id: str, checkpoint_id: str
+) -> list[Tick]:
+    """The journal ``entries`` as the resuming workflow numbers its steps (those that
+    went to removed steps only left out).
+
+    Raises:
+        CheckpointError: an entry names a step the graph that wrote it did not have.
+    """
+    try:
+        ticks = [renumbering.tick(tick) for tick in entries]
+    except ValueError as exc:
+        raise CheckpointError(
+            f"the journal of run {run_id!r} after checkpoint {checkpoint_id!r} is corrupt: {exc}",
+            run_id=run_id,
+            checkpoint_id=checkpoint_id,
+        ) from exc
+    return [tick for tick in ticks if tick is not None]
 
 
 def _dropped(state: RunState, tick: Tick) -> bool:

@@ -173,7 +173,10 @@ class CheckpointInfo:
         run_id: the run it belongs to.
         superstep: the superstep the run was about to start (0 for a run's first
             checkpoint; a fork's first one keeps the superstep of the checkpoint it
-            started from); it grows by one from one checkpoint to the next.
+            started from). It grows by one from one superstep barrier's checkpoint to
+            the next; a checkpoint written between two (a pause, a resume by a changed
+            workflow) has the superstep of the one before it: a store keeps checkpoints
+            by ``seq``, never by superstep.
         created_at: when it was written (UTC).
         status: the run's status then (``"running"`` or ``"paused"``).
         parent_run_id: the run's parent, for a fork; otherwise None.

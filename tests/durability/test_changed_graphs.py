@@ -1,0 +1,159 @@
+"""A run resumed by a workflow whose steps were reordered, removed or added since.
+
+The journal names steps by their position in the graph that wrote it: a resume by a
+workflow that numbers them otherwise renumbers what it replays, by name, and writes a
+checkpoint of its own before it goes on. A lenient resume (``strict=False``) routes a
+removed step's messages nowhere, in both modes, not to a step added since.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+
+import pytest
+
+from stepgraph import Context, Event, StartEvent, StopEvent, Workflow, step
+from stepgraph.errors import WorkflowStalled
+from stepgraph.testing import crash, settled
+
+from .conftest import StoreFactory
+
+pytestmark = pytest.mark.parametrize("mode", ["superstep", "async"])
+
+GATE: list[asyncio.Event] = []
+
+
+class Parcel(Event):
+    to: str
+
+
+class Holding(Event):
+    step: str
+
+
+async def _held(step: str, ctx: Context) -> None:
+    ctx.write_event_to_stream(Holding(step=step))
+    await GATE[0].wait()
+
+
+async def _got(ctx: Context, step: str, parcel: Parcel) -> StopEvent | None:
+    """Record that ``step`` got ``parcel``; the second to record ends the run."""
+    async with ctx.store.edit() as state:
+        got = [*state.get("got", []), f"{step} got {parcel.to}"]
+        state["got"] = got
+    return StopEvent(result=sorted(got)) if len(got) == 2 else None
+
+
+class Sorting(Workflow):
+    """``start`` sends a parcel to ``two`` by name (the caller sends one to ``one``)."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> None:
+        ctx.send_event(Parcel(to="two"), step="two")
+
+    @step
+    async def one(self, ctx: Context, ev: Parcel) -> StopEvent | None:
+        return await _got(ctx, "one", ev)
+
+    @step
+    async def two(self, ctx: Context, ev: Parcel) -> StopEvent | None:
+        await _held("two", ctx)
+        return await _got(ctx, "two", ev)
+
+
+class Resorted(Workflow):
+    """``Sorting`` (its runs are made with ``name="Sorting"``), its steps in another order."""
+
+    @step
+    async def two(self, ctx: Context, ev: Parcel) -> StopEvent | None:
+        await _held("two", ctx)
+        return await _got(ctx, "two", ev)
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> None:
+        ctx.send_event(Parcel(to="two"), step="two")
+
+    @step
+    async def one(self, ctx: Context, ev: Parcel) -> StopEvent | None:
+        return await _got(ctx, "one", ev)
+
+
+async def _until_held(handler: object, step: str) -> None:
+    async for event in handler.stream_events():  # type: ignore[attr-defined]
+        if isinstance(event, Holding) and event.step == step:
+            return
+
+
+async def test_a_resume_by_a_workflow_with_its_steps_reordered_delivers_as_sent(
+    stores: StoreFactory, mode: str
+) -> None:
+    """What a step and the caller sent to a step by name before the crash goes to that
+    step, whatever its position in the resuming workflow; so does what they send once it
+    resumed, should it crash in turn (it goes after a checkpoint the resuming workflow
+    wrote)."""
+    GATE[:] = [asyncio.Event()]
+    first = Sorting(store=stores(), mode=mode).run()  # type: ignore[arg-type]
+    await _until_held(first, "two")
+    first.send_event(Parcel(to="one"), step="one")
+    await settled(first)
+    await crash(first)
+    before = await stores().list_checkpoints(first.run_id)
+
+    again = Resorted(store=stores(), name="Sorting", mode=mode).resume(first.run_id)  # type: ignore[arg-type]
+    await _until_held(again, "two")  # (strict: the same steps, only reordered)
+    await crash(again)
+    after = await stores().list_checkpoints(first.run_id)
+    assert after[: len(before)] == before
+    assert len(after) == len(before) + 1  # the resuming workflow's own, written first
+
+    GATE[0].set()
+    result = await Resorted(store=stores(), name="Sorting", mode=mode).resume(first.run_id)  # type: ignore[arg-type]
+    assert result == ["one got one", "two got two"]
+
+
+class Handing(Workflow):
+    """``first`` hands a parcel on, by type, to ``second``, held there."""
+
+    @step
+    async def first(self, ctx: Context, ev: StartEvent) -> Parcel:
+        return Parcel(to="second")
+
+    @step
+    async def second(self, ctx: Context, ev: Parcel) -> StopEvent:
+        await _held("second", ctx)
+        return StopEvent(result="second")
+
+
+class Rehanded(Workflow):
+    """``Handing`` with ``second`` gone and ``third``, which takes parcels too, added."""
+
+    @step
+    async def first(self, ctx: Context, ev: StartEvent) -> Parcel:
+        return Parcel(to="second")
+
+    @step
+    async def third(self, ctx: Context, ev: Parcel) -> StopEvent:
+        return StopEvent(result="third")
+
+
+async def test_a_lenient_resume_gives_a_removed_steps_message_to_no_added_step(
+    stores: StoreFactory, mode: str
+) -> None:
+    """``second`` had the parcel when the run crashed: resumed without ``second``, the
+    parcel is dropped with a warning naming it, never given to ``third``, and with
+    nothing left to run the run stalls (in async mode the parcel is in the journal, not
+    in the checkpoint)."""
+    GATE[:] = [asyncio.Event()]
+    handler = Handing(store=stores(), mode=mode).run()  # type: ignore[arg-type]
+    await _until_held(handler, "second")
+    await crash(handler)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = Rehanded(store=stores(), name="Handing", mode=mode).resume(  # type: ignore[arg-type]
+            handler.run_id, strict=False
+        )
+        with pytest.raises(WorkflowStalled):
+            await resumed
+    assert any("'second'" in str(w.message) and "dropped" in str(w.message) for w in caught)
+    assert (await stores().get_run(handler.run_id)).status == "failed"
