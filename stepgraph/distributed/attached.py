@@ -184,6 +184,12 @@ class AttachedRun:
         self._posts.add(task)
         task.add_done_callback(self._posts.discard)
 
+    async def stopped(self) -> None:
+        """Wait until what this caller posted (a cancel) is in the store: the run's worker
+        carries it out when it reads its inbox (awaiting the handler waits for that)."""
+        while self._posts:
+            await asyncio.wait(tuple(self._posts))
+
     async def _cancel(self, reason: str) -> None:
         """A queued run no worker has taken is stored as cancelled here (it never starts);
         any other gets the cancel in its inbox, from where its coordinator carries it out."""

@@ -1284,6 +1284,13 @@ class DurableRun(Run):
             self._releasing = self.loop.create_task(self._release())
         super()._end(status, result, error)
 
+    async def stopped(self) -> None:
+        """Wait until the run has ended, its end stored and its lease given up: a resume
+        made next, here or in another process, finds it as its store has it."""
+        await super().stopped()
+        if self._releasing is not None:
+            await asyncio.wait((self._releasing,))
+
     def crash(self, reason: str | None = None) -> asyncio.Future[None]:
         """Stop as if the process running the run died: nothing more is fed or written.
 

@@ -28,6 +28,7 @@ from ..limits import LimiterGate
 from ..telemetry.tracing import carry_trace, tracer
 from .effects import RecordingPort, run_recorded
 from .failures import failure_of
+from .plan import backend_name
 from .requests import short
 from .scope import Scope, set_scope
 
@@ -200,7 +201,7 @@ async def _elsewhere(run: Run, program: NodeProgram, command: StartStep) -> Any:
         graph=run.graph,
         reducers=plan.reducers,
         context_type=plan.context_type,
-        backend=backend.name,
+        backend=backend_name(program),
         store=run.state.store,
     )
     await backend.start()  # idempotent: a backend starts with the first body it gets
@@ -222,7 +223,7 @@ async def _elsewhere(run: Run, program: NodeProgram, command: StartStep) -> Any:
     except SerializationError as exc:  # (item 1: what it returned; 2: what it did)
         raise SerializationError(
             f"{run.graph.node_kind} {program.name!r} of workflow {run.name!r} (run "
-            f"{run.run_id}) on backend {backend.name!r}: what it returned or did cannot "
+            f"{run.run_id}) on backend {backend_name(program)!r}: what it returned or did cannot "
             f"come back: {exc}"
         ) from exc
     run.carry_out_effects(effects)
@@ -235,7 +236,7 @@ def _unsendable(
     """A body that cannot go to its backend: name the step, and the event if it is that."""
     where = (
         f"{run.graph.node_kind} {program.name!r} of workflow {run.name!r} (run {run.run_id}) "
-        f"runs on backend {program.backend.name if program.backend else '?'!r}"
+        f"runs on backend {backend_name(program) if program.backend else '?'!r}"
     )
     message = command.message
     for what, value in (

@@ -129,10 +129,15 @@ class WorkflowHandler:
             await forwarded
 
     async def cancel(self) -> None:
-        """Cancel the run; awaiting the handler then raises ``WorkflowCancelled``."""
+        """Cancel the run; awaiting the handler then raises ``WorkflowCancelled``.
+
+        Returns once the run has ended: a durable run's status is stored (``cancelled``)
+        and its lease given up, so a ``resume`` made next goes on from its last checkpoint.
+        """
         run = self._run
         if run.running:
             run.cancel("cancelled by the caller")
+        await run.stopped()
         outcome = run.outcome
         if outcome.done() and not outcome.cancelled():
             outcome.exception()  # mark retrieved: a cancelled run is not an unhandled error

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..core import Command, Graph, Mode, RunState, RunStatus, StepCompleted, StepFailed, Tick
 from .clock import Clock
+from .plan import backend_name
 
 if TYPE_CHECKING:
     from .plan import NodeProgram
@@ -79,7 +80,7 @@ def step_backend(run: RunInfo, invocation: int, message: object) -> str:
         return "inline"
     program = run.programs[inv.node]
     if program.backend is not None:
-        return program.backend.name
+        return backend_name(program)
     return "inline" if program.is_async_for(message) else "thread"
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .observers import RunObserver
     from .stream import EventStream
 
-__all__ = ["NodeProgram", "RunPlan", "RunStyle", "StepConfig", "placed"]
+__all__ = ["NodeProgram", "RunPlan", "RunStyle", "StepConfig", "backend_name", "placed"]
 
 _T = TypeVar("_T")
 
@@ -141,6 +141,15 @@ class RunPlan:
         if found is None:
             found = self.derived[key] = make()
         return found
+
+
+def backend_name(program: NodeProgram) -> str:
+    """The name of the backend ``program`` runs on, as its workflow calls it (the key of
+    ``backends=`` the step names: one backend object may go by several names, in one
+    workflow or in several)."""
+    backend = program.backend
+    assert backend is not None
+    return program.config.backend or backend.name
 
 
 def placed(

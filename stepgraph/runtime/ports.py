@@ -161,6 +161,12 @@ class CallerPort(Protocol):
         """End the run as cancelled."""
         ...
 
+    async def stopped(self) -> None:
+        """Wait until the run has ended and let go of what it held (a durable run: its
+        end stored, its lease given up); a run carried out elsewhere: until what the
+        caller sent it is stored."""
+        ...
+
     def events(self, *, lifecycle: bool) -> AsyncIterator[Any]:
         """The stream's events in order until the run ends (with lifecycle events if asked)."""
         ...

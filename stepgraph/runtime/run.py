@@ -355,6 +355,11 @@ class Run:
         """A worker's task was cancelled while a step ran (not by the caller): cancel the run."""
         self.cancel(reason)
 
+    async def stopped(self) -> None:
+        """Wait until the run has ended (whatever its outcome) and let go of what it held."""
+        while not self.outcome.done():  # (an awaiter cancelled replaces the future)
+            await asyncio.wait((self.outcome,))
+
     def events(self, *, lifecycle: bool) -> AsyncIterator[Any]:
         if lifecycle and not self._lifecycle:
             self._lifecycle = True

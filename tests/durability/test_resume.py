@@ -244,6 +244,26 @@ async def test_a_cancelled_run_keeps_its_last_checkpoint_resumable(
 
 
 @modes
+async def test_a_resume_made_as_soon_as_cancel_returns_goes_on_from_the_last_checkpoint(
+    stores: StoreFactory, mode: str
+) -> None:
+    """``await handler.cancel()`` returns once the run's cancel is stored and its lease
+    given up: a resume made next (no other await between) goes on; it does not follow the
+    run still ending, and get its cancel (a store across a network did)."""
+    tag = new_tag()
+    gate(tag)
+    handler = Chain(store=stores(), mode=mode).run(tag=tag, hops=5, stop_at=2)
+    async for event in handler.stream_events():
+        if isinstance(event, Reached) and event.n == 2:
+            break
+    await handler.cancel()
+    assert handler.done()
+    assert (await stores().get_run(handler.run_id)).status == "cancelled"  # type: ignore[union-attr]
+    gate(tag).set()
+    assert await Chain(store=stores(), mode=mode).resume(handler.run_id) == 15
+
+
+@modes
 async def test_when_an_await_of_the_run_returns_or_raises_its_final_status_is_stored(
     stores: StoreFactory, mode: str
 ) -> None:

@@ -240,6 +240,40 @@ async def test_an_executor_is_labelled_by_where_the_handler_of_each_message_runs
     assert where == [("int", "thread"), ("str", "inline")]
 
 
+class TwoNames(Workflow):
+    """Two steps on one backend object, which the workflow gives two names."""
+
+    @step(backend="cpu")
+    def first(self, ev: StartEvent) -> Hop:
+        return Hop(n=1)
+
+    @step(backend="fast")
+    def second(self, ev: Hop) -> StopEvent:
+        return StopEvent(result=ev.n)
+
+
+async def test_a_step_span_names_its_backend_as_its_workflow_does(
+    spans: InMemorySpanExporter,
+) -> None:
+    """``stepgraph.backend`` is the name the step gives its backend (its key in
+    ``backends=``), whatever else the backend object goes by: two names in one workflow,
+    another name in another workflow built since."""
+    shared = ThreadBackend(2)
+    try:
+        flow = TwoNames(backends={"cpu": shared, "fast": shared})
+        Chain(backends={"heavy": shared})  # the same object, named otherwise elsewhere
+        assert await flow.run() == 1
+    finally:
+        await shared.shutdown()
+    steps = named(spans, "stepgraph.step")
+    assert {
+        s.attributes["stepgraph.step.name"]: s.attributes["stepgraph.backend"] for s in steps
+    } == {
+        "first": "cpu",
+        "second": "fast",
+    }
+
+
 async def test_task_spans_nest_in_blocks_in_workflow_scopes(spans: InMemorySpanExporter) -> None:
     async with TaskFlow(
         backends={"default": ThreadBackend(2), "inline": InlineBackend()}, resources={"gpu": 1}
