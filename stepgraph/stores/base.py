@@ -270,7 +270,14 @@ class StoredCheckpoint:
 
 @runtime_checkable
 class Store(Protocol):
-    """Where durable runs are kept. See the module docstring for the model."""
+    """Where durable runs are kept. See the module docstring for the model.
+
+    A store may also have a ``location`` attribute: a str naming its data, the same for
+    every object over the same data (SQLite: the file; PostgreSQL: server, database and
+    schema). With it, a process that coordinates a run through one object knows the run
+    is its own when reached through another (a second ``run(run_id=...)`` or ``resume``
+    follows the run instead of being refused by the process's own lease).
+    """
 
     def commit(self, batch: Commit) -> Awaitable[None] | None:
         """Write ``batch`` atomically; None when done already, else an awaitable for it.

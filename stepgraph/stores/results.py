@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import (
+    CheckpointError,
     RunNotFoundError,
     StoreUnavailableError,
     WorkflowCancelled,
@@ -58,6 +59,12 @@ def outcome_of(record: RunRecord, trusted: Serializer | None = None) -> Any:
     status = StoredStatus(record.status)
     if status is StoredStatus.CANCELLED:
         raise WorkflowCancelled(f"run {record.run_id!r} was cancelled")
+    if record.result is None and status is StoredStatus.COMPLETED:  # (None is stored too)
+        raise CheckpointError(
+            f"the record of run {record.run_id!r} is corrupt: the run completed, but its "
+            f"result is missing",
+            run_id=record.run_id,
+        )
     value = (
         None
         if record.result is None

@@ -66,3 +66,32 @@ async def test_a_damaged_checkpoint_row_is_refused_naming_it_and_nothing_changes
         again.close()
     assert raised.value.run_id == "r1"
     assert dump(path) == before
+
+
+READS: dict[str, Callable[[SqliteStore], Awaitable[Any]]] = {
+    "resume": lambda store: Chain(store=store).resume("r1"),
+    "run(run_id=)": lambda store: Chain(store=store).run(run_id="r1", tag="t", hops=3),
+    "store.result": lambda store: store.result("r1"),
+}
+
+
+@pytest.mark.parametrize("read", list(READS))
+async def test_a_completed_run_whose_result_is_missing_is_refused_not_read_as_none(
+    tmp_path: Path, read: str
+) -> None:
+    """A result of None is stored (as an encoded ``null``): no result at all is damage."""
+    path = tmp_path / "runs.db"
+    store = SqliteStore(path)
+    try:
+        assert await Chain(store=store).run(run_id="r1", tag="t", hops=3) == 6
+    finally:
+        store.close()
+    damaged(path, "UPDATE stepgraph_runs SET result = NULL WHERE run_id = 'r1'")
+    before = dump(path)
+    again = SqliteStore(path)
+    try:
+        with pytest.raises(CheckpointError, match=r"run 'r1' is corrupt: .* result is missing"):
+            await READS[read](again)
+    finally:
+        again.close()
+    assert dump(path) == before
