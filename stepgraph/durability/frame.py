@@ -24,8 +24,8 @@ Everything here is pure: no IO, no serialization (see ``serializer``).
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Hashable, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -272,13 +272,24 @@ def _expected(expected: tuple[Hashable, ...]) -> Any:
     return list(expected)
 
 
+def kind_name(message: object) -> str:
+    """A dropped message, as a warning names it: by its type's name."""
+    return type(message).__name__
+
+
 @dataclass(slots=True)
 class Restored:
     """What :func:`restore` gives: the state, and what it could not place."""
 
     state: RunState
     missing: list[str] = field(default_factory=list)  # nodes the graph no longer has
-    dropped: int = 0  # messages and invocations dropped with them
+    dropped: list[str] = field(default_factory=list)  # what was dropped with them: each
+    # message by its type's name, a request by its id, a state write by its key
+
+    def dropped_text(self, more: Iterable[str] = ()) -> str:
+        """What was dropped (and ``more``), counted by kind: ``"2 Carry, request 'r-1'"``."""
+        counts = Counter([*self.dropped, *more])
+        return ", ".join(f"{n} {what}" if n > 1 else what for what, n in counts.items())
 
 
 class _Missing(Exception):
@@ -360,10 +371,10 @@ def restore(
     state.asked = int(frame["asked"])
     state.merges_seen = int(frame["merges_seen"])
     state.merging = bool(frame["merging"])
-    dropped = 0
+    dropped: list[str] = []
     for name, (inbox, started) in frame["nodes"].items():
         if name not in index:
-            dropped += len(inbox)
+            dropped += (kind_name(obj(m)) for m, _ in inbox)
             continue
         slot = state.nodes[index[name]]
         slot.inbox = deque((message_for(index[name], m), int(g)) for m, g in inbox)
@@ -374,7 +385,7 @@ def restore(
         failure, backing_off, collected, released, wrote, received = row[7:]
         if name not in index:
             lost.add(int(inv_id))
-            dropped += 1
+            dropped.append(kind_name(obj(message)))
             continue
         inv = Invocation(
             int(inv_id),
@@ -407,11 +418,11 @@ def restore(
             if targets:
                 kept.append((obj(message), targets))
             else:
-                dropped += 1
+                dropped.append(kind_name(obj(message)))
         try:
             entry = ((node(sender), int(count)), int(generation), tuple(kept))
         except _Missing:
-            dropped += len(kept)
+            dropped += (kind_name(m) for m, _ in kept)
             continue
         if kept:
             state.outbox.append(entry)
@@ -420,7 +431,7 @@ def restore(
         try:
             state.stop = ((node(sender), int(count)), obj(message))
         except _Missing:
-            dropped += 1
+            dropped.append(kind_name(obj(message)))
         if state.stop is not None and not graph.is_stop(state.stop[1]):
             raise ValueError(f"the stop message is a {type(state.stop[1]).__name__}")
     for inv_id, types, requirements in frame["waiters"]:
@@ -444,7 +455,7 @@ def restore(
             )
         else:
             closed.add(str(rid))
-            dropped += 1
+            dropped.append(f"request {rid!r}")
     taken: bool | None = None  # whether an answer to a prompt has a step or a wait to go to
     for raw_id, asker in frame["input_askers"]:
         rid = _request_id(raw_id)
@@ -459,7 +470,7 @@ def restore(
             taken = _answer_taken(graph)
         if not taken:  # the prompt of a step dropped, and nobody else takes its answer
             del state.inputs[rid]
-            dropped += 1
+            dropped.append(f"prompt {rid!r}")
     for rid in closed:  # (counted with their request)
         state.inputs.pop(rid, None)
     state.timers = {str(k): float(v) for k, v in frame["timers"].items()}
@@ -469,12 +480,12 @@ def restore(
                 ((node(sender), int(count)), int(arrival), str(name), obj(value))
             )
         except _Missing:
-            dropped += 1
+            dropped.append(f"a write of {name!r}")
     for raw_key, (expected, held) in frame["collectors"]:
         try:
             state.collectors[key(raw_key)] = _collector(obj(expected), held, obj)
         except _Missing:
-            dropped += len(held)
+            dropped += ["a collected event"] * len(held)
     for group, (expected, held) in frame["fan_in_buffers"]:
         state.fan_in_buffers[int(group)] = _collector(obj(expected), held, obj)
     state.result = None if frame["result"] is None else obj(frame["result"])

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from ..core import EXTERNAL, Graph, RunState, Tick
 from ..core.ticks import Emission, EventsSent, ExternalEventReceived, StepCompleted
+from .frame import kind_name
 
 __all__ = ["Renumbering"]
 
@@ -44,8 +45,9 @@ class Renumbering:
         self.removed_accepts = frozenset(
             kind for name, (accepts, *_) in written.items() if name not in index for kind in accepts
         )
-        self.dropped = 0
-        """How many messages of the journal's it dropped (sent to steps removed since)."""
+        self.dropped: list[str] = []
+        """The messages of the journal it dropped (sent to steps removed since), each by
+        its type's name."""
         self.cut: set[int] = set()
         """The ``id`` of each journal entry it gave without a message it dropped: an end
         of the run there is this workflow's (a stall: a removed step had work to do), not
@@ -77,30 +79,31 @@ class Renumbering:
             if tick.target is not None:
                 target = self._position(tick.target)
                 if target is None:  # (the caller sent it to a step removed since)
-                    self.dropped += 1
+                    self.dropped.append(kind_name(tick.event))
                     return None
                 return tick if target == tick.target else dataclasses.replace(tick, target=target)
             routed = self._by_type(tick.event)
             if routed is _DROP:
-                self.dropped += 1
+                self.dropped.append(kind_name(tick.event))
                 return None
             if isinstance(routed, tuple) and len(routed) == 1:  # (an event the caller sent
                 return dataclasses.replace(tick, target=routed[0])  # names one step at most)
         return tick
 
-    def reroute(self, state: RunState) -> int:
+    def reroute(self, state: RunState) -> list[str]:
         """Keep the messages routed by type in ``state``'s outbox (restored for ``graph``:
-        to go at the next barrier) from the steps added since; how many it dropped."""
+        to go at the next barrier) from the steps added since; those it dropped, each by
+        its type's name."""
+        dropped: list[str] = []
         if not self.added or not state.outbox:
-            return 0
-        dropped = 0
+            return dropped
         outbox = []
         for order, generation, emitted in state.outbox:
             kept: list[Emission] = []
             for message, targets in emitted:
                 routed = targets if targets is not None else self._by_type(message)
                 if isinstance(routed, _Drop):
-                    dropped += 1
+                    dropped.append(kind_name(message))
                 else:
                     kept.append((message, routed))
             if kept:
@@ -117,7 +120,7 @@ class Renumbering:
             else:
                 routed = tuple(p for p in map(self._position, targets) if p is not None) or _DROP
             if isinstance(routed, _Drop):
-                self.dropped += 1
+                self.dropped.append(kind_name(message))
                 changed = True
             else:
                 changed = changed or routed != targets

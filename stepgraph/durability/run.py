@@ -96,6 +96,7 @@ from .checkpoints import (
     encode_frame,
     encode_value,
     read_frame,
+    read_header,
     restore_state,
 )
 from .frame import Restored, chunk_names, output_chunk, state_chunk
@@ -632,13 +633,18 @@ class DurableRun(Run):
             raise CheckpointError(f"run {run_id!r} has no checkpoint in {db!r}", run_id=run_id)
         cp = stored.info.id
         # most often the header is the run's own (None): the same steps and request prefix
-        header, frame, objects = read_frame(
-            stored.frame,
-            run_id=run_id,
-            checkpoint_id=cp,
-            expected=self._header_of(),
-            trusted=self._ser,
-        )
+        try:
+            header, frame, objects = read_frame(
+                stored.frame,
+                run_id=run_id,
+                checkpoint_id=cp,
+                expected=self._header_of(),
+                trusted=self._ser,
+            )
+        except CheckpointError as exc:  # its events' classes changed with its steps, say:
+            if strict:  # name the steps, as for a checkpoint that reads
+                self._check_steps(stored.frame, run_id, cp, exc)
+            raise
         if frame["superstep"] != stored.info.superstep:  # a row edited beside its content
             raise CheckpointError(
                 f"checkpoint {cp!r} of run {run_id!r} is corrupt: the store lists it at "
@@ -699,10 +705,10 @@ class DurableRun(Run):
             entries = _renumbered(entries, renumbering, run_id=run_id, checkpoint_id=cp)
             self._rebase = not fork  # (a fork writes its first checkpoint at once anyway)
         if removed or changed or added:
-            dropped = restored.dropped + (renumbering.dropped if renumbering else 0)
+            dropped = restored.dropped_text(renumbering.dropped if renumbering else ())
             warnings.warn(
                 _changed_message(run_id, cp, removed, changed, added, strict=False)
-                + (f"; {dropped} messages and invocations dropped" if dropped else ""),
+                + (f"; dropped with them: {dropped}" if dropped else ""),
                 stacklevel=2,
             )
         for tick in entries:  # what the caller sent must be what the workflow takes
@@ -746,6 +752,21 @@ class DurableRun(Run):
             self._header_bytes = None
         self._outputs_written = outputs  # (the journal's, the next checkpoint stores)
         return stored
+
+    def _check_steps(self, data: bytes, run_id: str, cp: str, error: CheckpointError) -> None:
+        """Raise the ``CheckpointError`` of a strict resume naming the steps changed since
+        checkpoint ``data``, whose frame could not be read (``error``), if any changed."""
+        try:
+            header = read_header(data, run_id=run_id, checkpoint_id=cp, trusted=self._ser)
+        except CheckpointError:
+            return
+        removed, changed, added = compare_steps(header.steps, self._headers.template.steps)
+        if removed or changed or added:
+            raise CheckpointError(
+                f"{_changed_message(run_id, cp, removed, changed, added)} (reading it: {error})",
+                run_id=run_id,
+                checkpoint_id=cp,
+            ) from error
 
     def _tell_started(self) -> None:
         """Observers hear that the run started (once)."""

@@ -100,7 +100,7 @@ def import_class(path: str) -> Any:
         for part in qualname.split("."):
             found = getattr(found, part)
     except (ImportError, AttributeError) as exc:
-        raise SerializationError(f"cannot import {path!r} to read a journal: {exc}") from exc
+        raise SerializationError(f"cannot import {path!r} to read it back: {exc}") from exc
     return found
 
 

@@ -110,7 +110,7 @@ class EventLog(RunObserver, TaskObserver):
         self._lock = threading.Lock()
         self._pending: list[bytes] = []
         self._size = 0
-        self._scheduled = False
+        self._scheduled: set[asyncio.AbstractEventLoop] = set()  # loops due to flush
         self._tasks: dict[tuple[int, int], dict[str, Any]] = {}  # a task's repeated fields
         self._flows: set[int] = set()  # the flows whose start (and capacity) is logged
 
@@ -128,27 +128,28 @@ class EventLog(RunObserver, TaskObserver):
             data = to_json(record, fallback=repr) + b"\n"  # compact JSON, several times faster
         except ValueError:  # a str JSON cannot hold (a lone surrogate: a file name, say)
             data = to_json(_writable(record), fallback=repr) + b"\n"
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         with self._lock:
             self._pending.append(data)
             self._size += len(data)
-            if self._scheduled:
-                if self._size < _BATCH_BYTES:
-                    return
-            else:
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:
-                    loop = None
-                if loop is not None:
-                    self._scheduled = True
-                    loop.call_soon(self.flush)
-                    return
+            if loop is not None and self._size < _BATCH_BYTES:
+                if loop not in self._scheduled:  # (each loop flushes at the end of its own
+                    self._scheduled.add(loop)  # iteration: one loop's records never wait
+                    loop.call_soon(self._flush_on, loop)  # for another, busy, loop's)
+                return
             self._write_pending()
 
     def flush(self) -> None:
         """Write the records not written yet."""
         with self._lock:
-            self._scheduled = False
+            self._write_pending()
+
+    def _flush_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._scheduled.discard(loop)
             self._write_pending()
 
     def _write_pending(self) -> None:

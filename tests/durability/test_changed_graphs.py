@@ -9,12 +9,13 @@ removed step's messages nowhere, in both modes, not to a step added since.
 from __future__ import annotations
 
 import asyncio
+import sys
 import warnings
 
 import pytest
 
 from stepgraph import Context, Event, StartEvent, StopEvent, Workflow, step
-from stepgraph.errors import WorkflowStalled
+from stepgraph.errors import CheckpointError, WorkflowStalled
 from stepgraph.testing import crash, settled
 
 from .conftest import StoreFactory
@@ -155,5 +156,58 @@ async def test_a_lenient_resume_gives_a_removed_steps_message_to_no_added_step(
         )
         with pytest.raises(WorkflowStalled):
             await resumed
-    assert any("'second'" in str(w.message) and "dropped" in str(w.message) for w in caught)
+    assert any(
+        "'second'" in str(w.message) and "dropped with them: Parcel" in str(w.message)
+        for w in caught
+    )
     assert (await stores().get_run(handler.run_id)).status == "failed"
+
+
+class Gone(Event):
+    """An event class a later version of the code no longer has."""
+
+    n: int
+
+
+class Before(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Gone:
+        return Gone(n=1)
+
+    @step
+    async def takes(self, ctx: Context, ev: Gone) -> StopEvent:
+        await _held("takes", ctx)
+        return StopEvent(result=ev.n)
+
+
+class Kept(Event):
+    n: int
+
+
+class After(Workflow):
+    """``Before`` (its runs are made with ``name="Before"``) once ``Gone`` became ``Kept``."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Kept:
+        return Kept(n=1)
+
+    @step
+    async def takes(self, ctx: Context, ev: Kept) -> StopEvent:
+        return StopEvent(result=ev.n)
+
+
+async def test_a_strict_resume_after_an_event_class_went_names_the_changed_steps(
+    stores: StoreFactory, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stored run holds a ``Gone`` its code can no longer import: the error names the
+    steps whose types changed, as for a checkpoint that reads."""
+    GATE[:] = [asyncio.Event()]
+    handler = Before(store=stores(), mode=mode).run()  # type: ignore[arg-type]
+    await _until_held(handler, "takes")
+    await crash(handler)
+    monkeypatch.delattr(sys.modules[__name__], "Gone")
+    with pytest.raises(
+        CheckpointError, match="changed the types accepted or returned by 'start', 'takes'"
+    ) as raised:
+        await After(store=stores(), name="Before", mode=mode).resume(handler.run_id)  # type: ignore[arg-type]
+    assert raised.value.run_id == handler.run_id

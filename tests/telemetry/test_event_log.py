@@ -444,6 +444,40 @@ async def test_an_async_run_logs_no_superstep_on_its_steps(tmp_path: Path) -> No
     assert started and all("superstep" not in r for r in started)
 
 
+def test_a_loop_writes_its_records_while_another_loop_sharing_the_log_is_busy(
+    tmp_path: Path,
+) -> None:
+    """One log, two event loops (threads): each loop writes its own iteration's records;
+    the records of one never wait for the other, busy, loop to end its iteration."""
+    log = EventLog(tmp_path / "events.jsonl")
+    busy, release = threading.Event(), threading.Event()
+
+    def record(kind: str) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "kind": kind, "time": 0.0, "monotonic": 0.0}
+
+    async def blocked() -> None:
+        log.write(record("from_a"))
+        busy.set()
+        release.wait(30)  # the loop is busy (a plain body holding it): no flush here
+
+    thread = threading.Thread(target=asyncio.run, args=(blocked(),))
+    thread.start()
+    try:
+        assert busy.wait(30)
+
+        async def other() -> list[str]:
+            log.write(record("from_b"))
+            await asyncio.sleep(0)  # the end of this iteration: its records go out
+            return [r["kind"] for r in read_events(log.path)]
+
+        assert "from_b" in asyncio.run(other())
+    finally:
+        release.set()
+        thread.join()
+    log.close()
+    assert sorted(r["kind"] for r in read_events(log.path)) == ["from_a", "from_b"]
+
+
 def test_processes_appending_to_one_log_never_interleave_lines(tmp_path: Path) -> None:
     log = tmp_path / "events.jsonl"
     writers = [
