@@ -27,7 +27,7 @@ from pydantic_core import to_json
 from ..core import TICK_TYPES, Graph, RunState, Tick
 from ..core.text import short_repr
 from ..errors import CheckpointError, SerializationError
-from .frame import FRAME_FIELDS, Restored, capture, restore
+from .frame import FRAME_FIELDS, Restored, capture, chunk_names, restore
 from .serializer import JSON, JsonSerializer, Serializer, unwrap, wrap
 
 __all__ = [
@@ -62,8 +62,13 @@ def fingerprint(graph: Graph, programs: Iterable[object]) -> dict[str, list[list
         returns: set[str] = {_path(t) for t in getattr(program, "returns", ())}
         for handler in getattr(program, "handlers", ()):
             returns.update(_path(t) for t in handler.output_types or ())
-        steps[node.name] = [sorted(_path(t) for t in node.accepts), sorted(returns)]
+        steps[node.name] = [step_types(node.accepts), sorted(returns)]
     return steps
+
+
+def step_types(types: Iterable[object]) -> list[str]:
+    """Types as a fingerprint lists them: by qualified name, sorted."""
+    return sorted(_path(t) for t in types)
 
 
 class Header(BaseModel):
@@ -278,7 +283,7 @@ def restore_state(
     chunks: Mapping[str, object],
     graph: Graph,
     *,
-    drop: bool,
+    drop: bool = False,
     run_id: str,
     checkpoint_id: str,
 ) -> Restored:
@@ -296,6 +301,26 @@ def restore_state(
             run_id=run_id,
             checkpoint_id=checkpoint_id,
         ) from exc
+
+
+def move_state(state: RunState, graph: Graph, *, run_id: str, checkpoint_id: str) -> Restored:
+    """``state`` (of another graph: the one that wrote it) on ``graph``, its steps matched
+    by name; what belongs to steps ``graph`` does not have is dropped.
+
+    Raises:
+        CheckpointError: the state does not fit ``graph`` (a message of a kept step that
+            it no longer takes).
+    """
+    frame, objects = capture(state)
+    return restore_state(
+        frame,
+        objects,
+        chunk_names(state),
+        graph,
+        drop=True,
+        run_id=run_id,
+        checkpoint_id=checkpoint_id,
+    )
 
 
 def encode_value(value: object, serializer: Serializer, where: str) -> bytes:

@@ -95,17 +95,19 @@ from .checkpoints import (
     encode_entry,
     encode_frame,
     encode_value,
+    move_state,
     read_frame,
     read_header,
     restore_state,
 )
 from .frame import Restored, chunk_names, output_chunk, state_chunk
-from .renumber import Renumbering
 from .serializer import Serializer, serializer_named
+from .written import written_graph
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Collection
+    from collections.abc import Awaitable, Callable
 
+    from ..core import Graph
     from ..runtime.launch import RunOptions
     from ..runtime.plan import RunPlan
     from ..runtime.scope import Scope
@@ -248,7 +250,6 @@ class DurableRun(Run):
         "_queue",
         "_rebase",
         "_releasing",
-        "_replay_ended",
         "_result_error",
         "_sent",
         "_sentinel",
@@ -303,7 +304,6 @@ class DurableRun(Run):
         self.forked_from: str | None = None  # a fork: the run it was forked from
         self._stream_out: list[bytes] = []  # stream events to store with the next commit
         self._rebase = False  # resumed by a workflow that numbers its steps otherwise
-        self._replay_ended: RunEnded | None = None  # the journal replayed ended it
         self._consumed: list[int] = []  # inbox messages the next commit delivers
         self._parking: asyncio.Future[None] | None = None  # park(): stop at the next barrier
         self._ending = False  # its end is recorded: nothing is fed or written after it
@@ -656,12 +656,11 @@ class DurableRun(Run):
         removed: list[str] = []
         changed: list[str] = []
         added: list[str] = []
-        renumbering: Renumbering | None = None
-        if header is not None:
-            removed, changed, added = compare_steps(header.steps, self._headers.template.steps)
-            renumbering = Renumbering(header.steps, self.graph)
-            if not renumbering.needed:
-                renumbering = None
+        steps = self._headers.template.steps
+        written: Graph | None = None  # the graph that wrote the run, if not this one
+        if header is not None and list(header.steps.items()) != list(steps.items()):
+            removed, changed, added = compare_steps(header.steps, steps)
+            written = written_graph(header.steps, self.graph)
         if strict and (removed or changed or added):
             raise CheckpointError(
                 _changed_message(run_id, cp, removed, changed, added),
@@ -674,16 +673,13 @@ class DurableRun(Run):
         }
 
         def fresh() -> Restored:
-            restored = restore_state(
-                frame, objects, chunks, self.graph, drop=not strict, run_id=run_id, checkpoint_id=cp
+            return restore_state(
+                frame, objects, chunks, written or self.graph, run_id=run_id, checkpoint_id=cp
             )
-            if renumbering is not None:  # what it sent, to go at the barrier: where it went
-                restored.dropped += renumbering.reroute(restored.state)
-            return restored
 
         restored = fresh()
         restored.state.undo_writes = True
-        if restored.missing and strict:  # its header said the steps had not changed
+        if restored.missing:  # its header said the steps had not changed
             raise CheckpointError(
                 f"checkpoint {cp!r} of run {run_id!r} is corrupt: its state names "
                 f"{', '.join(map(repr, restored.missing))}, which its header does not list",
@@ -701,16 +697,6 @@ class DurableRun(Run):
                 for e in stored.journal
             ]
         )
-        if renumbering is not None:  # numbered by the graph that wrote them: by this one
-            entries = _renumbered(entries, renumbering, run_id=run_id, checkpoint_id=cp)
-            self._rebase = not fork  # (a fork writes its first checkpoint at once anyway)
-        if removed or changed or added:
-            dropped = restored.dropped_text(renumbering.dropped if renumbering else ())
-            warnings.warn(
-                _changed_message(run_id, cp, removed, changed, added, strict=False)
-                + (f"; dropped with them: {dropped}" if dropped else ""),
-                stacklevel=2,
-            )
         for tick in entries:  # what the caller sent must be what the workflow takes
             if isinstance(tick, ExternalEventReceived):
                 try:
@@ -722,23 +708,18 @@ class DurableRun(Run):
                         checkpoint_id=cp,
                     ) from exc
         outputs = len(restored.state.outputs)  # (those the checkpoint has stored)
-        state = _replay(
-            restored.state,
-            entries,
-            fresh,
-            run_id=run_id,
-            checkpoint_id=cp,
-            lenient=not strict,
-            stands=renumbering.cut if renumbering is not None else (),
-        )
-        if state.status is not RunStatus.RUNNING:  # it ends here, as the resume goes on
-            failure = state.failure
-            self._replay_ended = RunEnded(
-                status=state.status,
-                result=state.result,
-                error=None if failure is None else failure.error,
-                failure=failure,
-            )
+        state = _replay(restored.state, entries, fresh, run_id=run_id, checkpoint_id=cp)
+        if written is not None:  # replayed as written: now on this workflow's steps
+            moved = move_state(state, self.graph, run_id=run_id, checkpoint_id=cp)
+            state = moved.state
+            self._rebase = not fork  # what it records next, this workflow numbers
+            if removed or changed or added:
+                dropped = moved.dropped_text()
+                warnings.warn(
+                    _changed_message(run_id, cp, removed, changed, added, strict=False)
+                    + (f"; dropped with them: {dropped}" if dropped else ""),
+                    stacklevel=2,
+                )
         for tick in entries:  # what the journal wrote, the next checkpoint stores
             if type(tick) is StateWritten or type(tick) is StateMerged:
                 self._touched(tick)
@@ -791,14 +772,6 @@ class DurableRun(Run):
                 self.stream.push(request)
 
     # -- the one path into the kernel -------------------------------------------------------------
-
-    def _applied(self, tick: Tick) -> list[Command]:
-        ended = self._replay_ended
-        if ended is not None and type(tick) is RunResumed:  # the replay ended it: it ends
-            self._replay_ended = None  # as it would have live (its end stored, as any)
-            tick.at = self._wall()
-            return [ended]
-        return super()._applied(tick)
 
     def feed(self, tick: Tick) -> list[Command]:
         """Apply ``tick``; carry out its commands once the store has what it records."""
@@ -1400,18 +1373,13 @@ def _replay(
     *,
     run_id: str,
     checkpoint_id: str,
-    lenient: bool = False,
-    stands: Collection[int] = (),
 ) -> RunState:
     """``state`` with the journal's ``entries`` applied, but those that ended the run.
 
     A run that was cancelled or failed goes on from where it was just before: the tick
     that ended it is not applied (``fresh`` gives the checkpoint's state again, to apply
     the others to). What follows such a tick is a later life of the run (resumed from
-    there), applied in turn. ``lenient`` (a resume with ``strict=False``): an entry of an
-    invocation the state does not have (of a step the workflow no longer has) is skipped.
-    ``stands``: the ``id`` of entries whose end of the run stands (the state returned has
-    ended there).
+    there), applied in turn.
 
     Raises:
         CheckpointError: the journal does not replay on the checkpoint (it is corrupt).
@@ -1422,12 +1390,8 @@ def _replay(
         while True:
             end = None
             for position in range(start, len(entries)):
-                if lenient and _dropped(state, entries[position]):
-                    continue
                 apply(state, entries[position])
                 if state.status is not RunStatus.RUNNING:
-                    if id(entries[position]) in stands:
-                        return state
                     end = position
                     break
             if end is None:
@@ -1436,8 +1400,7 @@ def _replay(
             state = fresh().state
             state.undo_writes = True
             for tick in kept:
-                if not (lenient and _dropped(state, tick)):
-                    apply(state, tick)
+                apply(state, tick)
             start = end + 1
     except Exception as exc:
         raise CheckpointError(
@@ -1446,40 +1409,6 @@ def _replay(
             run_id=run_id,
             checkpoint_id=checkpoint_id,
         ) from exc
-
-
-def _renumbered(
-    entries: list[Tick], renumbering: Renumbering, *, run_id: str, checkpoint_id: str
-) -> list[Tick]:
-    """The journal ``entries`` as the resuming workflow numbers its steps (those that
-    went to removed steps only left out).
-
-    Raises:
-        CheckpointError: an entry names a step the graph that wrote it did not have.
-    """
-    try:
-        ticks = [renumbering.tick(tick) for tick in entries]
-    except ValueError as exc:
-        raise CheckpointError(
-            f"the journal of run {run_id!r} after checkpoint {checkpoint_id!r} is corrupt: {exc}",
-            run_id=run_id,
-            checkpoint_id=checkpoint_id,
-        ) from exc
-    return [tick for tick in ticks if tick is not None]
-
-
-def _dropped(state: RunState, tick: Tick) -> bool:
-    """Whether a lenient resume skips journal entry ``tick``: it names an invocation
-    ``state`` does not have in flight (of a step the workflow no longer has), or it is the
-    caller's answer to an input request ``state`` does not have (a removed step's, which
-    the restore dropped: the answer would go to another step's wait)."""
-    invocation = getattr(tick, "invocation", None)
-    if type(invocation) is int:
-        return invocation not in state.invocations
-    if type(tick) is ExternalEventReceived and state.graph.is_answer(tick.event):
-        request_id = getattr(tick.event, "request_id", None)
-        return request_id is not None and request_id not in state.inputs
-    return False
 
 
 def _paused(state: Any) -> bool:

@@ -72,8 +72,10 @@ class WorkflowHandler:
         return self._run.status
 
     def done(self) -> bool:
-        """Whether the run has ended."""
-        return self._run.outcome.done()
+        """Whether the run has ended (an await of it that was cancelled has not ended it
+        yet: it cancels the run, which ends once its cancel is carried out)."""
+        outcome = self._run.outcome
+        return outcome.done() and not outcome.cancelled()
 
     def result(self) -> Any:
         """The result of an ended run (raises its error); like ``asyncio.Future.result``."""
@@ -133,6 +135,8 @@ class WorkflowHandler:
 
         Returns once the run has ended: a durable run's status is stored (``cancelled``)
         and its lease given up, so a ``resume`` made next goes on from its last checkpoint.
+        A run a worker carries out (a handler from ``attach``): once the cancel is stored
+        for its worker, which ends the run when it reads it (await the handler for that).
         """
         run = self._run
         if run.running:

@@ -357,8 +357,10 @@ class Run:
 
     async def stopped(self) -> None:
         """Wait until the run has ended (whatever its outcome) and let go of what it held."""
-        while not self.outcome.done():  # (an awaiter cancelled replaces the future)
-            await asyncio.wait((self.outcome,))
+        while not self.done:
+            if self.outcome.cancelled():  # (an await of it was cancelled: the run's end
+                self.outcome = self.loop.create_future()  # resolves a new one, as ``_end``
+            await asyncio.wait((self.outcome,))  # would make)
 
     def events(self, *, lifecycle: bool) -> AsyncIterator[Any]:
         if lifecycle and not self._lifecycle:

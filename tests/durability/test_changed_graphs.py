@@ -14,7 +14,16 @@ import warnings
 
 import pytest
 
-from stepgraph import Context, Event, StartEvent, StopEvent, Workflow, step
+from stepgraph import (
+    Context,
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    step,
+)
 from stepgraph.errors import CheckpointError, WorkflowStalled
 from stepgraph.testing import crash, settled
 
@@ -211,3 +220,109 @@ async def test_a_strict_resume_after_an_event_class_went_names_the_changed_steps
     ) as raised:
         await After(store=stores(), name="Before", mode=mode).resume(handler.run_id)  # type: ignore[arg-type]
     assert raised.value.run_id == handler.run_id
+
+
+class Relaying(Workflow):
+    """``start`` sends a parcel to ``relay`` by name; ``relay`` hands it on to ``end``."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> None:
+        ctx.send_event(Parcel(to="relay"), step="relay")
+
+    @step
+    async def relay(self, ctx: Context, ev: Parcel) -> Holding:
+        return Holding(step="end")
+
+    @step
+    async def end(self, ctx: Context, ev: Holding) -> StopEvent:
+        await _held("end", ctx)
+        return StopEvent(result="end")
+
+
+class Unrelayed(Workflow):
+    """``Relaying`` without ``relay`` (its runs are made with ``name="Relaying"``)."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Holding:
+        return Holding(step="end")
+
+    @step
+    async def end(self, ctx: Context, ev: Holding) -> StopEvent:
+        await _held("end", ctx)
+        return StopEvent(result="end")
+
+
+async def test_a_lenient_resume_replays_what_a_removed_step_did_before_it_drops_it(
+    stores: StoreFactory, mode: str
+) -> None:
+    """``relay`` ran and handed on before the crash: the journal (async mode) records it.
+    Resumed without ``relay``, the run goes on as it was (``end`` runs again, as it was
+    in flight), not as if what ``relay`` did had not happened."""
+    GATE[:] = [asyncio.Event()]
+    handler = Relaying(store=stores(), mode=mode).run()  # type: ignore[arg-type]
+    await _until_held(handler, "end")
+    await crash(handler)
+    GATE[0].set()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = Unrelayed(store=stores(), name="Relaying", mode=mode).resume(  # type: ignore[arg-type]
+            handler.run_id, strict=False
+        )
+        assert await resumed == "end"
+    assert any("'relay'" in str(w.message) for w in caught)
+
+
+class Asked(Workflow):
+    """``start`` asks and waits for the answer (held after it); ``later`` takes answers."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="name?", request_id="name"))
+        answer = await ctx.wait_for_event(HumanResponseEvent)
+        await _held("start", ctx)
+        return StopEvent(result=f"start got {answer.response}")
+
+    @step
+    async def later(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent(result="later")
+
+
+class AskedMore(Workflow):
+    """``Asked`` (runs made with ``name="Asked"``) with ``more``, which takes answers too."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="name?", request_id="name"))
+        answer = await ctx.wait_for_event(HumanResponseEvent)
+        await _held("start", ctx)
+        return StopEvent(result=f"start got {answer.response}")
+
+    @step
+    async def later(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent(result="later")
+
+    @step
+    async def more(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent(result="more")
+
+
+async def test_a_lenient_resume_keeps_an_answer_where_it_went(
+    stores: StoreFactory, mode: str
+) -> None:
+    """The answer went to the wait of the step that asked: resumed by a workflow with a
+    step added that takes answers, it still goes there, to no other step."""
+    GATE[:] = [asyncio.Event()]
+    handler = Asked(store=stores(), mode=mode).run()  # type: ignore[arg-type]
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            handler.send_event(HumanResponseEvent(response="ada", request_id="name"))
+        elif isinstance(event, Holding):
+            break
+    await crash(handler)
+    GATE[0].set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        resumed = AskedMore(store=stores(), name="Asked", mode=mode).resume(  # type: ignore[arg-type]
+            handler.run_id, strict=False
+        )
+        assert await resumed == "start got ada"

@@ -264,6 +264,27 @@ async def test_a_resume_made_as_soon_as_cancel_returns_goes_on_from_the_last_che
 
 
 @modes
+async def test_a_cancel_after_an_await_of_the_run_timed_out_returns_once_the_run_ended(
+    stores: StoreFactory, mode: str
+) -> None:
+    """An await of the handler that timed out (``asyncio.wait_for``) cancelled the future
+    the run's end resolves: ``cancel()`` still returns only once the run has ended."""
+    tag = new_tag()
+    gate(tag)
+    handler = Chain(store=stores(), mode=mode).run(tag=tag, hops=5, stop_at=2)
+    async for event in handler.stream_events():
+        if isinstance(event, Reached) and event.n == 2:
+            break
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(handler, 0.01)
+    await handler.cancel()
+    assert handler.done()
+    assert (await stores().get_run(handler.run_id)).status == "cancelled"  # type: ignore[union-attr]
+    gate(tag).set()
+    assert await Chain(store=stores(), mode=mode).resume(handler.run_id) == 15
+
+
+@modes
 async def test_when_an_await_of_the_run_returns_or_raises_its_final_status_is_stored(
     stores: StoreFactory, mode: str
 ) -> None:

@@ -1,0 +1,92 @@
+"""The graph that wrote a run, rebuilt from its checkpoint, to replay its journal on.
+
+The kernel names steps by their position in the graph (the targets of a message sent to a
+step, the step the caller sent an event to) and numbers invocations as messages start
+them; the journal keeps its ticks as the kernel made them. So the journal replays
+faithfully only on the graph that wrote it: the same steps, in the same order, taking the
+same types. A workflow whose steps were reordered, added, removed or changed since the
+checkpoint replays it on :func:`written_graph` (the checkpoint's steps, in its order,
+each taking what the checkpoint's fingerprint says it took), and only then moves the
+state it reached to its own graph, by step name (``durability/frame.py``), dropping what
+belonged to removed steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..core import FanIn, Graph, Node
+from .checkpoints import step_types
+
+__all__ = ["written_graph"]
+
+
+class _ByName(type):
+    """A type that stands for the classes of a fingerprint, known by qualified name only:
+    a class is a subclass when a class of its MRO has one of ``names``."""
+
+    names: frozenset[str]
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return cls.__subclasscheck__(type(instance))
+
+    def __subclasscheck__(cls, subclass: Any) -> bool:
+        names = cls.names
+        return any(
+            getattr(k, "__qualname__", None) in names for k in getattr(subclass, "__mro__", ())
+        )
+
+
+def _taking(names: Sequence[str]) -> tuple[type, ...]:
+    if not names:
+        return ()
+    return (_ByName("accepted", (), {"names": frozenset(names)}),)
+
+
+def written_graph(written: Mapping[str, Sequence[Sequence[str]]], graph: Graph) -> Graph:
+    """The graph a run was written by, from its checkpoint's fingerprint (``written``:
+    each step by name, in graph order, with the types it accepted), for a run of ``graph``.
+
+    A step ``graph`` has unchanged is itself; another (removed, or its types changed) takes
+    the types the fingerprint names, by qualified name, and one message at a time (the
+    default: the fingerprint does not keep ``num_workers``). What is the graph's, not its
+    steps' (stop, request and output types, entry steps, fan-ins between kept steps), is
+    ``graph``'s.
+    """
+    current = {node.name: node for node in graph.nodes}
+    nodes = []
+    for position, (name, (accepts, *_)) in enumerate(written.items()):
+        node = current.get(name)
+        if node is not None and step_types(node.accepts) == sorted(accepts):
+            nodes.append(
+                Node(name=name, index=position, accepts=node.accepts, num_workers=node.num_workers)
+            )
+        else:
+            nodes.append(Node(name=name, index=position, accepts=_taking(accepts)))
+    index = {node.name: node.index for node in nodes}
+    names = [node.name for node in graph.nodes]
+
+    def moved(positions: Sequence[int]) -> tuple[int, ...] | None:
+        found = tuple(index.get(names[p], -1) for p in positions)
+        return None if -1 in found else found
+
+    entry = None if graph.entry is None else (moved(graph.entry) or ())
+    fan_ins = []
+    for fan_in in graph.fan_ins:
+        ends = moved((fan_in.target, *fan_in.sources))
+        if ends is not None:
+            fan_ins.append(FanIn(target=ends[0], sources=ends[1:], label=fan_in.label))
+    return Graph(
+        name=graph.name,
+        nodes=tuple(nodes),
+        stop_types=graph.stop_types,
+        input_request_types=graph.input_request_types,
+        held_types=graph.held_types,
+        answer_types=graph.answer_types,
+        finish_when_idle=graph.finish_when_idle,
+        entry=entry,
+        node_kind=graph.node_kind,
+        output_types=graph.output_types,
+        fan_ins=tuple(fan_ins),
+    )
