@@ -287,19 +287,8 @@ class Asked(Workflow):
         return StopEvent(result="later")
 
 
-class AskedMore(Workflow):
+class AskedMore(Asked):
     """``Asked`` (runs made with ``name="Asked"``) with ``more``, which takes answers too."""
-
-    @step
-    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
-        ctx.write_event_to_stream(InputRequiredEvent(prefix="name?", request_id="name"))
-        answer = await ctx.wait_for_event(HumanResponseEvent)
-        await _held("start", ctx)
-        return StopEvent(result=f"start got {answer.response}")
-
-    @step
-    async def later(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
-        return StopEvent(result="later")
 
     @step
     async def more(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
