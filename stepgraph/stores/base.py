@@ -31,9 +31,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
+
+from ..core.text import short_repr
 
 __all__ = [
     "ANOTHER_WRITER",
@@ -79,23 +81,43 @@ def read_status(value: object, run_id: str, seq: int | None = None) -> StoredSta
     checkpoint ``seq``.
 
     Raises:
-        CheckpointError: a checkpoint's status that is none of them (a damaged row).
-        StoreError: a run record's.
+        CheckpointError: a status that is none of them (a damaged row).
     """
     try:
         return StoredStatus(value if isinstance(value, str) else repr(value))
     except ValueError:
-        from ..errors import StoreError
-
         wrong = f"its status is {value!r}, not one of {', '.join(s.value for s in StoredStatus)}"
-        if seq is None:
-            raise StoreError(f"the record of run {run_id!r} is corrupt: {wrong}") from None
         raise _corrupt(run_id, seq, wrong) from None
 
 
-def read_blob(value: object, what: str, run_id: str, seq: int) -> bytes:
+def read_time(value: object, what: str, run_id: str, seq: int | None = None) -> datetime:
+    """A time read from a store's row as Unix seconds (``what``: its column, to name).
+
+    Raises:
+        CheckpointError: the row holds something else (a damaged row).
+    """
+    if type(value) is float or type(value) is int:
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (ValueError, OverflowError, OSError):
+            pass
+    raise _corrupt(run_id, seq, f"its {what} is {short_repr(value, 60)}, not a time")
+
+
+def read_count(value: object, what: str, run_id: str, seq: int | None = None) -> int:
+    """A number from 0 up read from a store's row (``what``: its column, to name).
+
+    Raises:
+        CheckpointError: the row holds something else (a damaged row).
+    """
+    if type(value) is int and value >= 0:
+        return value
+    raise _corrupt(run_id, seq, f"its {what} is {short_repr(value, 60)}, not a number from 0 up")
+
+
+def read_blob(value: object, what: str, run_id: str, seq: int | None = None) -> bytes:
     """The bytes of ``what`` (a frame, a chunk, a journal entry) of checkpoint ``seq`` of
-    run ``run_id``, read from a store's row.
+    run ``run_id`` (None: of its record, a result), read from a store's row.
 
     Raises:
         CheckpointError: the row holds something else (a damaged row).
@@ -105,9 +127,27 @@ def read_blob(value: object, what: str, run_id: str, seq: int) -> bytes:
     raise _corrupt(run_id, seq, f"its {what} is a {type(value).__name__}, not bytes")
 
 
-def _corrupt(run_id: str, seq: int, wrong: str) -> Exception:
+def check_journal(run_id: str, seq: int, count: int, last: object) -> None:
+    """Check that the ``count`` journal entries after checkpoint ``seq`` of run ``run_id``
+    are at positions 0 to ``count - 1`` (``last``: the highest position found; positions
+    are unique).
+
+    Raises:
+        CheckpointError: an entry is missing (a damaged journal).
+    """
+    if count and last != count - 1:
+        raise _corrupt(
+            run_id, seq, f"its journal has {count} entries, up to position {last}: one is missing"
+        )
+
+
+def _corrupt(run_id: str, seq: int | None, wrong: str) -> Exception:
+    """The error of a damaged row: of checkpoint ``seq`` of run ``run_id``, or (None) of
+    the run's record."""
     from ..errors import CheckpointError
 
+    if seq is None:
+        return CheckpointError(f"the record of run {run_id!r} is corrupt: {wrong}", run_id=run_id)
     cp = checkpoint_id(run_id, seq)
     return CheckpointError(
         f"checkpoint {cp!r} of run {run_id!r} is corrupt: {wrong}", run_id=run_id, checkpoint_id=cp

@@ -52,8 +52,10 @@ from .base import (
     RunRecord,
     StoredCheckpoint,
     StoredStatus,
+    check_journal,
     checkpoint_id,
     checkpoint_seq,
+    read_count,
     read_status,
 )
 from .pg_common import TABLES_KEY, binary_params, psycopg_error, run_key
@@ -266,7 +268,7 @@ checkpoint AS (
 # Checkpoints (the rows of {c}) with every chunk as of each and the journal after it.
 _CHECKPOINTS = """
 SELECT c.seq, c.superstep, c.created_at, c.status, r.parent_run_id, c.frame,
-    ch.names, ch.datas, j.entries, c.run_id
+    ch.names, ch.datas, j.entries, c.run_id, j.last
 FROM {c} AS c JOIN {p}stepgraph_runs AS r USING (run_id)
 LEFT JOIN LATERAL (
     SELECT array_agg(x.name) AS names, array_agg(x.data) AS datas FROM (
@@ -275,7 +277,7 @@ LEFT JOIN LATERAL (
     ) AS x WHERE x.data IS NOT NULL
 ) AS ch ON true
 LEFT JOIN LATERAL (
-    SELECT array_agg(entry ORDER BY pos) AS entries FROM {p}stepgraph_journal
+    SELECT array_agg(entry ORDER BY pos) AS entries, max(pos) AS last FROM {p}stepgraph_journal
     WHERE run_id = c.run_id AND after_seq = c.seq
 ) AS j ON true
 """
@@ -331,7 +333,7 @@ def _info(run_id: str, row: tuple[Any, ...]) -> CheckpointInfo:
     return CheckpointInfo(
         id=checkpoint_id(run_id, seq),
         run_id=run_id,
-        superstep=superstep,
+        superstep=read_count(superstep, "superstep", run_id, seq),
         created_at=_utc(created),
         status=read_status(status, run_id, seq),
         parent_run_id=parent,
@@ -341,12 +343,14 @@ def _info(run_id: str, row: tuple[Any, ...]) -> CheckpointInfo:
 
 def _stored(run_id: str, row: tuple[Any, ...]) -> StoredCheckpoint:
     """A checkpoint from a row of ``_CHECKPOINTS``."""
-    names, datas, entries = row[6], row[7], row[8]
+    names, datas, entries = row[6], row[7], row[8] or ()
+    info = _info(run_id, row[:5])
+    check_journal(run_id, info.seq, len(entries), row[10])
     return StoredCheckpoint(
-        info=_info(run_id, row[:5]),
+        info=info,
         frame=bytes(row[5]),
         values={name: bytes(data) for name, data in zip(names or (), datas or (), strict=True)},
-        journal=tuple(bytes(entry) for entry in entries or ()),
+        journal=tuple(bytes(entry) for entry in entries),
     )
 
 

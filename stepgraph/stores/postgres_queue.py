@@ -151,7 +151,7 @@ first AS (
 SELECT {claimed}, CASE WHEN claimed.run_id = ANY(%(held)s::text[]) THEN NULL
         ELSE pg_try_advisory_lock({key}) END,
     first.seq, first.superstep, first.created_at, first.status, claimed.parent_run_id,
-    first.frame, first.names, first.datas, NULL::bytea[]
+    first.frame, first.names, first.datas, NULL::bytea[], NULL::text, NULL::bigint
 FROM freed LEFT JOIN claimed ON true LEFT JOIN first ON first.run_id = claimed.run_id
 """
 

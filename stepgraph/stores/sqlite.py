@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,13 @@ from .base import (
     RunRecord,
     StoredCheckpoint,
     StoredStatus,
+    check_journal,
     checkpoint_id,
     checkpoint_seq,
     read_blob,
+    read_count,
     read_status,
+    read_time,
 )
 from .queue import Wakeups
 from .results import StoreResults
@@ -206,10 +208,6 @@ def _statements(batch: Commit, number: int, now: float) -> list[_Statement]:
     if batch.status == StoredStatus.COMPLETED:  # what is left, nothing will read
         out.append(("DELETE FROM stepgraph_inbox WHERE run_id = ?", [(run_id,)]))
     return out
-
-
-def _time(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _alive(pid: int) -> bool:
@@ -501,15 +499,16 @@ class SqliteStore(QueueMixin, StoreResults):
     @staticmethod
     def _record(row: tuple[Any, ...]) -> RunRecord:
         run_id, workflow, status, created, updated, parent, parent_cp, result, queue, worker = row
+        run_id = str(run_id)
         return RunRecord(
-            run_id=str(run_id),
+            run_id=run_id,
             workflow=str(workflow),
-            status=read_status(status, str(run_id)),
-            created_at=_time(float(created)),
-            updated_at=_time(float(updated)),
+            status=read_status(status, run_id),
+            created_at=read_time(created, "created_at", run_id),
+            updated_at=read_time(updated, "updated_at", run_id),
             parent_run_id=None if parent is None else str(parent),
             parent_checkpoint_id=None if parent_cp is None else str(parent_cp),
-            result=None if result is None else bytes(result),
+            result=None if result is None else read_blob(result, "result", run_id),
             queue=None if queue is None else str(queue),
             worker=None if worker is None else str(worker),
         )
@@ -553,12 +552,13 @@ class SqliteStore(QueueMixin, StoreResults):
     @staticmethod
     def _info(run_id: str, parent: str | None, row: tuple[Any, ...]) -> CheckpointInfo:
         seq, superstep, created, status = row
+        seq = int(seq)  # (from the key: an integer)
         return CheckpointInfo(
-            id=checkpoint_id(run_id, int(seq)),
+            id=checkpoint_id(run_id, seq),
             run_id=run_id,
-            superstep=int(superstep),
-            created_at=_time(float(created)),
-            status=read_status(status, run_id, int(seq)),
+            superstep=read_count(superstep, "superstep", run_id, seq),
+            created_at=read_time(created, "created_at", run_id, seq),
+            status=read_status(status, run_id, seq),
             parent_run_id=parent,
             seq=int(seq),
         )
@@ -597,10 +597,12 @@ class SqliteStore(QueueMixin, StoreResults):
                 (run_id, seq),
             ).fetchall()
             journal = cursor.execute(
-                "SELECT entry FROM stepgraph_journal WHERE run_id = ? AND after_seq = ? "
+                "SELECT pos, entry FROM stepgraph_journal WHERE run_id = ? AND after_seq = ? "
                 "ORDER BY pos",
                 (run_id, seq),
             ).fetchall()
+        if journal:
+            check_journal(run_id, seq, len(journal), journal[-1][0])
         info = self._info(run_id, parent[0], row[:4])
         return StoredCheckpoint(
             info=info,
@@ -610,7 +612,7 @@ class SqliteStore(QueueMixin, StoreResults):
                 for name, data in chunks
                 if data is not None
             },
-            journal=tuple(read_blob(entry, "journal", run_id, seq) for (entry,) in journal),
+            journal=tuple(read_blob(entry, "journal", run_id, seq) for _, entry in journal),
         )
 
     # -- leases ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ and the checkpoint, and refusing it changes nothing stored (a real SQLite file).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,8 +13,10 @@ from typing import Any
 import pytest
 
 from stepgraph.errors import CheckpointError
-from stepgraph.stores import SqliteStore
-from tests.durability.flows import Chain
+from stepgraph.stores import PostgresStore, SqliteStore
+from stepgraph.testing import crash
+from tests.durability.flows import Chain, Reached, gate
+from tests.pg import PG_DSN, pg_schema, require_pg
 
 
 def dump(path: Path) -> list[str]:
@@ -36,6 +39,16 @@ CASES: dict[str, tuple[str, Callable[[SqliteStore], Awaitable[Any]], str]] = {
         "UPDATE stepgraph_checkpoints SET frame = 'x' WHERE seq = 3",
         lambda store: Chain(store=store).resume("r1", checkpoint_id="r1:3"),
         "checkpoint 'r1:3' of run 'r1' is corrupt: its frame is a str, not bytes",
+    ),
+    "superstep as text": (
+        "UPDATE stepgraph_checkpoints SET superstep = 'two' WHERE seq = 2",
+        lambda store: store.list_checkpoints("r1"),
+        "checkpoint 'r1:2' of run 'r1' is corrupt: its superstep is 'two', not a number",
+    ),
+    "created_at as text": (
+        "UPDATE stepgraph_checkpoints SET created_at = 'yesterday' WHERE seq = 2",
+        lambda store: Chain(store=store).resume("r1", checkpoint_id="r1:2"),
+        "checkpoint 'r1:2' of run 'r1' is corrupt: its created_at is 'yesterday', not a time",
     ),
     "superstep": (
         "UPDATE stepgraph_checkpoints SET superstep = 99 WHERE seq = 1",
@@ -95,3 +108,114 @@ async def test_a_completed_run_whose_result_is_missing_is_refused_not_read_as_no
     finally:
         again.close()
     assert dump(path) == before
+
+
+JOURNAL_GAP = (
+    r"checkpoint 'r1:0' of run 'r1' is corrupt: its journal has \d+ entries, up to "
+    r"position \d+: one is missing"
+)
+
+RECORD_CASES: dict[str, tuple[str, Callable[[SqliteStore], Awaitable[Any]], str]] = {
+    "created_at as text": (
+        "UPDATE stepgraph_runs SET created_at = 'yesterday'",
+        lambda store: store.list_runs(),
+        "the record of run 'r1' is corrupt: its created_at is 'yesterday', not a time",
+    ),
+    "updated_at as text": (
+        "UPDATE stepgraph_runs SET updated_at = 'now'",
+        lambda store: store.get_run("r1"),
+        "the record of run 'r1' is corrupt: its updated_at is 'now', not a time",
+    ),
+    "result as text": (
+        "UPDATE stepgraph_runs SET result = 'six'",
+        lambda store: Chain(store=store).run(run_id="r1", tag="t", hops=3),
+        "the record of run 'r1' is corrupt: its result is a str, not bytes",
+    ),
+    "status": (
+        "UPDATE stepgraph_runs SET status = 'bogus'",
+        lambda store: store.get_run("r1"),
+        "the record of run 'r1' is corrupt: its status is 'bogus'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(RECORD_CASES))
+async def test_a_damaged_run_record_is_refused_naming_the_run_and_nothing_changes(
+    tmp_path: Path, case: str
+) -> None:
+    path = tmp_path / "runs.db"
+    store = SqliteStore(path)
+    try:
+        assert await Chain(store=store).run(run_id="r1", tag="t", hops=3) == 6
+    finally:
+        store.close()
+    sql, read, message = RECORD_CASES[case]
+    damaged(path, sql)
+    before = dump(path)
+    again = SqliteStore(path)
+    try:
+        with pytest.raises(CheckpointError, match=re.escape(message)) as raised:
+            await read(again)
+    finally:
+        again.close()
+    assert raised.value.run_id == "r1"
+    assert dump(path) == before
+
+
+async def test_a_journal_missing_an_entry_is_refused_as_corrupt_not_as_another_writer(
+    tmp_path: Path,
+) -> None:
+    """An async run's journal after its checkpoint lost an entry in the middle: resuming
+    it is refused naming the checkpoint (not taken for another coordinator's writes)."""
+    path = tmp_path / "runs.db"
+    store = SqliteStore(path)
+    try:
+        tag = f"journal-gap-{tmp_path.name}"
+        gate(tag)
+        handler = Chain(store=store, mode="async").run(run_id="r1", tag=tag, hops=5, stop_at=3)
+        async for event in handler.stream_events():
+            if isinstance(event, Reached) and event.n == 3:
+                break
+        await crash(handler)
+    finally:
+        store.close()
+    damaged(path, "DELETE FROM stepgraph_journal WHERE run_id = 'r1' AND pos = 1")
+    before = dump(path)
+    again = SqliteStore(path)
+    try:
+        with pytest.raises(
+            CheckpointError,
+            match=JOURNAL_GAP,
+        ):
+            await Chain(store=again, mode="async").resume("r1")
+    finally:
+        again.close()
+    assert dump(path) == before
+
+
+async def test_a_journal_missing_an_entry_is_refused_as_corrupt_on_postgresql() -> None:
+    require_pg()
+    import psycopg
+
+    with pg_schema() as schema:
+        store = PostgresStore(PG_DSN, schema=schema)
+        try:
+            tag = f"journal-gap-pg-{schema}"
+            gate(tag)
+            handler = Chain(store=store, mode="async").run(run_id="r1", tag=tag, hops=5, stop_at=3)
+            async for event in handler.stream_events():
+                if isinstance(event, Reached) and event.n == 3:
+                    break
+            await crash(handler)
+            async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
+                await conn.execute(
+                    f'DELETE FROM "{schema}".stepgraph_journal WHERE run_id = %s AND pos = 1',
+                    ("r1",),
+                )
+            with pytest.raises(
+                CheckpointError,
+                match=JOURNAL_GAP,
+            ):
+                await Chain(store=store, mode="async").resume("r1")
+        finally:
+            await store.aclose()
