@@ -24,6 +24,9 @@ Its rules:
 - At the end of each ``asyncio.run`` the kit closes the stores it used with
   :meth:`StoreConformance.close_store` (``await store.aclose()``, else ``store.close()``,
   when the store has one), so that no connection outlives its event loop.
+- A lease is checked across processes too: a child process (forked) takes it through
+  ``make_other_store`` and is killed with SIGKILL. Set ``across_processes = False`` for a
+  store kept in one process's memory.
 - ``commit`` may return None or an awaitable: the kit awaits it when it is awaitable.
 - The kit numbers what it writes as a run's one writer does: checkpoint ``seq`` 0, 1, 2,
   ... and, after each checkpoint (``journal_after``, -1 before the first), journal
@@ -37,9 +40,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import multiprocessing
+import time
 import unittest
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from ..errors import RunLockedError, StoreError
 from ..stores.base import (
@@ -109,6 +115,18 @@ async def commit(store: Store, batch: Commit) -> None:
     done = store.commit(batch)
     if done is not None and inspect.isawaitable(done):
         await done
+
+
+def _hold_lease(kit: StoreConformance, first: Store, pipe: Any) -> None:
+    """In a child process: take the lease of run ``r`` through a store of its own, say
+    so, and hold it until the process is killed."""
+
+    async def hold() -> None:
+        store = kit.make_other_store(first)
+        pipe.send(await store.acquire("r", "a"))
+        await asyncio.Event().wait()
+
+    asyncio.run(hold())
 
 
 def _expect(what: str, actual: object, expected: object) -> None:
@@ -1049,6 +1067,61 @@ class StoreConformance:
             await store.release("r2", "b")
 
         self.run_scenario(scenario, self.make_store())
+
+    # -- leases across processes ---------------------------------------------------------------
+
+    across_processes = True
+    """Whether processes share the store's data (a file, a server): the leases are then
+    checked across processes too. Set it to False for a store kept in one process's
+    memory."""
+
+    lease_gone_within = 10.0
+    """Seconds a killed process's lease may take to go (a server noticing the session
+    ended, say)."""
+
+    def test_a_lease_held_by_another_process_is_refused_and_goes_when_it_is_killed(
+        self,
+    ) -> None:
+        """What resuming after a crash stands on: a live process's lease keeps every
+        other process out, and a process killed with SIGKILL leaves no lease behind."""
+        if not self.across_processes:
+            raise unittest.SkipTest(f"{type(self).__name__}: across_processes is False")
+        first = self.make_store()
+        self.make_other_store(first)  # (skipped here unless there is one)
+
+        async def create(store: Store) -> None:
+            await store.create_run(record("r"))
+
+        self.run_scenario(create, first)
+        context = multiprocessing.get_context("fork")  # (the child makes its own store)
+        ours, theirs = context.Pipe()
+        child = context.Process(target=_hold_lease, args=(self, first, theirs), daemon=True)
+        child.start()
+        try:
+            _expect("the child took the lease", ours.poll(30) and ours.recv(), True)
+
+            async def refused(store: Store) -> None:
+                _expect("acquire while its holder lives", await store.acquire("r", "b"), False)
+
+            self.run_scenario(refused, self.make_other_store(first))
+        finally:
+            child.kill()
+            child.join(30)
+        deadline = time.monotonic() + self.lease_gone_within
+
+        async def taken(store: Store) -> None:
+            pause = 0.01
+            while not await store.acquire("r", "b"):
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"the lease of a process killed with SIGKILL was still held "
+                        f"{self.lease_gone_within} s later"
+                    )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.5)
+            await store.release("r", "b")
+
+        self.run_scenario(taken, self.make_other_store(first))
 
     # -- event loops and store objects ----------------------------------------------------------
 

@@ -25,6 +25,8 @@ from tests.pg import PG_DSN, pg_schema, require_pg
 
 
 class TestMemoryStore(QueueConformance):
+    across_processes = False  # (its data is in one process's memory)
+
     def make_store(self) -> Store:
         return MemoryStore()
 
