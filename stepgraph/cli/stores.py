@@ -1,4 +1,5 @@
-"""Store URLs: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``postgresql://...``."""
+"""Store URLs: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``postgresql://...``,
+and ``python:MODULE:ATTR`` for a store of another kind (a store object, or what makes one)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import inspect
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from ..errors import StepgraphError
-from ..stores.base import Store
+from ..stores.base import STORE_METHODS, Store
 from ..stores.postgres import PostgresStore
 from ..stores.sqlite import SqliteStore
 from .common import fail
@@ -16,8 +16,8 @@ from .common import fail
 __all__ = ["close_store", "open_store", "shown"]
 
 STORE_URLS = (
-    "sqlite:///relative.db, sqlite:////absolute/path.db or "
-    "postgresql://user:password@host:5432/dbname[?schema=NAME]"
+    "sqlite:///relative.db, sqlite:////absolute/path.db, "
+    "postgresql://user:password@host:5432/dbname[?schema=NAME] or python:MODULE:ATTR"
 )
 
 
@@ -72,7 +72,34 @@ def open_store(url: str, *, create: bool) -> Store:
         return _sqlite(url, create=create)
     if url.startswith(("postgresql://", "postgres://")):
         return _postgres(url)
+    if url.startswith("python:"):
+        return _python(url)
     fail(f"bad store URL {shown(url)!r}: expected {STORE_URLS}")
+
+
+def _python(url: str) -> Store:
+    """A store of another kind (a third party's): ``python:MODULE:ATTR`` names a store
+    object, or a function (a class) that makes one when called with no argument."""
+    from .loading import load_attribute
+
+    value = load_attribute(url[len("python:") :])
+    if not _is_store(value) and callable(value):
+        try:
+            value = value()
+        except Exception as exc:
+            fail(f"making the store {url!r} failed: {type(exc).__name__}: {exc}")
+    if not _is_store(value):
+        fail(
+            f"bad store URL {url!r}: it names a {type(value).__name__}, not a store (an object "
+            f"with the methods of stepgraph.stores.Store) or a function that makes one"
+        )
+    return value  # type: ignore[no-any-return]
+
+
+def _is_store(value: object) -> bool:
+    return not isinstance(value, type) and all(
+        callable(getattr(value, name, None)) for name in STORE_METHODS
+    )
 
 
 async def probe_store(store: Store, url: str) -> None:
@@ -84,7 +111,7 @@ async def probe_store(store: Store, url: str) -> None:
     """
     try:
         await store.get_run("")
-    except StepgraphError as exc:
+    except Exception as exc:  # (a store of another kind may raise anything)
         fail(f"cannot open the store {shown(url)!r}: {' '.join(str(exc).split())}")
 
 

@@ -641,3 +641,22 @@ def test_a_postgresql_store(pg_url: str) -> None:
     assert re.search(r"^status\s+completed$", show.stdout, re.M)
     assert "checkpoints (4):" in show.stdout
     assert re.search(r'^result\s+\{"n": 2', show.stdout, re.M)
+
+
+def test_a_store_of_another_kind_is_named_by_python_module_attr(tmp_path: Path) -> None:
+    env = _env(CLI_TEST_DB=str(tmp_path / "third.db"))
+    store = "python:cli_stores:make"
+    made = cli("run", "flows:Count", "--arg", "upto=2", "--store", store, "--run-id", "third-1",
+               "--no-progress", env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    listing = cli("runs", "list", "--store", store, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "third-1" in listing.stdout
+    for attr, said in [
+        ("nothing", "module 'cli_stores' has no attribute 'nothing'"),
+        ("NOT_A_STORE", "it names a str, not a store"),
+        ("broken", "making the store 'python:cli_stores:broken' failed: OSError: the bucket"),
+    ]:
+        bad = cli("runs", "list", "--store", f"python:cli_stores:{attr}", env=env)
+        assert bad.returncode == 2, bad.stderr
+        assert said in one_error_line(bad.stderr)
