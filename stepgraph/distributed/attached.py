@@ -185,10 +185,9 @@ class AttachedRun:
         task.add_done_callback(self._posts.discard)
 
     async def stopped(self) -> None:
-        """Wait until what this caller posted (a cancel) is in the store: the run's worker
-        carries it out when it reads its inbox (awaiting the handler waits for that)."""
-        while self._posts:
-            await asyncio.wait(tuple(self._posts))
+        """At once: the run's worker carries a cancel out when it reads its inbox (the post
+        goes on in the background, retried while the store is unavailable; awaiting the
+        handler waits for the run's end)."""
 
     async def _cancel(self, reason: str) -> None:
         """A queued run no worker has taken is stored as cancelled here (it never starts);

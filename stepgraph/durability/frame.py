@@ -25,7 +25,7 @@ Everything here is pure: no IO, no serialization (see ``serializer``).
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,10 +286,10 @@ class Restored:
     dropped: list[str] = field(default_factory=list)  # what was dropped with them: each
     # message by its type's name, a request by its id, a state write by its key
 
-    def dropped_text(self, more: Iterable[str] = ()) -> str:
-        """What was dropped (and ``more``), counted by kind: ``"2 Carry, request 'r-1'"``."""
-        counts = Counter([*self.dropped, *more])
-        return ", ".join(f"{n} {what}" if n > 1 else what for what, n in counts.items())
+    def dropped_text(self) -> str:
+        """What was dropped, counted: ``"Carry (2), request 'r-1'"``."""
+        counts = Counter(self.dropped)
+        return ", ".join(f"{what} ({n})" if n > 1 else what for what, n in counts.items())
 
 
 class _Missing(Exception):
@@ -480,12 +480,12 @@ def restore(
                 ((node(sender), int(count)), int(arrival), str(name), obj(value))
             )
         except _Missing:
-            dropped.append(f"a write of {name!r}")
+            dropped.append(f"write of {name!r}")
     for raw_key, (expected, held) in frame["collectors"]:
         try:
             state.collectors[key(raw_key)] = _collector(obj(expected), held, obj)
         except _Missing:
-            dropped += ["a collected event"] * len(held)
+            dropped += ["collected event"] * len(held)
     for group, (expected, held) in frame["fan_in_buffers"]:
         state.fan_in_buffers[int(group)] = _collector(obj(expected), held, obj)
     state.result = None if frame["result"] is None else obj(frame["result"])

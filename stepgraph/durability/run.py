@@ -84,6 +84,7 @@ from ..stores.base import (
     Store,
     StoredCheckpoint,
     StoredStatus,
+    check_journal,
 )
 from ..stores.results import outcome_of
 from .checkpoints import (
@@ -632,6 +633,8 @@ class DurableRun(Run):
                 )
             raise CheckpointError(f"run {run_id!r} has no checkpoint in {db!r}", run_id=run_id)
         cp = stored.info.id
+        if not fork:  # (a fork does not replay it)
+            check_journal(stored)
         # most often the header is the run's own (None): the same steps and request prefix
         try:
             header, frame, objects = read_frame(

@@ -135,8 +135,8 @@ class WorkflowHandler:
 
         Returns once the run has ended: a durable run's status is stored (``cancelled``)
         and its lease given up, so a ``resume`` made next goes on from its last checkpoint.
-        A run a worker carries out (a handler from ``attach``): once the cancel is stored
-        for its worker, which ends the run when it reads it (await the handler for that).
+        A run a worker carries out (a handler from ``attach``): at once; the cancel goes to
+        its worker, which ends the run when it reads it (await the handler for that).
         """
         run = self._run
         if run.running:

@@ -114,6 +114,11 @@ def new_run_id() -> str:
     return f"{_RUN_ID_PREFIX}{next(_run_counter):016x}"
 
 
+def _seen(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class Run:
     """One run on the running event loop: its kernel state, workers, stream and store."""
 
@@ -289,7 +294,7 @@ class Run:
         outcome = self.outcome
         if outcome.cancelled() and not self.done:  # an await was cancelled: end the run now
             self.cancel("the result was cancelled (an await of the run was cancelled)")
-            outcome = self.outcome
+            outcome = self._renewed_outcome()  # (its end may be on its way to a store)
         if outcome.done() or not self._awaited:
             self._awaited = True
             return outcome
@@ -358,9 +363,16 @@ class Run:
     async def stopped(self) -> None:
         """Wait until the run has ended (whatever its outcome) and let go of what it held."""
         while not self.done:
-            if self.outcome.cancelled():  # (an await of it was cancelled: the run's end
-                self.outcome = self.loop.create_future()  # resolves a new one, as ``_end``
-            await asyncio.wait((self.outcome,))  # would make)
+            await asyncio.wait((self._renewed_outcome(),))
+
+    def _renewed_outcome(self) -> asyncio.Future[Any]:
+        """The outcome; in place of one an await cancelled before the run ended, a new one,
+        that its end resolves (its error marked seen: whoever cancelled the await knows)."""
+        outcome = self.outcome
+        if outcome.cancelled() and not self.done:
+            outcome = self.outcome = self.loop.create_future()
+            outcome.add_done_callback(_seen)
+        return outcome
 
     def events(self, *, lifecycle: bool) -> AsyncIterator[Any]:
         if lifecycle and not self._lifecycle:

@@ -127,17 +127,20 @@ def read_blob(value: object, what: str, run_id: str, seq: int | None = None) -> 
     raise _corrupt(run_id, seq, f"its {what} is a {type(value).__name__}, not bytes")
 
 
-def check_journal(run_id: str, seq: int, count: int, last: object) -> None:
-    """Check that the ``count`` journal entries after checkpoint ``seq`` of run ``run_id``
-    are at positions 0 to ``count - 1`` (``last``: the highest position found; positions
-    are unique).
+def check_journal(stored: StoredCheckpoint) -> None:
+    """Check that the journal entries after checkpoint ``stored`` are at positions 0 to
+    their count - 1 (positions are unique: the highest tells), where its store says.
 
     Raises:
         CheckpointError: an entry is missing (a damaged journal).
     """
-    if count and last != count - 1:
+    count, last = len(stored.journal), stored.journal_last
+    if last is not None and count and last != count - 1:
+        info = stored.info
         raise _corrupt(
-            run_id, seq, f"its journal has {count} entries, up to position {last}: one is missing"
+            info.run_id,
+            info.seq,
+            f"its journal has {count} entries, up to position {last}: one is missing",
         )
 
 
@@ -300,12 +303,15 @@ class StoredCheckpoint:
         frame: its frame, as written.
         values: every chunk as of this checkpoint (name to bytes).
         journal: the entries appended after it and before the run's next checkpoint.
+        journal_last: the highest position among them, where the store knows it (None:
+            it does not say); the run's restore refuses a journal missing an entry.
     """
 
     info: CheckpointInfo
     frame: bytes = field(repr=False)
     values: Mapping[str, bytes] = field(repr=False)
     journal: tuple[bytes, ...] = field(default=(), repr=False)
+    journal_last: int | None = None
 
 
 @runtime_checkable

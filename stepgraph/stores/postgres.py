@@ -52,7 +52,6 @@ from .base import (
     RunRecord,
     StoredCheckpoint,
     StoredStatus,
-    check_journal,
     checkpoint_id,
     checkpoint_seq,
     read_count,
@@ -344,13 +343,12 @@ def _info(run_id: str, row: tuple[Any, ...]) -> CheckpointInfo:
 def _stored(run_id: str, row: tuple[Any, ...]) -> StoredCheckpoint:
     """A checkpoint from a row of ``_CHECKPOINTS``."""
     names, datas, entries = row[6], row[7], row[8] or ()
-    info = _info(run_id, row[:5])
-    check_journal(run_id, info.seq, len(entries), row[10])
     return StoredCheckpoint(
-        info=info,
+        info=_info(run_id, row[:5]),
         frame=bytes(row[5]),
         values={name: bytes(data) for name, data in zip(names or (), datas or (), strict=True)},
         journal=tuple(bytes(entry) for entry in entries),
+        journal_last=row[10],
     )
 
 

@@ -34,7 +34,6 @@ from .base import (
     RunRecord,
     StoredCheckpoint,
     StoredStatus,
-    check_journal,
     checkpoint_id,
     checkpoint_seq,
     read_blob,
@@ -601,8 +600,6 @@ class SqliteStore(QueueMixin, StoreResults):
                 "ORDER BY pos",
                 (run_id, seq),
             ).fetchall()
-        if journal:
-            check_journal(run_id, seq, len(journal), journal[-1][0])
         info = self._info(run_id, parent[0], row[:4])
         return StoredCheckpoint(
             info=info,
@@ -613,6 +610,7 @@ class SqliteStore(QueueMixin, StoreResults):
                 if data is not None
             },
             journal=tuple(read_blob(entry, "journal", run_id, seq) for _, entry in journal),
+            journal_last=int(journal[-1][0]) if journal else None,
         )
 
     # -- leases ---------------------------------------------------------------------------------

@@ -136,9 +136,12 @@ class EventLog(RunObserver, TaskObserver):
             self._pending.append(data)
             self._size += len(data)
             if loop is not None and self._size < _BATCH_BYTES:
-                if loop not in self._scheduled:  # (each loop flushes at the end of its own
-                    self._scheduled.add(loop)  # iteration: one loop's records never wait
-                    loop.call_soon(self._flush_on, loop)  # for another, busy, loop's)
+                scheduled = self._scheduled
+                if loop not in scheduled:  # (each loop flushes at the end of its own
+                    if scheduled:  # iteration: one loop's records never wait for another,
+                        self._forget_closed()  # busy, loop's)
+                    scheduled.add(loop)
+                    loop.call_soon(self._flush_on, loop)
                 return
             self._write_pending()
 
@@ -146,6 +149,12 @@ class EventLog(RunObserver, TaskObserver):
         """Write the records not written yet."""
         with self._lock:
             self._write_pending()
+
+    def _forget_closed(self) -> None:
+        """Forget the loops that closed before their flush came (a loop stopped in the
+        iteration it logged in); what they left pending is written with what comes next."""
+        for loop in [loop for loop in self._scheduled if loop.is_closed()]:
+            self._scheduled.discard(loop)
 
     def _flush_on(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:

@@ -120,9 +120,9 @@ async def commit(store: Store, batch: Commit) -> None:
 def _hold_lease(kit: StoreConformance, first: Store, pipe: Any) -> None:
     """In a child process: take the lease of run ``r`` through a store of its own, say
     so, and hold it until the process is killed."""
+    store = kit.make_other_store(first)  # (outside any event loop, as the kit says)
 
     async def hold() -> None:
-        store = kit.make_other_store(first)
         pipe.send(await store.acquire("r", "a"))
         await asyncio.Event().wait()
 
@@ -1087,7 +1087,9 @@ class StoreConformance:
         if not self.across_processes:
             raise unittest.SkipTest(f"{type(self).__name__}: across_processes is False")
         first = self.make_store()
-        self.make_other_store(first)  # (skipped here unless there is one)
+        other = self.make_other_store(first)  # (skipped here unless there is one)
+        if other is first:
+            raise unittest.SkipTest(f"{type(self).__name__}: its store objects share no data")
 
         async def create(store: Store) -> None:
             await store.create_run(record("r"))
@@ -1097,16 +1099,26 @@ class StoreConformance:
         ours, theirs = context.Pipe()
         child = context.Process(target=_hold_lease, args=(self, first, theirs), daemon=True)
         child.start()
+        theirs.close()  # (the child's end: a child that dies is then seen at once)
         try:
-            _expect("the child took the lease", ours.poll(30) and ours.recv(), True)
+            try:
+                took = ours.poll(30) and ours.recv()
+            except EOFError:
+                child.join(5)
+                raise AssertionError(
+                    f"the child process ended (exit code {child.exitcode}) before it took "
+                    f"the lease through make_other_store()"
+                ) from None
+            _expect("the child took the lease", took, True)
 
             async def refused(store: Store) -> None:
                 _expect("acquire while its holder lives", await store.acquire("r", "b"), False)
 
-            self.run_scenario(refused, self.make_other_store(first))
+            self.run_scenario(refused, other)
         finally:
             child.kill()
             child.join(30)
+            ours.close()
         deadline = time.monotonic() + self.lease_gone_within
 
         async def taken(store: Store) -> None:

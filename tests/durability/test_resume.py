@@ -285,6 +285,28 @@ async def test_a_cancel_after_an_await_of_the_run_timed_out_returns_once_the_run
 
 
 @modes
+async def test_an_await_after_one_that_timed_out_gets_the_runs_cancel(
+    stores: StoreFactory, mode: str
+) -> None:
+    """An await of the run that timed out cancelled it: a later await gets its
+    ``WorkflowCancelled`` (not a ``CancelledError`` while its cancel is on its way to a
+    store across a network), and the run is done only once it has ended."""
+    tag = new_tag()
+    gate(tag)
+    handler = Chain(store=stores(), mode=mode).run(tag=tag, hops=5, stop_at=2)
+    async for event in handler.stream_events():
+        if isinstance(event, Reached) and event.n == 2:
+            break
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(handler, 0.01)
+    with pytest.raises(WorkflowCancelled):
+        await handler
+    assert handler.done()
+    assert (await stores().get_run(handler.run_id)).status == "cancelled"  # type: ignore[union-attr]
+    gate(tag).set()
+
+
+@modes
 async def test_when_an_await_of_the_run_returns_or_raises_its_final_status_is_stored(
     stores: StoreFactory, mode: str
 ) -> None:

@@ -183,6 +183,9 @@ async def test_a_journal_missing_an_entry_is_refused_as_corrupt_not_as_another_w
     before = dump(path)
     again = SqliteStore(path)
     try:
+        loaded = await again.load("r1")  # (a read serving several runs, a worker's claim,
+        assert loaded is not None  # does not fail: the run's restore refuses it alone)
+        assert loaded.journal_last == len(loaded.journal)
         with pytest.raises(
             CheckpointError,
             match=JOURNAL_GAP,
