@@ -19,7 +19,7 @@ import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
@@ -82,6 +82,9 @@ class Header(BaseModel):
     request_prefix: str
     serializer: str
     source: str = ""  # where the workflow is, as MODULE:ATTR ("": not known)
+    # each step's num_workers but 1 (how many of its invocations ran at once, which the
+    # journal of an async run depends on); None: a checkpoint from before it was kept
+    workers: dict[str, Annotated[int, Field(ge=1)]] | None = None
 
 
 class _Frame(BaseModel):
@@ -168,6 +171,7 @@ class HeaderCodec:
             request_prefix="",
             serializer=serializer.name,
             source=source,
+            workers={node.name: node.num_workers for node in graph.nodes if node.num_workers != 1},
         )
         self._parts: tuple[bytes, bytes] | None = None
         if isinstance(serializer, JsonSerializer):  # the bytes around the prefix, kept

@@ -486,8 +486,14 @@ def restore(
             state.collectors[key(raw_key)] = _collector(obj(expected), held, obj)
         except _Missing:
             dropped += ["collected event"] * len(held)
+    fan_ins = graph.fan_ins
     for group, (expected, held) in frame["fan_in_buffers"]:
-        state.fan_in_buffers[int(group)] = _collector(obj(expected), held, obj)
+        collector = _collector(obj(expected), held, obj)
+        group = int(group)
+        if 0 <= group < len(fan_ins) and len(collector.expected) == len(fan_ins[group].sources):
+            state.fan_in_buffers[group] = collector
+        else:  # the graph's fan-in changed (its edges are not in the fingerprint): the
+            dropped += ["collected event"] * len(held)  # partial batch goes with it
     state.result = None if frame["result"] is None else obj(frame["result"])
     state.failure = None if frame["failure"] is None else of(Failure, frame["failure"], "failure")
     for key_name in frame["store_keys"]:

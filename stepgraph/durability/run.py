@@ -659,11 +659,15 @@ class DurableRun(Run):
         removed: list[str] = []
         changed: list[str] = []
         added: list[str] = []
-        steps = self._headers.template.steps
+        template = self._headers.template
+        steps = template.steps
         written: Graph | None = None  # the graph that wrote the run, if not this one
-        if header is not None and list(header.steps.items()) != list(steps.items()):
+        if header is not None and (
+            list(header.steps.items()) != list(steps.items())
+            or (header.workers is not None and header.workers != template.workers)
+        ):
             removed, changed, added = compare_steps(header.steps, steps)
-            written = written_graph(header.steps, self.graph)
+            written = written_graph(header.steps, self.graph, header.workers)
         if strict and (removed or changed or added):
             raise CheckpointError(
                 _changed_message(run_id, cp, removed, changed, added),
@@ -717,6 +721,7 @@ class DurableRun(Run):
             state = moved.state
             self._rebase = not fork  # what it records next, this workflow numbers
             if removed or changed or added:
+                moved.dropped[:0] = restored.dropped  # (a fan-in's batch, on restoring)
                 dropped = moved.dropped_text()
                 warnings.warn(
                     _changed_message(run_id, cp, removed, changed, added, strict=False)

@@ -44,26 +44,36 @@ def _taking(names: Sequence[str]) -> tuple[type, ...]:
     return (_ByName("accepted", (), {"names": frozenset(names)}),)
 
 
-def written_graph(written: Mapping[str, Sequence[Sequence[str]]], graph: Graph) -> Graph:
+def written_graph(
+    written: Mapping[str, Sequence[Sequence[str]]],
+    graph: Graph,
+    workers: Mapping[str, int] | None = None,
+) -> Graph:
     """The graph a run was written by, from its checkpoint's fingerprint (``written``:
-    each step by name, in graph order, with the types it accepted), for a run of ``graph``.
+    each step by name, in graph order, with the types it accepted) and the steps'
+    ``num_workers`` (``workers``, 1 where not given; None: not known), for a run of
+    ``graph``.
 
-    A step ``graph`` has unchanged is itself; another (removed, or its types changed) takes
-    the types the fingerprint names, by qualified name, and one message at a time (the
-    default: the fingerprint does not keep ``num_workers``). What is the graph's, not its
-    steps' (stop, request and output types, entry steps, fan-ins between kept steps), is
-    ``graph``'s.
+    A step ``graph`` has unchanged takes its types; another (removed, or its types
+    changed) the types the fingerprint names, by qualified name. Not knowing ``workers``
+    (a checkpoint from before they were kept), a kept step has its ``num_workers`` now and
+    a removed one 1. What is the graph's, not its steps' (stop, request and output types,
+    entry steps, fan-ins between kept steps), is ``graph``'s.
     """
     current = {node.name: node for node in graph.nodes}
     nodes = []
     for position, (name, (accepts, *_)) in enumerate(written.items()):
         node = current.get(name)
-        if node is not None and step_types(node.accepts) == sorted(accepts):
-            nodes.append(
-                Node(name=name, index=position, accepts=node.accepts, num_workers=node.num_workers)
-            )
+        if workers is not None:
+            count = workers.get(name, 1)
         else:
-            nodes.append(Node(name=name, index=position, accepts=_taking(accepts)))
+            count = node.num_workers if node is not None else 1
+        if node is not None and step_types(node.accepts) == sorted(accepts):
+            nodes.append(Node(name=name, index=position, accepts=node.accepts, num_workers=count))
+        else:
+            nodes.append(
+                Node(name=name, index=position, accepts=_taking(accepts), num_workers=count)
+            )
     index = {node.name: node.index for node in nodes}
     names = [node.name for node in graph.nodes]
 

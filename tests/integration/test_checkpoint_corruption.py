@@ -735,6 +735,14 @@ _WRONG: dict[str, st.SearchStrategy[Any]] = {
         _LISTS,
         st.dictionaries(st.text(max_size=3), st.integers(), min_size=1, max_size=2),
     ),
+    "dict[str, int] | None": st.one_of(
+        st.integers(),
+        _TEXT,
+        _LISTS,
+        st.dictionaries(
+            st.text(max_size=3), st.one_of(_TEXT, st.integers(-3, 0)), min_size=1, max_size=2
+        ),
+    ),
     "dict[str, float]": st.one_of(
         st.none(),
         st.integers(),
@@ -777,8 +785,9 @@ HEADER_KINDS: dict[str, str] = {
     "request_prefix": "str",
     "serializer": "str",
     "source": "str",
+    "workers": "dict[str, int] | None",
 }
-HEADER_OPTIONAL = {"source"}  # added since the first release: a header may lack it
+HEADER_OPTIONAL = {"source", "workers"}  # added since the first release: a header may lack them
 
 
 def _rewrapped(how: str, serializer: Serializer, value: object) -> Corruption:
