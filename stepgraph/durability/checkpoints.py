@@ -66,6 +66,12 @@ def fingerprint(graph: Graph, programs: Iterable[object]) -> dict[str, list[list
     return steps
 
 
+def fan_in_names(graph: Graph) -> list[list[str]]:
+    """Each fan-in edge of ``graph`` as ``[target, *sources]``, by step name."""
+    names = [node.name for node in graph.nodes]
+    return [[names[f.target], *(names[s] for s in f.sources)] for f in graph.fan_ins]
+
+
 def step_types(types: Iterable[object]) -> list[str]:
     """Types as a fingerprint lists them: by qualified name, sorted."""
     return sorted(_path(t) for t in types)
@@ -85,6 +91,9 @@ class Header(BaseModel):
     # each step's num_workers but 1 (how many of its invocations ran at once, which the
     # journal of an async run depends on); None: a checkpoint from before it was kept
     workers: dict[str, Annotated[int, Field(ge=1)]] | None = None
+    # each fan-in edge as [target, *sources], by step name (edges are not in ``steps``);
+    # None: a checkpoint from before they were kept
+    fan_ins: list[Annotated[list[str], Field(min_length=2)]] | None = None
 
 
 class _Frame(BaseModel):
@@ -172,6 +181,7 @@ class HeaderCodec:
             serializer=serializer.name,
             source=source,
             workers={node.name: node.num_workers for node in graph.nodes if node.num_workers != 1},
+            fan_ins=fan_in_names(graph),
         )
         self._parts: tuple[bytes, bytes] | None = None
         if isinstance(serializer, JsonSerializer):  # the bytes around the prefix, kept
@@ -315,8 +325,19 @@ def move_state(state: RunState, graph: Graph, *, run_id: str, checkpoint_id: str
         CheckpointError: the state does not fit ``graph`` (a message of a kept step that
             it no longer takes).
     """
+    buffers, state.fan_in_buffers = state.fan_in_buffers, {}
+    lost: list[str] = []
+    if buffers:  # by fan-in (target and sources by name): their numbers differ
+        groups = {tuple(names): g for g, names in enumerate(fan_in_names(graph))}
+        written = fan_in_names(state.graph)
+        for group, collector in buffers.items():
+            found = groups.get(tuple(written[group]))
+            if found is None:  # (a source removed, say: the part held goes with it)
+                lost += ["collected event"] * len(list(collector.items()))
+            else:
+                state.fan_in_buffers[found] = collector
     frame, objects = capture(state)
-    return restore_state(
+    moved = restore_state(
         frame,
         objects,
         chunk_names(state),
@@ -325,6 +346,8 @@ def move_state(state: RunState, graph: Graph, *, run_id: str, checkpoint_id: str
         run_id=run_id,
         checkpoint_id=checkpoint_id,
     )
+    moved.dropped += lost
+    return moved
 
 
 def encode_value(value: object, serializer: Serializer, where: str) -> bytes:

@@ -665,9 +665,10 @@ class DurableRun(Run):
         if header is not None and (
             list(header.steps.items()) != list(steps.items())
             or (header.workers is not None and header.workers != template.workers)
+            or (header.fan_ins is not None and header.fan_ins != template.fan_ins)
         ):
             removed, changed, added = compare_steps(header.steps, steps)
-            written = written_graph(header.steps, self.graph, header.workers)
+            written = written_graph(header.steps, self.graph, header.workers, header.fan_ins)
         if strict and (removed or changed or added):
             raise CheckpointError(
                 _changed_message(run_id, cp, removed, changed, added),

@@ -48,6 +48,7 @@ def written_graph(
     written: Mapping[str, Sequence[Sequence[str]]],
     graph: Graph,
     workers: Mapping[str, int] | None = None,
+    fan_ins: Sequence[Sequence[str]] | None = None,
 ) -> Graph:
     """The graph a run was written by, from its checkpoint's fingerprint (``written``:
     each step by name, in graph order, with the types it accepted) and the steps'
@@ -57,8 +58,9 @@ def written_graph(
     A step ``graph`` has unchanged takes its types; another (removed, or its types
     changed) the types the fingerprint names, by qualified name. Not knowing ``workers``
     (a checkpoint from before they were kept), a kept step has its ``num_workers`` now and
-    a removed one 1. What is the graph's, not its steps' (stop, request and output types,
-    entry steps, fan-ins between kept steps), is ``graph``'s.
+    a removed one 1. Its fan-in edges are ``fan_ins`` (each ``[target, *sources]`` by
+    name; None: not known, ``graph``'s between kept steps). What is the graph's, not its
+    steps' (stop, request and output types, entry steps), is ``graph``'s.
     """
     current = {node.name: node for node in graph.nodes}
     nodes = []
@@ -82,11 +84,22 @@ def written_graph(
         return None if -1 in found else found
 
     entry = None if graph.entry is None else (moved(graph.entry) or ())
-    fan_ins = []
-    for fan_in in graph.fan_ins:
-        ends = moved((fan_in.target, *fan_in.sources))
-        if ends is not None:
-            fan_ins.append(FanIn(target=ends[0], sources=ends[1:], label=fan_in.label))
+    edges = []
+    if fan_ins is not None:
+        for target, *sources in fan_ins:
+            if target in index and all(source in index for source in sources):
+                edges.append(
+                    FanIn(
+                        target=index[target],
+                        sources=tuple(index[source] for source in sources),
+                        label=f"{', '.join(sources)} -> {target}",
+                    )
+                )
+    else:
+        for fan_in in graph.fan_ins:
+            ends = moved((fan_in.target, *fan_in.sources))
+            if ends is not None:
+                edges.append(FanIn(target=ends[0], sources=ends[1:], label=fan_in.label))
     return Graph(
         name=graph.name,
         nodes=tuple(nodes),
@@ -98,5 +111,5 @@ def written_graph(
         entry=entry,
         node_kind=graph.node_kind,
         output_types=graph.output_types,
-        fan_ins=tuple(fan_ins),
+        fan_ins=tuple(edges),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import warnings
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,9 @@ from stepgraph import (
     StartEvent,
     StopEvent,
     Workflow,
+    WorkflowBuilder,
+    WorkflowContext,
+    executor,
     step,
 )
 from stepgraph.errors import CheckpointError, WorkflowStalled
@@ -391,3 +395,54 @@ async def test_a_lenient_resume_replays_a_removed_step_that_ran_several_at_once(
             handler.run_id, strict=False
         )
         assert await resumed == [0, 1]
+
+
+def _worker(name: str, held: bool = False) -> Any:
+    async def work(text: str, ctx: WorkflowContext[str]) -> None:
+        if held:
+            ctx.write_event_to_stream(Holding(step=name))  # type: ignore[attr-defined]
+            await GATE[0].wait()
+        await ctx.send_message(f"{name}:{text}")
+
+    return executor(work, id=name)
+
+
+@executor(id="join")
+async def _join(parts: list[str], ctx: WorkflowContext[str]) -> None:
+    await ctx.yield_output(" | ".join(parts))
+
+
+def _fanned(*sources: str, **options: Any) -> Any:
+    """``ingest`` fans out to ``w_a``, ``w_b`` (and ``pre_c``, which hands on to ``w_c``,
+    held), which fan in to ``join`` (``sources``: its sources)."""
+    ingest, pre_c = _worker("ingest"), _worker("pre_c")
+    workers = {name: _worker(name, held=name == "w_c") for name in sources}
+    firsts = [workers["w_a"], workers["w_b"], *([pre_c] if "w_c" in workers else [])]
+    builder = WorkflowBuilder(start=ingest, name="fanned").add_fan_out(ingest, firsts)
+    if "w_c" in workers:
+        builder.add_edge(pre_c, workers["w_c"])
+    return builder.add_fan_in(list(workers.values()), _join).build(**options)
+
+
+async def test_a_lenient_resume_drops_the_part_of_a_batch_a_removed_fan_in_source_held(
+    stores: StoreFactory, mode: str
+) -> None:
+    """``w_a`` and ``w_b`` had sent their parts of a fan-in batch when the run crashed in
+    ``w_c``: resumed without ``pre_c`` and ``w_c`` (the fan-in now of ``w_a`` and ``w_b``),
+    the part held is dropped with a warning, in both modes (the checkpoint keeps the fan-ins
+    of the graph that wrote it), and the run ends with nothing left to do."""
+    GATE[:] = [asyncio.Event()]
+    first = _fanned("w_a", "w_b", "w_c", store=stores(), mode=mode)
+    handler = first.run("x")
+    await _until_held(handler, "w_c")
+    await crash(handler)
+    GATE[0].set()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = _fanned("w_a", "w_b", store=stores(), mode=mode).resume(
+            handler.run_id, strict=False
+        )
+        assert (await resumed).outputs == []
+    assert any("collected event (2)" in str(w.message) for w in caught), [
+        str(w.message) for w in caught
+    ]

@@ -786,8 +786,9 @@ HEADER_KINDS: dict[str, str] = {
     "serializer": "str",
     "source": "str",
     "workers": "dict[str, int] | None",
+    "fan_ins": "list | None",
 }
-HEADER_OPTIONAL = {"source", "workers"}  # added since the first release: a header may lack them
+HEADER_OPTIONAL = {"source", "workers", "fan_ins"}  # added since the first release
 
 
 def _rewrapped(how: str, serializer: Serializer, value: object) -> Corruption:
