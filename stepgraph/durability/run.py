@@ -721,12 +721,18 @@ class DurableRun(Run):
             moved = move_state(state, self.graph, run_id=run_id, checkpoint_id=cp)
             state = moved.state
             self._rebase = not fork  # what it records next, this workflow numbers
+            moved.dropped[:0] = restored.dropped  # (a fan-in's batch, on restoring)
+            dropped = moved.dropped_text()
             if removed or changed or added:
-                moved.dropped[:0] = restored.dropped  # (a fan-in's batch, on restoring)
-                dropped = moved.dropped_text()
                 warnings.warn(
                     _changed_message(run_id, cp, removed, changed, added, strict=False)
                     + (f"; dropped with them: {dropped}" if dropped else ""),
+                    stacklevel=2,
+                )
+            elif dropped:  # (its steps are the same: a fan-in edge changed)
+                warnings.warn(
+                    f"the fan-in edges of the workflow of run {run_id!r} changed since "
+                    f"checkpoint {cp!r}: dropped the part of a batch they held: {dropped}",
                     stacklevel=2,
                 )
         for tick in entries:  # what the journal wrote, the next checkpoint stores
