@@ -446,3 +446,44 @@ async def test_a_lenient_resume_drops_the_part_of_a_batch_a_removed_fan_in_sourc
     assert any("collected event (2)" in str(w.message) for w in caught), [
         str(w.message) for w in caught
     ]
+
+
+@executor(id="join")
+async def _join_either(parts: list[str] | str, ctx: WorkflowContext[str]) -> None:
+    await ctx.yield_output(parts if isinstance(parts, str) else " | ".join(parts))
+
+
+def _rewired(direct: bool, **options: Any) -> Any:
+    """``_fanned``'s steps, ``join`` taking a batch or one part: ``w_c`` in the fan-in, or
+    (``direct``) sending to ``join`` on its own."""
+    ingest, pre_c = _worker("ingest"), _worker("pre_c")
+    w_a, w_b, w_c = _worker("w_a"), _worker("w_b"), _worker("w_c", held=True)
+    builder = WorkflowBuilder(start=ingest, name="rewired").add_fan_out(ingest, [w_a, w_b, pre_c])
+    builder.add_edge(pre_c, w_c)
+    if direct:
+        return (
+            builder.add_fan_in([w_a, w_b], _join_either)
+            .add_edge(w_c, _join_either)
+            .build(**options)
+        )
+    return builder.add_fan_in([w_a, w_b, w_c], _join_either).build(**options)
+
+
+async def test_a_resume_whose_fan_in_edges_changed_warns_of_the_batch_it_dropped(
+    stores: StoreFactory, mode: str
+) -> None:
+    """The same steps, but ``w_c`` no longer in the fan-in: the part of the batch the old
+    fan-in held is dropped with a warning saying so, and ``w_c`` goes on as the new
+    workflow wires it."""
+    GATE[:] = [asyncio.Event()]
+    handler = _rewired(False, store=stores(), mode=mode).run("x")
+    await _until_held(handler, "w_c")
+    await crash(handler)
+    GATE[0].set()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = _rewired(True, store=stores(), mode=mode).resume(handler.run_id)
+        assert (await resumed).outputs == ["w_c:pre_c:ingest:x"]
+    assert any(
+        "fan-in edges" in str(w.message) and "collected event (2)" in str(w.message) for w in caught
+    ), [str(w.message) for w in caught]
