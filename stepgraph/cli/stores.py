@@ -8,7 +8,7 @@ import inspect
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from ..stores.base import STORE_METHODS, Store
+from ..stores.base import Store, lacking_methods
 from ..stores.postgres import PostgresStore
 from ..stores.sqlite import SqliteStore
 from .common import fail
@@ -97,9 +97,7 @@ def _python(url: str) -> Store:
 
 
 def _is_store(value: object) -> bool:
-    return not isinstance(value, type) and all(
-        callable(getattr(value, name, None)) for name in STORE_METHODS
-    )
+    return not isinstance(value, type) and not lacking_methods(value)
 
 
 async def probe_store(store: Store, url: str) -> None:

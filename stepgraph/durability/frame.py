@@ -492,8 +492,8 @@ def restore(
         group = int(group)
         if 0 <= group < len(fan_ins) and len(collector.expected) == len(fan_ins[group].sources):
             state.fan_in_buffers[group] = collector
-        else:  # the graph's fan-in changed (its edges are not in the fingerprint): the
-            dropped += ["collected event"] * len(held)  # partial batch goes with it
+        else:  # a fan-in that is not this graph's (a checkpoint from before headers kept
+            dropped += ["collected event"] * len(held)  # the fan-ins): its batch goes
     state.result = None if frame["result"] is None else obj(frame["result"])
     state.failure = None if frame["failure"] is None else of(Failure, frame["failure"], "failure")
     for key_name in frame["store_keys"]:

@@ -670,11 +670,7 @@ class DurableRun(Run):
             removed, changed, added = compare_steps(header.steps, steps)
             written = written_graph(header.steps, self.graph, header.workers, header.fan_ins)
         if strict and (removed or changed or added):
-            raise CheckpointError(
-                _changed_message(run_id, cp, removed, changed, added),
-                run_id=run_id,
-                checkpoint_id=cp,
-            )
+            raise _steps_changed(run_id, cp, removed, changed, added)
         chunks = {
             name: decode_chunk(name, data, run_id=run_id, checkpoint_id=cp, trusted=self._ser)
             for name, data in stored.values.items()
@@ -735,12 +731,12 @@ class DurableRun(Run):
                     f"checkpoint {cp!r}: dropped the part of a batch they held: {dropped}",
                     stacklevel=2,
                 )
-        for tick in entries:  # what the journal wrote, the next checkpoint stores
-            if type(tick) is StateWritten or type(tick) is StateMerged:
-                self._touched(tick)
         state.max_supersteps = self.state.max_supersteps  # the workflow's options, but its mode
         state.max_concurrency = self.state.max_concurrency
         self.state = state
+        for tick in entries:  # what the journal wrote, the next checkpoint stores
+            if type(tick) is StateWritten or type(tick) is StateMerged:
+                self._touched(tick)
         self.mode = state.mode
         self.superstep_mode = state.mode is Mode.SUPERSTEP
         if header is not None and header.request_prefix != self.request_prefix:
@@ -758,11 +754,7 @@ class DurableRun(Run):
             return
         removed, changed, added = compare_steps(header.steps, self._headers.template.steps)
         if removed or changed or added:
-            raise CheckpointError(
-                f"{_changed_message(run_id, cp, removed, changed, added)} (reading it: {error})",
-                run_id=run_id,
-                checkpoint_id=cp,
-            ) from error
+            raise _steps_changed(run_id, cp, removed, changed, added, error) from error
 
     def _tell_started(self) -> None:
         """Observers hear that the run started (once)."""
@@ -1424,6 +1416,24 @@ def _replay(
             run_id=run_id,
             checkpoint_id=checkpoint_id,
         ) from exc
+
+
+def _steps_changed(
+    run_id: str,
+    checkpoint_id: str,
+    removed: list[str],
+    changed: list[str],
+    added: list[str],
+    cause: Exception | None = None,
+) -> CheckpointError:
+    """The error of a strict resume by a workflow whose steps changed since the checkpoint
+    (``cause``: what reading it raised, if it could not be read)."""
+    text = _changed_message(run_id, checkpoint_id, removed, changed, added)
+    return CheckpointError(
+        text if cause is None else f"{text} (reading it: {cause})",
+        run_id=run_id,
+        checkpoint_id=checkpoint_id,
+    )
 
 
 def _paused(state: Any) -> bool:

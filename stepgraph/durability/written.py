@@ -13,6 +13,7 @@ belonged to removed steps.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -100,16 +101,4 @@ def written_graph(
             ends = moved((fan_in.target, *fan_in.sources))
             if ends is not None:
                 edges.append(FanIn(target=ends[0], sources=ends[1:], label=fan_in.label))
-    return Graph(
-        name=graph.name,
-        nodes=tuple(nodes),
-        stop_types=graph.stop_types,
-        input_request_types=graph.input_request_types,
-        held_types=graph.held_types,
-        answer_types=graph.answer_types,
-        finish_when_idle=graph.finish_when_idle,
-        entry=entry,
-        node_kind=graph.node_kind,
-        output_types=graph.output_types,
-        fan_ins=tuple(edges),
-    )
+    return dataclasses.replace(graph, nodes=tuple(nodes), entry=entry, fan_ins=tuple(edges))

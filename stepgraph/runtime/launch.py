@@ -13,7 +13,7 @@ from ..backends.base import named
 from ..core import Mode
 from ..errors import StepgraphError, WorkflowValidationError
 from ..limits import Limiter, LimiterGate, gate_for
-from ..stores.base import STORE_METHODS
+from ..stores.base import lacking_methods
 from ..telemetry.event_log import event_log_of
 from .backends import Backend
 from .clock import SYSTEM_CLOCK, Clock
@@ -118,7 +118,7 @@ class RunOptions:
             raise WorkflowValidationError(
                 f"{where}(clock={clock!r}): a clock has monotonic(), wall() and call_later()"
             )
-        lacks = [] if store is None else _lacking(store, STORE_METHODS)
+        lacks = [] if store is None else lacking_methods(store)
         if lacks:
             raise WorkflowValidationError(
                 f"{where}(store={store!r}): expected a store (stepgraph.stores.SqliteStore, "

@@ -47,10 +47,14 @@ __all__ = [
     "Store",
     "StoredCheckpoint",
     "StoredStatus",
+    "check_journal",
     "checkpoint_id",
     "checkpoint_seq",
+    "lacking_methods",
     "read_blob",
+    "read_count",
     "read_status",
+    "read_time",
 ]
 
 ANOTHER_WRITER = "another coordinator wrote it (this one no longer holds the run)"
@@ -385,3 +389,17 @@ STORE_METHODS: tuple[str, ...] = tuple(
     name for name, value in vars(Store).items() if not name.startswith("_") and callable(value)
 )
 """The methods of the :class:`Store` protocol (to name those a store lacks)."""
+
+
+def lacking_methods(value: object) -> list[str]:
+    """The methods of the :class:`Store` protocol that ``value`` lacks (or does not have
+    as something callable; one whose lookup raises is lacking too)."""
+    lacking = []
+    for name in STORE_METHODS:
+        try:
+            found = getattr(value, name, None)
+        except Exception:
+            found = None
+        if not callable(found):
+            lacking.append(name)
+    return lacking

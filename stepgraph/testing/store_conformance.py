@@ -49,13 +49,13 @@ from typing import Any
 
 from ..errors import RunLockedError, StoreError
 from ..stores.base import (
-    STORE_METHODS,
     CheckpointWrite,
     Commit,
     RunRecord,
     Store,
     StoredStatus,
     checkpoint_id,
+    lacking_methods,
 )
 
 __all__ = ["StoreConformance", "checkpoint", "commit", "record"]
@@ -242,7 +242,7 @@ class StoreConformance:
 
     def test_a_store_follows_the_store_protocol_and_starts_empty(self) -> None:
         async def scenario(store: Store) -> None:
-            missing = [name for name in STORE_METHODS if not callable(getattr(store, name, None))]
+            missing = lacking_methods(store)
             assert not missing, f"{store!r} lacks methods of the Store protocol: {missing}"
             assert isinstance(store, Store), f"{store!r} does not follow the Store protocol"
             _expect("list_runs() of a new store", await store.list_runs(), [])

@@ -126,6 +126,18 @@ async def test_a_resume_by_a_workflow_with_its_steps_reordered_delivers_as_sent(
     assert result == ["one got one", "two got two"]
 
 
+async def resumed_after_crash(
+    workflow: Any, run_id: str, *, strict: bool = False
+) -> tuple[Any, list[str]]:
+    """Resume ``run_id`` (crashed, held at ``GATE``, which opens now) with ``workflow``:
+    its result, and the warnings the resume gave."""
+    GATE[0].set()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = await workflow.resume(run_id, strict=strict)
+    return result, [str(w.message) for w in caught]
+
+
 class Handing(Workflow):
     """``first`` hands a parcel on, by type, to ``second``, held there."""
 
@@ -266,14 +278,10 @@ async def test_a_lenient_resume_replays_what_a_removed_step_did_before_it_drops_
     handler = Relaying(store=stores(), mode=mode).run()  # type: ignore[arg-type]
     await _until_held(handler, "end")
     await crash(handler)
-    GATE[0].set()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        resumed = Unrelayed(store=stores(), name="Relaying", mode=mode).resume(  # type: ignore[arg-type]
-            handler.run_id, strict=False
-        )
-        assert await resumed == "end"
-    assert any("'relay'" in str(w.message) for w in caught)
+    later = Unrelayed(store=stores(), name="Relaying", mode=mode)  # type: ignore[arg-type]
+    result, said = await resumed_after_crash(later, handler.run_id)
+    assert result == "end"
+    assert any("'relay'" in text for text in said)
 
 
 class Asked(Workflow):
@@ -312,13 +320,8 @@ async def test_a_lenient_resume_keeps_an_answer_where_it_went(
         elif isinstance(event, Holding):
             break
     await crash(handler)
-    GATE[0].set()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        resumed = AskedMore(store=stores(), name="Asked", mode=mode).resume(  # type: ignore[arg-type]
-            handler.run_id, strict=False
-        )
-        assert await resumed == "start got ada"
+    later = AskedMore(store=stores(), name="Asked", mode=mode)  # type: ignore[arg-type]
+    assert (await resumed_after_crash(later, handler.run_id))[0] == "start got ada"
 
 
 class Job(Event):
@@ -388,13 +391,8 @@ async def test_a_lenient_resume_replays_a_removed_step_that_ran_several_at_once(
             if held == {"side 0", "side 1", "main 1"}:
                 break
     await crash(handler)
-    GATE[0].set()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        resumed = JobsWithoutSide(store=stores(), name="Jobs", mode=mode).resume(  # type: ignore[arg-type]
-            handler.run_id, strict=False
-        )
-        assert await resumed == [0, 1]
+    later = JobsWithoutSide(store=stores(), name="Jobs", mode=mode)  # type: ignore[arg-type]
+    assert (await resumed_after_crash(later, handler.run_id))[0] == [0, 1]
 
 
 def _worker(name: str, held: bool = False) -> Any:
@@ -436,16 +434,10 @@ async def test_a_lenient_resume_drops_the_part_of_a_batch_a_removed_fan_in_sourc
     handler = first.run("x")
     await _until_held(handler, "w_c")
     await crash(handler)
-    GATE[0].set()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        resumed = _fanned("w_a", "w_b", store=stores(), mode=mode).resume(
-            handler.run_id, strict=False
-        )
-        assert (await resumed).outputs == []
-    assert any("collected event (2)" in str(w.message) for w in caught), [
-        str(w.message) for w in caught
-    ]
+    later = _fanned("w_a", "w_b", store=stores(), mode=mode)
+    result, said = await resumed_after_crash(later, handler.run_id)
+    assert result.outputs == []
+    assert any("collected event (2)" in text for text in said), said
 
 
 @executor(id="join")
@@ -479,11 +471,7 @@ async def test_a_resume_whose_fan_in_edges_changed_warns_of_the_batch_it_dropped
     handler = _rewired(False, store=stores(), mode=mode).run("x")
     await _until_held(handler, "w_c")
     await crash(handler)
-    GATE[0].set()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        resumed = _rewired(True, store=stores(), mode=mode).resume(handler.run_id)
-        assert (await resumed).outputs == ["w_c:pre_c:ingest:x"]
-    assert any(
-        "fan-in edges" in str(w.message) and "collected event (2)" in str(w.message) for w in caught
-    ), [str(w.message) for w in caught]
+    later = _rewired(True, store=stores(), mode=mode)
+    result, said = await resumed_after_crash(later, handler.run_id, strict=True)
+    assert result.outputs == ["w_c:pre_c:ingest:x"]
+    assert any("fan-in edges" in text and "collected event (2)" in text for text in said), said

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from stepgraph import Context, StartEvent, StopEvent, Workflow, step
+from stepgraph import Context, StartEvent, StopEvent, Workflow, WorkflowHandler, step
 from stepgraph.durability.checkpoints import decode_entry
 from stepgraph.errors import (
     CheckpointNotFoundError,
@@ -222,6 +222,15 @@ async def test_an_unknown_checkpoint_id_is_an_error_naming_it(stores: StoreFacto
     assert len(await store.list_runs()) == 1
 
 
+async def held_at_hop_2(chain: Chain, tag: str) -> WorkflowHandler:
+    """A run of ``chain`` (5 hops), held at hop 2 (its gate ``tag`` closed)."""
+    handler = chain.run(tag=tag, hops=5, stop_at=2)
+    async for event in handler.stream_events():
+        if isinstance(event, Reached) and event.n == 2:
+            break
+    return handler
+
+
 @modes
 async def test_a_cancelled_run_keeps_its_last_checkpoint_resumable(
     stores: StoreFactory, mode: str
@@ -229,10 +238,7 @@ async def test_a_cancelled_run_keeps_its_last_checkpoint_resumable(
     tag = new_tag()
     gate(tag)
     store = stores()
-    handler = Chain(store=store, mode=mode).run(tag=tag, hops=5, stop_at=2)
-    async for event in handler.stream_events():
-        if isinstance(event, Reached) and event.n == 2:
-            break
+    handler = await held_at_hop_2(Chain(store=store, mode=mode), tag)
     await handler.cancel()
     with pytest.raises(WorkflowCancelled):
         await handler
@@ -252,10 +258,7 @@ async def test_a_resume_made_as_soon_as_cancel_returns_goes_on_from_the_last_che
     run still ending, and get its cancel (a store across a network did)."""
     tag = new_tag()
     gate(tag)
-    handler = Chain(store=stores(), mode=mode).run(tag=tag, hops=5, stop_at=2)
-    async for event in handler.stream_events():
-        if isinstance(event, Reached) and event.n == 2:
-            break
+    handler = await held_at_hop_2(Chain(store=stores(), mode=mode), tag)
     await handler.cancel()
     assert handler.done()
     assert (await stores().get_run(handler.run_id)).status == "cancelled"  # type: ignore[union-attr]
@@ -271,10 +274,7 @@ async def test_a_cancel_after_an_await_of_the_run_timed_out_returns_once_the_run
     the run's end resolves: ``cancel()`` still returns only once the run has ended."""
     tag = new_tag()
     gate(tag)
-    handler = Chain(store=stores(), mode=mode).run(tag=tag, hops=5, stop_at=2)
-    async for event in handler.stream_events():
-        if isinstance(event, Reached) and event.n == 2:
-            break
+    handler = await held_at_hop_2(Chain(store=stores(), mode=mode), tag)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(handler, 0.01)
     await handler.cancel()
@@ -293,10 +293,7 @@ async def test_an_await_after_one_that_timed_out_gets_the_runs_cancel(
     store across a network), and the run is done only once it has ended."""
     tag = new_tag()
     gate(tag)
-    handler = Chain(store=stores(), mode=mode).run(tag=tag, hops=5, stop_at=2)
-    async for event in handler.stream_events():
-        if isinstance(event, Reached) and event.n == 2:
-            break
+    handler = await held_at_hop_2(Chain(store=stores(), mode=mode), tag)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(handler, 0.01)
     with pytest.raises(WorkflowCancelled):

@@ -29,6 +29,28 @@ def damaged(path: Path, sql: str) -> None:
         conn.execute(sql)
 
 
+async def refused(
+    path: Path, sql: str, read: Callable[[SqliteStore], Awaitable[Any]], match: str
+) -> None:
+    """Run ``r1`` to its end in ``path``, damage it with ``sql``: ``read`` raises a
+    ``CheckpointError`` naming ``r1`` (matching ``match``), and nothing stored changes."""
+    store = SqliteStore(path)
+    try:
+        assert await Chain(store=store).run(run_id="r1", tag="t", hops=3) == 6
+    finally:
+        store.close()
+    damaged(path, sql)
+    before = dump(path)
+    again = SqliteStore(path)
+    try:
+        with pytest.raises(CheckpointError, match=match) as raised:
+            await read(again)
+    finally:
+        again.close()
+    assert raised.value.run_id == "r1"
+    assert dump(path) == before
+
+
 CASES: dict[str, tuple[str, Callable[[SqliteStore], Awaitable[Any]], str]] = {
     "status": (
         "UPDATE stepgraph_checkpoints SET status = 'bogus' WHERE seq = 2",
@@ -62,23 +84,8 @@ CASES: dict[str, tuple[str, Callable[[SqliteStore], Awaitable[Any]], str]] = {
 async def test_a_damaged_checkpoint_row_is_refused_naming_it_and_nothing_changes(
     tmp_path: Path, case: str
 ) -> None:
-    path = tmp_path / "runs.db"
-    store = SqliteStore(path)
-    try:
-        assert await Chain(store=store).run(run_id="r1", tag="t", hops=3) == 6
-    finally:
-        store.close()
     sql, read, message = CASES[case]
-    damaged(path, sql)
-    before = dump(path)
-    again = SqliteStore(path)
-    try:
-        with pytest.raises(CheckpointError, match=message) as raised:
-            await read(again)
-    finally:
-        again.close()
-    assert raised.value.run_id == "r1"
-    assert dump(path) == before
+    await refused(tmp_path / "runs.db", sql, read, re.escape(message))
 
 
 READS: dict[str, Callable[[SqliteStore], Awaitable[Any]]] = {
@@ -93,21 +100,10 @@ async def test_a_completed_run_whose_result_is_missing_is_refused_not_read_as_no
     tmp_path: Path, read: str
 ) -> None:
     """A result of None is stored (as an encoded ``null``): no result at all is damage."""
-    path = tmp_path / "runs.db"
-    store = SqliteStore(path)
-    try:
-        assert await Chain(store=store).run(run_id="r1", tag="t", hops=3) == 6
-    finally:
-        store.close()
-    damaged(path, "UPDATE stepgraph_runs SET result = NULL WHERE run_id = 'r1'")
-    before = dump(path)
-    again = SqliteStore(path)
-    try:
-        with pytest.raises(CheckpointError, match=r"run 'r1' is corrupt: .* result is missing"):
-            await READS[read](again)
-    finally:
-        again.close()
-    assert dump(path) == before
+    sql = "UPDATE stepgraph_runs SET result = NULL WHERE run_id = 'r1'"
+    await refused(
+        tmp_path / "runs.db", sql, READS[read], r"run 'r1' is corrupt: .* result is missing"
+    )
 
 
 JOURNAL_GAP = (
@@ -143,23 +139,8 @@ RECORD_CASES: dict[str, tuple[str, Callable[[SqliteStore], Awaitable[Any]], str]
 async def test_a_damaged_run_record_is_refused_naming_the_run_and_nothing_changes(
     tmp_path: Path, case: str
 ) -> None:
-    path = tmp_path / "runs.db"
-    store = SqliteStore(path)
-    try:
-        assert await Chain(store=store).run(run_id="r1", tag="t", hops=3) == 6
-    finally:
-        store.close()
     sql, read, message = RECORD_CASES[case]
-    damaged(path, sql)
-    before = dump(path)
-    again = SqliteStore(path)
-    try:
-        with pytest.raises(CheckpointError, match=re.escape(message)) as raised:
-            await read(again)
-    finally:
-        again.close()
-    assert raised.value.run_id == "r1"
-    assert dump(path) == before
+    await refused(tmp_path / "runs.db", sql, read, re.escape(message))
 
 
 async def test_a_journal_missing_an_entry_is_refused_as_corrupt_not_as_another_writer(
