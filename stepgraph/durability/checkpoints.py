@@ -114,6 +114,7 @@ class _Frame(BaseModel):
     merges_seen: int = 0
     merging: bool = False
     timeout: float | None = None
+    max_concurrency: Annotated[int, Field(ge=1)] | None = None
     nodes: dict[str, list[Any]] = Field(default_factory=dict)
     invocations: list[list[Any]] = Field(default_factory=list)
     blocked: list[str] = Field(default_factory=list)

@@ -677,9 +677,14 @@ class DurableRun(Run):
         }
 
         def fresh() -> Restored:
-            return restore_state(
+            restored = restore_state(
                 frame, objects, chunks, written or self.graph, run_id=run_id, checkpoint_id=cp
             )
+            # the workflow's bound, before the journal replays: a run past the default
+            # replays as it ran (and one raised since lets a run that reached it go on);
+            # its max_concurrency, the frame's: the one its journal was written under
+            restored.state.max_supersteps = self.state.max_supersteps
+            return restored
 
         restored = fresh()
         restored.state.undo_writes = True
@@ -731,8 +736,10 @@ class DurableRun(Run):
                     f"checkpoint {cp!r}: dropped the part of a batch they held: {dropped}",
                     stacklevel=2,
                 )
-        state.max_supersteps = self.state.max_supersteps  # the workflow's options, but its mode
-        state.max_concurrency = self.state.max_concurrency
+        state.max_supersteps = self.state.max_supersteps  # (move_state's state too)
+        if state.max_concurrency != self.state.max_concurrency:  # changed since: what it
+            state.max_concurrency = self.state.max_concurrency  # journals next goes after
+            self._rebase = not fork  # a checkpoint of its own, which keeps the new bound
         self.state = state
         for tick in entries:  # what the journal wrote, the next checkpoint stores
             if type(tick) is StateWritten or type(tick) is StateMerged:

@@ -159,6 +159,26 @@ class Fan(Workflow):
         return StopEvent(result=sorted(d.i for d in batch))
 
 
+class Limited(Fan):
+    """Fan's four workers, for a run under ``max_concurrency=1`` (give it): the one on
+    item ``stop_at`` waits on its tag's gate."""
+
+    @step
+    async def start(self, ctx: Context, ev: Go) -> None:
+        await ctx.store.set("plan", {"tag": ev.tag, "stop_at": ev.stop_at})
+        for i in range(4):
+            ctx.send_event(Item(i=i))
+
+    @step(num_workers=4)
+    async def work(self, ctx: Context, ev: Item) -> Done:
+        plan = await ctx.store.get("plan")
+        CALLS[f"{plan['tag']}:work:{ev.i}"] += 1
+        ctx.write_event_to_stream(Reached(n=ev.i))
+        if ev.i == plan["stop_at"]:
+            await GATES[plan["tag"]].wait()
+        return Done(i=ev.i)
+
+
 class Keys(Workflow):
     """Records each attempt's idempotency key; the first attempt of ``flaky`` fails."""
 

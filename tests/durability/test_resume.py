@@ -23,7 +23,7 @@ from stepgraph.stores import Store
 from stepgraph.testing import crash
 
 from .conftest import StoreFactory
-from .flows import CALLS, Chain, Fan, Hop, Reached, gate
+from .flows import CALLS, Chain, Fan, Hop, Limited, Reached, gate
 
 modes = pytest.mark.parametrize("mode", ["superstep", "async"])
 
@@ -55,12 +55,16 @@ def new_tag() -> str:
     return uuid.uuid4().hex[:12]
 
 
-async def held_at(wf: Chain, tag: str, stop_at: int, hops: int = 5) -> str:
-    """Start a Chain run held at hop ``stop_at``; crash it there; return its run id."""
+async def held_at(wf: Workflow, tag: str, stop_at: int, hops: int = 5) -> str:
+    """Start a run (a Chain, say) held at hop ``stop_at``; crash it there; return its id."""
     gate(tag)
-    handler = wf.run(tag=tag, hops=hops, stop_at=stop_at)
+    return await crashed_at(wf.run(tag=tag, hops=hops, stop_at=stop_at), stop_at)
+
+
+async def crashed_at(handler: WorkflowHandler, n: int) -> str:
+    """Crash the run of ``handler`` once it has reached hop ``n``; return its id."""
     async for event in handler.stream_events():
-        if isinstance(event, Reached) and event.n == stop_at:
+        if isinstance(event, Reached) and event.n == n:
             break
     await crash(handler)
     with pytest.raises(WorkflowCancelled):
@@ -350,3 +354,54 @@ async def test_one_memory_store_keeps_its_runs_across_event_loops() -> None:
 
     assert await asyncio.to_thread(in_another_loop) == 3
     assert [r.run_id for r in await store.list_runs()] == [run_id]
+
+
+@modes
+async def test_a_run_longer_than_the_default_bound_resumes_under_its_workflows_bound(
+    mode: str,
+) -> None:
+    """The journal replays under the resuming workflow's ``max_supersteps``: a run past
+    the default 10,000 (the bound raised) is not refused as a corrupt journal."""
+    from stepgraph.stores import MemoryStore
+
+    store, tag, hops = MemoryStore(), new_tag(), 10_005
+    run_id = await held_at(
+        Chain(store=store, mode=mode, timeout=None, max_supersteps=20_000),
+        tag,
+        stop_at=hops - 2,
+        hops=hops,
+    )
+    gate(tag).set()
+    resumed = Chain(store=store, mode=mode, timeout=None, max_supersteps=20_000).resume(run_id)
+    assert await resumed == sum(range(hops + 1))
+    assert CALLS[f"{tag}:hop:{hops - 3}"] == 1
+
+
+async def test_an_async_run_under_max_concurrency_resumes_as_it_ran(stores: StoreFactory) -> None:
+    """The journal replays under the workflow's ``max_concurrency``: the steps it held
+    back are not taken for started, nor a completion for another step's."""
+    tag = new_tag()
+    run_id = await held_at(Limited(store=stores(), mode="async", max_concurrency=1), tag, 2)
+    gate(tag).set()
+    resumed = Limited(store=stores(), mode="async", max_concurrency=1).resume(run_id)
+    assert await resumed == [0, 1, 2, 3]
+    assert [CALLS[f"{tag}:work:{i}"] for i in range(4)] == [1, 1, 2, 1]
+
+
+async def test_a_run_resumed_under_another_max_concurrency_replays_under_its_own(
+    stores: StoreFactory,
+) -> None:
+    """Its journal replays under the bound it was written under; the run goes on under
+    the new one, and what it journals then replays under that one."""
+    tag = new_tag()
+    run_id = await held_at(Limited(store=stores(), mode="async", max_concurrency=1), tag, 2)
+    written = len(await stores().list_checkpoints(run_id))
+    gate(tag)  # closed again: the resumed run is held at item 2 again, and crashed
+    await crashed_at(Limited(store=stores(), mode="async").resume(run_id), 2)
+    # the resume wrote a checkpoint first, under the new bound: the journal after it
+    # replays under that one
+    assert len(await stores().list_checkpoints(run_id)) == written + 1
+    gate(tag).set()
+    resumed = Limited(store=stores(), mode="async", max_concurrency=2).resume(run_id)
+    assert await resumed == [0, 1, 2, 3]
+    assert [CALLS[f"{tag}:work:{i}"] for i in range(4)] == [1, 1, 3, 1]

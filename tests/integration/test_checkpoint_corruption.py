@@ -719,6 +719,7 @@ _WRONG: dict[str, st.SearchStrategy[Any]] = {
     ),
     "int": st.one_of(st.none(), _TEXT, _LISTS, _DICTS, _HALVES),
     "int | None": st.one_of(_TEXT, _LISTS, _DICTS, _HALVES),
+    "count | None": st.one_of(_TEXT, _LISTS, _DICTS, _HALVES, st.integers(-3, 0)),  # (>= 1)
     "float": st.one_of(st.none(), _TEXT, _LISTS, _DICTS),
     "float | None": st.one_of(_TEXT, _LISTS, _DICTS),
     "bool": st.one_of(st.none(), _TEXT, _LISTS, _DICTS, st.integers(2, 99)),
@@ -762,6 +763,7 @@ FRAME_KINDS: dict[str, str] = {
     **dict.fromkeys(_INT_FIELDS.split(), "int"),
     "merging": "bool",
     "timeout": "float | None",
+    "max_concurrency": "count | None",
     "nodes": "dict[str, list]",
     "timers": "dict[str, float]",
     **dict.fromkeys(_ROW_FIELDS.split(), "list[list]"),
