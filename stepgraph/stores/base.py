@@ -222,8 +222,8 @@ class CheckpointInfo:
             checkpoint; a fork's first one keeps the superstep of the checkpoint it
             started from). It grows by one from one superstep barrier's checkpoint to
             the next; a checkpoint written between two (a pause, a resume by a changed
-            workflow) has the superstep of the one before it: a store keeps checkpoints
-            by ``seq``, never by superstep.
+            workflow, an async run's, which has no barriers) has the superstep of the
+            one before it: a store keeps checkpoints by ``seq``, never by superstep.
         created_at: when it was written (UTC).
         status: the run's status then (``"running"`` or ``"paused"``).
         parent_run_id: the run's parent, for a fork; otherwise None.

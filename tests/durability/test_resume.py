@@ -405,3 +405,23 @@ async def test_a_run_resumed_under_another_max_concurrency_replays_under_its_own
     resumed = Limited(store=stores(), mode="async", max_concurrency=2).resume(run_id)
     assert await resumed == [0, 1, 2, 3]
     assert [CALLS[f"{tag}:work:{i}"] for i in range(4)] == [1, 1, 3, 1]
+
+
+async def test_a_long_async_run_writes_a_checkpoint_every_journal_span_entries(
+    stores: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a resume replays is bounded: the journal after the latest checkpoint never
+    holds much more than ``journal_span`` entries; a crash and a resume change nothing."""
+    from stepgraph.durability.run import DurableRun
+
+    monkeypatch.setattr(DurableRun, "journal_span", 8)
+    tag, store = new_tag(), stores()
+    run_id = await held_at(Chain(store=stores(), mode="async"), tag, stop_at=20, hops=24)
+    stored = await store.load(run_id)
+    assert stored is not None
+    assert 0 < len(stored.journal) <= 8 + 2  # (a commit may hold a tick or two more)
+    # the first checkpoint, then one each 8 entries (a hop journals two: 20 hops, 40)
+    assert len(await store.list_checkpoints(run_id)) >= 4
+    gate(tag).set()
+    assert await Chain(store=stores(), mode="async").resume(run_id) == sum(range(25))
+    assert [CALLS[f"{tag}:hop:{n}"] for n in (19, 20, 21)] == [1, 2, 1]
