@@ -31,6 +31,7 @@ from .frame import FRAME_FIELDS, Restored, capture, chunk_names, restore
 from .serializer import JSON, JsonSerializer, Serializer, unwrap, wrap
 
 __all__ = [
+    "Bounds",
     "Header",
     "HeaderCodec",
     "decode_chunk",
@@ -77,6 +78,17 @@ def step_types(types: Iterable[object]) -> list[str]:
     return sorted(_path(t) for t in types)
 
 
+class Bounds(BaseModel):
+    """The run options a checkpoint's run went on under, which its journal depends on:
+    ``max_concurrency`` decides which steps start (and so which invocation an entry
+    names), ``max_supersteps`` when the run fails."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    max_supersteps: Annotated[int, Field(ge=1)]
+    max_concurrency: Annotated[int, Field(ge=1)] | None  # None: no bound
+
+
 class Header(BaseModel):
     """The header of a stored checkpoint (validated when read)."""
 
@@ -94,6 +106,9 @@ class Header(BaseModel):
     # each fan-in edge as [target, *sources], by step name (edges are not in ``steps``);
     # None: a checkpoint from before they were kept
     fan_ins: list[Annotated[list[str], Field(min_length=2)]] | None = None
+    # the run options of the workflow that wrote it; None: a checkpoint from before they
+    # were kept
+    bounds: Bounds | None = None
 
 
 class _Frame(BaseModel):
@@ -114,7 +129,6 @@ class _Frame(BaseModel):
     merges_seen: int = 0
     merging: bool = False
     timeout: float | None = None
-    max_concurrency: Annotated[int, Field(ge=1)] | None = None
     nodes: dict[str, list[Any]] = Field(default_factory=dict)
     invocations: list[list[Any]] = Field(default_factory=list)
     blocked: list[str] = Field(default_factory=list)
@@ -161,6 +175,7 @@ class HeaderCodec:
         graph, programs: its plan's.
         serializer: what its runs' checkpoints are written with.
         source: where the workflow is, as ``MODULE:ATTR`` ("": not known).
+        bounds: the run options its runs go on under.
     """
 
     __slots__ = ("_parts", "serializer", "template")
@@ -172,6 +187,7 @@ class HeaderCodec:
         programs: Iterable[object],
         serializer: Serializer,
         source: str = "",
+        bounds: Bounds | None = None,
     ) -> None:
         self.serializer = serializer
         self.template = Header(
@@ -183,6 +199,7 @@ class HeaderCodec:
             source=source,
             workers={node.name: node.num_workers for node in graph.nodes if node.num_workers != 1},
             fan_ins=fan_in_names(graph),
+            bounds=bounds,
         )
         self._parts: tuple[bytes, bytes] | None = None
         if isinstance(serializer, JsonSerializer):  # the bytes around the prefix, kept

@@ -77,7 +77,6 @@ FRAME_FIELDS: dict[str, object] = {
     "merges_seen": 0,
     "merging": False,
     "timeout": None,
-    "max_concurrency": None,
     "nodes": {},
     "invocations": [],
     "blocked": [],
@@ -139,8 +138,6 @@ def capture(state: RunState) -> tuple[dict[str, Any], list[object]]:
         frame["merging"] = True
     if state.timeout is not None:
         frame["timeout"] = state.timeout
-    if state.max_concurrency is not None:  # (which steps started: the journal depends on it)
-        frame["max_concurrency"] = state.max_concurrency
     nodes = {
         names[i]: [[[ref(m), g] for m, g in n.inbox], n.started]
         for i, n in enumerate(state.nodes)
@@ -363,12 +360,7 @@ def restore(
     def absent(position: int) -> object:
         return ABSENT if position == -1 else obj(position)
 
-    state = RunState(
-        graph,
-        mode=Mode(frame["mode"]),
-        timeout=frame["timeout"],
-        max_concurrency=frame["max_concurrency"],
-    )
+    state = RunState(graph, mode=Mode(frame["mode"]), timeout=frame["timeout"])
     state.run_id = str(frame["run_id"])
     state.status = RunStatus(frame["status"])
     state.started_at = float(frame["started_at"])

@@ -88,6 +88,7 @@ from ..stores.base import (
 )
 from ..stores.results import outcome_of
 from .checkpoints import (
+    Bounds,
     HeaderCodec,
     compare_steps,
     decode_chunk,
@@ -157,11 +158,22 @@ def _owner(store: Store) -> str:
     return owner
 
 
-def _headers(plan: RunPlan, serializer: Serializer, source: str) -> HeaderCodec:
-    """The checkpoint headers of ``plan``'s runs in ``serializer`` (made once per plan)."""
+def _headers(
+    plan: RunPlan, serializer: Serializer, source: str, options: RunOptions
+) -> HeaderCodec:
+    """The checkpoint headers of ``plan``'s runs in ``serializer`` under ``options``' bounds
+    (made once per plan and bounds)."""
+    most, concurrency = options.max_supersteps, options.max_concurrency
     return plan.derive(
-        f"durable header {serializer.name} {source}",
-        lambda: HeaderCodec(plan.name, plan.graph, plan.programs, serializer, source),
+        f"durable header {serializer.name} {source} {most} {concurrency}",
+        lambda: HeaderCodec(
+            plan.name,
+            plan.graph,
+            plan.programs,
+            serializer,
+            source,
+            Bounds(max_supersteps=most, max_concurrency=concurrency),
+        ),
     )
 
 
@@ -280,7 +292,7 @@ class DurableRun(Run):
         self.state.undo_writes = True  # a resumed invocation must not write twice
         self._db: Store = options.store
         self._ser = serializer_named(options.serializer)
-        self._headers = _headers(plan, self._ser, options.source or source_of(owner))
+        self._headers = _headers(plan, self._ser, options.source or source_of(owner), options)
         self._header_bytes: bytes | None = None  # encoded once, repeated in each checkpoint
         self._told = False  # its observers have heard it start
         self._booting = True  # the store has not answered yet: ticks wait in ``_early``
@@ -309,7 +321,7 @@ class DurableRun(Run):
         self.lease: str | None = None
         self.forked_from: str | None = None  # a fork: the run it was forked from
         self._stream_out: list[bytes] = []  # stream events to store with the next commit
-        self._rebase = False  # resumed by a workflow that numbers its steps otherwise
+        self._rebase = False  # resumed by a workflow whose steps or bounds differ
         self._consumed: list[int] = []  # inbox messages the next commit delivers
         self._parking: asyncio.Future[None] | None = None  # park(): stop at the next barrier
         self._ending = False  # its end is recorded: nothing is fed or written after it
@@ -681,14 +693,20 @@ class DurableRun(Run):
             for name, data in stored.values.items()
         }
 
+        ours = template.bounds
+        assert ours is not None
+        # the bounds the journal was written under (a checkpoint from before they were
+        # kept: this workflow's, the likeliest)
+        kept = ours if header is None or header.bounds is None else header.bounds
+
         def fresh() -> Restored:
             restored = restore_state(
                 frame, objects, chunks, written or self.graph, run_id=run_id, checkpoint_id=cp
             )
-            # the workflow's bound, before the journal replays: a run past the default
-            # replays as it ran (and one raised since lets a run that reached it go on);
-            # its max_concurrency, the frame's: the one its journal was written under
-            restored.state.max_supersteps = self.state.max_supersteps
+            # the journal replays under its bounds; max_supersteps raised since lets a run
+            # that reached it go on (lowered, the run fails once it goes on past it)
+            restored.state.max_concurrency = kept.max_concurrency
+            restored.state.max_supersteps = max(kept.max_supersteps, ours.max_supersteps)
             return restored
 
         restored = fresh()
@@ -741,10 +759,10 @@ class DurableRun(Run):
                     f"checkpoint {cp!r}: dropped the part of a batch they held: {dropped}",
                     stacklevel=2,
                 )
-        state.max_supersteps = self.state.max_supersteps  # (move_state's state too)
-        if state.max_concurrency != self.state.max_concurrency:  # changed since: what it
-            state.max_concurrency = self.state.max_concurrency  # journals next goes after
-            self._rebase = not fork  # a checkpoint of its own, which keeps the new bound
+        state.max_supersteps = ours.max_supersteps  # it goes on under this workflow's
+        state.max_concurrency = ours.max_concurrency
+        if kept != ours:  # what it journals next goes after a checkpoint of its own
+            self._rebase = not fork
         self.state = state
         for tick in entries:  # what the journal wrote, the next checkpoint stores
             if type(tick) is StateWritten or type(tick) is StateMerged:
@@ -1028,8 +1046,8 @@ class DurableRun(Run):
         paused = _paused(state)
         status = _PAUSED if paused else _GOING
         checkpoint = self._checkpoint(status) if barrier else None
-        if kind is RunResumed and self._rebase:  # resumed by a workflow that numbers its
-            self._rebase = False  # steps otherwise: its journal goes after a checkpoint of
+        if kind is RunResumed and self._rebase:  # resumed by a workflow whose steps or
+            self._rebase = False  # bounds differ: its journal goes after a checkpoint of
             checkpoint = checkpoint or self._checkpoint(status)  # its own, written first
         # every request is recorded before it is announced, the second of a pause too (an
         # answer sent right after a resume finds it open)

@@ -159,24 +159,38 @@ class Fan(Workflow):
         return StopEvent(result=sorted(d.i for d in batch))
 
 
-class Limited(Fan):
-    """Fan's four workers, for a run under ``max_concurrency=1`` (give it): the one on
-    item ``stop_at`` waits on its tag's gate."""
+class Joined(Event):
+    """Streamed by ``Limited.join`` as it takes a worker's result."""
+
+    n: int
+
+
+class Limited(Workflow):
+    """Four workers for a run under ``max_concurrency`` (give it): the one on item ``i``
+    waits while the gate ``"<tag>:<i>"`` is closed (``gate(f"{tag}:{i}")``); ``join``
+    gathers the four and streams a ``Joined`` for each."""
 
     @step
     async def start(self, ctx: Context, ev: Go) -> None:
-        await ctx.store.set("plan", {"tag": ev.tag, "stop_at": ev.stop_at})
+        await ctx.store.set("tag", ev.tag)
         for i in range(4):
             ctx.send_event(Item(i=i))
 
     @step(num_workers=4)
     async def work(self, ctx: Context, ev: Item) -> Done:
-        plan = await ctx.store.get("plan")
-        CALLS[f"{plan['tag']}:work:{ev.i}"] += 1
+        tag = await ctx.store.get("tag")
+        CALLS[f"{tag}:work:{ev.i}"] += 1
         ctx.write_event_to_stream(Reached(n=ev.i))
-        if ev.i == plan["stop_at"]:
-            await GATES[plan["tag"]].wait()
+        held = GATES.get(f"{tag}:{ev.i}")
+        if held is not None:
+            await held.wait()
         return Done(i=ev.i)
+
+    @step
+    async def join(self, ctx: Context, ev: Done) -> StopEvent | None:
+        ctx.write_event_to_stream(Joined(n=ev.i))
+        batch = ctx.collect_events(ev, [Done] * 4)
+        return None if batch is None else StopEvent(result=sorted(d.i for d in batch))
 
 
 class Keys(Workflow):

@@ -8,22 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
 from stepgraph import Context, StartEvent, StopEvent, Workflow, WorkflowHandler, step
-from stepgraph.durability.checkpoints import decode_entry
+from stepgraph.durability.checkpoints import HeaderCodec, decode_entry
 from stepgraph.errors import (
     CheckpointNotFoundError,
     RunNotFoundError,
     StepgraphError,
+    SuperstepLimitExceeded,
     WorkflowCancelled,
 )
-from stepgraph.stores import Store
+from stepgraph.stores import MemoryStore, Store
 from stepgraph.testing import crash
 
 from .conftest import StoreFactory
-from .flows import CALLS, Chain, Fan, Hop, Limited, Reached, gate
+from .flows import CALLS, Chain, Fan, Hop, Joined, Limited, Reached, gate
 
 modes = pytest.mark.parametrize("mode", ["superstep", "async"])
 
@@ -335,7 +337,6 @@ async def test_when_an_await_of_the_run_returns_its_lease_is_given_up(
 
 
 async def test_one_memory_store_keeps_its_runs_across_event_loops() -> None:
-    from stepgraph.stores import MemoryStore
 
     store = MemoryStore()
 
@@ -356,33 +357,43 @@ async def test_one_memory_store_keeps_its_runs_across_event_loops() -> None:
     assert [r.run_id for r in await store.list_runs()] == [run_id]
 
 
-@modes
-async def test_a_run_longer_than_the_default_bound_resumes_under_its_workflows_bound(
-    mode: str,
-) -> None:
-    """The journal replays under the resuming workflow's ``max_supersteps``: a run past
-    the default 10,000 (the bound raised) is not refused as a corrupt journal."""
-    from stepgraph.stores import MemoryStore
-
+async def test_an_async_run_longer_than_the_default_bound_resumes_under_its_workflows_bound() -> (
+    None
+):
+    """The journal replays under the workflow's ``max_supersteps``: a run past the
+    default 10,000 generations (the bound raised) is not refused as a corrupt journal."""
     store, tag, hops = MemoryStore(), new_tag(), 10_005
-    run_id = await held_at(
-        Chain(store=store, mode=mode, timeout=None, max_supersteps=20_000),
-        tag,
-        stop_at=hops - 2,
-        hops=hops,
-    )
+    wf = Chain(store=store, mode="async", timeout=None, max_supersteps=20_000)
+    run_id = await held_at(wf, tag, stop_at=hops - 2, hops=hops)
     gate(tag).set()
-    resumed = Chain(store=store, mode=mode, timeout=None, max_supersteps=20_000).resume(run_id)
+    resumed = Chain(store=store, mode="async", timeout=None, max_supersteps=20_000).resume(run_id)
     assert await resumed == sum(range(hops + 1))
     assert CALLS[f"{tag}:hop:{hops - 3}"] == 1
+
+
+@modes
+async def test_a_run_resumed_under_a_lowered_max_supersteps_fails_once_it_goes_past_it(
+    stores: StoreFactory, mode: str
+) -> None:
+    """The journal replays as it was written (a completion it holds is not run again);
+    the run then goes on under the lowered bound, and fails at its next step."""
+    tag = new_tag()
+    run_id = await held_at(Chain(store=stores(), mode=mode, max_supersteps=100), tag, 8, 12)
+    gate(tag).set()
+    with pytest.raises(SuperstepLimitExceeded):
+        await Chain(store=stores(), mode=mode, max_supersteps=5).resume(run_id)
+    assert [CALLS[f"{tag}:hop:{n}"] for n in (7, 8, 9)] == [1, 2, 0]
 
 
 async def test_an_async_run_under_max_concurrency_resumes_as_it_ran(stores: StoreFactory) -> None:
     """The journal replays under the workflow's ``max_concurrency``: the steps it held
     back are not taken for started, nor a completion for another step's."""
     tag = new_tag()
-    run_id = await held_at(Limited(store=stores(), mode="async", max_concurrency=1), tag, 2)
-    gate(tag).set()
+    gate(f"{tag}:2")
+    run_id = await crashed_at(
+        Limited(store=stores(), mode="async", max_concurrency=1).run(tag=tag), 2
+    )
+    gate(f"{tag}:2").set()
     resumed = Limited(store=stores(), mode="async", max_concurrency=1).resume(run_id)
     assert await resumed == [0, 1, 2, 3]
     assert [CALLS[f"{tag}:work:{i}"] for i in range(4)] == [1, 1, 2, 1]
@@ -394,17 +405,52 @@ async def test_a_run_resumed_under_another_max_concurrency_replays_under_its_own
     """Its journal replays under the bound it was written under; the run goes on under
     the new one, and what it journals then replays under that one."""
     tag = new_tag()
-    run_id = await held_at(Limited(store=stores(), mode="async", max_concurrency=1), tag, 2)
+    gate(f"{tag}:0")
+    first = Limited(store=stores(), mode="async", max_concurrency=1).run(tag=tag)
+    run_id = await crashed_at(first, 0)  # items 1 to 3 held back by the bound
     written = len(await stores().list_checkpoints(run_id))
-    gate(tag)  # closed again: the resumed run is held at item 2 again, and crashed
-    await crashed_at(Limited(store=stores(), mode="async").resume(run_id), 2)
+    gate(f"{tag}:0").set()
+    gate(f"{tag}:2")
+    again = Limited(store=stores(), mode="async").resume(run_id)  # no bound: 1 to 3 at once
+    seen: set[object] = set()
+    async for event in again.stream_events():
+        seen.add((type(event), getattr(event, "n", None)))
+        if {(Joined, 1), (Joined, 3), (Reached, 2)} <= seen:
+            break  # items 1 and 3 done under the new bound, 2 held: crash there
+    await crash(again)
+    with pytest.raises(WorkflowCancelled):
+        await again
     # the resume wrote a checkpoint first, under the new bound: the journal after it
     # replays under that one
     assert len(await stores().list_checkpoints(run_id)) == written + 1
-    gate(tag).set()
+    gate(f"{tag}:2").set()
     resumed = Limited(store=stores(), mode="async", max_concurrency=2).resume(run_id)
     assert await resumed == [0, 1, 2, 3]
-    assert [CALLS[f"{tag}:work:{i}"] for i in range(4)] == [1, 1, 3, 1]
+    assert [CALLS[f"{tag}:work:{i}"] for i in range(4)] == [2, 1, 2, 1]
+
+
+async def test_a_checkpoint_without_bounds_replays_under_the_resuming_workflows(
+    stores: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint written before checkpoints kept their run's bounds: the journal
+    replays under the resuming workflow's, the likeliest, and no checkpoint is added."""
+    from stepgraph.durability import run as durable
+
+    def without_bounds(plan: Any, serializer: Any, source: str, options: Any) -> HeaderCodec:
+        return HeaderCodec(plan.name, plan.graph, plan.programs, serializer, source)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(durable, "_headers", without_bounds)
+        tag = new_tag()
+        gate(f"{tag}:2")
+        old = Limited(store=stores(), mode="async", max_concurrency=1).run(tag=tag)
+        run_id = await crashed_at(old, 2)
+    written = len(await stores().list_checkpoints(run_id))
+    gate(f"{tag}:2").set()
+    resumed = Limited(store=stores(), mode="async", max_concurrency=1).resume(run_id)
+    assert await resumed == [0, 1, 2, 3]
+    assert [CALLS[f"{tag}:work:{i}"] for i in range(4)] == [1, 1, 2, 1]
+    assert len(await stores().list_checkpoints(run_id)) == written
 
 
 async def test_a_long_async_run_writes_a_checkpoint_every_journal_span_entries(

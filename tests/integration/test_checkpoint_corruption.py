@@ -719,7 +719,24 @@ _WRONG: dict[str, st.SearchStrategy[Any]] = {
     ),
     "int": st.one_of(st.none(), _TEXT, _LISTS, _DICTS, _HALVES),
     "int | None": st.one_of(_TEXT, _LISTS, _DICTS, _HALVES),
-    "count | None": st.one_of(_TEXT, _LISTS, _DICTS, _HALVES, st.integers(-3, 0)),  # (>= 1)
+    "bounds | None": st.one_of(
+        st.integers(),
+        _TEXT,
+        _LISTS,
+        st.fixed_dictionaries(
+            {
+                "max_supersteps": st.one_of(st.integers(-3, 0), _TEXT, _HALVES, st.none()),
+                "max_concurrency": st.one_of(st.none(), st.integers(1, 9)),
+            }
+        ),
+        st.fixed_dictionaries(
+            {
+                "max_supersteps": st.integers(1, 9),
+                "max_concurrency": st.one_of(st.integers(-3, 0), _TEXT, _HALVES),
+            }
+        ),
+        st.fixed_dictionaries({"max_supersteps": st.integers(1, 9)}),  # (one missing)
+    ),
     "float": st.one_of(st.none(), _TEXT, _LISTS, _DICTS),
     "float | None": st.one_of(_TEXT, _LISTS, _DICTS),
     "bool": st.one_of(st.none(), _TEXT, _LISTS, _DICTS, st.integers(2, 99)),
@@ -763,7 +780,6 @@ FRAME_KINDS: dict[str, str] = {
     **dict.fromkeys(_INT_FIELDS.split(), "int"),
     "merging": "bool",
     "timeout": "float | None",
-    "max_concurrency": "count | None",
     "nodes": "dict[str, list]",
     "timers": "dict[str, float]",
     **dict.fromkeys(_ROW_FIELDS.split(), "list[list]"),
@@ -789,8 +805,9 @@ HEADER_KINDS: dict[str, str] = {
     "source": "str",
     "workers": "dict[str, int] | None",
     "fan_ins": "list | None",
+    "bounds": "bounds | None",
 }
-HEADER_OPTIONAL = {"source", "workers", "fan_ins"}  # added since the first release
+HEADER_OPTIONAL = {"source", "workers", "fan_ins", "bounds"}  # added since the first release
 
 
 def _rewrapped(how: str, serializer: Serializer, value: object) -> Corruption:
