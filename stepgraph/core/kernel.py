@@ -228,6 +228,8 @@ def _apply_run_resumed(state: RunState, tick: RunResumed, out: list[Command]) ->
         out.append(
             StartStep(invocation=inv.id, node=inv.node, message=inv.message, attempt=inv.attempt)
         )
+    if state.blocked or state.resumable:  # a slot the resume freed (a step of the run's
+        _start_blocked(state, out)  # dropped by a changed workflow, a bound raised)
 
 
 def _undo_writes(state: RunState, inv: Invocation) -> None:

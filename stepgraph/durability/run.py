@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..core import (
+    AttemptFailed,
     CancelRequested,
     Command,
     EventsSent,
@@ -761,6 +762,7 @@ class DurableRun(Run):
                 )
         state.max_supersteps = ours.max_supersteps  # it goes on under this workflow's
         state.max_concurrency = ours.max_concurrency
+        state.undo_writes = True  # (move_state's state too)
         if kept != ours:  # what it journals next goes after a checkpoint of its own
             self._rebase = not fork
         self.state = state
@@ -1067,7 +1069,11 @@ class DurableRun(Run):
             and not (
                 not superstep
                 and self._entries
-                and (kind is StepCompleted or any(isinstance(c, _PROGRESS) for c in commands))
+                and (
+                    kind is StepCompleted
+                    or kind is AttemptFailed  # (its attempt counts, after a crash too)
+                    or any(isinstance(c, _PROGRESS) for c in commands)
+                )
             )
         ):
             return None

@@ -115,7 +115,9 @@ def collect(run: Run, scope: Scope, event: object, expected: Sequence[type]) -> 
             f"{run.where(scope)} called collect_events while the run was carrying out "
             f"commands (from an observer?); collect from the step's own code"
         )
-    undoable = run.plan.retried[scope.node]
+    # what the attempt collected goes back to its collector if it starts again: after a
+    # retry, or after a resume (a durable run's)
+    undoable = run.plan.retried[scope.node] or run.state.undo_writes
     tick = CollectRequested(
         invocation=scope.invocation, message=event, expected=expected, undoable=undoable
     )

@@ -18,6 +18,7 @@ from stepgraph import (
     Executor,
     HumanResponseEvent,
     InputRequiredEvent,
+    RetryPolicy,
     StartEvent,
     StopEvent,
     Workflow,
@@ -269,3 +270,123 @@ class TwoAskers(Workflow):
         ctx.write_event_to_stream(InputRequiredEvent(prefix="b?"))
         answer = await ctx.wait_for_event(HumanResponseEvent)
         return StopEvent(result=answer.response)
+
+
+class ApproveBatch(Fan):
+    """Fan, whose ``join``, once it has the batch, asks the caller to approve it."""
+
+    @step
+    async def join(self, ctx: Context, ev: Done) -> StopEvent | None:
+        batch = ctx.collect_events(ev, [Done] * 4)
+        if batch is None:
+            return None
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="approve?"))
+        answer = await ctx.wait_for_event(HumanResponseEvent)
+        return StopEvent(result=[sorted(d.i for d in batch), answer.response])
+
+
+class AskFirst(Fan):
+    """Fan, whose ``join`` asks the caller once it has collected ``Done(0)``."""
+
+    @step
+    async def join(self, ctx: Context, ev: Done) -> StopEvent | None:
+        batch = ctx.collect_events(ev, [Done] * 4)
+        if ev.i == 0:
+            ctx.write_event_to_stream(InputRequiredEvent(prefix="go on?"))
+            await ctx.wait_for_event(HumanResponseEvent)
+        return None if batch is None else StopEvent(result=sorted(d.i for d in batch))
+
+
+class Side(Event):
+    pass
+
+
+async def _count(ctx: Context, ev: Hop) -> Hop | StopEvent:
+    """A hop of ``Counter``: adds its number to ``total`` first, then holds while the
+    gate ``"<tag>:<n>"`` is closed (a write the interrupted attempt made: undone on
+    resume)."""
+    plan = await ctx.store.get("plan")
+    total = await ctx.store.update("total", lambda t: (t or 0) + ev.n)
+    held = GATES.get(f"{plan['tag']}:{ev.n}")
+    if held is not None:
+        ctx.send_event(Side())  # (async mode: the start of ``side`` commits the write)
+        ctx.write_event_to_stream(Reached(n=ev.n))
+        await held.wait()
+    return StopEvent(result=total) if ev.n >= plan["hops"] else Hop(n=ev.n + 1)
+
+
+class Counter(Workflow):
+    """Hops 0..hops adding up their numbers in the shared state."""
+
+    @step
+    async def start(self, ctx: Context, ev: Go) -> Hop:
+        await ctx.store.set("plan", {"tag": ev.tag, "hops": ev.hops})
+        return Hop(n=0)
+
+    @step
+    async def hop(self, ctx: Context, ev: Hop) -> Hop | StopEvent:
+        return await _count(ctx, ev)
+
+    @step
+    async def side(self, ctx: Context, ev: Side) -> None:
+        return None
+
+
+class CounterWide(Counter):
+    """Counter, its ``hop`` with two workers (resume a Counter run with ``name="Counter"``)."""
+
+    @step(num_workers=2)
+    async def hop(self, ctx: Context, ev: Hop) -> Hop | StopEvent:
+        return await _count(ctx, ev)
+
+
+class Fill(Event):
+    pass
+
+
+class Slow(Event):
+    pass
+
+
+class WithoutSlow(Workflow):
+    """WithSlow without ``slow`` (resume a WithSlow run with ``name="WithSlow"``)."""
+
+    @step
+    async def start(self, ctx: Context, ev: Go) -> None:
+        await ctx.store.set("tag", ev.tag)
+        ctx.send_event(Slow())
+        ctx.send_event(Fill())
+
+    @step
+    async def fill(self, ctx: Context, ev: Fill) -> StopEvent:
+        return StopEvent(result="filled")
+
+
+class WithSlow(WithoutSlow):
+    """Under ``max_concurrency=1``: ``slow`` holds at its tag's gate, ``fill`` waits for
+    the slot."""
+
+    @step
+    async def slow(self, ctx: Context, ev: Slow) -> None:
+        ctx.write_event_to_stream(Reached(n=0))
+        await GATES[await ctx.store.get("tag")].wait()
+
+
+class Flaky(Workflow):
+    """``flaky`` fails its first ``stop_at`` attempts, counted across crashes (three at
+    most: its policy's)."""
+
+    @step
+    async def start(self, ctx: Context, ev: Go) -> Hop:
+        await ctx.store.set("plan", {"tag": ev.tag, "fails": ev.stop_at})
+        return Hop(n=0)
+
+    @step(retry_policy=RetryPolicy(max_attempts=3, backoff=0.2))
+    async def flaky(self, ctx: Context, ev: Hop) -> StopEvent:
+        plan = await ctx.store.get("plan")
+        CALLS[f"{plan['tag']}:flaky"] += 1
+        attempt = CALLS[f"{plan['tag']}:flaky"]
+        ctx.write_event_to_stream(Reached(n=attempt))
+        if attempt <= plan["fails"]:
+            raise ConnectionError(f"attempt {attempt} fails")
+        return StopEvent(result=attempt)
