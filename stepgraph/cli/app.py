@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 from ..authoring.graph_workflow import GraphWorkflow
-from ..durability.checkpoints import read_header
+from ..durability.checkpoints import Bounds, read_header
 from ..durability.serializer import JSON, written_with
 from ..errors import WorkflowValidationError
 from ..runtime.handler import WorkflowHandler
@@ -367,15 +367,15 @@ def _json_written(frame: bytes) -> bool:
         return True
 
 
-async def _workflow_of(args: argparse.Namespace, store: Store) -> tuple[str, Target]:
-    """The run's workflow: ``--workflow``'s, else the one its latest checkpoint names."""
+async def _workflow_of(args: argparse.Namespace, store: Store) -> tuple[str, Target, Bounds | None]:
+    """The run's workflow: ``--workflow``'s, else the one its latest checkpoint names;
+    and the bounds the run went on under, where its checkpoint says."""
     source: str = args.workflow or ""
-    if not source:
-        stored = await store.load(args.run_id, None)
-        if stored is not None and _json_written(stored.frame):  # (a pickle is not loaded)
-            source = read_header(
-                stored.frame, run_id=args.run_id, checkpoint_id=stored.info.id
-            ).source
+    bounds: Bounds | None = None
+    stored = await store.load(args.run_id, None)
+    if stored is not None and _json_written(stored.frame):  # (a pickle is not loaded)
+        header = read_header(stored.frame, run_id=args.run_id, checkpoint_id=stored.info.id)
+        source, bounds = source or header.source, header.bounds
     if not source:
         fail(
             f"runs {args.action}: run {args.run_id!r} does not say where its workflow is (a "
@@ -383,7 +383,7 @@ async def _workflow_of(args: argparse.Namespace, store: Store) -> tuple[str, Tar
             f"written with pickle, which is not loaded to find out): give "
             f"--workflow MODULE:ATTR (the workflow or built graph that made it)"
         )
-    return source, load_target(source)
+    return source, load_target(source), bounds
 
 
 async def _resume(args: argparse.Namespace, store: Store) -> int:
@@ -391,7 +391,7 @@ async def _resume(args: argparse.Namespace, store: Store) -> int:
     record = await store.get_run(run_id)
     if record is None:
         fail(f"there is no run {run_id!r} in the store")
-    source, target = await _workflow_of(args, store)
+    source, target, bounds = await _workflow_of(args, store)
     checkpoint: str | None = None
     if args.action == "fork":
         checkpoint = args.checkpoint
@@ -404,7 +404,12 @@ async def _resume(args: argparse.Namespace, store: Store) -> int:
     check_event_log(args.event_log)
     progress = make_progress(not args.no_progress)
     workflow = configure(
-        target, store=store, event_log=args.event_log, observers=(progress,), source=source
+        target,
+        store=store,
+        event_log=args.event_log,
+        observers=(progress,),
+        source=source,
+        bounds=bounds,
     )
     strict = not args.no_strict
     url = args.store

@@ -16,6 +16,7 @@ from ..authoring.builder import WorkflowBuilder
 from ..authoring.graph_workflow import GraphWorkflow
 from ..authoring.workflow import Workflow
 from ..core import Mode
+from ..durability.checkpoints import Bounds
 from ..runtime.observers import RunObserver
 from ..telemetry.event_log import EventLog
 from .common import fail
@@ -166,6 +167,7 @@ def configure(
     event_log: str | None = None,
     observers: Sequence[RunObserver] = (),
     source: str = "",
+    bounds: Bounds | None = None,
 ) -> Workflow | GraphWorkflow:
     """A workflow object to run: ``target`` with the command's options.
 
@@ -173,7 +175,9 @@ def configure(
     ``observers=``); an instance or a built graph is copied (``copy.copy``) and the copy
     gets new run options: the user's object is never changed. ``source``: the
     ``MODULE:ATTR`` the target was loaded from, kept with its durable runs (``runs
-    resume`` and ``runs fork`` find the workflow by it).
+    resume`` and ``runs fork`` find the workflow by it). ``bounds``: for a class, the
+    ``max_supersteps`` and ``max_concurrency`` its copy gets (those a stored run went on
+    under: a class's defaults say nothing of the run's); an instance keeps its own.
 
     Raises:
         UsageError: the class does not take those keywords, or refuses them.
@@ -195,8 +199,12 @@ def configure(
                 f"cannot construct {target.__name__}({', '.join(f'{k}=...' for k in kwargs)}): "
                 f"{type(exc).__name__}: {exc}"
             )
-        if source:
-            built.options = dataclasses.replace(built.options, source=source)
+        changed: dict[str, Any] = {"source": source} if source else {}
+        if bounds is not None:
+            changed["max_supersteps"] = bounds.max_supersteps
+            changed["max_concurrency"] = bounds.max_concurrency
+        if changed:
+            built.options = dataclasses.replace(built.options, **changed)
         return built
     made = copy.copy(target)
     options = target.options

@@ -274,6 +274,33 @@ def test_resume_a_crashed_run(db: str, tmp_path: Path) -> None:
     assert "Count completed" in resumed.stderr and "run c1" in resumed.stderr
 
 
+def test_a_run_of_a_class_resumes_under_the_bounds_it_ran_under(tmp_path: Path) -> None:
+    """A run started from Python with ``Count(max_supersteps=3)``: the command line makes
+    the class with the bounds its checkpoint keeps, not the class's defaults."""
+    path, marker = tmp_path / "runs.db", tmp_path / "crashed-once"
+    started_in_python = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from flows import Count; "
+            "from stepgraph.stores import SqliteStore; "
+            "wf = Count(store=SqliteStore(sys.argv[1]), max_supersteps=3); "
+            "wf.run_sync(run_id='b1', upto=6, crash_at=2, crash_marker=sys.argv[2])",
+            str(path),
+            str(marker),
+        ],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=_env(),
+    )
+    assert started_in_python.returncode == -signal.SIGKILL, started_in_python.stderr
+    resumed = cli("runs", "resume", "b1", "--store", f"sqlite:///{path}", "--no-progress")
+    assert resumed.returncode == 1, resumed.stderr  # past its 3 supersteps, as it would have
+    assert "max_supersteps=3" in resumed.stderr
+
+
 def test_a_paused_run_exits_3_and_resumes_with_an_answer(db: str) -> None:
     paused, answered_at_once, lost, graph = cli_all(
         ["run", "flows:Ask", "--store", db, "--run-id", "ask-1", "--no-progress"],
