@@ -612,12 +612,14 @@ class DurableRun(Run):
         cp = stored.info.id
         created = self._new_record(parent_run_id=record.run_id, parent_checkpoint_id=cp)
         self._tell_started()  # before its first checkpoint is written: the run's first record
-        first = self._commit(
+        undone = dict(self._dirty)  # the keys its resume undoes, after this checkpoint: for
+        first = self._commit(  # the next one to store
             checkpoint=self._checkpoint(
                 StoredStatus.RUNNING, full=True, superstep=stored.info.superstep
             ),
             status=StoredStatus.RUNNING,
         )
+        self._dirty.update(undone)
         if await self._create_run(created, first) is not None:
             raise StoreError(f"run id {self.run_id!r} is taken in {self._db!r}")
         await self._take_lease(self.run_id)
@@ -704,10 +706,11 @@ class DurableRun(Run):
             restored = restore_state(
                 frame, objects, chunks, written or self.graph, run_id=run_id, checkpoint_id=cp
             )
-            # the journal replays under its bounds; max_supersteps raised since lets a run
-            # that reached it go on (lowered, the run fails once it goes on past it)
+            # the journal replays under the bounds it was written under (a completion that
+            # went past max_supersteps ended that life: replayed, it ends it again, and the
+            # run goes on from just before, as after any end)
             restored.state.max_concurrency = kept.max_concurrency
-            restored.state.max_supersteps = max(kept.max_supersteps, ours.max_supersteps)
+            restored.state.max_supersteps = kept.max_supersteps
             return restored
 
         restored = fresh()

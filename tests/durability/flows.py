@@ -390,3 +390,19 @@ class Flaky(Workflow):
         if attempt <= plan["fails"]:
             raise ConnectionError(f"attempt {attempt} fails")
         return StopEvent(result=attempt)
+
+
+class AddThenAsk(Workflow):
+    """``work`` adds 10 to ``total`` (0 at the start), then asks the caller and waits."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Hop:
+        await ctx.store.set("total", 0)
+        return Hop(n=0)
+
+    @step
+    async def work(self, ctx: Context, ev: Hop) -> StopEvent:
+        total = await ctx.store.update("total", lambda t: t + 10)
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="ok?"))
+        await ctx.wait_for_event(HumanResponseEvent)
+        return StopEvent(result=total)

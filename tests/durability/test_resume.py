@@ -471,3 +471,19 @@ async def test_a_long_async_run_writes_a_checkpoint_every_journal_span_entries(
     gate(tag).set()
     assert await Chain(store=stores(), mode="async").resume(run_id) == sum(range(25))
     assert [CALLS[f"{tag}:hop:{n}"] for n in (19, 20, 21)] == [1, 2, 1]
+
+
+async def test_a_run_that_reached_its_bound_twice_goes_on_once_it_is_raised(
+    stores: StoreFactory,
+) -> None:
+    """Async mode: it fails at the bound, is resumed under the same bound (and fails
+    again), then under a higher one: each life's journal replays as it was written."""
+    tag = new_tag()
+    gate(tag).set()
+    first = Chain(store=stores(), mode="async", max_supersteps=4).run(tag=tag, hops=8)
+    with pytest.raises(SuperstepLimitExceeded):
+        await first
+    with pytest.raises(SuperstepLimitExceeded):
+        await Chain(store=stores(), mode="async", max_supersteps=4).resume(first.run_id)
+    raised = Chain(store=stores(), mode="async", max_supersteps=100).resume(first.run_id)
+    assert await raised == sum(range(9))

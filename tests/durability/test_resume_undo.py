@@ -22,6 +22,7 @@ from stepgraph.testing import crash
 from .conftest import StoreFactory
 from .flows import (
     CALLS,
+    AddThenAsk,
     ApproveBatch,
     AskFirst,
     Counter,
@@ -113,3 +114,20 @@ async def test_failed_attempts_still_count_against_the_retry_policy_after_a_cras
     with pytest.raises(ConnectionError, match="attempt 3 fails"):
         await Flaky(store=stores(), mode="async").resume(first.run_id)
     assert CALLS[f"{tag}:flaky"] == 3  # the policy's three, not a fourth that succeeds
+
+
+@modes
+async def test_a_write_a_fork_undid_is_stored_by_the_forks_next_checkpoint(
+    stores: StoreFactory, mode: str
+) -> None:
+    """A fork of a paused run whose step had written: its first checkpoint keeps the
+    write (with the step that made it, to undo); the undo comes after it, and the fork's
+    next checkpoint (its own pause) stores what the undo left."""
+    first = AddThenAsk(store=stores(), mode=mode).run()
+    await crashed_once(first, InputRequiredEvent)
+    latest = (await stores().list_checkpoints(first.run_id))[-1]
+    fork = AddThenAsk(store=stores(), mode=mode).resume(first.run_id, checkpoint_id=latest.id)
+    await crashed_once(fork, InputRequiredEvent)
+    resumed = AddThenAsk(store=stores(), mode=mode).resume(fork.run_id)
+    resumed.send_event(HumanResponseEvent(response="yes"))
+    assert await resumed == 10  # added once, not once per life
