@@ -1079,9 +1079,10 @@ _ENDLESS = {
 
 def _limit_error(state: RunState) -> SuperstepLimitExceeded:
     last = ", ".join(f"{state.graph.nodes[i].name} <- {type(m).__name__}" for i, m in state.recent)
+    seen = f" (last steps: {last})" if last else ""  # (none since a resume, say)
     return SuperstepLimitExceeded(
-        f"workflow {state.graph.name!r} exceeded max_supersteps={state.max_supersteps} "
-        f"(last steps: {last}); {_ENDLESS[state.graph.explicit_routing]} "
+        f"workflow {state.graph.name!r} exceeded max_supersteps={state.max_supersteps}"
+        f"{seen}; {_ENDLESS[state.graph.explicit_routing]} "
         f"Raise the bound with max_supersteps=... if the loop is meant to be that long"
     )
 
