@@ -153,8 +153,8 @@ def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Comman
     if tick.emitted:
         _emit(state, inv, tick.emitted, out)
     if state.status is RUNNING:
-        if state.blocked or state.resumable:  # held back by max_concurrency go first
-            _start_blocked(state, out)
+        if state.restarts or state.blocked or state.resumable:  # held back by
+            _start_blocked(state, out)  # max_concurrency go first
         if node.inbox:
             _start(state, inv.node, out)
 
@@ -214,7 +214,11 @@ def _close_forwarded(state: RunState, invocation: int) -> None:
 
 
 def _apply_run_resumed(state: RunState, tick: RunResumed, out: list[Command]) -> None:
-    """Start again, from their beginning, the invocations the previous process had in flight."""
+    """Start again, from their beginning, the invocations the previous process had in
+    flight, as many as ``max_concurrency`` allows; the others as slots free."""
+    held = set(state.restarts)  # (held back at an earlier resume: not counted as running)
+    state.restarts.clear()
+    again: list[int] = []
     for inv in list(state.invocations.values()):
         if inv.backing_off:
             continue  # its retry timer is armed again by the shell, from ``state.timers``
@@ -223,13 +227,16 @@ def _apply_run_resumed(state: RunState, tick: RunResumed, out: list[Command]) ->
                 state.resumable = deque(r for r in state.resumable if r[0] != inv.id)
             state.timers.pop(f"wait:{inv.id}", None)
             _wake(state, inv.id)
+        elif inv.id in held:
+            state.running += 1
         _undo_attempt(state, inv)
         _undo_writes(state, inv)
-        out.append(
-            StartStep(invocation=inv.id, node=inv.node, message=inv.message, attempt=inv.attempt)
-        )
-    if state.blocked or state.resumable:  # a slot the resume freed (a step of the run's
-        _start_blocked(state, out)  # dropped by a changed workflow, a bound raised)
+        again.append(inv.id)
+    state.running -= len(again)  # each counts again as it starts
+    state.restarts.extend(again)
+    if state.restarts or state.blocked or state.resumable:
+        _start_blocked(state, out)  # (and a slot the resume freed: a step of the run's
+        # dropped by a changed workflow, a bound raised)
 
 
 def _undo_writes(state: RunState, inv: Invocation) -> None:
@@ -317,8 +324,8 @@ def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) 
     state.waiters[inv.id] = waiter
     if tick.timeout is not None:
         _arm(state, f"wait:{inv.id}", tick.timeout, out)
-    if state.blocked or state.resumable:  # the waiting step frees its slot
-        _start_blocked(state, out)
+    if state.restarts or state.blocked or state.resumable:  # the waiting step frees its
+        _start_blocked(state, out)  # slot
     if state.input_askers:  # the answers kept for this wait, which it does not take, go
         _release_answers(state, waiter, out)
 
@@ -868,7 +875,15 @@ def _start(state: RunState, index: int, out: list[Command], first: bool = False)
 
 def _start_blocked(state: RunState, out: list[Command]) -> None:
     cap = state.max_concurrency
-    while state.resumable and (cap is None or state.running < cap):  # resumed waits first
+    while state.restarts and (cap is None or state.running < cap):  # a resume's, first
+        inv = state.invocations.get(state.restarts.popleft())
+        if inv is None:
+            continue
+        state.running += 1
+        out.append(
+            StartStep(invocation=inv.id, node=inv.node, message=inv.message, attempt=inv.attempt)
+        )
+    while state.resumable and (cap is None or state.running < cap):  # resumed waits next
         invocation, message, timed_out = state.resumable.popleft()
         _resume(state, invocation, message, timed_out, out)
     while state.blocked and (cap is None or state.running < cap):

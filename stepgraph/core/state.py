@@ -192,6 +192,7 @@ class RunState:
         "queued",
         "recent",
         "requests",
+        "restarts",
         "result",
         "resumable",
         "run_id",
@@ -240,6 +241,9 @@ class RunState:
         self.blocked: deque[int] = deque()  # nodes held back by max_concurrency
         # waits that may resume but wait for a free slot: (invocation, event, timed out)
         self.resumable: deque[tuple[int, object, bool]] = deque()
+        # invocations to start again (a resume) that wait for a free slot: neither running
+        # nor waiting
+        self.restarts: deque[int] = deque()
         self.outbox: list[tuple[OrderKey, int, tuple[Emission, ...]]] = []
         self.external_sent = 0
         self.stop: tuple[OrderKey, object] | None = None

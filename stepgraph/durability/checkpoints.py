@@ -133,6 +133,7 @@ class _Frame(BaseModel):
     invocations: list[list[Any]] = Field(default_factory=list)
     blocked: list[str] = Field(default_factory=list)
     resumable: list[list[Any]] = Field(default_factory=list)
+    restarts: list[int] = Field(default_factory=list)
     outbox: list[list[Any]] = Field(default_factory=list)
     stop: list[Any] | None = None
     waiters: list[list[int]] = Field(default_factory=list)

@@ -81,6 +81,7 @@ FRAME_FIELDS: dict[str, object] = {
     "invocations": [],
     "blocked": [],
     "resumable": [],
+    "restarts": [],
     "outbox": [],
     "stop": None,
     "waiters": [],
@@ -165,6 +166,8 @@ def capture(state: RunState) -> tuple[dict[str, Any], list[object]]:
         frame["blocked"] = [names[i] for i in state.blocked]
     if state.resumable:
         frame["resumable"] = [[i, ref(m), timed_out] for i, m, timed_out in state.resumable]
+    if state.restarts:
+        frame["restarts"] = list(state.restarts)
     if state.outbox:
         frame["outbox"] = [
             [
@@ -408,6 +411,11 @@ def restore(
     state.resumable = deque(
         (int(i), obj(m), bool(t)) for i, m, t in frame["resumable"] if int(i) not in lost
     )
+    state.restarts = deque(
+        int(i)
+        for i in frame["restarts"]
+        if int(i) in state.invocations and not state.invocations[int(i)].waiting
+    )
     for sender, count, generation, emitted in frame["outbox"]:
         kept: list[tuple[object, tuple[int, ...] | None]] = []
         for message, to in emitted:
@@ -545,4 +553,7 @@ def _recount(state: RunState) -> None:
         slot.in_flight += 1
         if inv.waiting:
             slot.waiting += 1
-    state.running = sum(1 for inv in state.invocations.values() if not inv.waiting)
+    held = set(state.restarts)  # (neither running nor waiting)
+    state.running = sum(
+        1 for inv in state.invocations.values() if not inv.waiting and inv.id not in held
+    )

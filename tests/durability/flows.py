@@ -36,6 +36,9 @@ GATES: dict[str, asyncio.Event] = {}
 CALLS: Counter[str] = Counter()
 """How often each step ran, by ``"<tag>:<step>:<what>"``."""
 
+ACTIVE: Counter[str] = Counter()
+"""How many of a run's ``Limited.work`` bodies are running now, by tag."""
+
 
 def gate(tag: str) -> asyncio.Event:
     """A new, closed gate for ``tag`` (in the running loop)."""
@@ -181,10 +184,14 @@ class Limited(Workflow):
     async def work(self, ctx: Context, ev: Item) -> Done:
         tag = await ctx.store.get("tag")
         CALLS[f"{tag}:work:{ev.i}"] += 1
-        ctx.write_event_to_stream(Reached(n=ev.i))
-        held = GATES.get(f"{tag}:{ev.i}")
-        if held is not None:
-            await held.wait()
+        ACTIVE[tag] += 1
+        try:
+            ctx.write_event_to_stream(Reached(n=ev.i))
+            held = GATES.get(f"{tag}:{ev.i}")
+            if held is not None:
+                await held.wait()
+        finally:
+            ACTIVE[tag] -= 1
         return Done(i=ev.i)
 
     @step

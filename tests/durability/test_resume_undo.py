@@ -21,7 +21,9 @@ from stepgraph.testing import crash
 
 from .conftest import StoreFactory
 from .flows import (
+    ACTIVE,
     CALLS,
+    GATES,
     AddThenAsk,
     ApproveBatch,
     AskFirst,
@@ -29,6 +31,7 @@ from .flows import (
     CounterWide,
     Fan,
     Flaky,
+    Limited,
     Reached,
     WithoutSlow,
     WithSlow,
@@ -131,3 +134,51 @@ async def test_a_write_a_fork_undid_is_stored_by_the_forks_next_checkpoint(
     resumed = AddThenAsk(store=stores(), mode=mode).resume(fork.run_id)
     resumed.send_event(HumanResponseEvent(response="yes"))
     assert await resumed == 10  # added once, not once per life
+
+
+async def released_one_by_one(handler: WorkflowHandler, tag: str) -> list[int]:
+    """Open the gate of each ``Limited`` worker as it starts; how many ran at each start
+    (the others, had they started, would be in); the run's result must be the four."""
+    running: list[int] = []
+
+    async def release() -> object:
+        async for event in handler.stream_events():
+            if isinstance(event, Reached):
+                running.append(ACTIVE[tag])
+                GATES[f"{tag}:{event.n}"].set()
+        return await handler
+
+    assert await asyncio.wait_for(release(), 30) == [0, 1, 2, 3]  # (a guard, not a wait)
+    return running
+
+
+@modes
+async def test_steps_in_flight_start_again_within_the_resuming_workflows_max_concurrency(
+    stores: StoreFactory, mode: str
+) -> None:
+    """Four workers in flight under no bound, crashed; resumed under ``max_concurrency=1``
+    they start again one at a time (each holds until the test opens its gate)."""
+    tag = uuid.uuid4().hex[:12]
+    for i in range(4):
+        gate(f"{tag}:{i}")
+    first = Limited(store=stores(), mode=mode).run(tag=tag)
+    await crashed_once(first, Reached, 3)  # (all four started: no bound)
+    resumed = Limited(store=stores(), mode=mode, max_concurrency=1).resume(first.run_id)
+    assert await released_one_by_one(resumed, tag) == [1, 1, 1, 1]
+
+
+@modes
+async def test_steps_held_back_at_a_resume_are_kept_by_its_checkpoint(
+    stores: StoreFactory, mode: str
+) -> None:
+    """The resume under a new bound writes a checkpoint while three of the four steps it
+    starts again wait for the slot; crashed and resumed from it, they still do."""
+    tag = uuid.uuid4().hex[:12]
+    for i in range(4):
+        gate(f"{tag}:{i}")
+    first = Limited(store=stores(), mode=mode).run(tag=tag)
+    await crashed_once(first, Reached, 3)
+    again = Limited(store=stores(), mode=mode, max_concurrency=1).resume(first.run_id)
+    await crashed_once(again, Reached)  # one started again; three held back
+    resumed = Limited(store=stores(), mode=mode, max_concurrency=1).resume(first.run_id)
+    assert await released_one_by_one(resumed, tag) == [1, 1, 1, 1]

@@ -784,7 +784,7 @@ FRAME_KINDS: dict[str, str] = {
     "timers": "dict[str, float]",
     **dict.fromkeys(_ROW_FIELDS.split(), "list[list]"),
     **dict.fromkeys(("blocked", "store_keys"), "list[str]"),
-    **dict.fromkeys(("awaited_types", "unclaimed"), "list[int]"),
+    **dict.fromkeys(("awaited_types", "unclaimed", "restarts"), "list[int]"),
     "stop": "list | None",
     **dict.fromkeys(("result", "failure"), "int | None"),  # positions in the object table
 }
