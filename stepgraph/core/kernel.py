@@ -136,9 +136,7 @@ def _apply_run_started(state: RunState, tick: RunStarted, out: list[Command]) ->
 
 
 def _apply_step_completed(state: RunState, tick: StepCompleted, out: list[Command]) -> None:
-    inv = state.invocations.pop(tick.invocation, None)
-    if inv is None:
-        raise KernelError(f"no invocation {tick.invocation} in flight in run {state.run_id!r}")
+    inv = state.invocations.pop(_started(state, tick.invocation).id)
     if inv.waiting or inv.backing_off:
         state.invocations[inv.id] = inv  # refused: the state stays as it was (order aside)
         doing = "waiting" if inv.waiting else "backing off"
@@ -254,7 +252,7 @@ def _undo_writes(state: RunState, inv: Invocation) -> None:
 
 
 def _apply_events_sent(state: RunState, tick: EventsSent, out: list[Command]) -> None:
-    _emit(state, _invocation(state, tick.invocation), tick.emitted, out)
+    _emit(state, _started(state, tick.invocation), tick.emitted, out)
 
 
 def _apply_step_failed(state: RunState, tick: StepFailed, out: list[Command]) -> None:
@@ -264,7 +262,7 @@ def _apply_step_failed(state: RunState, tick: StepFailed, out: list[Command]) ->
 
 def _apply_attempt_failed(state: RunState, tick: AttemptFailed, out: list[Command]) -> None:
     """Undo a failed attempt, then start the next one now or when its backoff timer fires."""
-    inv = _invocation(state, tick.invocation)
+    inv = _started(state, tick.invocation)
     if inv.waiting or inv.backing_off:
         raise KernelError(f"invocation {inv.id} failed an attempt it is not running")
     _undo_attempt(state, inv)
@@ -307,7 +305,7 @@ def _answers(state: RunState, event: object) -> bool:
 
 
 def _apply_wait_started(state: RunState, tick: WaitStarted, out: list[Command]) -> None:
-    inv = _invocation(state, tick.invocation)
+    inv = _started(state, tick.invocation)
     if inv.waiting:
         raise KernelError(f"invocation {inv.id} waits twice at once (run {state.run_id!r})")
     waiter = Waiter(inv.id, tick.types, tick.requirements)
@@ -389,7 +387,7 @@ def _close_input(state: RunState, request_id: str | int) -> object | None:
 
 
 def _apply_collect_requested(state: RunState, tick: CollectRequested, out: list[Command]) -> None:
-    inv = _invocation(state, tick.invocation)
+    inv = _started(state, tick.invocation)
     expected = tick.expected
     key = collector_key(inv.node, expected)  # O(1), whatever the list's length
     collector = state.collectors.get(key)
@@ -626,6 +624,16 @@ def _invocation(state: RunState, invocation: int) -> Invocation:
         raise KernelError(f"no invocation {invocation} in flight in run {state.run_id!r}") from None
 
 
+def _started(state: RunState, invocation: int) -> Invocation:
+    """The invocation whose running attempt a tick comes from: one held back at a resume
+    (in ``restarts``) has not started again, and is refused."""
+    if state.restarts and invocation in state.restarts:
+        raise KernelError(
+            f"invocation {invocation} of run {state.run_id!r} acted while held back for a slot"
+        )
+    return _invocation(state, invocation)
+
+
 def _from_caller(state: RunState, message: object, targets: Targets, out: list[Command]) -> None:
     """A message from outside the run: in the next superstep, or at once in async mode."""
     if state.mode is SUPERSTEP:
@@ -854,8 +862,9 @@ def _start(state: RunState, index: int, out: list[Command], first: bool = False)
     cap = state.max_concurrency
     while inbox and node.in_flight < limit:
         if cap is not None and (
-            state.running >= cap or (state.blocked and not first)
-        ):  # no slot, or nodes held back earlier come first (FIFO, no starvation)
+            state.running >= cap
+            or ((state.blocked or state.restarts or state.resumable) and not first)
+        ):  # no slot, or what was held back earlier comes first (FIFO, no starvation)
             if index not in state.blocked:
                 state.blocked.append(index)
             return

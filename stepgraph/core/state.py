@@ -336,6 +336,8 @@ class RunState:
         }
         if self.input_askers:  # (only then: snapshots recorded before it existed still match)
             view["input_askers"] = dict(sorted(self.input_askers.items(), key=_by_request))
+        if self.restarts:  # (the same)
+            view["restarts"] = tuple(self.restarts)
         return view
 
 

@@ -239,7 +239,8 @@ class RunResumed(_Tick):
 
     Every invocation in flight starts again from its beginning (what its interrupted
     attempt collected is taken back), a step that was waiting included; its wait then
-    finds the answer if one came. Backoff timers stay armed.
+    finds the answer if one came. Under ``max_concurrency``, those over the bound wait for
+    a slot (``restarts``), ahead of anything else. Backoff timers stay armed.
     """
 
     kind: ClassVar[str] = "run_resumed"

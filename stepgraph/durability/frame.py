@@ -414,7 +414,8 @@ def restore(
     state.restarts = deque(
         int(i)
         for i in frame["restarts"]
-        if int(i) in state.invocations and not state.invocations[int(i)].waiting
+        if int(i) in state.invocations
+        and not (state.invocations[int(i)].waiting or state.invocations[int(i)].backing_off)
     )
     for sender, count, generation, emitted in frame["outbox"]:
         kept: list[tuple[object, tuple[int, ...] | None]] = []

@@ -39,6 +39,9 @@ CALLS: Counter[str] = Counter()
 ACTIVE: Counter[str] = Counter()
 """How many of a run's ``Limited.work`` bodies are running now, by tag."""
 
+STARTS: dict[str, list[str]] = {}
+"""The steps of a ``Mixed`` run in the order they started, by tag."""
+
 
 def gate(tag: str) -> asyncio.Event:
     """A new, closed gate for ``tag`` (in the running loop)."""
@@ -413,3 +416,36 @@ class AddThenAsk(Workflow):
         ctx.write_event_to_stream(InputRequiredEvent(prefix="ok?"))
         await ctx.wait_for_event(HumanResponseEvent)
         return StopEvent(result=total)
+
+
+class Mixed(Workflow):
+    """A chain of hops beside three workers that ``join`` gathers; each step, as it
+    starts, notes itself in ``STARTS[tag]`` and waits for its tag's gate."""
+
+    @step
+    async def start(self, ctx: Context, ev: Go) -> None:
+        await ctx.store.set("tag", ev.tag)
+        ctx.send_event(Hop(n=0))
+        for i in range(3):
+            ctx.send_event(Item(i=i))
+
+    async def _held(self, ctx: Context, name: str) -> None:
+        tag = await ctx.store.get("tag")
+        STARTS.setdefault(tag, []).append(name)
+        ctx.write_event_to_stream(Joined(n=len(STARTS[tag])))
+        await GATES[tag].wait()
+
+    @step(num_workers=3)
+    async def work(self, ctx: Context, ev: Item) -> Done:
+        await self._held(ctx, f"w{ev.i}")
+        return Done(i=ev.i)
+
+    @step
+    async def hop(self, ctx: Context, ev: Hop) -> Hop | None:
+        await self._held(ctx, f"h{ev.n}")
+        return Hop(n=ev.n + 1) if ev.n < 3 else None
+
+    @step
+    async def join(self, ctx: Context, ev: Done) -> StopEvent | None:
+        batch = ctx.collect_events(ev, [Done] * 3)
+        return None if batch is None else StopEvent(result=sorted(d.i for d in batch))

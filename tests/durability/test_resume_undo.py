@@ -24,6 +24,7 @@ from .flows import (
     ACTIVE,
     CALLS,
     GATES,
+    STARTS,
     AddThenAsk,
     ApproveBatch,
     AskFirst,
@@ -31,7 +32,9 @@ from .flows import (
     CounterWide,
     Fan,
     Flaky,
+    Joined,
     Limited,
+    Mixed,
     Reached,
     WithoutSlow,
     WithSlow,
@@ -182,3 +185,20 @@ async def test_steps_held_back_at_a_resume_are_kept_by_its_checkpoint(
     await crashed_once(again, Reached)  # one started again; three held back
     resumed = Limited(store=stores(), mode=mode, max_concurrency=1).resume(first.run_id)
     assert await released_one_by_one(resumed, tag) == [1, 1, 1, 1]
+
+
+@modes
+async def test_steps_held_back_at_a_resume_start_before_steps_fed_after_it(
+    stores: StoreFactory, mode: str
+) -> None:
+    """A chain that feeds itself does not take every slot the workers held back at the
+    resume wait for (G5: first held back, first started)."""
+    tag = uuid.uuid4().hex[:12]
+    gate(tag)
+    first = Mixed(store=stores(), mode=mode).run(tag=tag)
+    await crashed_once(first, Joined, 4)  # h0 and the three workers in flight
+    STARTS[tag].clear()
+    gate(tag).set()  # (each step now runs through)
+    resumed = Mixed(store=stores(), mode=mode, max_concurrency=1).resume(first.run_id)
+    assert await asyncio.wait_for(resumed, 30) == [0, 1, 2]  # (a guard)
+    assert STARTS[tag][:4] == ["h0", "w0", "w1", "w2"]

@@ -28,6 +28,7 @@ from stepgraph.core import (
     CollectRequested,
     CollectResult,
     Command,
+    EventsSent,
     Failure,
     FailWait,
     ForwardResponse,
@@ -44,6 +45,7 @@ from stepgraph.core import (
     ResponseReceived,
     RunAborted,
     RunEnded,
+    RunResumed,
     RunStarted,
     RunState,
     RunStatus,
@@ -862,3 +864,25 @@ def test_states_that_fold_the_same_tick_differently_have_different_snapshots() -
         fail_attempt(h, 1, ConnectionError("flaky"))
     assert retried.state.snapshot() != kept.state.snapshot()  # the same tick, different states
     assert before[0] != before[1]
+
+
+def test_a_resume_starts_again_within_max_concurrency_and_refuses_ticks_of_those_held() -> None:
+    graph = make_graph(("start", (Go,)), ("a", (Job,), 3))
+    h = KernelHarness(graph)  # no bound: the three start
+    h.start(Go())
+    h.complete(h.only("start"), Job(1), Job(2), Job(3))
+    h.state.max_concurrency = 1  # resumed, in a new process, by a workflow with a bound
+    h.in_flight.clear()
+    commands = h.feed(RunResumed())
+    assert [c for c in commands if isinstance(c, StartStep)] == [
+        StartStep(invocation=1, node=1, message=Job(1), attempt=1)
+    ]
+    assert list(h.state.restarts) == [2, 3] and h.state.running == 1
+    for tick in (
+        StepCompleted(invocation=2),
+        EventsSent(invocation=2, emitted=()),
+        WaitStarted(invocation=2, types=(Answer,), requirements=()),
+    ):
+        with pytest.raises(KernelError, match=r"invocation 2 .* held back for a slot"):
+            apply(h.state, tick)
+    assert h.complete(1) == [StartStep(invocation=2, node=1, message=Job(2), attempt=1)]
