@@ -411,11 +411,9 @@ def restore(
     state.resumable = deque(
         (int(i), obj(m), bool(t)) for i, m, t in frame["resumable"] if int(i) not in lost
     )
-    state.restarts = deque(
-        int(i)
-        for i in frame["restarts"]
-        if int(i) in state.invocations
-        and not (state.invocations[int(i)].waiting or state.invocations[int(i)].backing_off)
+    held = (state.invocations.get(int(i)) for i in frame["restarts"])  # (one that could not
+    state.restarts = deque(  # be held back, waiting or backing off or gone: left out)
+        inv.id for inv in held if inv is not None and not (inv.waiting or inv.backing_off)
     )
     for sender, count, generation, emitted in frame["outbox"]:
         kept: list[tuple[object, tuple[int, ...] | None]] = []

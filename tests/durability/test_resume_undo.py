@@ -139,6 +139,17 @@ async def test_a_write_a_fork_undid_is_stored_by_the_forks_next_checkpoint(
     assert await resumed == 10  # added once, not once per life
 
 
+async def four_in_flight(stores: StoreFactory, mode: str) -> tuple[str, str]:
+    """A ``Limited`` run under no bound, crashed with its four workers held at their
+    gates; its tag and run id."""
+    tag = uuid.uuid4().hex[:12]
+    for i in range(4):
+        gate(f"{tag}:{i}")
+    first = Limited(store=stores(), mode=mode).run(tag=tag)
+    await crashed_once(first, Reached, 3)  # (all four started: no bound)
+    return tag, first.run_id
+
+
 async def released_one_by_one(handler: WorkflowHandler, tag: str) -> list[int]:
     """Open the gate of each ``Limited`` worker as it starts; how many ran at each start
     (the others, had they started, would be in); the run's result must be the four."""
@@ -161,12 +172,8 @@ async def test_steps_in_flight_start_again_within_the_resuming_workflows_max_con
 ) -> None:
     """Four workers in flight under no bound, crashed; resumed under ``max_concurrency=1``
     they start again one at a time (each holds until the test opens its gate)."""
-    tag = uuid.uuid4().hex[:12]
-    for i in range(4):
-        gate(f"{tag}:{i}")
-    first = Limited(store=stores(), mode=mode).run(tag=tag)
-    await crashed_once(first, Reached, 3)  # (all four started: no bound)
-    resumed = Limited(store=stores(), mode=mode, max_concurrency=1).resume(first.run_id)
+    tag, run_id = await four_in_flight(stores, mode)
+    resumed = Limited(store=stores(), mode=mode, max_concurrency=1).resume(run_id)
     assert await released_one_by_one(resumed, tag) == [1, 1, 1, 1]
 
 
@@ -176,14 +183,10 @@ async def test_steps_held_back_at_a_resume_are_kept_by_its_checkpoint(
 ) -> None:
     """The resume under a new bound writes a checkpoint while three of the four steps it
     starts again wait for the slot; crashed and resumed from it, they still do."""
-    tag = uuid.uuid4().hex[:12]
-    for i in range(4):
-        gate(f"{tag}:{i}")
-    first = Limited(store=stores(), mode=mode).run(tag=tag)
-    await crashed_once(first, Reached, 3)
-    again = Limited(store=stores(), mode=mode, max_concurrency=1).resume(first.run_id)
+    tag, run_id = await four_in_flight(stores, mode)
+    again = Limited(store=stores(), mode=mode, max_concurrency=1).resume(run_id)
     await crashed_once(again, Reached)  # one started again; three held back
-    resumed = Limited(store=stores(), mode=mode, max_concurrency=1).resume(first.run_id)
+    resumed = Limited(store=stores(), mode=mode, max_concurrency=1).resume(run_id)
     assert await released_one_by_one(resumed, tag) == [1, 1, 1, 1]
 
 

@@ -80,14 +80,6 @@ CASES: dict[str, tuple[str, Callable[[SqliteStore], Awaitable[Any]], str]] = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-async def test_a_damaged_checkpoint_row_is_refused_naming_it_and_nothing_changes(
-    tmp_path: Path, case: str
-) -> None:
-    sql, read, message = CASES[case]
-    await refused(tmp_path / "runs.db", sql, read, re.escape(message))
-
-
 READS: dict[str, Callable[[SqliteStore], Awaitable[Any]]] = {
     "resume": lambda store: Chain(store=store).resume("r1"),
     "run(run_id=)": lambda store: Chain(store=store).run(run_id="r1", tag="t", hops=3),
@@ -135,11 +127,16 @@ RECORD_CASES: dict[str, tuple[str, Callable[[SqliteStore], Awaitable[Any]], str]
 }
 
 
-@pytest.mark.parametrize("case", list(RECORD_CASES))
-async def test_a_damaged_run_record_is_refused_naming_the_run_and_nothing_changes(
+DAMAGED = {f"checkpoint row, {k}": case for k, case in CASES.items()} | {
+    f"run record, {k}": case for k, case in RECORD_CASES.items()
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED))
+async def test_a_damaged_row_is_refused_naming_its_run_and_nothing_changes(
     tmp_path: Path, case: str
 ) -> None:
-    sql, read, message = RECORD_CASES[case]
+    sql, read, message = DAMAGED[case]
     await refused(tmp_path / "runs.db", sql, read, re.escape(message))
 
 
