@@ -214,6 +214,10 @@ def _close_forwarded(state: RunState, invocation: int) -> None:
 def _apply_run_resumed(state: RunState, tick: RunResumed, out: list[Command]) -> None:
     """Start again, from their beginning, the invocations the previous process had in
     flight, as many as ``max_concurrency`` allows; the others as slots free."""
+    state.timeout = tick.timeout  # counted from now (see ``RunResumed``; the new shell has
+    state.timers.pop(RUN_TIMER, None)  # no timer armed: nothing to cancel)
+    if tick.timeout is not None:
+        _arm(state, RUN_TIMER, tick.timeout, out)
     held = set(state.restarts)  # (held back at an earlier resume: not counted as running)
     state.restarts.clear()
     again: list[int] = []

@@ -241,9 +241,15 @@ class RunResumed(_Tick):
     attempt collected is taken back), a step that was waiting included; its wait then
     finds the answer if one came. Under ``max_concurrency``, those over the bound wait for
     a slot (``restarts``), ahead of anything else. Backoff timers stay armed.
+
+    ``timeout``: the seconds the run may take from now on (the resuming workflow's
+    ``timeout``; None: no limit). The run's timer counts from the resume, as it counted
+    from the start: the time between a crash, or a process that left a paused run, and the
+    resume is not the run's.
     """
 
     kind: ClassVar[str] = "run_resumed"
+    timeout: float | None = None
 
 
 @dataclass(slots=True, kw_only=True)

@@ -229,7 +229,7 @@ def encode_frame(state: RunState, header: bytes, serializer: Serializer) -> byte
         SerializationError: an object of the frame cannot be written.
     """
     frame, objects = capture(state)
-    return wrap(serializer, header + serializer.dump_frame(frame, objects))
+    return wrap(serializer, header, serializer.dump_frame(frame, objects))
 
 
 def read_frame(

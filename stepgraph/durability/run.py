@@ -276,6 +276,7 @@ class DurableRun(Run):
         "_ser",
         "_stored",
         "_stream_out",
+        "_timeout",
         "_told",
         "_waiting_commit",
         "_writers",
@@ -322,6 +323,7 @@ class DurableRun(Run):
         self.lease: str | None = None
         self.forked_from: str | None = None  # a fork: the run it was forked from
         self._stream_out: list[bytes] = []  # stream events to store with the next commit
+        self._timeout = options.timeout  # a resumed run's, from the resume
         self._rebase = False  # resumed by a workflow whose steps or bounds differ
         self._consumed: list[int] = []  # inbox messages the next commit delivers
         self._parking: asyncio.Future[None] | None = None  # park(): stop at the next barrier
@@ -806,7 +808,7 @@ class DurableRun(Run):
         self._written = written
         self._tell_started()
         self._booting = False
-        self.feed(RunResumed())
+        self.feed(RunResumed(timeout=self._timeout))
         if not self.done:
             for name, due in list(state.timers.items()):
                 self.timers.arm(name, max(0.0, due - self._wall()), self._timer_due)

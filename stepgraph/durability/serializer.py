@@ -48,6 +48,8 @@ FORMAT_VERSION = 1
 
 _MAGIC = b"SGv\x01"
 _HEADER = len(_MAGIC) + 2 + 1 + 4
+_VERSION = FORMAT_VERSION.to_bytes(2, "big")
+_CODES = {code: code.to_bytes(1, "big") for code in range(256)}
 
 
 class Serializer(Protocol):
@@ -165,17 +167,12 @@ def serializer_named(name: str) -> Serializer:
     return found
 
 
-def wrap(serializer: Serializer, payload: bytes) -> bytes:
-    """``payload`` in its envelope (version, serializer, checksum)."""
-    return b"".join(
-        (
-            _MAGIC,
-            FORMAT_VERSION.to_bytes(2, "big"),
-            serializer.code.to_bytes(1, "big"),
-            zlib.crc32(payload).to_bytes(4, "big"),
-            payload,
-        )
-    )
+def wrap(serializer: Serializer, *parts: bytes) -> bytes:
+    """The payload ``parts`` (joined) in its envelope (version, serializer, checksum)."""
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return b"".join((_MAGIC + _VERSION + _CODES[serializer.code], crc.to_bytes(4, "big"), *parts))
 
 
 def written_with(data: bytes) -> Serializer:

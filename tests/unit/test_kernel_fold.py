@@ -886,3 +886,32 @@ def test_a_resume_starts_again_within_max_concurrency_and_refuses_ticks_of_those
         with pytest.raises(KernelError, match=r"invocation 2 .* held back for a slot"):
             apply(h.state, tick)
     assert h.complete(1) == [StartStep(invocation=2, node=1, message=Job(2), attempt=1)]
+
+
+# -- a resume and the run's timer ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("timeout", "timers"),
+    [(4.0, {"run": 504.0}), (None, {})],
+    ids=["a timeout", "none"],
+)
+def test_a_resume_counts_the_run_timer_from_itself_with_the_timeout_it_carries(
+    timeout: float | None, timers: dict[str, float]
+) -> None:
+    h = KernelHarness(make_graph(("a", (Go,)), ("b", (Job,))), timeout=2.5)
+    h.feed(RunStarted(run_id="r", start=Go(), at=100.0))
+    h.complete(0, Job(1))
+    assert h.state.timers == {"run": 102.5}
+    h.in_flight.clear()  # a new process, long after the deadline the run had
+    h.timers.clear()
+    commands = h.feed(RunResumed(timeout=timeout, at=500.0))
+    assert h.state.timers == timers and h.state.timeout == timeout
+    armed = [c for c in commands if isinstance(c, ArmTimer)]
+    assert armed == ([ArmTimer(timer="run", delay=4.0, due=504.0)] if timeout else [])
+    assert not any(isinstance(c, CancelTimer) for c in commands)  # (nothing armed to cancel)
+    assert [c.invocation for c in commands if isinstance(c, StartStep)] == [1]
+    assert h.state.started_at == 100.0  # (the run's start stays what it was)
+    if timeout is not None:
+        [ended] = h.time_out()
+        assert isinstance(ended, RunEnded) and "timed out after 4.0s" in str(ended.error)
