@@ -19,7 +19,8 @@ that is not JSON is written as a one-key object whose key starts with ``$``:
 ``$bytes``         bytes, in base64
 ``$datetime``      a datetime, ``$date`` a date, ``$time`` a time (ISO 8601)
 ``$timedelta``     a timedelta, in seconds
-``$uuid``          a UUID; ``$decimal`` a Decimal; ``$path`` a path (as text)
+``$uuid``          a UUID; ``$decimal`` a Decimal; ``$path`` a path, ``$purepath`` a
+                   ``PurePosixPath`` (as text)
 =================  ===============================================================
 
 Classes are named by module and qualified name, so only classes importable from a
@@ -400,8 +401,8 @@ _SIMPLE: dict[type, tuple[str, Callable[[Any], Any], Callable[[Any], Any]]] = {
     uuid.UUID: ("$uuid", str, uuid.UUID),
     decimal.Decimal: ("$decimal", str, decimal.Decimal),
     bytes: ("$bytes", lambda b: base64.b64encode(b).decode("ascii"), base64.b64decode),
-    pathlib.PurePosixPath: ("$path", str, pathlib.PurePosixPath),
     pathlib.PosixPath: ("$path", str, pathlib.Path),
+    pathlib.PurePosixPath: ("$purepath", str, pathlib.PurePosixPath),
 }
 
 _DECODERS: dict[str, Callable[[Any], Any]] = {

@@ -87,6 +87,7 @@ VALUES: list[Any] = [
     uuid.UUID("12345678-1234-5678-1234-567812345678"),
     decimal.Decimal("19.99"),
     pathlib.Path("runs/events.jsonl"),
+    pathlib.PurePosixPath("/srv/shared/input.csv"),  # (not a Path: it comes back as itself)
     Color.RED,
     Point(1, 2),
     StartEvent(topic="tides", times=2),
