@@ -39,6 +39,7 @@ step's own exception (with a note naming the step and the event), so that
     +-- ReplayDivergenceError          a journal that the kernel does not replay the same way
     +-- KernelError                    (also a RuntimeError) a tick the kernel cannot take in its
     |                                  state: a bug in the shell that fed it
+    +-- ConfigurationError             (also a ValueError) a setting of stepgraph itself refused
     +-- MissingExtraError              (also an ImportError) a feature needs an optional extra
     +-- BackendError                   a backend that is unknown, cannot run that kind of body,
     |                                  or was used after its shutdown
@@ -54,6 +55,7 @@ __all__ = [
     "BackendError",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "ConfigurationError",
     "DependencyFailed",
     "InvalidResponseError",
     "InvalidStartEventError",
@@ -263,6 +265,11 @@ class KernelError(StepgraphError, RuntimeError):
     It means the shell that fed the tick has a bug (or a journal was tampered with);
     the message names the tick, the run and its status.
     """
+
+
+class ConfigurationError(StepgraphError, ValueError):
+    """A setting of stepgraph itself is refused (``telemetry.configure``'s arguments, say);
+    the message names it and says why."""
 
 
 class MissingExtraError(StepgraphError, ImportError):

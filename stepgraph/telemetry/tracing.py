@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..backends.base import call_to_end
 from ..core import AttemptFailed, Command, RunStatus, StepCompleted, StepFailed, Tick
 from ..core.text import error_text
+from ..errors import ConfigurationError
 from ..runtime.observers import RunInfo, RunObserver, step_backend
 from ..runtime.scope import WORKER
 from ..tasks.observers import TaskObserver
@@ -53,7 +54,10 @@ _state: dict[str, Any] = {
     "instruments": {},
     "span_processors": (),  # what the last configure() was given
     "metric_readers": (),
+    "resource": None,
+    "shut_readers": (),  # the metric readers shut down, the latest (to name, if given again)
 }
+_SHUT_KEPT = 64
 
 
 def configure(
@@ -67,8 +71,15 @@ def configure(
     ``resource`` describes the process (None: ``service.name`` "stepgraph"). Calling it
     again replaces what the last call set: what it was given and is not given again is
     flushed and shut down; a processor, exporter or metric reader given again goes on
-    (flushed, not shut down). Without any call, the global providers of the application
+    (flushed, not shut down). Metric readers given again, all of them and no other, with
+    the same resource, keep their totals (their provider is kept); a reader given with
+    others, or another resource, starts them over (OpenTelemetry gives a provider its
+    readers when it is made). Without any call, the global providers of the application
     are used.
+
+    Raises:
+        ConfigurationError: a metric reader that was shut down (by :func:`reset`, or by a
+            call that did not give it again) is given: it reads nothing any more.
     """
     try:
         from opentelemetry.sdk.metrics import MeterProvider
@@ -80,19 +91,44 @@ def configure(
         raise MissingExtraError(
             "stepgraph.telemetry.configure", "opentelemetry-sdk", "otel"
         ) from exc
+    for reader in metric_readers:
+        if any(reader is r for r in _state["shut_readers"]):
+            raise ConfigurationError(
+                f"configure(metric_readers=...): {reader!r} was shut down (by reset(), or by "
+                f"a configure() call that did not give it again) and reads nothing any "
+                f"more: give a new reader"
+            )
     chosen = resource if resource is not None else Resource.create({"service.name": "stepgraph"})
     old_meters = _state["meter_provider"]
-    again = [r for r in metric_readers if any(r is o for o in _state["metric_readers"])]
-    remove = getattr(old_meters, "remove_metric_reader", None)  # (SDK 1.24 and later)
-    if remove is not None:
-        for reader in again:  # taken off the old provider, to be registered anew
-            remove(reader)
+    readers = tuple(metric_readers)
+    same = _state["metric_readers"]
+    if (
+        old_meters is not None
+        and len(readers) == len(same)
+        and all(a is b for a, b in zip(readers, same, strict=True))
+        and (
+            resource is _state["resource"]
+            or (resource is not None and resource == _state["resource"])
+        )
+    ):
+        meters = old_meters  # the same readers: their totals go on
+    else:
+        again = [r for r in readers if any(r is o for o in same)]
+        remove = getattr(old_meters, "remove_metric_reader", None)  # (SDK 1.24 and later)
+        if remove is not None:
+            for reader in again:  # taken off the old provider, to be registered anew
+                remove(reader)
+        meters = MeterProvider(metric_readers=list(readers), resource=chosen)
     tracers = TracerProvider(resource=chosen)
     for processor in span_processors:
         tracers.add_span_processor(processor)
-    meters = MeterProvider(metric_readers=list(metric_readers), resource=chosen)
-    _retire(tracer_provider=tracers, meter_provider=meters, span_processors=span_processors)
-    _state.update(span_processors=tuple(span_processors), metric_readers=tuple(metric_readers))
+    _retire(
+        tracer_provider=tracers,
+        meter_provider=meters,
+        span_processors=span_processors,
+        metric_readers=readers,
+    )
+    _state.update(span_processors=tuple(span_processors), metric_readers=readers, resource=resource)
 
 
 def _retire(**new: Any) -> None:
@@ -100,16 +136,21 @@ def _retire(**new: Any) -> None:
     that is not given again (an exporter shut down refuses every later span)."""
     old_tracers, old_meters = _state["tracer_provider"], _state["meter_provider"]
     processors = new.pop("span_processors", ())
+    readers = new.pop("metric_readers", ())
     kept = {id(p) for p in processors}
     kept |= {id(getattr(p, "span_exporter", None)) for p in processors}
-    _state.update(tracers={}, instruments={}, **new)
+    if new["meter_provider"] is not old_meters:
+        _state["instruments"] = {}
+    _state.update(tracers={}, **new)
     if old_tracers is not None:
         old_tracers.force_flush()
         for processor in _state["span_processors"]:
             exporter = getattr(processor, "span_exporter", None)
             if id(processor) not in kept and (exporter is None or id(exporter) not in kept):
                 processor.shutdown()
-    if old_meters is not None:
+    if old_meters is not None and new["meter_provider"] is not old_meters:
+        shut = [r for r in _state["metric_readers"] if not any(r is g for g in readers)]
+        _state["shut_readers"] = (*_state["shut_readers"], *shut)[-_SHUT_KEPT:]
         old_meters.shutdown()  # (the readers given again were taken off it)
 
 
@@ -117,7 +158,7 @@ def reset() -> None:
     """Forget what :func:`configure` set (its providers are shut down, which flushes them):
     stepgraph goes back to the application's global providers, if any."""
     _retire(tracer_provider=None, meter_provider=None)
-    _state.update(span_processors=(), metric_readers=())
+    _state.update(span_processors=(), metric_readers=(), resource=None)
 
 
 def tracer() -> Any | None:

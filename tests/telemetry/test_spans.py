@@ -31,6 +31,7 @@ from stepgraph import (
     step,
 )
 from stepgraph.backends import DaskBackend, InlineBackend, ProcessBackend, ThreadBackend
+from stepgraph.errors import ConfigurationError
 from stepgraph.stores import SqliteStore
 from stepgraph.tasks import TaskFailed, TaskFlow
 from stepgraph.telemetry import configure, read_events, reset
@@ -455,6 +456,46 @@ async def test_configure_again_with_the_same_exporter_and_reader_keeps_them_work
         assert data is not None and data.resource_metrics  # the reader reads on
     finally:
         reset()
+
+
+def step_durations(reader: InMemoryMetricReader, step_name: str) -> int:
+    """How many durations of step ``step_name`` ``reader`` counts in total."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    return sum(
+        p.count
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "stepgraph.step.duration"
+        for p in m.data.data_points
+        if p.attributes.get("stepgraph.step.name") == step_name
+    )
+
+
+async def test_configure_again_with_the_same_readers_keeps_their_totals() -> None:
+    reader = InMemoryMetricReader()
+    try:
+        configure(metric_readers=[reader])
+        assert await Chain().run() == 1
+        assert step_durations(reader, "start") == 1
+        configure(
+            span_processors=[SimpleSpanProcessor(InMemorySpanExporter())], metric_readers=[reader]
+        )
+        assert await Chain().run() == 1
+        assert step_durations(reader, "start") == 2  # cumulative, as before the second call
+    finally:
+        reset()
+
+
+def test_a_metric_reader_shut_down_by_reset_is_refused_by_name_when_given_again() -> None:
+    reader = InMemoryMetricReader()
+    configure(metric_readers=[reader])
+    reset()
+    with pytest.raises(ConfigurationError, match=r"InMemoryMetricReader.* was shut down"):
+        configure(metric_readers=[reader])
+    configure(metric_readers=[InMemoryMetricReader()])  # a new one is taken
+    reset()
 
 
 def test_with_tracing_off_a_run_does_not_even_import_opentelemetry() -> None:

@@ -51,6 +51,7 @@ ERROR_NAMES = [
     "BackendError",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "ConfigurationError",
     "DependencyFailed",
     "InvalidResponseError",
     "InvalidStartEventError",
