@@ -126,10 +126,13 @@ async def trace_both() -> None:
         print("spans:")
         for line in tree(memory.get_finished_spans()):
             print("  " + line)
-    kinds = [record["kind"] for record in read_events(log)]
+    records = read_events(log)
+    kinds = [record["kind"] for record in records]
+    resolved = [r for r in records if r["kind"] == "task_resolved"]
+    blocks = sum(1 for r in resolved if r.get("task_kind") == "block")
     print(
         f"event log: {len(kinds)} records, {kinds.count('step_retried')} retry, "
-        f"{kinds.count('task_resolved')} tasks resolved"
+        f"{len(resolved) - blocks} tasks and {blocks} block resolved"
     )
 
 

@@ -130,6 +130,19 @@ def gate(tmp_path: Path) -> Path:
 # -- stepgraph run ---------------------------------------------------------------------------------
 
 
+def test_python_dash_m_stepgraph_is_the_same_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "stepgraph", "graph", "flows:Count", "--format", "mermaid"],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == cli("graph", "flows:Count", "--format", "mermaid").stdout != ""
+
+
 def test_run_an_instance_with_the_installed_script() -> None:
     if not SCRIPT.exists():
         pytest.skip(f"{SCRIPT} is not installed (pip install -e .)")

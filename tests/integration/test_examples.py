@@ -66,7 +66,7 @@ SCRIPTS: dict[str, tuple[list[str], str, list[str]]] = {
             "  stepgraph.workflow crawl-1",
             "    stepgraph.block crawl",
             "      stepgraph.task count",
-            "event log: 30 records, 1 retry, 5 tasks resolved",
+            "event log: 30 records, 1 retry, 4 tasks and 1 block resolved",
         ],
     ),
     "hpc_campaign.py": (
