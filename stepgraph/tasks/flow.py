@@ -122,59 +122,65 @@ class Task:
         return f"<{self.kind} task {self.name} on {self.backend!r}>"
 
 
-def _scan(value: Any, found: dict[TaskFuture, None]) -> None:
+def _scan(value: Any, found: dict[TaskFuture, None], seen: set[int] | None = None) -> None:
     """The task futures in ``value``: itself, or inside lists, tuples and dicts (and
-    their subclasses: named tuples, ``OrderedDict``, ``defaultdict``)."""
+    their subclasses: named tuples, ``OrderedDict``, ``defaultdict``). Each container is
+    looked into once (``seen``: their ids), so a list that holds itself is scanned too."""
     kind = type(value)
     if kind is TaskFuture:
         found[value] = None
-    elif kind is list or kind is tuple:
-        for item in value:
-            _scan(item, found)
-    elif kind is dict:
-        for item in value.values():
-            _scan(item, found)
-    elif kind not in _PLAIN and isinstance(value, list | tuple | dict):
-        for item in value.values() if isinstance(value, dict) else value:
-            _scan(item, found)
+        return
+    if kind in _PLAIN or not isinstance(value, list | tuple | dict):
+        return
+    if seen is None:
+        seen = set()
+    elif id(value) in seen:
+        return
+    seen.add(id(value))
+    for item in value.values() if isinstance(value, dict) else value:
+        if type(item) is TaskFuture:
+            found[item] = None
+        elif type(item) not in _PLAIN:
+            _scan(item, found, seen)
 
 
 _PLAIN = frozenset((int, float, str, bytes, bool, type(None)))  # never containers
 
 
-def _resolved(value: Any) -> Any:
-    """``value`` with every task future in it replaced by its result (a container of a
-    subclass is rebuilt as its own type)."""
+def _resolved(value: Any, made: dict[int, Any] | None = None) -> Any:
+    """``value`` with every task future in it replaced by its result. A container that
+    holds futures is rebuilt (one of a subclass as its own type; one reached twice, or
+    holding itself, once: ``made`` maps the ids of those rebuilt to their copies); one
+    that holds none is passed as it is."""
     kind = type(value)
     if kind is TaskFuture:
         return value.result()
-    if kind is list:
-        return [_resolved(item) for item in value]
-    if kind is tuple:
-        return tuple(_resolved(item) for item in value)
-    if kind is dict:
-        return {key: _resolved(item) for key, item in value.items()}
     if kind in _PLAIN or not isinstance(value, list | tuple | dict):
         return value
+    if made is None:
+        made = {}
+    elif id(value) in made:
+        return made[id(value)]
     inside: dict[TaskFuture, None] = {}
     _scan(value, inside)
-    if not inside:  # a container of a subclass is rebuilt only when it holds futures
+    if not inside:
         return value
     if isinstance(value, dict):
-        out = copy.copy(value)  # (a defaultdict keeps its factory)
+        out = made[id(value)] = copy.copy(value)  # (a defaultdict keeps its factory)
         for key, item in value.items():
-            out[key] = _resolved(item)
+            out[key] = _resolved(item, made)
         return out
     if isinstance(value, list):
-        items = copy.copy(value)
-        items[:] = [_resolved(item) for item in value]
+        items = made[id(value)] = copy.copy(value)
+        items[:] = [_resolved(item, made) for item in value]
         return items
-    parts = [_resolved(item) for item in value]
-    make = getattr(kind, "_make", None)  # a named tuple
+    parts = [_resolved(item, made) for item in value]  # (a tuple in a cycle is reached
+    make = getattr(kind, "_make", None)  # through a list or a dict, made first)
     try:
-        return make(parts) if make is not None else kind(parts)
+        made[id(value)] = make(parts) if make is not None else kind(parts)
     except Exception:  # a tuple subclass built otherwise: a plain tuple, then
-        return tuple(parts)
+        made[id(value)] = tuple(parts)
+    return made[id(value)]
 
 
 def _root(error: BaseException | None) -> BaseException | None:
@@ -680,9 +686,10 @@ class TaskFlow:
             self._tell("task_started", future)
         try:
             if resolve:
-                args = tuple([_resolved(a) for a in args])
+                made: dict[int, Any] = {}  # (a container in two arguments: one copy)
+                args = tuple([_resolved(a, made) for a in args])
                 if kwargs:
-                    kwargs = {k: _resolved(v) for k, v in kwargs.items()}
+                    kwargs = {k: _resolved(v, made) for k, v in kwargs.items()}
             value = task.fn(*args, **kwargs)
         except asyncio.CancelledError:
             self._cancelled_by_body(number, future)
@@ -780,9 +787,10 @@ class TaskFlow:
             _BLOCK_ID.set(future.uid)  # in this driver's context: what its body creates
         try:
             if resolve:
-                args = tuple([_resolved(a) for a in args])
+                made: dict[int, Any] = {}  # (a container in two arguments: one copy)
+                args = tuple([_resolved(a, made) for a in args])
                 if kwargs:
-                    kwargs = {k: _resolved(v) for k, v in kwargs.items()}
+                    kwargs = {k: _resolved(v, made) for k, v in kwargs.items()}
             if body is not None:
                 value = await body()
             elif task.gate is None:

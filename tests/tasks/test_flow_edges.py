@@ -84,6 +84,20 @@ async def test_futures_inside_container_subclasses_are_dependencies() -> None:
     assert numbers == [5, 6] and type(numbers) is Numbers
 
 
+async def test_a_container_that_holds_itself_is_an_argument_like_any_other() -> None:
+    async with TaskFlow({"default": InlineBackend()}) as flow:
+        one = flow.function_task(lambda: 1)
+        same = flow.function_task(lambda x, y=None: x)
+        alone: list[Any] = []
+        alone.append(alone)  # no future in it: passed as it is
+        assert await same(alone) is alone
+        looped: list[Any] = [one()]
+        looped.append({"again": looped, "pair": (looped, 2)})  # a future in a cycle
+        got = await same(looped, y=looped)
+    assert got[0] == 1 and got is not looped
+    assert got[1]["again"] is got and got[1]["pair"][0] is got  # the cycle, rebuilt once
+
+
 class Counting(BackendBase):
     """Runs bodies on the loop; counts its shutdowns (and fails them, if told to)."""
 
