@@ -54,7 +54,7 @@ class Task:
     """A declared task (or block): call it to get a :class:`TaskFuture` at once.
 
     Attributes:
-        name: the function's ``__name__``.
+        name: the function's ``__name__`` (see ``_name_of``).
         kind: ``"function"``, ``"executable"``, ``"prompt"`` or ``"block"``.
         backend: the name of the backend it goes to.
         resources: the slots each call claims while its body runs.
@@ -91,7 +91,7 @@ class Task:
         self.flow = flow
         self.fn = fn
         self.kind = kind
-        self.name = getattr(fn, "__name__", None) or type(fn).__name__
+        self.name = _name_of(fn)
         self.backend = backend
         self.runner = runner
         self.resources = dict(resources or {})
@@ -122,6 +122,14 @@ class Task:
         return f"<{self.kind} task {self.name} on {self.backend!r}>"
 
 
+def _name_of(fn: Callable[..., Any]) -> str:
+    """A task's name: its function's ``__name__`` (a ``functools.partial``'s function's;
+    an object without one: its class's)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
 def _scan(value: Any, found: dict[TaskFuture, None], seen: set[int] | None = None) -> None:
     """The task futures in ``value``: itself, or inside lists, tuples and dicts (and
     their subclasses: named tuples, ``OrderedDict``, ``defaultdict``). Each container is
@@ -145,6 +153,7 @@ def _scan(value: Any, found: dict[TaskFuture, None], seen: set[int] | None = Non
 
 
 _PLAIN = frozenset((int, float, str, bytes, bool, type(None)))  # never containers
+_CAUSE_SHOWN = 1_000  # the characters of a body's error a TaskFailed's message shows
 
 
 def _resolved(value: Any, made: dict[int, Any] | None = None) -> Any:
@@ -867,7 +876,11 @@ class TaskFlow:
     ) -> BaseException:
         if task.kind == BLOCK:
             return exc  # a block is the caller's own code: its error goes on as it is
-        detail = f"{type(exc).__name__}: {error_text(exc)}"
+        text = error_text(exc)
+        if len(text) > _CAUSE_SHOWN:  # (the whole of it is the error's __cause__)
+            more = len(text) - _CAUSE_SHOWN
+            text = f"{text[:_CAUSE_SHOWN]}... ({more:,} more characters: see its __cause__)"
+        detail = f"{type(exc).__name__}: {text}"
         if isinstance(exc, subprocess.CalledProcessError) and exc.stderr:
             detail += f" Its standard error ends with: {str(exc.stderr).strip()}"
         error = TaskFailed(

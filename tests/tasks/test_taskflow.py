@@ -4,6 +4,7 @@ cancellation, routing, resource slots, blocks and workflow scopes."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -150,6 +151,27 @@ async def test_task_failed_names_the_task_the_backend_and_the_arguments(flow: Ta
     assert "'explode'" in text and "'default'" in text and "7" in text and "label='seven'" in text
     assert type(error.__cause__) is Boom and str(error.__cause__) == "no 7"
     assert error.task == "explode" and error.backend == "default"
+
+
+async def test_a_partial_task_is_named_after_its_function(flow: TaskFlow) -> None:
+    def scale(x: int, factor: int) -> int:
+        return x * factor
+
+    triple = flow.function_task(functools.partial(functools.partial(scale, factor=3)))
+    future = triple(2)
+    assert future.name == "scale" and await future == 6
+
+
+async def test_task_failed_cuts_a_long_cause_which_it_chains_whole(flow: TaskFlow) -> None:
+    @flow.function_task
+    def verbose() -> None:
+        raise Boom("x" * 100_000)
+
+    with pytest.raises(TaskFailed) as caught:
+        await verbose()
+    text = str(caught.value)
+    assert len(text) < 3_000 and "99,000 more characters" in text
+    assert str(caught.value.__cause__) == "x" * 100_000
 
 
 async def test_dependents_of_a_failure_fail_with_dependency_failed_and_never_run(
