@@ -7,7 +7,9 @@ Everything goes through the store:
 - the **outcome** resolves when the stored record says the run has ended (a failed run
   raises its stored error);
 - **sends, responses and cancels** are posted to the run's inbox; the process holding the
-  run (a worker) delivers them, or the one that resumes it, once.
+  run (a worker) delivers them, or the one that resumes it, once. A send is posted in the
+  background: ``await handler.flush()`` waits until what was sent is stored (a process
+  that ends first loses it); ``await handler.cancel()`` waits for its cancel.
 
 Reads poll the store with a back-off (2 ms, doubling to a quarter second); while the
 store is unavailable (a lost connection, a server restarting), they are tried again with
@@ -185,9 +187,19 @@ class AttachedRun:
         task.add_done_callback(self._posts.discard)
 
     async def stopped(self) -> None:
-        """At once: the run's worker carries a cancel out when it reads its inbox (the post
-        goes on in the background, retried while the store is unavailable; awaiting the
-        handler waits for the run's end)."""
+        """Once the cancel, and what was sent before it, is stored: a queued run as
+        cancelled, any other in its inbox, whose worker carries it out when it reads it
+        (awaiting the handler waits for the run's end)."""
+        await self.flushed()
+
+    def flushed(self) -> Awaitable[None]:
+        """Done once every post made so far is stored (or has failed: a failure is
+        logged, or raised to whoever awaits the post)."""
+        return self._all_posted()
+
+    async def _all_posted(self) -> None:
+        while self._posts:
+            await asyncio.wait(list(self._posts))
 
     async def _cancel(self, reason: str) -> None:
         """A queued run no worker has taken is stored as cancelled here (it never starts);

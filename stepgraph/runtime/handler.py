@@ -135,8 +135,9 @@ class WorkflowHandler:
 
         Returns once the run has ended: a durable run's status is stored (``cancelled``)
         and its lease given up, so a ``resume`` made next goes on from its last checkpoint.
-        A run a worker carries out (a handler from ``attach``): at once; the cancel goes to
-        its worker, which ends the run when it reads it (await the handler for that).
+        A run a worker carries out (a handler from ``attach``): once the cancel is stored
+        (a queued run: as cancelled; any other: in its inbox, for its worker, which ends the
+        run when it reads it: await the handler for that).
         """
         run = self._run
         if run.running:
@@ -146,6 +147,15 @@ class WorkflowHandler:
         if outcome.done() and not outcome.cancelled():
             outcome.exception()  # mark retrieved: a cancelled run is not an unhandled error
         await asyncio.sleep(0)  # let the cancelled workers unwind
+
+    async def flush(self) -> None:
+        """Wait until what was sent to the run (``send_event``, ``send_response``,
+        ``cancel``) is where the run reads it. For a run in this process, at once (a
+        durable run: once what it recorded is committed). For a run a worker carries out
+        (a handler from ``attach``), sends are posted to its store in the background:
+        once they are stored. Await it before the process that sent ends, or what was
+        sent may be lost."""
+        await self._run.flushed()
 
     async def detach(self) -> None:
         """Stop following a durable run, and leave it as its store has it: paused, or

@@ -167,6 +167,12 @@ class CallerPort(Protocol):
         caller sent it is stored."""
         ...
 
+    def flushed(self) -> Awaitable[None]:
+        """Done once what the caller sent the run is where the run reads it (a run in
+        this process: at once; a durable one: once committed; a run carried out
+        elsewhere: once stored)."""
+        ...
+
     def events(self, *, lifecycle: bool) -> AsyncIterator[Any]:
         """The stream's events in order until the run ends (with lifecycle events if asked)."""
         ...

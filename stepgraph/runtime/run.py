@@ -365,6 +365,12 @@ class Run:
         while not self.done:
             await asyncio.wait((self._renewed_outcome(),))
 
+    def flushed(self) -> Awaitable[None]:
+        """Done at once: what the caller sends a run of this process reaches it as sent."""
+        done: asyncio.Future[None] = self.loop.create_future()
+        done.set_result(None)
+        return done
+
     def _renewed_outcome(self) -> asyncio.Future[Any]:
         """The outcome; in place of one an await cancelled before the run ended, a new one,
         that its end resolves (its error marked seen: whoever cancelled the await knows)."""

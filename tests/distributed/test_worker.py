@@ -821,6 +821,8 @@ async def test_a_queued_run_cancelled_through_an_attached_handler_never_starts(
     t, wf, run_id = await _gated(store)  # no worker yet: it stays queued
     handler = wf.attach(run_id)
     await handler.cancel()
+    # stored when cancel returns: a caller that exits at once has cancelled it
+    assert (await store.get_run(run_id)).status == "cancelled"
     with pytest.raises(WorkflowCancelled):
         async with asyncio.timeout(10):  # (no worker runs: only the cancel can end it)
             await handler
@@ -831,3 +833,13 @@ async def test_a_queued_run_cancelled_through_an_attached_handler_never_starts(
         later = await Three(store=store).submit(n=0)  # a worker that would have taken it
         assert await store.result(later, timeout=10) == 3
     assert not any(key.startswith(f"{t}:") for key in CALLS)  # none of its steps ran
+
+
+async def test_what_an_attached_handler_sent_is_stored_once_flush_returns(store: Any) -> None:
+    _, wf, run_id = await _gated(store)  # no worker: what is sent waits in its inbox
+    handler = wf.attach(run_id)
+    handler.send_event(HumanResponseEvent(response="first"))
+    handler.send_event(HumanResponseEvent(response="second"))
+    await handler.flush()
+    assert len(await store.inbox([run_id])) == 2  # a caller that exits now lost nothing
+    await handler.cancel()
