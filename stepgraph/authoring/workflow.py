@@ -349,7 +349,7 @@ class Workflow:
             SerializationError: the start event cannot be stored.
         """
         compiled = self._compiled()
-        event = self._start_event(compiled, start_event, kwargs)
+        event = self._start_event(compiled, start_event, kwargs, "submit")
         return await submit_run(
             self._placed(compiled),
             self,
@@ -404,17 +404,20 @@ class Workflow:
 
     @staticmethod
     def _start_event(
-        compiled: CompiledWorkflow, start_event: StartEvent | None, kwargs: dict[str, Any]
+        compiled: CompiledWorkflow,
+        start_event: StartEvent | None,
+        kwargs: dict[str, Any],
+        method: str = "run",
     ) -> StartEvent:
         if start_event is not None:
             if kwargs:
                 raise InvalidStartEventError(
-                    f"{compiled.name}.run(): pass either start_event=... or keywords, not both "
-                    f"(got keywords {sorted(kwargs)})"
+                    f"{compiled.name}.{method}(): pass either start_event=... or keywords, "
+                    f"not both (got keywords {sorted(kwargs)})"
                 )
             if not isinstance(start_event, compiled.start_type):
                 raise InvalidStartEventError(
-                    f"{compiled.name}.run(start_event=...): expected a "
+                    f"{compiled.name}.{method}(start_event=...): expected a "
                     f"{compiled.start_type.__name__}, got {type(start_event).__name__}"
                 )
             return start_event
@@ -422,7 +425,7 @@ class Workflow:
             return compiled.start_type(**kwargs)
         except ValidationError as exc:
             raise InvalidStartEventError(
-                f"{compiled.name}.run() arguments {sorted(kwargs)} are not a valid "
+                f"{compiled.name}.{method}() arguments {sorted(kwargs)} are not a valid "
                 f"{compiled.start_type.__name__}: {exc}"
             ) from exc
 

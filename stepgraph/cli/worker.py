@@ -26,6 +26,14 @@ def _positive(value: Any, option: str) -> None:
         fail(f"{option} must be a number > 0, got {value!r}")
 
 
+class _OneLine(logging.Formatter):
+    """A record on one line: a message that spans several (a database driver's error
+    text, say) has its line breaks and their indentation turned into one space each."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(line.strip() for line in super().format(record).splitlines() if line)
+
+
 def _log_to_stderr() -> None:
     """A worker is a service: what it logs (a store that fails and is retried, the runs
     it stops, a limiter waited for) goes to standard error, a line each, unless the
@@ -34,7 +42,7 @@ def _log_to_stderr() -> None:
     if logger.handlers or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.setFormatter(_OneLine("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 

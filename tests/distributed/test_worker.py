@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import math
 import uuid
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from stepgraph.distributed.worker import Worker, registry
 from stepgraph.durability.run import DurableRun, _owner
 from stepgraph.errors import (
     CheckpointError,
+    InvalidStartEventError,
     RunFinishedError,
     RunIdConflictError,
     StepgraphError,
@@ -67,6 +69,14 @@ async def _gated(store: Any) -> tuple[str, Gated, str]:
     GATES[t] = asyncio.Event()
     wf = Gated(store=store)
     return t, wf, await wf.submit(tag=t)
+
+
+async def test_a_submit_with_arguments_its_start_event_refuses_names_submit_and_queues_nothing(
+    store: Any,
+) -> None:
+    with pytest.raises(InvalidStartEventError, match=r"Three\.submit\(\) arguments \['n'\]"):
+        await Three(store=store).submit(n="not a number")
+    assert await store.list_runs() == []
 
 
 async def test_submitted_runs_are_queued_until_a_worker_runs_them(store: Any) -> None:
@@ -843,3 +853,16 @@ async def test_what_an_attached_handler_sent_is_stored_once_flush_returns(store:
     await handler.flush()
     assert len(await store.inbox([run_id])) == 2  # a caller that exits now lost nothing
     await handler.cancel()
+
+
+def test_a_worker_logs_each_record_on_one_line() -> None:
+    from stepgraph.cli.worker import _OneLine
+
+    record = logging.LogRecord(
+        "stepgraph.distributed", logging.WARNING, __file__, 1, "the store failed (%s)",
+        ("server closed the connection\n\tThis probably means the server restarted\n",), None,
+    )  # fmt: skip
+    assert _OneLine("%(levelname)s %(message)s").format(record) == (
+        "WARNING the store failed (server closed the connection This probably means the "
+        "server restarted )"
+    )
