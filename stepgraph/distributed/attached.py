@@ -68,6 +68,8 @@ class AttachedRun:
         self.outcome: asyncio.Future[Any] = self.loop.create_future()
         self._status = RunStatus.RUNNING
         self._posts: set[asyncio.Task[None]] = set()
+        self._lost: list[StoreError] = []  # what posts no caller awaited failed with
+        self._cancelling: asyncio.Task[None] | None = None
         self._consumed = False
         self._cancelled = False  # cancelled by this caller: its end is no news to report
         self._told_refusal = False  # a call raised that the run is missing (or another's)
@@ -150,7 +152,7 @@ class AttachedRun:
         an event that arrives after its end."""
         data = encode_message(self._serializer, body, self.run_id)
         post = self._store.post(self.run_id, data)
-        task = self.loop.create_task(post if answered else _unless_ended(post, self.run_id))
+        task = self.loop.create_task(post if answered else self._unless_ended(post))
         self._posts.add(task)
         task.add_done_callback(self._posts.discard)
         return task
@@ -182,24 +184,50 @@ class AttachedRun:
 
     def cancel(self, reason: str) -> None:
         self._cancelled = True
-        task = self.loop.create_task(self._cancel(reason))
+        task = self._cancelling = self.loop.create_task(self._cancel(reason))
         self._posts.add(task)
         task.add_done_callback(self._posts.discard)
 
     async def stopped(self) -> None:
         """Once the cancel, and what was sent before it, is stored: a queued run as
         cancelled, any other in its inbox, whose worker carries it out when it reads it
-        (awaiting the handler waits for the run's end)."""
-        await self.flushed()
+        (awaiting the handler waits for the run's end).
+
+        Raises:
+            StoreError: the cancel, or what was sent before it, could not be stored.
+        """
+        await self._all_posted()
+        cancelling, self._cancelling = self._cancelling, None
+        if cancelling is not None and not cancelling.cancelled():
+            error = cancelling.exception()
+            if error is not None:
+                raise error
 
     def flushed(self) -> Awaitable[None]:
-        """Done once every post made so far is stored (or has failed: a failure is
-        logged, or raised to whoever awaits the post)."""
+        """Done once every post made so far is stored (a response's failure is raised
+        to whoever awaits it; another post's, here: ``StoreError``)."""
         return self._all_posted()
 
     async def _all_posted(self) -> None:
         while self._posts:
             await asyncio.wait(list(self._posts))
+        if self._lost:
+            lost, self._lost = self._lost[0], []
+            raise StoreError(
+                f"what was sent to run {self.run_id!r} was not stored: {lost}"
+            ) from lost
+
+    async def _unless_ended(self, post: Coroutine[Any, Any, None]) -> None:
+        """A post no caller awaits: dropped if the run has ended; a failure is logged and
+        kept for ``flushed`` (not tried again: a post whose answer was lost may have
+        been stored)."""
+        try:
+            await post
+        except (RunFinishedError, RunNotFoundError):
+            pass  # its outcome says so
+        except StoreError as exc:
+            _log.error("what was sent to run %r is lost: %s", self.run_id, exc)
+            self._lost.append(exc)
 
     async def _cancel(self, reason: str) -> None:
         """A queued run no worker has taken is stored as cancelled here (it never starts);
@@ -254,14 +282,3 @@ class AttachedRun:
 
 
 _REFUSALS = (RunNotFoundError, RunIdConflictError)  # no such run here, for this workflow
-
-
-async def _unless_ended(post: Coroutine[Any, Any, None], run_id: str) -> None:
-    """A post no caller awaits: dropped if the run has ended; a failure is logged (not
-    tried again: a post whose answer was lost may have been stored)."""
-    try:
-        await post
-    except (RunFinishedError, RunNotFoundError):
-        pass  # its outcome says so
-    except StoreError as exc:
-        _log.error("what was sent to run %r is lost: %s", run_id, exc)

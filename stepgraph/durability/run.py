@@ -323,7 +323,9 @@ class DurableRun(Run):
         self.lease: str | None = None
         self.forked_from: str | None = None  # a fork: the run it was forked from
         self._stream_out: list[bytes] = []  # stream events to store with the next commit
-        self._timeout = options.timeout  # a resumed run's, from the resume
+        self._timeout = (  # a resumed run's, from the resume (a float, not a subclass:
+            None if options.timeout is None else float(options.timeout)  # a tick holds it)
+        )
         self._rebase = False  # resumed by a workflow whose steps or bounds differ
         self._consumed: list[int] = []  # inbox messages the next commit delivers
         self._parking: asyncio.Future[None] | None = None  # park(): stop at the next barrier
@@ -432,6 +434,7 @@ class DurableRun(Run):
             if type(tick) is ExternalEventReceived and self._not_taken(tick.event):
                 continue
             self.feed(tick)
+        self._tell_flushed()
 
     def _not_taken(self, event: object) -> bool:
         """Whether an answer sent while the run was being restored is one it cannot take
@@ -911,20 +914,25 @@ class DurableRun(Run):
                 self._carry(tick, commands)
         finally:
             self._pumping = False
-        if self._flushes and not self._queue and not self._waiting_commit:
+        self._tell_flushed()
+
+    def flushed(self) -> asyncio.Future[None]:
+        """A future done once everything the run has recorded so far (what the caller sent
+        while it was being restored included) is in its store, or the run has ended."""
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._flushes.append(waiter)
+        self._tell_flushed()
+        return waiter
+
+    def _tell_flushed(self) -> None:
+        """Resolve the ``flushed()`` futures, if nothing is left to write."""
+        if self._flushes and (
+            self.done or not (self._booting or self._queue or self._waiting_commit)
+        ):
             flushes, self._flushes = self._flushes, []
             for waiter in flushes:
                 if not waiter.done():
                     waiter.set_result(None)
-
-    def flushed(self) -> asyncio.Future[None]:
-        """A future done once everything the run has recorded so far is in its store."""
-        waiter: asyncio.Future[None] = self.loop.create_future()
-        if (not self._queue and not self._waiting_commit) or self.done:
-            waiter.set_result(None)
-        else:
-            self._flushes.append(waiter)
-        return waiter
 
     async def _committed(self, pending: Awaitable[None]) -> None:
         try:
@@ -1327,6 +1335,7 @@ class DurableRun(Run):
             # once (asyncio.run) leaves no lease behind
             self._releasing = self.loop.create_task(self._release())
         super()._end(status, result, error)
+        self._tell_flushed()
 
     async def stopped(self) -> None:
         """Wait until the run has ended, its end stored and its lease given up: a resume
@@ -1359,6 +1368,7 @@ class DurableRun(Run):
             f"on purpose (stepgraph.testing.crash); resume it from its store"
         )
         Run._end(self, RunStatus.CANCELLED, None, error)
+        self._tell_flushed()
         outcome = self.outcome
         if outcome.done() and not outcome.cancelled():
             outcome.exception()  # retrieved: a crash is not an unhandled error

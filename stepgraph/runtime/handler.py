@@ -150,11 +150,15 @@ class WorkflowHandler:
 
     async def flush(self) -> None:
         """Wait until what was sent to the run (``send_event``, ``send_response``,
-        ``cancel``) is where the run reads it. For a run in this process, at once (a
-        durable run: once what it recorded is committed). For a run a worker carries out
-        (a handler from ``attach``), sends are posted to its store in the background:
-        once they are stored. Await it before the process that sent ends, or what was
-        sent may be lost."""
+        ``cancel``) is where the run reads it, or the run has ended. For a run in this
+        process, at once (a durable run: once what it recorded is committed, what was sent
+        while it was being restored included). For a run a worker carries out (a handler
+        from ``attach``), sends are posted to its store in the background: once they are
+        stored. Await it before the process that sent ends, or what was sent may be lost.
+
+        Raises:
+            StoreError: a send to an attached run could not be stored (it is lost).
+        """
         await self._run.flushed()
 
     async def detach(self) -> None:

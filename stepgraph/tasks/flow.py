@@ -130,66 +130,99 @@ def _name_of(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
-def _scan(value: Any, found: dict[TaskFuture, None], seen: set[int] | None = None) -> None:
+def _scan(value: Any, found: dict[TaskFuture, None], seen: set[int] | None = None) -> bool:
     """The task futures in ``value``: itself, or inside lists, tuples and dicts (and
     their subclasses: named tuples, ``OrderedDict``, ``defaultdict``). Each container is
-    looked into once (``seen``: their ids), so a list that holds itself is scanned too."""
+    looked into once (``seen``: their ids), so a list that holds itself is scanned too.
+    Whether a container was met twice (it is shared, or holds itself)."""
     kind = type(value)
     if kind is TaskFuture:
         found[value] = None
-        return
+        return False
     if kind in _PLAIN or not isinstance(value, list | tuple | dict):
-        return
+        return False
     if seen is None:
         seen = set()
     elif id(value) in seen:
-        return
+        return True
     seen.add(id(value))
+    again = False
     for item in value.values() if isinstance(value, dict) else value:
         if type(item) is TaskFuture:
             found[item] = None
-        elif type(item) not in _PLAIN:
-            _scan(item, found, seen)
+        elif type(item) not in _PLAIN and _scan(item, found, seen):
+            again = True
+    return again
 
 
 _PLAIN = frozenset((int, float, str, bytes, bool, type(None)))  # never containers
+_AS_IS, _REBUILD, _MEMO = 0, 1, 2  # a call's arguments: as they are; rebuilt with the results
+# of the futures in them; rebuilt so, each container once (one is met twice: shared, or
+# holding itself)
 _CAUSE_SHOWN = 1_000  # the characters of a body's error a TaskFailed's message shows
 
 
-def _resolved(value: Any, made: dict[int, Any] | None = None) -> Any:
-    """``value`` with every task future in it replaced by its result. A container that
-    holds futures is rebuilt (one of a subclass as its own type; one reached twice, or
-    holding itself, once: ``made`` maps the ids of those rebuilt to their copies); one
-    that holds none is passed as it is."""
+def _resolved(value: Any, made: dict[int, Any] | None) -> Any:
+    """``value`` with every task future in it replaced by its result. Lists, tuples and
+    dicts are rebuilt (one of a subclass as its own type, and only when it holds
+    futures). ``made``: for a value in which a container is met twice (shared, or
+    holding itself), the ids of those rebuilt and their copies, so that each is made
+    once (None: no container is met twice)."""
     kind = type(value)
     if kind is TaskFuture:
         return value.result()
     if kind in _PLAIN or not isinstance(value, list | tuple | dict):
         return value
     if made is None:
-        made = {}
-    elif id(value) in made:
-        return made[id(value)]
+        if kind is list:
+            return [_resolved(item, None) for item in value]
+        if kind is tuple:
+            return tuple([_resolved(item, None) for item in value])
+        if kind is dict:
+            return {key: _resolved(item, None) for key, item in value.items()}  # type: ignore[union-attr]
+    else:
+        at = id(value)
+        if at in made:
+            return made[at]
+        if kind is list:
+            made[at] = items = []
+            items.extend([_resolved(item, made) for item in value])
+            return items
+        if kind is tuple:  # (a tuple in a cycle is reached through a list or a dict)
+            made[at] = tuple([_resolved(item, made) for item in value])
+            return made[at]
+        if kind is dict:
+            made[at] = mapping = {}
+            for key, item in value.items():  # type: ignore[union-attr]
+                mapping[key] = _resolved(item, made)
+            return mapping
     inside: dict[TaskFuture, None] = {}
     _scan(value, inside)
-    if not inside:
+    if not inside:  # a container of a subclass is rebuilt only when it holds futures
         return value
+    copied: Any
     if isinstance(value, dict):
-        out = made[id(value)] = copy.copy(value)  # (a defaultdict keeps its factory)
+        copied = copy.copy(value)  # (a defaultdict keeps its factory)
+        if made is not None:
+            made[id(value)] = copied
         for key, item in value.items():
-            out[key] = _resolved(item, made)
-        return out
+            copied[key] = _resolved(item, made)
+        return copied
     if isinstance(value, list):
-        items = made[id(value)] = copy.copy(value)
-        items[:] = [_resolved(item, made) for item in value]
-        return items
-    parts = [_resolved(item, made) for item in value]  # (a tuple in a cycle is reached
-    make = getattr(kind, "_make", None)  # through a list or a dict, made first)
+        copied = copy.copy(value)
+        if made is not None:
+            made[id(value)] = copied
+        copied[:] = [_resolved(item, made) for item in value]
+        return copied
+    parts = [_resolved(item, made) for item in value]
+    make = getattr(kind, "_make", None)  # a named tuple
     try:
-        made[id(value)] = make(parts) if make is not None else kind(parts)
+        copied = make(parts) if make is not None else kind(parts)
     except Exception:  # a tuple subclass built otherwise: a plain tuple, then
-        made[id(value)] = tuple(parts)
-    return made[id(value)]
+        copied = tuple(parts)
+    if made is not None:
+        made[id(value)] = copied
+    return copied
 
 
 def _root(error: BaseException | None) -> BaseException | None:
@@ -281,7 +314,7 @@ class TaskFlow:
         self._dag = Dag(resources)
         self._futures: dict[int, TaskFuture] = {}  # tasks not finished, by number
         # what a task waits with: its arguments, and the caller's context if it has dependencies
-        self._waiting: dict[int, tuple[Task, tuple[Any, ...], dict[str, Any], Context, bool]] = {}
+        self._waiting: dict[int, tuple[Task, tuple[Any, ...], dict[str, Any], Context, int]] = {}
         self._drivers: dict[int, asyncio.Task[None]] = {}
         # limited tasks waiting for their pool place: the Dag's number of the wait -> its waiter
         self._places: dict[int, asyncio.Future[None]] = {}
@@ -544,11 +577,14 @@ class TaskFlow:
                 f"on the flow's event loop (from a thread: asyncio.run_coroutine_threadsafe)"
             )
         found: dict[TaskFuture, None] = {}
+        twice = False  # a container met twice in an argument (shared, or holding itself)
         for value in args:
-            _scan(value, found)
+            if _scan(value, found):
+                twice = True
         if kwargs:
             for value in kwargs.values():
-                _scan(value, found)
+                if _scan(value, found):
+                    twice = True
         pending: list[int] = []
         failed: TaskFuture | None = None  # the first dependency that failed, if any
         cancelled: TaskFuture | None = None  # the first one that was cancelled, if any
@@ -576,7 +612,8 @@ class TaskFlow:
         if self.observers:
             self._tell("task_created", future, [dependency.uid for dependency in found])
         # the body runs in the context of its call
-        self._waiting[number] = (task, args, kwargs, contextvars.copy_context(), bool(found))
+        resolve = (_MEMO if twice else _REBUILD) if found else _AS_IS
+        self._waiting[number] = (task, args, kwargs, contextvars.copy_context(), resolve)
         commands = self._dag.add(
             number,
             pending,
@@ -686,7 +723,7 @@ class TaskFlow:
         task: Task,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        resolve: bool,
+        resolve: int,
         context: Context,
     ) -> None:
         """One plain function on the loop, in the context of its call."""
@@ -695,7 +732,7 @@ class TaskFlow:
             self._tell("task_started", future)
         try:
             if resolve:
-                made: dict[int, Any] = {}  # (a container in two arguments: one copy)
+                made: dict[int, Any] | None = {} if resolve == _MEMO else None
                 args = tuple([_resolved(a, made) for a in args])
                 if kwargs:
                     kwargs = {k: _resolved(v, made) for k, v in kwargs.items()}
@@ -782,7 +819,7 @@ class TaskFlow:
         task: Task,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        resolve: bool,
+        resolve: int,
         body: Callable[[], Any] | None = None,
         *,
         started: bool = False,
@@ -796,7 +833,7 @@ class TaskFlow:
             _BLOCK_ID.set(future.uid)  # in this driver's context: what its body creates
         try:
             if resolve:
-                made: dict[int, Any] = {}  # (a container in two arguments: one copy)
+                made: dict[int, Any] | None = {} if resolve == _MEMO else None
                 args = tuple([_resolved(a, made) for a in args])
                 if kwargs:
                     kwargs = {k: _resolved(v, made) for k, v in kwargs.items()}

@@ -866,3 +866,26 @@ def test_a_worker_logs_each_record_on_one_line() -> None:
         "WARNING the store failed (server closed the connection This probably means the "
         "server restarted )"
     )
+
+
+class RefusingPosts(MemoryStore):
+    """A store whose inboxes take nothing (a disk that is full)."""
+
+    async def post(self, run_id: str, data: bytes) -> None:
+        raise StoreError(f"cannot post to run {run_id!r}: the disk is full")
+
+
+async def test_a_cancel_or_a_send_the_store_refused_is_raised_not_passed_over() -> None:
+    store = RefusingPosts()
+    handler = Asks(store=store).run()
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            break
+    await handler.detach()  # paused, in its store: a cancel goes to its inbox
+    attached = Asks(store=store).attach(handler.run_id)
+    attached.send_event(HumanResponseEvent(response="ada"))
+    with pytest.raises(StoreError, match=r"was not stored: .*disk is full"):
+        await attached.flush()
+    with pytest.raises(StoreError, match="disk is full"):
+        await attached.cancel()
+    assert (await store.get_run(handler.run_id)).status == "paused"

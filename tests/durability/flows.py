@@ -11,6 +11,7 @@ import asyncio
 import os
 import sys
 from collections import Counter
+from typing import Any, TypeVar
 
 from stepgraph import (
     Context,
@@ -41,6 +42,18 @@ ACTIVE: Counter[str] = Counter()
 
 STARTS: dict[str, list[str]] = {}
 """The steps of a ``Mixed`` run in the order they started, by tag."""
+
+
+Asked = TypeVar("Asked")
+
+
+async def asked(handler: Any, kind: type[Asked] = InputRequiredEvent) -> Asked:  # type: ignore[assignment]
+    """The first ``kind`` (a request for input) the run of ``handler`` streams."""
+    async with asyncio.timeout(10):  # (a guard against a hang only)
+        async for event in handler.stream_events():
+            if isinstance(event, kind):
+                return event
+    raise AssertionError(f"the run ended before it streamed a {kind.__name__}")
 
 
 def gate(tag: str) -> asyncio.Event:

@@ -17,20 +17,11 @@ from stepgraph.errors import WorkflowCancelled, WorkflowTimeoutError
 from stepgraph.testing import FakeClock, crash
 
 from .conftest import StoreFactory
-from .flows import Interview
+from .flows import Interview, asked
 
 modes = pytest.mark.parametrize("mode", ["superstep", "async"])
 
 DAY = 86_400.0
-
-
-async def asked(handler: WorkflowHandler) -> InputRequiredEvent:
-    """The request the run of ``handler`` announces."""
-    async with asyncio.timeout(10):  # (a guard against a hang only)
-        async for event in handler.stream_events():
-            if isinstance(event, InputRequiredEvent):
-                return event
-    raise AssertionError("the run ended before it asked")
 
 
 async def left_paused(handler: WorkflowHandler) -> InputRequiredEvent:
@@ -98,6 +89,21 @@ async def test_a_run_that_failed_on_its_timeout_goes_on_when_resumed(
     resumed = Interview(store=stores(), mode=mode, timeout=None, clock=clock).resume(first.run_id)
     request = await asked(resumed)
     clock.advance(DAY)  # no timeout now: it waits
+    resumed.send_event(HumanResponseEvent(response="ada", request_id=request.request_id))
+    async with asyncio.timeout(10):
+        assert await resumed == "hello ada"
+
+
+class Seconds(float):
+    """A float of its own kind (as numpy's float64 is)."""
+
+
+@modes
+async def test_a_timeout_of_a_float_subclass_resumes_as_a_float(
+    stores: StoreFactory, mode: str
+) -> None:
+    clock = FakeClock(autojump=False)  # (time moves only when told: a store waits on IO)
+    resumed, request = await resumed_next_day(stores, mode, clock, timeout=Seconds(60.0))
     resumed.send_event(HumanResponseEvent(response="ada", request_id=request.request_id))
     async with asyncio.timeout(10):
         assert await resumed == "hello ada"

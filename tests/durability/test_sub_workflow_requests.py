@@ -7,24 +7,15 @@ Every test runs on MemoryStore, SqliteStore and PostgresStore (``conftest.py``).
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from stepgraph import RequestInfoEvent
 from stepgraph.testing import crash, settled
 
 from .conftest import StoreFactory
-from .flows import CALLS, nested_asker_graph
+from .flows import CALLS, asked, nested_asker_graph
 
 modes = pytest.mark.parametrize("mode", ["superstep", "async"])
-
-
-async def asked(handler: Any) -> RequestInfoEvent:
-    async for event in handler.stream_events():
-        if isinstance(event, RequestInfoEvent):
-            return event
-    raise AssertionError("the run ended without asking")
 
 
 @modes
@@ -33,7 +24,7 @@ async def test_a_sub_workflow_request_is_stored_as_a_pause_before_the_caller_see
 ) -> None:
     store = stores()
     handler = nested_asker_graph(store=store, mode=mode).run("how many?")  # type: ignore[attr-defined]
-    request = await asked(handler)
+    request = await asked(handler, RequestInfoEvent)
     assert (await store.get_run(handler.run_id)).status == "paused"  # type: ignore[union-attr]
     await handler.send_response(request.request_id, 7)
     assert (await handler).outputs == [("how many?", 7)]
@@ -45,7 +36,7 @@ async def test_a_sub_workflow_request_open_at_a_crash_is_announced_again_with_it
     stores: StoreFactory, mode: str
 ) -> None:
     handler = nested_asker_graph(store=stores(), mode=mode).run("how many?")  # type: ignore[attr-defined]
-    request = await asked(handler)
+    request = await asked(handler, RequestInfoEvent)
     await settled(handler)
     await crash(handler)
     resumed = nested_asker_graph(store=stores(), mode=mode).resume(handler.run_id)  # type: ignore[attr-defined]
@@ -60,7 +51,7 @@ async def test_an_answer_to_a_sub_workflow_kept_before_a_crash_is_not_asked_for_
     stores: StoreFactory, mode: str
 ) -> None:
     handler = nested_asker_graph(store=stores(), mode=mode).run("how many?")  # type: ignore[attr-defined]
-    request = await asked(handler)
+    request = await asked(handler, RequestInfoEvent)
     await handler.send_response(request.request_id, 9)
     await settled(handler)  # the answer is stored
     await crash(handler)
