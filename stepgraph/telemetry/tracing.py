@@ -105,7 +105,7 @@ def configure(
     if (
         old_meters is not None
         and len(readers) == len(same)
-        and all(a is b for a, b in zip(readers, same, strict=True))
+        and all(any(a is b for b in same) for a in readers)  # (in any order)
         and (
             resource is _state["resource"]
             or (resource is not None and resource == _state["resource"])
