@@ -75,10 +75,9 @@ def call_to_end(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
 
     A ``StopIteration`` becomes a ``RuntimeError``: asyncio cannot carry it through a
     future (it would hang whoever awaits it). So does a ``SystemExit`` (``sys.exit()`` in
-    the body): it would end the program that awaits the body, not the worker; a
-    ``KeyboardInterrupt`` the body raises (a Ctrl-C interrupts the program's main thread:
-    the program stops on its own); and a ``GeneratorExit``: raised where the body is
-    awaited, it would stop the coroutine that awaits it instead of failing the body.
+    the body): it would end the program that awaits the body, not the worker; and a
+    ``GeneratorExit``: raised where the body is awaited, it would stop the coroutine that
+    awaits it instead of failing the body.
     """
     try:
         result = fn(*args, **kwargs)
@@ -96,8 +95,6 @@ def call_to_end(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
         raise RuntimeError(
             f"{getattr(fn, '__qualname__', fn)!s} called sys.exit({exc.code!r})"
         ) from exc
-    except KeyboardInterrupt as exc:
-        raise RuntimeError(f"{getattr(fn, '__qualname__', fn)!s} raised KeyboardInterrupt") from exc
     except GeneratorExit as exc:
         raise RuntimeError(f"{getattr(fn, '__qualname__', fn)!s} raised GeneratorExit") from exc
 

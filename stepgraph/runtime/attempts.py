@@ -264,12 +264,19 @@ def _failed(
         policy is not None
         and isinstance(exc, Exception)
         and not isinstance(exc, WorkflowRuntimeError | SerializationError)
+        and not _exited(exc)
     ):  # never retried: our own misuse errors, CancelledError, KeyboardInterrupt, SystemExit
         delay = policy.next_delay(command.attempt, exc)
     if delay is not None:
         return AttemptFailed(invocation=command.invocation, failure=failure_of(exc), retry_in=delay)
     error = _step_error(run, program, command, exc)
     return StepFailed(invocation=command.invocation, failure=failure_of(error))
+
+
+def _exited(exc: BaseException) -> bool:
+    """A ``def`` step's ``SystemExit`` or ``GeneratorExit``, which its thread turned into a
+    ``RuntimeError`` saying so (``call_to_end``): never retried, as the exit itself."""
+    return type(exc) is RuntimeError and isinstance(exc.__cause__, SystemExit | GeneratorExit)
 
 
 def _where(run: Run, program: NodeProgram, command: StartStep) -> str:

@@ -223,15 +223,22 @@ class StateStore:
                     value = await value
                 self._commit([(key, value)])
                 return value
-        value = fn(self._data.get(key))
+        old = self._data.get(key)
+        value = fn(old)
         if inspect.isawaitable(value) and self._owner is asyncio.current_task():
             value = await value  # inside this task's own edit() block: it holds the lock
         elif inspect.isawaitable(value):  # a plain function that returned a coroutine:
-            lock = self._get_lock()  # lock now, before anything else can run (it is free)
-            await lock.acquire()
+            lock = self._get_lock()  # lock now (free, but a task woken by its release may
+            await lock.acquire()  # be first in line: this one then waits its turn)
             self._owner = asyncio.current_task()
             try:
-                value = await value
+                now = self._data.get(key)
+                if now is not old:  # written meanwhile: ``fn`` again, on what was written
+                    if inspect.iscoroutine(value):
+                        value.close()  # (it never ran)
+                    value = fn(now)
+                if inspect.isawaitable(value):
+                    value = await value
                 self._commit([(key, value)])
             finally:
                 self._owner = None

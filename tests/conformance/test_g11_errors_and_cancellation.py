@@ -405,18 +405,38 @@ async def test_keyboard_interrupt_system_exit_and_generator_exit_reach_the_calle
 
 
 @both_modes
+async def test_a_def_steps_keyboard_interrupt_reaches_the_caller_as_itself(mode: str) -> None:
+    attempts: list[int] = []
+
+    class Interrupted(Workflow):
+        @step(retry_policy=RetryPolicy(max_attempts=3))
+        def start(self, ev: StartEvent) -> StopEvent:
+            attempts.append(1)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        async with asyncio.timeout(GUARD_SECONDS):
+            await Interrupted(mode=mode).run()
+    assert len(attempts) == 1
+
+
+@both_modes
 @pytest.mark.parametrize("kind", [SystemExit, GeneratorExit])
 async def test_a_def_steps_system_exit_or_generator_exit_fails_the_run_as_a_runtime_error(
     mode: str, kind: type[BaseException]
 ) -> None:
     """A thread cannot carry them back as themselves: they fail the run, named, as their cause."""
 
+    attempts: list[int] = []
+
     class Exits(Workflow):
-        @step
+        @step(retry_policy=RetryPolicy(max_attempts=3))
         def start(self, ev: StartEvent) -> StopEvent:
+            attempts.append(1)
             raise kind("mine")
 
     exc = await failure(Exits(mode=mode).run())
+    assert len(attempts) == 1  # never retried, as the exit itself is not
     assert isinstance(exc, RuntimeError)
     assert ("sys.exit('mine')" if kind is SystemExit else "GeneratorExit") in str(exc)
     assert "Exits.start " in str(exc)  # the step's function, not a wrapper of it

@@ -238,3 +238,21 @@ async def test_update_with_a_plain_function_returning_a_coroutine_stays_atomic(m
             return StopEvent(result=await ctx.store.get("n")) if n == 10 else None
 
     assert await finish(Counter(mode=mode).run()) == 10  # ten increments, none lost
+
+
+@both_modes
+async def test_update_with_a_function_returning_a_coroutine_waits_its_turn_after_a_release(
+    mode: str,
+) -> None:
+    class Bumps(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            async def bump() -> None:
+                for _ in range(5):  # each again as soon as its last is done: a release
+                    # wakes a waiter, and this one arrives before the waiter runs
+                    await ctx.store.update("n", lambda old: _increment_later(old))
+
+            await asyncio.gather(*(bump() for _ in range(4)))
+            return StopEvent(result=await ctx.store.get("n"))
+
+    assert await finish(Bumps(mode=mode).run()) == 20  # none lost
