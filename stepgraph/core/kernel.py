@@ -412,6 +412,11 @@ def _apply_collect_requested(state: RunState, tick: CollectRequested, out: list[
         # shares its length and sampled types is refused, never mixed into the batch.
         out.append(CollectResult(batch=None, conflict=True))
         return
+    if inv.collected is not None and _spent(inv, key, tick.message):
+        if not collector.held:
+            del state.collectors[key]
+        out.append(CollectResult(batch=None))  # in a batch already: as the attempt before
+        return
     batch = collector.add_kind(kind, tick.message)
     if tick.undoable:  # the step may be retried: remember what to take back or give back
         if inv.collected is None:
@@ -424,6 +429,18 @@ def _apply_collect_requested(state: RunState, tick: CollectRequested, out: list[
     if batch is not None and not collector.held:
         del state.collectors[key]
     out.append(CollectResult(batch=batch))
+
+
+def _spent(inv: Invocation, key: tuple[object, ...], message: object) -> bool:
+    """Whether an earlier attempt of ``inv`` handed ``message`` to collector ``key`` and a
+    batch another invocation got took it (see ``_undo_attempt``); forgotten once asked."""
+    collected = inv.collected
+    assert collected is not None
+    for position, (at, kind, held) in enumerate(collected):
+        if kind is None and at == key and (held is message or safely_equal(held, message)):
+            del collected[position]
+            return True
+    return False
 
 
 def _apply_cancel_requested(state: RunState, tick: CancelRequested, out: list[Command]) -> None:
@@ -556,12 +573,20 @@ def _undo_attempt(state: RunState, inv: Invocation) -> None:
     that the retry sees what the failed attempt saw.
     """
     own = [message for _, _, message in inv.collected or ()]
+    spent: list[tuple[tuple[object, ...], object, object]] = []
     for key, kind, message in inv.collected or ():
+        if kind is None:  # spent by an attempt before: still spent
+            spent.append((key, kind, message))
+            continue
         collector = state.collectors.get(key)
-        if collector is not None:
-            collector.retract(kind, message)
+        if collector is not None and collector.retract(kind, message):
             if not collector.held:
                 del state.collectors[key]
+        elif not any(message is m for _, _, batch in inv.released or () for m in batch):
+            # another invocation's batch took it: spent, the retry must not hand it in
+            spent.append((key, None, message))  # again (its collect gets None, as this did)
+        elif collector is not None and not collector.held:
+            del state.collectors[key]
     for key, expected, batch in inv.released or ():
         given = list(zip(expected, batch, strict=True))
         for message in own:  # one occurrence each: the retry will hand these in again
@@ -574,7 +599,8 @@ def _undo_attempt(state: RunState, inv: Invocation) -> None:
             if collector is None:
                 collector = state.collectors[key] = Collector(expected)
             collector.give_back(given)
-    inv.collected = inv.released = None
+    inv.collected = spent or None
+    inv.released = None
     if inv.received:  # what its waits took: first in line for the next attempt's waits
         state.unclaimed.extendleft(reversed(inv.received))
         inv.received = None

@@ -6,6 +6,7 @@ lost; a large ``[Result] * n`` collector gathers every event; an empty expected 
 is an error naming the step.
 """
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -170,6 +171,38 @@ async def test_a_retried_fan_in_step_sees_the_batch_its_failed_attempt_saw(mode:
 
     assert await finish(Gather(mode=mode).run()) == [0, 1, 2]
     assert attempts == [None, None, 3, 3]  # the retry got the whole batch again
+
+
+@both_modes
+async def test_an_event_a_failed_attempt_handed_in_goes_to_one_batch_only(mode: str) -> None:
+    """Two workers: the attempt for Result 0 hands it in and waits; the one for Result 1
+    completes a batch with it, then Result 0's attempt fails. Its retry must not hand
+    Result 0 in again (it is in a batch): Result 2 alone is left, and the run says so."""
+    gate = asyncio.Event()
+    seen: list[tuple[int, int | None]] = []
+
+    class Pairs(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> None:
+            for value in range(3):
+                ctx.send_event(Result(value=value))
+
+        @step(num_workers=2, retry_policy=RetryPolicy(max_attempts=2))
+        async def pair(self, ctx: Context, ev: Result) -> StopEvent | None:
+            batch = ctx.collect_events(ev, [Result] * 2)
+            seen.append((ev.value, None if batch is None else len(batch)))
+            if ev.value == 0 and seen.count((0, None)) == 1:
+                await gate.wait()  # until Result 1's attempt has its batch
+                raise ConnectionError("fails once, after its event went to a batch")
+            if batch is not None:
+                assert sorted(e.value for e in batch) == [0, 1]
+                gate.set()
+            return None
+
+    exc = await failure(Pairs(mode=mode).run())
+    assert type(exc).__name__ == "WorkflowStalled"
+    assert "step 'pair' collects Result 1/2" in str(exc)  # Result 2, alone
+    assert seen.count((0, None)) == 2  # the retry's collect got None, as the attempt did
 
 
 @both_modes
