@@ -575,17 +575,13 @@ def _undo_attempt(state: RunState, inv: Invocation) -> None:
     own = [message for _, _, message in inv.collected or ()]
     spent: list[tuple[tuple[object, ...], object, object]] = []
     for key, kind, message in inv.collected or ():
-        if kind is None:  # spent by an attempt before: still spent
-            spent.append((key, kind, message))
-            continue
         collector = state.collectors.get(key)
-        if collector is not None and collector.retract(kind, message):
-            if not collector.held:
-                del state.collectors[key]
-        elif not any(message is m for _, _, batch in inv.released or () for m in batch):
-            # another invocation's batch took it: spent, the retry must not hand it in
-            spent.append((key, None, message))  # again (its collect gets None, as this did)
-        elif collector is not None and not collector.held:
+        if kind is not None and collector is not None and collector.retract(kind, message):
+            pass
+        elif kind is None or not any(m is message for _, _, b in inv.released or () for m in b):
+            # spent (kind None): another invocation's batch took it; the retry must not
+            spent.append((key, None, message))  # hand it in again (it gets None, as this did)
+        if collector is not None and not collector.held:
             del state.collectors[key]
     for key, expected, batch in inv.released or ():
         given = list(zip(expected, batch, strict=True))

@@ -225,6 +225,18 @@ def _resolved(value: Any, made: dict[int, Any] | None) -> Any:
     return copied
 
 
+def _with_results(
+    args: tuple[Any, ...], kwargs: dict[str, Any], resolve: int
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A call's arguments with the results of the futures in them (``resolve``: how, see
+    ``_REBUILD`` and ``_MEMO``)."""
+    made: dict[int, Any] | None = {} if resolve == _MEMO else None
+    args = tuple([_resolved(a, made) for a in args])
+    if kwargs:
+        kwargs = {k: _resolved(v, made) for k, v in kwargs.items()}
+    return args, kwargs
+
+
 def _root(error: BaseException | None) -> BaseException | None:
     """The failure a dependent's ``DependencyFailed`` chains: the first one, not a relay."""
     if isinstance(error, DependencyFailed) and error.__cause__ is not None:
@@ -732,10 +744,7 @@ class TaskFlow:
             self._tell("task_started", future)
         try:
             if resolve:
-                made: dict[int, Any] | None = {} if resolve == _MEMO else None
-                args = tuple([_resolved(a, made) for a in args])
-                if kwargs:
-                    kwargs = {k: _resolved(v, made) for k, v in kwargs.items()}
+                args, kwargs = _with_results(args, kwargs, resolve)
             value = task.fn(*args, **kwargs)
         except asyncio.CancelledError:
             self._cancelled_by_body(number, future)
@@ -833,10 +842,7 @@ class TaskFlow:
             _BLOCK_ID.set(future.uid)  # in this driver's context: what its body creates
         try:
             if resolve:
-                made: dict[int, Any] | None = {} if resolve == _MEMO else None
-                args = tuple([_resolved(a, made) for a in args])
-                if kwargs:
-                    kwargs = {k: _resolved(v, made) for k, v in kwargs.items()}
+                args, kwargs = _with_results(args, kwargs, resolve)
             if body is not None:
                 value = await body()
             elif task.gate is None:

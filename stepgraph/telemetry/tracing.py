@@ -92,7 +92,7 @@ def configure(
             "stepgraph.telemetry.configure", "opentelemetry-sdk", "otel"
         ) from exc
     for reader in metric_readers:
-        if any(reader is r for r in _state["shut_readers"]):
+        if _among(reader, _state["shut_readers"]):
             raise ConfigurationError(
                 f"configure(metric_readers=...): {reader!r} was shut down (by reset(), or by "
                 f"a configure() call that did not give it again) and reads nothing any "
@@ -105,7 +105,7 @@ def configure(
     if (
         old_meters is not None
         and len(readers) == len(same)
-        and all(any(a is b for b in same) for a in readers)  # (in any order)
+        and all(_among(reader, same) for reader in readers)  # (in any order)
         and (
             resource is _state["resource"]
             or (resource is not None and resource == _state["resource"])
@@ -113,7 +113,7 @@ def configure(
     ):
         meters = old_meters  # the same readers: their totals go on
     else:
-        again = [r for r in readers if any(r is o for o in same)]
+        again = [reader for reader in readers if _among(reader, same)]
         remove = getattr(old_meters, "remove_metric_reader", None)  # (SDK 1.24 and later)
         if remove is not None:
             for reader in again:  # taken off the old provider, to be registered anew
@@ -129,6 +129,11 @@ def configure(
         metric_readers=readers,
     )
     _state.update(span_processors=tuple(span_processors), metric_readers=readers, resource=resource)
+
+
+def _among(item: object, items: Sequence[object]) -> bool:
+    """Whether ``item`` itself (not an equal object) is in ``items``."""
+    return any(item is other for other in items)
 
 
 def _retire(**new: Any) -> None:
@@ -149,7 +154,7 @@ def _retire(**new: Any) -> None:
             if id(processor) not in kept and (exporter is None or id(exporter) not in kept):
                 processor.shutdown()
     if old_meters is not None and new["meter_provider"] is not old_meters:
-        shut = [r for r in _state["metric_readers"] if not any(r is g for g in readers)]
+        shut = [r for r in _state["metric_readers"] if not _among(r, readers)]
         _state["shut_readers"] = (*_state["shut_readers"], *shut)[-_SHUT_KEPT:]
         old_meters.shutdown()  # (the readers given again were taken off it)
 

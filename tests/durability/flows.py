@@ -13,6 +13,8 @@ import sys
 from collections import Counter
 from typing import Any, TypeVar
 
+import pytest
+
 from stepgraph import (
     Context,
     Event,
@@ -30,6 +32,8 @@ from stepgraph import (
     response_handler,
     step,
 )
+from stepgraph.errors import WorkflowCancelled
+from stepgraph.testing import crash
 
 GATES: dict[str, asyncio.Event] = {}
 """Gates by run tag: a step held at ``stop_at`` waits for its tag's gate."""
@@ -54,6 +58,20 @@ async def asked(handler: Any, kind: type[Asked] = InputRequiredEvent) -> Asked: 
             if isinstance(event, kind):
                 return event
     raise AssertionError(f"the run ended before it streamed a {kind.__name__}")
+
+
+async def crashed_once(handler: Any, kind: type, n: int | None = None) -> object:
+    """Crash the run of ``handler`` once it has streamed a ``kind`` (with ``n``, if given);
+    return that event."""
+    async for event in handler.stream_events():
+        if isinstance(event, kind) and (n is None or getattr(event, "n", None) == n):
+            break
+    else:
+        raise AssertionError(f"the run ended before it streamed a {kind.__name__}")
+    await crash(handler)
+    with pytest.raises(WorkflowCancelled):
+        await handler
+    return event
 
 
 def gate(tag: str) -> asyncio.Event:

@@ -13,24 +13,15 @@ import asyncio
 import pytest
 
 from stepgraph import HumanResponseEvent, InputRequiredEvent, WorkflowHandler
-from stepgraph.errors import WorkflowCancelled, WorkflowTimeoutError
-from stepgraph.testing import FakeClock, crash
+from stepgraph.errors import WorkflowTimeoutError
+from stepgraph.testing import FakeClock
 
 from .conftest import StoreFactory
-from .flows import Interview, asked
+from .flows import Interview, asked, crashed_once
 
 modes = pytest.mark.parametrize("mode", ["superstep", "async"])
 
 DAY = 86_400.0
-
-
-async def left_paused(handler: WorkflowHandler) -> InputRequiredEvent:
-    """The run of ``handler`` asks; its process goes away (the run stays paused)."""
-    request = await asked(handler)
-    await crash(handler)
-    with pytest.raises(WorkflowCancelled):
-        await handler
-    return request
 
 
 async def resumed_next_day(
@@ -39,7 +30,7 @@ async def resumed_next_day(
     """A run of timeout 60 s asks, its process goes away; a day later, a workflow of
     ``timeout`` resumes it: its handler, and the request it announced again."""
     first = Interview(store=stores(), mode=mode, timeout=60.0, clock=clock).run()
-    await left_paused(first)
+    await crashed_once(first, InputRequiredEvent)  # its process goes away: still paused
     clock.advance(DAY)  # the person answers the next day, to a new process
     wf = Interview(store=stores(), mode=mode, timeout=timeout, clock=clock)
     resumed = wf.resume(first.run_id)

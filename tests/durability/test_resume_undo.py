@@ -16,8 +16,6 @@ import warnings
 import pytest
 
 from stepgraph import HumanResponseEvent, InputRequiredEvent, WorkflowHandler
-from stepgraph.errors import WorkflowCancelled
-from stepgraph.testing import crash
 
 from .conftest import StoreFactory
 from .flows import (
@@ -38,24 +36,11 @@ from .flows import (
     Reached,
     WithoutSlow,
     WithSlow,
+    crashed_once,
     gate,
 )
 
 modes = pytest.mark.parametrize("mode", ["superstep", "async"])
-
-
-async def crashed_once(handler: WorkflowHandler, kind: type, n: int | None = None) -> object:
-    """Crash the run of ``handler`` once it has streamed a ``kind`` (with ``n``, if given);
-    return that event."""
-    async for event in handler.stream_events():
-        if isinstance(event, kind) and (n is None or getattr(event, "n", None) == n):
-            break
-    else:
-        raise AssertionError(f"the run ended before it streamed a {kind.__name__}")
-    await crash(handler)
-    with pytest.raises(WorkflowCancelled):
-        await handler
-    return event
 
 
 @modes
