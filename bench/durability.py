@@ -70,7 +70,7 @@ async def _checkpoint_bytes(directory: Path, mode: Mode) -> int:
     await handler
     with sqlite3.connect(directory / "size.db") as conn:
         sizes = [n for (n,) in conn.execute("SELECT length(frame) FROM stepgraph_checkpoints")]
-        entries = [n for (n,) in conn.execute("SELECT length(entry) FROM stepgraph_journal")]
+        entries = [n for (n,) in conn.execute("SELECT length(entry) FROM stepgraph_entries")]
     store.close()
     return int(
         median([float(n) for n in (sizes[1:-1] or sizes)] if mode == "superstep" else entries)

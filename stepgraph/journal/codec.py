@@ -186,7 +186,8 @@ def encode(value: Any, where: str = "") -> Any:
 
 
 _MODELS: dict[type, tuple[str, tuple[str, ...]]] = {}
-_PLAIN_MODELS: dict[type, str | None] = {}  # class -> its path, or None: not a plain model
+# class -> its path and how many fields it has, or None: not a plain model
+_PLAIN_MODELS: dict[type, tuple[str, int] | None] = {}
 _PLAIN_TYPES = (int, str, bool)
 
 
@@ -200,12 +201,13 @@ def encode_for_json(value: Any, where: str = "") -> Any:
     own serialization may leave fields out, rename them or add computed ones.)
     """
     kind = type(value)
-    path = _PLAIN_MODELS.get(kind, "")
-    if path == "" and isinstance(value, BaseModel):
-        path = _PLAIN_MODELS[kind] = _plain_model(kind, where)
-    if path and not value.__pydantic_extra__:
+    plain_model = _PLAIN_MODELS.get(kind, ())
+    if plain_model == () and isinstance(value, BaseModel):
+        plain_model = _PLAIN_MODELS[kind] = _plain_model(kind, where)
+    if plain_model and not value.__pydantic_extra__:
+        path, count = plain_model
         fields = value.__dict__
-        if len(fields) == len(kind.model_fields):
+        if len(fields) == count:
             for item in fields.values():  # (a model is not validated when assigned to)
                 plain = type(item)
                 if plain is not str and plain is not int and plain is not bool and item is not None:
@@ -258,15 +260,16 @@ def encode_tick_for_json(tick: object, where: str = "") -> Any:
 _EMITTING = {kind: class_path(kind) for kind in (StepCompleted, EventsSent)}
 
 
-def _plain_model(kind: type[BaseModel], where: str) -> str | None:
-    """The path of a model class whose fields are all declared plain (None: not so)."""
+def _plain_model(kind: type[BaseModel], where: str) -> tuple[str, int] | None:
+    """The path and field count of a model class whose fields are all declared plain
+    (None: not so)."""
     allowed = {*_PLAIN_TYPES, type(None)}
     for field in kind.model_fields.values():
         annotation = field.annotation
         args = typing.get_args(annotation) if typing.get_origin(annotation) else (annotation,)
         if not args or not all(arg in allowed for arg in args):
             return None
-    return class_path(kind, where)
+    return class_path(kind, where), len(kind.model_fields)
 
 
 _DATACLASSES: dict[type, tuple[str, tuple[str, ...]]] = {}  # (path, field names) by class

@@ -11,7 +11,11 @@ less than handing it to a thread.
 
 A checkpoint row is keyed by one integer, ``(run number << 32) | seq`` (the run number
 is its row in ``stepgraph_runs``): writing one touches a single B-tree, as a plain row
-insert does, and a taken ``seq`` is refused by that key.
+insert does, and a taken ``seq`` is refused by that key. A journal entry is keyed the same
+way, by ``(run number << 32) | ordinal``: the entries of a run are numbered in the order
+written, those after checkpoint ``seq`` from the checkpoint's ``journal_base`` (so entry
+``pos`` after it is ``journal_base + pos``), and a taken position is refused by that key.
+(A text key, or a key of several columns, costs a third more per entry.)
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +71,8 @@ CREATE TABLE IF NOT EXISTS stepgraph_checkpoints (
     superstep INTEGER NOT NULL,
     created_at REAL NOT NULL,
     status TEXT NOT NULL,
-    frame BLOB NOT NULL
+    frame BLOB NOT NULL,
+    journal_base INTEGER NOT NULL DEFAULT 0  -- the ordinal of the first entry after it
 );
 CREATE TABLE IF NOT EXISTS stepgraph_chunks (
     run_id TEXT NOT NULL,
@@ -75,13 +81,13 @@ CREATE TABLE IF NOT EXISTS stepgraph_chunks (
     data BLOB,
     PRIMARY KEY (run_id, name, seq)
 );
-CREATE TABLE IF NOT EXISTS stepgraph_journal (
-    run_id TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS stepgraph_entries (
+    key INTEGER PRIMARY KEY,  -- (run number << 32) | ordinal: the store finds rows by it
+    run_id TEXT NOT NULL,  -- and the rest: for people and tools reading the file
     after_seq INTEGER NOT NULL,
     pos INTEGER NOT NULL,
-    entry BLOB NOT NULL,
-    PRIMARY KEY (run_id, after_seq, pos)
-) WITHOUT ROWID;
+    entry BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS stepgraph_leases (
     run_id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -103,7 +109,11 @@ CREATE INDEX IF NOT EXISTS stepgraph_inbox_run ON stepgraph_inbox (run_id, id);
 """
 
 # Columns added since the first release: a file made before gets them when opened.
-_ADDED_COLUMNS = {"queue": "TEXT", "worker": "TEXT", "lease_until": "REAL"}
+_ADDED_COLUMNS = {
+    "stepgraph_runs": {"queue": "TEXT", "worker": "TEXT", "lease_until": "REAL"},
+    "stepgraph_checkpoints": {"journal_base": "INTEGER NOT NULL DEFAULT 0"},
+}
+_OLD_JOURNAL = "stepgraph_journal"  # the journal's table before stepgraph_entries
 _QUEUE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS stepgraph_runs_queue ON stepgraph_runs (queue, status, number) "
     "WHERE queue IS NOT NULL",
@@ -126,12 +136,26 @@ _SEQ_MASK = (1 << _SEQ_BITS) - 1
 
 
 _INSERT_CHECKPOINT = (
-    "INSERT INTO stepgraph_checkpoints (key, run_id, seq, superstep, created_at, status, frame) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO stepgraph_checkpoints "
+    "(key, run_id, seq, superstep, created_at, status, frame, journal_base) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
-_INSERT_ENTRY = "INSERT INTO stepgraph_journal (run_id, after_seq, pos, entry) VALUES (?, ?, ?, ?)"
+_INSERT_ENTRY = (
+    "INSERT INTO stepgraph_entries (key, run_id, after_seq, pos, entry) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+@dataclass(slots=True)
+class _Numbering:
+    """Where the journal entries of a run go, as this store object last wrote or read it:
+    after checkpoint ``seq`` (-1: before the first), from ordinal ``base``; ``next`` is the
+    first ordinal no entry of the run holds, where the next checkpoint's entries start."""
+
+    seq: int
+    base: int
+    next: int
 
 
 def _keys(number: int) -> tuple[int, int]:
@@ -139,21 +163,43 @@ def _keys(number: int) -> tuple[int, int]:
     return number << _SEQ_BITS, (number << _SEQ_BITS) | _SEQ_MASK
 
 
-def _statements(batch: Commit, number: int, now: float) -> list[_Statement]:
-    """The statements of one commit of run ``number``, in order (see ``Commit``)."""
+def _statements(
+    batch: Commit, number: int, now: float, numbering: _Numbering
+) -> tuple[list[_Statement], _Numbering]:
+    """The statements of one commit of run ``number``, in order (see ``Commit``), and the
+    run's numbering once they are written (``numbering``: before, its ``seq`` the
+    checkpoint the batch's entries follow, when it has some).
+
+    Raises:
+        StoreError: an entry's ordinal would not fit in a key.
+    """
     run_id = batch.run_id
     out: list[_Statement] = []
+    base, following = numbering.base, numbering.next
     if batch.journal:
         after, at = batch.journal_after, batch.journal_at
+        first = base + at
+        following = max(following, first + len(batch.journal))
+        if at < 0 or following - 1 > _SEQ_MASK:
+            raise StoreError(
+                f"journal position {at} after checkpoint {after} of run {run_id!r}: a run "
+                f"holds at most {_SEQ_MASK + 1} journal entries"
+            )
+        high = number << _SEQ_BITS
         out.append(
             (
                 _INSERT_ENTRY,
-                [(run_id, after, at + i, entry) for i, entry in enumerate(batch.journal)],
+                [
+                    (high | (first + i), run_id, after, at + i, entry)
+                    for i, entry in enumerate(batch.journal)
+                ],
             )
         )
+    after_commit = _Numbering(numbering.seq, base, following)
     write = batch.checkpoint
     if write is not None:
         seq = write.seq
+        after_commit = _Numbering(seq, following, following)
         out.append(
             (
                 _INSERT_CHECKPOINT,
@@ -166,6 +212,7 @@ def _statements(batch: Commit, number: int, now: float) -> list[_Statement]:
                         now,
                         write.status,
                         write.frame,
+                        following,
                     )
                 ],
             )
@@ -206,7 +253,7 @@ def _statements(batch: Commit, number: int, now: float) -> list[_Statement]:
         out.append(("DELETE FROM stepgraph_inbox WHERE id = ?", [(i,) for i in batch.consumed]))
     if batch.status == StoredStatus.COMPLETED:  # what is left, nothing will read
         out.append(("DELETE FROM stepgraph_inbox WHERE run_id = ?", [(run_id,)]))
-    return out
+    return out, after_commit
 
 
 def _alive(pid: int) -> bool:
@@ -225,23 +272,88 @@ def _alive(pid: int) -> bool:
         return True  # no /proc (macOS, say): a zombie counts as alive until it is reaped
 
 
-def _add_columns(conn: sqlite3.Connection) -> None:
-    """Give a file made by an earlier version the run columns it lacks (and their index)."""
-    have = {str(row[1]) for row in conn.execute("PRAGMA table_info(stepgraph_runs)")}
-    missing = [(name, kind) for name, kind in _ADDED_COLUMNS.items() if name not in have]
-    if missing:
+def _missing_columns(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """The columns added since the first release that the file lacks: table, name, type."""
+    missing: list[tuple[str, str, str]] = []
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
+        missing += [(table, name, kind) for name, kind in columns.items() if name not in have]
+    return missing
+
+
+def _has_old_journal(conn: sqlite3.Connection) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_OLD_JOURNAL,)
+    ).fetchone()
+    return found is not None
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a file made by an earlier version up to date: the columns it lacks, and its
+    journal moved to ``stepgraph_entries``. One transaction: a process opening the file at
+    the same time waits for it, then finds nothing left to do."""
+    if _missing_columns(conn) or _has_old_journal(conn):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            have = {str(row[1]) for row in conn.execute("PRAGMA table_info(stepgraph_runs)")}
-            for name, kind in missing:
-                if name not in have:  # another process may have added it meanwhile
-                    conn.execute(f"ALTER TABLE stepgraph_runs ADD COLUMN {name} {kind}")
+            for table, name, kind in _missing_columns(conn):  # (another process may have
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")  # added some)
+            if _has_old_journal(conn):
+                _move_journal(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
     for index in _QUEUE_INDEXES:
         conn.execute(index)
+
+
+def _move_journal(conn: sqlite3.Connection) -> None:
+    """Move the entries of the journal's old table (keyed by run id, checkpoint and
+    position) to ``stepgraph_entries``, numbered as this version numbers them, and give
+    each checkpoint its ``journal_base``; then drop the old table. Rows it cannot number
+    (of no known run, or damaged) stay where they were, and so does the old table then."""
+    numbers = {
+        str(run_id): int(number)
+        for run_id, number in conn.execute("SELECT run_id, number FROM stepgraph_runs")
+    }
+    entries: dict[str, dict[int, list[tuple[int, object]]]] = {}
+    for run_id, after, pos, entry in conn.execute(
+        f"SELECT run_id, after_seq, pos, entry FROM {_OLD_JOURNAL} "
+        "WHERE typeof(after_seq) = 'integer' AND typeof(pos) = 'integer' "
+        "AND pos BETWEEN 0 AND ? ORDER BY run_id, after_seq, pos",
+        (_SEQ_MASK,),
+    ).fetchall():
+        if str(run_id) in numbers:
+            entries.setdefault(str(run_id), {}).setdefault(int(after), []).append((pos, entry))
+    for run_id, groups in entries.items():
+        lowest, highest = _keys(numbers[run_id])
+        seqs = {
+            int(key) & _SEQ_MASK
+            for (key,) in conn.execute(
+                "SELECT key FROM stepgraph_checkpoints WHERE key BETWEEN ? AND ?",
+                (lowest, highest),
+            )
+        }
+        following = 0  # the next ordinal
+        moved: list[tuple[object, ...]] = []
+        for seq in sorted(seqs | groups.keys()):  # in the order written: -1 first
+            base = following
+            if seq in seqs:
+                conn.execute(
+                    "UPDATE stepgraph_checkpoints SET journal_base = ? WHERE key = ?",
+                    (base, lowest | seq),
+                )
+            for pos, entry in groups.get(seq, ()):
+                if base + pos <= _SEQ_MASK:
+                    moved.append((lowest | (base + pos), run_id, seq, pos, entry))
+                    following = base + pos + 1
+        conn.executemany(_INSERT_ENTRY, moved)
+        conn.executemany(
+            f"DELETE FROM {_OLD_JOURNAL} WHERE run_id = ? AND after_seq = ? AND pos = ?",
+            [(run_id, seq, pos) for _, run_id, seq, pos, _ in moved],
+        )
+    if conn.execute(f"SELECT 1 FROM {_OLD_JOURNAL} LIMIT 1").fetchone() is None:
+        conn.execute(f"DROP TABLE {_OLD_JOURNAL}")
 
 
 class SqliteStore(QueueMixin, StoreResults):
@@ -279,6 +391,9 @@ class SqliteStore(QueueMixin, StoreResults):
         self._lock = threading.RLock()
         self._host = socket.gethostname()
         self._numbers: dict[str, int] = {}  # run id -> its row (runs are never deleted)
+        # run id -> where its journal entries go, for the runs this object writes (read
+        # again from the file when it may have changed: at load, at acquire)
+        self._numbering: dict[str, _Numbering] = {}
         self._work = Wakeups()  # submits and posts of this process wake its workers at once
 
     def __repr__(self) -> str:
@@ -325,7 +440,7 @@ class SqliteStore(QueueMixin, StoreResults):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             conn.executescript(_SCHEMA)
-            _add_columns(conn)
+            _upgrade(conn)
         except BaseException:
             conn.close()
             raise
@@ -381,17 +496,63 @@ class SqliteStore(QueueMixin, StoreResults):
             number = self._numbers[run_id] = int(row[0])
         return number
 
+    def _numbering_of(self, cursor: sqlite3.Cursor, batch: Commit, number: int) -> _Numbering:
+        """Where the entries of ``batch`` go: after its ``journal_after``, when it has some.
+
+        Raises:
+            StoreError: the batch's entries follow a checkpoint the run does not have.
+        """
+        run_id = batch.run_id
+        known = self._numbering.get(run_id)
+        if known is not None and (not batch.journal or known.seq == batch.journal_after):
+            return known
+        lowest, highest = _keys(number)
+        latest = cursor.execute(
+            "SELECT key, journal_base FROM stepgraph_checkpoints WHERE key BETWEEN ? AND ? "
+            "ORDER BY key DESC LIMIT 1",
+            (lowest, highest),
+        ).fetchone()
+        (top,) = cursor.execute(
+            "SELECT MAX(key) FROM stepgraph_entries WHERE key BETWEEN ? AND ?", (lowest, highest)
+        ).fetchone()
+        seq, base = -1, 0
+        if latest is not None:
+            seq, base = int(latest[0]) & _SEQ_MASK, read_count(latest[1], "journal_base", run_id)
+        following = max(base, 0 if top is None else (int(top) & _SEQ_MASK) + 1)
+        after = batch.journal_after
+        if batch.journal and after != seq:  # entries after an older checkpoint (or none)
+            seq = after
+            if after < 0:
+                base = 0
+            else:
+                row = None
+                if after <= _SEQ_MASK:
+                    row = cursor.execute(
+                        "SELECT journal_base FROM stepgraph_checkpoints WHERE key = ?",
+                        (lowest | after,),
+                    ).fetchone()
+                if row is None:
+                    raise StoreError(
+                        f"cannot write journal entries after checkpoint {after} of run "
+                        f"{run_id!r}: the run has no such checkpoint"
+                    )
+                base = read_count(row[0], "journal_base", run_id, after)
+        return _Numbering(seq, base, following)
+
     def commit(self, batch: Commit) -> None:
         now = time.time()
+        run_id = batch.run_id
         write = batch.checkpoint
         if write is not None and not 0 <= write.seq <= _SEQ_MASK:
             raise StoreError(
-                f"checkpoint {write.seq} of run {batch.run_id!r}: a seq is from 0 to {_SEQ_MASK}"
+                f"checkpoint {write.seq} of run {run_id!r}: a seq is from 0 to {_SEQ_MASK}"
             )
-        number = self._numbers.get(batch.run_id)
+        number = self._numbers.get(run_id)
+        known = self._numbering.get(run_id)
         plain = not batch.events and not batch.consumed
         if (  # a checkpoint alone (a superstep's, mostly): one statement, no transaction
             write is not None
+            and known is not None
             and number is not None
             and not write.values
             and not write.full
@@ -399,48 +560,70 @@ class SqliteStore(QueueMixin, StoreResults):
             and batch.status is None
             and plain
         ):
+            base = known.next
             row = (
                 (number << _SEQ_BITS) | write.seq,
-                batch.run_id,
+                run_id,
                 write.seq,
                 write.superstep,
                 now,
                 write.status,
                 write.frame,
+                base,
             )
             with self._lock:
                 try:
                     (self._conn or self._connect()).execute(_INSERT_CHECKPOINT, row)
                 except sqlite3.Error as exc:
                     raise self._refusal(batch, exc) from exc
+                known.seq, known.base = write.seq, base
             return
         if (
-            number is not None
+            known is not None
+            and number is not None
             and write is None
             and batch.status is None
             and len(batch.journal) == 1
+            and known.seq == batch.journal_after
             and plain
         ):
             # one journal entry (a step of an async run, mostly): one statement, no transaction
-            entry = (batch.run_id, batch.journal_after, batch.journal_at, batch.journal[0])
-            with self._lock:
-                try:
-                    (self._conn or self._connect()).execute(_INSERT_ENTRY, entry)
-                except sqlite3.Error as exc:
-                    raise self._refusal(batch, exc) from exc
-            return
+            at = batch.journal_at
+            ordinal = known.base + at
+            if at >= 0 and ordinal <= _SEQ_MASK:
+                entry = (
+                    (number << _SEQ_BITS) | ordinal,
+                    run_id,
+                    batch.journal_after,
+                    at,
+                    batch.journal[0],
+                )
+                with self._lock:
+                    try:
+                        (self._conn or self._connect()).execute(_INSERT_ENTRY, entry)
+                    except sqlite3.Error as exc:
+                        raise self._refusal(batch, exc) from exc
+                    if ordinal >= known.next:
+                        known.next = ordinal + 1
+                return
         with self._lock:
             cursor = self._connect().cursor()
-            statements = _statements(batch, self._number(cursor, batch.run_id), now)
+            try:
+                number = self._number(cursor, run_id)
+                numbering = self._numbering_of(cursor, batch, number)
+            except sqlite3.Error as exc:
+                raise self._refusal(batch, exc) from exc
+            statements, after = _statements(batch, number, now, numbering)
             if len(statements) == 1 and len(statements[0][1]) == 1:  # a transaction of its own
                 sql, (only,) = statements[0]
                 try:
                     cursor.execute(sql, only)
                 except sqlite3.Error as exc:
                     raise self._refusal(batch, exc) from exc
-                return
-        with self._transaction(f"writing run {batch.run_id!r}") as cursor:
-            self._execute(cursor, batch, statements)
+            else:
+                with self._transaction(f"writing run {run_id!r}") as cursor:
+                    self._execute(cursor, batch, statements)
+            self._numbering[run_id] = after
 
     def _execute(self, cursor: sqlite3.Cursor, batch: Commit, statements: list[_Statement]) -> None:
         for sql, rows in statements:
@@ -450,13 +633,14 @@ class SqliteStore(QueueMixin, StoreResults):
                 raise self._refusal(batch, exc) from exc
 
     def _refusal(self, batch: Commit, error: sqlite3.Error) -> StoreError:
+        self._numbering.pop(batch.run_id, None)  # read again from the file, if written again
         text = str(error)
         if batch.checkpoint is not None and "stepgraph_checkpoints" in text:
             return RunLockedError(
                 f"checkpoint {batch.checkpoint.seq} of run {batch.run_id!r} exists already: "
                 f"{ANOTHER_WRITER}"
             )
-        if "stepgraph_journal" in text:
+        if "stepgraph_entries" in text:
             return RunLockedError(
                 f"journal position {batch.journal_at} after checkpoint {batch.journal_after} of "
                 f"run {batch.run_id!r} is taken: {ANOTHER_WRITER}"
@@ -469,6 +653,7 @@ class SqliteStore(QueueMixin, StoreResults):
                 f"SELECT {_RUN_COLUMNS} FROM stepgraph_runs WHERE run_id = ?", (record.run_id,)
             ).fetchone()
             if row is not None:
+                self._numbering.pop(record.run_id, None)  # another may write it
                 return self._record(row)
             number = cursor.execute(
                 f"INSERT INTO stepgraph_runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 10)})",
@@ -486,9 +671,12 @@ class SqliteStore(QueueMixin, StoreResults):
                 ),
             ).lastrowid
             assert number is not None
+            numbering = _Numbering(-1, 0, 0)
             if first is not None:
-                self._execute(cursor, first, _statements(first, number, time.time()))
+                statements, numbering = _statements(first, number, time.time(), numbering)
+                self._execute(cursor, first, statements)
             self._numbers[record.run_id] = number
+            self._numbering[record.run_id] = numbering
         if record.queue is not None:
             self._work.notify()
         return None
@@ -571,7 +759,8 @@ class SqliteStore(QueueMixin, StoreResults):
                 return None
             number, parent_run = run
             parent = (parent_run,)
-            columns = f"key & {_SEQ_MASK}, superstep, created_at, status, frame"
+            self._numbering.pop(run_id, None)  # whoever resumes it reads its numbering again
+            columns = f"key & {_SEQ_MASK}, superstep, created_at, status, frame, journal_base"
             if checkpoint_id is None:
                 row = cursor.execute(
                     f"SELECT {columns} FROM stepgraph_checkpoints WHERE key BETWEEN ? AND ? "
@@ -595,10 +784,11 @@ class SqliteStore(QueueMixin, StoreResults):
                 "AND name = c.name AND seq <= ?)",
                 (run_id, seq),
             ).fetchall()
+            base = read_count(row[5], "journal_base", run_id, seq)
             journal = cursor.execute(
-                "SELECT pos, entry FROM stepgraph_journal WHERE run_id = ? AND after_seq = ? "
-                "ORDER BY pos",
-                (run_id, seq),
+                "SELECT pos, entry FROM stepgraph_entries WHERE key BETWEEN ? AND ? "
+                "AND after_seq = ? ORDER BY key",
+                ((number << _SEQ_BITS) | min(base, _SEQ_MASK), _keys(number)[1], seq),
             ).fetchall()
         info = self._info(run_id, parent[0], row[:4])
         return StoredCheckpoint(
@@ -616,6 +806,7 @@ class SqliteStore(QueueMixin, StoreResults):
     # -- leases ---------------------------------------------------------------------------------
 
     async def acquire(self, run_id: str, owner: str) -> bool:
+        self._numbering.pop(run_id, None)  # it may have been written through another
         with self._transaction(f"taking the lease of run {run_id!r}") as cursor:
             row = cursor.execute(
                 "SELECT owner, host, pid FROM stepgraph_leases WHERE run_id = ?", (run_id,)

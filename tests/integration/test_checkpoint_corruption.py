@@ -259,7 +259,7 @@ _WHERE = {  # where a record is: table, column, and the WHERE clause after its r
     # plain columns: this finds it by scan, the same clause in both databases.
     "frame": ("stepgraph_checkpoints", "frame", "seq = {0}"),
     "chunk": ("stepgraph_chunks", "data", "name = {0} AND seq = {0}"),
-    "entry": ("stepgraph_journal", "entry", "after_seq = {0} AND pos = {0}"),
+    "entry": ("{j}", "entry", "after_seq = {0} AND pos = {0}"),  # {j}: the journal's table
 }
 
 
@@ -274,9 +274,7 @@ def _sql_rows(
 ) -> list[Row]:
     frames = fetch("SELECT seq, frame FROM {p}stepgraph_checkpoints WHERE run_id = {0}", (run_id,))
     chunks = fetch("SELECT name, seq, data FROM {p}stepgraph_chunks WHERE run_id = {0}", (run_id,))
-    entries = fetch(
-        "SELECT after_seq, pos, entry FROM {p}stepgraph_journal WHERE run_id = {0}", (run_id,)
-    )
+    entries = fetch("SELECT after_seq, pos, entry FROM {p}{j} WHERE run_id = {0}", (run_id,))
     return sorted(
         [Row("frame", seq, bytes(data)) for seq, data in frames]
         + [Row("chunk", seq, None if d is None else bytes(d), name=n) for n, seq, d in chunks]
@@ -290,7 +288,7 @@ _SQLITE_DUMP = {  # each table's rows (every column), in primary-key order
     "stepgraph_runs": ("rowid, *", "rowid"),
     "stepgraph_checkpoints": ("*", "key"),
     "stepgraph_chunks": ("*", "run_id, name, seq"),
-    "stepgraph_journal": ("*", "run_id, after_seq, pos"),
+    "stepgraph_entries": ("*", "key"),
     "stepgraph_leases": ("*", "run_id"),
 }
 
@@ -309,13 +307,14 @@ class SqliteBackend:
 
     def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with closing(sqlite3.connect(self.path)) as conn:
-            return conn.execute(sql.format("?", p=""), params).fetchall()
+            return conn.execute(sql.format("?", p="", j="stepgraph_entries"), params).fetchall()
 
     def rows(self, run_id: str) -> list[Row]:
         return _sql_rows(self._fetch, run_id)
 
     def replace(self, run_id: str, row: Row, data: bytes) -> None:
         table, column, where = _WHERE[row.kind]
+        table = table.format(j="stepgraph_entries")
         with closing(sqlite3.connect(self.path)) as conn, conn:
             done = conn.execute(
                 f"UPDATE {table} SET {column} = ? WHERE run_id = ? AND {where.format('?')}",
@@ -414,7 +413,9 @@ class PostgresBackend:
         import psycopg
 
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            return conn.execute(sql.format("%s", p=self._prefix), params).fetchall()
+            return conn.execute(
+                sql.format("%s", p=self._prefix, j="stepgraph_journal"), params
+            ).fetchall()
 
     def rows(self, run_id: str) -> list[Row]:
         return _sql_rows(self._fetch, run_id)
@@ -423,6 +424,7 @@ class PostgresBackend:
         import psycopg
 
         table, column, where = _WHERE[row.kind]
+        table = table.format(j="stepgraph_journal")
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             done = conn.execute(
                 f"UPDATE {self._prefix}{table} SET {column} = %s "

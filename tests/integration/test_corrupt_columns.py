@@ -72,6 +72,11 @@ CASES: dict[str, tuple[str, Callable[[SqliteStore], Awaitable[Any]], str]] = {
         lambda store: Chain(store=store).resume("r1", checkpoint_id="r1:2"),
         "checkpoint 'r1:2' of run 'r1' is corrupt: its created_at is 'yesterday', not a time",
     ),
+    "journal_base as text": (
+        "UPDATE stepgraph_checkpoints SET journal_base = 'first' WHERE seq = 2",
+        lambda store: Chain(store=store).resume("r1", checkpoint_id="r1:2"),
+        "checkpoint 'r1:2' of run 'r1' is corrupt: its journal_base is 'first', not a number",
+    ),
     "superstep": (
         "UPDATE stepgraph_checkpoints SET superstep = 99 WHERE seq = 1",
         lambda store: Chain(store=store).resume("r1", checkpoint_id="r1:1"),
@@ -157,7 +162,7 @@ async def test_a_journal_missing_an_entry_is_refused_as_corrupt_not_as_another_w
         await crash(handler)
     finally:
         store.close()
-    damaged(path, "DELETE FROM stepgraph_journal WHERE run_id = 'r1' AND pos = 1")
+    damaged(path, "DELETE FROM stepgraph_entries WHERE run_id = 'r1' AND pos = 1")
     before = dump(path)
     again = SqliteStore(path)
     try:
