@@ -7,9 +7,7 @@ process or several) may use the same file; a run is owned by one of them at a ti
 
 The store calls SQLite directly on the calling thread: a commit blocks the event loop for
 as long as SQLite takes (tens of microseconds with ``synchronous="normal"``), which costs
-less than handing it to a thread. What SQLite would do now and then in a commit that
-takes milliseconds, copying the WAL back into the file, a thread of its own does
-(:mod:`.sqlite_wal`).
+less than handing it to a thread.
 
 A checkpoint row is keyed by one integer, ``(run number << 32) | seq`` (the run number
 is its row in ``stepgraph_runs``): writing one touches a single B-tree, as a plain row
@@ -51,7 +49,6 @@ from .base import (
 from .queue import Wakeups
 from .results import StoreResults
 from .sqlite_queue import QueueMixin
-from .sqlite_wal import CHECKPOINT_EVERY, checkpoints
 
 __all__ = ["SqliteStore"]
 
@@ -394,7 +391,6 @@ class SqliteStore(QueueMixin, StoreResults):
         self._lock = threading.RLock()
         self._host = socket.gethostname()
         self._numbers: dict[str, int] = {}  # run id -> its row (runs are never deleted)
-        self._writes = 0  # since the store last asked for a WAL checkpoint
         # run id -> where its journal entries go, for the runs this object writes (read
         # again from the file when it may have changed: at load, at acquire)
         self._numbering: dict[str, _Numbering] = {}
@@ -443,8 +439,6 @@ class SqliteStore(QueueMixin, StoreResults):
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-            if self.path != ":memory:" and not checkpoints.failed(self.path):
-                conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread's job
             conn.executescript(_SCHEMA)
             _upgrade(conn)
         except BaseException:
@@ -461,7 +455,6 @@ class SqliteStore(QueueMixin, StoreResults):
                 cursor.execute("BEGIN IMMEDIATE")
                 yield cursor
                 cursor.execute("COMMIT")
-                self._wrote()
             except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -477,19 +470,6 @@ class SqliteStore(QueueMixin, StoreResults):
                 yield cursor
             except sqlite3.Error as exc:
                 raise StoreError(f"{what} in {self.path!r} failed: {exc}") from exc
-
-    def _wrote(self) -> None:
-        """One more write: every ``CHECKPOINT_EVERY``, a WAL checkpoint is asked for."""
-        self._writes += 1
-        if self._writes >= CHECKPOINT_EVERY:
-            self._writes = 0
-            conn = self._conn
-            if (
-                conn is not None
-                and self.path != ":memory:"
-                and not checkpoints.request(self.path, self.timeout)
-            ):
-                conn.execute("PRAGMA wal_autocheckpoint=1000")  # back to SQLite's own
 
     def close(self) -> None:
         """Close the file (the store opens it again when next used)."""
@@ -597,7 +577,6 @@ class SqliteStore(QueueMixin, StoreResults):
                 except sqlite3.Error as exc:
                     raise self._refusal(batch, exc) from exc
                 known.seq, known.base = write.seq, base
-                self._wrote()
             return
         if (
             known is not None
@@ -626,7 +605,6 @@ class SqliteStore(QueueMixin, StoreResults):
                         raise self._refusal(batch, exc) from exc
                     if ordinal >= known.next:
                         known.next = ordinal + 1
-                    self._wrote()
                 return
         with self._lock:
             cursor = self._connect().cursor()
@@ -642,7 +620,6 @@ class SqliteStore(QueueMixin, StoreResults):
                     cursor.execute(sql, only)
                 except sqlite3.Error as exc:
                     raise self._refusal(batch, exc) from exc
-                self._wrote()
             else:
                 with self._transaction(f"writing run {run_id!r}") as cursor:
                     self._execute(cursor, batch, statements)
