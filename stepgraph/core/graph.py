@@ -94,12 +94,14 @@ class Graph:
     output_types: tuple[type, ...] = ()
     fan_ins: tuple[FanIn, ...] = ()
     index_of: dict[str, int] = field(init=False)
+    node_names: tuple[str, ...] = field(init=False)  # each node's name, by index
     fan_in_of: dict[tuple[int, int], tuple[int, int]] = field(init=False)
     limits: tuple[int, ...] = field(init=False)  # each node's num_workers, by index
     _routes: dict[type, tuple[int, ...]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.index_of = {node.name: node.index for node in self.nodes}
+        self.node_names = tuple(node.name for node in self.nodes)
         self.limits = tuple(node.num_workers for node in self.nodes)
         self.fan_in_of = {
             (source, fan_in.target): (group, position)

@@ -25,7 +25,7 @@ Everything here is pure: no IO, no serialization (see ``serializer``).
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +105,7 @@ FRAME_FIELDS: dict[str, object] = {
 
 def capture(state: RunState) -> tuple[dict[str, Any], list[object]]:
     """``state`` as a frame and its object table (see the module docstring)."""
-    names = [node.name for node in state.graph.nodes]
+    names = state.graph.node_names
     objects: list[object] = []
     index: dict[int, int] = {}
 
@@ -235,7 +235,7 @@ def _has_parts(inv: Invocation) -> bool:
 
 
 def _attempt_parts(
-    inv: Invocation, names: list[str], ref: Callable[[object], int]
+    inv: Invocation, names: Sequence[str], ref: Callable[[object], int]
 ) -> tuple[list[Any], ...]:
     """What an invocation's attempt collected, was released, wrote and received."""
 
@@ -253,7 +253,9 @@ def _attempt_parts(
     )
 
 
-def _key(value: tuple[object, ...], names: list[str], ref: Callable[[object], int]) -> list[Any]:
+def _key(
+    value: tuple[object, ...], names: Sequence[str], ref: Callable[[object], int]
+) -> list[Any]:
     """A collector key: its node's name and the rest, in the table."""
     position = value[0]
     assert isinstance(position, int)

@@ -50,6 +50,7 @@ __all__ = [
     "check_journal",
     "checkpoint_id",
     "checkpoint_seq",
+    "corrupt_row",
     "lacking_methods",
     "read_blob",
     "read_count",
@@ -91,7 +92,7 @@ def read_status(value: object, run_id: str, seq: int | None = None) -> StoredSta
         return StoredStatus(value if isinstance(value, str) else repr(value))
     except ValueError:
         wrong = f"its status is {value!r}, not one of {', '.join(s.value for s in StoredStatus)}"
-        raise _corrupt(run_id, seq, wrong) from None
+        raise corrupt_row(run_id, seq, wrong) from None
 
 
 def read_time(value: object, what: str, run_id: str, seq: int | None = None) -> datetime:
@@ -105,7 +106,7 @@ def read_time(value: object, what: str, run_id: str, seq: int | None = None) -> 
             return datetime.fromtimestamp(value, UTC)
         except (ValueError, OverflowError, OSError):
             pass
-    raise _corrupt(run_id, seq, f"its {what} is {short_repr(value, 60)}, not a time")
+    raise corrupt_row(run_id, seq, f"its {what} is {short_repr(value, 60)}, not a time")
 
 
 def read_count(value: object, what: str, run_id: str, seq: int | None = None) -> int:
@@ -116,7 +117,7 @@ def read_count(value: object, what: str, run_id: str, seq: int | None = None) ->
     """
     if type(value) is int and value >= 0:
         return value
-    raise _corrupt(run_id, seq, f"its {what} is {short_repr(value, 60)}, not a number from 0 up")
+    raise corrupt_row(run_id, seq, f"its {what} is {short_repr(value, 60)}, not a number from 0 up")
 
 
 def read_blob(value: object, what: str, run_id: str, seq: int | None = None) -> bytes:
@@ -128,7 +129,7 @@ def read_blob(value: object, what: str, run_id: str, seq: int | None = None) -> 
     """
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
-    raise _corrupt(run_id, seq, f"its {what} is a {type(value).__name__}, not bytes")
+    raise corrupt_row(run_id, seq, f"its {what} is a {type(value).__name__}, not bytes")
 
 
 def check_journal(stored: StoredCheckpoint) -> None:
@@ -141,14 +142,14 @@ def check_journal(stored: StoredCheckpoint) -> None:
     count, last = len(stored.journal), stored.journal_last
     if last is not None and count and last != count - 1:
         info = stored.info
-        raise _corrupt(
+        raise corrupt_row(
             info.run_id,
             info.seq,
             f"its journal has {count} entries, up to position {last}: one is missing",
         )
 
 
-def _corrupt(run_id: str, seq: int | None, wrong: str) -> Exception:
+def corrupt_row(run_id: str, seq: int | None, wrong: str) -> Exception:
     """The error of a damaged row: of checkpoint ``seq`` of run ``run_id``, or (None) of
     the run's record."""
     from ..errors import CheckpointError

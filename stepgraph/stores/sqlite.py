@@ -13,9 +13,11 @@ A checkpoint row is keyed by one integer, ``(run number << 32) | seq`` (the run 
 is its row in ``stepgraph_runs``): writing one touches a single B-tree, as a plain row
 insert does, and a taken ``seq`` is refused by that key. A journal entry is keyed the same
 way, by ``(run number << 32) | ordinal``: the entries of a run are numbered in the order
-written, those after checkpoint ``seq`` from the checkpoint's ``journal_base`` (so entry
-``pos`` after it is ``journal_base + pos``), and a taken position is refused by that key.
-(A text key, or a key of several columns, costs a third more per entry.)
+written; a checkpoint's ``journal_base``, worked out from the file in the statement that
+writes it, is the ordinal after the run's last entry, so entry ``pos`` after it is
+``journal_base + pos`` and a taken position is refused by that key. Entries go only after
+a run's latest checkpoint: a writer that has not seen a newer one is refused. (A text key,
+or a key of several columns, costs a third more per entry.)
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from .base import (
     StoredStatus,
     checkpoint_id,
     checkpoint_seq,
+    corrupt_row,
     read_blob,
     read_count,
     read_status,
@@ -123,6 +125,7 @@ _QUEUE_INDEXES = (
 )
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
+_ENDED = frozenset({StoredStatus.COMPLETED, StoredStatus.FAILED, StoredStatus.CANCELLED})
 
 
 _RUN_COLUMNS = (
@@ -135,10 +138,13 @@ _SEQ_BITS = 32  # a checkpoint's key: (run number << 32) | seq
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
 
 
+# journal_base: the ordinal after the run's last entry, read in the statement that writes
+# the checkpoint (so that no store object's count of another's writes can be behind)
 _INSERT_CHECKPOINT = (
     "INSERT INTO stepgraph_checkpoints "
     "(key, run_id, seq, superstep, created_at, status, frame, journal_base) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, COALESCE((SELECT (MAX(key) & 4294967295) + 1 "
+    "FROM stepgraph_entries WHERE key BETWEEN ?8 AND ?9), 0))"
 )
 
 
@@ -146,60 +152,44 @@ _INSERT_ENTRY = (
     "INSERT INTO stepgraph_entries (key, run_id, after_seq, pos, entry) VALUES (?, ?, ?, ?, ?)"
 )
 
-
-@dataclass(slots=True)
-class _Numbering:
-    """Where the journal entries of a run go, as this store object last wrote or read it:
-    after checkpoint ``seq`` (-1: before the first), from ordinal ``base``; ``next`` is the
-    first ordinal no entry of the run holds, where the next checkpoint's entries start."""
-
-    seq: int
-    base: int
-    next: int
+_FORMAT = 1  # PRAGMA user_version once the journal is in stepgraph_entries
 
 
 def _keys(number: int) -> tuple[int, int]:
-    """The first and last checkpoint keys of run ``number``."""
+    """The first and last keys of run ``number`` (of its checkpoints, of its entries)."""
     return number << _SEQ_BITS, (number << _SEQ_BITS) | _SEQ_MASK
 
 
-def _statements(
-    batch: Commit, number: int, now: float, numbering: _Numbering
-) -> tuple[list[_Statement], _Numbering]:
-    """The statements of one commit of run ``number``, in order (see ``Commit``), and the
-    run's numbering once they are written (``numbering``: before, its ``seq`` the
-    checkpoint the batch's entries follow, when it has some).
+def _statements(batch: Commit, number: int, now: float, base: int) -> list[_Statement]:
+    """The statements of one commit of run ``number``, in order (see ``Commit``); ``base``:
+    the ``journal_base`` of the checkpoint its entries follow (0 before the first).
 
     Raises:
         StoreError: an entry's ordinal would not fit in a key.
     """
     run_id = batch.run_id
     out: list[_Statement] = []
-    base, following = numbering.base, numbering.next
+    lowest, highest = _keys(number)
     if batch.journal:
         after, at = batch.journal_after, batch.journal_at
         first = base + at
-        following = max(following, first + len(batch.journal))
-        if at < 0 or following - 1 > _SEQ_MASK:
+        if at < 0 or first + len(batch.journal) - 1 > _SEQ_MASK:
             raise StoreError(
                 f"journal position {at} after checkpoint {after} of run {run_id!r}: a run "
                 f"holds at most {_SEQ_MASK + 1} journal entries"
             )
-        high = number << _SEQ_BITS
         out.append(
             (
                 _INSERT_ENTRY,
                 [
-                    (high | (first + i), run_id, after, at + i, entry)
+                    (lowest | (first + i), run_id, after, at + i, entry)
                     for i, entry in enumerate(batch.journal)
                 ],
             )
         )
-    after_commit = _Numbering(numbering.seq, base, following)
     write = batch.checkpoint
     if write is not None:
         seq = write.seq
-        after_commit = _Numbering(seq, following, following)
         out.append(
             (
                 _INSERT_CHECKPOINT,
@@ -212,7 +202,8 @@ def _statements(
                         now,
                         write.status,
                         write.frame,
-                        following,
+                        lowest,
+                        highest,
                     )
                 ],
             )
@@ -253,7 +244,7 @@ def _statements(
         out.append(("DELETE FROM stepgraph_inbox WHERE id = ?", [(i,) for i in batch.consumed]))
     if batch.status == StoredStatus.COMPLETED:  # what is left, nothing will read
         out.append(("DELETE FROM stepgraph_inbox WHERE run_id = ?", [(run_id,)]))
-    return out, after_commit
+    return out
 
 
 def _alive(pid: int) -> bool:
@@ -289,71 +280,107 @@ def _has_old_journal(conn: sqlite3.Connection) -> bool:
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Bring a file made by an earlier version up to date: the columns it lacks, and its
-    journal moved to ``stepgraph_entries``. One transaction: a process opening the file at
-    the same time waits for it, then finds nothing left to do."""
-    if _missing_columns(conn) or _has_old_journal(conn):
+    """Bring a file made by an earlier version up to date, once: the columns it lacks, and
+    its journal moved to ``stepgraph_entries`` (then ``PRAGMA user_version`` says so). One
+    transaction: a process opening the file at the same time waits for it, then finds
+    nothing left to do.
+
+    Raises:
+        sqlite3.DatabaseError: an older stepgraph wrote to the old journal table after the
+            file was brought up to date (its entries would never be read).
+    """
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version < _FORMAT or _missing_columns(conn):
         conn.execute("BEGIN IMMEDIATE")
         try:
             for table, name, kind in _missing_columns(conn):  # (another process may have
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")  # added some)
-            if _has_old_journal(conn):
-                _move_journal(conn)
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version < _FORMAT:
+                if _has_old_journal(conn):
+                    _move_journal(conn)
+                conn.execute(f"PRAGMA user_version = {_FORMAT}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # (SQLite may have rolled it back itself: a full disk)
+                conn.execute("ROLLBACK")
             raise
     for index in _QUEUE_INDEXES:
         conn.execute(index)
+    if _has_old_journal(conn) and conn.execute(f"SELECT 1 FROM {_OLD_JOURNAL} LIMIT 1").fetchone():
+        raise sqlite3.DatabaseError(
+            f"an older stepgraph wrote journal entries to {_OLD_JOURNAL} after the file was "
+            "brought up to date: stop it (this version keeps journals in stepgraph_entries)"
+        )
 
 
 def _move_journal(conn: sqlite3.Connection) -> None:
     """Move the entries of the journal's old table (keyed by run id, checkpoint and
-    position) to ``stepgraph_entries``, numbered as this version numbers them, and give
-    each checkpoint its ``journal_base``; then drop the old table. Rows it cannot number
-    (of no known run, or damaged) stay where they were, and so does the old table then."""
-    numbers = {
-        str(run_id): int(number)
-        for run_id, number in conn.execute("SELECT run_id, number FROM stepgraph_runs")
-    }
-    entries: dict[str, dict[int, list[tuple[int, object]]]] = {}
-    for run_id, after, pos, entry in conn.execute(
-        f"SELECT run_id, after_seq, pos, entry FROM {_OLD_JOURNAL} "
-        "WHERE typeof(after_seq) = 'integer' AND typeof(pos) = 'integer' "
-        "AND pos BETWEEN 0 AND ? ORDER BY run_id, after_seq, pos",
-        (_SEQ_MASK,),
-    ).fetchall():
-        if str(run_id) in numbers:
-            entries.setdefault(str(run_id), {}).setdefault(int(after), []).append((pos, entry))
-    for run_id, groups in entries.items():
-        lowest, highest = _keys(numbers[run_id])
-        seqs = {
-            int(key) & _SEQ_MASK
-            for (key,) in conn.execute(
-                "SELECT key FROM stepgraph_checkpoints WHERE key BETWEEN ? AND ?",
-                (lowest, highest),
-            )
-        }
-        following = 0  # the next ordinal
-        moved: list[tuple[object, ...]] = []
-        for seq in sorted(seqs | groups.keys()):  # in the order written: -1 first
-            base = following
-            if seq in seqs:
-                conn.execute(
-                    "UPDATE stepgraph_checkpoints SET journal_base = ? WHERE key = ?",
-                    (base, lowest | seq),
+    position) to ``stepgraph_entries``, numbered as this version numbers them, give each
+    checkpoint its ``journal_base``, and drop the old table. SQLite copies the entries
+    itself (memory does not grow with the journal). Rows it cannot number (of no known
+    run, or damaged) are kept in ``stepgraph_journal_unmoved``, which nothing reads."""
+    valid = (
+        "typeof(j.after_seq) = 'integer' AND typeof(j.pos) = 'integer' "
+        f"AND j.pos BETWEEN 0 AND {_SEQ_MASK}"
+    )
+    groups: dict[tuple[str, int], dict[int, int]] = {}  # (run, number) -> after -> top pos
+    for run_id, number, after, top in conn.execute(
+        f"SELECT j.run_id, r.number, j.after_seq, MAX(j.pos) FROM {_OLD_JOURNAL} AS j "
+        f"JOIN stepgraph_runs AS r ON r.run_id = j.run_id WHERE {valid} "
+        "GROUP BY j.run_id, j.after_seq"
+    ):
+        groups.setdefault((str(run_id), int(number)), {})[int(after)] = int(top)
+    conn.execute(
+        "CREATE TEMP TABLE stepgraph_bases (run_id TEXT NOT NULL, after_seq INTEGER NOT NULL, "
+        "high INTEGER NOT NULL, base INTEGER NOT NULL, PRIMARY KEY (run_id, after_seq)) "
+        "WITHOUT ROWID"
+    )
+    try:
+        for (run_id, number), tops in groups.items():
+            lowest, highest = _keys(number)
+            seqs = {
+                int(key) & _SEQ_MASK
+                for (key,) in conn.execute(
+                    "SELECT key FROM stepgraph_checkpoints WHERE key BETWEEN ? AND ?",
+                    (lowest, highest),
                 )
-            for pos, entry in groups.get(seq, ()):
-                if base + pos <= _SEQ_MASK:
-                    moved.append((lowest | (base + pos), run_id, seq, pos, entry))
-                    following = base + pos + 1
-        conn.executemany(_INSERT_ENTRY, moved)
-        conn.executemany(
-            f"DELETE FROM {_OLD_JOURNAL} WHERE run_id = ? AND after_seq = ? AND pos = ?",
-            [(run_id, seq, pos) for _, run_id, seq, pos, _ in moved],
+            }
+            following = 0  # the ordinal after the entries numbered so far
+            updates: list[tuple[int, int]] = []
+            bases: list[tuple[str, int, int, int]] = []
+            for seq in sorted(seqs | tops.keys()):  # in the order written: -1 first
+                base = following
+                if seq in seqs:
+                    updates.append((base, lowest | seq))
+                if seq in tops and base <= _SEQ_MASK:
+                    bases.append((run_id, seq, lowest, base))
+                    following = min(base + tops[seq], _SEQ_MASK) + 1
+            conn.executemany(
+                "UPDATE stepgraph_checkpoints SET journal_base = ? WHERE key = ?", updates
+            )
+            conn.executemany("INSERT INTO temp.stepgraph_bases VALUES (?, ?, ?, ?)", bases)
+        movable = (
+            f"FROM {_OLD_JOURNAL} AS j JOIN temp.stepgraph_bases AS b "
+            "ON b.run_id = j.run_id AND b.after_seq = j.after_seq "
+            f"WHERE {valid} AND b.base + j.pos <= {_SEQ_MASK}"
         )
-    if conn.execute(f"SELECT 1 FROM {_OLD_JOURNAL} LIMIT 1").fetchone() is None:
-        conn.execute(f"DROP TABLE {_OLD_JOURNAL}")
+        conn.execute(
+            "INSERT INTO stepgraph_entries (key, run_id, after_seq, pos, entry) "
+            f"SELECT b.high | (b.base + j.pos), j.run_id, j.after_seq, j.pos, j.entry {movable}"
+        )
+        conn.execute(
+            f"DELETE FROM {_OLD_JOURNAL} WHERE (run_id, after_seq, pos) IN "
+            f"(SELECT j.run_id, j.after_seq, j.pos {movable})"
+        )
+    finally:
+        conn.execute("DROP TABLE temp.stepgraph_bases")
+    if conn.execute(f"SELECT 1 FROM {_OLD_JOURNAL} LIMIT 1").fetchone() is not None:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS stepgraph_journal_unmoved (run_id, after_seq, pos, entry)"
+        )
+        conn.execute(f"INSERT INTO stepgraph_journal_unmoved SELECT * FROM {_OLD_JOURNAL}")
+    conn.execute(f"DROP TABLE {_OLD_JOURNAL}")
 
 
 class SqliteStore(QueueMixin, StoreResults):
@@ -391,9 +418,11 @@ class SqliteStore(QueueMixin, StoreResults):
         self._lock = threading.RLock()
         self._host = socket.gethostname()
         self._numbers: dict[str, int] = {}  # run id -> its row (runs are never deleted)
-        # run id -> where its journal entries go, for the runs this object writes (read
-        # again from the file when it may have changed: at load, at acquire)
-        self._numbering: dict[str, _Numbering] = {}
+        # run id -> its latest checkpoint's seq and journal_base (None: not read yet), as
+        # this object last wrote or read them; forgotten when another connection writes
+        # the file (PRAGMA data_version)
+        self._latest: dict[str, tuple[int, int | None]] = {}
+        self._version = -1
         self._work = Wakeups()  # submits and posts of this process wake its workers at once
 
     def __repr__(self) -> str:
@@ -496,48 +525,62 @@ class SqliteStore(QueueMixin, StoreResults):
             number = self._numbers[run_id] = int(row[0])
         return number
 
-    def _numbering_of(self, cursor: sqlite3.Cursor, batch: Commit, number: int) -> _Numbering:
-        """Where the entries of ``batch`` go: after its ``journal_after``, when it has some.
+    def _fresh(self, conn: sqlite3.Connection) -> bool:
+        """Whether no other connection wrote the file since this object last looked (else
+        what it knows of runs' latest checkpoints is forgotten)."""
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        if version == self._version:
+            return True
+        self._version = version
+        self._latest.clear()
+        return False
+
+    def _base(self, cursor: sqlite3.Cursor, batch: Commit, number: int) -> int:
+        """The ``journal_base`` of the checkpoint the entries of ``batch`` follow.
 
         Raises:
-            StoreError: the batch's entries follow a checkpoint the run does not have.
+            RunLockedError: the run has a checkpoint after that one (another writer).
+            StoreError: the run has no such checkpoint.
         """
-        run_id = batch.run_id
-        known = self._numbering.get(run_id)
-        if known is not None and (not batch.journal or known.seq == batch.journal_after):
-            return known
+        run_id, after = batch.run_id, batch.journal_after
+        known = self._latest.get(run_id)
+        if (
+            self._fresh(cursor.connection)
+            and known is not None
+            and known[0] == after
+            and known[1] is not None
+        ):
+            return known[1]
         lowest, highest = _keys(number)
         latest = cursor.execute(
             "SELECT key, journal_base FROM stepgraph_checkpoints WHERE key BETWEEN ? AND ? "
             "ORDER BY key DESC LIMIT 1",
             (lowest, highest),
         ).fetchone()
-        (top,) = cursor.execute(
-            "SELECT MAX(key) FROM stepgraph_entries WHERE key BETWEEN ? AND ?", (lowest, highest)
-        ).fetchone()
         seq, base = -1, 0
         if latest is not None:
-            seq, base = int(latest[0]) & _SEQ_MASK, read_count(latest[1], "journal_base", run_id)
-        following = max(base, 0 if top is None else (int(top) & _SEQ_MASK) + 1)
-        after = batch.journal_after
-        if batch.journal and after != seq:  # entries after an older checkpoint (or none)
-            seq = after
-            if after < 0:
-                base = 0
-            else:
-                row = None
-                if after <= _SEQ_MASK:
-                    row = cursor.execute(
-                        "SELECT journal_base FROM stepgraph_checkpoints WHERE key = ?",
-                        (lowest | after,),
-                    ).fetchone()
-                if row is None:
-                    raise StoreError(
-                        f"cannot write journal entries after checkpoint {after} of run "
-                        f"{run_id!r}: the run has no such checkpoint"
-                    )
-                base = read_count(row[0], "journal_base", run_id, after)
-        return _Numbering(seq, base, following)
+            seq = int(latest[0]) & _SEQ_MASK
+            base = read_count(latest[1], "journal_base", run_id, seq)
+        if after < seq:
+            raise RunLockedError(
+                f"journal position {batch.journal_at} after checkpoint {after} of run "
+                f"{run_id!r}: the run has checkpoint {seq} after it: {ANOTHER_WRITER}"
+            )
+        if after > seq:
+            raise StoreError(
+                f"cannot write journal entries after checkpoint {after} of run {run_id!r}: "
+                "the run has no such checkpoint"
+            )
+        self._latest[run_id] = (seq, base)
+        return base
+
+    def _written(self, batch: Commit) -> None:
+        """What this object knows of the run after ``batch`` was written."""
+        write = batch.checkpoint
+        if batch.status in _ENDED:
+            self._latest.pop(batch.run_id, None)  # (nothing follows)
+        elif write is not None:
+            self._latest[batch.run_id] = (write.seq, None)  # (its base is read when needed)
 
     def commit(self, batch: Commit) -> None:
         now = time.time()
@@ -548,11 +591,9 @@ class SqliteStore(QueueMixin, StoreResults):
                 f"checkpoint {write.seq} of run {run_id!r}: a seq is from 0 to {_SEQ_MASK}"
             )
         number = self._numbers.get(run_id)
-        known = self._numbering.get(run_id)
         plain = not batch.events and not batch.consumed
         if (  # a checkpoint alone (a superstep's, mostly): one statement, no transaction
             write is not None
-            and known is not None
             and number is not None
             and not write.values
             and not write.full
@@ -560,36 +601,41 @@ class SqliteStore(QueueMixin, StoreResults):
             and batch.status is None
             and plain
         ):
-            base = known.next
+            lowest, highest = _keys(number)
             row = (
-                (number << _SEQ_BITS) | write.seq,
+                lowest | write.seq,
                 run_id,
                 write.seq,
                 write.superstep,
                 now,
                 write.status,
                 write.frame,
-                base,
+                lowest,
+                highest,
             )
             with self._lock:
                 try:
                     (self._conn or self._connect()).execute(_INSERT_CHECKPOINT, row)
                 except sqlite3.Error as exc:
                     raise self._refusal(batch, exc) from exc
-                known.seq, known.base = write.seq, base
+                self._latest[run_id] = (write.seq, None)
             return
+        known = self._latest.get(run_id)
+        conn = self._conn
         if (
-            known is not None
+            conn is not None
             and number is not None
+            and known is not None
+            and known[0] == batch.journal_after
+            and known[1] is not None
             and write is None
             and batch.status is None
             and len(batch.journal) == 1
-            and known.seq == batch.journal_after
             and plain
         ):
             # one journal entry (a step of an async run, mostly): one statement, no transaction
             at = batch.journal_at
-            ordinal = known.base + at
+            ordinal = known[1] + at
             if at >= 0 and ordinal <= _SEQ_MASK:
                 entry = (
                     (number << _SEQ_BITS) | ordinal,
@@ -599,21 +645,20 @@ class SqliteStore(QueueMixin, StoreResults):
                     batch.journal[0],
                 )
                 with self._lock:
-                    try:
-                        (self._conn or self._connect()).execute(_INSERT_ENTRY, entry)
-                    except sqlite3.Error as exc:
-                        raise self._refusal(batch, exc) from exc
-                    if ordinal >= known.next:
-                        known.next = ordinal + 1
-                return
+                    if self._fresh(conn):  # (else another may have written the run)
+                        try:
+                            conn.execute(_INSERT_ENTRY, entry)
+                        except sqlite3.Error as exc:
+                            raise self._refusal(batch, exc) from exc
+                        return
         with self._lock:
             cursor = self._connect().cursor()
             try:
                 number = self._number(cursor, run_id)
-                numbering = self._numbering_of(cursor, batch, number)
+                base = self._base(cursor, batch, number) if batch.journal else 0
             except sqlite3.Error as exc:
                 raise self._refusal(batch, exc) from exc
-            statements, after = _statements(batch, number, now, numbering)
+            statements = _statements(batch, number, now, base)
             if len(statements) == 1 and len(statements[0][1]) == 1:  # a transaction of its own
                 sql, (only,) = statements[0]
                 try:
@@ -623,7 +668,7 @@ class SqliteStore(QueueMixin, StoreResults):
             else:
                 with self._transaction(f"writing run {run_id!r}") as cursor:
                     self._execute(cursor, batch, statements)
-            self._numbering[run_id] = after
+            self._written(batch)
 
     def _execute(self, cursor: sqlite3.Cursor, batch: Commit, statements: list[_Statement]) -> None:
         for sql, rows in statements:
@@ -633,7 +678,7 @@ class SqliteStore(QueueMixin, StoreResults):
                 raise self._refusal(batch, exc) from exc
 
     def _refusal(self, batch: Commit, error: sqlite3.Error) -> StoreError:
-        self._numbering.pop(batch.run_id, None)  # read again from the file, if written again
+        self._latest.pop(batch.run_id, None)  # read again from the file, if written again
         text = str(error)
         if batch.checkpoint is not None and "stepgraph_checkpoints" in text:
             return RunLockedError(
@@ -653,7 +698,6 @@ class SqliteStore(QueueMixin, StoreResults):
                 f"SELECT {_RUN_COLUMNS} FROM stepgraph_runs WHERE run_id = ?", (record.run_id,)
             ).fetchone()
             if row is not None:
-                self._numbering.pop(record.run_id, None)  # another may write it
                 return self._record(row)
             number = cursor.execute(
                 f"INSERT INTO stepgraph_runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 10)})",
@@ -671,12 +715,12 @@ class SqliteStore(QueueMixin, StoreResults):
                 ),
             ).lastrowid
             assert number is not None
-            numbering = _Numbering(-1, 0, 0)
             if first is not None:
-                statements, numbering = _statements(first, number, time.time(), numbering)
-                self._execute(cursor, first, statements)
+                self._execute(cursor, first, _statements(first, number, time.time(), 0))
             self._numbers[record.run_id] = number
-            self._numbering[record.run_id] = numbering
+            self._latest[record.run_id] = (-1, 0)
+            if first is not None:
+                self._written(first)
         if record.queue is not None:
             self._work.notify()
         return None
@@ -759,7 +803,6 @@ class SqliteStore(QueueMixin, StoreResults):
                 return None
             number, parent_run = run
             parent = (parent_run,)
-            self._numbering.pop(run_id, None)  # whoever resumes it reads its numbering again
             columns = f"key & {_SEQ_MASK}, superstep, created_at, status, frame, journal_base"
             if checkpoint_id is None:
                 row = cursor.execute(
@@ -784,11 +827,10 @@ class SqliteStore(QueueMixin, StoreResults):
                 "AND name = c.name AND seq <= ?)",
                 (run_id, seq),
             ).fetchall()
-            base = read_count(row[5], "journal_base", run_id, seq)
             journal = cursor.execute(
                 "SELECT pos, entry FROM stepgraph_entries WHERE key BETWEEN ? AND ? "
                 "AND after_seq = ? ORDER BY key",
-                ((number << _SEQ_BITS) | min(base, _SEQ_MASK), _keys(number)[1], seq),
+                (*self._journal_keys(cursor, run_id, number, seq, row[5]), seq),
             ).fetchall()
         info = self._info(run_id, parent[0], row[:4])
         return StoredCheckpoint(
@@ -803,10 +845,43 @@ class SqliteStore(QueueMixin, StoreResults):
             journal_last=int(journal[-1][0]) if journal else None,
         )
 
+    @staticmethod
+    def _journal_keys(
+        cursor: sqlite3.Cursor, run_id: str, number: int, seq: int, base: object
+    ) -> tuple[int, int]:
+        """The keys between which the journal after checkpoint ``seq`` is: from its
+        ``base`` to the next checkpoint's (the run's last key, for its latest).
+
+        Raises:
+            CheckpointError: a base is damaged (the next checkpoint's below this one's, or
+                above an entry that follows this one).
+        """
+        lowest, highest = _keys(number)
+        first = read_count(base, "journal_base", run_id, seq)
+        if seq < _SEQ_MASK:
+            after = cursor.execute(
+                "SELECT journal_base FROM stepgraph_checkpoints WHERE key = ?",
+                (lowest | (seq + 1),),
+            ).fetchone()
+            if after is not None:
+                end = read_count(after[0], "journal_base", run_id, seq + 1)
+                beyond = (
+                    end <= _SEQ_MASK
+                    and cursor.execute(
+                        "SELECT 1 FROM stepgraph_entries WHERE key = ? AND after_seq = ?",
+                        (lowest | end, seq),
+                    ).fetchone()
+                )
+                if end < first or beyond:
+                    raise corrupt_row(
+                        run_id, seq + 1, f"its journal_base {end} is among the entries before it"
+                    )
+                highest = lowest | (end - 1) if end else lowest - 1
+        return lowest | min(first, _SEQ_MASK), highest
+
     # -- leases ---------------------------------------------------------------------------------
 
     async def acquire(self, run_id: str, owner: str) -> bool:
-        self._numbering.pop(run_id, None)  # it may have been written through another
         with self._transaction(f"taking the lease of run {run_id!r}") as cursor:
             row = cursor.execute(
                 "SELECT owner, host, pid FROM stepgraph_leases WHERE run_id = ?", (run_id,)

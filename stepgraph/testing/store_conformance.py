@@ -31,7 +31,9 @@ Its rules:
 - The kit numbers what it writes as a run's one writer does: checkpoint ``seq`` 0, 1, 2,
   ... and, after each checkpoint (``journal_after``, -1 before the first), journal
   positions (``journal_at``) 0, 1, 2, .... Where it checks a refusal, the number it gives
-  is *taken*; it never leaves a gap, so a store may refuse gaps or not.
+  is *taken*; it never leaves a gap, so a store may refuse gaps or not. It writes entries
+  only after the run's latest checkpoint, so a store may refuse entries after an older
+  one (a writer that missed a newer checkpoint) or not.
 
 The test names state the guarantees checked.
 """
@@ -467,7 +469,14 @@ class StoreConformance:
                 record("r"), Commit("r", checkpoint=checkpoint(0, 0, {"k": b"0"}))
             )
             await commit(
-                store, Commit("r", journal=(b"j0",), checkpoint=checkpoint(1, 1, {"k": b"1"}))
+                store,
+                Commit(
+                    "r",
+                    journal=(b"j0",),
+                    journal_after=0,
+                    journal_at=0,
+                    checkpoint=checkpoint(1, 1, {"k": b"1"}),
+                ),
             )
             # the journal position (after r:1, at 0) is free: only the seq is taken
             for taken, full in [(1, False), (0, False), (1, True), (0, True)]:
@@ -501,7 +510,7 @@ class StoreConformance:
                 _expect("frame of r:1", await _frame(store, "r", "r:1"), b"frame 1")
                 _expect("values of r:0", await _values(store, "r", "r:0"), {"k": b"0"})
                 _expect("values of r:1", await _values(store, "r", "r:1"), {"k": b"1"})
-                _expect("journal of r:0", await _journal(store, "r", "r:0"), ())
+                _expect("journal of r:0", await _journal(store, "r", "r:0"), (b"j0",))
                 _expect("journal of r:1 (the entries refused)", await _journal(store, "r"), ())
             # the journal position the refused commits gave is still free, and seq 2 is next
             good = Commit(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from stepgraph.durability.run import DurableRun
+from stepgraph.errors import StoreError
 from stepgraph.stores import SqliteStore
 
 from .flows import CALLS, Chain, gate
@@ -40,6 +41,7 @@ def _as_the_previous_release_wrote_it(path: Path, orphan: bool = False) -> None:
             conn.execute("INSERT INTO stepgraph_journal VALUES ('ghost', 0, 0, x'00')")
         conn.execute("DROP TABLE stepgraph_entries")
         conn.execute("ALTER TABLE stepgraph_checkpoints DROP COLUMN journal_base")
+        conn.execute("PRAGMA user_version = 0")  # as it left it
     conn.close()
 
 
@@ -73,9 +75,11 @@ async def test_an_old_journal_is_moved_and_a_crashed_run_resumes_from_it(
     moved = [(await upgraded.load(run_id, c.id)).journal for c in checkpoints]  # type: ignore[union-attr]
     assert moved == journals
     assert (await upgraded.get_run(done.run_id)).status == "completed"  # type: ignore[union-attr]
-    with sqlite3.connect(path) as conn:  # what it could not move is kept where it was
-        assert conn.execute("SELECT run_id FROM stepgraph_journal").fetchall() == [("ghost",)]
+    with sqlite3.connect(path) as conn:  # what it could not move is kept, apart
+        unmoved = conn.execute("SELECT run_id FROM stepgraph_journal_unmoved").fetchall()
+        assert unmoved == [("ghost",)]
     conn.close()
+    assert "stepgraph_journal" not in _tables(path)
 
     gate(tag).set()
     assert await Chain(store=upgraded, mode=mode).resume(run_id) == sum(range(7))
@@ -101,3 +105,37 @@ async def test_a_file_whose_old_journal_is_all_moved_loses_the_old_table(tmp_pat
     conn.close()
     assert bases and all(type(b) is int for (b,) in bases)
     again.close()
+
+
+async def test_a_run_named_as_an_unmoved_entry_later_gets_none_of_it(tmp_path: Path) -> None:
+    """The upgrade happens once: what it kept apart is never moved into a run later."""
+    path = tmp_path / "runs.db"
+    store = SqliteStore(path)
+    assert await Chain(store=store, mode="async").run(tag=new_tag(), hops=1) == 1
+    store.close()
+    _as_the_previous_release_wrote_it(path, orphan=True)  # an entry of run 'ghost'
+    assert await SqliteStore(path).list_runs()  # (upgraded)
+    again = SqliteStore(path)
+    handler = Chain(store=again, mode="async").run(run_id="ghost", tag=new_tag(), hops=2)
+    assert await handler == 3
+    again.close()
+    third = SqliteStore(path)
+    checkpoints = await third.list_checkpoints("ghost")
+    for info in checkpoints:
+        assert b"\x00" not in (await third.load("ghost", info.id)).journal  # type: ignore[union-attr]
+    third.close()
+
+
+async def test_a_file_an_older_stepgraph_wrote_its_journal_to_again_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    store = SqliteStore(path)
+    assert await Chain(store=store, mode="async").run(tag=new_tag(), hops=1) == 1
+    store.close()
+    with sqlite3.connect(path) as conn:  # what an older stepgraph does with the file
+        conn.executescript(_OLD_JOURNAL)
+        conn.execute("INSERT INTO stepgraph_journal VALUES ('r', 0, 0, x'00')")
+    conn.close()
+    with pytest.raises(StoreError, match="an older stepgraph wrote journal entries"):
+        await SqliteStore(path).list_runs()
