@@ -680,12 +680,13 @@ class SqliteStore(QueueMixin, StoreResults):
     def _refusal(self, batch: Commit, error: sqlite3.Error) -> StoreError:
         self._latest.pop(batch.run_id, None)  # read again from the file, if written again
         text = str(error)
-        if batch.checkpoint is not None and "stepgraph_checkpoints" in text:
+        taken = "UNIQUE constraint failed" in text  # (a number another writer took)
+        if taken and batch.checkpoint is not None and "stepgraph_checkpoints" in text:
             return RunLockedError(
                 f"checkpoint {batch.checkpoint.seq} of run {batch.run_id!r} exists already: "
                 f"{ANOTHER_WRITER}"
             )
-        if "stepgraph_entries" in text:
+        if taken and "stepgraph_entries" in text:
             return RunLockedError(
                 f"journal position {batch.journal_at} after checkpoint {batch.journal_after} of "
                 f"run {batch.run_id!r} is taken: {ANOTHER_WRITER}"

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stepgraph.distributed.cancel import cancel_unowned
-from stepgraph.errors import CheckpointError, RunLockedError
+from stepgraph.errors import CheckpointError, RunLockedError, StoreError
 from stepgraph.stores import MemoryStore, SqliteStore, Store
 from stepgraph.stores.base import Commit, StoredStatus
 from stepgraph.testing.store_conformance import checkpoint, commit, record
@@ -156,3 +156,19 @@ async def test_a_status_alone_is_stored_whatever_the_checkpoints_bases_hold(
         assert (await again.get_run("r")).status == "cancelled"  # type: ignore[union-attr]
     finally:
         again.close()
+
+
+async def test_an_entry_sqlite_refuses_for_another_reason_is_no_taken_position(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "runs.db")
+    try:
+        await store.create_run(record("r"), Commit("r", checkpoint=checkpoint(0)))
+        broken = Commit("r", journal=(None,), journal_after=0)  # type: ignore[arg-type]
+        with pytest.raises(StoreError, match="NOT NULL") as raised:
+            store.commit(broken)
+        assert not isinstance(raised.value, RunLockedError)
+        store.commit(Commit("r", journal=(b"0",), journal_after=0))
+        assert (await store.load("r")).journal == (b"0",)  # type: ignore[union-attr]
+    finally:
+        store.close()
