@@ -148,8 +148,12 @@ _INSERT_CHECKPOINT = (
 )
 
 
+# an entry goes in only while no checkpoint follows the one it is after (?6: the key of the
+# checkpoint after that one, ?7: the run's last key), checked in the statement itself
 _INSERT_ENTRY = (
-    "INSERT INTO stepgraph_entries (key, run_id, after_seq, pos, entry) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO stepgraph_entries (key, run_id, after_seq, pos, entry) "
+    "SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS "
+    "(SELECT 1 FROM stepgraph_checkpoints WHERE key BETWEEN ?6 AND ?7)"
 )
 
 _FORMAT = 1  # PRAGMA user_version once the journal is in stepgraph_entries
@@ -182,7 +186,15 @@ def _statements(batch: Commit, number: int, now: float, base: int) -> list[_Stat
             (
                 _INSERT_ENTRY,
                 [
-                    (lowest | (first + i), run_id, after, at + i, entry)
+                    (
+                        lowest | (first + i),
+                        run_id,
+                        after,
+                        at + i,
+                        entry,
+                        lowest + after + 1,
+                        highest,
+                    )
                     for i, entry in enumerate(batch.journal)
                 ],
             )
@@ -419,10 +431,9 @@ class SqliteStore(QueueMixin, StoreResults):
         self._host = socket.gethostname()
         self._numbers: dict[str, int] = {}  # run id -> its row (runs are never deleted)
         # run id -> its latest checkpoint's seq and journal_base (None: not read yet), as
-        # this object last wrote or read them; forgotten when another connection writes
-        # the file (PRAGMA data_version)
+        # this object last wrote or read them (another object may have written a newer
+        # one since: an entry after an older one is refused by its own statement)
         self._latest: dict[str, tuple[int, int | None]] = {}
-        self._version = -1
         self._work = Wakeups()  # submits and posts of this process wake its workers at once
 
     def __repr__(self) -> str:
@@ -525,16 +536,6 @@ class SqliteStore(QueueMixin, StoreResults):
             number = self._numbers[run_id] = int(row[0])
         return number
 
-    def _fresh(self, conn: sqlite3.Connection) -> bool:
-        """Whether no other connection wrote the file since this object last looked (else
-        what it knows of runs' latest checkpoints is forgotten)."""
-        (version,) = conn.execute("PRAGMA data_version").fetchone()
-        if version == self._version:
-            return True
-        self._version = version
-        self._latest.clear()
-        return False
-
     def _base(self, cursor: sqlite3.Cursor, batch: Commit, number: int) -> int:
         """The ``journal_base`` of the checkpoint the entries of ``batch`` follow.
 
@@ -544,13 +545,8 @@ class SqliteStore(QueueMixin, StoreResults):
         """
         run_id, after = batch.run_id, batch.journal_after
         known = self._latest.get(run_id)
-        if (
-            self._fresh(cursor.connection)
-            and known is not None
-            and known[0] == after
-            and known[1] is not None
-        ):
-            return known[1]
+        if known is not None and known[0] == after and known[1] is not None:
+            return known[1]  # (a checkpoint row never changes: what was read stays true)
         lowest, highest = _keys(number)
         latest = cursor.execute(
             "SELECT key, journal_base FROM stepgraph_checkpoints WHERE key BETWEEN ? AND ? "
@@ -637,20 +633,24 @@ class SqliteStore(QueueMixin, StoreResults):
             at = batch.journal_at
             ordinal = known[1] + at
             if at >= 0 and ordinal <= _SEQ_MASK:
+                lowest = number << _SEQ_BITS
                 entry = (
-                    (number << _SEQ_BITS) | ordinal,
+                    lowest | ordinal,
                     run_id,
                     batch.journal_after,
                     at,
                     batch.journal[0],
+                    lowest + batch.journal_after + 1,
+                    lowest | _SEQ_MASK,
                 )
                 with self._lock:
-                    if self._fresh(conn):  # (else another may have written the run)
-                        try:
-                            conn.execute(_INSERT_ENTRY, entry)
-                        except sqlite3.Error as exc:
-                            raise self._refusal(batch, exc) from exc
-                        return
+                    try:
+                        written = conn.execute(_INSERT_ENTRY, entry).rowcount
+                    except sqlite3.Error as exc:
+                        raise self._refusal(batch, exc) from exc
+                    if written != 1:
+                        raise self._overtaken(batch)
+                    return
         with self._lock:
             cursor = self._connect().cursor()
             try:
@@ -662,9 +662,11 @@ class SqliteStore(QueueMixin, StoreResults):
             if len(statements) == 1 and len(statements[0][1]) == 1:  # a transaction of its own
                 sql, (only,) = statements[0]
                 try:
-                    cursor.execute(sql, only)
+                    written = cursor.execute(sql, only).rowcount
                 except sqlite3.Error as exc:
                     raise self._refusal(batch, exc) from exc
+                if written != 1:
+                    raise self._overtaken(batch)
             else:
                 with self._transaction(f"writing run {run_id!r}") as cursor:
                     self._execute(cursor, batch, statements)
@@ -673,9 +675,19 @@ class SqliteStore(QueueMixin, StoreResults):
     def _execute(self, cursor: sqlite3.Cursor, batch: Commit, statements: list[_Statement]) -> None:
         for sql, rows in statements:
             try:
-                cursor.executemany(sql, rows)
+                written = cursor.executemany(sql, rows).rowcount
             except sqlite3.IntegrityError as exc:
                 raise self._refusal(batch, exc) from exc
+            if sql is _INSERT_ENTRY and written != len(rows):
+                raise self._overtaken(batch)
+
+    def _overtaken(self, batch: Commit) -> StoreError:
+        """The refusal of entries after a checkpoint that another has followed since."""
+        self._latest.pop(batch.run_id, None)
+        return RunLockedError(
+            f"journal position {batch.journal_at} after checkpoint {batch.journal_after} of run "
+            f"{batch.run_id!r}: the run has a checkpoint after it: {ANOTHER_WRITER}"
+        )
 
     def _refusal(self, batch: Commit, error: sqlite3.Error) -> StoreError:
         self._latest.pop(batch.run_id, None)  # read again from the file, if written again
@@ -854,26 +866,39 @@ class SqliteStore(QueueMixin, StoreResults):
         ``base`` to the next checkpoint's (the run's last key, for its latest).
 
         Raises:
-            CheckpointError: a base is damaged (the next checkpoint's below this one's, or
-                above an entry that follows this one).
+            CheckpointError: a base is damaged: past the run's keys, below an entry after
+                the checkpoint before it, or above one after its own.
         """
         lowest, highest = _keys(number)
-        first = read_count(base, "journal_base", run_id, seq)
+
+        def read(value: object, at: int) -> int:
+            ordinal = read_count(value, "journal_base", run_id, at)
+            if ordinal > _SEQ_MASK + 1:
+                raise corrupt_row(run_id, at, f"its journal_base {ordinal} is past the run's keys")
+            return ordinal
+
+        def entry_at(ordinal: int, after: int) -> bool:
+            found = cursor.execute(
+                "SELECT 1 FROM stepgraph_entries WHERE key = ? AND after_seq = ?",
+                (lowest | ordinal, after),
+            ).fetchone()
+            return found is not None
+
+        first = read(base, seq)
+        if 0 < first <= _SEQ_MASK + 1 and entry_at(first - 1, seq):
+            raise corrupt_row(run_id, seq, f"its journal_base {first} is past its own entries")
         if seq < _SEQ_MASK:
             after = cursor.execute(
                 "SELECT journal_base FROM stepgraph_checkpoints WHERE key = ?",
                 (lowest | (seq + 1),),
             ).fetchone()
             if after is not None:
-                end = read_count(after[0], "journal_base", run_id, seq + 1)
-                beyond = (
-                    end <= _SEQ_MASK
-                    and cursor.execute(
-                        "SELECT 1 FROM stepgraph_entries WHERE key = ? AND after_seq = ?",
-                        (lowest | end, seq),
-                    ).fetchone()
-                )
-                if end < first or beyond:
+                end = read(after[0], seq + 1)
+                if end < first:
+                    raise corrupt_row(
+                        run_id, seq, f"its journal_base {first} is past the next one's ({end})"
+                    )
+                if end <= _SEQ_MASK and entry_at(end, seq):
                     raise corrupt_row(
                         run_id, seq + 1, f"its journal_base {end} is among the entries before it"
                     )

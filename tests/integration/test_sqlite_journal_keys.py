@@ -95,7 +95,7 @@ async def test_a_writer_that_missed_a_newer_checkpoint_is_refused_not_the_owner(
         assert await owner.acquire("r", "owner")
         assert (await owner.load("r")).journal == (b"a0",)  # type: ignore[union-attr]
         owner.commit(Commit("r", checkpoint=checkpoint(1)))
-        with pytest.raises(RunLockedError, match="has checkpoint 1 after it"):
+        with pytest.raises(RunLockedError, match=r"has (a )?checkpoint (1 )?after it"):
             stale.commit(Commit("r", journal=(b"a1",), journal_after=0, journal_at=1))
         owner.commit(Commit("r", journal=(b"b0",), journal_after=1, journal_at=0))
         assert (await owner.load("r", "r:0")).journal == (b"a0",)  # type: ignore[union-attr]
@@ -106,10 +106,12 @@ async def test_a_writer_that_missed_a_newer_checkpoint_is_refused_not_the_owner(
 
 
 def _store_with_journals(path: Path) -> None:
-    """Run r: checkpoint 0, three entries, checkpoint 1, one entry."""
+    """Run r: checkpoint 0, three entries, checkpoint 1, one entry (and a run after it)."""
 
     async def write(store: Store) -> None:
         await store.create_run(record("r"), Commit("r", checkpoint=checkpoint(0)))
+        await store.create_run(record("s", at=1), Commit("s", checkpoint=checkpoint(0)))
+        await commit(store, Commit("s", journal=(b"of s",), journal_after=0))
         await commit(store, Commit("r", journal=(b"0", b"1", b"2"), journal_after=0))
         await commit(store, Commit("r", checkpoint=checkpoint(1), journal_at=3))
         await commit(store, Commit("r", journal=(b"3",), journal_after=1))
@@ -126,16 +128,28 @@ def _damaged(path: Path, sql: str) -> None:
         conn.execute(sql)
 
 
-@pytest.mark.parametrize("base", [1, 2])
-def test_a_next_checkpoints_base_among_the_entries_before_it_is_corrupt(
-    tmp_path: Path, base: int
+DAMAGED_BASES = {  # checkpoint r:0 has entries at ordinals 0-2, r:1 starts at 3
+    "r:1 among r:0's entries": (1, 1, "r:1", "among the entries before it"),
+    "r:1 at r:0's last entry": (1, 2, "r:1", "among the entries before it"),
+    "r:1 past the run's keys": (1, 2**33, "r:1", "past the run's keys"),
+    "r:0 past its own entries": (0, 2, "r:0", "past its own entries"),
+    "r:0 past the next one's": (0, 7, "r:0", r"past the next one's \(3\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_BASES))
+def test_a_damaged_base_is_corrupt_never_a_shorter_or_foreign_journal(
+    tmp_path: Path, case: str
 ) -> None:
+    seq, base, named, what = DAMAGED_BASES[case]
     path = tmp_path / "runs.db"
     _store_with_journals(path)
-    _damaged(path, f"UPDATE stepgraph_checkpoints SET journal_base = {base} WHERE seq = 1")
+    _damaged(path, f"UPDATE stepgraph_checkpoints SET journal_base = {base} WHERE seq = {seq}")
     store = SqliteStore(path)
     try:
-        with pytest.raises(CheckpointError, match=r"checkpoint 'r:1' of run 'r' is corrupt"):
+        with pytest.raises(
+            CheckpointError, match=rf"checkpoint '{named}' of run 'r' is corrupt: .*{what}"
+        ):
             asyncio.run(store.load("r", "r:0"))
     finally:
         store.close()
@@ -172,3 +186,23 @@ async def test_an_entry_sqlite_refuses_for_another_reason_is_no_taken_position(
         assert (await store.load("r")).journal == (b"0",)  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+async def test_what_a_store_knew_before_it_closed_is_read_again(tmp_path: Path) -> None:
+    """Closed and opened again, a store object reads what others wrote meanwhile."""
+    path = tmp_path / "runs.db"
+    first, other = SqliteStore(path), SqliteStore(path)
+    try:
+        await first.create_run(record("r"), Commit("r", checkpoint=checkpoint(0)))
+        first.commit(Commit("r", journal=(b"0",), journal_after=0, journal_at=0))
+        first.close()
+        other.commit(Commit("r", checkpoint=checkpoint(1), journal_at=1))
+        other.close()
+        with pytest.raises(RunLockedError, match=r"has (a )?checkpoint (1 )?after it"):
+            first.commit(Commit("r", journal=(b"1",), journal_after=0, journal_at=1))
+        first.commit(Commit("r", journal=(b"1",), journal_after=1, journal_at=0))
+        assert (await first.load("r", "r:0")).journal == (b"0",)  # type: ignore[union-attr]
+        assert (await first.load("r")).journal == (b"1",)  # type: ignore[union-attr]
+    finally:
+        first.close()
+        other.close()
