@@ -665,7 +665,7 @@ class SqliteStore(QueueMixin, StoreResults):
                     written = cursor.execute(sql, only).rowcount
                 except sqlite3.Error as exc:
                     raise self._refusal(batch, exc) from exc
-                if written != 1:
+                if sql is _INSERT_ENTRY and written != 1:
                     raise self._overtaken(batch)
             else:
                 with self._transaction(f"writing run {run_id!r}") as cursor:

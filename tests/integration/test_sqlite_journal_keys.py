@@ -206,3 +206,18 @@ async def test_what_a_store_knew_before_it_closed_is_read_again(tmp_path: Path) 
     finally:
         first.close()
         other.close()
+
+
+async def test_a_commit_of_one_statement_that_changes_no_row_is_no_refusal(
+    tmp_path: Path,
+) -> None:
+    """Only an entry that did not go in is refused: a message already taken off the inbox
+    (delivered twice, say) changes no row, and that is no other writer's doing."""
+    store = SqliteStore(tmp_path / "runs.db")
+    try:
+        await store.create_run(record("r"), Commit("r", checkpoint=checkpoint(0)))
+        store.commit(Commit("r", consumed=(12345,)))
+        store.commit(Commit("r", journal=(b"0",), journal_after=0))
+        assert (await store.load("r")).journal == (b"0",)  # type: ignore[union-attr]
+    finally:
+        store.close()
