@@ -429,7 +429,8 @@ class SqliteStore(QueueMixin, StoreResults):
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._host = socket.gethostname()
-        self._numbers: dict[str, int] = {}  # run id -> its row (runs are never deleted)
+        # run id -> its row (runs are never deleted), for the runs it writes until they end
+        self._numbers: dict[str, int] = {}
         # run id -> its latest checkpoint's seq and journal_base (None: not read yet), as
         # this object last wrote or read them (another object may have written a newer
         # one since: an entry after an older one is refused by its own statement)
@@ -573,8 +574,9 @@ class SqliteStore(QueueMixin, StoreResults):
     def _written(self, batch: Commit) -> None:
         """What this object knows of the run after ``batch`` was written."""
         write = batch.checkpoint
-        if batch.status in _ENDED:
-            self._latest.pop(batch.run_id, None)  # (nothing follows)
+        if batch.status in _ENDED:  # nothing follows (and a worker writes run after run)
+            self._latest.pop(batch.run_id, None)
+            self._numbers.pop(batch.run_id, None)
         elif write is not None:
             self._latest[batch.run_id] = (write.seq, None)  # (its base is read when needed)
 

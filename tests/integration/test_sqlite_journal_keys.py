@@ -21,6 +21,7 @@ from stepgraph.errors import CheckpointError, RunLockedError, StoreError
 from stepgraph.stores import MemoryStore, SqliteStore, Store
 from stepgraph.stores.base import Commit, StoredStatus
 from stepgraph.testing.store_conformance import checkpoint, commit, record
+from tests.durability.flows import Chain
 
 # one step of a run's single writer: which store object writes it, and what
 _Step = tuple[int, str, int]  # (object, "entries" | "checkpoint" | "both" | "status" | "load", n)
@@ -219,5 +220,17 @@ async def test_a_commit_of_one_statement_that_changes_no_row_is_no_refusal(
         store.commit(Commit("r", consumed=(12345,)))
         store.commit(Commit("r", journal=(b"0",), journal_after=0))
         assert (await store.load("r")).journal == (b"0",)  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
+async def test_a_store_keeps_nothing_of_a_run_once_it_has_ended(tmp_path: Path) -> None:
+    """A worker writes run after run through one store object: what it keeps per run to
+    write it faster goes when the run ends."""
+    store = SqliteStore(tmp_path / "runs.db")
+    try:
+        for n in range(20):
+            assert await Chain(store=store, mode="async").run(tag=f"kept-{n}", hops=2) == 3
+        assert store._numbers == {} and store._latest == {}
     finally:
         store.close()
