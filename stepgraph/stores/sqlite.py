@@ -299,9 +299,15 @@ def _upgrade(conn: sqlite3.Connection) -> None:
 
     Raises:
         sqlite3.DatabaseError: an older stepgraph wrote to the old journal table after the
-            file was brought up to date (its entries would never be read).
+            file was brought up to date (its entries would never be read), or a newer one
+            made the file.
     """
     (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > _FORMAT:
+        raise sqlite3.DatabaseError(
+            f"a newer stepgraph made it (its format is {version}; this one reads format "
+            f"{_FORMAT} and older): upgrade stepgraph to use it"
+        )
     if version < _FORMAT or _missing_columns(conn):
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -139,3 +139,19 @@ async def test_a_file_an_older_stepgraph_wrote_its_journal_to_again_is_refused(
     conn.close()
     with pytest.raises(StoreError, match="an older stepgraph wrote journal entries"):
         await SqliteStore(path).list_runs()
+
+
+async def test_a_file_a_newer_stepgraph_made_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    store = SqliteStore(path)
+    assert await Chain(store=store, mode="async").run(tag=new_tag(), hops=1) == 1
+    store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    with pytest.raises(StoreError, match=r"a newer stepgraph made it .*format is 2"):
+        await SqliteStore(path).list_runs()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM stepgraph_entries").fetchone()[0] > 0
+    conn.close()
