@@ -36,6 +36,7 @@ from ..errors import RunLockedError, StoreError
 from .base import (
     ANOTHER_WRITER,
     CheckpointInfo,
+    CheckpointWrite,
     Commit,
     RunRecord,
     StoredCheckpoint,
@@ -164,6 +165,25 @@ def _keys(number: int) -> tuple[int, int]:
     return number << _SEQ_BITS, (number << _SEQ_BITS) | _SEQ_MASK
 
 
+def _checkpoint_row(
+    run_id: str, number: int, write: CheckpointWrite, now: float
+) -> tuple[Any, ...]:
+    """The parameters of ``_INSERT_CHECKPOINT`` for ``write``, of run ``number``."""
+    lowest = number << _SEQ_BITS
+    seq = write.seq
+    row = (lowest | seq, run_id, seq, write.superstep, now, write.status, write.frame)
+    return (*row, lowest, lowest | _SEQ_MASK)
+
+
+def _entry_row(
+    run_id: str, number: int, after: int, pos: int, ordinal: int, entry: bytes
+) -> tuple[Any, ...]:
+    """The parameters of ``_INSERT_ENTRY``: entry ``pos`` after checkpoint ``after`` of run
+    ``number``, at ``ordinal``, refused once a checkpoint follows ``after``."""
+    lowest = number << _SEQ_BITS
+    return (lowest | ordinal, run_id, after, pos, entry, lowest + after + 1, lowest | _SEQ_MASK)
+
+
 def _statements(batch: Commit, number: int, now: float, base: int) -> list[_Statement]:
     """The statements of one commit of run ``number``, in order (see ``Commit``); ``base``:
     the ``journal_base`` of the checkpoint its entries follow (0 before the first).
@@ -173,7 +193,6 @@ def _statements(batch: Commit, number: int, now: float, base: int) -> list[_Stat
     """
     run_id = batch.run_id
     out: list[_Statement] = []
-    lowest, highest = _keys(number)
     if batch.journal:
         after, at = batch.journal_after, batch.journal_at
         first = base + at
@@ -186,15 +205,7 @@ def _statements(batch: Commit, number: int, now: float, base: int) -> list[_Stat
             (
                 _INSERT_ENTRY,
                 [
-                    (
-                        lowest | (first + i),
-                        run_id,
-                        after,
-                        at + i,
-                        entry,
-                        lowest + after + 1,
-                        highest,
-                    )
+                    _entry_row(run_id, number, after, at + i, first + i, entry)
                     for i, entry in enumerate(batch.journal)
                 ],
             )
@@ -205,19 +216,7 @@ def _statements(batch: Commit, number: int, now: float, base: int) -> list[_Stat
         out.append(
             (
                 _INSERT_CHECKPOINT,
-                [
-                    (
-                        (number << _SEQ_BITS) | seq,
-                        run_id,
-                        seq,
-                        write.superstep,
-                        now,
-                        write.status,
-                        write.frame,
-                        lowest,
-                        highest,
-                    )
-                ],
+                [_checkpoint_row(run_id, number, write, now)],
             )
         )
         rows: list[tuple[object, ...]] = [
@@ -605,18 +604,7 @@ class SqliteStore(QueueMixin, StoreResults):
             and batch.status is None
             and plain
         ):
-            lowest, highest = _keys(number)
-            row = (
-                lowest | write.seq,
-                run_id,
-                write.seq,
-                write.superstep,
-                now,
-                write.status,
-                write.frame,
-                lowest,
-                highest,
-            )
+            row = _checkpoint_row(run_id, number, write, now)
             with self._lock:
                 try:
                     (self._conn or self._connect()).execute(_INSERT_CHECKPOINT, row)
@@ -641,16 +629,8 @@ class SqliteStore(QueueMixin, StoreResults):
             at = batch.journal_at
             ordinal = known[1] + at
             if at >= 0 and ordinal <= _SEQ_MASK:
-                lowest = number << _SEQ_BITS
-                entry = (
-                    lowest | ordinal,
-                    run_id,
-                    batch.journal_after,
-                    at,
-                    batch.journal[0],
-                    lowest + batch.journal_after + 1,
-                    lowest | _SEQ_MASK,
-                )
+                after = batch.journal_after
+                entry = _entry_row(run_id, number, after, at, ordinal, batch.journal[0])
                 with self._lock:
                     try:
                         written = conn.execute(_INSERT_ENTRY, entry).rowcount

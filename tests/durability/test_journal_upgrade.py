@@ -45,6 +45,24 @@ def _as_the_previous_release_wrote_it(path: Path, orphan: bool = False) -> None:
     conn.close()
 
 
+async def _one_run(path: Path) -> None:
+    """A run of one hop, async mode (a journal), in a file at ``path``."""
+    store = SqliteStore(path)
+    try:
+        assert await Chain(store=store, mode="async").run(tag=new_tag(), hops=1) == 1
+    finally:
+        store.close()
+
+
+async def _opened(path: Path) -> None:
+    """Open the file at ``path`` (upgrading it) and close it again."""
+    store = SqliteStore(path)
+    try:
+        await store.list_runs()
+    finally:
+        store.close()
+
+
 def _tables(path: Path) -> set[str]:
     with sqlite3.connect(path) as conn:
         names = {str(n) for (n,) in conn.execute("SELECT name FROM sqlite_master")}
@@ -110,11 +128,9 @@ async def test_a_file_whose_old_journal_is_all_moved_loses_the_old_table(tmp_pat
 async def test_a_run_named_as_an_unmoved_entry_later_gets_none_of_it(tmp_path: Path) -> None:
     """The upgrade happens once: what it kept apart is never moved into a run later."""
     path = tmp_path / "runs.db"
-    store = SqliteStore(path)
-    assert await Chain(store=store, mode="async").run(tag=new_tag(), hops=1) == 1
-    store.close()
+    await _one_run(path)
     _as_the_previous_release_wrote_it(path, orphan=True)  # an entry of run 'ghost'
-    assert await SqliteStore(path).list_runs()  # (upgraded)
+    await _opened(path)  # (upgraded)
     again = SqliteStore(path)
     handler = Chain(store=again, mode="async").run(run_id="ghost", tag=new_tag(), hops=2)
     assert await handler == 3
@@ -130,27 +146,23 @@ async def test_a_file_an_older_stepgraph_wrote_its_journal_to_again_is_refused(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "runs.db"
-    store = SqliteStore(path)
-    assert await Chain(store=store, mode="async").run(tag=new_tag(), hops=1) == 1
-    store.close()
+    await _one_run(path)
     with sqlite3.connect(path) as conn:  # what an older stepgraph does with the file
         conn.executescript(_OLD_JOURNAL)
         conn.execute("INSERT INTO stepgraph_journal VALUES ('r', 0, 0, x'00')")
     conn.close()
     with pytest.raises(StoreError, match="an older stepgraph wrote journal entries"):
-        await SqliteStore(path).list_runs()
+        await _opened(path)
 
 
 async def test_a_file_a_newer_stepgraph_made_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
-    store = SqliteStore(path)
-    assert await Chain(store=store, mode="async").run(tag=new_tag(), hops=1) == 1
-    store.close()
+    await _one_run(path)
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 2")
     conn.close()
     with pytest.raises(StoreError, match=r"a newer stepgraph made it .*format is 2"):
-        await SqliteStore(path).list_runs()
+        await _opened(path)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (2,)
         assert conn.execute("SELECT count(*) FROM stepgraph_entries").fetchone()[0] > 0
