@@ -198,7 +198,8 @@ class WorkflowBuilder:
                 "set_start_executor(...)"
             )
         start_id = node_id(self._start)
-        name = name or self._name or f"{start_id}-graph"
+        given = name or self._name
+        name = given or f"{start_id}-graph"
         order = self._node_order(name, start_id)
         index = {ident: i for i, ident in enumerate(order)}
         executors = [self._executors[ident] for ident in order]
@@ -231,6 +232,7 @@ class WorkflowBuilder:
         )
         plan = RunPlan(
             name=name,
+            telemetry_name=given or GraphWorkflow.__qualname__,
             graph=graph,
             programs=programs,
             context_type=WorkflowContext,

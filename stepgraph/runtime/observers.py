@@ -33,7 +33,13 @@ class RunInfo(Protocol):
     def run_id(self) -> str: ...
     @property
     def name(self) -> str:
-        """The workflow's name."""
+        """The workflow's name, in messages and stores."""
+        ...
+
+    @property
+    def telemetry_name(self) -> str:
+        """The workflow's name in spans, metrics and event logs: ``name=`` where given,
+        else its class's ``__qualname__`` (``name`` but for a built graph given no name)."""
         ...
 
     @property

@@ -104,7 +104,11 @@ class RunPlan:
     """A compiled workflow, ready to run.
 
     Attributes:
-        name: the workflow's name, used in messages.
+        name: the workflow's name, used in messages and stores.
+        telemetry_name: its name in spans, metrics and event logs where that is not
+            ``name``: a built graph without a name is ``"<start id>-graph"`` in messages
+            and stores (two graphs keep apart there) and its class's ``__qualname__`` in
+            telemetry, as for every workflow given no name. None: ``name``.
         graph: the kernel graph.
         programs: one per node, in graph order.
         context_type: the facade given to node code (``Context`` or ``WorkflowContext``).
@@ -116,6 +120,7 @@ class RunPlan:
     """
 
     name: str
+    telemetry_name: str | None = None
     graph: Graph
     programs: tuple[NodeProgram, ...]
     context_type: Callable[[Any], Any]

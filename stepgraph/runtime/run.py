@@ -159,6 +159,7 @@ class Run:
         "run_id",
         "state",
         "superstep_mode",
+        "telemetry_name",
         "workers",
     )
 
@@ -166,6 +167,7 @@ class Run:
         loop = self.loop = asyncio.get_running_loop()
         self.plan = plan
         self.name = plan.name
+        self.telemetry_name = plan.telemetry_name or plan.name
         graph = self.graph = plan.graph
         self.programs = plan.programs
         self.owner = owner

@@ -214,7 +214,7 @@ class EventLog(RunObserver, TaskObserver):
         record: dict[str, Any] = {
             **_stamped(run.clock, kind),
             "run_id": run.run_id,
-            "workflow": run.name,
+            "workflow": run.telemetry_name,
         }
         for key, value in fields.items():
             if value is not None:

@@ -56,6 +56,8 @@ _state: dict[str, Any] = {
     "metric_readers": (),
     "resource": None,
     "shut_readers": (),  # the metric readers shut down, the latest (to name, if given again)
+    "forwarder": None,  # the global tracer provider configure() installed, if it did
+    "forwarding": False,  # whether the forwarder forwards (the last call's set_global)
 }
 _SHUT_KEPT = 64
 
@@ -64,6 +66,8 @@ def configure(
     span_processors: Sequence[Any] = (),
     metric_readers: Sequence[Any] = (),
     resource: Any = None,
+    *,
+    set_global: bool = True,
 ) -> None:
     """Send stepgraph's spans to ``span_processors`` and its metrics to ``metric_readers``
     (OpenTelemetry SDK objects: the extra ``otel``).
@@ -76,6 +80,14 @@ def configure(
     others, or another resource, starts them over (OpenTelemetry gives a provider its
     readers when it is made). Without any call, the global providers of the application
     are used.
+
+    ``set_global``: when the application has set no global tracer provider, install one
+    that sends the spans any code opens through OpenTelemetry's API (an LLM client's, an
+    HTTP client's, yours: ``trace.get_tracer(...)``) to ``span_processors`` too, nested
+    under the step or task that opened them. OpenTelemetry sets a global provider once
+    per process: an application that sets its own does so before this call, or gives
+    False (then only stepgraph's spans go to ``span_processors``). A later call with
+    False, or :func:`reset`, makes the one installed send nothing.
 
     Raises:
         ConfigurationError: a metric reader that was shut down (by :func:`reset`, or by a
@@ -129,6 +141,16 @@ def configure(
         metric_readers=readers,
     )
     _state.update(span_processors=tuple(span_processors), metric_readers=readers, resource=resource)
+    _state["forwarding"] = set_global
+    if set_global and _state["forwarder"] is None:
+        from .global_tracer import install
+
+        _state["forwarder"] = install(_forwarded)
+
+
+def _forwarded() -> Any | None:
+    """The provider the global forwarder sends spans to (None: nowhere)."""
+    return _state["tracer_provider"] if _state["forwarding"] else None
 
 
 def _among(item: object, items: Sequence[object]) -> bool:
@@ -163,7 +185,7 @@ def reset() -> None:
     """Forget what :func:`configure` set (its providers are shut down, which flushes them):
     stepgraph goes back to the application's global providers, if any."""
     _retire(tracer_provider=None, meter_provider=None)
-    _state.update(span_processors=(), metric_readers=(), resource=None)
+    _state.update(span_processors=(), metric_readers=(), resource=None, forwarding=False)
 
 
 def tracer() -> Any | None:
@@ -175,7 +197,10 @@ def tracer() -> Any | None:
         from opentelemetry import trace
 
         provider = trace.get_tracer_provider()
-        if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        if (
+            isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+            or provider is _state["forwarder"]  # (configure's, forwarding to nothing now)
+        ):
             return None
     found = _state["tracers"].get(id(provider))
     if found is None:
@@ -306,7 +331,7 @@ class RunTracer(RunObserver):
         from opentelemetry import trace
 
         attributes: dict[str, Any] = {
-            "stepgraph.workflow.name": run.name,
+            "stepgraph.workflow.name": run.telemetry_name,
             "stepgraph.run.id": run.run_id,
             "stepgraph.run.mode": run.mode.value,
         }
@@ -342,7 +367,7 @@ class RunTracer(RunObserver):
         if self.meters is not None:
             where = {
                 "stepgraph.step.name": step,
-                "stepgraph.workflow.name": run.name,
+                "stepgraph.workflow.name": run.telemetry_name,
                 "stepgraph.backend": step_backend(run, invocation, message),
             }
             self.started[invocation, attempt] = (run.clock.monotonic(), where)
@@ -361,7 +386,7 @@ class RunTracer(RunObserver):
                 "stepgraph.step.worker": WORKER.get(),
                 "stepgraph.backend": step_backend(run, invocation, message),
                 "stepgraph.run.id": run.run_id,
-                "stepgraph.workflow.name": run.name,
+                "stepgraph.workflow.name": run.telemetry_name,
             },
         )
         api = self.api
@@ -415,7 +440,7 @@ class RunTracer(RunObserver):
         self, run: RunInfo, superstep: int, seq: int, size: int, seconds: float
     ) -> None:
         if self.meters is not None:
-            where = {"stepgraph.workflow.name": run.name}
+            where = {"stepgraph.workflow.name": run.telemetry_name}
             self.meters.checkpoint_duration.record(seconds, where)
             self.meters.checkpoint_size.record(size, where)
 

@@ -35,16 +35,16 @@ from stepgraph.errors import ConfigurationError
 from stepgraph.stores import SqliteStore
 from stepgraph.tasks import TaskFailed, TaskFlow
 from stepgraph.telemetry import configure, read_events, reset
-from stepgraph.telemetry import tracing as tracing_module
 
 
 class _UserTracer:
-    """The user's own tracer: from the provider configured for the test (spans nest by the
-    current context, whatever provider made them)."""
+    """The user's own tracer, as an instrumented client gets one: from OpenTelemetry's
+    global API (configure() installed a global provider that sends to its processors)."""
 
     def start_as_current_span(self, name: str) -> Any:
-        provider = tracing_module._state["tracer_provider"]
-        return provider.get_tracer("user-code").start_as_current_span(name)
+        from opentelemetry import trace
+
+        return trace.get_tracer("user-code").start_as_current_span(name)
 
 
 USER = _UserTracer()
@@ -515,29 +515,83 @@ def test_with_tracing_off_a_run_does_not_even_import_opentelemetry() -> None:
     assert out.stdout.strip() == "False"
 
 
+class Traced(Workflow):
+    @step
+    async def start(self, ev: StartEvent) -> StopEvent:
+        with USER.start_as_current_span("user.span"):
+            return StopEvent(result=1)
+
+
+async def test_the_spans_of_any_code_go_where_configure_sends_stepgraphs_unless_told_not_to() -> (
+    None
+):
+    exporter = InMemorySpanExporter()
+    configure(span_processors=[SimpleSpanProcessor(exporter)])
+    try:
+        assert await Traced().run() == 1
+        (mine,) = named(exporter, "user.span")
+        assert parent_of(mine, exporter) is named(exporter, "stepgraph.step")[0]
+        exporter.clear()
+        configure(span_processors=[SimpleSpanProcessor(exporter)], set_global=False)
+        assert await Traced().run() == 1
+        assert not named(exporter, "user.span") and named(exporter, "stepgraph.step")
+        configure(span_processors=[SimpleSpanProcessor(exporter)])
+        reset()
+        exporter.clear()
+        assert await Traced().run() == 1  # tracing off again: nothing goes anywhere
+        assert not named(exporter, "user.span") and not named(exporter, "stepgraph.step")
+    finally:
+        reset()
+
+
+_APP_PROVIDER = (
+    "from opentelemetry import trace\n"
+    "from opentelemetry.sdk.trace import TracerProvider\n"
+    "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+    "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+    "app = InMemorySpanExporter(); provider = TracerProvider()\n"
+    "provider.add_span_processor(SimpleSpanProcessor(app))\n"
+    "trace.set_tracer_provider(provider)\n"
+    "from stepgraph import StartEvent, StopEvent, Workflow, step\n"
+)
+
+
+def _printed_under_an_app_provider(code: str) -> str:
+    """What ``code`` prints in a new process whose application set a global tracer
+    provider exporting to ``app`` (an in-memory exporter)."""
+    command = [sys.executable, "-c", _APP_PROVIDER + code]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_configure_leaves_the_applications_own_global_tracer_provider_alone() -> None:
+    printed = _printed_under_an_app_provider(
+        "from stepgraph.telemetry import configure\n"
+        "ours = InMemorySpanExporter()\n"
+        "configure(span_processors=[SimpleSpanProcessor(ours)])\n"
+        "assert trace.get_tracer_provider() is provider\n"
+        "class W(Workflow):\n"
+        "    @step\n"
+        "    async def s(self, ev: StartEvent) -> StopEvent:\n"
+        "        with trace.get_tracer('app').start_as_current_span('app.span'):\n"
+        "            return StopEvent(result=1)\n"
+        "assert W().run_sync() == 1\n"
+        "(mine,) = app.get_finished_spans()\n"
+        "step = [s for s in ours.get_finished_spans() if s.name == 'stepgraph.step'][0]\n"
+        "print(mine.name, mine.parent.span_id == step.context.span_id)\n"
+    )
+    assert printed == "app.span True"
+
+
 def test_a_global_tracer_provider_is_used_without_configure() -> None:
-    code = (
-        "import asyncio\n"
-        "from opentelemetry import trace\n"
-        "from opentelemetry.sdk.trace import TracerProvider\n"
-        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
-        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import (\n"
-        "    InMemorySpanExporter)\n"
-        "exporter = InMemorySpanExporter(); provider = TracerProvider()\n"
-        "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
-        "trace.set_tracer_provider(provider)\n"
-        "from stepgraph import StartEvent, StopEvent, Workflow, step\n"
+    printed = _printed_under_an_app_provider(
         "class W(Workflow):\n"
         "    @step\n"
         "    async def s(self, ev: StartEvent) -> StopEvent:\n"
         "        return StopEvent(result=1)\n"
-        "async def main():\n"
-        "    return await W().run()\n"
-        "assert asyncio.run(main()) == 1\n"
-        "print(sorted(s.name for s in exporter.get_finished_spans()))\n"
+        "assert W().run_sync() == 1\n"
+        "print(sorted(s.name for s in app.get_finished_spans()))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['stepgraph.run', 'stepgraph.step', 'stepgraph.superstep']"
+    assert printed == "['stepgraph.run', 'stepgraph.step', 'stepgraph.superstep']"
 
 
 async def test_metrics_have_the_pinned_names_units_and_attributes() -> None:
@@ -609,6 +663,27 @@ async def test_a_workflow_is_named_by_name_else_by_its_qualified_class_name(
     assert Local.__qualname__.endswith("<locals>.Local")
     logged = {r["workflow"] for r in read_events(log)}
     assert logged == {Local.__qualname__, "billing"}
+
+
+async def test_a_built_graph_is_named_by_name_else_by_its_qualified_class_name(
+    spans: InMemorySpanExporter, tmp_path: Any
+) -> None:
+    log = tmp_path / "events.jsonl"
+    unnamed = WorkflowBuilder(start=Print("print")).build(event_log=log)
+    named_graphs = [
+        WorkflowBuilder(start=Print("print")).build(name="billing", event_log=log),
+        WorkflowBuilder(start=Print("print"), name="shipping").build(event_log=log),
+    ]
+    for graph in (unnamed, *named_graphs):
+        assert (await graph.run("hi")).get_outputs() == ["hi!"]
+    names = [s.attributes["stepgraph.workflow.name"] for s in named(spans, "stepgraph.run")]
+    assert names == [type(unnamed).__qualname__, "billing", "shipping"]
+    assert names[0] == "GraphWorkflow"
+    assert [r["workflow"] for r in read_events(log) if r["kind"] == "run_started"] == names
+    steps = {s.attributes["stepgraph.workflow.name"] for s in named(spans, "stepgraph.step")}
+    assert steps == set(names)
+    # in messages and stores, an unnamed graph goes by its start executor (graphs keep apart)
+    assert unnamed.name == "print-graph"
 
 
 def _current_ids() -> tuple[int, int]:
