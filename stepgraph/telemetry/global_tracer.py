@@ -3,29 +3,35 @@ application has set none, so that the spans any code opens through OpenTelemetry
 (``trace.get_tracer(...)``: an LLM client's, an HTTP client's, the user's own) go where
 stepgraph's spans go, nested under the step or task that opened them.
 
-OpenTelemetry lets a process set its global tracer provider once; ``configure`` may be
-called again, and ``reset`` undoes it. So the provider installed is a forwarder: each
-span goes to the provider the latest call made, or nowhere (the API's no-op tracer) when
-that call asked for no global provider, or after ``reset``.
+OpenTelemetry lets a process set its global tracer provider once, for good; ``configure``
+may be called again, and ``reset`` undoes it. So the provider installed is a forwarder:
+each span goes to the provider the latest call made, looked up when the span starts, or
+nowhere (the API's no-op tracer) when that call asked for no global provider, or after
+``reset``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import inspect
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
 
-__all__ = ["install"]
+__all__ = ["Forwarding", "install"]
 
 Current = Callable[[], Any | None]  # the SDK tracer provider to forward to (None: none)
 
 
-class _Forwarding(trace.TracerProvider):
+class Forwarding(trace.TracerProvider):
     """A tracer provider whose tracers forward to the current one (see the module)."""
 
     def __init__(self, current: Current) -> None:
         self._current = current
+        self._tracers: weakref.WeakSet[_ForwardingTracer] = weakref.WeakSet()
 
     def get_tracer(
         self,
@@ -34,42 +40,105 @@ class _Forwarding(trace.TracerProvider):
         schema_url: str | None = None,
         attributes: Any = None,
     ) -> trace.Tracer:
-        return _ForwardingTracer(
+        tracer = _ForwardingTracer(
             self._current,
             (instrumenting_module_name, instrumenting_library_version, schema_url, attributes),
         )
+        self._tracers.add(tracer)
+        return tracer
+
+    def forget(self) -> None:
+        """Let go of the tracers of the providers forwarded to so far (``configure`` or
+        ``reset`` replaced them: they, their processors and exporters may be freed)."""
+        for tracer in list(self._tracers):
+            tracer.forget()
 
 
 class _ForwardingTracer(trace.Tracer):
-    """A tracer of ``_Forwarding``: each span goes to the tracer of the current provider
+    """A tracer of ``Forwarding``: each span goes to the tracer of the current provider
     for the same instrumentation (made when that provider is first seen)."""
 
     def __init__(self, current: Current, args: tuple[Any, ...]) -> None:
         self._current = current
         self._args = args
-        self._provider: Any = None
-        self._tracer: trace.Tracer = trace.NoOpTracer()
+        self._found: tuple[Any, trace.Tracer] | None = None  # a provider and its tracer
+
+    def forget(self) -> None:
+        self._found = None
 
     def _target(self) -> trace.Tracer:
         provider = self._current()
-        if provider is not self._provider:
-            tracer = trace.NoOpTracer() if provider is None else provider.get_tracer(*self._args)
-            self._provider, self._tracer = provider, tracer
-        return self._tracer
+        if provider is None:
+            return _NO_OP
+        found = self._found
+        if found is None or found[0] is not provider:
+            found = self._found = (provider, provider.get_tracer(*self._args))
+        return found[1]
 
     def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
         return self._target().start_span(*args, **kwargs)
 
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
-        return self._target().start_as_current_span(*args, **kwargs)
+        return _CurrentSpan(self, args, kwargs)
 
 
-def install(current: Current) -> trace.TracerProvider | None:
+class _CurrentSpan:
+    """What ``start_as_current_span`` gives: a context manager, or a decorator of a
+    function or coroutine function, that starts the span in the provider current when
+    the ``with`` block (or the call) starts, not when it was made."""
+
+    def __init__(self, tracer: _ForwardingTracer, args: tuple[Any, ...], kwargs: Any) -> None:
+        self._tracer = tracer
+        self._args = args
+        self._kwargs = kwargs
+        self._open: list[Any] = []  # the managers entered, innermost last
+
+    @contextmanager
+    def _started(self) -> Iterator[trace.Span]:
+        with self._tracer._target().start_as_current_span(*self._args, **self._kwargs) as span:
+            yield span
+
+    def __enter__(self) -> trace.Span:
+        manager = self._started()
+        span = manager.__enter__()
+        self._open.append(manager)
+        return span
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        return bool(self._open.pop().__exit__(*exc_info))
+
+    def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def traced_async(*args: Any, **kwargs: Any) -> Any:
+                with self._started():
+                    return await function(*args, **kwargs)
+
+            return traced_async
+
+        @functools.wraps(function)
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            with self._started():
+                return function(*args, **kwargs)
+
+        return traced
+
+
+_NO_OP = trace.NoOpTracer()
+
+
+def install(current: Current) -> Forwarding | None:
     """Make a forwarder to ``current()`` the global tracer provider, if the application
     has not set one (nor named one in ``OTEL_PYTHON_TRACER_PROVIDER``); the forwarder, or
-    None when the application's own provider is the global one."""
-    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+    None when the application's own provider is the global one (or the one it names
+    cannot be loaded: OpenTelemetry has logged why)."""
+    try:
+        found = trace.get_tracer_provider()
+    except Exception:
         return None
-    forwarder = _Forwarding(current)
+    if not isinstance(found, trace.ProxyTracerProvider):
+        return None
+    forwarder = Forwarding(current)
     trace.set_tracer_provider(forwarder)
     return forwarder if trace.get_tracer_provider() is forwarder else None

@@ -13,6 +13,7 @@ under it; the same holds for a task's span and a block's.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import sys
 from collections.abc import Callable, Sequence
@@ -58,6 +59,7 @@ _state: dict[str, Any] = {
     "shut_readers": (),  # the metric readers shut down, the latest (to name, if given again)
     "forwarder": None,  # the global tracer provider configure() installed, if it did
     "forwarding": False,  # whether the forwarder forwards (the last call's set_global)
+    "exit_hook": False,  # whether the providers are shut down at exit
 }
 _SHUT_KEPT = 64
 
@@ -81,13 +83,15 @@ def configure(
     readers when it is made). Without any call, the global providers of the application
     are used.
 
-    ``set_global``: when the application has set no global tracer provider, install one
-    that sends the spans any code opens through OpenTelemetry's API (an LLM client's, an
-    HTTP client's, yours: ``trace.get_tracer(...)``) to ``span_processors`` too, nested
-    under the step or task that opened them. OpenTelemetry sets a global provider once
-    per process: an application that sets its own does so before this call, or gives
-    False (then only stepgraph's spans go to ``span_processors``). A later call with
-    False, or :func:`reset`, makes the one installed send nothing.
+    ``set_global``: when ``span_processors`` are given and the application has set no
+    global tracer provider, install one that sends the spans any code of this process
+    opens through OpenTelemetry's API (an LLM client's, an HTTP client's, yours:
+    ``trace.get_tracer(...)``) to ``span_processors`` too, nested under the step or task
+    that opened them. OpenTelemetry sets a global provider once per process, for good:
+    an application (or a library) that sets its own does so before the first such call,
+    or every call gives False (then only stepgraph's spans go to ``span_processors``).
+    Once installed, it stays; a later call with False, or :func:`reset`, makes it send
+    nothing.
 
     Raises:
         ConfigurationError: a metric reader that was shut down (by :func:`reset`, or by a
@@ -130,8 +134,15 @@ def configure(
         if remove is not None:
             for reader in again:  # taken off the old provider, to be registered anew
                 remove(reader)
-        meters = MeterProvider(metric_readers=list(readers), resource=chosen)
-    tracers = TracerProvider(resource=chosen)
+        meters = MeterProvider(
+            metric_readers=list(readers), resource=chosen, shutdown_on_exit=False
+        )
+    # (shut down at exit by one hook for the latest: a provider's own hook would keep
+    # every provider a configure() made, with its exporter, until the process ends)
+    tracers = TracerProvider(resource=chosen, shutdown_on_exit=False)
+    if not _state["exit_hook"]:
+        _state["exit_hook"] = True
+        atexit.register(_shut_down_at_exit)
     for processor in span_processors:
         tracers.add_span_processor(processor)
     _retire(
@@ -141,11 +152,18 @@ def configure(
         metric_readers=readers,
     )
     _state.update(span_processors=tuple(span_processors), metric_readers=readers, resource=resource)
-    _state["forwarding"] = set_global
-    if set_global and _state["forwarder"] is None:
+    _state["forwarding"] = forwarding = set_global and bool(span_processors)
+    if forwarding and _state["forwarder"] is None:
         from .global_tracer import install
 
         _state["forwarder"] = install(_forwarded)
+
+
+def _shut_down_at_exit() -> None:
+    """What the latest configure() set, flushed and shut down as the process ends."""
+    for provider in (_state["tracer_provider"], _state["meter_provider"]):
+        if provider is not None:
+            provider.shutdown()
 
 
 def _forwarded() -> Any | None:
@@ -169,6 +187,8 @@ def _retire(**new: Any) -> None:
     if new["meter_provider"] is not old_meters:
         _state["instruments"] = {}
     _state.update(tracers={}, **new)
+    if _state["forwarder"] is not None:  # (its tracers hold the old provider's)
+        _state["forwarder"].forget()
     if old_tracers is not None:
         old_tracers.force_flush()
         for processor in _state["span_processors"]:
@@ -183,7 +203,9 @@ def _retire(**new: Any) -> None:
 
 def reset() -> None:
     """Forget what :func:`configure` set (its providers are shut down, which flushes them):
-    stepgraph goes back to the application's global providers, if any."""
+    stepgraph goes back to the application's global providers, if any. (A global tracer
+    provider ``configure`` installed stays installed, sending nothing: OpenTelemetry
+    sets one once per process.)"""
     _retire(tracer_provider=None, meter_provider=None)
     _state.update(span_processors=(), metric_readers=(), resource=None, forwarding=False)
 

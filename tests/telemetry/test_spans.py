@@ -4,6 +4,7 @@ against the real SDK (InMemorySpanExporter): names, parentage and attributes."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -498,21 +499,34 @@ def test_a_metric_reader_shut_down_by_reset_is_refused_by_name_when_given_again(
     reset()
 
 
+_ONE_STEP = (  # a workflow W of one step, for the code run in a new process
+    "from stepgraph import StartEvent, StopEvent, Workflow, step\n"
+    "class W(Workflow):\n"
+    "    @step\n"
+    "    async def s(self, ev: StartEvent) -> StopEvent:\n"
+    "        return StopEvent(result=1)\n"
+)
+
+
+def _printed(code: str, **env: str) -> str:
+    """What ``code`` prints in a new process (with ``env`` added to the environment)."""
+    command = [sys.executable, "-c", code]
+    environment = {**os.environ, **env}
+    return subprocess.run(
+        command, capture_output=True, text=True, check=True, env=environment
+    ).stdout.strip()
+
+
 def test_with_tracing_off_a_run_does_not_even_import_opentelemetry() -> None:
     code = (
         "import asyncio, sys\n"
-        "from stepgraph import StartEvent, StopEvent, Workflow, step\n"
-        "class W(Workflow):\n"
-        "    @step\n"
-        "    async def s(self, ev: StartEvent) -> StopEvent:\n"
-        "        return StopEvent(result=1)\n"
+        f"{_ONE_STEP}"
         "async def main():\n"
         "    return await W().run()\n"
         "assert asyncio.run(main()) == 1\n"
         "print('opentelemetry' in ' '.join(sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert _printed(code) == "False"
 
 
 class Traced(Workflow):
@@ -544,6 +558,65 @@ async def test_the_spans_of_any_code_go_where_configure_sends_stepgraphs_unless_
         reset()
 
 
+async def test_a_span_decorator_made_once_follows_each_later_configure() -> None:
+    from opentelemetry import trace
+
+    first, second = InMemorySpanExporter(), InMemorySpanExporter()
+    configure(span_processors=[SimpleSpanProcessor(first)])
+    try:
+        tracer = trace.get_tracer("library")
+
+        @tracer.start_as_current_span("library.sync")
+        def call() -> int:
+            return 1
+
+        @tracer.start_as_current_span("library.async")
+        async def call_async() -> int:
+            return 2
+
+        assert call() == 1 and await call_async() == 2
+        assert [s.name for s in first.get_finished_spans()] == ["library.sync", "library.async"]
+        reset()
+        configure(span_processors=[SimpleSpanProcessor(second)])
+        with tracer.start_as_current_span("library.with") as outer:
+            assert call() == 1 and await call_async() == 2
+        names = [s.name for s in second.get_finished_spans()]
+        assert names == ["library.sync", "library.async", "library.with"]
+        assert parent_of(named(second, "library.sync")[0], second).name == "library.with"
+        assert outer.is_recording() is False  # (ended)
+        assert len(first.get_finished_spans()) == 2  # nothing went to the provider reset
+        second.clear()
+        configure(span_processors=[SimpleSpanProcessor(second)], set_global=False)
+        assert call() == 1 and await call_async() == 2
+        assert not second.get_finished_spans()
+    finally:
+        reset()
+
+
+def test_the_global_forwarder_lets_go_of_a_provider_reset() -> None:
+    import gc
+    import weakref
+
+    from opentelemetry import trace
+
+    from stepgraph.telemetry.global_tracer import Forwarding
+
+    exporter = InMemorySpanExporter()
+    configure(span_processors=[SimpleSpanProcessor(exporter)])
+    assert isinstance(trace.get_tracer_provider(), Forwarding)  # (no test sets its own)
+    tracer = trace.get_tracer("library")
+    with tracer.start_as_current_span("library.span"):
+        pass
+    assert len(exporter.get_finished_spans()) == 1
+    gone = weakref.ref(exporter)
+    reset()
+    del exporter
+    gc.collect()
+    assert gone() is None
+    with tracer.start_as_current_span("after reset") as span:
+        assert not span.is_recording()
+
+
 _APP_PROVIDER = (
     "from opentelemetry import trace\n"
     "from opentelemetry.sdk.trace import TracerProvider\n"
@@ -559,8 +632,7 @@ _APP_PROVIDER = (
 def _printed_under_an_app_provider(code: str) -> str:
     """What ``code`` prints in a new process whose application set a global tracer
     provider exporting to ``app`` (an in-memory exporter)."""
-    command = [sys.executable, "-c", _APP_PROVIDER + code]
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+    return _printed(_APP_PROVIDER + code)
 
 
 def test_configure_leaves_the_applications_own_global_tracer_provider_alone() -> None:
@@ -582,12 +654,59 @@ def test_configure_leaves_the_applications_own_global_tracer_provider_alone() ->
     assert printed == "app.span True"
 
 
+def test_configure_takes_no_global_provider_for_metrics_alone_nor_from_a_broken_setting() -> None:
+    code = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.metrics.export import InMemoryMetricReader\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from stepgraph.telemetry import configure\n"
+        "configure(metric_readers=[InMemoryMetricReader()])\n"
+        "app = TracerProvider(); trace.set_tracer_provider(app)\n"
+        "print(trace.get_tracer_provider() is app)\n"
+    )
+    assert _printed(code) == "True"
+    code = (
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import (\n"
+        "    InMemorySpanExporter)\n"
+        "from stepgraph.telemetry import configure\n"
+        "ours = InMemorySpanExporter()\n"
+        "configure(span_processors=[SimpleSpanProcessor(ours)])\n"
+        f"{_ONE_STEP}"
+        "assert W().run_sync() == 1\n"
+        "print(sorted({s.name for s in ours.get_finished_spans()}))\n"
+    )
+    assert (
+        _printed(code, OTEL_PYTHON_TRACER_PROVIDER="no_such_provider")
+        == "['stepgraph.run', 'stepgraph.step', 'stepgraph.superstep']"
+    )
+
+
+def test_spans_batched_by_configure_are_exported_when_the_process_ends() -> None:
+    code = (
+        "from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter\n"
+        "from opentelemetry.sdk.trace.export import SpanExportResult\n"
+        "from stepgraph.telemetry import configure\n"
+        "class Printed(SpanExporter):\n"
+        "    def export(self, spans):\n"
+        "        print(*sorted(s.name for s in spans), flush=True)\n"
+        "        return SpanExportResult.SUCCESS\n"
+        "configure(span_processors=[BatchSpanProcessor(Printed(), schedule_delay_millis=60000)])\n"
+        f"{_ONE_STEP}"
+        "assert W().run_sync() == 1\n"
+        "print('ran', flush=True)\n"
+    )
+    assert _printed(code).split() == [
+        "ran",
+        "stepgraph.run",
+        "stepgraph.step",
+        "stepgraph.superstep",
+    ]
+
+
 def test_a_global_tracer_provider_is_used_without_configure() -> None:
     printed = _printed_under_an_app_provider(
-        "class W(Workflow):\n"
-        "    @step\n"
-        "    async def s(self, ev: StartEvent) -> StopEvent:\n"
-        "        return StopEvent(result=1)\n"
+        f"{_ONE_STEP}"
         "assert W().run_sync() == 1\n"
         "print(sorted(s.name for s in app.get_finished_spans()))\n"
     )
