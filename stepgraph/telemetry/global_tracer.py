@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +32,12 @@ class Forwarding(trace.TracerProvider):
 
     def __init__(self, current: Current) -> None:
         self._current = current
-        self._tracers: weakref.WeakSet[_ForwardingTracer] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        # the SDK tracer of each forwarding tracer, of the provider they were made by
+        self._made: weakref.WeakKeyDictionary[_ForwardingTracer, trace.Tracer] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._made_by: Any = None
 
     def get_tracer(
         self,
@@ -40,72 +46,79 @@ class Forwarding(trace.TracerProvider):
         schema_url: str | None = None,
         attributes: Any = None,
     ) -> trace.Tracer:
-        tracer = _ForwardingTracer(
-            self._current,
+        return _ForwardingTracer(
+            self,
             (instrumenting_module_name, instrumenting_library_version, schema_url, attributes),
         )
-        self._tracers.add(tracer)
-        return tracer
+
+    def target(self, tracer: _ForwardingTracer) -> trace.Tracer:
+        """The tracer of the current provider for ``tracer``'s instrumentation."""
+        with self._lock:  # (read with the provider: a forget() is never undone after it)
+            provider = self._current()
+            if provider is None:
+                return _NO_OP
+            if provider is not self._made_by:
+                self._made.clear()
+                self._made_by = provider
+            found = self._made.get(tracer)
+            if found is None:
+                found = self._made[tracer] = provider.get_tracer(*tracer.args)
+            return found
 
     def forget(self) -> None:
         """Let go of the tracers of the providers forwarded to so far (``configure`` or
         ``reset`` replaced them: they, their processors and exporters may be freed)."""
-        for tracer in list(self._tracers):
-            tracer.forget()
+        with self._lock:
+            self._made.clear()
+            self._made_by = None
 
 
 class _ForwardingTracer(trace.Tracer):
     """A tracer of ``Forwarding``: each span goes to the tracer of the current provider
-    for the same instrumentation (made when that provider is first seen)."""
+    for the same instrumentation, looked up when the span starts."""
 
-    def __init__(self, current: Current, args: tuple[Any, ...]) -> None:
-        self._current = current
-        self._args = args
-        self._found: tuple[Any, trace.Tracer] | None = None  # a provider and its tracer
-
-    def forget(self) -> None:
-        self._found = None
-
-    def _target(self) -> trace.Tracer:
-        provider = self._current()
-        if provider is None:
-            return _NO_OP
-        found = self._found
-        if found is None or found[0] is not provider:
-            found = self._found = (provider, provider.get_tracer(*self._args))
-        return found[1]
+    def __init__(self, forwarding: Forwarding, args: tuple[Any, ...]) -> None:
+        self.forwarding = forwarding
+        self.args = args
 
     def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
-        return self._target().start_span(*args, **kwargs)
+        return self.forwarding.target(self).start_span(*args, **kwargs)
 
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
         return _CurrentSpan(self, args, kwargs)
 
 
 class _CurrentSpan:
-    """What ``start_as_current_span`` gives: a context manager, or a decorator of a
-    function or coroutine function, that starts the span in the provider current when
-    the ``with`` block (or the call) starts, not when it was made."""
+    """What ``start_as_current_span`` gives: a context manager (entered once at a time,
+    as OpenTelemetry's), or a decorator of a function or coroutine function, that starts
+    the span in the provider current when the ``with`` block (or the call) starts."""
 
     def __init__(self, tracer: _ForwardingTracer, args: tuple[Any, ...], kwargs: Any) -> None:
         self._tracer = tracer
         self._args = args
         self._kwargs = kwargs
-        self._open: list[Any] = []  # the managers entered, innermost last
+        self._open: Any = None  # the manager entered, while it is
 
     @contextmanager
     def _started(self) -> Iterator[trace.Span]:
-        with self._tracer._target().start_as_current_span(*self._args, **self._kwargs) as span:
+        target = self._tracer.forwarding.target(self._tracer)
+        with target.start_as_current_span(*self._args, **self._kwargs) as span:
             yield span
 
     def __enter__(self) -> trace.Span:
+        if self._open is not None:
+            raise RuntimeError(
+                "a span's start_as_current_span(...) is entered once at a time: call it again "
+                "for another span"
+            )
         manager = self._started()
         span = manager.__enter__()
-        self._open.append(manager)
+        self._open = manager
         return span
 
     def __exit__(self, *exc_info: Any) -> bool:
-        return bool(self._open.pop().__exit__(*exc_info))
+        manager, self._open = self._open, None
+        return bool(manager.__exit__(*exc_info))
 
     def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.iscoroutinefunction(function):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,7 @@ _state: dict[str, Any] = {
     "forwarder": None,  # the global tracer provider configure() installed, if it did
     "forwarding": False,  # whether the forwarder forwards (the last call's set_global)
     "exit_hook": False,  # whether the providers are shut down at exit
+    "install_tried": False,  # whether configure() tried to install the forwarder
 }
 _SHUT_KEPT = 64
 
@@ -153,17 +155,33 @@ def configure(
     )
     _state.update(span_processors=tuple(span_processors), metric_readers=readers, resource=resource)
     _state["forwarding"] = forwarding = set_global and bool(span_processors)
-    if forwarding and _state["forwarder"] is None:
-        from .global_tracer import install
+    if forwarding and not _state["install_tried"]:  # (once: OpenTelemetry's global is set
+        from .global_tracer import install  # once, and a provider that does not load is
 
+        _state["install_tried"] = True  # reported once)
         _state["forwarder"] = install(_forwarded)
 
 
 def _shut_down_at_exit() -> None:
-    """What the latest configure() set, flushed and shut down as the process ends."""
-    for provider in (_state["tracer_provider"], _state["meter_provider"]):
+    """What the latest configure() set, flushed and shut down as the process ends (each
+    on its own: one whose exporter raises leaves the other to finish), and forgotten (a
+    reset() of the application's at exit finds nothing to shut down again)."""
+    providers = (_state["tracer_provider"], _state["meter_provider"])
+    _state.update(
+        tracer_provider=None,
+        meter_provider=None,
+        tracers={},
+        instruments={},
+        span_processors=(),
+        metric_readers=(),
+        forwarding=False,
+    )
+    for provider in providers:
         if provider is not None:
-            provider.shutdown()
+            try:
+                provider.shutdown()
+            except Exception:
+                logging.getLogger(__name__).exception("shutting down %r at exit failed", provider)
 
 
 def _forwarded() -> Any | None:
@@ -218,7 +236,10 @@ def tracer() -> Any | None:
             return None
         from opentelemetry import trace
 
-        provider = trace.get_tracer_provider()
+        try:
+            provider = trace.get_tracer_provider()
+        except Exception:  # OTEL_PYTHON_TRACER_PROVIDER names one that does not load (as
+            return None  # OpenTelemetry has logged): no tracing, the run goes on
         if (
             isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
             or provider is _state["forwarder"]  # (configure's, forwarding to nothing now)
@@ -266,7 +287,10 @@ def instruments() -> Instruments | None:
         from opentelemetry import metrics
         from opentelemetry.metrics import NoOpMeterProvider
 
-        provider = metrics.get_meter_provider()
+        try:
+            provider = metrics.get_meter_provider()
+        except Exception:  # (OTEL_PYTHON_METER_PROVIDER names one that does not load)
+            return None
         if isinstance(provider, NoOpMeterProvider) or type(provider).__name__.startswith("_Proxy"):
             return None
     found: Instruments | None = _state["instruments"].get(id(provider))

@@ -593,6 +593,22 @@ async def test_a_span_decorator_made_once_follows_each_later_configure() -> None
         reset()
 
 
+def test_a_span_context_manager_of_the_global_provider_is_entered_once_at_a_time() -> None:
+    from opentelemetry import trace
+
+    exporter = InMemorySpanExporter()
+    configure(span_processors=[SimpleSpanProcessor(exporter)])
+    try:
+        manager = trace.get_tracer("library").start_as_current_span("once")
+        with manager, pytest.raises(RuntimeError, match="entered once at a time"):
+            manager.__enter__()
+        with manager:  # (again, once it was left)
+            pass
+        assert [s.name for s in exporter.get_finished_spans()] == ["once", "once"]
+    finally:
+        reset()
+
+
 def test_the_global_forwarder_lets_go_of_a_provider_reset() -> None:
     import gc
     import weakref
@@ -669,17 +685,21 @@ def test_configure_takes_no_global_provider_for_metrics_alone_nor_from_a_broken_
         "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
         "from opentelemetry.sdk.trace.export.in_memory_span_exporter import (\n"
         "    InMemorySpanExporter)\n"
-        "from stepgraph.telemetry import configure\n"
+        "from stepgraph.telemetry import configure, reset\n"
         "ours = InMemorySpanExporter()\n"
+        "configure(span_processors=[SimpleSpanProcessor(ours)])\n"
         "configure(span_processors=[SimpleSpanProcessor(ours)])\n"
         f"{_ONE_STEP}"
         "assert W().run_sync() == 1\n"
         "print(sorted({s.name for s in ours.get_finished_spans()}))\n"
+        "reset()\n"
+        "print(W().run_sync())\n"  # (tracing off: the global provider is not loadable)
     )
-    assert (
-        _printed(code, OTEL_PYTHON_TRACER_PROVIDER="no_such_provider")
-        == "['stepgraph.run', 'stepgraph.step', 'stepgraph.superstep']"
-    )
+    printed = _printed(code, OTEL_PYTHON_TRACER_PROVIDER="no_such_provider")
+    assert printed.splitlines() == [
+        "['stepgraph.run', 'stepgraph.step', 'stepgraph.superstep']",
+        "1",
+    ]
 
 
 def test_spans_batched_by_configure_are_exported_when_the_process_ends() -> None:
@@ -702,6 +722,37 @@ def test_spans_batched_by_configure_are_exported_when_the_process_ends() -> None
         "stepgraph.step",
         "stepgraph.superstep",
     ]
+
+
+def test_an_exporter_failing_at_exit_leaves_the_metrics_exported() -> None:
+    code = (
+        "from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult\n"
+        "from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter\n"
+        "from opentelemetry.sdk.trace.export import SpanExportResult\n"
+        "from stepgraph.telemetry import configure, reset\n"
+        "class Gone(SpanExporter):\n"
+        "    def export(self, spans):\n"
+        "        return SpanExportResult.SUCCESS\n"
+        "    def shutdown(self):\n"
+        "        raise ConnectionError('collector gone')\n"
+        "class Printed(MetricExporter):\n"
+        "    def export(self, data, timeout_millis=0, **kwargs):\n"
+        "        print('metrics exported', flush=True)\n"
+        "        return MetricExportResult.SUCCESS\n"
+        "    def force_flush(self, timeout_millis=0):\n"
+        "        return True\n"
+        "    def shutdown(self, timeout_millis=0, **kwargs):\n"
+        "        pass\n"
+        "import atexit\n"
+        "atexit.register(reset)\n"  # (an application's own, run after stepgraph's hook)
+        "reader = PeriodicExportingMetricReader(Printed(), export_interval_millis=600000)\n"
+        "configure(span_processors=[SimpleSpanProcessor(Gone())], metric_readers=[reader])\n"
+        f"{_ONE_STEP}"
+        "assert W().run_sync() == 1\n"
+        "print('ran', flush=True)\n"
+    )
+    assert _printed(code).splitlines() == ["ran", "metrics exported"]
 
 
 def test_a_global_tracer_provider_is_used_without_configure() -> None:
