@@ -50,6 +50,7 @@ _MAGIC = b"SGv\x01"
 _HEADER = len(_MAGIC) + 2 + 1 + 4
 _VERSION = FORMAT_VERSION.to_bytes(2, "big")
 _CODES = {code: code.to_bytes(1, "big") for code in range(256)}
+_PREFIXES = {code: _MAGIC + _VERSION + byte for code, byte in _CODES.items()}  # (per record)
 
 
 class Serializer(Protocol):
@@ -169,10 +170,14 @@ def serializer_named(name: str) -> Serializer:
 
 def wrap(serializer: Serializer, *parts: bytes) -> bytes:
     """The payload ``parts`` (joined) in its envelope (version, serializer, checksum)."""
+    prefix = _PREFIXES[serializer.code]
+    if len(parts) == 1:  # (a journal entry, a chunk: every hop's)
+        (part,) = parts
+        return b"".join((prefix, zlib.crc32(part).to_bytes(4, "big"), part))
     crc = 0
     for part in parts:
         crc = zlib.crc32(part, crc)
-    return b"".join((_MAGIC + _VERSION + _CODES[serializer.code], crc.to_bytes(4, "big"), *parts))
+    return b"".join((prefix, crc.to_bytes(4, "big"), *parts))
 
 
 def written_with(data: bytes) -> Serializer:
