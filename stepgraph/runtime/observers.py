@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from .plan import NodeProgram
     from .stream import EventStream
 
-__all__ = ["RunInfo", "RunObserver", "StreamLifecycle", "Verbose", "step_backend"]
+__all__ = [
+    "RunInfo",
+    "RunObserver",
+    "StreamLifecycle",
+    "Verbose",
+    "heard_by",
+    "step_backend",
+]
 
 
 class RunInfo(Protocol):
@@ -75,6 +82,15 @@ class RunInfo(Protocol):
         as its process would have died, and goes on as its store has it (paused, or
         resumable): ``handler.detach()``, or its event loop ended behind it."""
         ...
+
+
+def heard_by(observers: Sequence[object], observer: object) -> bool:
+    """Whether ``observers`` has ``observer``, or one writing where it writes (its
+    ``sink``: two event logs of one file record a run, or a flow, once)."""
+    sink = getattr(observer, "sink", None)
+    return any(
+        o is observer or (sink is not None and getattr(o, "sink", None) == sink) for o in observers
+    )
 
 
 def step_backend(run: RunInfo, invocation: int, message: object) -> str:

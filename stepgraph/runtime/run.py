@@ -75,7 +75,7 @@ from ..telemetry.tracing import run_tracer
 from .bridge import LoopBridge
 from .effects import Effects
 from .failures import failure_of
-from .observers import RunObserver, Verbose
+from .observers import RunObserver, Verbose, heard_by
 from .requests import Requests, check_repeated_answer
 from .scope import Scope, current_scope
 from .stream import EventStream
@@ -198,7 +198,7 @@ class Run:
             self.observers.insert(0, Verbose())
         if scope is not None:  # the outer run's event log records this one too
             for observer in getattr(scope.run, "observers", ()):
-                if getattr(observer, "follows_sub_runs", False) and not _heard_by(
+                if getattr(observer, "follows_sub_runs", False) and not heard_by(
                     self.observers, observer
                 ):
                     self.observers.append(observer)
@@ -845,12 +845,3 @@ def _request_prefix(run_id: str, scope: Scope | None) -> str:
         return run_id
     outer = scope.run
     return f"{outer.request_prefix}:{outer.graph.nodes[scope.node].name}:{scope.invocation}"
-
-
-def _heard_by(observers: list[RunObserver], observer: RunObserver) -> bool:
-    """Whether ``observers`` has ``observer``, or one writing where it writes (its
-    ``sink``: two event logs of one file record a run once)."""
-    sink = getattr(observer, "sink", None)
-    return any(
-        o is observer or (sink is not None and getattr(o, "sink", None) == sink) for o in observers
-    )

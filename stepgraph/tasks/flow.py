@@ -32,6 +32,8 @@ from ..core.text import error_text, short_repr
 from ..errors import BackendError, DependencyFailed, StepgraphError, TaskFailed
 from ..limits import Limiter, LimiterGate, gate_for, gate_of, limited
 from ..runtime.clock import SYSTEM_CLOCK, Clock
+from ..runtime.observers import heard_by
+from ..runtime.scope import current_scope
 from .dag import CANCEL, FAIL, START, Dag, DagCommand
 from .futures import _BLOCK_ID, _WORKFLOW_ID, TaskFuture, workflow_scope
 from .observers import TaskObserver, ambient_observers
@@ -319,7 +321,20 @@ class TaskFlow:
             log = event_log_of(event_log, "TaskFlow")
             if log is not None:
                 watchers.append(log)
-        watchers += [o for o in ambient_observers() if o not in watchers]
+        scope = current_scope()  # made by a step of a run: the run's event log records it too
+        self.parent_run_id: str | None = None if scope is None else scope.run.run_id
+        """The run whose step made this flow (None: made outside any step)."""
+        self.parent_step: str | None = (
+            None if scope is None else scope.run.graph.nodes[scope.node].name
+        )
+        """That step's name."""
+        followed = () if scope is None else getattr(scope.run, "observers", ())
+        for observer in (
+            *ambient_observers(),
+            *(o for o in followed if isinstance(o, TaskObserver) and o.follows_task_flows),
+        ):
+            if not heard_by(watchers, observer):
+                watchers.append(observer)
         self.observers: tuple[TaskObserver, ...] = tuple(watchers)
         self.uid = uid or f"flow.{uuid.uuid4().hex[:12]}"
         self.work_dir = Path(work_dir)

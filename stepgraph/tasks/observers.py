@@ -24,6 +24,10 @@ __all__ = ["TaskObserver", "ambient_observers", "observing_tasks"]
 class TaskObserver:
     """Base class of task observers: override the methods you need."""
 
+    follows_task_flows = False
+    """When it observes a run too (``observers=`` of a workflow): the task flows that
+    run's steps make are told to it as well."""
+
     def task_created(self, flow: TaskFlow, future: TaskFuture, dependencies: Sequence[str]) -> None:
         """A task or block was called; ``dependencies`` are the uids of its futures."""
 

@@ -225,6 +225,10 @@ class EventLog(RunObserver, TaskObserver):
     """A run started by a step of a run this log records (a sub-workflow's) is recorded
     too, its ``run_started`` naming the outer run as ``parent_run_id``."""
 
+    follows_task_flows = True
+    """A task flow made by a step of a run this log records is recorded too, its
+    ``flow_started`` naming that run (``run_id``) and step (``step``)."""
+
     def run_started(self, run: RunInfo) -> None:
         self._run_record(run, "run_started", mode=run.mode.value, parent_run_id=run.parent_run_id)
 
@@ -324,8 +328,11 @@ class EventLog(RunObserver, TaskObserver):
     def task_created(self, flow: TaskFlow, future: TaskFuture, dependencies: Sequence[str]) -> None:
         if id(flow) not in self._flows:  # its first task: the flow and its slots, first
             self._flows.add(id(flow))
-            started = _stamped(flow.clock, "flow_started")
-            self.write({**started, "flow_id": flow.uid, "capacity": flow.resources})
+            started = {**_stamped(flow.clock, "flow_started"), "flow_id": flow.uid}
+            if flow.parent_run_id is not None:  # made by a step of a run
+                started["run_id"] = flow.parent_run_id
+                started["step"] = flow.parent_step
+            self.write({**started, "capacity": flow.resources})
         self._task_record(flow, future, "task_created", dependencies=list(dependencies))
 
     def task_submitted(self, flow: TaskFlow, future: TaskFuture) -> None:

@@ -406,6 +406,80 @@ async def test_a_sub_workflow_logging_to_its_outer_runs_file_is_logged_once(
     assert len(inner_kinds) == len(set(inner_kinds))  # nothing twice
 
 
+class Campaign(Workflow):
+    """A step that runs a task flow; ``own_log``: the flow has an event log of its own."""
+
+    own_log: str | None = None
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        async with TaskFlow({"default": InlineBackend()}, event_log=self.own_log) as flow:
+
+            @flow.function_task
+            def square(x: int) -> int:
+                return x * x
+
+            total = sum(await asyncio.gather(*(square(i) for i in range(3))))
+        return StopEvent(result=total)
+
+
+@pytest.mark.parametrize("mode", ["superstep", "async"])
+async def test_a_task_flow_made_by_a_step_is_logged_with_its_run_and_step(
+    tmp_path: Path, mode: str
+) -> None:
+    log = tmp_path / "events.jsonl"
+    handler = Campaign(event_log=log, mode=mode).run()
+    assert await handler == 5
+    found = records(log)
+    (flow,) = [r for r in found if r["kind"] == "flow_started"]
+    assert flow["run_id"] == handler.run_id and flow["step"] == "start"
+    tasks = [r for r in found if r.get("flow_id") == flow["flow_id"] and r is not flow]
+    assert [r["kind"] for r in tasks].count("task_resolved") == 3
+    assert {r["task"] for r in tasks} == {"square"}
+    kinds_in_order = [r["kind"] for r in found]  # inside the step, before the run's end
+    assert (
+        kinds_in_order.index("step_started")
+        < kinds_in_order.index("flow_started")
+        < kinds_in_order.index("step_completed")
+        < kinds_in_order.index("run_completed")
+    )
+
+
+async def test_a_task_flow_logging_to_its_runs_file_is_logged_once_and_elsewhere_too(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "events.jsonl"
+    wf = Campaign(event_log=log)
+    wf.own_log = str(tmp_path / "." / "events.jsonl")  # the same file, named another way
+    assert await wf.run() == 5
+    resolved = [r for r in records(log) if r["kind"] == "task_resolved"]
+    assert len(resolved) == 3 == len({r["task_id"] for r in resolved})
+    other = tmp_path / "flow.jsonl"
+    wf.own_log = str(other)  # a file of its own: the flow is in both
+    handler = wf.run()
+    assert await handler == 5
+    for path in (log, other):
+        started = [r for r in records(path) if r["kind"] == "flow_started"]
+        assert started[-1]["run_id"] == handler.run_id
+        assert len([r for r in records(path) if r["kind"] == "task_resolved"]) == (
+            3 if path == other else 6
+        )
+
+
+async def test_a_task_flow_outside_any_step_names_no_run(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    async with TaskFlow({"default": InlineBackend()}, event_log=log) as flow:
+        assert flow.parent_run_id is None and flow.parent_step is None
+
+        @flow.function_task
+        def one() -> int:
+            return 1
+
+        assert await one() == 1
+    (started,) = [r for r in records(log) if r["kind"] == "flow_started"]
+    assert "run_id" not in started and "step" not in started
+
+
 NOT_UTF8 = os.fsdecode(b"r\xe9sum\xe9.csv")  # a file name as os.listdir gives it
 
 
