@@ -36,7 +36,7 @@ PG_DSN = os.environ.get("STEPGRAPH_TEST_PG", "postgresql://postgres@127.0.0.1:54
 # -- W1 durable ---------------------------------------------------------------------------------
 
 
-def _durable_chain(store: Store, mode: Mode) -> Callable[[int], Awaitable[Any]]:
+def durable_chain(store: Store, mode: Mode) -> Callable[[int], Awaitable[Any]]:
     """W1 runs, one after another, on one long-lived store (as an application keeps one)."""
     wf = Chain(timeout=None, mode=mode, store=store)
 
@@ -123,19 +123,19 @@ async def w1_durable(modes: list[Mode], reps: int, warmup: int) -> list[dict[str
             # a server's round trips would slow what is timed beside them
             groups: list[dict[str, Callable[[int], Awaitable[Any]]]] = [
                 {
-                    "durable": _durable_chain(stores[0], mode),
+                    "durable": durable_chain(stores[0], mode),
                     "plain": plain,
                     "raw": _raw_commits(directory / f"raw-{mode}.db", size, "NORMAL"),
                 },
                 {
-                    "durable-full": _durable_chain(stores[1], mode),
+                    "durable-full": durable_chain(stores[1], mode),
                     "plain-full": plain,
                     "raw-full": _raw_commits(directory / f"raw-full-{mode}.db", size, "FULL"),
                 },
             ]
             if pg_missing is None:
                 stores.append(PostgresStore(PG_DSN, schema=f"bench_{os.getpid()}_{mode}"))
-                groups.append({"durable-pg": _durable_chain(stores[-1], mode)})
+                groups.append({"durable-pg": durable_chain(stores[-1], mode)})
             samples: dict[str, list[float]] = {}
             try:
                 for runners in groups:

@@ -6,10 +6,13 @@ Examples::
     python -m bench.peers --upgrade       # reinstall the latest peers first
     python -m bench.peers --quick --only w1
     python -m bench.peers --only w4       # task DAGs: radical.asyncflow and dask
+    python -m bench.peers --only w1d      # durable W1: langgraph, agent-framework, dbos
     python -m bench.peers --here          # run in this interpreter (peers installed here)
 
 W4 (task DAGs, :mod:`bench.tasks`) times stepgraph's TaskFlow on InlineBackend and on
-ThreadBackend and the plain-asyncio DAG, then each peer that has a W4.
+ThreadBackend and the plain-asyncio DAG, then each peer that has a W4. W1d (W1, 200 hops,
+a durable write per hop on SQLite files) times stepgraph on SqliteStore in both modes,
+then each peer's own durable checkpointing.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import importlib
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from bench.suite import WORKLOADS, Workload
 from bench.timing import Runner, measure, median
 from bench.workloads import MODES
 from stepgraph.backends import InlineBackend, ThreadBackend
+from stepgraph.stores import SqliteStore
 
 PEER_MODULES = {
     "agent_framework_core": "agent-framework-core",
@@ -36,6 +41,7 @@ PEER_MODULES = {
     "langgraph_stategraph": "langgraph",
     "radical_asyncflow": "radical.asyncflow",
     "dask_distributed": "distributed",
+    "dbos_transact": "dbos",
 }
 """Module of ``bench.peers`` → the distribution it benchmarks."""
 
@@ -47,7 +53,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="2 repetitions, 1 warm-up")
     parser.add_argument("--reps", type=int, help="timed repetitions (default 5)")
-    parser.add_argument("--only", help="comma-separated subset of w1,w2,w3,w4 (default: all)")
+    parser.add_argument("--only", help="comma-separated subset of w1,w2,w3,w1d,w4 (default: all)")
     parser.add_argument("--upgrade", action="store_true", help="reinstall the latest peers")
     parser.add_argument("--here", action="store_true", help="use this interpreter, no venv")
     parser.add_argument(
@@ -59,7 +65,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.reps = args.reps or (2 if args.quick else 5)
     args.warmup = 1
-    keys = [*(w.key for w in WORKLOADS), "w4"]
+    keys = [*(w.key for w in WORKLOADS), "w1d", "w4"]
     args.only = [k.strip() for k in args.only.split(",")] if args.only else keys
     if unknown := set(args.only) - set(keys):
         parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}")
@@ -145,6 +151,42 @@ async def time_peer(
     }
 
 
+W1D_HOPS = 200
+
+
+async def time_w1d(peers: list[Peer], reps: int, warmup: int) -> list[dict[str, Any]]:
+    """W1d: W1 with a durable write per hop, on SQLite files: stepgraph's SqliteStore in
+    both modes (interleaved), then each peer's own SQLite or file checkpointing."""
+    from bench.durability import durable_chain
+
+    with tempfile.TemporaryDirectory() as name:
+        stores = {mode: SqliteStore(Path(name) / f"{mode}.db") for mode in MODES}
+        runners: dict[str, Runner] = {m: durable_chain(s, m) for m, s in stores.items()}
+        try:
+            samples = await measure(runners, W1D_HOPS, reps=reps, warmup=warmup)
+        finally:
+            for store in stores.values():
+                store.close()
+    ours = {mode: median(samples[mode]) for mode in MODES}
+    base = {"workload": "w1d", "unit": "hop", "size": W1D_HOPS}
+    entries: list[dict[str, Any]] = [
+        {
+            **base,
+            "contender": "stepgraph",
+            "mode": mode,
+            "us_per_unit": round(us, 3),
+            "note": "SqliteStore, synchronous=normal",
+        }
+        for mode, us in ours.items()
+    ]
+    for peer in peers:
+        for key in ("w1d", "w1d-default"):
+            spec = peer.workloads.get(key)
+            if spec is not None:
+                entries.append(await time_peer(peer, spec, base, ours, reps, warmup))
+    return entries
+
+
 W4_CONTENDERS = ("inline", "thread")
 """stepgraph's W4 contenders: TaskFlow on InlineBackend and on ThreadBackend."""
 
@@ -211,6 +253,8 @@ async def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict
         for workload in WORKLOADS:
             if workload.key in args.only:
                 entries += await time_workload(workload, peers, args.reps, args.warmup)
+        if "w1d" in args.only:
+            entries += await time_w1d(peers, args.reps, args.warmup)
         if "w4" in args.only:
             entries += await time_w4(peers, args.reps, args.warmup)
     finally:
@@ -239,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report.format_table(W4_HEADERS, table_rows(dags, W4_CONTENDERS)))
     print(
         f"\nMedians of {args.reps} repetitions after {args.warmup} warm-up; 'sg superstep', "
-        "'sg async' (w1-w3), 'sg inline' and 'sg thread' (w4) say how many times faster "
+        "'sg async' (w1-w3, w1d), 'sg inline' and 'sg thread' (w4) say how many times faster "
         "stepgraph is than that contender (per unit).\n"
         f"Took {time.perf_counter() - started:.1f} s."
     )

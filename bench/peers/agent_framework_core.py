@@ -2,14 +2,24 @@
 
 Messages are plain dataclasses; an executor's ``@handler`` receives one and sends the next
 with ``ctx.send_message`` or ends with ``ctx.yield_output``. The chain is a self-loop edge.
+W1d is the chain with ``checkpoint_storage=FileCheckpointStorage(folder)``: a checkpoint per
+superstep, a JSON file each.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass
 
-from agent_framework import Executor, WorkflowBuilder, WorkflowContext, handler
+from agent_framework import (
+    Executor,
+    FileCheckpointStorage,
+    WorkflowBuilder,
+    WorkflowContext,
+    handler,
+)
 
 from bench.peers.common import Peer, PeerWorkload
 
@@ -127,6 +137,20 @@ def load() -> Peer:
         .add_edge(hop, hop)
         .build()
     )
+    folder = tempfile.mkdtemp(prefix="bench-agent-framework-")
+    durable_start, durable_hop = ChainStart(id="start"), Hop(id="hop")
+    durable_wf = (
+        WorkflowBuilder(
+            max_iterations=MAX_SUPERSTEPS,
+            start_executor=durable_start,
+            checkpoint_storage=FileCheckpointStorage(
+                folder, allowed_checkpoint_types=[f"{Ping.__module__}:{Ping.__qualname__}"]
+            ),
+        )
+        .add_edge(durable_start, durable_hop)
+        .add_edge(durable_hop, durable_hop)
+        .build()
+    )
     fan, work, gather = FanStart(id="start"), Work(id="work"), Gather(id="gather")
     fan_wf = WorkflowBuilder(start_executor=fan).add_edge(fan, work).add_edge(work, gather).build()
     one, two, three = StepOne(id="one"), StepTwo(id="two"), StepThree(id="three")
@@ -135,6 +159,13 @@ def load() -> Peer:
     async def chain(hops: int) -> None:
         outputs = (await chain_wf.run(hops)).get_outputs()
         assert outputs == [hops], outputs
+
+    async def durable_chain(hops: int) -> None:
+        outputs = (await durable_wf.run(hops)).get_outputs()
+        assert outputs == [hops], outputs
+
+    async def close() -> None:
+        shutil.rmtree(folder, ignore_errors=True)
 
     async def fan_out(n: int) -> None:
         outputs = (await fan_wf.run(n)).get_outputs()
@@ -152,5 +183,7 @@ def load() -> Peer:
             "w1": PeerWorkload(chain),
             "w2": PeerWorkload(fan_out),
             "w3": PeerWorkload(startup),
+            "w1d": PeerWorkload(durable_chain, note="FileCheckpointStorage", reps=5),
         },
+        close=close,
     )

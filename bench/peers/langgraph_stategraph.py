@@ -2,12 +2,19 @@
 
 W1 is one node with a conditional edge back to itself (the recursion limit is raised to the
 hop count); W2 fans out with ``Send`` (at most 8 at once, like ``num_workers=8``) and fans in
-through an ``operator.add`` reducer; W3 is three nodes in a row.
+through an ``operator.add`` reducer; W3 is three nodes in a row. W1d is W1 with a checkpoint
+per superstep in SQLite (``AsyncSqliteSaver``, from ``langgraph-checkpoint-sqlite``), each
+run a new thread: ``durability="sync"`` (the checkpoint is written before the next step
+starts, as stepgraph's), and ``"async"`` (LangGraph's default: written while it runs).
 """
 
 from __future__ import annotations
 
 import operator
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -72,11 +79,16 @@ async def _add_one(state: ThreeState) -> dict[str, Any]:
     return {"x": state["x"] + 1}
 
 
-def _build() -> tuple[Any, Any, Any]:
+def _chain_graph() -> Any:
     chain = StateGraph(ChainState)
     chain.add_node("hop", _hop)
     chain.add_edge(START, "hop")
     chain.add_conditional_edges("hop", _hop_route, ["hop", END])
+    return chain
+
+
+def _build() -> tuple[Any, Any, Any]:
+    chain = _chain_graph()
 
     fan = StateGraph(FanState)
     fan.add_node("fan", _fan)
@@ -116,6 +128,36 @@ def load() -> Peer:
             state = await three_graph.ainvoke({"x": 0})
             assert state["x"] == 3, state
 
+    folder = Path(tempfile.mkdtemp(prefix="bench-langgraph-"))
+    saved: dict[str, Any] = {}  # the saver and its graph, made in the event loop on first use
+
+    async def durable_graph() -> Any:
+        if not saved:
+            import aiosqlite
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+            conn = await aiosqlite.connect(str(folder / "checkpoints.db"))
+            saver = AsyncSqliteSaver(conn)
+            await saver.setup()
+            saved.update(conn=conn, graph=_chain_graph().compile(checkpointer=saver))
+        return saved["graph"]
+
+    def durable_chain(durability: str) -> Any:
+        async def run(hops: int) -> None:
+            graph = await durable_graph()
+            config = {"recursion_limit": hops + 10, "configurable": {"thread_id": uuid.uuid4().hex}}
+            state = await graph.ainvoke(
+                {"n": 0, "hops": hops}, config=config, durability=durability
+            )
+            assert state["n"] == hops, state
+
+        return run
+
+    async def close() -> None:
+        if saved:
+            await saved["conn"].close()
+        shutil.rmtree(folder, ignore_errors=True)
+
     return Peer(
         name="langgraph",
         dist="langgraph",
@@ -123,5 +165,12 @@ def load() -> Peer:
             "w1": PeerWorkload(chain),
             "w2": PeerWorkload(fan_out),
             "w3": PeerWorkload(startup),
+            "w1d": PeerWorkload(
+                durable_chain("sync"), note="AsyncSqliteSaver, durability=sync", reps=5
+            ),
+            "w1d-default": PeerWorkload(
+                durable_chain("async"), note="AsyncSqliteSaver, durability=async (default)", reps=5
+            ),
         },
+        close=close,
     )

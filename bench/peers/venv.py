@@ -21,8 +21,10 @@ PEER_DISTS = (
     "llama-index-workflows",
     "agent-framework-core",
     "langgraph",
+    "langgraph-checkpoint-sqlite",
     "radical.asyncflow",
     "distributed",
+    "dbos",
 )
 CHILD_FLAG = "STEPGRAPH_BENCH_PEERS_CHILD"
 

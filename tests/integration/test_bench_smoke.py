@@ -164,3 +164,30 @@ def test_a_subset_run_never_writes_over_the_full_runs_figures() -> None:
     assert parse_args(["--only", "distributed"]).output.name == "distributed.json"
     assert parse_args(["--only", "w1,memory"]).output.name == "only.json"
     assert parse_args(["--only", "w1", "--output", "x.json"]).output == Path("x.json")
+
+
+def test_the_durable_peer_comparison_runs_with_the_peers_at_hand(tmp_path: Path) -> None:
+    """``python -m bench.peers --only w1d --here``: stepgraph's durable W1 in both modes,
+    then each peer installed here (a missing one is skipped with its reason)."""
+    output = tmp_path / "peers.json"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.peers", "--here", "--only", "w1d", "--reps", "1"),
+            *("--output", str(output)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(output.read_text())
+    ours = {r["mode"]: r for r in document["results"] if r["contender"] == "stepgraph"}
+    assert set(ours) == {"superstep", "async"}
+    assert all(
+        r["workload"] == "w1d" and r["size"] == 200 and r["us_per_unit"] > 0 for r in ours.values()
+    )
+    peers = [r for r in document["results"] if r["contender"] != "stepgraph"]
+    assert all(r["stepgraph_speedup"]["superstep"] > 0 for r in peers)
+    assert "w1d stepgraph (superstep)" in done.stdout
