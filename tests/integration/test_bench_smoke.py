@@ -15,20 +15,26 @@ ROOT = Path(__file__).resolve().parents[2]
 SEPARATE = ("tasks", "telemetry", "distributed")
 
 
-def test_the_benchmark_harness_runs_every_workload_and_writes_its_json(tmp_path: Path) -> None:
-    output = tmp_path / "latest.json"
-    done = subprocess.run(
-        [
-            *(sys.executable, "-X", "faulthandler", "-m", "bench", "--quick", "--reps", "1"),
-            *("--max-size", "10000", "--output", str(output)),
-            # W4 (tasks), telemetry and distributed have tests of their own, below, at a tiny size
-            *("--only", ",".join(c for c in CHOICES if c not in SEPARATE)),
-        ],
+def _bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in the repository, its output captured."""
+    return subprocess.run(
+        [sys.executable, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
+    )
+
+
+def test_the_benchmark_harness_runs_every_workload_and_writes_its_json(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    done = _bench(
+        *("-X", "faulthandler", "-m", "bench", "--quick", "--reps", "1"),
+        *("--max-size", "10000", "--output", str(output)),
+        # W4 (tasks), telemetry and distributed have tests of their own, below, at a tiny size
+        *("--only", ",".join(c for c in CHOICES if c not in SEPARATE)),
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     document = json.loads(output.read_text())
@@ -49,16 +55,10 @@ def test_the_benchmark_harness_runs_every_workload_and_writes_its_json(tmp_path:
 def test_the_task_dag_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -> None:
     """W4 (``--only tasks``) with 2-layer DAGs: a few seconds, most of it Dask's start."""
     output = tmp_path / "tasks.json"
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "bench", "--only", "tasks", "--quick", "--reps", "1"),
-            *("--task-layers", "2", "--output", str(output)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    done = _bench(
+        *("-m", "bench", "--only", "tasks", "--quick", "--reps", "1"),
+        *("--task-layers", "2", "--output", str(output)),
         timeout=120,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     results = json.loads(output.read_text())["results"]
@@ -93,16 +93,10 @@ def test_the_task_dag_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -> N
 def test_the_telemetry_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -> None:
     """``--only telemetry``: W1 and a 2-layer W4 with spans and the event log on and off."""
     output = tmp_path / "telemetry.json"
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "bench", "--only", "telemetry", "--quick", "--reps", "1"),
-            *("--task-layers", "2", "--output", str(output)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    done = _bench(
+        *("-m", "bench", "--only", "telemetry", "--quick", "--reps", "1"),
+        *("--task-layers", "2", "--output", str(output)),
         timeout=120,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     results = json.loads(output.read_text())["results"]
@@ -122,17 +116,11 @@ def test_the_distributed_group_runs_at_a_tiny_size_and_renders(tmp_path: Path) -
     """``--only distributed`` with batches of 5 runs, one worker and no kill: a few seconds
     (a skipped entry, with the reason, when no PostgreSQL server answers)."""
     output = tmp_path / "distributed.json"
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "bench", "--only", "distributed", "--quick", "--reps", "1"),
-            *("--dist-runs", "5", "--dist-workers", "1", "--dist-kills", "0"),
-            *("--output", str(output)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    done = _bench(
+        *("-m", "bench", "--only", "distributed", "--quick", "--reps", "1"),
+        *("--dist-runs", "5", "--dist-workers", "1", "--dist-kills", "0"),
+        *("--output", str(output)),
         timeout=120,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     results = json.loads(output.read_text())["results"]
@@ -170,16 +158,10 @@ def test_the_durable_peer_comparison_runs_with_the_peers_at_hand(tmp_path: Path)
     """``python -m bench.peers --only w1d --here``: stepgraph's durable W1 in both modes,
     then each peer installed here (a missing one is skipped with its reason)."""
     output = tmp_path / "peers.json"
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "bench.peers", "--here", "--only", "w1d", "--reps", "1"),
-            *("--output", str(output)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    done = _bench(
+        *("-m", "bench.peers", "--here", "--only", "w1d", "--reps", "1"),
+        *("--output", str(output)),
         timeout=120,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     document = json.loads(output.read_text())
