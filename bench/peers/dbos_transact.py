@@ -32,7 +32,13 @@ async def _chain(hops: int) -> int:
 def load() -> Peer:
     """Configure and launch DBOS on a SQLite file; the peer with its W1d runner."""
     folder = Path(tempfile.mkdtemp(prefix="bench-dbos-"))
-    DBOS(config={"name": "stepgraph-bench", "system_database_url": f"sqlite:///{folder}/dbos.db"})
+    DBOS(
+        config={
+            "name": "stepgraph-bench",
+            "system_database_url": f"sqlite:///{folder}/dbos.db",
+            "log_level": "WARNING",  # (its start-up otherwise logs each schema migration)
+        }
+    )
     DBOS.launch()
 
     async def durable_chain(hops: int) -> None:
