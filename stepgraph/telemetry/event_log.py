@@ -65,16 +65,6 @@ EVENT_LOG_SCHEMA = str(Path(__file__).with_name("event_log.schema.json"))
 """The path of the JSON Schema every line of an event log validates against."""
 
 
-def _stamped(clock: Clock, kind: str) -> dict[str, Any]:
-    """What every record starts with: its schema version, kind, and both times."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": kind,
-        "time": clock.wall(),
-        "monotonic": clock.monotonic(),
-    }
-
-
 def _error(error: BaseException | None) -> dict[str, str] | None:
     if error is None:
         return None
@@ -91,6 +81,30 @@ def _writable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_writable(v) for v in value]
     return value
+
+
+def _json(value: Any) -> str:
+    """``value`` as JSON text, as :meth:`EventLog.write` writes it."""
+    try:
+        return to_json(value, fallback=repr).decode()
+    except ValueError:  # a str JSON cannot hold (a lone surrogate: a file name, say)
+        return to_json(_writable(value), fallback=repr).decode()
+
+
+def _text(value: str) -> str:
+    """A str as JSON text: as it is between quotes when nothing in it needs escaping (an
+    id, a name: most), else as :func:`_json` writes it."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return _json(value)
+
+
+def _fields(fields: Mapping[str, Any]) -> str:
+    """``,"key":value`` for each of ``fields`` that is not None, as JSON text."""
+    return "".join(f',"{key}":{_json(value)}' for key, value in fields.items() if value is not None)
+
+
+_KEPT = 4096  # names (and runs) whose JSON text a log keeps: steps, event types, backends
 
 
 class EventLog(RunObserver, TaskObserver):
@@ -111,7 +125,9 @@ class EventLog(RunObserver, TaskObserver):
         self._pending: list[bytes] = []
         self._size = 0
         self._scheduled: set[asyncio.AbstractEventLoop] = set()  # loops due to flush
-        self._tasks: dict[tuple[int, int], dict[str, Any]] = {}  # a task's repeated fields
+        self._tasks: dict[tuple[int, int], str] = {}  # a task's repeated fields, as JSON
+        self._names: dict[str, str] = {}  # a name (a step's, an event type's) as JSON
+        self._runs: dict[str, str] = {}  # a run's id and workflow, as JSON, by its id
         self._flows: set[int] = set()  # the flows whose start (and capacity) is logged
 
     # -- writing ------------------------------------------------------------------------------
@@ -128,6 +144,43 @@ class EventLog(RunObserver, TaskObserver):
             data = to_json(record, fallback=repr) + b"\n"  # compact JSON, several times faster
         except ValueError:  # a str JSON cannot hold (a lone surrogate: a file name, say)
             data = to_json(_writable(record), fallback=repr) + b"\n"
+        self._append(data)
+
+    def _line(self, clock: Clock, kind: str, fields: str) -> None:
+        """Append a record of ``kind`` stamped by ``clock``, its other ``fields`` given
+        as JSON text (``,"key":value`` each): what :meth:`write` writes of the same record,
+        made without building it (the records of every step and task)."""
+        wall, monotonic = clock.wall(), clock.monotonic()
+        if type(wall) is float and type(monotonic) is float:  # both in one call: its
+            times = to_json((wall, monotonic)).decode()  # numbers, written several times
+            wall_text, monotonic_text = times[1:-1].split(",")  # faster than repr does
+        else:
+            wall_text, monotonic_text = _json(wall), _json(monotonic)
+        self._append(
+            f'{{"schema_version":{SCHEMA_VERSION},"kind":"{kind}","time":{wall_text},'
+            f'"monotonic":{monotonic_text}{fields}}}\n'.encode()
+        )
+
+    def _name(self, name: str) -> str:
+        """``name`` as JSON text (kept: the same few names come again and again)."""
+        text = self._names.get(name)
+        if text is None:
+            if len(self._names) >= _KEPT:
+                self._names.clear()
+            text = self._names[name] = _text(name)
+        return text
+
+    def _run_fields(self, run: RunInfo) -> str:
+        """``,"run_id":...,"workflow":...``: what every record of ``run`` starts with."""
+        text = self._runs.get(run.run_id)
+        if text is None:
+            if len(self._runs) >= _KEPT:
+                self._runs.clear()
+            text = f',"run_id":{_text(run.run_id)},"workflow":{self._name(run.telemetry_name)}'
+            self._runs[run.run_id] = text
+        return text
+
+    def _append(self, data: bytes) -> None:
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -211,15 +264,7 @@ class EventLog(RunObserver, TaskObserver):
     # -- step runs ----------------------------------------------------------------------------
 
     def _run_record(self, run: RunInfo, kind: str, **fields: Any) -> None:
-        record: dict[str, Any] = {
-            **_stamped(run.clock, kind),
-            "run_id": run.run_id,
-            "workflow": run.telemetry_name,
-        }
-        for key, value in fields.items():
-            if value is not None:
-                record[key] = value
-        self.write(record)
+        self._line(run.clock, kind, self._run_fields(run) + _fields(fields))
 
     follows_sub_runs = True
     """A run started by a step of a run this log records (a sub-workflow's) is recorded
@@ -235,25 +280,28 @@ class EventLog(RunObserver, TaskObserver):
     def step_started(
         self, run: RunInfo, step: str, invocation: int, attempt: int, message: object
     ) -> None:
-        superstep = run.state.superstep if run.mode is Mode.SUPERSTEP else None  # (async: none)
-        self._run_record(
-            run,
-            "step_started",
-            step=step,
-            invocation=invocation,
-            attempt=attempt,
-            event=type(message).__name__,
-            superstep=superstep,
-            backend=step_backend(run, invocation, message),
+        name = self._name
+        fields = (
+            f'{self._run_fields(run)},"step":{name(step)},"invocation":{invocation},'
+            f'"attempt":{attempt},"event":{name(type(message).__name__)}'
         )
+        if run.mode is Mode.SUPERSTEP:  # (async: no superstep)
+            fields += f',"superstep":{run.state.superstep}'
+        backend = name(step_backend(run, invocation, message))
+        self._line(run.clock, "step_started", f'{fields},"backend":{backend}')
 
     def step_ended(
         self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick | None
     ) -> None:
-        where = {"step": step, "invocation": invocation, "attempt": attempt}
         if isinstance(outcome, StepCompleted):
-            self._run_record(run, "step_completed", **where)
-        elif isinstance(outcome, AttemptFailed):
+            fields = (
+                f'{self._run_fields(run)},"step":{self._name(step)},"invocation":{invocation},'
+                f'"attempt":{attempt}'
+            )
+            self._line(run.clock, "step_completed", fields)
+            return
+        where = {"step": step, "invocation": invocation, "attempt": attempt}
+        if isinstance(outcome, AttemptFailed):
             error = {"type": outcome.failure.type_name, "message": outcome.failure.message}
             self._run_record(run, "step_retried", error=error, retry_in=outcome.retry_in, **where)
         elif isinstance(outcome, StepFailed) and outcome.failure is not None:
@@ -261,7 +309,8 @@ class EventLog(RunObserver, TaskObserver):
             self._run_record(run, "step_failed", error=error, **where)
 
     def superstep_ended(self, run: RunInfo, superstep: int) -> None:
-        self._run_record(run, "superstep_completed", superstep=superstep)
+        fields = f'{self._run_fields(run)},"superstep":{superstep}'
+        self._line(run.clock, "superstep_completed", fields)
 
     def tick(self, run: RunInfo, tick: Tick, commands: Sequence[Command]) -> None:
         for command in commands:  # an input request a step returned, announced
@@ -293,47 +342,48 @@ class EventLog(RunObserver, TaskObserver):
             RunStatus.CANCELLED: "run_detached" if run.detached else "run_cancelled",
         }.get(status, "run_" + status.value)
         self._run_record(run, kind, error=_error(error) if status is RunStatus.FAILED else None)
+        self._runs.pop(run.run_id, None)
         self.flush()  # the run's records are in the file before awaiting it returns
 
     # -- task flows ---------------------------------------------------------------------------
 
     def _task_record(
-        self, flow: TaskFlow, future: TaskFuture, kind: str, end: bool = False, **fields: Any
+        self, flow: TaskFlow, future: TaskFuture, kind: str, more: str = "", end: bool = False
     ) -> None:
+        """A record of ``kind`` for ``future``'s task; ``more``: its other fields, as JSON
+        text (``,"key":value`` each)."""
         key = (id(flow), future._task)
         base = self._tasks.pop(key, None) if end else self._tasks.get(key)
         if base is None:  # what every record of the task repeats, made once
             spec = future._spec
-            base = {
-                "flow_id": flow.uid,
-                "task_id": future.uid,
-                "task": spec.name,
-                "task_kind": spec.kind,
-                "backend": spec.backend,
-            }
+            name = self._name
+            base = (
+                f',"flow_id":{_text(flow.uid)},"task_id":{_text(future.uid)},'
+                f'"task":{name(spec.name)},"task_kind":{name(spec.kind)},'
+                f'"backend":{name(spec.backend)}'
+            )
             if future.workflow_id is not None:
-                base["workflow_id"] = future.workflow_id
+                base += f',"workflow_id":{_text(future.workflow_id)}'
             if future.block_id is not None:
-                base["block_id"] = future.block_id
+                base += f',"block_id":{_text(future.block_id)}'
             if spec.resources:
-                base["resources"] = spec.resources
+                base += f',"resources":{_json(spec.resources)}'
             if not end:
                 self._tasks[key] = base
-        record: dict[str, Any] = {**_stamped(flow.clock, kind), **base}
-        for name, value in fields.items():
-            if value is not None:
-                record[name] = value
-        self.write(record)
+        self._line(flow.clock, kind, base + more)
 
     def task_created(self, flow: TaskFlow, future: TaskFuture, dependencies: Sequence[str]) -> None:
         if id(flow) not in self._flows:  # its first task: the flow and its slots, first
             self._flows.add(id(flow))
-            started = {**_stamped(flow.clock, "flow_started"), "flow_id": flow.uid}
-            if flow.parent_run_id is not None:  # made by a step of a run
-                started["run_id"] = flow.parent_run_id
-                started["step"] = flow.parent_step
-            self.write({**started, "capacity": flow.resources})
-        self._task_record(flow, future, "task_created", dependencies=list(dependencies))
+            started = {
+                "flow_id": flow.uid,
+                "run_id": flow.parent_run_id,  # (None: made outside any step, left out)
+                "step": flow.parent_step,
+                "capacity": flow.resources,
+            }
+            self._line(flow.clock, "flow_started", _fields(started))
+        listed = ",".join(_text(uid) for uid in dependencies)
+        self._task_record(flow, future, "task_created", f',"dependencies":[{listed}]')
 
     def task_submitted(self, flow: TaskFlow, future: TaskFuture) -> None:
         self._task_record(flow, future, "task_submitted")
@@ -346,7 +396,7 @@ class EventLog(RunObserver, TaskObserver):
 
     def task_failed(self, flow: TaskFlow, future: TaskFuture, error: BaseException) -> None:
         error = body_error(error)  # what the body raised (as the task's span says)
-        self._task_record(flow, future, "task_failed", end=True, error=_error(error))
+        self._task_record(flow, future, "task_failed", f',"error":{_json(_error(error))}', end=True)
 
     def task_cancelled(self, flow: TaskFlow, future: TaskFuture) -> None:
         self._task_record(flow, future, "task_cancelled", end=True)
