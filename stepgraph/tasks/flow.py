@@ -328,7 +328,9 @@ class TaskFlow:
             None if scope is None else scope.run.graph.nodes[scope.node].name
         )
         """That step's name."""
-        followed = () if scope is None else getattr(scope.run, "observers", ())
+        followed = (  # (not once the run has ended: a task its step left behind made it)
+            () if scope is None or not scope.run.running else getattr(scope.run, "observers", ())
+        )
         for observer in (
             *ambient_observers(),
             *(o for o in followed if isinstance(o, TaskObserver) and o.follows_task_flows),

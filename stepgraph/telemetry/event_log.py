@@ -91,10 +91,17 @@ def _json(value: Any) -> str:
         return to_json(_writable(value), fallback=repr).decode()
 
 
-def _text(value: str) -> str:
-    """A str as JSON text: as it is between quotes when nothing in it needs escaping (an
-    id, a name: most), else as :func:`_json` writes it."""
-    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+def _text(value: object) -> str:
+    """An id or a name as JSON text: a plain str as it is between quotes when nothing in it
+    needs escaping (most), anything else (a str to escape, a str enum, a UUID) as
+    :func:`_json` writes it."""
+    if (
+        type(value) is str
+        and value.isascii()
+        and value.isprintable()
+        and '"' not in value
+        and "\\" not in value
+    ):
         return f'"{value}"'
     return _json(value)
 
@@ -127,7 +134,8 @@ class EventLog(RunObserver, TaskObserver):
         self._scheduled: set[asyncio.AbstractEventLoop] = set()  # loops due to flush
         self._tasks: dict[tuple[int, int], str] = {}  # a task's repeated fields, as JSON
         self._names: dict[str, str] = {}  # a name (a step's, an event type's) as JSON
-        self._runs: dict[str, str] = {}  # a run's id and workflow, as JSON, by its id
+        self._runs: dict[str, tuple[str, str]] = {}  # a run's id: its workflow, and both
+        # as JSON
         self._flows: set[int] = set()  # the flows whose start (and capacity) is logged
 
     # -- writing ------------------------------------------------------------------------------
@@ -163,6 +171,8 @@ class EventLog(RunObserver, TaskObserver):
 
     def _name(self, name: str) -> str:
         """``name`` as JSON text (kept: the same few names come again and again)."""
+        if type(name) is not str:  # (kept by equality: a str enum member is equal to its
+            return _json(name)  # value, True to 1, and they may not be written alike)
         text = self._names.get(name)
         if text is None:
             if len(self._names) >= _KEPT:
@@ -172,12 +182,14 @@ class EventLog(RunObserver, TaskObserver):
 
     def _run_fields(self, run: RunInfo) -> str:
         """``,"run_id":...,"workflow":...``: what every record of ``run`` starts with."""
-        text = self._runs.get(run.run_id)
-        if text is None:
-            if len(self._runs) >= _KEPT:
-                self._runs.clear()
-            text = f',"run_id":{_text(run.run_id)},"workflow":{self._name(run.telemetry_name)}'
-            self._runs[run.run_id] = text
+        name = run.telemetry_name
+        kept = self._runs.get(run.run_id)  # (a run id may be another workflow's run's too)
+        if kept is not None and kept[0] == name:
+            return kept[1]
+        if len(self._runs) >= _KEPT:
+            self._runs.clear()
+        text = f',"run_id":{_text(run.run_id)},"workflow":{self._name(name)}'
+        self._runs[run.run_id] = (name, text)
         return text
 
     def _append(self, data: bytes) -> None:

@@ -7,12 +7,14 @@ Every record any test of the suite writes is validated as it is written (see
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -478,6 +480,102 @@ async def test_a_task_flow_outside_any_step_names_no_run(tmp_path: Path) -> None
         assert await one() == 1
     (started,) = [r for r in records(log) if r["kind"] == "flow_started"]
     assert "run_id" not in started and "step" not in started
+
+
+class Where(str, enum.Enum):  # noqa: UP042 (not StrEnum: formatted, it gives "Where.GPU")
+    GPU = "gpu"
+
+
+class Ids(Workflow):
+    """A step that runs a task flow whose ids are not plain strs."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        flow = TaskFlow({Where.GPU: InlineBackend()}, uid=uuid.UUID(int=5))  # type: ignore[arg-type]
+        async with flow:
+
+            @flow.function_task(backend=Where.GPU)
+            def one() -> int:
+                return 1
+
+            async with flow.workflow_scope(Where.GPU):  # type: ignore[arg-type]
+                value = await one()
+        return StopEvent(result=value)
+
+
+async def test_ids_and_names_that_are_not_plain_strs_are_written_as_their_json_values(
+    tmp_path: Path,
+) -> None:
+    """A UUID as a run's or a flow's id, a str enum as a backend's name or a scope's: the
+    values pydantic writes for them, the same in every record."""
+    log = tmp_path / "events.jsonl"
+    handler = Ids(event_log=log).run(run_id=uuid.UUID(int=7))  # type: ignore[arg-type]
+    assert await handler == 1
+    found = records(log)
+    assert {r["run_id"] for r in found if "workflow" in r} == {str(uuid.UUID(int=7))}
+    tasks = [r for r in found if r["kind"].startswith("task_")]
+    assert {r["flow_id"] for r in tasks} == {str(uuid.UUID(int=5))}
+    assert {(r["backend"], r["workflow_id"]) for r in tasks} == {("gpu", "gpu")}
+    # a plain "gpu" later in the same log is written the same way
+    async with TaskFlow({"gpu": InlineBackend()}, event_log=EventLog(log)) as flow:
+        assert await flow.function_task(backend="gpu")(lambda: 2)() == 2
+    assert records(log)[-1]["backend"] == "gpu"
+
+
+class Alpha(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        await asyncio.sleep(0)
+        return StopEvent(result="a")
+
+
+class Beta(Alpha):
+    pass
+
+
+async def test_two_workflows_runs_of_one_run_id_on_one_log_are_each_named_by_its_own(
+    tmp_path: Path,
+) -> None:
+    log = EventLog(tmp_path / "events.jsonl")
+    results = await asyncio.gather(
+        Alpha(event_log=log).run(run_id="req-17"), Beta(event_log=log).run(run_id="req-17")
+    )
+    assert results == ["a", "a"]
+    found = records(log.path)
+    kinds = {w: [r["kind"] for r in found if r["workflow"] == w] for w in ("Alpha", "Beta")}
+    assert kinds["Alpha"] == kinds["Beta"]  # each its own records, none taken for the other's
+    assert kinds["Alpha"][0] == "run_started" and kinds["Alpha"][-1] == "run_completed"
+    assert "step_completed" in kinds["Alpha"]
+
+
+class LeavesATask(Workflow):
+    """A step that leaves a task behind; the task makes a flow after the run has ended."""
+
+    left: asyncio.Future[int] | None = None
+    go: asyncio.Event | None = None
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        go = self.go = asyncio.Event()
+
+        async def later() -> int:
+            await go.wait()
+            async with TaskFlow({"default": InlineBackend()}) as flow:
+                return int(await flow.function_task(lambda: 3)())
+
+        self.left = asyncio.ensure_future(later())
+        return StopEvent(result=0)
+
+
+async def test_a_flow_made_after_its_run_ended_is_not_in_that_runs_log(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    wf = LeavesATask(event_log=log)
+    assert await wf.run() == 0
+    assert wf.go is not None and wf.left is not None
+    wf.go.set()
+    assert await wf.left == 3
+    assert records(log)[-1]["kind"] == "run_completed"
+    assert not [r for r in records(log) if r["kind"].startswith(("flow_", "task_"))]
 
 
 NOT_UTF8 = os.fsdecode(b"r\xe9sum\xe9.csv")  # a file name as os.listdir gives it
