@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, tasks
+from bench.durability import durable_chain
 from bench.peers import venv
 from bench.peers.common import Peer, PeerWorkload
 from bench.suite import WORKLOADS, Workload
@@ -157,8 +158,6 @@ W1D_HOPS = 200
 async def time_w1d(peers: list[Peer], reps: int, warmup: int) -> list[dict[str, Any]]:
     """W1d: W1 with a durable write per hop, on SQLite files: stepgraph's SqliteStore in
     both modes (interleaved), then each peer's own SQLite or file checkpointing."""
-    from bench.durability import durable_chain
-
     with tempfile.TemporaryDirectory() as name:
         stores = {mode: SqliteStore(Path(name) / f"{mode}.db") for mode in MODES}
         runners: dict[str, Runner] = {m: durable_chain(s, m) for m, s in stores.items()}

@@ -289,14 +289,19 @@ class EventLog(RunObserver, TaskObserver):
     def run_started(self, run: RunInfo) -> None:
         self._run_record(run, "run_started", mode=run.mode.value, parent_run_id=run.parent_run_id)
 
+    def _step_fields(self, run: RunInfo, step: str, invocation: int, attempt: int) -> str:
+        """What every record of a step attempt starts with, as JSON text."""
+        return (
+            f'{self._run_fields(run)},"step":{self._name(step)},"invocation":{invocation},'
+            f'"attempt":{attempt}'
+        )
+
     def step_started(
         self, run: RunInfo, step: str, invocation: int, attempt: int, message: object
     ) -> None:
         name = self._name
-        fields = (
-            f'{self._run_fields(run)},"step":{name(step)},"invocation":{invocation},'
-            f'"attempt":{attempt},"event":{name(type(message).__name__)}'
-        )
+        fields = self._step_fields(run, step, invocation, attempt)
+        fields += f',"event":{name(type(message).__name__)}'
         if run.mode is Mode.SUPERSTEP:  # (async: no superstep)
             fields += f',"superstep":{run.state.superstep}'
         backend = name(step_backend(run, invocation, message))
@@ -306,19 +311,18 @@ class EventLog(RunObserver, TaskObserver):
         self, run: RunInfo, step: str, invocation: int, attempt: int, outcome: Tick | None
     ) -> None:
         if isinstance(outcome, StepCompleted):
-            fields = (
-                f'{self._run_fields(run)},"step":{self._name(step)},"invocation":{invocation},'
-                f'"attempt":{attempt}'
-            )
-            self._line(run.clock, "step_completed", fields)
-            return
-        where = {"step": step, "invocation": invocation, "attempt": attempt}
-        if isinstance(outcome, AttemptFailed):
-            error = {"type": outcome.failure.type_name, "message": outcome.failure.message}
-            self._run_record(run, "step_retried", error=error, retry_in=outcome.retry_in, **where)
+            kind, more = "step_completed", ""
+        elif isinstance(outcome, AttemptFailed):
+            failure = outcome.failure
+            error = {"type": failure.type_name, "message": failure.message}
+            kind, more = "step_retried", _fields({"error": error, "retry_in": outcome.retry_in})
         elif isinstance(outcome, StepFailed) and outcome.failure is not None:
-            error = {"type": outcome.failure.type_name, "message": outcome.failure.message}
-            self._run_record(run, "step_failed", error=error, **where)
+            failure = outcome.failure
+            error = {"type": failure.type_name, "message": failure.message}
+            kind, more = "step_failed", _fields({"error": error})
+        else:
+            return
+        self._line(run.clock, kind, self._step_fields(run, step, invocation, attempt) + more)
 
     def superstep_ended(self, run: RunInfo, superstep: int) -> None:
         fields = f'{self._run_fields(run)},"superstep":{superstep}'
