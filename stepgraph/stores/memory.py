@@ -25,7 +25,7 @@ from .base import (
     checkpoint_id,
     checkpoint_seq,
 )
-from .queue import Message, StoredEvent, Wakeups, check_postable, take_each
+from .queue import Message, StoredEvent, Wakeups, check_postable, idle_until, take_each
 from .results import StoreResults
 
 __all__ = ["MemoryStore"]
@@ -251,11 +251,14 @@ class MemoryStore(StoreResults):
                 elif status is StoredStatus.RUNNING:
                     if until is not None and until >= now:
                         continue
-                elif status is StoredStatus.PAUSED:  # its lease ran out, or idle and answered
-                    if until is None:
-                        if not any(m.run_id == record.run_id for m in self._inbox):
-                            continue
-                    elif until >= now:
+                elif status is StoredStatus.PAUSED:
+                    # taken when its lease ran out or its timer is due, or, given up as
+                    # idle, once answered
+                    due = until is not None and until < now
+                    if not due and (
+                        record.worker is not None
+                        or not any(m.run_id == record.run_id for m in self._inbox)
+                    ):
                         continue
                 else:
                     continue
@@ -280,14 +283,22 @@ class MemoryStore(StoreResults):
                     run.record = replace(run.record, worker=owner)
                     run.lease_until = until
 
-    async def unclaim(self, owner: str, run_ids: Sequence[str], *, idle: bool = False) -> None:
+    async def unclaim(
+        self,
+        owner: str,
+        run_ids: Sequence[str],
+        *,
+        idle: bool = False,
+        wake_in: float | None = None,
+    ) -> None:
         now = time.time()
+        until = idle_until(now, idle, wake_in)
         with self._lock:
             for run_id in run_ids:
                 run = self._runs.get(run_id)
                 if run is not None and run.record.worker == owner:
                     run.record = replace(run.record, worker=None)
-                    run.lease_until = None if idle else now
+                    run.lease_until = until
         self._work.notify()
 
     async def post(self, run_id: str, data: bytes) -> None:
