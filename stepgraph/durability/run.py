@@ -455,7 +455,7 @@ class DurableRun(Run):
         commands = apply(self.state, tick)
         record = self._new_record()
         first = self._commit(
-            checkpoint=self._checkpoint(StoredStatus.RUNNING, full=True),
+            checkpoint=self._first_checkpoint(StoredStatus.RUNNING, message),
             status=StoredStatus.RUNNING,
         )
         self._written = StoredStatus.RUNNING
@@ -482,8 +482,24 @@ class DurableRun(Run):
         tick = RunStarted(run_id=self.run_id, start=message, at=self._wall())
         apply(self.state, tick)  # its first checkpoint: the start step about to run
         record = self._new_record(status=StoredStatus.QUEUED, queue=queue)
-        first = self._commit(checkpoint=self._checkpoint(StoredStatus.QUEUED, full=True))
+        first = self._commit(checkpoint=self._first_checkpoint(StoredStatus.QUEUED, message))
         return await self._db.create_run(record, first) is None
+
+    def _first_checkpoint(self, status: StoredStatus, message: object) -> CheckpointWrite:
+        """The checkpoint a new run is created with (its start event, about to be taken).
+
+        Raises:
+            SerializationError: the start event cannot be stored: the run is not created
+                (the message names it and its workflow).
+        """
+        try:
+            return self._checkpoint(status, full=True)
+        except SerializationError as exc:
+            raise SerializationError(
+                f"run {self.run_id!r} of workflow {self.name!r} cannot start: its start event "
+                f"({type(message).__name__}) cannot be stored, so the run was not created: "
+                f"{exc}"
+            ) from exc
 
     async def _create_run(self, record: RunRecord, first: Commit) -> RunRecord | None:
         """Create the run's record with its first checkpoint (observers hear of it); the
@@ -678,6 +694,13 @@ class DurableRun(Run):
                 f"checkpoint {cp!r} of run {run_id!r} is corrupt: the store lists it at "
                 f"superstep {stored.info.superstep}, its content is of superstep "
                 f"{frame['superstep']}",
+                run_id=run_id,
+                checkpoint_id=cp,
+            )
+        if frame["run_id"] != run_id:  # a row copied from another run, or rewritten
+            raise CheckpointError(
+                f"checkpoint {cp!r} of run {run_id!r} is corrupt: its content is the state "
+                f"of another run, {frame['run_id']!r}",
                 run_id=run_id,
                 checkpoint_id=cp,
             )

@@ -180,7 +180,7 @@ def encode(value: Any, where: str = "") -> Any:
                 data[name] = encode(item, f"{where} in {kind.__name__}.{name}")
         return {"$dataclass": [path, data]}
     raise SerializationError(
-        f"cannot write a {kind.__qualname__} ({short_repr(value)}) {where}: a journal holds JSON "
+        f"cannot write a {kind.__qualname__} ({short_repr(value)}) {where}: a store holds JSON "
         f"values, tuples, dicts, classes, enums, pydantic models (events) and dataclasses"
     )
 

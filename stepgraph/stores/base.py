@@ -36,6 +36,7 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from ..core.text import short_repr
+from ..errors import StoreError
 
 __all__ = [
     "ANOTHER_WRITER",
@@ -56,6 +57,7 @@ __all__ = [
     "read_count",
     "read_status",
     "read_time",
+    "status_wanted",
 ]
 
 ANOTHER_WRITER = "another coordinator wrote it (this one no longer holds the run)"
@@ -79,6 +81,23 @@ class StoredStatus(StrEnum):
 
 
 _FINAL = frozenset({StoredStatus.COMPLETED, StoredStatus.FAILED, StoredStatus.CANCELLED})
+
+
+def status_wanted(status: object) -> StoredStatus | None:
+    """The status ``list_runs(status=...)`` lists (None: every run).
+
+    Raises:
+        StoreError: ``status`` is not a run's status (the message lists those there are).
+    """
+    if status is None or isinstance(status, StoredStatus):
+        return status
+    if isinstance(status, str) and status in _STATUSES:
+        return StoredStatus(status)
+    names = ", ".join(repr(s) for s in _STATUSES)
+    raise StoreError(f"there is no run status {status!r}: a run's status is one of {names}")
+
+
+_STATUSES = tuple(str(s) for s in StoredStatus)
 
 
 def read_status(value: object, run_id: str, seq: int | None = None) -> StoredStatus:
@@ -355,7 +374,11 @@ class Store(Protocol):
         ...
 
     async def list_runs(self, status: str | None = None) -> list[RunRecord]:
-        """Every run, or the runs with ``status``, oldest first."""
+        """Every run, or the runs with ``status``, oldest first.
+
+        Raises:
+            StoreError: ``status`` is not a run's status (see :func:`status_wanted`).
+        """
         ...
 
     async def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:

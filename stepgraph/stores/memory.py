@@ -24,6 +24,7 @@ from .base import (
     StoredStatus,
     checkpoint_id,
     checkpoint_seq,
+    status_wanted,
 )
 from .queue import Message, StoredEvent, Wakeups, check_postable, idle_until, take_each
 from .results import StoreResults
@@ -169,8 +170,9 @@ class MemoryStore(StoreResults):
     async def list_runs(self, status: str | None = None) -> list[RunRecord]:
         with self._lock:
             records = [run.record for run in self._runs.values()]
-        if status is not None:
-            records = [r for r in records if r.status == status]
+        wanted = status_wanted(status)
+        if wanted is not None:
+            records = [r for r in records if r.status == wanted]
         return sorted(records, key=lambda r: r.created_at)
 
     async def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:

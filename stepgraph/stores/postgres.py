@@ -56,6 +56,7 @@ from .base import (
     checkpoint_seq,
     read_count,
     read_status,
+    status_wanted,
 )
 from .pg_common import TABLES_KEY, binary_params, psycopg_error, run_key
 from .pg_limits import PostgresGate, postgres_gate
@@ -928,9 +929,10 @@ class PostgresStore(PostgresQueue, StoreResults):
         """Every run, or the runs with ``status``, oldest first."""
         sql = f"SELECT {_RUN_COLUMNS} FROM {self._prefix}stepgraph_runs"
         params: tuple[str, ...] = ()
-        if status is not None:
+        wanted = status_wanted(status)
+        if wanted is not None:
             sql += " WHERE status = %s"
-            params = (str(status),)
+            params = (str(wanted),)
         async with self._connection("listing runs") as conn:
             cursor = await conn.execute(sql + " ORDER BY created_at, pos", params, binary=True)
             rows = await cursor.fetchall()

@@ -48,6 +48,7 @@ from .base import (
     read_count,
     read_status,
     read_time,
+    status_wanted,
 )
 from .queue import Wakeups
 from .results import StoreResults
@@ -753,8 +754,9 @@ class SqliteStore(QueueMixin, StoreResults):
         return None if row is None else self._record(row)
 
     async def list_runs(self, status: str | None = None) -> list[RunRecord]:
+        wanted = status_wanted(status)
         with self._reading("listing runs") as cursor:
-            if status is None:
+            if wanted is None:
                 rows = cursor.execute(
                     f"SELECT {_RUN_COLUMNS} FROM stepgraph_runs ORDER BY created_at, number"
                 ).fetchall()
@@ -762,7 +764,7 @@ class SqliteStore(QueueMixin, StoreResults):
                 rows = cursor.execute(
                     f"SELECT {_RUN_COLUMNS} FROM stepgraph_runs WHERE status = ? "
                     "ORDER BY created_at, number",
-                    (str(status),),
+                    (str(wanted),),
                 ).fetchall()
         return [self._record(row) for row in rows]
 

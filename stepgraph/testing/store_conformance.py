@@ -370,6 +370,8 @@ class StoreConformance:
             _expect("list_runs('running')", await ids("running"), ["r1"])
             _expect("list_runs('completed')", await ids("completed"), ["r0"])
             _expect("list_runs('cancelled')", await ids("cancelled"), [])
+            for wrong in ("canceled", "PAUSED", ""):  # a typo would find nothing: refused
+                await _raises_store_error(f"list_runs({wrong!r})", store.list_runs(wrong))
 
         self.run_scenario(scenario, self.make_store())
 

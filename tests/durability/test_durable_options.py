@@ -288,6 +288,30 @@ async def test_pickle_stores_what_json_cannot_and_json_refuses_it_naming_the_ste
     assert (await store.get_run(failing.run_id)).status == "failed"  # type: ignore[union-attr]
 
 
+class Starts(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        return StopEvent(result="done")
+
+
+@modes
+async def test_a_start_event_json_cannot_hold_creates_no_run_and_the_error_names_the_run(
+    stores: StoreFactory, mode: str
+) -> None:
+    store = stores()
+    handler = Starts(store=store, mode=mode).run(thing=Opaque(1), run_id="cannot-start")
+    with pytest.raises(SerializationError) as raised:
+        await handler
+    message = str(raised.value)
+    assert "run 'cannot-start' of workflow 'Starts' cannot start" in message, message
+    assert "StartEvent" in message and "Opaque" in message, message
+    assert await store.get_run("cannot-start") is None  # nothing partial is stored
+    with pytest.raises(SerializationError, match=r"'cannot-start'.*Opaque"):
+        await Starts(store=store, mode=mode).submit(thing=Opaque(2), run_id="cannot-start")
+    assert await store.list_runs() == []
+    assert await Starts(store=store, mode=mode).run(run_id="cannot-start") == "done"
+
+
 NOT_UTF8 = os.fsdecode(b"r\xe9sum\xe9.csv")  # a file name as os.listdir gives it
 
 

@@ -1502,6 +1502,18 @@ def test_a_frame_naming_a_step_the_workflow_lacks_raises_checkpoint_error_and_ch
     _corrupt_and_resume(pristine.copy_to(scratch), stored, row, corrupt)
 
 
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+def test_a_frame_holding_another_runs_state_raises_checkpoint_error_and_changes_nothing(
+    sqlite_runs: list[tuple[SqliteBackend, Stored]], scratch: Path, serializer: str
+) -> None:
+    pristine, stored = next(r for r in sqlite_runs if r[1].serializer == serializer)
+    latest = max(seq for seq, _ in stored.checkpoints)  # read by a fork and by a resume
+    row = next(r for r in stored.targets if r.kind == "frame" and r.seq == latest)
+    other = next(r for r in sqlite_runs if r[1].run_id != stored.run_id)[1].run_id
+    corrupt = _rewritten_checkpoint(row.data or b"", frame=lambda f: {**f, "run_id": other})
+    _corrupt_and_resume(pristine.copy_to(scratch), stored, row, corrupt)
+
+
 _CONVERTIBLE = [  # (part, key, value): values lax validation would take
     ("frame", "superstep", "3"),
     ("frame", "superstep", 3.0),
