@@ -16,6 +16,7 @@ from ..durability.serializer import JSON, written_with
 from ..errors import WorkflowValidationError
 from ..runtime.handler import WorkflowHandler
 from ..stores.base import Store
+from ..stores.memory import MemoryStore
 from .common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -31,7 +32,7 @@ from .loading import Target, configure, instance, load_target
 from .progress import make_progress
 from .running import Outcome, follow, print_result
 from .runs import cancel_run, list_runs, show_run
-from .stores import STORE_URLS, close_store, open_store, probe_store
+from .stores import STORE_URLS, close_store, open_store, probe_store, url_of
 from .worker import serve
 
 __all__ = ["build_parser", "main"]
@@ -346,8 +347,9 @@ async def _run(args: argparse.Namespace) -> int:
                 return workflow.run(run_id=args.run_id, **start_args)
 
         hint = None
-        if store is not None:
-            url = args.store
+        own = workflow.options.store  # (the target's own, when --store gives none)
+        if own is not None and not isinstance(own, MemoryStore):  # a pause outlives us
+            url = args.store or url_of(own) or "URL"
 
             def hint(run_id: str) -> str:
                 return f"stepgraph runs resume {run_id} --store {shlex.quote(url)}"

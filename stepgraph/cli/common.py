@@ -103,19 +103,28 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, Any]:
 
 def format_value(value: Any) -> str:
     """``value`` as strict JSON when it serializes (a pydantic model, an event: its
-    fields), else its ``repr`` (NaN and infinities are not JSON: a repr too)."""
+    fields, wherever it is in ``value``), else its ``repr`` (NaN and infinities are not
+    JSON: a repr too)."""
     try:
-        if isinstance(value, BaseModel):
-            value = value.model_dump()
-        return json.dumps(value, allow_nan=False)
+        return json.dumps(value, allow_nan=False, default=_fields)
     except (TypeError, ValueError):
         return repr(value)
 
 
+def _fields(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def stamp(moment: datetime | float) -> str:
-    """A time for people: local time, to the millisecond, with its date."""
+    """A time for people: local time, to the millisecond, with its date (a number no
+    date can be, as it is)."""
     if not isinstance(moment, datetime):
-        moment = datetime.fromtimestamp(moment)
+        try:
+            moment = datetime.fromtimestamp(moment)
+        except (OverflowError, ValueError, OSError):  # 1e300, NaN: written by hand, say
+            return f"(time {moment!r})"
     else:
         moment = moment.astimezone()
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import MissingExtraError
-from ..telemetry.event_log import read_events
 from .common import EXIT_OK, fail, stamp
 
-__all__ = ["format_event", "plot", "tail"]
+__all__ = ["format_event", "last_records", "plot", "tail"]
 
 _KIND_WIDTH = 19  # "superstep_completed"
 FOLLOW_INTERVAL = 0.2  # seconds between looks at a followed file
@@ -103,6 +102,35 @@ class _Follower:
                 yield record
 
 
+_BLOCK = 1 << 16  # read backwards this much at a time
+
+
+def last_records(path: Path, count: int, block: int = _BLOCK) -> list[dict[str, Any]]:
+    """The last ``count`` records of an event log, in order, read from its end ``block``
+    bytes at a time (a log of a long campaign holds millions: the lines before them are
+    not read)."""
+    found: list[dict[str, Any]] = []
+    if count <= 0:
+        return found
+    with open(path, "rb") as f:
+        position = f.seek(0, os.SEEK_END)
+        head = b""  # the start of a line whose beginning is not read yet
+        while position > 0 and len(found) < count:
+            size = min(block, position)
+            position -= size
+            f.seek(position)
+            lines = (f.read(size) + head).split(b"\n")
+            head = lines.pop(0) if position > 0 else b""
+            for line in reversed(lines):
+                record = _parse(line)
+                if record is not None:
+                    found.append(record)
+                    if len(found) == count:
+                        break
+    found.reverse()
+    return found
+
+
 def _print(record: Mapping[str, Any], out: TextIO) -> None:
     out.write(format_event(record) + "\n")
 
@@ -117,10 +145,10 @@ def tail(path: str, count: int, follow: bool, out: TextIO | None = None) -> int:
         fail(f"there is no event log {path!r}")
     if not follow:
         try:
-            records = [r for r in read_events(file) if isinstance(r.get("kind"), str)]
+            records = last_records(file, count)
         except OSError as exc:
             fail(f"cannot read the event log {path!r}: {exc}")
-        for record in records[-count:] if count else []:
+        for record in records:
             _print(record, stream)
         stream.flush()
         return EXIT_OK

@@ -17,7 +17,7 @@ from ..authoring.graph_workflow import GraphWorkflow
 from ..authoring.workflow import Workflow
 from ..core import Mode
 from ..durability.checkpoints import Bounds
-from ..runtime.observers import RunObserver
+from ..runtime.observers import RunObserver, heard_by
 from ..telemetry.event_log import EventLog
 from .common import fail
 
@@ -215,7 +215,9 @@ def configure(
         changes["mode"] = Mode(mode)
     added: tuple[RunObserver, ...] = tuple(observers)
     if event_log is not None:
-        added += (EventLog(event_log),)
+        log = EventLog(event_log)
+        if not heard_by(options.observers, log):  # (its own log already: written once)
+            added += (log,)
     if added:
         changes["observers"] = options.observers + added
     if source:

@@ -149,8 +149,8 @@ class Progress(RunObserver, TaskObserver):
         self._line(line)
 
     def superstep_ended(self, run: RunInfo, superstep: int) -> None:
-        with self._lock:
-            self.superstep = run.state.superstep
+        with self._lock:  # the last one a step ran in, until a step of the next starts (a
+            self.superstep = superstep  # graph run ends at the barrier of its last one)
 
     def run_ended(
         self, run: RunInfo, status: RunStatus, result: object, error: BaseException | None

@@ -114,7 +114,7 @@ async def follow(
     """Start the run (``start()``), show its progress and wait for its end or its pause.
 
     ``resume_hint(run_id)`` is the command that resumes a paused durable run (None: the
-    run has no store, so a pause cannot outlive this process).
+    run has no store that outlives this process, so a pause cannot either).
 
     Returns:
         The exit code (0 completed, 1 failed, 3 paused) and the result.
@@ -215,8 +215,8 @@ def _say_paused(run_id: str, pause: _Paused, resume_hint: Callable[[str], str] |
     say(f"stepgraph: run {run_id} is waiting for input: request {pause.request_id}: {pause.prompt}")
     if resume_hint is None:
         say(
-            "stepgraph: the run has no store, so it cannot wait past this process: answer with "
-            "--respond VALUE, or give --store URL to pause it"
+            "stepgraph: the run has no store that outlives this process, so it cannot wait "
+            "past it: answer with --respond VALUE, or give --store URL to pause it"
         )
     else:
         say(f"stepgraph: it is paused; answer it with: {resume_hint(run_id)} --respond VALUE")

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from ..stores.base import Store, lacking_methods
 from ..stores.postgres import PostgresStore
 from ..stores.sqlite import SqliteStore
 from .common import fail
 
-__all__ = ["close_store", "open_store", "shown"]
+__all__ = ["close_store", "open_store", "shown", "url_of"]
 
 STORE_URLS = (
     "sqlite:///relative.db, sqlite:////absolute/path.db, "
@@ -28,6 +29,19 @@ def shown(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def url_of(store: object) -> str | None:
+    """A URL that opens ``store`` again, for a message (its password hidden), or None: a
+    store in this process's memory, or of another kind."""
+    if isinstance(store, SqliteStore) and store.path != ":memory:":
+        return "sqlite:///" + quote(os.path.abspath(store.path))
+    if isinstance(store, PostgresStore) and store.dsn.startswith(("postgresql://", "postgres://")):
+        url = store.dsn
+        if store.schema is not None:
+            url += ("&" if urlsplit(url).query else "?") + urlencode({"schema": store.schema})
+        return shown(url)
+    return None
 
 
 def _sqlite(url: str, *, create: bool) -> SqliteStore:

@@ -340,6 +340,11 @@ def read_timeline(events_path: str | os.PathLike[str], *, by: str = "auto") -> T
         give_back(key, end, len(records))
 
     rows = sorted(first_mark | first_bar, key=lambda row: first_bar.get(row) or first_mark[row])
+    if not rows:  # ends of steps or tasks whose starts the log lacks, say
+        raise ValueError(
+            f"{path}: the event log holds no step or task records to draw (none of its "
+            f"{len(records)} records starts a step or a task, or marks one's failure)"
+        )
     return Timeline(
         path=path,
         clock=clock,

@@ -613,7 +613,36 @@ def carry_trace(fn: Callable[..., Any]) -> Callable[..., Any]:
     propagate.inject(carrier)
     if not carrier:
         return fn
-    return functools.partial(run_in_trace, carrier, fn)
+    return InTrace(carrier, fn)
+
+
+class InTrace:
+    """``fn`` made to run under a caller's span (:func:`carry_trace`): picklable with it,
+    and named as it is (a backend's messages, a Dask task's key, name the body, not this)."""
+
+    __slots__ = ("carrier", "fn")
+
+    def __init__(self, carrier: dict[str, str], fn: Callable[..., Any]) -> None:
+        self.carrier = carrier
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return run_in_trace(self.carrier, self.fn, *args, **kwargs)
+
+    @property
+    def __name__(self) -> str:
+        return str(getattr(self.fn, "__name__", repr(self.fn)))
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "__qualname__":  # (a class body cannot hold one of its own)
+            return str(getattr(self.fn, "__qualname__", self.__name__))
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return repr(self.fn)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (InTrace, (self.carrier, self.fn))
 
 
 def run_in_trace(carrier: dict[str, str], fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -167,6 +167,14 @@ class Scores(Workflow):
         return StopEvent(result={"score": float("inf"), "mean": float("nan")})
 
 
+class Nested(Workflow):
+    """A result holding an event: JSON, the event as its fields."""
+
+    @step
+    async def nest(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        return StopEvent(result={"hops": [Hop(n=1), Hop(n=2)], "when": 1})
+
+
 class Verdict(StopEvent):
     answer: int
     note: str
@@ -204,3 +212,17 @@ class Campaign(Workflow):
             task = flow.function_task(simulate)
             results = await asyncio.gather(*(task(i) for i in range(3)))
         return StopEvent(result=sum(results))
+
+
+def __getattr__(name: str) -> object:
+    """Instances that bring their own store or event log (``$STEPGRAPH_TEST_OWN``, a
+    path), made when the CLI asks for them (importing this module creates no file)."""
+    from stepgraph.stores import MemoryStore, SqliteStore
+
+    if name == "asks_in_its_store":  # a SQLite file: a pause outlives the process
+        return Ask(store=SqliteStore(os.environ["STEPGRAPH_TEST_OWN"]))
+    if name == "asks_in_memory":  # a store in this process only: it cannot
+        return Ask(store=MemoryStore())
+    if name == "counts_to_its_log":
+        return Count(timeout=30, event_log=os.environ["STEPGRAPH_TEST_OWN"])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -165,10 +165,12 @@ def test_run_arguments_graphs_and_repr() -> None:
         ["run", "flows:keys_graph", "--arg", "b=1", "--arg", "a=[2]", "--no-progress"],
         ["run", "flows:Odd", "--no-progress"],  # a result JSON cannot hold: its repr
     )
-    scores, judged = cli_all(
+    scores, judged, nested = cli_all(
         ["run", "flows:Scores", "--no-progress"],  # NaN and infinity are not JSON: a repr
         ["run", "flows:Judged", "--no-progress"],  # a StopEvent of its own: its fields
+        ["run", "flows:Nested", "--no-progress"],  # events inside the result: their fields
     )
+    assert json.loads(nested.stdout) == {"hops": [{"n": 1}, {"n": 2}], "when": 1}
     assert (scores.returncode, scores.stdout) == (0, "{'score': inf, 'mean': nan}\n")
     assert json.loads(judged.stdout) == {"result": None, "answer": 42, "note": "fine"}
     assert (greet.returncode, greet.stdout, greet.stderr) == (0, '"hi Ada hi Ada"\n', "")
@@ -386,6 +388,35 @@ asyncio.run(main())
 """
 
 
+def test_a_workflow_with_a_store_of_its_own_pauses_in_it_and_says_how_to_resume_it(
+    tmp_path: Path,
+) -> None:
+    own = tmp_path / "own.db"
+    paused, in_memory = cli_all(
+        ["run", "flows:asks_in_its_store", "--run-id", "own-1", "--no-progress"],
+        ["run", "flows:asks_in_memory", "--no-progress"],  # gone with the process: no pause
+        env=_env(STEPGRAPH_TEST_OWN=str(own)),
+    )
+    assert paused.returncode == 3, paused.stderr
+    assert f"stepgraph runs resume own-1 --store sqlite:///{own}" in paused.stderr
+    assert in_memory.returncode == 1, in_memory.stderr
+    assert "no store that outlives this process" in in_memory.stderr
+    answered = cli("runs", "resume", "own-1", "--store", f"sqlite:///{own}", "--respond", "Ada",
+                   env=_env(STEPGRAPH_TEST_OWN=str(own)))  # fmt: skip
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout) == "hello Ada"
+
+
+def test_event_log_naming_the_workflows_own_log_writes_each_record_once(tmp_path: Path) -> None:
+    log = tmp_path / "own.jsonl"
+    made = cli("run", "flows:counts_to_its_log", "--arg", "upto=1", "--no-progress",
+               "--event-log", str(log), env=_env(STEPGRAPH_TEST_OWN=str(log)))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    kinds = [json.loads(line)["kind"] for line in log.read_text().splitlines()]
+    assert kinds.count("run_started") == 1 and kinds.count("run_completed") == 1, kinds
+    assert kinds.count("step_started") == 3, kinds
+
+
 def test_fork_from_a_checkpoint(db: str) -> None:
     made = cli("run", "flows:Count", "--arg", "upto=3", "--store", db, "--run-id", "p")
     assert made.returncode == 0, made.stderr
@@ -472,11 +503,13 @@ def test_events_tail_shows_a_flow_start_and_skips_lines_that_are_no_records(
     log = tmp_path / "events.jsonl"
     flow = {"schema_version": 1, "kind": "flow_started", "time": 1.7e9, "monotonic": 1.0,
             "flow_id": "flow.abc", "capacity": {"cpu": 2, "gpu": 1}}  # fmt: skip
-    log.write_text(json.dumps({"a": 1}) + "\n" + json.dumps(flow) + "\n")
+    far = {**flow, "kind": "run_started", "time": 1e300, "run_id": "r"}  # no date: as it is
+    log.write_text("\n".join(json.dumps(r) for r in ({"a": 1}, flow, far)) + "\n")
     done = cli("events", "tail", str(log))
     assert done.returncode == 0, done.stderr
-    (line,) = done.stdout.splitlines()
+    line, far_line = done.stdout.splitlines()
     assert "flow_started" in line and "flow flow.abc" in line and "slots: cpu 2, gpu 1" in line
+    assert far_line.startswith("(time 1e+300)  run_started"), far_line
 
 
 def test_events_tail_follow(tmp_path: Path) -> None:

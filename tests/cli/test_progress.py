@@ -51,3 +51,13 @@ def test_a_step_the_run_end_stopped_shows_stopped_not_done() -> None:
     Console(file=out, width=100, color_system=None).print(_Renderable(progress))
     lines = [" ".join(line.split()[1:]) for line in out.getvalue().splitlines()]  # no mark
     assert lines[1:] == ["hop stopped done 1, stopped 1", "task simulate stopped done 0, stopped 1"]
+
+
+def test_the_summary_names_the_last_superstep_a_step_ran_in() -> None:
+    progress = Progress("plain", io.StringIO())
+    progress.workflow = "Graph"
+    run: Any = SimpleNamespace(state=SimpleNamespace(superstep=1))
+    progress.step_started(run, "first", 0, 1, None)
+    run.state.superstep = 2  # past the barrier of superstep 1: the next one would be 2
+    progress.superstep_ended(run, 1)  # a graph run ends there: nothing is left to deliver
+    assert "superstep 1 |" in progress.summary("completed")

@@ -351,6 +351,13 @@ def test_an_empty_log_is_a_value_error_naming_the_file(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"runs\.jsonl: .* no step or task records"):
         plot_timeline(runs_only, tmp_path / "out.png")
+    ends_only = write(  # the end of a step whose start the log lacks: no bar to draw
+        tmp_path / "ends.jsonl",
+        [{"schema_version": 1, "kind": "step_completed", "time": 2.0, "monotonic": 2.0,
+          "run_id": "r", "workflow": "W", "step": "s", "invocation": 0, "attempt": 1}],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"ends\.jsonl: .* no step or task records"):
+        plot_timeline(ends_only, tmp_path / "out.png")
     assert not (tmp_path / "out.png").exists()
 
 

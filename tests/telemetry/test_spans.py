@@ -36,6 +36,7 @@ from stepgraph.errors import ConfigurationError
 from stepgraph.stores import SqliteStore
 from stepgraph.tasks import TaskFailed, TaskFlow
 from stepgraph.telemetry import configure, read_events, reset
+from stepgraph.telemetry.tracing import InTrace
 
 
 class _UserTracer:
@@ -885,6 +886,30 @@ async def test_the_trace_context_crosses_to_process_and_dask_workers(
     (block,) = named(spans, "stepgraph.block")
     assert parent_of(task, spans) is block  # the task's span is the block's child
     assert (trace_id, span_id) == (task.context.trace_id, task.context.span_id)
+
+
+def _dies() -> None:
+    os._exit(3)  # as a worker killed by the system, out of memory, would
+
+
+async def test_a_body_on_another_process_is_named_as_itself_with_spans_on(
+    spans: InMemorySpanExporter,
+) -> None:
+    import pickle
+
+    carried = InTrace({"traceparent": f"00-{'1' * 32}-{'2' * 16}-01"}, _current_ids)
+    assert (carried.__name__, carried.__qualname__) == ("_current_ids", "_current_ids")
+    assert repr(carried) == repr(_current_ids) and "traceparent" not in repr(carried)
+    again = pickle.loads(pickle.dumps(carried))
+    assert again.fn is _current_ids and again.carrier == carried.carrier
+    async with TaskFlow(backends={"default": ProcessBackend(1)}) as flow:
+        dying = flow.function_task(_dies)
+        with pytest.raises(TaskFailed) as failed:
+            await dying()
+    message = str(failed.value.__cause__)
+    assert "the worker process running _dies on backend" in message, message
+    (task,) = named(spans, "stepgraph.task")
+    assert "traceparent" not in str(task.events[0].attributes), task.events
 
 
 class Remote(Workflow):
