@@ -393,15 +393,12 @@ class Worker:
                 wake_in = None  # timer is due
                 if held.wakes_at is not None:
                     wake_in = max(0.0, held.wakes_at - time.monotonic())
-                with contextlib.suppress(Exception):
-                    await self.store.unclaim(self.name, [run_id], idle=True, wake_in=wake_in)
+                await self._give_up(run_id, idle=True, wake_in=wake_in)
             elif self._stopping:  # parked or stopped: as stored, for another worker at once
-                with contextlib.suppress(Exception):
-                    await self.store.unclaim(self.name, [run_id])
+                await self._give_up(run_id)
         except StoreUnavailableError as exc:  # the store went away under the run: its last
             await held.run.release_lease()  # checkpoint stands; the next claim (ours, maybe,
-            with contextlib.suppress(Exception):  # once the store answers) resumes it
-                await self.store.unclaim(self.name, [run_id])
+            await self._give_up(run_id)  # once the store answers) resumes it
             _log.warning("worker %s: run %r stopped: %s", self.name, run_id, exc)
         except Exception as exc:
             await self._store_boot_failure(run_id, workflow, exc)
@@ -409,6 +406,21 @@ class Worker:
             self.held.pop(run_id, None)
             if self._freed is not None:
                 self._freed.set()
+
+    async def _give_up(self, run_id: str, **options: Any) -> None:
+        """Give the claim on ``run_id`` up (``RunQueue.unclaim``); should the store refuse,
+        say so: the claim then lapses with its lease, and the run is taken again."""
+        try:
+            await self.store.unclaim(self.name, [run_id], **options)
+        except Exception as exc:
+            _log.warning(
+                "worker %s: could not give up its claim on run %r (%s: %s); it is taken "
+                "again once the claim's lease has run out",
+                self.name,
+                run_id,
+                type(exc).__name__,
+                exc,
+            )
 
     async def _store_boot_failure(self, run_id: str, workflow: Any, error: Exception) -> None:
         """A run that failed before it could start (a checkpoint its code cannot use) has

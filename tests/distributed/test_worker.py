@@ -751,6 +751,33 @@ async def test_a_run_claimed_as_its_worker_gives_it_up_is_taken_anew_by_that_cla
         await task
 
 
+async def test_a_claim_the_store_will_not_give_up_is_logged_and_lapses_with_its_lease(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    wf = Asks(store=store)
+    run_id = await wf.submit()
+    worker = Worker(store, registry([(None, wf)]), lease_seconds=5)
+    assert await worker._claim() == 1
+    held = worker.held[run_id]
+    async for ev in held.handler.stream_events():
+        if isinstance(ev, InputRequiredEvent):
+            break  # stored as paused before it is streamed
+
+    async def refuse(*args: Any, **options: Any) -> None:
+        raise StoreError("the store refuses")
+
+    store.unclaim = refuse
+    try:
+        worker._park_idle()
+        worker._park_idle()  # waiting since the last renewal: parked
+        assert held.parked
+        await held.task
+    finally:
+        del store.unclaim
+    assert f"could not give up its claim on run {run_id!r}" in caplog.text
+    assert (await store.get_run(run_id)).worker == worker.name  # lapses with its lease
+
+
 async def _claimed_and_taken(store: Any, wf: Any) -> tuple[str, Any, Any]:
     """A run of ``wf`` submitted, claimed, and its lease and checkpoint taken (as a
     worker does): its id, record and latest checkpoint."""
