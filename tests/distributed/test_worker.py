@@ -706,10 +706,9 @@ async def test_a_run_this_process_coordinates_is_not_started_again_by_its_worker
     assert (CALLS[f"{t}:start"], CALLS[f"{t}:work1"], CALLS[f"{t}:last"]) == (1, 1, 1)
 
 
-async def test_a_run_claimed_as_its_worker_gives_it_up_is_taken_anew_by_that_claim(
-    store: Any,
-) -> None:
-    wf = Asks(store=store)
+async def _claimed_until_it_asks(store: Any, wf: Asks) -> tuple[Worker, str, Any]:
+    """A run of ``wf`` submitted and claimed by a worker (not running its loop), once it
+    has asked for input: the worker, the run's id and what the worker holds of it."""
     run_id = await wf.submit()
     worker = Worker(store, registry([(None, wf)]), lease_seconds=5)
     assert await worker._claim() == 1
@@ -717,6 +716,14 @@ async def test_a_run_claimed_as_its_worker_gives_it_up_is_taken_anew_by_that_cla
     async for ev in held.handler.stream_events():
         if isinstance(ev, InputRequiredEvent):
             break  # stored as paused before it is streamed
+    return worker, run_id, held
+
+
+async def test_a_run_claimed_as_its_worker_gives_it_up_is_taken_anew_by_that_claim(
+    store: Any,
+) -> None:
+    wf = Asks(store=store)
+    worker, run_id, held = await _claimed_until_it_asks(store, wf)
     answering = wf.attach(run_id)
     answering.send_event(HumanResponseEvent(response="Ada"))
     await asyncio.gather(*answering._run._posts)  # answered while its worker holds it
@@ -755,13 +762,7 @@ async def test_a_claim_the_store_will_not_give_up_is_logged_and_lapses_with_its_
     store: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     wf = Asks(store=store)
-    run_id = await wf.submit()
-    worker = Worker(store, registry([(None, wf)]), lease_seconds=5)
-    assert await worker._claim() == 1
-    held = worker.held[run_id]
-    async for ev in held.handler.stream_events():
-        if isinstance(ev, InputRequiredEvent):
-            break  # stored as paused before it is streamed
+    worker, run_id, held = await _claimed_until_it_asks(store, wf)
 
     async def refuse(*args: Any, **options: Any) -> None:
         raise StoreError("the store refuses")
