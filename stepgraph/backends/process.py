@@ -107,11 +107,37 @@ def run_outcome(payload: bytes) -> bytes:
             pickled: bytes | None = dumps(exc)
         except Exception:
             pickled = None
-        try:  # what rebuilds it without its __init__, which may take other arguments
-            shape: bytes | None = dumps((kind, exc.args, dict(vars(exc))))
-        except Exception:
-            shape = None
+        shape = _shape(exc)  # (for one that pickles, but does not unpickle)
         return dumps(("error", (pickled, shape, text)))
+
+
+def _shape(exc: BaseException) -> bytes | None:
+    """What rebuilds ``exc`` without its ``__init__`` (which may take other arguments than
+    its ``args``): its class, ``args`` and attributes, pickled; the attributes that do not
+    pickle (a lock, a connection) left out, and named in a note. None: its class or its
+    ``args`` do not pickle."""
+    kind, state = type(exc), dict(vars(exc))
+    try:
+        return dumps((kind, exc.args, state))
+    except Exception:
+        pass
+    dropped = []
+    for key, value in list(state.items()):
+        try:
+            dumps(value)
+        except Exception:
+            del state[key]
+            dropped.append(key)
+    if dropped:
+        note = (
+            f"stepgraph: its attributes {', '.join(map(repr, dropped))} could not be pickled "
+            f"in the worker process: they did not come back"
+        )
+        state["__notes__"] = [*state.get("__notes__", ()), note]
+    try:
+        return dumps((kind, exc.args, state))
+    except Exception:
+        return None
 
 
 class _RemoteTraceback(Exception):

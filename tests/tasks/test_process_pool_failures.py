@@ -180,6 +180,18 @@ def _raise_holding_a_lock(code: int) -> None:
     raise HoldsALock()
 
 
+class LockInItsArgs(Exception):
+    def __init__(self) -> None:
+        super().__init__(threading.Lock())
+
+    def __str__(self) -> str:
+        return "a lock in its args"
+
+
+def _raise_a_lock_in_its_args(code: int) -> None:
+    raise LockInItsArgs()
+
+
 def _return_a_lock() -> object:
     return threading.Lock()
 
@@ -207,10 +219,27 @@ async def test_an_exception_whose_init_takes_other_arguments_comes_back_of_its_o
     assert "raise TwoArgError" in str(cause.__cause__)  # the traceback in the worker
 
 
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_an_exception_holding_what_cannot_be_pickled_comes_back_of_its_type_without_it(
+    kind: str,
+) -> None:
+    async with TaskFlow(backends={"default": BACKENDS[kind]()}) as flow:
+        with pytest.raises(TaskFailed) as caught:
+            await flow.function_task(_raise_holding_a_lock)(7)
+    cause = caught.value.__cause__
+    assert type(cause) is HoldsALock  # `except HoldsALock` catches it here too
+    assert str(cause) == "holding a lock" and not hasattr(cause, "lock")
+    assert cause.__notes__ == [
+        "stepgraph: its attributes 'lock' could not be pickled in the worker process: they "
+        "did not come back"
+    ]
+    assert "raise HoldsALock" in str(cause.__cause__)  # the traceback in the worker
+
+
 @pytest.mark.parametrize(
     ("body", "type_name", "message"),
-    [(_raise_holding_a_lock, "HoldsALock", "holding a lock")],
-    ids=["cannot-be-pickled"],
+    [(_raise_a_lock_in_its_args, "LockInItsArgs", "a lock in its args")],
+    ids=["args-cannot-be-pickled"],
 )
 @pytest.mark.parametrize("kind", BACKENDS)
 async def test_an_exception_that_cannot_come_back_as_it_is_is_a_recorded_error(
