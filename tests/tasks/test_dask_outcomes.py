@@ -92,6 +92,20 @@ def _raise_holding_a_lock() -> None:
     raise HoldsALock("holding a lock")
 
 
+class LockInItsArgs(Exception):
+    """Cannot be pickled nor rebuilt: a lock is in its args."""
+
+    def __init__(self) -> None:
+        super().__init__(threading.Lock())
+
+    def __str__(self) -> str:
+        return "a lock in its args"
+
+
+def _raise_a_lock_in_its_args() -> None:
+    raise LockInItsArgs()
+
+
 def _raise_a_class_only_the_worker_has() -> None:
     """Raise an exception of a class from a module that only the worker has (pickled by
     reference: it does not unpickle here)."""
@@ -141,7 +155,7 @@ def _raise_kept() -> None:
 @pytest.mark.parametrize(
     ("body", "type_name", "message"),
     [
-        (_raise_holding_a_lock, f"{__name__}.HoldsALock", "holding a lock"),
+        (_raise_a_lock_in_its_args, f"{__name__}.LockInItsArgs", "a lock in its args"),
         (
             _raise_a_class_only_the_worker_has,
             "only_in_the_worker.OnlyInTheWorker",
@@ -167,6 +181,17 @@ async def test_an_exception_that_cannot_come_back_is_a_recorded_error(
     assert str(cause) == f"{name}: {message}"
     assert f"in {body.__name__}" in cause.traceback  # the traceback in the worker
     assert f"{name}: {message}" in str(error)
+
+
+async def test_an_exception_holding_a_lock_comes_back_of_its_type_without_it(
+    elsewhere: str,
+) -> None:
+    async with flow_on(elsewhere) as flow:
+        with pytest.raises(TaskFailed) as caught:
+            await flow.function_task(backend="hpc")(_raise_holding_a_lock)()
+    cause = caught.value.__cause__
+    assert type(cause) is HoldsALock and str(cause) == "holding a lock"
+    assert not hasattr(cause, "lock") and "'lock' could not be pickled" in cause.__notes__[0]
 
 
 async def test_an_exception_that_pickles_comes_back_whole_with_its_traceback(
