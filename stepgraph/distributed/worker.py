@@ -72,7 +72,6 @@ class _Held:
     delivered: set[int] = field(default_factory=set)  # inbox messages carried out
     idle: bool = False  # only waiting for an answer at the last renewal
     parked: bool = False  # stopped while only waiting: given up until a message comes
-    wakes_at: float | None = None  # parked: when (monotonic) its next timer is due
 
 
 class Worker:
@@ -389,11 +388,8 @@ class Worker:
             pass  # another coordinator has it: its worker renews the lease
         except WorkflowCancelled:
             await held.run.release_lease()  # before the claim goes: a claimer can take it
-            if held.parked:  # only waiting: claimed again once an answer comes, or a
-                wake_in = None  # timer is due
-                if held.wakes_at is not None:
-                    wake_in = max(0.0, held.wakes_at - time.monotonic())
-                await self._give_up(run_id, idle=True, wake_in=wake_in)
+            if held.parked:  # only waiting for an answer: claimed again once one comes
+                await self._give_up(run_id, idle=True)
             elif self._stopping:  # parked or stopped: as stored, for another worker at once
                 await self._give_up(run_id)
         except StoreUnavailableError as exc:  # the store went away under the run: its last
@@ -498,21 +494,14 @@ class Worker:
     def _park_idle(self) -> None:
         """Stop the runs that have only been waiting for an answer since the last renewal:
         they hold a slot for nothing (a person may answer in a day). A message posted to
-        one, or its next timer coming due, makes it claimable again; it resumes where it
-        waited. (A run whose timer is due within a lease stays: it goes on here soon.)"""
+        one makes it claimable again; it resumes where it waited."""
         for held in list(self.held.values()):
-            run = held.run
-            waiting = run.only_waiting
-            due = run.next_due if waiting else None
-            if due is not None and due <= self.lease_seconds:
-                waiting = False
+            waiting = held.run.only_waiting
             if waiting and held.idle and not held.parked:
                 held.parked = True
-                held.wakes_at = None if due is None else time.monotonic() + due
-                later = "" if due is None else f", or in {due:.0f} s, when a timer of it is due"
-                run.crash(
-                    f"run {run.run_id!r} was parked by worker {self.name}: it waits for "
-                    f"an answer, and is resumed when one is sent{later}"
+                held.run.crash(
+                    f"run {held.run.run_id!r} was parked by worker {self.name}: it waits for "
+                    f"an answer, and is resumed when one is sent"
                 )
             held.idle = waiting
 

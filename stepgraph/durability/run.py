@@ -1257,29 +1257,20 @@ class DurableRun(Run):
 
     @property
     def only_waiting(self) -> bool:
-        """Paused with nothing running and everything committed: the run can stop here
-        and be resumed when its answer comes, or its next timer (``next_due``) is due (a
-        worker frees its slot so)."""
+        """Paused with nothing running or due and everything committed: the run can stop
+        here and be resumed when its answer comes (a worker frees its slot so)."""
         state = self.state
         return (
             not self._booting
             and not self.done
             and self._written is _PAUSED
             and state.running == 0
+            and not state.timers
             and not self._queue
             and not self._waiting_commit
             and not self._entries
             and not self._stream_out
         )
-
-    @property
-    def next_due(self) -> float | None:
-        """Seconds until the run's next timer is due (a wait's timeout, the run's own
-        ``timeout``, a retry's back-off), or None: no timer is armed."""
-        timers = self.state.timers
-        if not timers:
-            return None
-        return max(0.0, min(timers.values()) - self._wall())
 
     def park(self) -> asyncio.Future[None]:
         """Stop once the superstep in flight has committed (the run stays resumable from

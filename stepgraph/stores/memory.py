@@ -26,7 +26,7 @@ from .base import (
     checkpoint_seq,
     status_wanted,
 )
-from .queue import Message, StoredEvent, Wakeups, check_postable, idle_until, take_each
+from .queue import Message, StoredEvent, Wakeups, check_postable, take_each
 from .results import StoreResults
 
 __all__ = ["MemoryStore"]
@@ -253,14 +253,11 @@ class MemoryStore(StoreResults):
                 elif status is StoredStatus.RUNNING:
                     if until is not None and until >= now:
                         continue
-                elif status is StoredStatus.PAUSED:
-                    # taken when its lease ran out or its timer is due, or, given up as
-                    # idle, once answered
-                    due = until is not None and until < now
-                    if not due and (
-                        record.worker is not None
-                        or not any(m.run_id == record.run_id for m in self._inbox)
-                    ):
+                elif status is StoredStatus.PAUSED:  # its lease ran out, or idle and answered
+                    if until is None:
+                        if not any(m.run_id == record.run_id for m in self._inbox):
+                            continue
+                    elif until >= now:
                         continue
                 else:
                     continue
@@ -285,22 +282,14 @@ class MemoryStore(StoreResults):
                     run.record = replace(run.record, worker=owner)
                     run.lease_until = until
 
-    async def unclaim(
-        self,
-        owner: str,
-        run_ids: Sequence[str],
-        *,
-        idle: bool = False,
-        wake_in: float | None = None,
-    ) -> None:
+    async def unclaim(self, owner: str, run_ids: Sequence[str], *, idle: bool = False) -> None:
         now = time.time()
-        until = idle_until(now, idle, wake_in)
         with self._lock:
             for run_id in run_ids:
                 run = self._runs.get(run_id)
                 if run is not None and run.record.worker == owner:
                     run.record = replace(run.record, worker=None)
-                    run.lease_until = until
+                    run.lease_until = None if idle else now
         self._work.notify()
 
     async def post(self, run_id: str, data: bytes) -> None:

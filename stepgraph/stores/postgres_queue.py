@@ -49,8 +49,7 @@ queued AS (
 # running or paused.
 # - expired: their worker's lease ran out (it died, lost the server, or gave them up);
 # - unheld: running without a lease (a submitted run resumed outside a worker, say);
-# - answered: paused, given up as idle (lease NULL, or its timer not yet due), with a
-#   message waiting (an idle run whose timer is due is `expired`). `waiting`
+# - answered: paused, given up as idle (lease NULL), with a message waiting. `waiting`
 #   finds them from the inbox, each looked up by its key (a LATERAL with a LIMIT is not
 #   flattened into a join the planner might turn into a scan of every run), oldest first,
 #   up to the limit, without locking; `answered` locks those, skipping those locked.
@@ -72,8 +71,7 @@ waiting AS MATERIALIZED (
     FROM (SELECT DISTINCT run_id FROM {p}stepgraph_inbox) AS m
     CROSS JOIN LATERAL (
         SELECT run_id, pos FROM {p}stepgraph_runs AS one
-        WHERE one.run_id = m.run_id AND one.status = 'paused' AND one.worker IS NULL
-            AND (one.lease_until IS NULL OR one.lease_until >= now())
+        WHERE one.run_id = m.run_id AND one.status = 'paused' AND one.lease_until IS NULL
             AND one.queue = ANY(%(queues)s::text[]) AND {known_one}
         LIMIT 1
     ) AS found
@@ -83,8 +81,7 @@ answered AS (
     SELECT locked.run_id, locked.pos, false AS first_claim FROM waiting AS w
     CROSS JOIN LATERAL (
         SELECT run_id, pos FROM {p}stepgraph_runs AS one
-        WHERE one.run_id = w.run_id AND one.status = 'paused' AND one.worker IS NULL
-            AND (one.lease_until IS NULL OR one.lease_until >= now())
+        WHERE one.run_id = w.run_id AND one.status = 'paused' AND one.lease_until IS NULL
         LIMIT 1 FOR UPDATE SKIP LOCKED
     ) AS locked
 ),
@@ -96,9 +93,6 @@ candidates AS (
 _PICKED = """picked AS (
     SELECT run_id, first_claim FROM candidates CROSS JOIN quick ORDER BY pos LIMIT %(limit)s
 )"""
-
-
-_WAKE = "now() + make_interval(secs => %s)"  # an idle run's next timer: it is taken then
 
 
 def _pick(take_over: bool) -> str:
@@ -336,28 +330,18 @@ class PostgresQueue:
                 _RENEW.format(p=self._prefix), (owner, lease_seconds, list(run_ids))
             )
 
-    async def unclaim(
-        self,
-        owner: str,
-        run_ids: Sequence[str],
-        *,
-        idle: bool = False,
-        wake_in: float | None = None,
-    ) -> None:
+    async def unclaim(self, owner: str, run_ids: Sequence[str], *, idle: bool = False) -> None:
         """End ``owner``'s lease on ``run_ids`` (see ``RunQueue.unclaim``)."""
         if not run_ids:
             return
-        until = "now()" if not idle else "NULL" if wake_in is None else _WAKE
-        params: tuple[Any, ...] = (owner, list(run_ids))
-        if idle and wake_in is not None:
-            params = (wake_in, *params)
+        until = "NULL" if idle else "now()"
         await self.release_taken()  # their leases first: whoever claims them can take them
         async with self._connection("giving up leases") as conn:
             await conn.execute(
                 f"WITH gone AS (UPDATE {self._prefix}stepgraph_runs SET worker = NULL, "
                 f"lease_until = {until} WHERE worker = %s AND run_id = ANY(%s) RETURNING queue) "
                 "SELECT pg_notify('stepgraph_work', queue) FROM gone",
-                params,
+                (owner, list(run_ids)),
             )
 
     async def post(self, run_id: str, data: bytes) -> None:

@@ -9,10 +9,9 @@ A store that implements :class:`RunQueue` (all of stepgraph's do) holds, besides
   with a **lease** that lasts ``lease_seconds`` unless ``renew``ed. A running or paused
   run whose lease has expired (its worker died) is claimed again by a live worker, which
   resumes it from its last checkpoint; so is a running run given up (``unclaim``). A
-  paused run given up as idle (nothing runs: it waits for an answer) is claimed again
-  once a message is posted to it, or once its next timer is due (``wake_in``). The run's
-  own lease (``Store.acquire``) still decides who coordinates it: a claim only says who
-  should;
+  paused run given up as idle (nothing runs, nothing is due: it waits for an answer) is
+  claimed again once a message is posted to it. The run's own lease (``Store.acquire``)
+  still decides who coordinates it: a claim only says who should;
 - **stored stream events**: what a run wrote to its stream, appended with its commits
   (``Commit.events``), for handlers attached from other processes (``wf.attach``);
 - an **inbox**: events, responses and cancels sent to a run from another process
@@ -40,7 +39,6 @@ __all__ = [
     "StoredEvent",
     "Wakeups",
     "check_postable",
-    "idle_until",
     "is_queue",
     "take",
     "take_each",
@@ -121,19 +119,11 @@ class RunQueue(Protocol):
         ``lease_seconds`` from now; a run given up meanwhile (``unclaim``) stays so."""
         ...
 
-    async def unclaim(
-        self,
-        owner: str,
-        run_ids: Sequence[str],
-        *,
-        idle: bool = False,
-        wake_in: float | None = None,
-    ) -> None:
+    async def unclaim(self, owner: str, run_ids: Sequence[str], *, idle: bool = False) -> None:
         """End ``owner``'s lease on ``run_ids``: another worker may take them at once.
 
         With ``idle``, for paused runs nobody needs to hold: they are claimed again only
-        once a message is posted to them, or, with ``wake_in``, once that many seconds
-        have passed (a timer of theirs is due then), whichever comes first.
+        once a message is posted to them.
         """
         ...
 
@@ -172,14 +162,6 @@ _QUEUE_METHODS = (
     "wait_for_work",
 )
 _QUEUE_TYPES: set[type] = set()  # classes whose instances all are queues (asked often)
-
-
-def idle_until(now: float, idle: bool, wake_in: float | None) -> float | None:
-    """The ``lease_until`` of a run given up at ``now`` (``unclaim``): ``now`` (claimable
-    at once), None (idle: claimable once answered) or when its timer is due."""
-    if not idle:
-        return now
-    return None if wake_in is None else now + wake_in
 
 
 def check_postable(store: object, run_id: str, status: str | None) -> None:

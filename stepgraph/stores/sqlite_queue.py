@@ -15,14 +15,13 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 from .base import RunRecord, StoredCheckpoint
-from .queue import Message, StoredEvent, Wakeups, check_postable, idle_until, take_each
+from .queue import Message, StoredEvent, Wakeups, check_postable, take_each
 
 __all__ = ["QueueMixin"]
 
 # The runs a claim takes, oldest first: queued runs and, with take-over, runs to take over
-# in three parts that do not overlap (their worker's lease ran out, or it gave them up, or
-# the timer of a run given up as idle is due; running without a lease; paused, given up as
-# idle, with a message waiting before its timer is due), each found
+# in three parts that do not overlap (their worker's lease ran out, or it gave them up;
+# running without a lease; paused, given up as idle, with a message waiting), each found
 # through an index (stepgraph_runs_held, on the runs of a queue, or the inbox's), so that
 # its cost grows with the runs to take and the runs named in the inbox, not with those
 # running or paused. Each part stops at the limit.
@@ -45,8 +44,7 @@ _CLAIMABLE = " UNION ALL ".join(
         _PART.format(source=_HELD, where="r.status = 'running' AND r.lease_until IS NULL"),
         _PART.format(
             source=_WAITING,
-            where="r.run_id = m.run_id AND r.status = 'paused' AND r.worker IS NULL "
-            "AND (r.lease_until IS NULL OR r.lease_until >= :now)",
+            where="r.run_id = m.run_id AND r.status = 'paused' AND r.lease_until IS NULL",
         ),
     ]
 )
@@ -142,24 +140,15 @@ class QueueMixin:
                 (owner, time.time() + lease_seconds, *run_ids),
             )
 
-    async def unclaim(
-        self,
-        owner: str,
-        run_ids: Sequence[str],
-        *,
-        idle: bool = False,
-        wake_in: float | None = None,
-    ) -> None:
+    async def unclaim(self, owner: str, run_ids: Sequence[str], *, idle: bool = False) -> None:
         """End ``owner``'s lease on ``run_ids`` (see ``RunQueue.unclaim``)."""
         if not run_ids:
             return
-        now = time.time()
-        until = idle_until(now, idle, wake_in)
         with self._transaction("giving up leases") as cursor:
             cursor.execute(
                 "UPDATE stepgraph_runs SET worker = NULL, lease_until = ? "
                 f"WHERE worker = ? AND run_id IN ({_marks(len(run_ids))})",
-                (until, owner, *run_ids),
+                (None if idle else time.time(), owner, *run_ids),
             )
         self._work.notify()
 

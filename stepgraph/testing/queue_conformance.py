@@ -42,17 +42,12 @@ async def _submit(
     assert made is None, f"create_run({run_id!r}) found a run already"
 
 
-async def _idle_paused(
-    store: Any, owner: str, run_ids: list[str], wake_in: float | None = None
-) -> None:
+async def _idle_paused(store: Any, owner: str, run_ids: list[str]) -> None:
     """Pause ``owner``'s claimed ``run_ids`` and give them up as idle (they wait for an
-    answer: claimable again once a message is posted to them, or in ``wake_in`` s)."""
+    answer: claimable again once a message is posted to them)."""
     for run_id in run_ids:
         await commit(store, Commit(run_id=run_id, status=StoredStatus.PAUSED))
-    if wake_in is None:
-        await store.unclaim(owner, run_ids, idle=True)
-    else:
-        await store.unclaim(owner, run_ids, idle=True, wake_in=wake_in)
+    await store.unclaim(owner, run_ids, idle=True)
 
 
 def _ids(records: list[RunRecord]) -> list[str]:
@@ -327,41 +322,6 @@ class QueueConformance(StoreConformance):
             assert _ids(got) == ["asks"], got
             assert got[0].status == StoredStatus.PAUSED and got[0].worker == "w2", got[0]
             assert await store.claim("w3", ["default"], 5, 30.0) == []  # w2 holds it now
-
-        self.run_scenario(scenario, self.make_store())
-
-    def test_a_paused_run_given_up_as_idle_with_a_timer_is_claimed_again_once_it_is_due(
-        self,
-    ) -> None:
-        async def scenario(store: Any) -> None:
-            await _submit(store, "sleeps")
-            await store.claim("w1", ["default"], 5, 30.0)
-            await _idle_paused(store, "w1", ["sleeps"], wake_in=0.0)  # due now
-            for _ in range(100):  # (the store's clock moves on between the two calls)
-                got = await store.claim("w2", ["default"], 5, 30.0)
-                if got:
-                    break
-            assert _ids(got) == ["sleeps"], got
-            assert got[0].status == StoredStatus.PAUSED and got[0].worker == "w2", got[0]
-            assert await store.claim("w3", ["default"], 5, 30.0) == []  # w2 holds it now
-
-        self.run_scenario(scenario, self.make_store())
-
-    def test_a_paused_run_given_up_as_idle_until_a_timer_is_claimed_once_answered(
-        self,
-    ) -> None:
-        async def scenario(store: Any) -> None:
-            await _submit(store, "asks")
-            await _submit(store, "other", at=1)
-            await store.claim("w1", ["default"], 5, 30.0)
-            await _idle_paused(store, "w1", ["asks", "other"], wake_in=3600.0)
-            assert await store.claim("w2", ["default"], 5, 30.0) == []  # nothing is due
-            await store.post("asks", b"the answer")
-            got = await store.claim("w2", ["default"], 5, 30.0)  # answered before its timer
-            assert _ids(got) == ["asks"], got
-            assert got[0].status == StoredStatus.PAUSED and got[0].worker == "w2", got[0]
-            await store.post("asks", b"another")  # held by w2: nobody else takes it
-            assert await store.claim("w3", ["default"], 5, 30.0) == []
 
         self.run_scenario(scenario, self.make_store())
 

@@ -22,7 +22,6 @@ from stepgraph import (
     Workflow,
     step,
 )
-from stepgraph.errors import WaitForEventTimeoutError
 
 CALLS: Counter[str] = Counter()
 """In-process executions, by ``"<tag>:<step>"``."""
@@ -111,19 +110,6 @@ class Asks(Workflow):
     @step
     async def answer(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
         return StopEvent(result=f"hello {ev.response}")
-
-
-class AwaitsAnswer(Workflow):
-    """Waits ``within`` seconds for the caller's answer (``ctx.wait_for_event``, a timer);
-    ``"no answer"`` once they have passed."""
-
-    @step
-    async def wait(self, ctx: Context, ev: StartEvent) -> StopEvent:
-        try:
-            answer = await ctx.wait_for_event(HumanResponseEvent, timeout=ev.within)
-        except WaitForEventTimeoutError:
-            return StopEvent(result="no answer")
-        return StopEvent(result=f"hello {answer.response}")
 
 
 class Gated(Workflow):

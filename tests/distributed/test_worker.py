@@ -37,19 +37,7 @@ from stepgraph.runtime.handler import WorkflowHandler
 from stepgraph.stores import MemoryStore
 from stepgraph.stores.queue import take
 
-from .flows import (
-    CALLS,
-    GATES,
-    Asks,
-    AwaitsAnswer,
-    Gated,
-    Go,
-    Progress,
-    Renamed,
-    Stranger,
-    Three,
-    reached,
-)
+from .flows import CALLS, GATES, Asks, Gated, Go, Progress, Renamed, Stranger, Three, reached
 
 
 @asynccontextmanager
@@ -633,63 +621,30 @@ async def test_what_is_sent_after_a_cancel_while_its_commit_is_on_its_way_change
     assert (await store.get_run(handler.run_id)).status == "cancelled"
 
 
-@asynccontextmanager
-async def parking(store: Any, run_id: str, *workflows: Any) -> AsyncIterator[Three]:
-    """A worker with one slot and a short lease running ``workflows`` (and ``Three``),
-    once it has given ``run_id`` up as paused: yields a ``Three`` to run in the slot."""
-    three = Three(store=store)
-    flows = registry([(None, wf) for wf in (*workflows, three)])
-    worker = Worker(store, flows, lease_seconds=0.3, concurrency=1)
-    task = asyncio.create_task(worker.run())
-    try:
-        for _ in range(1000):  # parked within two renewals (0.1 s apart) of its pause
-            if run_id not in worker.held:  # given up (its claim first, then its slot)
-                record = await store.get_run(run_id)
-                if record.status == "paused" and record.worker is None:
-                    break
-            await asyncio.sleep(0.01)
-        else:
-            raise AssertionError(f"run {run_id!r} was not given up")
-        yield three
-    finally:
-        await worker.stop()
-        await task
-
-
 async def test_a_run_that_only_waits_for_an_answer_frees_its_slot_until_one_comes(
     store: Any,
 ) -> None:
     wf = Asks(store=store)
     run_id = await wf.submit()
-    async with parking(store, run_id, wf) as three:
+    three = Three(store=store)
+    worker = Worker(store, registry([(None, wf), (None, three)]), lease_seconds=0.3, concurrency=1)
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(1000):  # parked within two renewals (0.1 s apart) of its pause
+            if not worker.held:  # given up (its claim first, then its slot)
+                record = await store.get_run(run_id)
+                if record.status == "paused":
+                    break
+            await asyncio.sleep(0.01)
+        assert record.status == "paused" and record.worker is None and not worker.held
         other = await three.submit(n=1)  # its only slot is free for other runs
         assert await store.result(other, timeout=10) == 4
         handler = wf.attach(run_id)
         handler.send_event(HumanResponseEvent(response="Ada"))  # claimable again: resumed
         assert await handler == "hello Ada"
-
-
-async def test_a_run_that_waits_with_a_timer_frees_its_slot_until_the_timer_is_due(
-    store: Any,
-) -> None:
-    wf = AwaitsAnswer(store=store)
-    run_id = await wf.submit(within=2.0)  # its wait's timeout: a timer due in 2 s
-    async with parking(store, run_id, wf) as three:
-        other = await three.submit(n=1)  # its only slot is free for other runs
-        assert await store.result(other, timeout=10) == 4
-        # nobody answers: its timer makes it claimable when due, and its wait times out
-        assert await store.result(run_id, timeout=10) == "no answer"
-
-
-async def test_a_run_that_waits_with_a_timer_far_off_is_resumed_by_an_answer(
-    store: Any,
-) -> None:
-    wf = AwaitsAnswer(store=store)
-    run_id = await wf.submit(within=3600.0)
-    async with parking(store, run_id, wf):
-        handler = wf.attach(run_id)
-        handler.send_event(HumanResponseEvent(response="Ada"))  # claimable again: resumed
-        assert await handler == "hello Ada"
+    finally:
+        await worker.stop()
+        await task
 
 
 async def test_a_run_this_process_coordinates_is_not_started_again_by_its_worker(
@@ -736,8 +691,8 @@ async def test_a_run_claimed_as_its_worker_gives_it_up_is_taken_anew_by_that_cla
         claim_back.set()
         return records
 
-    async def unclaim(owner: str, run_ids: Any, **options: Any) -> None:
-        await real_unclaim(owner, run_ids, **options)  # given up as idle, with an answer:
+    async def unclaim(owner: str, run_ids: Any, *, idle: bool = False) -> None:
+        await real_unclaim(owner, run_ids, idle=idle)  # given up as idle, with an answer:
         worker._took_over = -math.inf  # (its next claim looks for runs to take over)
         claims.append(asyncio.create_task(worker._claim()))  # claimable; this claim takes
         await claim_back.wait()  # it back before the run leaves `held`
