@@ -18,8 +18,9 @@ with a stored error naming the cause; the worker goes on.
 
 :meth:`stop` is a graceful shutdown: no more claims, each run in superstep mode stops at
 its next barrier (what finished is committed: nothing runs twice), the others get
-``grace_seconds`` to end; what is left stops where it is, resumable, and its lease is
-given up so that another worker takes it at once.
+``grace_seconds`` to end; what is left stops where it is, resumable (a run in superstep
+mode first stores what finished of the superstep in flight: it never runs again), and its
+lease is given up so that another worker takes it at once.
 
 While the store is away, the runs go on; once it has not renewed their leases for two
 thirds of ``lease_seconds``, the worker stops them where their store has them (another
@@ -537,8 +538,8 @@ class Worker:
         if tasks:
             await asyncio.wait(tasks, timeout=self.grace_seconds)
         left = [each for each in held if not each.run.done]
-        for each in left:
-            each.run.crash(
+        for each in left:  # (what finished of a superstep in flight is stored first)
+            each.run.stop_here(
                 f"run {each.run.run_id!r} was stopped by worker {self.name} shutting down"
             )
         for each in left:  # each gives its claim up as it ends

@@ -262,6 +262,7 @@ class DurableRun(Run):
         "_flushes",
         "_header_bytes",
         "_headers",
+        "_invoked_at",
         "_origin",
         "_outputs_written",
         "_parking",
@@ -309,6 +310,7 @@ class DurableRun(Run):
         self._entries: list[bytes] = []  # journal entries not committed yet
         self._seq = -1  # the seq of the run's latest checkpoint
         self._at = 0  # the position of the next journal entry after it
+        self._invoked_at = 0  # the first invocation in flight at that checkpoint (or after)
         self._dirty: dict[str, None] = {}  # chunks changed since the last checkpoint
         self._outputs_written = 0
         self._sent: list[tuple[int, tuple[Any, ...]]] = []  # sent since the last checkpoint
@@ -832,6 +834,7 @@ class DurableRun(Run):
         status as stored); its observers hear it start, if they have not yet."""
         state = self.state
         self._written = written
+        self._invoked_at = next(iter(state.invocations), state.next_invocation)
         self._tell_started()
         self._booting = False
         self.feed(RunResumed(timeout=self._timeout))
@@ -1318,6 +1321,7 @@ class DurableRun(Run):
                 name = output_chunk(position)
                 values[name] = encode_chunk(name, state.outputs[position], self._ser)
         frame = encode_frame(state, self._header_of(), self._ser)
+        self._invoked_at = next(iter(state.invocations), state.next_invocation)
         self._dirty.clear()
         self._sent.clear()
         self._writers.clear()
@@ -1398,6 +1402,35 @@ class DurableRun(Run):
         if not self._waiting_commit:
             self.loop.create_task(self._settle_crash())
         return settled
+
+    def stop_here(self, reason: str) -> asyncio.Future[None]:
+        """Stop where it is, as :meth:`crash` does; in superstep mode, first store a
+        checkpoint of the state here when steps of the superstep in flight have finished
+        since the last one: they never run again, the steps still running run again when
+        the run is resumed (as in async mode, whose journal holds every completion). For a
+        worker's graceful stop whose grace has run out.
+        """
+        state = self.state
+        if (
+            self.superstep_mode
+            and not self.done
+            and not self._booting
+            and not self._queue
+            and not self._waiting_commit
+            and any(
+                i not in state.invocations for i in range(self._invoked_at, state.next_invocation)
+            )
+        ):
+            status = _PAUSED if _paused(state) else _GOING
+            try:
+                pending = self._save(self._commit(checkpoint=self._checkpoint(status)))
+            except Exception as exc:  # its last checkpoint stands: those steps run again
+                _log.warning("run %r: stopped without its checkpoint: %s", self.run_id, exc)
+                pending = None
+            if pending is not None:  # on its way to the store: the stop settles once it lands
+                self._waiting_commit = True
+                self.loop.create_task(self._committed(pending))
+        return self.crash(reason)
 
     async def _settle_crash(self) -> None:
         await self._release()

@@ -358,6 +358,25 @@ async def test_graceful_stop_commits_the_superstep_in_flight_and_nothing_finishe
     assert CALLS[f"{t}:last"] == 1
 
 
+async def test_a_stop_whose_grace_runs_out_stores_what_finished_and_only_the_rest_runs_again(
+    store: Any,
+) -> None:
+    t, wf, run_id = await _gated(store)
+    worker = Worker(store, registry([(None, wf)]), lease_seconds=5, grace_seconds=0.01)
+    task = asyncio.create_task(worker.run())
+    await reaching(f"{t}:work0", f"{t}:work1")  # work0 has finished, work1 waits on its gate
+    await worker.stop()  # the superstep does not end within the grace: stopped where it is
+    await task
+    record = await store.get_run(run_id)
+    assert record.status == "running" and record.worker is None  # left for another worker
+    del GATES[t]  # (the step that runs again goes through)
+    async with working(store, wf):
+        assert await store.result(run_id, timeout=10) == [0, 1]
+    assert CALLS[f"{t}:work0"] == 1  # finished before the stop: stored, never run again
+    assert CALLS[f"{t}:work1"] == 2  # still running at the stop: runs again
+    assert CALLS[f"{t}:start"] == 1 and CALLS[f"{t}:last"] == 1
+
+
 async def test_a_run_whose_worker_died_is_resumed_by_another_once_its_lease_expires() -> None:
     store = MemoryStore()
     t, wf, run_id = await _gated(store)
