@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -131,5 +132,12 @@ def stamp(moment: datetime | float) -> str:
 
 
 def say(message: str) -> None:
-    """One line on stderr, flushed."""
-    print(message, file=sys.stderr, flush=True)
+    """One line on stderr, flushed; nothing when nobody reads it any more (a log pipe
+    whose reader died): what the command does next must not fail on it."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # BrokenPipeError; a closed stream
+        with contextlib.suppress(OSError, ValueError):  # what is left goes nowhere, also
+            devnull = os.open(os.devnull, os.O_WRONLY)  # at exit (no failed flush then)
+            os.dup2(devnull, sys.stderr.fileno())
+            os.close(devnull)

@@ -104,8 +104,8 @@ async def serve(
 
         def stop() -> None:
             if not stopping:
-                say(f"stepgraph: worker {worker.name} stopping (grace {grace_seconds:g} s)")
                 stopping.append(loop.create_task(worker.stop()))
+                say(f"stepgraph: worker {worker.name} stopping (grace {grace_seconds:g} s)")
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop)

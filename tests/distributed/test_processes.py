@@ -229,6 +229,15 @@ def test_workers_share_one_sqlite_file(tmp_path: Path) -> None:
     assert set(Counter((run, step) for run, step, _ in runs).values()) == {1}
 
 
+def test_a_worker_whose_stderr_reader_is_gone_still_stops_on_sigterm(tmp_path: Path) -> None:
+    with workers(f"sqlite:///{tmp_path / 'runs.db'}", tmp_path / "exec.log") as crew:
+        proc = crew.start()
+        assert proc.stderr is not None
+        proc.stderr.close()  # its log's reader died: what it says next finds a broken pipe
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
