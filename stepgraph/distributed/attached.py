@@ -98,6 +98,7 @@ class AttachedRun:
 
     async def _watch_outcome(self) -> None:
         pause = _FIRST_POLL
+        ended_before = True  # the run had ended when attached: its end is no news here
         while True:
             try:
                 record = await self._record()
@@ -108,11 +109,13 @@ class AttachedRun:
                     except WorkflowCancelled as exc:
                         self._status = RunStatus.CANCELLED
                         self.outcome.set_exception(exc)
-                        if self._cancelled:  # (as a local run's cancel by its caller)
-                            self.outcome.exception()  # retrieved
+                        if self._cancelled or ended_before:  # (as a local run's cancel by
+                            self.outcome.exception()  # its caller) retrieved
                     except Exception as exc:
                         self._status = RunStatus.FAILED
                         self.outcome.set_exception(exc)
+                        if ended_before:
+                            self.outcome.exception()  # retrieved (awaits still get it)
                     else:
                         self._status = RunStatus.FINISHED
                         self.outcome.set_result(value)
@@ -123,6 +126,7 @@ class AttachedRun:
                 if self._told_refusal and isinstance(exc, _REFUSALS):
                     self.outcome.exception()  # retrieved: a call has raised it already
                 return
+            ended_before = False
             await asyncio.sleep(pause)
             pause = min(pause * 2, _LAST_POLL)
 
@@ -254,11 +258,13 @@ class AttachedRun:
         been stored)."""
         try:
             await post
-        except (RunFinishedError, RunNotFoundError):
+        except RunFinishedError:
             pass  # its outcome says so
-        except StoreError as exc:
+        except StoreError as exc:  # (RunNotFoundError too: no run to take it)
             _log.error("what was sent to run %r is lost: %s", self.run_id, exc)
             self._lost.append(exc)
+            if isinstance(exc, _REFUSALS):
+                self._heard_refusal()  # (flushed() raises it)
 
     async def _cancel(self, reason: str) -> None:
         """A queued run no worker has taken is stored as cancelled here (it never starts);

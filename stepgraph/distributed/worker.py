@@ -42,7 +42,7 @@ from typing import Any
 
 from ..core.failure import Failure
 from ..durability.checkpoints import encode_value
-from ..durability.run import DurableRun, _owner, coordinated_here
+from ..durability.run import DurableRun, _owner, _where, coordinated_here
 from ..durability.serializer import serializer_named
 from ..errors import RunLockedError, StepgraphError, StoreUnavailableError, WorkflowCancelled
 from ..runtime.handler import WorkflowHandler
@@ -119,6 +119,7 @@ class Worker:
         for option, value in (("lease_seconds", lease_seconds), ("grace_seconds", grace_seconds)):
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise StepgraphError(f"Worker({option}={value!r}): must be a number of seconds > 0")
+        _check_registry(store, workflows)
         self.store = store
         self.workflows = dict(workflows)
         self._known = sorted(self.workflows)  # their names: the runs a claim may take
@@ -148,7 +149,16 @@ class Worker:
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Work until :meth:`stop` (then stop gracefully, and return)."""
+        """Work until :meth:`stop` (then stop gracefully, and return).
+
+        Raises:
+            StepgraphError: it was called before (a worker runs once: make another).
+        """
+        if self._freed is not None:
+            raise StepgraphError(
+                f"worker {self.name}: run() was called already (a worker runs once, until it "
+                f"stops: make another Worker to work again)"
+            )
         self._freed = asyncio.Event()
         self._stopped = asyncio.Event()
         renew_every = self.lease_seconds / 3
@@ -546,6 +556,34 @@ class Worker:
             if each.task is not None:
                 with contextlib.suppress(BaseException):
                     await each.task
+
+
+def _check_registry(store: Any, workflows: object) -> None:
+    """Refuse a registry a worker cannot run: not a mapping, or a workflow not bound to
+    the worker's store (its runs would be claimed from one store and read from another).
+
+    Raises:
+        StepgraphError: naming the workflow and what is wrong with it.
+    """
+    if not isinstance(workflows, Mapping):
+        raise StepgraphError(
+            f"Worker(workflows=...): give a mapping of names to workflows (registry(...) "
+            f"makes one from a list), not a {type(workflows).__name__}"
+        )
+    for key, workflow in workflows.items():
+        options = None if isinstance(workflow, type) else getattr(workflow, "options", None)
+        bound = getattr(options, "store", None)
+        if bound is None:
+            raise StepgraphError(
+                f"Worker: workflow {key!r} ({workflow!r}) is not bound to a store: give an "
+                f"instance made with store= the worker's store (`stepgraph worker` binds "
+                f"them itself)"
+            )
+        if _where(bound) != _where(store):
+            raise StepgraphError(
+                f"Worker: workflow {key!r} is bound to {bound!r}, not to the worker's store "
+                f"{store!r}: its runs would be claimed from the one and read from the other"
+            )
 
 
 def registry(items: Iterable[tuple[str | None, Any]]) -> dict[str, Any]:

@@ -68,6 +68,11 @@ class MemoryStore(StoreResults):
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._runs)} runs)"
 
+    @property
+    def location(self) -> str:
+        """What identifies the data: this object (its runs are in it alone)."""
+        return f"memory:#{id(self)}"
+
     # -- writes ---------------------------------------------------------------------------------
 
     def commit(self, batch: Commit) -> None:

@@ -335,6 +335,41 @@ async def test_a_caller_that_cancels_through_an_attached_handler_is_told_of_noth
     assert unretrieved == []  # no "Future exception was never retrieved"
 
 
+async def test_what_is_sent_to_an_unknown_run_is_said_lost_and_flush_raises(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    handler = Three(store=store).attach("nobody")
+    handler.send_event(HumanResponseEvent(response="anyone?"))
+    with pytest.raises(StoreError, match="what was sent to run 'nobody' was not stored"):
+        await handler.flush()
+    assert "what was sent to run 'nobody' is lost" in caplog.text
+    async with asyncio.timeout(10):
+        await asyncio.wait({handler._run.outcome})  # (its own read of the store says so)
+    del handler
+    gc.collect()
+    assert "never retrieved" not in caplog.text
+
+
+async def test_a_run_that_had_ended_when_attached_needs_no_await(store: Any) -> None:
+    wf = Asks(store=store)
+    run_id = await wf.submit()
+    await wf.attach(run_id).cancel()  # (queued: stored as cancelled at once)
+    unretrieved: list[str] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: unretrieved.append(context["message"]))
+    try:
+        late = wf.attach(run_id)  # attach, send, flush, and leave without awaiting it
+        late.send_event(HumanResponseEvent(response="too late"))
+        await late.flush()
+        async with asyncio.timeout(10):
+            await asyncio.wait({late._run.outcome})
+        del late
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert unretrieved == []  # no "Future exception was never retrieved"
+
+
 async def test_graceful_stop_commits_the_superstep_in_flight_and_nothing_finished_runs_again(
     store: Any,
 ) -> None:
@@ -400,6 +435,32 @@ async def test_submit_and_attach_need_a_store_with_a_queue() -> None:
         await Three(store=MemoryStore()).submit(queue="")
     with pytest.raises(StepgraphError, match="has no store"):
         Three().attach("x")
+
+
+async def test_a_registry_a_worker_cannot_run_is_refused_naming_the_workflow(
+    tmp_path: Any,
+) -> None:
+    from stepgraph.stores import SqliteStore
+
+    store, other = SqliteStore(tmp_path / "a.db"), SqliteStore(tmp_path / "b.db")
+    try:
+        with pytest.raises(StepgraphError, match="give a mapping of names to workflows"):
+            Worker(store, [Three(store=store)])  # type: ignore[arg-type]
+        with pytest.raises(StepgraphError, match=r"workflow 'Three' .* is not bound to a store"):
+            Worker(store, {"Three": Three})  # a class: `stepgraph worker` binds them itself
+        with pytest.raises(StepgraphError, match=r"'Three' is bound to SqliteStore\('.*b\.db"):
+            Worker(store, registry([(None, Three(store=other))]))
+        again = SqliteStore(tmp_path / "a.db")  # another object over the same file: fine
+        worker = Worker(store, registry([(None, Three(store=again))]), lease_seconds=5)
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0)  # (it has begun)
+        with pytest.raises(StepgraphError, match=r"run\(\) was called already"):
+            await worker.run()
+        await worker.stop()
+        await task
+    finally:
+        for each in (store, other):
+            each.close()
 
 
 def test_worker_options_are_checked() -> None:
