@@ -205,12 +205,24 @@ class Gate:
 
 
 def tell_waiting(name: str) -> None:
-    """A wait for limiter ``name`` starts: a line on the ``stepgraph.limits`` logger."""
-    _log.info("waiting for limiter %r", name)
+    """A wait for limiter ``name`` starts: a line on the ``stepgraph.limits`` logger
+    (naming the run and step that waits, when a step does)."""
+    _log.info("waiting for limiter %r%s", name, _waiter())
+
+
+def _waiter() -> str:
+    """`` (run R, step S)`` when a step of a run is what runs here, else nothing."""
+    from .runtime.scope import current_scope
+
+    scope = current_scope()
+    if scope is None:
+        return ""
+    run = scope.run
+    return f" (run {run.run_id}, step {run.graph.nodes[scope.node].name!r})"
 
 
 def _tell_wait(name: str, seconds: float) -> None:
-    _log.info("waited %.3f s for limiter %r", seconds, name)
+    _log.info("waited %.3f s for limiter %r%s", seconds, name, _waiter())
     if "opentelemetry.trace" in sys.modules:
         from opentelemetry import trace
 

@@ -266,10 +266,18 @@ async def test_a_wait_for_a_limiter_is_a_log_line_and_a_span_event(
         with caplog.at_level("INFO", logger="stepgraph.limits"):
             wf = Guarded(limiters=[limiter])
             Guarded.overlaps = Overlaps()
-            assert await asyncio.gather(wf.run(name=name), wf.run(name=name)) == ["ok"] * 2
+            runs = [wf.run(name=name), wf.run(name=name)]
+            assert await asyncio.gather(*runs) == ["ok"] * 2
     finally:
         reset()
-    assert any(name in record.getMessage() for record in caplog.records)
+    said = [record.getMessage() for record in caplog.records]
+    ids = {run.run_id for run in runs}
+    assert any(
+        line.startswith(f"waiting for limiter {name!r} (run ")
+        and line.split("(run ")[1].split(",")[0] in ids
+        and line.endswith(", step 'start')")
+        for line in said
+    ), said
     waits = [
         e
         for s in exporter.get_finished_spans()
