@@ -8,6 +8,7 @@ import gc
 import logging
 import math
 import signal
+from collections.abc import Iterable
 from typing import Any
 
 from ..distributed.worker import Worker, registry
@@ -60,6 +61,20 @@ def _settle_memory() -> None:
     gc.set_threshold(_YOUNG_OBJECTS, middle, old)
 
 
+async def _declare_limiters(workflows: Iterable[Any]) -> None:
+    """Declare the limiters the workflows keep in the store (a ``PostgresStore``'s) now: a
+    declaration the store contradicts refuses the worker at start, not each run later.
+
+    Raises:
+        StepgraphError: a limiter the store has with other limits (naming it).
+    """
+    for workflow in workflows:
+        for gate in workflow.options.limiters.values():
+            declare = getattr(gate, "declare", None)
+            if declare is not None:
+                await declare()
+
+
 async def serve(
     target: str,
     url: str,
@@ -89,6 +104,7 @@ async def serve(
         bound = [(key, configure(workflow, store=store)) for key, workflow in items]
         try:
             workflows = registry(bound)
+            await _declare_limiters(workflows.values())
         except StepgraphError as exc:
             fail(str(exc))
         worker = Worker(

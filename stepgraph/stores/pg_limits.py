@@ -496,6 +496,16 @@ class PostgresGate:
 
     # -- others ---------------------------------------------------------------------------------
 
+    async def declare(self) -> None:
+        """Declare the limiter in the database now (else its first use does).
+
+        Raises:
+            StepgraphError: the database has it declared with other limits.
+            StoreError: the server cannot be reached, or the query failed.
+        """
+        if not self._declared:
+            await self._shielded(self._here(), "declaring it", _nothing)
+
     async def holders(self) -> int:
         """How many hold its slots now, in every process (0 without max_concurrency).
 

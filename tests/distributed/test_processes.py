@@ -229,6 +229,37 @@ def test_workers_share_one_sqlite_file(tmp_path: Path) -> None:
     assert set(Counter((run, step) for run, step, _ in runs).values()) == {1}
 
 
+def test_a_worker_whose_limiter_the_store_has_with_other_limits_refuses_to_start(
+    pg_url: tuple[str, str], tmp_path: Path
+) -> None:
+    from stepgraph import Limiter
+    from stepgraph.stores.pg_limits import postgres_gate
+
+    from .flows import LLM
+
+    url, schema = pg_url
+
+    async def declare_otherwise() -> None:  # (another deployment's limits)
+        other = Limiter(LLM.name, max_concurrency=1)
+        gate = postgres_gate(PG_DSN, schema, other)
+        try:
+            await gate.declare()
+        finally:
+            await gate.aclose()
+
+    asyncio.run(declare_otherwise())
+    env = {k: v for k, v in os.environ.items() if k != "STEPGRAPH_STORE"}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "stepgraph.cli", "worker", "tests.distributed.flows:limited",
+         "--store", url],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"limiter {LLM.name!r} is declared with" in lines[0], done.stderr
+
+
 def test_a_worker_whose_stderr_reader_is_gone_still_stops_on_sigterm(tmp_path: Path) -> None:
     with workers(f"sqlite:///{tmp_path / 'runs.db'}", tmp_path / "exec.log") as crew:
         proc = crew.start()

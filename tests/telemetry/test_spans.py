@@ -365,11 +365,14 @@ async def test_a_block_raising_an_error_with_a_cause_is_named_by_its_error_not_i
 
 
 class DiskFull(Exception):
-    """An exception that cannot be pickled: it reaches the caller as a RecordedError."""
+    """An exception that can neither be pickled nor rebuilt (a lock in its args): it
+    reaches the caller as a RecordedError."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.lock = threading.Lock()
+        super().__init__(message, threading.Lock())
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def disk_full() -> None:
