@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -141,7 +142,11 @@ class DaskBackend(BackendBase):
 
     async def _command(self, command: Command) -> CommandResult:
         """Run ``command`` on a worker; cancelling it stops the child there (a Dask event
-        the worker watches), then cancels the Dask future."""
+        the worker watches; on workers in this process, a thread event: a Dask event
+        would wait for a scheduler that a closing flow may have shut down), then cancels
+        the Dask future."""
+        if self._in_memory:
+            return await self._command_here(command)
         from distributed import Event
 
         stop = Event(f"stepgraph-stop-{uuid.uuid4().hex}", client=self.client)  # type: ignore[no-untyped-call]
@@ -152,6 +157,19 @@ class DaskBackend(BackendBase):
         except asyncio.CancelledError:
             await stop.set()  # type: ignore[no-untyped-call]
             raise
+
+    async def _command_here(self, command: Command) -> CommandResult:
+        key = f"stepgraph-stop-{uuid.uuid4().hex}"
+        stop = _STOPS[key] = threading.Event()
+        future = self.client.submit(_run_stopped_here, command, key, pure=False)
+        try:
+            result: CommandResult = await self._result(future, command.program)
+            return result
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+        finally:
+            _STOPS.pop(key, None)
 
     async def _result(self, future: Any, what: str) -> Any:
         from distributed import KilledWorker
@@ -219,6 +237,20 @@ def _call_in_memory(key: str) -> Any:
         return call_to_end(fn, args, kwargs)
     except BaseException as exc:
         return _Raised(exc)
+
+
+_STOPS: dict[str, threading.Event] = {}  # the stops of commands on workers in this process
+
+
+def _run_stopped_here(command: Command, key: str) -> CommandResult:
+    """On a worker in this process: run ``command``, and stop it when its thread event is
+    set (or at once: its caller has gone already)."""
+    stop = _STOPS.get(key)
+    return run_command_blocking(command, stop=stop.is_set if stop else _gone, poll=0.25)
+
+
+def _gone() -> bool:
+    return True
 
 
 def _run_watched(command: Command, stop_event: str) -> CommandResult:

@@ -323,6 +323,25 @@ async def test_subprocess_backend_runs_python_functions_in_a_child_of_their_own(
     assert type(caught.value.__cause__) is Refused
 
 
+async def test_leaving_on_an_error_stops_an_executable_on_an_in_process_dask_cluster(
+    tmp_path: Path,
+) -> None:
+    pipe = PidPipe(tmp_path / "pid")
+    error = KeyError("stop")
+    with pytest.raises(KeyError) as caught:
+        async with TaskFlow(backends={"default": _backend("dask")}) as flow:
+
+            @flow.executable_task
+            def hang() -> list[str]:
+                return [sys.executable, "-c", f"{pipe.code()}; import time; time.sleep(60)"]
+
+            future = hang()
+            pid = await pipe.pid()
+            raise error
+    assert caught.value is error and future.cancelled()
+    assert await _gone(pid)  # (the cluster closed first: it took Dask's timeout, 30 s)
+
+
 async def test_leaving_on_an_error_stops_children_and_pool_processes_concurrently(
     tmp_path: Path,
 ) -> None:
