@@ -505,7 +505,7 @@ async def test_async_def_function_task_on_dask() -> None:
 def _completed_bodies(dask_scheduler: Any) -> int:
     done = 0
     # bodies (travelling or in this process) and executables, as "<function>-<uuid>"
-    for name in ("run_outcome", "_call_in_memory", "run_watched"):
+    for name in ("run_outcome", "_call_in_memory", "run_watched", "run_stopped_here"):
         prefix = dask_scheduler.task_prefixes.get(name)
         done += 0 if prefix is None else int(prefix.state_counts["memory"])
     return done
