@@ -16,7 +16,6 @@ from ..durability.serializer import JSON, written_with
 from ..errors import WorkflowValidationError
 from ..runtime.handler import WorkflowHandler
 from ..stores.base import Store
-from ..stores.memory import MemoryStore
 from .common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -347,9 +346,10 @@ async def _run(args: argparse.Namespace) -> int:
                 return workflow.run(run_id=args.run_id, **start_args)
 
         hint = None
-        own = workflow.options.store  # (the target's own, when --store gives none)
-        if own is not None and not isinstance(own, MemoryStore):  # a pause outlives us
-            url = args.store or url_of(own) or "URL"
+        # a pause outlives this process in a store a URL opens again: --store's, or the
+        # target's own (a file or a database: not one in this process's memory)
+        url = args.store or url_of(workflow.options.store)
+        if url is not None:
 
             def hint(run_id: str) -> str:
                 return f"stepgraph runs resume {run_id} --store {shlex.quote(url)}"

@@ -136,7 +136,7 @@ def say(message: str) -> None:
     whose reader died): what the command does next must not fail on it."""
     try:
         print(message, file=sys.stderr, flush=True)
-    except (OSError, ValueError):  # BrokenPipeError; a closed stream
+    except (BrokenPipeError, ValueError):  # its reader is gone; a closed stream
         with contextlib.suppress(OSError, ValueError):  # what is left goes nowhere, also
             devnull = os.open(os.devnull, os.O_WRONLY)  # at exit (no failed flush then)
             os.dup2(devnull, sys.stderr.fileno())

@@ -27,7 +27,6 @@ from ..core import RunStatus
 from ..durability.checkpoints import decode_value
 from ..durability.serializer import serializer_named
 from ..errors import (
-    RequestNotFoundError,
     RunFinishedError,
     RunIdConflictError,
     RunNotFoundError,
@@ -35,7 +34,6 @@ from ..errors import (
     StoreError,
     WorkflowCancelled,
 )
-from ..graph_events import RequestInfoEvent
 from ..runtime.run import settle_like
 from ..stores.base import RunRecord, StoredStatus
 from ..stores.results import outcome_of, read_on
@@ -167,37 +165,8 @@ class AttachedRun:
         self._post({"kind": "event", "event": event, "step": step})
 
     def respond(self, request_id: str, response: object) -> Awaitable[None] | None:
-        return self._answered(self._respond(request_id, response))
-
-    async def _respond(self, request_id: str, response: object) -> None:
-        """Post the answer, once the run is known to have asked for ``request_id`` (a run
-        that has ended: the post says so).
-
-        Raises:
-            RequestNotFoundError: the run's stored stream holds no such request.
-        """
-        record = await self._record()
-        if not StoredStatus(record.status).final:
-            asked = await self._asked()
-            if request_id not in asked:
-                raise RequestNotFoundError(
-                    f"run {self.run_id} of workflow {self.name!r} has asked for no request "
-                    f"{request_id!r} (asked: {sorted(asked) or 'none'}): answer the "
-                    f"request_id of a RequestInfoEvent it streamed"
-                )
         body = {"kind": "response", "request_id": request_id, "response": response}
-        await self._post(body, answered=True)
-
-    async def _asked(self) -> set[str]:
-        """The ids of the requests the run has announced (in its stored stream)."""
-        asked: set[str] = set()
-        for stored in await read_on(self._store.read_events, self.run_id, -1):
-            event = decode_value(
-                stored.data, "a stream event", run_id=self.run_id, trusted=self._trusted
-            )
-            if isinstance(event, RequestInfoEvent):
-                asked.add(str(event.request_id))
-        return asked
+        return self._answered(self._post(body, answered=True))
 
     async def _answered(self, post: Awaitable[None]) -> None:
         try:

@@ -616,8 +616,16 @@ class PostgresStore(PostgresQueue, StoreResults):
 
     @property
     def location(self) -> str:
-        """What identifies the data (store objects over one database and schema share it)."""
-        return f"{self.dsn}#{self.schema or ''}"
+        """What identifies the data (store objects over one database and schema share it,
+        however their DSNs spell it: a URL or key=value pairs, in any order)."""
+        where: object = self.dsn
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+
+            where = sorted(conninfo_to_dict(self.dsn).items())
+        except Exception:  # (psycopg missing, or a DSN it cannot read: as it is spelt)
+            pass
+        return f"postgresql:{where}#{self.schema or ''}"
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
