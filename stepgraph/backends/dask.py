@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import BackendError, MissingExtraError, WorkerDiedError
 from .base import BackendBase, call_to_end
-from .commands import Command, CommandResult, run_command_blocking
+from .commands import Command, CommandResult, CommandStopped, run_command_blocking
 from .process import dumps, load_outcome, run_outcome
 
 __all__ = ["DaskBackend"]
@@ -244,13 +244,11 @@ _STOPS: dict[str, threading.Event] = {}  # the stops of commands on workers in t
 
 def _run_stopped_here(command: Command, key: str) -> CommandResult:
     """On a worker in this process: run ``command``, and stop it when its thread event is
-    set (or at once: its caller has gone already)."""
+    set; not at all when its caller has gone already."""
     stop = _STOPS.get(key)
-    return run_command_blocking(command, stop=stop.is_set if stop else _gone, poll=0.25)
-
-
-def _gone() -> bool:
-    return True
+    if stop is None or stop.is_set():
+        raise CommandStopped(f"{command.program} was stopped before it started")
+    return run_command_blocking(command, stop=stop.is_set, poll=0.25)
 
 
 def _run_watched(command: Command, stop_event: str) -> CommandResult:

@@ -83,21 +83,21 @@ class StoredStatus(StrEnum):
 _FINAL = frozenset({StoredStatus.COMPLETED, StoredStatus.FAILED, StoredStatus.CANCELLED})
 
 
-def status_wanted(status: object) -> StoredStatus | None:
+def status_wanted(status: str | None) -> StoredStatus | None:
     """The status ``list_runs(status=...)`` lists (None: every run).
 
     Raises:
         StoreError: ``status`` is not a run's status (the message lists those there are).
     """
-    if status is None or isinstance(status, StoredStatus):
-        return status
-    if isinstance(status, str) and status in _STATUSES:
+    if status is None:
+        return None
+    try:
         return StoredStatus(status)
-    names = ", ".join(repr(s) for s in _STATUSES)
-    raise StoreError(f"there is no run status {status!r}: a run's status is one of {names}")
-
-
-_STATUSES = tuple(str(s) for s in StoredStatus)
+    except ValueError:
+        names = ", ".join(repr(str(s)) for s in StoredStatus)
+        raise StoreError(
+            f"there is no run status {status!r}: a run's status is one of {names}"
+        ) from None
 
 
 def read_status(value: object, run_id: str, seq: int | None = None) -> StoredStatus:

@@ -568,6 +568,20 @@ class _LoopConnections:
         self.idle.clear()
 
 
+def _location(dsn: str, schema: str | None) -> str:
+    """A store's ``location``: its database (the DSN as psycopg reads it, else as it is
+    spelt: psycopg missing, or a DSN it cannot read) and schema. Worked out once: every
+    durable run's start looks it up."""
+    where: object = dsn
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        where = sorted(conninfo_to_dict(dsn).items())
+    except Exception:
+        pass
+    return f"postgresql:{where}#{schema or ''}"
+
+
 class PostgresStore(PostgresQueue, StoreResults):
     """Runs, checkpoints and journals in PostgreSQL (psycopg 3; the extra ``postgres``).
 
@@ -600,6 +614,7 @@ class PostgresStore(PostgresQueue, StoreResults):
             raise StoreError("PostgresStore(schema=''): give a schema name, or None")
         self.dsn = dsn
         self.schema = schema
+        self._location = _location(dsn, schema)
         prefix = "" if schema is None else '"' + schema.replace('"', '""') + '".'
         self._tables = _TABLES.replace("{p}", prefix)
         self._create_schema = "" if schema is None else f"CREATE SCHEMA IF NOT EXISTS {prefix[:-1]}"
@@ -618,14 +633,7 @@ class PostgresStore(PostgresQueue, StoreResults):
     def location(self) -> str:
         """What identifies the data (store objects over one database and schema share it,
         however their DSNs spell it: a URL or key=value pairs, in any order)."""
-        where: object = self.dsn
-        try:
-            from psycopg.conninfo import conninfo_to_dict
-
-            where = sorted(conninfo_to_dict(self.dsn).items())
-        except Exception:  # (psycopg missing, or a DSN it cannot read: as it is spelt)
-            pass
-        return f"postgresql:{where}#{self.schema or ''}"
+        return self._location
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"

@@ -1464,11 +1464,7 @@ def test_a_negative_object_position_raises_checkpoint_error_and_changes_nothing(
     key: str,
     value: object,
 ) -> None:
-    pristine, stored = next(r for r in sqlite_runs if r[1].serializer == serializer)
-    latest = max(seq for seq, _ in stored.checkpoints)  # read by a fork and by a resume
-    row = next(r for r in stored.targets if r.kind == "frame" and r.seq == latest)
-    corrupt = _rewritten_checkpoint(row.data or b"", frame=lambda frame: {**frame, key: value})
-    _corrupt_and_resume(pristine.copy_to(scratch), stored, row, corrupt)
+    _resume_with_latest_frame(sqlite_runs, scratch, serializer, lambda frame: {**frame, key: value})
 
 
 # -- bugs found while writing these tests, fixed since -----------------------------------------
@@ -1478,6 +1474,22 @@ def _rewritten(stored_data: bytes, change: Callable[[Any], Any]) -> bytes:
     """A stored chunk or journal entry with its value changed (its checksum right)."""
     ser = _serializer_of(stored_data)
     return wrap(ser, ser.dumps(change(ser.loads(_payload(stored_data))), "a corruption"))
+
+
+def _resume_with_latest_frame(
+    sqlite_runs: list[tuple[SqliteBackend, Stored]],
+    scratch: Path,
+    serializer: str,
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    """Rewrite (checksum right) the frame of the latest checkpoint of the ``serializer``
+    run with ``change``, then resume it every way: each raises CheckpointError, nothing
+    changes."""
+    pristine, stored = next(r for r in sqlite_runs if r[1].serializer == serializer)
+    latest = max(seq for seq, _ in stored.checkpoints)  # read by a fork and by a resume
+    row = next(r for r in stored.targets if r.kind == "frame" and r.seq == latest)
+    corrupt = _rewritten_checkpoint(row.data or b"", frame=change)
+    _corrupt_and_resume(pristine.copy_to(scratch), stored, row, corrupt)
 
 
 def _corrupt_and_resume(backend: SqliteBackend, stored: Stored, row: Row, corrupt: bytes) -> None:
@@ -1495,23 +1507,17 @@ def _renamed_node(frame: dict[str, Any]) -> dict[str, Any]:
 def test_a_frame_naming_a_step_the_workflow_lacks_raises_checkpoint_error_and_changes_nothing(
     sqlite_runs: list[tuple[SqliteBackend, Stored]], scratch: Path, serializer: str
 ) -> None:
-    pristine, stored = next(r for r in sqlite_runs if r[1].serializer == serializer)
-    latest = max(seq for seq, _ in stored.checkpoints)  # read by a fork and by a resume
-    row = next(r for r in stored.targets if r.kind == "frame" and r.seq == latest)
-    corrupt = _rewritten_checkpoint(row.data or b"", frame=_renamed_node)
-    _corrupt_and_resume(pristine.copy_to(scratch), stored, row, corrupt)
+    _resume_with_latest_frame(sqlite_runs, scratch, serializer, _renamed_node)
 
 
 @pytest.mark.parametrize("serializer", ["json", "pickle"])
 def test_a_frame_holding_another_runs_state_raises_checkpoint_error_and_changes_nothing(
     sqlite_runs: list[tuple[SqliteBackend, Stored]], scratch: Path, serializer: str
 ) -> None:
-    pristine, stored = next(r for r in sqlite_runs if r[1].serializer == serializer)
-    latest = max(seq for seq, _ in stored.checkpoints)  # read by a fork and by a resume
-    row = next(r for r in stored.targets if r.kind == "frame" and r.seq == latest)
-    other = next(r for r in sqlite_runs if r[1].run_id != stored.run_id)[1].run_id
-    corrupt = _rewritten_checkpoint(row.data or b"", frame=lambda f: {**f, "run_id": other})
-    _corrupt_and_resume(pristine.copy_to(scratch), stored, row, corrupt)
+    other = next(stored.run_id for _, stored in sqlite_runs if stored.serializer != serializer)
+    _resume_with_latest_frame(
+        sqlite_runs, scratch, serializer, lambda frame: {**frame, "run_id": other}
+    )
 
 
 _CONVERTIBLE = [  # (part, key, value): values lax validation would take
