@@ -462,6 +462,17 @@ async def test_a_registry_a_worker_cannot_run_is_refused_naming_the_workflow(
             each.close()
 
 
+def test_two_spellings_of_one_postgresql_database_are_one_store() -> None:
+    from stepgraph.stores import PostgresStore
+
+    url = PostgresStore("postgresql://postgres@127.0.0.1:5432/test", schema="s")
+    pairs = PostgresStore("port=5432 dbname=test host=127.0.0.1 user=postgres", schema="s")
+    assert url.location == pairs.location
+    assert url.location != PostgresStore(url.dsn, schema="t").location  # another schema
+    assert url.location != PostgresStore(url.dsn.replace("test", "other"), schema="s").location
+    Worker(url, registry([(None, Three(store=pairs))]))  # bound to its store: not refused
+
+
 def test_worker_options_are_checked() -> None:
     store = MemoryStore()
     with pytest.raises(StepgraphError, match="concurrency"):
